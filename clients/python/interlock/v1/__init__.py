@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC modules of the interlock.v1 API (see proto/)."""

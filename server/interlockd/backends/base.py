@@ -1,0 +1,285 @@
+"""The seam between the turn orchestrator and an agent runtime.
+
+A backend turns one provider-neutral :class:`TurnRequest` into a stream of
+provider-neutral :data:`BackendEvent` values. Backends know nothing of gRPC,
+the store, tenants or encryption: they receive plain messages and tool
+schemas, and they execute tools only through the :class:`ToolRunner` they are
+handed (which records every call durably before and after it runs).
+
+Chat-completions-shaped providers implement :meth:`ChatLoopBackend.step` (one
+provider call) and inherit the tool loop; runtimes that run their own loop
+(managed agents) implement :meth:`AgentBackend.stream_turn` directly.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import orjson
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one provider call or of a whole turn (summed)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call: JSON-schema'd, executed by the router."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    side_effecting: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    """A tool call inside an assistant message of the context."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of the context handed to a provider (OpenAI-like shape)."""
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCallPart, ...] = ()
+    tool_call_id: str | None = None  # role == "tool": the call this answers
+    name: str | None = None  # role == "tool": the tool's name
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """Everything a backend needs for one turn, already within the model's budget."""
+
+    model: str
+    messages: Sequence[Message]
+    tools: Sequence[ToolSpec] = ()
+    max_output_tokens: int | None = None
+    max_tool_iterations: int = 8
+    # Provider-specific options from the request (e.g. a Google reasoning engine id).
+    options: dict[str, str] = field(default_factory=dict)
+
+
+# ---- events a backend yields -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asked for a tool. Yielded before the backend runs it."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """The outcome of a tool call, as returned by the :class:`ToolRunner`."""
+
+    call_id: str
+    name: str
+    result: str  # JSON text; "" when error is set
+    error: str = ""
+    reused: bool = False  # a stored result of an already-completed call
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """Usage of one provider call; the orchestrator sums them."""
+
+    usage: Usage
+
+
+StopReason = Literal["end_turn", "max_tokens", "tool_limit", "content_filter", "refusal"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnd:
+    """The last event of a successful turn."""
+
+    stop_reason: StopReason
+
+
+BackendEvent = TextDelta | ThinkingDelta | ToolCall | ToolResult | UsageReport | TurnEnd
+
+
+@dataclass(frozen=True, slots=True)
+class StepEnd:
+    """End of one provider call of a chat loop: why it stopped, what it asked for."""
+
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"]
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the orchestrator needs to know about a model to assemble context."""
+
+    context_window: int  # tokens
+    max_output_tokens: int
+    supports_tools: bool = True
+    supports_thinking: bool = False
+
+
+class ToolRunner(abc.ABC):
+    """Executes tool calls on behalf of a backend, inside the run's sandbox."""
+
+    @abc.abstractmethod
+    async def run(self, call: ToolCall) -> ToolResult:
+        """Execute ``call`` and return its result.
+
+        The runner records the call durably before executing it and the result
+        durably before returning, so a crash never loses a completed result and
+        a side-effecting call that already completed is never executed again
+        (its stored result comes back with ``reused=True``). Tool failures are
+        returned as a result with ``error`` set, never raised; only
+        cancellation propagates.
+        """
+
+
+class AgentBackend(abc.ABC):
+    """One agent runtime, selected by the request's provider string."""
+
+    #: The provider string this backend is registered under.
+    provider: ClassVar[str]
+
+    @abc.abstractmethod
+    def model_info(self, model: str) -> ModelInfo:
+        """Return the limits of ``model``.
+
+        Raise :class:`interlockd.errors.InvalidArgument` (field ``model``) for a
+        model this backend cannot run. Called before the user message is
+        recorded, so a bad model stores nothing.
+        """
+
+    @abc.abstractmethod
+    def stream_turn(self, request: TurnRequest, tools: ToolRunner) -> AsyncIterator[BackendEvent]:
+        """Run one turn and yield its events in order.
+
+        Contract:
+        - Text and thinking are yielded as they arrive from the provider.
+        - For every tool the model calls, yield :class:`ToolCall`, then obtain
+          the result from ``tools.run(...)`` and yield that :class:`ToolResult`.
+        - Yield a :class:`UsageReport` for every provider call that reports usage.
+        - End with exactly one :class:`TurnEnd` on success.
+        - On failure raise a :class:`interlockd.errors.ProviderError` subclass:
+          ``ProviderUnavailable`` when the provider could not be reached or
+          answered 5xx/429, ``ProviderProtocolError`` for a malformed answer.
+        - Cancellation (the caller closing the iterator or cancelling its task)
+          must close the upstream connection promptly.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Release connections and child processes. Called once at shutdown."""
+
+
+class ChatLoopBackend(AgentBackend):
+    """A backend whose provider runs one model call at a time; the loop is ours."""
+
+    @abc.abstractmethod
+    def step(self, request: TurnRequest) -> AsyncIterator[TextDelta | ThinkingDelta | UsageReport | StepEnd]:
+        """Make one provider call with ``request.messages`` and yield its events.
+
+        Yield text/thinking deltas as they arrive, usage when reported, and
+        finally exactly one :class:`StepEnd` carrying the fully assembled tool
+        calls (arguments joined from all streamed fragments) when the model
+        asked for tools.
+        """
+
+    async def stream_turn(
+        self, request: TurnRequest, tools: ToolRunner
+    ) -> AsyncIterator[BackendEvent]:
+        messages = list(request.messages)
+        for _ in range(request.max_tool_iterations + 1):
+            step_request = TurnRequest(
+                model=request.model,
+                messages=messages,
+                tools=request.tools,
+                max_output_tokens=request.max_output_tokens,
+                max_tool_iterations=request.max_tool_iterations,
+                options=request.options,
+            )
+            text: list[str] = []
+            end: StepEnd | None = None
+            async for event in self.step(step_request):
+                if isinstance(event, StepEnd):
+                    end = event
+                    continue
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                yield event
+            if end is None:
+                raise AssertionError(f"{type(self).__name__}.step ended without StepEnd")
+            if end.finish_reason != "tool_calls" or not end.tool_calls:
+                yield TurnEnd(_STOP_REASONS[end.finish_reason])
+                return
+            messages.append(
+                Message(
+                    role="assistant",
+                    content="".join(text),
+                    tool_calls=tuple(
+                        ToolCallPart(c.call_id, c.name, c.arguments) for c in end.tool_calls
+                    ),
+                )
+            )
+            for call in end.tool_calls:
+                yield call
+                result = await tools.run(call)
+                yield result
+                messages.append(
+                    Message(
+                        role="tool",
+                        content=result.result if not result.error else _error_json(result.error),
+                        tool_call_id=call.call_id,
+                        name=call.name,
+                    )
+                )
+        yield TurnEnd("tool_limit")
+
+
+_STOP_REASONS: dict[str, StopReason] = {
+    "stop": "end_turn",
+    "tool_calls": "end_turn",
+    "length": "max_tokens",
+    "content_filter": "content_filter",
+}
+
+
+def _error_json(error: str) -> str:
+    return orjson.dumps({"error": error}).decode()

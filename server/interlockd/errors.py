@@ -1,0 +1,118 @@
+"""The one error root of the daemon and its mapping to gRPC status codes.
+
+Every error the daemon raises on purpose derives from :class:`InterlockError`
+and knows its gRPC status code; ``api/`` maps them in one place. Messages name
+the field or id at fault and say what to do. They never carry secrets or raw
+provider payloads.
+
+::
+
+    InterlockError
+    ├── InvalidArgument          INVALID_ARGUMENT   (names the field)
+    ├── NotFound                 NOT_FOUND
+    ├── AlreadyExists            ALREADY_EXISTS
+    ├── Unauthenticated          UNAUTHENTICATED
+    ├── PermissionDenied         PERMISSION_DENIED
+    ├── ResourceExhausted        RESOURCE_EXHAUSTED (caps, quotas, budgets)
+    ├── FailedPrecondition       FAILED_PRECONDITION
+    ├── Unavailable              UNAVAILABLE        (shutting down)
+    ├── StoreError               INTERNAL
+    │   └── DecryptionError      INTERNAL           (a sealed value failed to open)
+    └── ProviderError            UNKNOWN            (the provider refused or failed)
+        ├── ProviderUnavailable  UNAVAILABLE        (could not reach it, 5xx, 429)
+        ├── ProviderProtocolError INTERNAL          (it answered something malformed)
+        └── ProviderTimeout      DEADLINE_EXCEEDED
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+
+class InterlockError(Exception):
+    """Root of every error the daemon raises on purpose."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(InterlockError):
+    """The request is malformed; ``field`` names the offending field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(InterlockError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(InterlockError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Unauthenticated(InterlockError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(InterlockError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(InterlockError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retryable = True
+
+
+class FailedPrecondition(InterlockError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(InterlockError):
+    code = grpc.StatusCode.UNAVAILABLE
+    retryable = True
+
+
+class StoreError(InterlockError):
+    code = grpc.StatusCode.INTERNAL
+
+
+class DecryptionError(StoreError):
+    """A sealed value failed authentication: wrong key, or moved to another row."""
+
+
+class ProviderError(InterlockError):
+    """The provider answered with an error. ``provider`` names it."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached, or answered 5xx/429: try again later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retryable = True
+
+
+class ProviderProtocolError(ProviderError):
+    """The provider answered something that does not follow its protocol."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class ProviderTimeout(ProviderError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    retryable = True

@@ -1,0 +1,381 @@
+"""The sandbox store: the one durable home of tenants, conversations, runs and money.
+
+:class:`Store` is the seam; ``sqlite.py`` is the embedded implementation and a
+PostgreSQL one follows with the same conformance suite (``tests/store/``).
+Callers see only these dataclasses and methods: no SQL, no connection objects,
+no dialect-specific behaviour. Everything that must hold across daemon replicas
+(caps, one turn at a time per conversation) is decided inside one store call,
+atomically, never in caller memory.
+
+Conversation content and secrets go in as plaintext and come out as
+plaintext; the store seals them with the sandbox's data key on the way in
+(see ``crypto.py``). The store knows nothing of providers or gRPC.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, Literal, TypeVar
+
+from interlockd.backends.base import Usage
+
+EntryKind = Literal["user", "assistant", "tool_call", "tool_result", "summary"]
+RunStatus = Literal["running", "finished", "failed", "cancelled", "interrupted"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """Per-sandbox limits enforced at admission. Zero means unlimited."""
+
+    max_concurrent_runs: int = 0
+    max_concurrent_runs_per_end_user: int = 0
+    max_tokens_per_day: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    id: str
+    name: str
+    created_at: datetime
+    quotas: Quotas
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A sandbox API key. Only its hash is stored; ``prefix`` is shown to humans."""
+
+    id: str
+    sandbox_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One end user's session in a sandbox; its window lives in entries."""
+
+    id: str
+    sandbox_id: str
+    end_user_id: str
+    created_at: datetime
+    updated_at: datetime
+    title: str = ""  # sealed at rest
+    last_provider: str = ""
+    last_model: str = ""
+    entry_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """A window entry to append. ``text`` is sealed at rest."""
+
+    kind: EntryKind
+    text: str
+    run_id: str
+    tokens: int  # estimated token count of ``text`` (context budgeting)
+    provider: str = ""
+    model: str = ""
+    tool_call_id: str = ""
+    tool_name: str = ""
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEntry:
+    """A stored window entry, opened."""
+
+    conversation_id: str
+    seq: int  # strictly increasing within the conversation, starting at 1
+    kind: EntryKind
+    text: str
+    run_id: str
+    tokens: int
+    created_at: datetime
+    provider: str = ""
+    model: str = ""
+    tool_call_id: str = ""
+    tool_name: str = ""
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    id: str
+    sandbox_id: str
+    end_user_id: str
+    conversation_id: str
+    provider: str
+    model: str
+    request_id: str = ""  # "" = no idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: str
+    sandbox_id: str
+    end_user_id: str
+    conversation_id: str
+    provider: str
+    model: str
+    request_id: str
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    stop_reason: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One line of money: token cost today; compute cost once compute lands."""
+
+    run_id: str
+    sandbox_id: str
+    end_user_id: str
+    kind: Literal["tokens", "compute"]
+    provider: str
+    model: str
+    usage: Usage
+    cost_usd: float
+    price_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    conversation_id: str
+    entry: WindowEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str = ""  # "" = no more
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    master_key_id: str
+    data_keys_rewrapped: int
+    sandboxes_with_new_data_key: int
+
+
+class Store(abc.ABC):
+    """Durable, encrypted storage of sandboxes and everything inside them.
+
+    All methods are coroutine-safe: many runs call them concurrently. Methods
+    addressed by ``sandbox_id`` never read or write another sandbox's rows;
+    methods addressed by ``(sandbox_id, end_user_id, ...)`` never return
+    another end user's rows (they raise :class:`~interlockd.errors.NotFound`,
+    revealing nothing). Timestamps are timezone-aware UTC.
+    """
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending numbered migrations. Idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush and disconnect. Idempotent."""
+
+    # ---- operator and sandbox keys -------------------------------------------
+
+    @abc.abstractmethod
+    async def add_operator_key(self, key_hash: str) -> None:
+        """Register an operator key by its hash (sandbox administration)."""
+
+    @abc.abstractmethod
+    async def has_operator_key(self) -> bool:
+        """Whether any operator key exists (false on a fresh store)."""
+
+    @abc.abstractmethod
+    async def is_operator_key(self, key_hash: str) -> bool:
+        """Whether ``key_hash`` is a registered operator key."""
+
+    # ---- sandboxes -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_sandbox(self, name: str, quotas: Quotas) -> Sandbox:
+        """Create a sandbox with a fresh data key wrapped by the current master key.
+
+        Raise AlreadyExists if a live sandbox already has ``name``.
+        """
+
+    @abc.abstractmethod
+    async def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        """Return the sandbox or raise NotFound."""
+
+    @abc.abstractmethod
+    async def list_sandboxes(self, page_size: int, page_token: str) -> Page[Sandbox]:
+        """Sandboxes in creation order, paged by an opaque token."""
+
+    @abc.abstractmethod
+    async def set_quotas(self, sandbox_id: str, quotas: Quotas) -> Sandbox:
+        """Replace the sandbox's quotas; raise NotFound."""
+
+    @abc.abstractmethod
+    async def delete_sandbox(self, sandbox_id: str) -> None:
+        """Delete the sandbox and everything in it, its data keys included
+        (so any copy of its sealed values left elsewhere can never be opened).
+        Raise NotFound."""
+
+    # ---- API keys ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_api_key(self, sandbox_id: str, name: str, key_hash: str, prefix: str) -> ApiKey:
+        """Store a new key's hash for the sandbox; raise NotFound for the sandbox."""
+
+    @abc.abstractmethod
+    async def list_api_keys(self, sandbox_id: str) -> list[ApiKey]:
+        """All keys of the sandbox, revoked ones included, in creation order."""
+
+    @abc.abstractmethod
+    async def revoke_api_key(self, sandbox_id: str, key_id: str) -> ApiKey:
+        """Mark the key revoked (idempotent); NotFound if it is not this sandbox's."""
+
+    @abc.abstractmethod
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        """The live (not revoked) key with this hash, or None."""
+
+    # ---- conversations and the window ----------------------------------------
+
+    @abc.abstractmethod
+    async def create_conversation(self, sandbox_id: str, end_user_id: str) -> Conversation:
+        """Start a new conversation for the end user (creating the end user on first sight)."""
+
+    @abc.abstractmethod
+    async def get_conversation(
+        self, sandbox_id: str, end_user_id: str, conversation_id: str
+    ) -> Conversation:
+        """Return it, or raise NotFound if it is not this end user's in this sandbox."""
+
+    @abc.abstractmethod
+    async def list_conversations(
+        self, sandbox_id: str, end_user_id: str, page_size: int, page_token: str
+    ) -> Page[Conversation]:
+        """The end user's conversations, most recently updated first."""
+
+    @abc.abstractmethod
+    async def delete_conversation(
+        self, sandbox_id: str, end_user_id: str, conversation_id: str
+    ) -> None:
+        """Delete the conversation, its entries and its search index rows; NotFound otherwise."""
+
+    @abc.abstractmethod
+    async def append_entries(
+        self,
+        sandbox_id: str,
+        conversation_id: str,
+        entries: Sequence[NewEntry],
+        *,
+        provider: str = "",
+        model: str = "",
+    ) -> list[int]:
+        """Append entries atomically (all or none) and return their seqs.
+
+        Text is sealed; the search index gets blind terms of user/assistant/
+        tool text. The conversation's ``updated_at``, ``entry_count`` and, when
+        given, ``last_provider``/``last_model`` are updated in the same
+        transaction. Durable when this returns.
+        """
+
+    @abc.abstractmethod
+    async def read_entries(
+        self,
+        sandbox_id: str,
+        conversation_id: str,
+        *,
+        before_seq: int | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[WindowEntry]:
+        """A page of entries. ``before_seq`` bounds the page (exclusive).
+
+        Cost is bounded by ``limit``, never by the conversation's length.
+        """
+
+    @abc.abstractmethod
+    async def find_tool_result(
+        self, sandbox_id: str, conversation_id: str, tool_call_id: str
+    ) -> WindowEntry | None:
+        """The stored ``tool_result`` entry answering ``tool_call_id``, if any."""
+
+    @abc.abstractmethod
+    async def search_entries(
+        self, sandbox_id: str, end_user_id: str, query: str, *, limit: int = 10,
+        exclude_conversation_id: str = "",
+    ) -> list[SearchHit]:
+        """Full-text search over the end user's entries (all words must match), best first.
+
+        Only this end user's conversations in this sandbox are searched. The
+        index holds keyed hashes of words, never the words themselves.
+        """
+
+    # ---- runs, admission and the ledger ---------------------------------------
+
+    @abc.abstractmethod
+    async def begin_run(self, run: NewRun, quotas: Quotas) -> Run:
+        """Record a new running run, atomically enforcing admission.
+
+        Raise FailedPrecondition if the conversation already has a running run
+        (one turn at a time per conversation), ResourceExhausted if starting it
+        would exceed ``quotas`` (concurrent runs in the sandbox, per end user,
+        tokens since the start of the UTC day), AlreadyExists if ``request_id``
+        is already used in this sandbox.
+        """
+
+    @abc.abstractmethod
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        stop_reason: str = "",
+        error_code: str = "",
+        error_message: str = "",
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
+        ledger: Sequence[LedgerRow] = (),
+    ) -> Run:
+        """Close the run and write its ledger rows in one transaction."""
+
+    @abc.abstractmethod
+    async def get_run(self, sandbox_id: str, run_id: str) -> Run:
+        """Return the run or raise NotFound if it is not this sandbox's."""
+
+    @abc.abstractmethod
+    async def find_run_by_request_id(self, sandbox_id: str, request_id: str) -> Run | None:
+        """The run started with this idempotency key in this sandbox, if any."""
+
+    @abc.abstractmethod
+    async def read_run_entries(self, sandbox_id: str, run_id: str) -> list[WindowEntry]:
+        """All window entries recorded by one run, in order (for replays)."""
+
+    @abc.abstractmethod
+    async def interrupt_running_runs(self) -> int:
+        """Mark runs left ``running`` by a dead process as ``interrupted``; return how many.
+
+        Called once at startup by a single-process deployment.
+        """
+
+    @abc.abstractmethod
+    async def list_ledger(self, sandbox_id: str, run_id: str = "") -> list[LedgerRow]:
+        """Ledger rows of the sandbox (of one run when ``run_id`` is given)."""
+
+    # ---- keys ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def rotate_keys(self, *, new_data_keys: bool = True) -> RotationReport:
+        """Rewrap every data key with the current master key and, if asked,
+        give every sandbox a new data key for new writes. Old rows stay
+        readable: each sealed value records the id of the key that sealed it."""

@@ -1,0 +1,101 @@
+"""Shape checks of incoming requests; every failure names the field.
+
+Only what can be judged from the request alone lives here (lengths, charsets,
+ranges). Whether a provider, model, tool or session exists is decided by the
+component that owns it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from interlockd.errors import InvalidArgument
+
+_END_USER = re.compile(r"[A-Za-z0-9_.@:\-]{1,128}")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+_TOOL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+MAX_SYSTEM_BYTES = 256 * 1024
+MAX_LABELS = 16
+MAX_TOOLS = 128
+
+
+def end_user_id(value: str, field: str = "end_user_id") -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if not _END_USER.fullmatch(value):
+        raise InvalidArgument(field, "must be 1-128 characters of letters, digits, _ - . @ :")
+    return value
+
+
+def name(value: str, field: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise InvalidArgument(field, "must be 1-64 characters of letters, digits, _ - .")
+    return value
+
+
+def identifier(value: str, field: str, *, required: bool = True) -> str:
+    if not value:
+        if required:
+            raise InvalidArgument(field, "is required")
+        return value
+    if not _ID.fullmatch(value):
+        raise InvalidArgument(field, f"{value[:70]!r} is not a valid id")
+    return value
+
+
+def message(value: str, max_bytes: int) -> str:
+    if not value.strip():
+        raise InvalidArgument("message", "is required and must not be blank")
+    size = len(value.encode("utf-8"))
+    if size > max_bytes:
+        raise InvalidArgument("message", f"is {size} bytes; the limit is {max_bytes}")
+    return value
+
+
+def system(value: str) -> str:
+    if len(value.encode("utf-8")) > MAX_SYSTEM_BYTES:
+        raise InvalidArgument("system", f"exceeds {MAX_SYSTEM_BYTES} bytes")
+    return value
+
+
+def short_text(value: str, field: str, max_len: int) -> str:
+    if len(value) > max_len:
+        raise InvalidArgument(field, f"exceeds {max_len} characters")
+    if any(ord(c) < 32 for c in value):
+        raise InvalidArgument(field, "must not contain control characters")
+    return value
+
+
+def tools(values: Sequence[str]) -> tuple[str, ...]:
+    if len(values) > MAX_TOOLS:
+        raise InvalidArgument("tools", f"names {len(values)} tools; at most {MAX_TOOLS}")
+    for i, value in enumerate(values):
+        if not _TOOL.fullmatch(value):
+            raise InvalidArgument(f"tools[{i}]", f"{value[:70]!r} is not a valid tool name")
+    return tuple(values)
+
+
+def labels(values: Mapping[str, str]) -> dict[str, str]:
+    if len(values) > MAX_LABELS:
+        raise InvalidArgument("labels", f"has {len(values)} entries; at most {MAX_LABELS}")
+    for key, value in values.items():
+        if not key or len(key) > 64:
+            raise InvalidArgument("labels", "keys must be 1-64 characters")
+        if len(value) > 256:
+            raise InvalidArgument(f"labels[{key[:64]}]", "values must be at most 256 characters")
+    return dict(values)
+
+
+def page_size(value: int, *, default: int, maximum: int) -> int:
+    if value < 0 or value > maximum:
+        raise InvalidArgument("page_size", f"must be 0-{maximum}")
+    return value or default
+
+
+def non_negative(value: int, field: str, maximum: int) -> int:
+    if value < 0 or value > maximum:
+        raise InvalidArgument(field, f"must be 0-{maximum}")
+    return value

@@ -1,0 +1,128 @@
+"""``interlockd``: serve, set up, rotate keys.
+
+    interlockd serve [--config FILE] [--bootstrap] [--listen HOST:PORT]
+    interlockd setup [--config FILE]          create the master key, operator key, first sandbox
+    interlockd keys rotate [--config FILE]    new master key; rewrap data keys; new data keys
+
+Secrets created by ``setup``/``--bootstrap`` are printed once, to stdout, and
+stored only as hashes (API keys) or in the 0600 key file (the master key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from interlockd import logs
+from interlockd.config import ConfigError, Settings, load_settings
+from interlockd.daemon import BootstrapCredentials, Daemon, bootstrap, open_keyring, open_store
+from interlockd.errors import InterlockError
+
+
+def _print_credentials(creds: BootstrapCredentials, port: int | None = None) -> None:
+    if not (creds.operator_key or creds.api_key):
+        return
+    lines = ["", "Interlock is set up. These secrets are shown only now; keep them safe:"]
+    if creds.operator_key:
+        lines.append(f"  export INTERLOCK_OPERATOR_KEY={creds.operator_key}")
+    if creds.api_key:
+        lines.append(f"  export INTERLOCK_API_KEY={creds.api_key}   # sandbox {creds.sandbox_id}")
+    if port is not None:
+        lines.append(f"  export INTERLOCK_ADDRESS=127.0.0.1:{port}")
+    lines += ['Then: interlock run "Hello!"', ""]
+    print("\n".join(lines), flush=True)
+
+
+async def _serve(settings: Settings, do_bootstrap: bool) -> int:
+    daemon = Daemon(settings)
+    port = await daemon.start()
+    if do_bootstrap:
+        _print_credentials(await bootstrap(daemon.store), port)
+    print(f"interlockd listening on {settings.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+    await daemon.serve_until_signalled()
+    return 0
+
+
+async def _setup(settings: Settings) -> int:
+    store = open_store(settings)
+    await store.open()
+    try:
+        creds = await bootstrap(store)
+    finally:
+        await store.close()
+    if not (creds.operator_key or creds.api_key):
+        print("already set up: an operator key and a sandbox exist", flush=True)
+    _print_credentials(creds)
+    return 0
+
+
+async def _rotate(settings: Settings) -> int:
+    if settings.keys.master_key is not None:
+        raise ConfigError("the master key comes from configuration; rotate it at its source")
+    path = settings.resolve(settings.keys.master_key_file)
+    keyring = open_keyring(settings)
+    keyring.rotate(path)
+    store = open_store(settings)
+    await store.open()
+    try:
+        report = await store.rotate_keys(new_data_keys=True)
+    finally:
+        await store.close()
+    print(
+        f"master key is now {report.master_key_id}; rewrapped {report.data_keys_rewrapped} "
+        f"data keys; {report.sandboxes_with_new_data_key} sandboxes got a new data key",
+        flush=True,
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interlockd", description="Interlock agent router daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the daemon")
+    serve.add_argument("--config", type=Path, help="TOML settings file")
+    serve.add_argument("--listen", help="host:port to listen on (overrides settings)")
+    serve.add_argument("--data-dir", type=Path, help="data directory (overrides settings)")
+    serve.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="on an empty store, create an operator key and a first sandbox and print them once",
+    )
+    setup = sub.add_parser("setup", help="create the master key, operator key and first sandbox")
+    setup.add_argument("--config", type=Path)
+    setup.add_argument("--data-dir", type=Path)
+    keys = sub.add_parser("keys", help="key management")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="rotate the master key and the data keys")
+    rotate.add_argument("--config", type=Path)
+    rotate.add_argument("--data-dir", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, object] = {}
+    if getattr(args, "listen", None):
+        overrides["listen"] = args.listen
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = str(args.data_dir)
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+        logs.configure(settings.log_level, settings.log_format)
+        if args.command == "serve":
+            return asyncio.run(_serve(settings, args.bootstrap))
+        if args.command == "setup":
+            return asyncio.run(_setup(settings))
+        return asyncio.run(_rotate(settings))
+    except (InterlockError, OSError) as exc:
+        print(f"interlockd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

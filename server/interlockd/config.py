@@ -1,0 +1,174 @@
+"""The daemon's one typed settings object: a TOML file overlaid by ``INTERLOCK_*`` env.
+
+Precedence: built-in defaults < the TOML file (``--config`` or
+``INTERLOCK_CONFIG``) < environment variables. Nested keys use ``__`` in env
+names: ``INTERLOCK_STORE__PATH``, ``INTERLOCK_PROVIDERS__OPENAI__API_KEY``.
+Unknown keys are rejected — in the file and in the environment — so a typo
+fails at start instead of being silently ignored. Secrets are ``SecretStr`` so
+they never print in logs or reprs.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from interlockd.errors import InterlockError
+
+ENV_PREFIX = "INTERLOCK_"
+# Variables of the `interlock` client and of the launcher that share the prefix
+# but are not daemon settings.
+CLIENT_ENV = frozenset(
+    {"INTERLOCK_ADDRESS", "INTERLOCK_API_KEY", "INTERLOCK_OPERATOR_KEY", "INTERLOCK_CONFIG"}
+)
+
+
+class ConfigError(InterlockError):
+    """The configuration is invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Strict):
+    #: SQLite database file; relative paths are under ``data_dir``.
+    path: Path = Path("interlock.db")
+
+
+class KeySettings(_Strict):
+    #: Master keyring file (created 0600 on first start); relative to ``data_dir``.
+    master_key_file: Path = Path("master.key")
+    #: A master key given directly (base64 of 32 bytes), e.g. from a secret
+    #: manager; takes precedence over the file.
+    master_key: SecretStr | None = None
+
+
+class ProviderSettings(_Strict):
+    """One configured provider; its table name is the provider string of RunRequest."""
+
+    kind: Literal["openai", "local"]
+    #: OpenAI-compatible base URL ending in /v1 (kind = "openai").
+    base_url: str = ""
+    api_key: SecretStr | None = None
+    #: Model used when a request names none.
+    default_model: str = ""
+    #: Allow-list of models with their context windows (tokens); empty allows any.
+    models: dict[str, int] = Field(default_factory=dict)
+    #: Context window assumed for models not listed.
+    default_context_window: int = Field(default=8192, ge=512)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    read_timeout_seconds: float = Field(default=300.0, gt=0)
+    #: kind = "local": context size and threads of the embedded model server.
+    context_size: int = Field(default=2048, ge=256)
+    threads: int = Field(default=1, ge=1)
+
+
+class RunSettings(_Strict):
+    #: Largest accepted RunRequest.message, in bytes of UTF-8.
+    max_message_bytes: int = Field(default=64 * 1024, ge=1)
+    #: Tool loop cap: model calls per turn beyond the first.
+    max_tool_iterations: int = Field(default=8, ge=0, le=100)
+    #: Seconds a single tool call may take.
+    tool_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Upper bound of a whole turn in seconds (the client's deadline may be shorter).
+    max_run_seconds: float = Field(default=600.0, gt=0)
+
+
+class Settings(_Strict):
+    #: host:port of the gRPC server. Port 0 picks a free port.
+    listen: str = "127.0.0.1:7600"
+    #: Where the database, the master key and the local model's state live.
+    data_dir: Path = Path("data")
+    #: Provider used when a RunRequest names none.
+    default_provider: str = "local"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    #: Seconds in-flight runs get to finish on SIGTERM before they are cancelled.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    store: StoreSettings = StoreSettings()
+    keys: KeySettings = KeySettings()
+    runs: RunSettings = RunSettings()
+    providers: dict[str, ProviderSettings] = Field(
+        default_factory=lambda: {"local": ProviderSettings(kind="local")}
+    )
+
+    @model_validator(mode="after")
+    def _check_providers(self) -> Settings:
+        if self.default_provider not in self.providers:
+            raise ValueError(
+                f"default_provider {self.default_provider!r} is not among providers "
+                f"({', '.join(sorted(self.providers)) or 'none'})"
+            )
+        for name, p in self.providers.items():
+            if p.kind == "openai" and not p.base_url:
+                raise ValueError(f"providers.{name}.base_url is required for kind 'openai'")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """``path`` made absolute under ``data_dir`` when relative."""
+        return path if path.is_absolute() else self.data_dir / path
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, ``config_file``, ``env`` and ``overrides``.
+
+    Raise :class:`ConfigError` naming the key for any unknown key or bad value.
+    """
+    env = os.environ if env is None else env
+    if config_file is None and env.get("INTERLOCK_CONFIG"):
+        config_file = Path(env["INTERLOCK_CONFIG"])
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_file} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from None
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in CLIENT_ENV:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        _set_path(data, keys, value, name)
+    for dotted, value in (overrides or {}).items():
+        _set_path(data, dotted.split("."), value, dotted)
+    # The zero-credential local provider is always available (it starts lazily,
+    # on its first run), whatever else is configured.
+    providers = data.setdefault("providers", {})
+    if isinstance(providers, dict):
+        providers.setdefault("local", {"kind": "local"})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any, origin: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {key!r} is not a table")
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key")
+        else:
+            problems.append(f"{where}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(problems)

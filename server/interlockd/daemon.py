@@ -1,0 +1,223 @@
+"""Build, run and stop the daemon: the grpc.aio server and everything behind it.
+
+Start: open the store (creating the master key file on first start), mark
+runs a previous process left running as interrupted, build the provider
+registry and the servicers, bind. Stop (SIGTERM/SIGINT): health goes
+NOT_SERVING, new runs are refused, in-flight streams get the grace period to
+finish, the rest are cancelled and record what they produced, then backends
+(the local model server among them) and the store close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from interlock.v1 import conversations_pb2, events_pb2, router_pb2, sandboxes_pb2
+
+from interlockd.api.auth import OPERATOR_KEY_PREFIX, Authenticator, hash_secret, new_secret
+from interlockd.api.conversations import ConversationsServicer
+from interlockd.api.handlers import generic_handler
+from interlockd.api.router import AgentRouterServicer
+from interlockd.api.sandboxes import SandboxesServicer, create_api_key
+from interlockd.backends.base import AgentBackend, ModelInfo
+from interlockd.backends.registry import BackendRegistry
+from interlockd.config import ProviderSettings, Settings
+from interlockd.context.search_tool import SearchConversationsTool
+from interlockd.integrations.tools import ToolRegistry
+from interlockd.runs.orchestrator import Orchestrator
+from interlockd.store.base import Quotas, Store
+from interlockd.store.crypto import MasterKeyring
+from interlockd.store.sqlite import SqliteStore
+
+log = structlog.get_logger(__name__)
+
+_SERVICES = {
+    "interlock.v1.AgentRouter": router_pb2,
+    "interlock.v1.Sandboxes": sandboxes_pb2,
+    "interlock.v1.Conversations": conversations_pb2,
+}
+
+
+def _messages() -> dict[str, type]:
+    found: dict[str, type] = {}
+    for module in (router_pb2, events_pb2, sandboxes_pb2, conversations_pb2):
+        for name in module.DESCRIPTOR.message_types_by_name:
+            cls = getattr(module, name)
+            found[cls.DESCRIPTOR.full_name] = cls
+    return found
+
+
+def open_keyring(settings: Settings) -> MasterKeyring:
+    if settings.keys.master_key is not None:
+        return MasterKeyring.from_env_value(settings.keys.master_key.get_secret_value())
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return MasterKeyring.load_or_create(settings.resolve(settings.keys.master_key_file))
+
+
+def open_store(settings: Settings) -> SqliteStore:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(settings.resolve(settings.store.path), open_keyring(settings))
+
+
+def build_backend(name: str, p: ProviderSettings, settings: Settings) -> AgentBackend:
+    if p.kind == "local":
+        from interlockd.backends.local import LocalBackend, LocalModelServer
+
+        server = LocalModelServer(
+            state_dir=settings.data_dir / "local-model",
+            context_size=p.context_size,
+            threads=p.threads,
+        )
+        return LocalBackend(server, provider=name)
+    from interlockd.backends.openai_compat import OpenAICompatibleBackend
+
+    default_info = ModelInfo(
+        context_window=p.default_context_window,
+        max_output_tokens=min(4096, p.default_context_window // 4),
+    )
+    return OpenAICompatibleBackend(
+        name,
+        p.base_url,
+        p.api_key.get_secret_value() if p.api_key else "",
+        models={
+            m: ModelInfo(context_window=cw, max_output_tokens=min(4096, cw // 4))
+            for m, cw in p.models.items()
+        }
+        or None,
+        default_model_info=default_info,
+        connect_timeout=p.connect_timeout_seconds,
+        read_timeout=p.read_timeout_seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapCredentials:
+    operator_key: str | None
+    sandbox_id: str | None
+    api_key: str | None
+
+
+async def bootstrap(store: Store) -> BootstrapCredentials:
+    """On an empty store: create an operator key and a first sandbox with an API key.
+
+    Returns the secrets created (None for what already existed): they are
+    printed once and never stored in clear.
+    """
+    operator = None
+    if not await store.has_operator_key():
+        operator = new_secret(OPERATOR_KEY_PREFIX)
+        await store.add_operator_key(hash_secret(operator))
+    sandbox_id = api_key = None
+    if not (await store.list_sandboxes(1, "")).items:
+        sandbox = await store.create_sandbox("default", Quotas())
+        _, api_key = await create_api_key(store, sandbox.id, "default")
+        sandbox_id = sandbox.id
+    return BootstrapCredentials(operator, sandbox_id, api_key)
+
+
+class Daemon:
+    """One interlockd process: ``await start()``, then ``await stop()``."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store: Store = store if store is not None else open_store(settings)
+        self.backends = BackendRegistry()
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.orchestrator: Orchestrator | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        """Open everything and bind; return the bound port."""
+        s = self.settings
+        await self.store.open()
+        interrupted = await self.store.interrupt_running_runs()
+        if interrupted:
+            log.warning("runs_interrupted", count=interrupted)
+        for name, provider in s.providers.items():
+            self.backends.register(build_backend(name, provider, s))
+        default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
+        default_models.setdefault("local", "smollm2-135m")
+        tools = ToolRegistry([SearchConversationsTool()])
+        self.orchestrator = Orchestrator(
+            self.store, self.backends, tools, s.runs, s.default_provider, default_models
+        )
+        auth = Authenticator(self.store)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", s.runs.max_message_bytes * 4 + (1 << 20)),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        messages = _messages()
+        servicers = {
+            "interlock.v1.AgentRouter": AgentRouterServicer(auth, self.orchestrator, s.runs),
+            "interlock.v1.Sandboxes": SandboxesServicer(auth, self.store),
+            "interlock.v1.Conversations": ConversationsServicer(auth, self.store),
+        }
+        for full_name, module in _SERVICES.items():
+            short = full_name.rsplit(".", 1)[1]
+            server.add_generic_rpc_handlers(
+                (
+                    generic_handler(
+                        module.DESCRIPTOR.services_by_name[short], servicers[full_name], messages
+                    ),
+                )
+            )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [
+                *_SERVICES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        self.port = server.add_insecure_port(s.listen)
+        if self.port == 0:
+            raise OSError(f"could not bind {s.listen}")
+        await server.start()
+        self.server = server
+        for name in ("", *_SERVICES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "listening",
+            address=s.listen.rsplit(":", 1)[0],
+            port=self.port,
+            providers=sorted(s.providers),
+        )
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop. Idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        log.info("stopping", grace_seconds=grace)
+        await self.health.enter_graceful_shutdown()
+        if self.orchestrator is not None:
+            self.orchestrator.stop_accepting()
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self.orchestrator is not None:
+            await self.orchestrator.drain(within=10.0)
+        await self.backends.aclose()
+        await self.store.close()
+        log.info("stopped")
+
+    async def serve_until_signalled(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.stop()

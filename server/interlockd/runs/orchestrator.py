@@ -1,0 +1,382 @@
+"""The turn orchestrator: one Run from admission to the ledger.
+
+Order of work (each step's failure is reported before the next starts):
+
+1. idempotency — a finished run with the same request_id is replayed;
+2. resolve the backend and model, the tool set and the context budget
+   (all validation happens here, before anything is stored);
+3. admission — one atomic store call enforces quotas and one turn at a time
+   per conversation;
+4. the user message is recorded durably, then context is assembled;
+5. the backend streams; text is buffered, tool calls are recorded around their
+   execution; RunStarted is held back until the provider's first event so a
+   provider that is down before answering surfaces as a status (UNAVAILABLE),
+   not a half-started stream;
+6. the end — usage and cost to the ledger with the run's final state, in one
+   transaction. Failure after the first event becomes a RunFailed event;
+   cancellation still records what was produced and marks the run cancelled.
+
+It knows backends and the store through their seams, and nothing of gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from interlockd.backends import catalog
+from interlockd.backends.base import (
+    AgentBackend,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    TurnEnd,
+    TurnRequest,
+    Usage,
+    UsageReport,
+)
+from interlockd.backends.registry import BackendRegistry
+from interlockd.config import RunSettings
+from interlockd.context.tokens import estimate_tokens
+from interlockd.context.window import Budget, assemble, check_message_fits
+from interlockd.errors import (
+    FailedPrecondition,
+    InterlockError,
+    InvalidArgument,
+    ProviderError,
+    Unavailable,
+)
+from interlockd.ids import new_id
+from interlockd.integrations.tools import Tool, ToolContext, ToolRegistry
+from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
+from interlockd.runs.recording import SandboxToolRunner, TurnRecorder
+from interlockd.runs.request import RunInput
+from interlockd.store.base import LedgerRow, NewRun, Run, RunStatus, Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    status: RunStatus
+    stop_reason: str = ""
+    error: RunFailed | None = None
+
+
+class Orchestrator:
+    """Runs turns. One instance serves every run of the daemon."""
+
+    def __init__(
+        self,
+        store: Store,
+        backends: BackendRegistry,
+        tools: ToolRegistry,
+        settings: RunSettings,
+        default_provider: str,
+        default_models: dict[str, str],
+    ) -> None:
+        self._store = store
+        self._backends = backends
+        self._tools = tools
+        self._settings = settings
+        self._default_provider = default_provider
+        self._default_models = default_models
+        self._accepting = True
+        self.active_runs = 0
+        self._closing: set[asyncio.Task[object]] = set()
+
+    def stop_accepting(self) -> None:
+        """Refuse new runs from now on (shutdown); running ones continue."""
+        self._accepting = False
+
+    async def drain(self, within: float) -> None:
+        """Wait for cancelled runs to finish recording what they produced."""
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=within)
+
+    async def run(self, req: RunInput) -> AsyncIterator[RunEvent]:
+        """Run one turn, yielding its events; raise InterlockError before the first one."""
+        if not self._accepting:
+            raise Unavailable("the daemon is shutting down; retry on another replica")
+        if req.request_id:
+            previous = await self._store.find_run_by_request_id(req.sandbox_id, req.request_id)
+            if previous is not None:
+                async for event in self._replay(previous, req):
+                    yield event
+                return
+
+        provider = req.provider or self._default_provider
+        backend = self._backends.get(provider)
+        model = req.model or self._default_models.get(provider, "")
+        if not model:
+            raise InvalidArgument("model", f"provider {provider!r} has no default model; name one")
+        info = backend.model_info(model)
+        selected = self._tools.select(req.tools)
+        tools = selected if info.supports_tools else []
+        specs = [t.spec for t in tools]
+        max_output = req.max_output_tokens or None
+        budget = Budget.for_model(
+            info, system=req.system, tools=specs, max_output_tokens=max_output
+        )
+        check_message_fits(estimate_tokens(req.message), budget, model)
+
+        sandbox = await self._store.get_sandbox(req.sandbox_id)
+        if req.session_id:
+            conversation = await self._store.get_conversation(
+                req.sandbox_id, req.end_user_id, req.session_id
+            )
+            created = False
+        else:
+            conversation = await self._store.create_conversation(req.sandbox_id, req.end_user_id)
+            created = True
+        run_id = new_id("run")
+        try:
+            run = await self._store.begin_run(
+                NewRun(
+                    id=run_id,
+                    sandbox_id=req.sandbox_id,
+                    end_user_id=req.end_user_id,
+                    conversation_id=conversation.id,
+                    provider=provider,
+                    model=model,
+                    request_id=req.request_id,
+                ),
+                sandbox.quotas,
+            )
+        except InterlockError:
+            if created:
+                # Leave nothing behind for a run that was never admitted.
+                await self._store.delete_conversation(
+                    req.sandbox_id, req.end_user_id, conversation.id
+                )
+            raise
+
+        self.active_runs += 1
+        try:
+            async for event in self._execute(run, req, backend, model, tools, budget, max_output):
+                yield event
+        finally:
+            self.active_runs -= 1
+
+    async def _execute(
+        self,
+        run: Run,
+        req: RunInput,
+        backend: AgentBackend,
+        model: str,
+        tools: list[Tool],
+        budget: Budget,
+        max_output: int | None,
+    ) -> AsyncIterator[RunEvent]:
+        log_ = log.bind(run_id=run.id, provider=run.provider, model=model)
+        recorder = TurnRecorder(
+            self._store, run.sandbox_id, run.conversation_id, run.id, run.provider, model
+        )
+        usage = Usage()
+        started = False
+        outcome = _Outcome(status="cancelled", error=None)
+        try:
+            await recorder.record_user(req.message)
+            context = await assemble(
+                self._store,
+                run.sandbox_id,
+                run.conversation_id,
+                system=req.system,
+                budget=budget,
+                tool_messages=bool(tools),
+            )
+            runner = SandboxToolRunner(
+                tools,
+                ToolContext(
+                    self._store, run.sandbox_id, run.end_user_id, run.conversation_id, run.id
+                ),
+                recorder,
+                self._settings.tool_timeout_seconds,
+            )
+            request = TurnRequest(
+                model=model,
+                messages=context.messages,
+                tools=[t.spec for t in tools],
+                max_output_tokens=max_output,
+                max_tool_iterations=self._settings.max_tool_iterations,
+            )
+            start = RunStarted(
+                run_id=run.id,
+                session_id=run.conversation_id,
+                provider=run.provider,
+                model=model,
+                request_id=run.request_id,
+            )
+            async with asyncio.timeout(self._settings.max_run_seconds):
+                async for event in backend.stream_turn(request, runner):
+                    if not started:
+                        started = True
+                        yield start
+                    if isinstance(event, TextDelta):
+                        recorder.add_text(event.text)
+                        yield event
+                    elif isinstance(event, UsageReport):
+                        usage = usage + event.usage
+                    elif isinstance(event, TurnEnd):
+                        outcome = _Outcome(status="finished", stop_reason=event.stop_reason)
+                        break
+                    else:
+                        yield event
+            if outcome.status != "finished":
+                raise ProviderError(run.provider, "the turn ended without a final event")
+        except ProviderError as exc:
+            outcome = _Outcome(
+                status="failed",
+                error=RunFailed(exc.code.name, exc.message, exc.retryable, run.provider),
+            )
+            log_.warning("run_provider_failed", code=exc.code.name, error=exc.message)
+            if not started:
+                await self._close(run, recorder, outcome, usage, model)
+                raise
+        except TimeoutError:
+            outcome = _Outcome(
+                status="failed",
+                error=RunFailed(
+                    "DEADLINE_EXCEEDED",
+                    f"the turn exceeded the daemon's limit of {self._settings.max_run_seconds:g} s",
+                    False,
+                    run.provider,
+                ),
+            )
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = _Outcome(status="cancelled")
+            await self._shielded(self._close(run, recorder, outcome, usage, model))
+            log_.info("run_cancelled")
+            raise
+        except Exception:
+            log_.exception("run_crashed")
+            outcome = _Outcome(
+                status="failed",
+                error=RunFailed(
+                    "INTERNAL",
+                    "the router failed while running the turn; what was recorded is kept",
+                    False,
+                    "",
+                ),
+            )
+            if not started:
+                await self._close(run, recorder, outcome, usage, model)
+                raise
+        finished = await self._close(run, recorder, outcome, usage, model)
+        if not started:
+            yield start
+        if outcome.error is not None:
+            yield outcome.error
+        else:
+            yield RunFinished(
+                stop_reason=outcome.stop_reason,
+                usage=usage,
+                token_usd=finished.cost_usd,
+                price_version=catalog.PRICE_TABLE_VERSION,
+                session_id=run.conversation_id,
+            )
+
+    async def _close(
+        self, run: Run, recorder: TurnRecorder, outcome: _Outcome, usage: Usage, model: str
+    ) -> Run:
+        """Write what the turn produced and its final state, ledger included."""
+        await recorder.flush()
+        cost = catalog.cost_usd(catalog.price(run.provider, model), usage)
+        ledger = (
+            [
+                LedgerRow(
+                    run_id=run.id,
+                    sandbox_id=run.sandbox_id,
+                    end_user_id=run.end_user_id,
+                    kind="tokens",
+                    provider=run.provider,
+                    model=model,
+                    usage=usage,
+                    cost_usd=cost,
+                    price_version=catalog.PRICE_TABLE_VERSION,
+                )
+            ]
+            if usage != Usage()
+            else []
+        )
+        err = outcome.error
+        return await self._store.finish_run(
+            run.id,
+            status=outcome.status,
+            stop_reason=outcome.stop_reason,
+            error_code=err.code if err else ("CANCELLED" if outcome.status == "cancelled" else ""),
+            error_message=err.message if err else "",
+            usage=usage,
+            cost_usd=cost,
+            ledger=ledger,
+        )
+
+    async def _shielded(self, work: Coroutine[Any, Any, object]) -> None:
+        """Finish bookkeeping even though the run's task is being cancelled."""
+        task: asyncio.Task[object] = asyncio.ensure_future(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Cancelled again while waiting: the task finishes on its own and
+            # drain() waits for it at shutdown.
+            pass
+        except Exception:
+            log.exception("run_close_failed")
+
+    async def _replay(self, run: Run, req: RunInput) -> AsyncIterator[RunEvent]:
+        """The recorded events of a run that already happened, instead of running it again."""
+        if run.end_user_id != req.end_user_id:
+            raise FailedPrecondition(
+                f"request_id {req.request_id!r} was already used for another end user; "
+                "use a new request_id"
+            )
+        if run.status == "running":
+            raise FailedPrecondition(
+                f"the run with request_id {req.request_id!r} is still in progress; "
+                "retry when it has finished to get its replay"
+            )
+        yield RunStarted(
+            run_id=run.id,
+            session_id=run.conversation_id,
+            provider=run.provider,
+            model=run.model,
+            request_id=run.request_id,
+            replayed=True,
+        )
+        for entry in await self._store.read_run_entries(run.sandbox_id, run.id):
+            if entry.kind == "assistant":
+                yield TextDelta(entry.text)
+            elif entry.kind == "tool_call":
+                yield ToolCall(entry.tool_call_id, entry.tool_name, entry.text)
+            elif entry.kind == "tool_result":
+                yield _stored_result(
+                    entry.tool_call_id, entry.tool_name, entry.text, entry.is_error
+                )
+        if run.status == "finished":
+            yield RunFinished(
+                stop_reason=run.stop_reason,
+                usage=run.usage,
+                token_usd=run.cost_usd,
+                price_version=catalog.PRICE_TABLE_VERSION,
+                session_id=run.conversation_id,
+            )
+        else:
+            yield RunFailed(
+                run.error_code or "ABORTED",
+                run.error_message or f"the original run ended {run.status}",
+                retryable=False,
+                provider=run.provider,
+            )
+
+
+def _stored_result(call_id: str, name: str, text: str, is_error: bool) -> ToolResult:
+    if is_error:
+        return ToolResult(call_id, name, "", error=str(orjson.loads(text).get("error", "")))
+    return ToolResult(call_id, name, text)

@@ -1,0 +1,20 @@
+"""A validated Run request in domain terms (``api/`` builds it from the proto)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class RunInput:
+    sandbox_id: str
+    end_user_id: str
+    message: str
+    session_id: str = ""
+    provider: str = ""
+    model: str = ""
+    system: str = ""
+    tools: tuple[str, ...] = ()
+    request_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    max_output_tokens: int = 0

@@ -1,0 +1,574 @@
+"""The ``interlock`` command line: run turns and administer a daemon.
+
+This module owns argument parsing, credential checks and exit codes; what the
+output looks like lives in :mod:`interlock.render`, and every call goes
+through :class:`interlock.Client`. :func:`main` (and its coroutine
+:func:`amain`) can be called in-process with an argv list and return the exit
+code instead of exiting, which is how the tests drive it.
+
+Exit codes: 0 success, 1 the server or the run reported an error, 2 the
+command line was wrong (bad flags, a missing key), 130 interrupted (Ctrl-C),
+141 the reader of stdout went away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from interlock import __version__
+from interlock.client import (
+    DEFAULT_ADDRESS,
+    ENV_ADDRESS,
+    ENV_API_KEY,
+    ENV_OPERATOR_KEY,
+    Client,
+    RunStream,
+    from_env,
+)
+from interlock.errors import InterlockError, MissingCredentials
+from interlock.outcome import RunOutcome
+from interlock.render import (
+    RunRenderer,
+    Style,
+    render_api_keys,
+    render_conversation_entries,
+    render_conversation_header,
+    render_conversations,
+    render_sandbox,
+    render_sandboxes,
+    to_json,
+)
+from interlock.v1 import conversations_pb2, sandboxes_pb2
+
+__all__ = ["amain", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+
+DEFAULT_END_USER = "default"
+
+# Which key a command authenticates with; checked before connecting so a
+# missing key is reported as a usage error instead of a round trip.
+_API_KEY = "api"
+_OPERATOR_KEY = "operator"
+
+
+@dataclass(frozen=True)
+class _Io:
+    out: TextIO
+    err: TextIO
+
+    @property
+    def style(self) -> Style:
+        # https://no-color.org; colour only where a person reads stderr.
+        enabled = (
+            self.err.isatty()
+            and not os.environ.get("NO_COLOR")
+            and os.environ.get("TERM") != "dumb"
+        )
+        return Style(enabled)
+
+
+_Handler = Callable[[Client, argparse.Namespace, _Io], Awaitable[int]]
+
+
+# -- arguments -------------------------------------------------------------
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """The flags that say where to connect and with which key.
+
+    They are accepted both before and after the subcommand. Subcommands
+    declare them with ``default=SUPPRESS``: argparse copies a subparser's
+    defaults over the values parsed before the subcommand, so a real default
+    there would erase ``interlock --address X run ...``.
+    """
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        default=default,
+        help=f"daemon address (env {ENV_ADDRESS}, default {DEFAULT_ADDRESS})",
+    )
+    group.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=default,
+        help=f"sandbox API key for run and conversations (env {ENV_API_KEY})",
+    )
+    group.add_argument(
+        "--operator-key",
+        metavar="KEY",
+        default=default,
+        help=f"operator key for sandbox and keys (env {ENV_OPERATOR_KEY})",
+    )
+
+
+def _add_quota_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-concurrent-runs",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="runs in progress at once across the sandbox (0: unlimited)",
+    )
+    parser.add_argument(
+        "--max-concurrent-runs-per-end-user",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="runs in progress at once per end user (0: unlimited)",
+    )
+    parser.add_argument(
+        "--max-tokens-per-day",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="tokens per UTC day across the sandbox (0: unlimited)",
+    )
+
+
+def _quotas(args: argparse.Namespace) -> sandboxes_pb2.Quotas:
+    return sandboxes_pb2.Quotas(
+        max_concurrent_runs=args.max_concurrent_runs,
+        max_concurrent_runs_per_end_user=args.max_concurrent_runs_per_end_user,
+        max_tokens_per_day=args.max_tokens_per_day,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``interlock`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="interlock",
+        description="Run agent turns on an Interlock daemon and administer it.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_connection_options(parser, default=None)
+
+    # Parents shared by the leaf commands.
+    connection = argparse.ArgumentParser(add_help=False)
+    _add_connection_options(connection, default=argparse.SUPPRESS)
+    json_output = argparse.ArgumentParser(add_help=False)
+    json_output.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per line (proto field names) and nothing else on stdout",
+    )
+    end_user = argparse.ArgumentParser(add_help=False)
+    end_user.add_argument(
+        "--end-user",
+        default=DEFAULT_END_USER,
+        metavar="ID",
+        help=f"the end user the conversation belongs to (default {DEFAULT_END_USER!r})",
+    )
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def leaf(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        help_text: str,
+        handler: _Handler,
+        key: str,
+        parents: Sequence[argparse.ArgumentParser] = (),
+    ) -> argparse.ArgumentParser:
+        sub = group.add_parser(
+            name,
+            help=help_text,
+            description=help_text[:1].upper() + help_text[1:] + ".",
+            parents=[*parents, connection],
+            allow_abbrev=False,
+        )
+        sub.set_defaults(handler=handler, key=key)
+        return sub
+
+    def group_of(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        sub = commands.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        return sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    # run
+    run = leaf(
+        commands,
+        "run",
+        "run one agent turn and stream its answer",
+        _run,
+        _API_KEY,
+        [end_user, json_output],
+    )
+    run.add_argument("message", help="the user's message ('-' reads it from stdin)")
+    run.add_argument("--provider", default="", help="provider to run on (default: the daemon's)")
+    run.add_argument("--model", default="", help="model on that provider (default: its default)")
+    run.add_argument(
+        "--session", default="", metavar="ID", help="continue this conversation (default: new)"
+    )
+    run.add_argument("--system", default="", metavar="TEXT", help="system prompt for this turn")
+    run.add_argument(
+        "--request-id", default="", metavar="ID", help="idempotency key: a repeat replays the run"
+    )
+    run.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        dest="tools",
+        metavar="NAME",
+        help="allow only this tool (repeatable; default: all tools of the sandbox)",
+    )
+    run.add_argument(
+        "--label",
+        action="append",
+        type=_label,
+        default=[],
+        dest="labels",
+        metavar="KEY=VALUE",
+        help="label recorded with the run (repeatable)",
+    )
+    run.add_argument(
+        "--max-output-tokens",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="output token cap per provider call (0: the model's default)",
+    )
+    run.add_argument(
+        "--timeout", type=_positive_float, metavar="SECONDS", help="give up on the run after this"
+    )
+
+    # sandbox
+    sandbox = group_of("sandbox", "administer sandboxes (operator key)")
+    create = leaf(
+        sandbox, "create", "create a sandbox", _sandbox_create, _OPERATOR_KEY, [json_output]
+    )
+    create.add_argument("name", help="1-64 letters, digits, '_', '-' or '.'")
+    _add_quota_options(create)
+    leaf(sandbox, "list", "list sandboxes", _sandbox_list, _OPERATOR_KEY, [json_output])
+    get = leaf(sandbox, "get", "show one sandbox", _sandbox_get, _OPERATOR_KEY, [json_output])
+    get.add_argument("sandbox_id", metavar="ID")
+    delete = leaf(
+        sandbox,
+        "delete",
+        "delete a sandbox and everything in it (irreversible)",
+        _sandbox_delete,
+        _OPERATOR_KEY,
+    )
+    delete.add_argument("sandbox_id", metavar="ID")
+    quotas = leaf(
+        sandbox,
+        "set-quotas",
+        "replace a sandbox's quotas (unset flags become unlimited)",
+        _sandbox_set_quotas,
+        _OPERATOR_KEY,
+        [json_output],
+    )
+    quotas.add_argument("sandbox_id", metavar="ID")
+    _add_quota_options(quotas)
+
+    # keys
+    keys = group_of("keys", "administer a sandbox's API keys (operator key)")
+    key_create = leaf(
+        keys, "create", "create an API key", _keys_create, _OPERATOR_KEY, [json_output]
+    )
+    key_create.add_argument("--sandbox", required=True, metavar="ID", help="the sandbox")
+    key_create.add_argument("--name", default="default", help="a name to recognise the key by")
+    key_list = leaf(
+        keys, "list", "list a sandbox's API keys", _keys_list, _OPERATOR_KEY, [json_output]
+    )
+    key_list.add_argument("--sandbox", required=True, metavar="ID", help="the sandbox")
+    revoke = leaf(
+        keys, "revoke", "revoke an API key at once", _keys_revoke, _OPERATOR_KEY, [json_output]
+    )
+    revoke.add_argument("--sandbox", required=True, metavar="ID", help="the sandbox")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+
+    # conversations
+    conversations = group_of("conversations", "read an end user's conversations (API key)")
+    leaf(
+        conversations,
+        "list",
+        "list an end user's conversations, most recent first",
+        _conversations_list,
+        _API_KEY,
+        [end_user, json_output],
+    )
+    show = leaf(
+        conversations,
+        "show",
+        "print a conversation's entries, oldest first",
+        _conversations_show,
+        _API_KEY,
+        [end_user, json_output],
+    )
+    show.add_argument("session_id", metavar="SESSION")
+    forget = leaf(
+        conversations,
+        "delete",
+        "delete a conversation and everything stored for it",
+        _conversations_delete,
+        _API_KEY,
+        [end_user],
+    )
+    forget.add_argument("session_id", metavar="SESSION")
+    return parser
+
+
+# -- commands --------------------------------------------------------------
+
+
+async def _run(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    message = sys.stdin.read() if args.message == "-" else args.message
+    stream = client.run(
+        message,
+        end_user_id=args.end_user,
+        session_id=args.session,
+        provider=args.provider,
+        model=args.model,
+        system=args.system,
+        tools=args.tools,
+        request_id=args.request_id,
+        labels=dict(args.labels),
+        max_output_tokens=args.max_output_tokens,
+        timeout=args.timeout,
+    )
+    if args.json:
+        return await _run_json(stream, io)
+    renderer = RunRenderer(
+        io.out, io.err, style=io.style, same_terminal=io.out.isatty() and io.err.isatty()
+    )
+    try:
+        async with stream:
+            async for event in stream:
+                renderer.event(event)
+    except InterlockError as exc:
+        renderer.end(error=str(exc))
+        return EXIT_ERROR
+    renderer.end()
+    return EXIT_OK if renderer.outcome.ok else EXIT_ERROR
+
+
+async def _run_json(stream: RunStream, io: _Io) -> int:
+    outcome = RunOutcome()
+    async with stream:
+        async for event in stream:
+            io.out.write(to_json(event) + "\n")
+            io.out.flush()  # a consumer of the pipe sees each event as it happens
+            outcome.add(event)
+    # The events already say how the run ended; stderr repeats it for a person
+    # and the exit code for a script.
+    if outcome.error is not None:
+        io.err.write(f"error: {outcome.error.code}: {outcome.error.message}\n")
+        return EXIT_ERROR
+    if outcome.finish is None:
+        io.err.write("error: the stream ended before the run finished\n")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+async def _sandbox_create(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    sandbox = await client.sandboxes.create(args.name, quotas=_quotas(args))
+    if args.json:
+        io.out.write(to_json(sandbox) + "\n")
+    else:
+        render_sandbox(sandbox, io.out)
+    return EXIT_OK
+
+
+async def _sandbox_list(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    sandboxes = [s async for s in client.sandboxes.list_all()]
+    if args.json:
+        io.out.writelines(to_json(s) + "\n" for s in sandboxes)
+    elif sandboxes:
+        render_sandboxes(sandboxes, io.out)
+    else:
+        io.err.write("no sandboxes\n")
+    return EXIT_OK
+
+
+async def _sandbox_get(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    sandbox = await client.sandboxes.get(args.sandbox_id)
+    if args.json:
+        io.out.write(to_json(sandbox) + "\n")
+    else:
+        render_sandbox(sandbox, io.out)
+    return EXIT_OK
+
+
+async def _sandbox_delete(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    await client.sandboxes.delete(args.sandbox_id)
+    io.out.write(f"deleted sandbox {args.sandbox_id}\n")
+    return EXIT_OK
+
+
+async def _sandbox_set_quotas(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    sandbox = await client.sandboxes.set_quotas(args.sandbox_id, _quotas(args))
+    if args.json:
+        io.out.write(to_json(sandbox) + "\n")
+    else:
+        render_sandbox(sandbox, io.out)
+    return EXIT_OK
+
+
+async def _keys_create(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    created = await client.sandboxes.create_api_key(args.sandbox, name=args.name)
+    key = created.api_key
+    if args.json:
+        io.out.write(to_json(created) + "\n")
+    else:
+        # Only the secret goes to stdout, so KEY=$(interlock keys create ...) works.
+        io.err.write(f"created key {key.key_id} ({key.name}) for sandbox {key.sandbox_id}\n")
+        io.out.write(created.secret + "\n")
+    io.err.write(
+        "This secret is shown only now: the daemon keeps only its hash. Store it safely.\n"
+    )
+    return EXIT_OK
+
+
+async def _keys_list(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    keys = await client.sandboxes.list_api_keys(args.sandbox)
+    if args.json:
+        io.out.writelines(to_json(k) + "\n" for k in keys)
+    elif keys:
+        render_api_keys(keys, io.out)
+    else:
+        io.err.write(f"no API keys in sandbox {args.sandbox}\n")
+    return EXIT_OK
+
+
+async def _keys_revoke(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    key = await client.sandboxes.revoke_api_key(args.sandbox, args.key_id)
+    if args.json:
+        io.out.write(to_json(key) + "\n")
+    else:
+        io.out.write(f"revoked key {key.key_id} ({key.name})\n")
+    return EXIT_OK
+
+
+async def _conversations_list(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    found = [c async for c in client.conversations.list_all(end_user_id=args.end_user)]
+    if args.json:
+        io.out.writelines(to_json(c) + "\n" for c in found)
+    elif found:
+        render_conversations(found, io.out)
+    else:
+        io.err.write(f"no conversations for end user {args.end_user}\n")
+    return EXIT_OK
+
+
+async def _conversations_show(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    page = await client.conversations.get(args.session_id, end_user_id=args.end_user)
+    # All pages are merged into one response, so --json prints one object with
+    # every entry, shaped like the API's own GetConversationResponse.
+    whole = conversations_pb2.GetConversationResponse(conversation=page.conversation)
+    whole.entries.extend(page.entries)
+    if not args.json:
+        render_conversation_header(page.conversation, io.out)
+        render_conversation_entries(page.entries, io.out)
+    while page.next_page_token:
+        page = await client.conversations.get(
+            args.session_id, end_user_id=args.end_user, page_token=page.next_page_token
+        )
+        if args.json:
+            whole.entries.extend(page.entries)
+        else:
+            render_conversation_entries(page.entries, io.out)
+    if args.json:
+        io.out.write(to_json(whole) + "\n")
+    return EXIT_OK
+
+
+async def _conversations_delete(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    await client.conversations.delete(args.session_id, end_user_id=args.end_user)
+    io.out.write(f"deleted conversation {args.session_id}\n")
+    return EXIT_OK
+
+
+# -- entry points ----------------------------------------------------------
+
+
+async def amain(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI inside an already running event loop; returns the exit code.
+
+    Output goes to ``sys.stdout``/``sys.stderr`` as they are when called.
+    """
+    io = _Io(sys.stdout, sys.stderr)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help, --version and bad usage
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+    address = from_env(args.address, ENV_ADDRESS) or DEFAULT_ADDRESS
+    api_key = from_env(args.api_key, ENV_API_KEY)
+    operator_key = from_env(args.operator_key, ENV_OPERATOR_KEY)
+    if args.key == _API_KEY and not api_key:
+        io.err.write(f"error: no sandbox API key: pass --api-key or set {ENV_API_KEY}\n")
+        return EXIT_USAGE
+    if args.key == _OPERATOR_KEY and not operator_key:
+        io.err.write(f"error: no operator key: pass --operator-key or set {ENV_OPERATOR_KEY}\n")
+        return EXIT_USAGE
+
+    handler: _Handler = args.handler
+    try:
+        async with Client(address, api_key, operator_key=operator_key) as client:
+            return await handler(client, args, io)
+    except MissingCredentials as exc:
+        io.err.write(f"error: {exc.details}\n")
+        return EXIT_USAGE
+    except InterlockError as exc:
+        io.err.write(f"error: {exc}\n")
+        return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``interlock`` console script; returns the exit code (see the module docstring)."""
+    try:
+        return asyncio.run(amain(argv))
+    except KeyboardInterrupt:
+        # asyncio.run has already cancelled the run (which cancels the call on
+        # the router) and closed the channel; a traceback would only be noise.
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read stdout (`| head`) stopped reading. Point stdout at
+        # devnull so the interpreter's final flush does not fail a second time.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""A thin asyncio client for the Interlock router, over ``grpc.aio``.
+
+The client adds three things to the generated stubs and nothing else: it sends
+the right key with every call (a sandbox API key for ``AgentRouter`` and
+``Conversations``, the operator key for ``Sandboxes``), it turns gRPC failures
+into :mod:`interlock.errors`, and it unwraps single-field responses. Requests
+and results stay the ``interlock.v1`` protobuf messages, so everything the API
+offers is reachable without waiting for this module to learn about it.
+
+::
+
+    async with Client() as client:
+        async for event in client.run("hello", end_user_id="u-1"):
+            ...
+
+The target and keys default to ``INTERLOCK_ADDRESS``, ``INTERLOCK_API_KEY``
+and ``INTERLOCK_OPERATOR_KEY``. Runs take a ``timeout`` that becomes the call's
+gRPC deadline, so the router stops the turn when it passes; bound the short
+administrative calls with ``asyncio.timeout()`` (cancelling a call cancels
+the RPC). The client opens a plaintext channel; pass
+your own ``channel`` (e.g. ``grpc.aio.secure_channel(...)``) for TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+import grpc.aio
+
+from interlock.errors import MissingCredentials, from_rpc_error
+from interlock.outcome import RunOutcome
+from interlock.v1 import (
+    conversations_pb2,
+    conversations_pb2_grpc,
+    events_pb2,
+    router_pb2,
+    router_pb2_grpc,
+    sandboxes_pb2,
+    sandboxes_pb2_grpc,
+)
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "ENV_ADDRESS",
+    "ENV_API_KEY",
+    "ENV_OPERATOR_KEY",
+    "Client",
+    "Conversations",
+    "RunStream",
+    "Sandboxes",
+]
+
+DEFAULT_ADDRESS = "127.0.0.1:7600"
+ENV_ADDRESS = "INTERLOCK_ADDRESS"
+ENV_API_KEY = "INTERLOCK_API_KEY"
+ENV_OPERATOR_KEY = "INTERLOCK_OPERATOR_KEY"
+
+_T = TypeVar("_T")
+_Metadata = tuple[tuple[str, str], ...]
+_RunCall = grpc.aio.UnaryStreamCall[router_pb2.RunRequest, events_pb2.AgentEvent]
+
+
+def from_env(value: str | None, variable: str) -> str | None:
+    """``value`` if given, else the environment ``variable``; empty counts as unset."""
+    if value:
+        return value
+    return os.environ.get(variable) or None
+
+
+def _bearer(key: str | None, what: str, hint: str) -> _Metadata:
+    if not key:
+        raise MissingCredentials(f"no {what} configured: {hint}")
+    return (("authorization", f"Bearer {key}"),)
+
+
+async def _unary(call: Awaitable[_T]) -> _T:
+    """Await a unary call, translating its failure into the client's errors."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from exc
+
+
+class RunStream(AsyncIterator[events_pb2.AgentEvent]):
+    """The events of one run, as they arrive.
+
+    The call starts on the first ``__anext__``, so a stream that is never
+    iterated never reaches the router. Breaking out of the loop does not end
+    the call by itself (Python only closes iterators when they are collected):
+    use ``async with client.run(...) as stream`` or call :meth:`cancel` to stop
+    the run on the router promptly. Cancelling the task that iterates cancels
+    the call too.
+
+    Errors the router returns before the first event raise the matching
+    :class:`~interlock.errors.InterlockError`. A failure after that arrives as
+    the stream's last event (``error``), not as an exception.
+    """
+
+    def __init__(self, start: Callable[[], _RunCall]) -> None:
+        self._start = start
+        self._call: _RunCall | None = None
+        self._done = False
+        self._cancelled = False
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    async def __anext__(self) -> events_pb2.AgentEvent:
+        if self._done:
+            raise StopAsyncIteration
+        if self._call is None:
+            self._call = self._start()
+        try:
+            event = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            self._done = True
+            raise from_rpc_error(exc) from exc
+        except asyncio.CancelledError:
+            # grpc.aio raises CancelledError both when our task is cancelled and
+            # when the call was cancelled under a pending read (cancel() from
+            # another task). Only the latter is an orderly end of the stream.
+            task = asyncio.current_task()
+            if self._cancelled and task is not None and not task.cancelling():
+                raise StopAsyncIteration from None
+            self.cancel()
+            raise
+        if not isinstance(event, events_pb2.AgentEvent):  # grpc.aio.EOF: the stream ended OK
+            self._done = True
+            raise StopAsyncIteration
+        return event
+
+    def cancel(self) -> bool:
+        """Cancel the run on the router; later iteration ends the stream.
+
+        Returns False if the call had already ended (or never started).
+        """
+        self._done = True
+        self._cancelled = True
+        return self._call.cancel() if self._call is not None else False
+
+    async def aclose(self) -> None:
+        """Same as :meth:`cancel`; present so ``contextlib.aclosing`` works."""
+        self.cancel()
+
+    async def __aenter__(self) -> RunStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+
+class Client:
+    """Connection to one Interlock daemon.
+
+    ``target`` is a gRPC target (``host:port``); it defaults to
+    ``INTERLOCK_ADDRESS``, then ``127.0.0.1:7600``. ``api_key`` (a sandbox key;
+    default ``INTERLOCK_API_KEY``) authenticates :meth:`run` and
+    :attr:`conversations`; ``operator_key`` (default ``INTERLOCK_OPERATOR_KEY``)
+    authenticates :attr:`sandboxes`. A key that is needed but missing raises
+    :class:`~interlock.errors.MissingCredentials` before anything is sent.
+
+    A ``channel`` passed in is used as is and left open on :meth:`close`; the
+    caller owns it. Create the client inside a running event loop.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        api_key: str | None = None,
+        *,
+        operator_key: str | None = None,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self.target = from_env(target, ENV_ADDRESS) or DEFAULT_ADDRESS
+        self._api_key = from_env(api_key, ENV_API_KEY)
+        self._operator_key = from_env(operator_key, ENV_OPERATOR_KEY)
+        self._owns_channel = channel is None
+        self._channel = channel if channel is not None else grpc.aio.insecure_channel(self.target)
+        self._router = router_pb2_grpc.AgentRouterStub(self._channel)
+        self.sandboxes = Sandboxes(self._channel, self._operator_key)
+        self.conversations = Conversations(self._channel, self._api_key)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel if the client created it; cancels calls in flight."""
+        if self._owns_channel:
+            await self._channel.close(None)
+
+    def run(
+        self,
+        message: str,
+        *,
+        end_user_id: str,
+        session_id: str = "",
+        provider: str = "",
+        model: str = "",
+        system: str = "",
+        tools: Iterable[str] = (),
+        request_id: str = "",
+        labels: Mapping[str, str] | None = None,
+        max_output_tokens: int = 0,
+        timeout: float | None = None,
+    ) -> RunStream:
+        """Run one agent turn and stream its events.
+
+        Empty ``session_id`` starts a new conversation (its id arrives in the
+        first event); empty ``provider``/``model`` use the daemon's defaults;
+        ``tools`` restricts the tools the model may call; a repeated
+        ``request_id`` replays the recorded run instead of running it again.
+        ``timeout`` bounds the whole run, in seconds. See ``RunRequest`` in
+        ``proto/interlock/v1/router.proto`` for the limits the router enforces.
+        """
+        metadata = _bearer(self._api_key, "sandbox API key", f"pass api_key= or set {ENV_API_KEY}")
+        request = router_pb2.RunRequest(
+            end_user_id=end_user_id,
+            session_id=session_id,
+            provider=provider,
+            model=model,
+            system=system,
+            message=message,
+            tools=list(tools),
+            request_id=request_id,
+            labels=dict(labels or {}),
+            max_output_tokens=max_output_tokens,
+        )
+        return RunStream(lambda: self._router.Run(request, timeout=timeout, metadata=metadata))
+
+    async def run_text(
+        self,
+        message: str,
+        *,
+        end_user_id: str,
+        session_id: str = "",
+        provider: str = "",
+        model: str = "",
+        system: str = "",
+        tools: Iterable[str] = (),
+        request_id: str = "",
+        labels: Mapping[str, str] | None = None,
+        max_output_tokens: int = 0,
+        # A gRPC deadline, not asyncio.timeout(): it travels to the router,
+        # which then stops the provider call and the tools on its side too.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> RunOutcome:
+        """Run one turn to its end and return what it said (see :meth:`run`).
+
+        An ``error`` event does not raise: it lands in ``RunOutcome.error``;
+        call :meth:`RunOutcome.raise_for_error` to turn it into an exception.
+        """
+        outcome = RunOutcome()
+        stream = self.run(
+            message,
+            end_user_id=end_user_id,
+            session_id=session_id,
+            provider=provider,
+            model=model,
+            system=system,
+            tools=tools,
+            request_id=request_id,
+            labels=labels,
+            max_output_tokens=max_output_tokens,
+            timeout=timeout,
+        )
+        async with stream:
+            async for event in stream:
+                outcome.add(event)
+        return outcome
+
+
+class Sandboxes:
+    """Administration of sandboxes, their API keys and quotas (operator key)."""
+
+    def __init__(self, channel: grpc.aio.Channel, operator_key: str | None) -> None:
+        self._stub = sandboxes_pb2_grpc.SandboxesStub(channel)
+        self._key = operator_key
+
+    def _metadata(self) -> _Metadata:
+        return _bearer(self._key, "operator key", f"pass operator_key= or set {ENV_OPERATOR_KEY}")
+
+    async def create(
+        self,
+        name: str,
+        *,
+        quotas: sandboxes_pb2.Quotas | None = None,
+    ) -> sandboxes_pb2.Sandbox:
+        """Create a sandbox; ``quotas`` unset means unlimited."""
+        request = sandboxes_pb2.CreateSandboxRequest(name=name, quotas=quotas)
+        response = await _unary(self._stub.CreateSandbox(request, metadata=self._metadata()))
+        return response.sandbox
+
+    async def get(self, sandbox_id: str) -> sandboxes_pb2.Sandbox:
+        """Read one sandbox."""
+        request = sandboxes_pb2.GetSandboxRequest(sandbox_id=sandbox_id)
+        response = await _unary(self._stub.GetSandbox(request, metadata=self._metadata()))
+        return response.sandbox
+
+    async def list(
+        self, *, page_size: int = 0, page_token: str = ""
+    ) -> sandboxes_pb2.ListSandboxesResponse:
+        """One page of sandboxes in creation order; see :meth:`list_all` for all of them."""
+        request = sandboxes_pb2.ListSandboxesRequest(page_size=page_size, page_token=page_token)
+        return await _unary(self._stub.ListSandboxes(request, metadata=self._metadata()))
+
+    async def list_all(self, *, page_size: int = 0) -> AsyncIterator[sandboxes_pb2.Sandbox]:
+        """Every sandbox, fetching pages as the iteration needs them."""
+        page_token = ""
+        while True:
+            page = await self.list(page_size=page_size, page_token=page_token)
+            for sandbox in page.sandboxes:
+                yield sandbox
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    async def delete(self, sandbox_id: str) -> None:
+        """Delete a sandbox and everything in it, its encryption keys included."""
+        request = sandboxes_pb2.DeleteSandboxRequest(sandbox_id=sandbox_id)
+        await _unary(self._stub.DeleteSandbox(request, metadata=self._metadata()))
+
+    async def set_quotas(
+        self, sandbox_id: str, quotas: sandboxes_pb2.Quotas
+    ) -> sandboxes_pb2.Sandbox:
+        """Replace a sandbox's quotas entirely (zero means unlimited)."""
+        request = sandboxes_pb2.SetQuotasRequest(sandbox_id=sandbox_id, quotas=quotas)
+        response = await _unary(self._stub.SetQuotas(request, metadata=self._metadata()))
+        return response.sandbox
+
+    async def create_api_key(
+        self, sandbox_id: str, *, name: str
+    ) -> sandboxes_pb2.CreateApiKeyResponse:
+        """Create an API key; the response's ``secret`` is the only copy there will be."""
+        request = sandboxes_pb2.CreateApiKeyRequest(sandbox_id=sandbox_id, name=name)
+        return await _unary(self._stub.CreateApiKey(request, metadata=self._metadata()))
+
+    async def list_api_keys(self, sandbox_id: str) -> builtins.list[sandboxes_pb2.ApiKey]:
+        """A sandbox's keys, revoked ones included, in creation order (no secrets)."""
+        request = sandboxes_pb2.ListApiKeysRequest(sandbox_id=sandbox_id)
+        response = await _unary(self._stub.ListApiKeys(request, metadata=self._metadata()))
+        return list(response.api_keys)
+
+    async def revoke_api_key(self, sandbox_id: str, key_id: str) -> sandboxes_pb2.ApiKey:
+        """Revoke a key; it stops working at once. Returns the revoked key."""
+        request = sandboxes_pb2.RevokeApiKeyRequest(sandbox_id=sandbox_id, key_id=key_id)
+        response = await _unary(self._stub.RevokeApiKey(request, metadata=self._metadata()))
+        return response.api_key
+
+
+class Conversations:
+    """Reading and deleting an end user's conversations (sandbox API key).
+
+    Every call names the end user: conversations are private to one, and the
+    router answers NOT_FOUND for a session that belongs to someone else.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, api_key: str | None) -> None:
+        self._stub = conversations_pb2_grpc.ConversationsStub(channel)
+        self._key = api_key
+
+    def _metadata(self) -> _Metadata:
+        return _bearer(self._key, "sandbox API key", f"pass api_key= or set {ENV_API_KEY}")
+
+    async def list(
+        self,
+        *,
+        end_user_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> conversations_pb2.ListConversationsResponse:
+        """One page of the end user's conversations, most recently active first."""
+        request = conversations_pb2.ListConversationsRequest(
+            end_user_id=end_user_id, page_size=page_size, page_token=page_token
+        )
+        return await _unary(self._stub.ListConversations(request, metadata=self._metadata()))
+
+    async def list_all(
+        self, *, end_user_id: str, page_size: int = 0
+    ) -> AsyncIterator[conversations_pb2.Conversation]:
+        """Every conversation of the end user, fetching pages as needed."""
+        page_token = ""
+        while True:
+            page = await self.list(
+                end_user_id=end_user_id,
+                page_size=page_size,
+                page_token=page_token,
+            )
+            for conversation in page.conversations:
+                yield conversation
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    async def get(
+        self,
+        session_id: str,
+        *,
+        end_user_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> conversations_pb2.GetConversationResponse:
+        """The conversation's summary and one page of its entries, oldest first."""
+        request = conversations_pb2.GetConversationRequest(
+            end_user_id=end_user_id,
+            session_id=session_id,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return await _unary(self._stub.GetConversation(request, metadata=self._metadata()))
+
+    async def delete(self, session_id: str, *, end_user_id: str) -> None:
+        """Delete a conversation and everything stored for it."""
+        request = conversations_pb2.DeleteConversationRequest(
+            end_user_id=end_user_id, session_id=session_id
+        )
+        await _unary(self._stub.DeleteConversation(request, metadata=self._metadata()))

@@ -1,0 +1,280 @@
+"""The async ``interlock.Client`` against a real gRPC server on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from interlock import (
+    Client,
+    DeadlineExceeded,
+    InterlockError,
+    MissingCredentials,
+    NotFound,
+    ResourceExhausted,
+    RunFailed,
+    RunOutcome,
+    Unauthenticated,
+)
+from interlock.v1 import conversations_pb2, events_pb2, sandboxes_pb2
+
+
+@pytest.fixture
+async def client(fake_daemon):
+    """A client holding both keys of the test server."""
+    async with Client(
+        fake_daemon.address, fake_daemon.api_key, operator_key=fake_daemon.operator_key
+    ) as c:
+        yield c
+
+
+async def test_run_text_collects_the_whole_run(client, fake_daemon):
+    """run_text folds the stream into text, tool calls and results, finish and session id."""
+    outcome = await client.run_text("weather?", end_user_id="u-1", provider="local")
+    assert outcome.ok
+    assert outcome.text == "Let me check. It is 21 °C in Paris."
+    assert outcome.session_id == "ses_01test"
+    assert (outcome.provider, outcome.model, outcome.run_id) == ("local", "smollm2", "run_01test")
+    assert [c.name for c in outcome.tool_calls] == ["get_weather"]
+    assert [r.result_json for r in outcome.tool_results] == ['{"temp_c": 21}']
+    assert outcome.finish is not None
+    assert outcome.finish.usage.output_tokens == 34
+    outcome.raise_for_error()  # a finished run does not raise
+    assert fake_daemon.router.requests[0].provider == "local"
+
+
+async def test_run_yields_events_in_order(client, fake_daemon):
+    """run() yields the server's events unchanged and in order."""
+    received = [event async for event in client.run("hi", end_user_id="u-1")]
+    assert received == fake_daemon.router.script
+
+
+async def test_error_event_lands_in_the_outcome_and_raises_on_demand(client, fake_daemon, events):
+    """An error event is data in RunOutcome; raise_for_error turns it into RunFailed."""
+    fake_daemon.router.script = events(
+        events_pb2.RunStarted(session_id="ses_1"),
+        events_pb2.Error(
+            code="UNAVAILABLE", message="provider went away", retryable=True, provider="openai"
+        ),
+    )
+    outcome = await client.run_text("hi", end_user_id="u-1")
+    assert not outcome.ok
+    with pytest.raises(RunFailed) as caught:
+        outcome.raise_for_error()
+    failure = caught.value
+    assert (failure.code, failure.details) == (grpc.StatusCode.UNAVAILABLE, "provider went away")
+    assert failure.retryable
+    assert failure.provider == "openai"
+    assert str(failure) == "UNAVAILABLE: provider went away"
+
+
+def test_incomplete_or_unknown_error_codes_still_raise_run_failed():
+    """A stream without a terminal event, or an unknown code name, raises RunFailed UNKNOWN."""
+    with pytest.raises(RunFailed) as caught:
+        RunOutcome().raise_for_error()
+    assert caught.value.code is grpc.StatusCode.UNKNOWN
+    outcome = RunOutcome(error=events_pb2.Error(code="NOT_A_CODE", message="m"))
+    with pytest.raises(RunFailed) as caught:
+        outcome.raise_for_error()
+    assert caught.value.code is grpc.StatusCode.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (grpc.StatusCode.NOT_FOUND, NotFound),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhausted),
+        (grpc.StatusCode.INTERNAL, InterlockError),
+    ],
+)
+async def test_status_before_first_event_maps_to_the_error_tree(
+    client, fake_daemon, status, error_type
+):
+    """A status the router returns before any event raises the matching InterlockError."""
+    fake_daemon.router.status = (status, "details from the router")
+    with pytest.raises(InterlockError) as caught:
+        async for _ in client.run("hi", end_user_id="u-1"):
+            pass
+    assert type(caught.value) is error_type
+    assert (caught.value.code, caught.value.details) == (status, "details from the router")
+    assert caught.value.retryable is (status is grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+async def test_wrong_key_raises_unauthenticated(fake_daemon):
+    """A key the server does not accept raises Unauthenticated with the server's details."""
+    async with Client(fake_daemon.address, "wrong", operator_key="wrong") as c:
+        with pytest.raises(Unauthenticated, match="unknown API key"):
+            await c.run_text("hi", end_user_id="u-1")
+        with pytest.raises(Unauthenticated, match="unknown operator key"):
+            await c.sandboxes.list()
+    assert fake_daemon.router.authorization == ["Bearer wrong"]
+
+
+async def test_missing_key_raises_before_anything_is_sent(fake_daemon):
+    """Without a key, calls raise MissingCredentials locally and the server sees nothing."""
+    async with Client(fake_daemon.address) as c:
+        with pytest.raises(MissingCredentials, match="INTERLOCK_API_KEY"):
+            c.run("hi", end_user_id="u-1")
+        with pytest.raises(MissingCredentials, match="INTERLOCK_OPERATOR_KEY"):
+            await c.sandboxes.list()
+        with pytest.raises(Unauthenticated):  # MissingCredentials is an Unauthenticated
+            await c.conversations.list(end_user_id="u-1")
+    assert fake_daemon.router.authorization == []
+    assert fake_daemon.sandboxes.requests == []
+
+
+async def test_target_and_keys_come_from_the_environment(fake_daemon, monkeypatch):
+    """Client() reads INTERLOCK_ADDRESS, INTERLOCK_API_KEY and INTERLOCK_OPERATOR_KEY."""
+    monkeypatch.setenv("INTERLOCK_ADDRESS", fake_daemon.address)
+    monkeypatch.setenv("INTERLOCK_API_KEY", fake_daemon.api_key)
+    monkeypatch.setenv("INTERLOCK_OPERATOR_KEY", fake_daemon.operator_key)
+    async with Client() as c:
+        assert c.target == fake_daemon.address
+        assert (await c.run_text("hi", end_user_id="u-1")).ok
+        assert (await c.sandboxes.list()).sandboxes == []
+
+
+async def test_leaving_the_stream_cancels_the_call(client, fake_daemon):
+    """Leaving `async with client.run(...)` early cancels the run on the server."""
+    fake_daemon.router.hold = True
+    async with client.run("hi", end_user_id="u-1") as stream:
+        async for _ in stream:
+            break
+    await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
+
+
+async def test_cancelling_the_consuming_task_cancels_the_call(client, fake_daemon):
+    """Cancelling the task iterating a run cancels the call on the server."""
+    fake_daemon.router.hold = True
+
+    async def consume() -> None:
+        async for _ in client.run("hi", end_user_id="u-1"):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(fake_daemon.router.started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
+
+
+async def test_cancel_from_another_task_ends_the_iteration(client, fake_daemon):
+    """stream.cancel() while another task waits for the next event ends its loop cleanly."""
+    fake_daemon.router.hold = True
+    stream = client.run("hi", end_user_id="u-1")
+    received: list[events_pb2.AgentEvent] = []
+    all_in = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in stream:
+            received.append(event)
+            if len(received) == len(fake_daemon.router.script):
+                all_in.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(all_in.wait(), 10)
+    assert stream.cancel()
+    await asyncio.wait_for(task, 10)  # returns: no CancelledError leaks into the consumer
+    await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
+    assert [event async for event in stream] == []  # a cancelled stream stays ended
+
+
+async def test_timeout_is_a_deadline_the_server_sees(client, fake_daemon):
+    """run(timeout=...) ends a stalled run with DeadlineExceeded and cancels it on the server."""
+    fake_daemon.router.hold = True
+    with pytest.raises(DeadlineExceeded):
+        await client.run_text("hi", end_user_id="u-1", timeout=0.5)
+    await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
+
+
+async def test_a_stream_never_iterated_never_reaches_the_router(client, fake_daemon):
+    """run() starts the call lazily: an unused stream sends nothing."""
+    client.run("never sent", end_user_id="u-1")
+    await client.run_text("sent", end_user_id="u-1")
+    assert [r.message for r in fake_daemon.router.requests] == ["sent"]
+
+
+async def test_a_channel_passed_in_stays_open(fake_daemon):
+    """close() leaves a caller's channel open: the caller owns it."""
+    async with grpc.aio.insecure_channel(fake_daemon.address) as channel:
+        async with Client(api_key=fake_daemon.api_key, channel=channel) as first:
+            assert (await first.run_text("one", end_user_id="u-1")).ok
+        async with Client(api_key=fake_daemon.api_key, channel=channel) as second:
+            assert (await second.run_text("two", end_user_id="u-1")).ok
+
+
+async def test_sandboxes_and_keys_round_trip(client, fake_daemon):
+    """The Sandboxes wrappers send the operator key and unwrap single-field responses."""
+    quotas = sandboxes_pb2.Quotas(max_concurrent_runs=2)
+    sandbox = await client.sandboxes.create("acme", quotas=quotas)
+    assert isinstance(sandbox, sandboxes_pb2.Sandbox)
+    assert (await client.sandboxes.get(sandbox.sandbox_id)).quotas == quotas
+    updated = await client.sandboxes.set_quotas(
+        sandbox.sandbox_id, sandboxes_pb2.Quotas(max_tokens_per_day=10)
+    )
+    assert updated.quotas == sandboxes_pb2.Quotas(max_tokens_per_day=10)
+
+    created = await client.sandboxes.create_api_key(sandbox.sandbox_id, name="ci")
+    assert created.secret
+    keys = await client.sandboxes.list_api_keys(sandbox.sandbox_id)
+    assert [k.key_id for k in keys] == [created.api_key.key_id]
+    revoked = await client.sandboxes.revoke_api_key(sandbox.sandbox_id, created.api_key.key_id)
+    assert revoked.HasField("revoke_time")
+
+    await client.sandboxes.delete(sandbox.sandbox_id)
+    with pytest.raises(NotFound):
+        await client.sandboxes.get(sandbox.sandbox_id)
+
+
+async def test_list_all_follows_page_tokens(client, fake_daemon):
+    """sandboxes.list_all fetches page after page until next_page_token is empty."""
+    for name in ("a", "b", "c"):
+        await client.sandboxes.create(name)
+    names = [s.name async for s in client.sandboxes.list_all(page_size=1)]
+    assert names == ["a", "b", "c"]
+    pages = [
+        r
+        for r in fake_daemon.sandboxes.requests
+        if isinstance(r, sandboxes_pb2.ListSandboxesRequest)
+    ]
+    assert [r.page_token for r in pages] == ["", "1", "2"]
+
+
+async def test_conversations_round_trip(client, fake_daemon):
+    """The Conversations wrappers address every call by end user with the sandbox key."""
+    entry = conversations_pb2.WindowEntry(seq=1, kind=conversations_pb2.ENTRY_KIND_USER, text="hi")
+    fake_daemon.conversations.add("u-1", "ses_1", [entry])
+    assert [c.session_id async for c in client.conversations.list_all(end_user_id="u-1")] == [
+        "ses_1"
+    ]
+    page = await client.conversations.get("ses_1", end_user_id="u-1")
+    assert list(page.entries) == [entry]
+    with pytest.raises(NotFound):
+        await client.conversations.get("ses_1", end_user_id="u-2")
+    await client.conversations.delete("ses_1", end_user_id="u-1")
+    assert (await client.conversations.list(end_user_id="u-1")).conversations == []
+
+
+@pytest.fixture
+def readme_example() -> str:
+    """The Python code block of clients/python/README.md."""
+    readme = Path(__file__).resolve().parents[2] / "clients" / "python" / "README.md"
+    (example,) = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)
+    return example
+
+
+async def test_readme_library_example_runs(fake_daemon, monkeypatch, capsys, readme_example):
+    """The README's Python example runs as written against a server."""
+    monkeypatch.setenv("INTERLOCK_ADDRESS", fake_daemon.address)
+    monkeypatch.setenv("INTERLOCK_API_KEY", fake_daemon.api_key)
+    code = compile(readme_example, "README.md", "exec")
+    # The example calls asyncio.run, so it needs a thread without a running loop.
+    await asyncio.to_thread(exec, code, {"__name__": "readme"})
+    out = capsys.readouterr().out
+    answer = "Let me check. It is 21 °C in Paris."
+    assert out == f"{answer}\n{answer} ses_01test\n"

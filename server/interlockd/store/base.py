@@ -15,12 +15,14 @@ plaintext; the store seals them with the sandbox's data key on the way in
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from interlockd.backends.base import Usage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
 
 EntryKind = Literal["user", "assistant", "tool_call", "tool_result", "summary"]
 RunStatus = Literal["running", "finished", "failed", "cancelled", "interrupted"]
@@ -232,7 +234,9 @@ class Store(abc.ABC):
     # ---- API keys ------------------------------------------------------------
 
     @abc.abstractmethod
-    async def create_api_key(self, sandbox_id: str, name: str, key_hash: str, prefix: str) -> ApiKey:
+    async def create_api_key(
+        self, sandbox_id: str, name: str, key_hash: str, prefix: str
+    ) -> ApiKey:
         """Store a new key's hash for the sandbox; raise NotFound for the sandbox."""
 
     @abc.abstractmethod
@@ -266,6 +270,15 @@ class Store(abc.ABC):
         """The end user's conversations, most recently updated first."""
 
     @abc.abstractmethod
+    async def set_conversation_title(
+        self, sandbox_id: str, end_user_id: str, conversation_id: str, title: str
+    ) -> Conversation:
+        """Replace the title (sealed at rest); NotFound as for :meth:`get_conversation`.
+
+        ``updated_at`` is left alone: it tracks the window, not the metadata.
+        """
+
+    @abc.abstractmethod
     async def delete_conversation(
         self, sandbox_id: str, end_user_id: str, conversation_id: str
     ) -> None:
@@ -296,12 +309,17 @@ class Store(abc.ABC):
         conversation_id: str,
         *,
         before_seq: int | None = None,
+        after_seq: int | None = None,
         limit: int = 100,
         newest_first: bool = True,
     ) -> list[WindowEntry]:
-        """A page of entries. ``before_seq`` bounds the page (exclusive).
+        """A page of up to ``limit`` entries with ``after_seq < seq < before_seq``.
 
-        Cost is bounded by ``limit``, never by the conversation's length.
+        Both bounds are exclusive and optional. ``newest_first`` takes the page
+        from the newest end of that range, highest seq first (walking back
+        through the window); otherwise from the oldest end, lowest seq first
+        (reading forward). Raise NotFound if the conversation is not in the
+        sandbox. Cost is bounded by ``limit``, never by the conversation's length.
         """
 
     @abc.abstractmethod
@@ -312,7 +330,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def search_entries(
-        self, sandbox_id: str, end_user_id: str, query: str, *, limit: int = 10,
+        self,
+        sandbox_id: str,
+        end_user_id: str,
+        query: str,
+        *,
+        limit: int = 10,
         exclude_conversation_id: str = "",
     ) -> list[SearchHit]:
         """Full-text search over the end user's entries (all words must match), best first.

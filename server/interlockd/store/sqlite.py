@@ -1,0 +1,1279 @@
+"""The embedded store: :class:`~interlockd.store.base.Store` on one SQLite file through aiosqlite.
+
+This module owns the SQLite dialect: connections and pragmas, the migration
+runner, the SQL, and the mapping between rows and the dataclasses of
+``base.py``. Keys and sealing belong to ``crypto.py``; this module only moves
+wrapped keys and sealed bytes in and out of rows and never writes conversation
+content, titles or search words in clear.
+
+Connections. One writer and one reader connection, each served by its own
+aiosqlite thread. Write transactions are serialized in-process by an
+:class:`asyncio.Lock` and start with ``BEGIN IMMEDIATE``, which also
+serializes them against other processes on the same file, so every
+check-then-write (admission above all) is atomic. Reads run on the reader in
+autocommit mode: WAL gives each statement the latest committed snapshot, so a
+read never sees another coroutine's uncommitted transaction and never waits
+behind one.
+
+Durability. ``synchronous=FULL``: in WAL mode NORMAL may lose the last
+commits on power loss, and the run path promises that the user message and
+every completed tool call are on disk before the next provider call. The cost
+is one fsync of the WAL per commit; the recorder already batches entries per
+tool boundary, so commits are few.
+
+Deletion. ``secure_delete`` is on and deleting a sandbox ends with a
+truncating WAL checkpoint, so its wrapped keys are overwritten in the file
+rather than left in free pages (crypto-shredding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import importlib.resources
+import os
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiosqlite
+import orjson
+
+from interlockd import ids
+from interlockd.backends.base import Usage
+from interlockd.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    StoreError,
+)
+from interlockd.store.base import (
+    ApiKey,
+    Conversation,
+    LedgerRow,
+    NewEntry,
+    NewRun,
+    Page,
+    Quotas,
+    RotationReport,
+    Run,
+    RunStatus,
+    Sandbox,
+    SearchHit,
+    Store,
+    WindowEntry,
+)
+from interlockd.store.crypto import (
+    KeyCache,
+    MasterKeyring,
+    SandboxKeys,
+    UnknownDataKeyError,
+    WrappedKey,
+    blind_terms,
+    new_data_key,
+    new_sandbox_keys,
+    open_sandbox_keys,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+T = TypeVar("T")
+
+#: RETURNING and STRICT tables (3.37); FTS5 is checked by the first migration.
+MIN_SQLITE_VERSION = (3, 37, 0)
+_MAX_INT = 2**63 - 1
+_US_PER_DAY = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Entry kinds whose text goes into the search index (summaries restate them).
+_INDEXED_KINDS = frozenset({"user", "assistant", "tool_call", "tool_result"})
+_MIGRATION_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _time(us: int) -> datetime:
+    # Integer arithmetic: a float timestamp would lose microseconds.
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _time_or_none(us: int | None) -> datetime | None:
+    return None if us is None else _time(us)
+
+
+def _entry_row(conversation_id: str, seq: int) -> str:
+    """The row identity an entry's text is sealed to."""
+    return f"{conversation_id}/{seq}"
+
+
+def _is_constraint(exc: sqlite3.Error, name: str) -> bool:
+    return getattr(exc, "sqlite_errorname", "") == f"SQLITE_CONSTRAINT_{name}"
+
+
+# ---- page tokens ------------------------------------------------------------------
+# Opaque to callers: base64url of [listing, sort key, id]. The listing tag
+# stops a token of one listing being replayed against another.
+
+
+def _page_token(listing: str, sort_key: int, row_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([listing, sort_key, row_id])).decode()
+
+
+def _read_page_token(token: str, listing: str) -> tuple[int, str]:
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        value = None
+    if (
+        isinstance(value, list)
+        and len(value) == 3
+        and value[0] == listing
+        and isinstance(value[1], int)
+        and isinstance(value[2], str)
+    ):
+        return value[1], value[2]
+    raise InvalidArgument("page_token", "is not a token from a previous page of this listing")
+
+
+def _check_page_size(page_size: int) -> int:
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
+    return page_size
+
+
+# ---- migrations -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def _split_statements(script: str, origin: str) -> tuple[str, ...]:
+    """Split a script into single statements (sqlite3 executes one at a time).
+
+    ``executescript`` is not an option: it commits any open transaction first,
+    and migrations must apply inside one.
+    """
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    leftover = "\n".join(
+        ln for ln in pending.splitlines() if ln.strip() and not ln.strip().startswith("--")
+    )
+    if leftover:
+        raise StoreError(f"migration {origin} ends with an incomplete statement: {leftover[:80]!r}")
+    return tuple(statements)
+
+
+def load_migrations() -> list[Migration]:
+    """The SQLite migrations shipped with the package, in version order (1, 2, ...)."""
+    folder = importlib.resources.files("interlockd.store").joinpath("migrations", "sqlite")
+    found: list[Migration] = []
+    for item in folder.iterdir():
+        match = _MIGRATION_NAME.fullmatch(item.name)
+        if match is None:
+            continue
+        statements = _split_statements(item.read_text(encoding="utf-8"), item.name)
+        found.append(Migration(int(match.group(1)), item.name, statements))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise StoreError(f"SQLite migrations must be numbered 1, 2, ... without gaps: {versions}")
+    return found
+
+
+# ---- row mapping ------------------------------------------------------------------
+
+_SANDBOX_COLUMNS = (
+    "id, name, created_at, max_concurrent_runs, max_concurrent_runs_per_end_user, "
+    "max_tokens_per_day"
+)
+_API_KEY_COLUMNS = "id, sandbox_id, name, prefix, created_at, revoked_at"
+_CONVERSATION_COLUMNS = (
+    "id, sandbox_id, end_user_id, title_sealed, last_provider, last_model, entry_count, "
+    "created_at, updated_at"
+)
+_ENTRY_COLUMNS = (
+    "conversation_id, seq, kind, text_sealed, run_id, tokens, created_at, provider, model, "
+    "tool_call_id, tool_name, is_error"
+)
+_ENTRY_COLUMNS_OF_E = ", ".join(f"e.{column}" for column in _ENTRY_COLUMNS.split(", "))
+_RUN_COLUMNS = (
+    "id, sandbox_id, end_user_id, conversation_id, provider, model, request_id, status, "
+    "started_at, finished_at, stop_reason, error_code, error_message, input_tokens, "
+    "output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd"
+)
+_LEDGER_COLUMNS = (
+    "run_id, sandbox_id, end_user_id, kind, provider, model, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, price_version"
+)
+
+
+def _sandbox(r: sqlite3.Row) -> Sandbox:
+    return Sandbox(
+        id=r["id"],
+        name=r["name"],
+        created_at=_time(r["created_at"]),
+        quotas=Quotas(
+            max_concurrent_runs=r["max_concurrent_runs"],
+            max_concurrent_runs_per_end_user=r["max_concurrent_runs_per_end_user"],
+            max_tokens_per_day=r["max_tokens_per_day"],
+        ),
+    )
+
+
+def _api_key(r: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        id=r["id"],
+        sandbox_id=r["sandbox_id"],
+        name=r["name"],
+        prefix=r["prefix"],
+        created_at=_time(r["created_at"]),
+        revoked_at=_time_or_none(r["revoked_at"]),
+    )
+
+
+def _title(keys: SandboxKeys, r: sqlite3.Row) -> str:
+    sealed = r["title_sealed"]
+    if sealed is None:
+        return ""
+    return keys.open(sealed, table="conversations", row=r["id"], column="title")
+
+
+def _conversation(r: sqlite3.Row, title: str = "") -> Conversation:
+    return Conversation(
+        id=r["id"],
+        sandbox_id=r["sandbox_id"],
+        end_user_id=r["end_user_id"],
+        created_at=_time(r["created_at"]),
+        updated_at=_time(r["updated_at"]),
+        title=title,
+        last_provider=r["last_provider"],
+        last_model=r["last_model"],
+        entry_count=r["entry_count"],
+    )
+
+
+def _entry(keys: SandboxKeys, r: sqlite3.Row) -> WindowEntry:
+    conversation_id, seq = r["conversation_id"], r["seq"]
+    return WindowEntry(
+        conversation_id=conversation_id,
+        seq=seq,
+        kind=r["kind"],
+        text=keys.open(
+            r["text_sealed"],
+            table="entries",
+            row=_entry_row(conversation_id, seq),
+            column="text",
+        ),
+        run_id=r["run_id"],
+        tokens=r["tokens"],
+        created_at=_time(r["created_at"]),
+        provider=r["provider"],
+        model=r["model"],
+        tool_call_id=r["tool_call_id"],
+        tool_name=r["tool_name"],
+        is_error=bool(r["is_error"]),
+    )
+
+
+def _usage(r: sqlite3.Row) -> Usage:
+    return Usage(
+        input_tokens=r["input_tokens"],
+        output_tokens=r["output_tokens"],
+        cache_read_tokens=r["cache_read_tokens"],
+        cache_write_tokens=r["cache_write_tokens"],
+        reasoning_tokens=r["reasoning_tokens"],
+    )
+
+
+def _run(r: sqlite3.Row) -> Run:
+    return Run(
+        id=r["id"],
+        sandbox_id=r["sandbox_id"],
+        end_user_id=r["end_user_id"],
+        conversation_id=r["conversation_id"],
+        provider=r["provider"],
+        model=r["model"],
+        request_id=r["request_id"],
+        status=r["status"],
+        started_at=_time(r["started_at"]),
+        finished_at=_time_or_none(r["finished_at"]),
+        stop_reason=r["stop_reason"],
+        error_code=r["error_code"],
+        error_message=r["error_message"],
+        usage=_usage(r),
+        cost_usd=r["cost_usd"],
+    )
+
+
+def _ledger_row(r: sqlite3.Row) -> LedgerRow:
+    return LedgerRow(
+        run_id=r["run_id"],
+        sandbox_id=r["sandbox_id"],
+        end_user_id=r["end_user_id"],
+        kind=r["kind"],
+        provider=r["provider"],
+        model=r["model"],
+        usage=_usage(r),
+        cost_usd=r["cost_usd"],
+        price_version=r["price_version"],
+    )
+
+
+def _wrapped(r: sqlite3.Row) -> WrappedKey:
+    return WrappedKey(
+        key_id=r["key_id"],
+        kind=r["kind"],
+        wrapped=r["wrapped_key"],
+        master_key_id=r["master_key_id"],
+        is_current=bool(r["is_current"]),
+    )
+
+
+# ---- the store --------------------------------------------------------------------
+
+
+class SqliteStore(Store):
+    """The embedded store: one SQLite file (plus its WAL) holding every sandbox."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        keyring: MasterKeyring,
+        *,
+        key_cache_size: int = 4096,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        if str(path) == ":memory:":
+            raise ValueError("SqliteStore needs a file: its writer and reader connections share it")
+        self._path = Path(path)
+        self._ring = keyring
+        self._keys = KeyCache(key_cache_size)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        # True from BEGIN until COMMIT/ROLLBACK is known to have run. A
+        # coroutine cancelled mid-transaction may leave one open (its queued
+        # statements still run on the connection's thread); the next
+        # transaction rolls it back first.
+        self._in_transaction = False
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self._path)!r})"
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise StoreError(
+                f"SQLite {sqlite3.sqlite_version} is too old; interlockd needs "
+                f"{'.'.join(map(str, MIN_SQLITE_VERSION))} or newer"
+            )
+        _create_private_file(self._path)
+        try:
+            writer = await self._connect()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self._path}: {exc}") from exc
+        try:
+            rows = list(await writer.execute_fetchall("PRAGMA journal_mode = WAL"))
+            if rows[0][0] != "wal":
+                raise StoreError(
+                    f"SQLite could not put {self._path} in WAL mode (got {rows[0][0]!r}); "
+                    "keep the database on a local file system"
+                )
+            await writer.execute("PRAGMA synchronous = FULL")
+            await writer.execute("PRAGMA foreign_keys = ON")
+            await writer.execute("PRAGMA secure_delete = ON")
+            self._writer = writer
+            await self._migrate()
+            reader = await self._connect()
+            try:
+                await reader.execute("PRAGMA query_only = ON")
+            except BaseException:
+                await reader.close()
+                raise
+        except BaseException as exc:
+            self._writer = None
+            await writer.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open database {self._path}: {exc}") from exc
+            raise
+        self._reader = reader
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: the store issues BEGIN/COMMIT itself, so the
+        # sqlite3 module never opens a transaction behind its back.
+        db = await aiosqlite.connect(self._path, isolation_level=None, cached_statements=256)
+        db.row_factory = sqlite3.Row
+        await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        return db
+
+    async def _migrate(self) -> None:
+        migrations = load_migrations()
+        db = self._writer_db()
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL"
+            ") STRICT"
+        )
+        async with self._transaction() as tx:
+            # Read inside the write transaction: another process may have just migrated.
+            applied = {
+                r[0] for r in await tx.execute_fetchall("SELECT version FROM schema_migrations")
+            }
+            newer = applied - {m.version for m in migrations}
+            if newer:
+                raise StoreError(
+                    f"database {self._path} has schema version {max(newer)}, newer than this "
+                    f"interlockd knows ({len(migrations)}); upgrade interlockd"
+                )
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    await tx.execute(statement)
+                await tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, _now_us()),
+                )
+
+    async def close(self) -> None:
+        writer, reader = self._writer, self._reader
+        if writer is None:
+            return
+        # Wait for a write in progress, then stop new ones from starting.
+        async with self._write_lock:
+            self._writer = self._reader = None
+            try:
+                if reader is not None:
+                    await reader.close()
+            finally:
+                if self._in_transaction:
+                    await _rollback_quietly(writer)
+                    self._in_transaction = False
+                await writer.close()
+        self._keys.clear()
+
+    # ---- plumbing ----------------------------------------------------------------
+
+    def _writer_db(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise StoreError("the store is not open; call open() first")
+        return self._writer
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run one read on the reader connection (committed data only)."""
+        db = self._reader
+        if db is None:
+            raise StoreError("the store is not open; call open() first")
+        try:
+            return list(await db.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction: BEGIN IMMEDIATE, the body, COMMIT (ROLLBACK on any error)."""
+        async with self._write_lock:
+            db = self._writer_db()
+            if self._in_transaction:
+                await _rollback_quietly(db)
+                self._in_transaction = False
+            try:
+                # Set before awaiting: if this coroutine is cancelled while BEGIN
+                # is queued, BEGIN still runs on the connection's thread.
+                self._in_transaction = True
+                await db.execute("BEGIN IMMEDIATE")
+                yield db
+                await db.execute("COMMIT")
+                self._in_transaction = False
+            except BaseException as exc:
+                if self._in_transaction:
+                    await _rollback_quietly(db)
+                    self._in_transaction = False
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"database write failed: {exc}") from exc
+                raise
+
+    async def _sandbox_keys(self, sandbox_id: str, *, refresh: bool = False) -> SandboxKeys:
+        """The sandbox's opened keys, from the cache or unwrapped from the database."""
+        if not refresh:
+            cached = self._keys.get(sandbox_id)
+            if cached is not None:
+                return cached
+        rows = await self._fetch(
+            "SELECT key_id, kind, wrapped_key, master_key_id, is_current "
+            "FROM data_keys WHERE sandbox_id = ?",
+            (sandbox_id,),
+        )
+        if not rows:
+            raise NotFound(f"sandbox {sandbox_id} not found")
+        keys = open_sandbox_keys(self._ring, sandbox_id, map(_wrapped, rows))
+        self._keys.put(keys)
+        return keys
+
+    async def _opened(self, sandbox_id: str, convert: Callable[[SandboxKeys], T]) -> T:
+        """Apply ``convert`` (which opens sealed values) with the sandbox's keys."""
+        keys = await self._sandbox_keys(sandbox_id)
+        try:
+            return convert(keys)
+        except UnknownDataKeyError:
+            # Sealed with a data key added after we cached the set (a rotation
+            # by another process): reload once.
+            return convert(await self._sandbox_keys(sandbox_id, refresh=True))
+
+    async def _require_conversation(self, sandbox_id: str, conversation_id: str) -> None:
+        rows = await self._fetch(
+            "SELECT 1 FROM conversations WHERE id = ? AND sandbox_id = ?",
+            (conversation_id, sandbox_id),
+        )
+        if not rows:
+            raise NotFound(f"conversation {conversation_id} not found")
+
+    # ---- operator keys -----------------------------------------------------------
+
+    async def add_operator_key(self, key_hash: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO operator_keys (key_hash, created_at) VALUES (?, ?) "
+                "ON CONFLICT (key_hash) DO NOTHING",
+                (key_hash, _now_us()),
+            )
+
+    async def has_operator_key(self) -> bool:
+        return bool(await self._fetch("SELECT 1 FROM operator_keys LIMIT 1"))
+
+    async def is_operator_key(self, key_hash: str) -> bool:
+        return bool(
+            await self._fetch("SELECT 1 FROM operator_keys WHERE key_hash = ?", (key_hash,))
+        )
+
+    # ---- sandboxes ---------------------------------------------------------------
+
+    async def create_sandbox(self, name: str, quotas: Quotas) -> Sandbox:
+        sandbox_id = ids.new_id("sbx")
+        now = _now_us()
+        keys, wrapped = new_sandbox_keys(self._ring, sandbox_id)
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    f"INSERT INTO sandboxes ({_SANDBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        sandbox_id,
+                        name,
+                        now,
+                        quotas.max_concurrent_runs,
+                        quotas.max_concurrent_runs_per_end_user,
+                        quotas.max_tokens_per_day,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_constraint(exc, "UNIQUE"):
+                    raise AlreadyExists(
+                        f"a sandbox named {name!r} already exists; choose another name"
+                    ) from None
+                raise
+            await db.executemany(
+                "INSERT INTO data_keys (sandbox_id, key_id, kind, wrapped_key, master_key_id, "
+                "is_current, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (sandbox_id, w.key_id, w.kind, w.wrapped, w.master_key_id, w.is_current, now)
+                    for w in wrapped
+                ],
+            )
+        self._keys.put(keys)
+        return Sandbox(sandbox_id, name, _time(now), quotas)
+
+    async def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        rows = await self._fetch(
+            f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?", (sandbox_id,)
+        )
+        if not rows:
+            raise NotFound(f"sandbox {sandbox_id} not found")
+        return _sandbox(rows[0])
+
+    async def list_sandboxes(self, page_size: int, page_token: str) -> Page[Sandbox]:
+        size = _check_page_size(page_size)
+        after = _read_page_token(page_token, "sandboxes") if page_token else (-1, "")
+        rows = await self._fetch(
+            f"SELECT {_SANDBOX_COLUMNS} FROM sandboxes WHERE (created_at, id) > (?, ?) "
+            "ORDER BY created_at, id LIMIT ?",
+            (*after, size + 1),
+        )
+        items = [_sandbox(r) for r in rows[:size]]
+        token = ""
+        if len(rows) > size:
+            last = rows[size - 1]
+            token = _page_token("sandboxes", last["created_at"], last["id"])
+        return Page(items, token)
+
+    async def set_quotas(self, sandbox_id: str, quotas: Quotas) -> Sandbox:
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "UPDATE sandboxes SET max_concurrent_runs = ?, "
+                    "max_concurrent_runs_per_end_user = ?, max_tokens_per_day = ? "
+                    f"WHERE id = ? RETURNING {_SANDBOX_COLUMNS}",
+                    (
+                        quotas.max_concurrent_runs,
+                        quotas.max_concurrent_runs_per_end_user,
+                        quotas.max_tokens_per_day,
+                        sandbox_id,
+                    ),
+                )
+            )
+        if not rows:
+            raise NotFound(f"sandbox {sandbox_id} not found")
+        return _sandbox(rows[0])
+
+    async def delete_sandbox(self, sandbox_id: str) -> None:
+        async with self._transaction() as db:
+            # Cascades to everything of the sandbox, its data keys included.
+            cursor = await db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+            if cursor.rowcount == 0:
+                raise NotFound(f"sandbox {sandbox_id} not found")
+        self._keys.evict(sandbox_id)
+        # Copy the zeroed pages into the database file and empty the WAL, so
+        # the old frames holding the wrapped keys do not linger there. Best
+        # effort: a concurrent read may keep the WAL until the next checkpoint.
+        async with self._write_lock:
+            await self._writer_db().execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # ---- API keys ----------------------------------------------------------------
+
+    async def create_api_key(
+        self, sandbox_id: str, name: str, key_hash: str, prefix: str
+    ) -> ApiKey:
+        key_id = ids.new_id("key")
+        now = _now_us()
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    f"INSERT INTO api_keys ({_API_KEY_COLUMNS}, key_hash) "
+                    "VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                    (key_id, sandbox_id, name, prefix, now, key_hash),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_constraint(exc, "FOREIGNKEY"):
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                if _is_constraint(exc, "UNIQUE"):
+                    raise AlreadyExists("an API key with this hash already exists") from None
+                raise
+        return ApiKey(key_id, sandbox_id, name, prefix, _time(now))
+
+    async def list_api_keys(self, sandbox_id: str) -> list[ApiKey]:
+        rows = await self._fetch(
+            f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE sandbox_id = ? ORDER BY created_at, id",
+            (sandbox_id,),
+        )
+        return [_api_key(r) for r in rows]
+
+    async def revoke_api_key(self, sandbox_id: str, key_id: str) -> ApiKey:
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) "
+                    f"WHERE id = ? AND sandbox_id = ? RETURNING {_API_KEY_COLUMNS}",
+                    (_now_us(), key_id, sandbox_id),
+                )
+            )
+        if not rows:
+            raise NotFound(f"API key {key_id} not found")
+        return _api_key(rows[0])
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        rows = await self._fetch(
+            f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+            (key_hash,),
+        )
+        return _api_key(rows[0]) if rows else None
+
+    # ---- conversations and the window ----------------------------------------------
+
+    async def create_conversation(self, sandbox_id: str, end_user_id: str) -> Conversation:
+        conversation_id = ids.new_id("conv")
+        now = _now_us()
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO end_users (sandbox_id, id, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (sandbox_id, id) DO NOTHING",
+                    (sandbox_id, end_user_id, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_constraint(exc, "FOREIGNKEY"):
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                raise
+            await db.execute(
+                "INSERT INTO conversations (id, sandbox_id, end_user_id, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (conversation_id, sandbox_id, end_user_id, now, now),
+            )
+        return Conversation(conversation_id, sandbox_id, end_user_id, _time(now), _time(now))
+
+    async def get_conversation(
+        self, sandbox_id: str, end_user_id: str, conversation_id: str
+    ) -> Conversation:
+        rows = await self._fetch(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
+            "WHERE id = ? AND sandbox_id = ? AND end_user_id = ?",
+            (conversation_id, sandbox_id, end_user_id),
+        )
+        if not rows:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return await self._conversation(sandbox_id, rows[0])
+
+    async def _conversation(self, sandbox_id: str, row: sqlite3.Row) -> Conversation:
+        if row["title_sealed"] is None:
+            return _conversation(row)
+        return _conversation(row, await self._opened(sandbox_id, lambda keys: _title(keys, row)))
+
+    async def set_conversation_title(
+        self, sandbox_id: str, end_user_id: str, conversation_id: str, title: str
+    ) -> Conversation:
+        sealed: bytes | None = None
+        if title:
+            try:
+                keys = await self._sandbox_keys(sandbox_id)
+            except NotFound:
+                raise NotFound(f"conversation {conversation_id} not found") from None
+            sealed = keys.seal(title, table="conversations", row=conversation_id, column="title")
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "UPDATE conversations SET title_sealed = ? "
+                    "WHERE id = ? AND sandbox_id = ? AND end_user_id = ? "
+                    f"RETURNING {_CONVERSATION_COLUMNS}",
+                    (sealed, conversation_id, sandbox_id, end_user_id),
+                )
+            )
+        if not rows:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return await self._conversation(sandbox_id, rows[0])
+
+    async def list_conversations(
+        self, sandbox_id: str, end_user_id: str, page_size: int, page_token: str
+    ) -> Page[Conversation]:
+        size = _check_page_size(page_size)
+        before = _read_page_token(page_token, "conversations") if page_token else (_MAX_INT, "")
+        rows = await self._fetch(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
+            "WHERE sandbox_id = ? AND end_user_id = ? AND (updated_at, id) < (?, ?) "
+            "ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (sandbox_id, end_user_id, *before, size + 1),
+        )
+        page = rows[:size]
+        titles = [""] * len(page)
+        if any(r["title_sealed"] is not None for r in page):
+            titles = await self._opened(sandbox_id, lambda keys: [_title(keys, r) for r in page])
+        items = [_conversation(r, t) for r, t in zip(page, titles, strict=True)]
+        token = ""
+        if len(rows) > size:
+            last = page[-1]
+            token = _page_token("conversations", last["updated_at"], last["id"])
+        return Page(items, token)
+
+    async def delete_conversation(
+        self, sandbox_id: str, end_user_id: str, conversation_id: str
+    ) -> None:
+        async with self._transaction() as db:
+            # Entries cascade; their search rows go with them (trigger entries_drop_terms).
+            cursor = await db.execute(
+                "DELETE FROM conversations WHERE id = ? AND sandbox_id = ? AND end_user_id = ?",
+                (conversation_id, sandbox_id, end_user_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"conversation {conversation_id} not found")
+
+    async def append_entries(
+        self,
+        sandbox_id: str,
+        conversation_id: str,
+        entries: Sequence[NewEntry],
+        *,
+        provider: str = "",
+        model: str = "",
+    ) -> list[int]:
+        if not entries:
+            return []
+        try:
+            keys = await self._sandbox_keys(sandbox_id)
+        except NotFound:
+            raise NotFound(f"conversation {conversation_id} not found") from None
+        now = _now_us()
+        async with self._transaction() as db:
+            # Reserve the seqs and touch the conversation in one statement.
+            rows = list(
+                await db.execute_fetchall(
+                    "UPDATE conversations SET entry_count = entry_count + :n, updated_at = :now, "
+                    "last_provider = CASE WHEN :provider = '' THEN last_provider "
+                    "ELSE :provider END, "
+                    "last_model = CASE WHEN :model = '' THEN last_model ELSE :model END "
+                    "WHERE id = :id AND sandbox_id = :sandbox_id "
+                    "RETURNING entry_count, end_user_id",
+                    {
+                        "n": len(entries),
+                        "now": now,
+                        "provider": provider,
+                        "model": model,
+                        "id": conversation_id,
+                        "sandbox_id": sandbox_id,
+                    },
+                )
+            )
+            if not rows:
+                raise NotFound(f"conversation {conversation_id} not found")
+            last_seq, end_user_id = rows[0]
+            first_seq = last_seq - len(entries) + 1
+            index_key = keys.end_user_index_key(end_user_id)
+            entry_rows: list[tuple[Any, ...]] = []
+            term_rows: list[tuple[str, str, int]] = []
+            for seq, entry in enumerate(entries, start=first_seq):
+                sealed = keys.seal(
+                    entry.text, table="entries", row=_entry_row(conversation_id, seq), column="text"
+                )
+                entry_rows.append(
+                    (
+                        conversation_id,
+                        sandbox_id,
+                        seq,
+                        entry.kind,
+                        sealed,
+                        entry.tokens,
+                        entry.run_id,
+                        entry.provider,
+                        entry.model,
+                        entry.tool_call_id,
+                        entry.tool_name,
+                        entry.is_error,
+                        now,
+                    )
+                )
+                if entry.kind in _INDEXED_KINDS and (terms := blind_terms(index_key, entry.text)):
+                    term_rows.append((" ".join(terms), conversation_id, seq))
+            await db.executemany(
+                "INSERT INTO entries (conversation_id, sandbox_id, seq, kind, text_sealed, "
+                "tokens, run_id, provider, model, tool_call_id, tool_name, is_error, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                entry_rows,
+            )
+            if term_rows:
+                # The search row shares the entry's rowid (so deleting the entry drops it).
+                await db.executemany(
+                    "INSERT INTO entry_terms (rowid, terms) "
+                    "SELECT id, ? FROM entries WHERE conversation_id = ? AND seq = ?",
+                    term_rows,
+                )
+        return list(range(first_seq, last_seq + 1))
+
+    async def read_entries(
+        self,
+        sandbox_id: str,
+        conversation_id: str,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[WindowEntry]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        order = "DESC" if newest_first else "ASC"
+        rows = await self._fetch(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries "
+            "WHERE conversation_id = ? AND sandbox_id = ? AND seq > ? AND seq < ? "
+            f"ORDER BY seq {order} LIMIT ?",
+            (
+                conversation_id,
+                sandbox_id,
+                0 if after_seq is None else after_seq,
+                _MAX_INT if before_seq is None else before_seq,
+                limit,
+            ),
+        )
+        if not rows:
+            await self._require_conversation(sandbox_id, conversation_id)
+            return []
+        return await self._opened(sandbox_id, lambda keys: [_entry(keys, r) for r in rows])
+
+    async def find_tool_result(
+        self, sandbox_id: str, conversation_id: str, tool_call_id: str
+    ) -> WindowEntry | None:
+        if not tool_call_id:
+            return None
+        rows = await self._fetch(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries "
+            "WHERE conversation_id = ? AND tool_call_id = ? AND tool_call_id <> '' "
+            "AND sandbox_id = ? AND kind = 'tool_result' ORDER BY seq DESC LIMIT 1",
+            (conversation_id, tool_call_id, sandbox_id),
+        )
+        if not rows:
+            return None
+        return await self._opened(sandbox_id, lambda keys: _entry(keys, rows[0]))
+
+    async def search_entries(
+        self,
+        sandbox_id: str,
+        end_user_id: str,
+        query: str,
+        *,
+        limit: int = 10,
+        exclude_conversation_id: str = "",
+    ) -> list[SearchHit]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        try:
+            keys = await self._sandbox_keys(sandbox_id)
+        except NotFound:
+            return []
+        terms = blind_terms(keys.end_user_index_key(end_user_id), query)
+        if not terms:
+            return []
+        # Terms are hex digests, so quoting them is all the escaping FTS5 needs.
+        match = " AND ".join(f'"{term}"' for term in terms)
+        rows = await self._fetch(
+            f"SELECT {_ENTRY_COLUMNS_OF_E} FROM entry_terms "
+            "JOIN entries e ON e.id = entry_terms.rowid "
+            "JOIN conversations c ON c.id = e.conversation_id "
+            "WHERE entry_terms MATCH ? AND e.sandbox_id = ? AND c.sandbox_id = ? "
+            "AND c.end_user_id = ? AND e.conversation_id <> ? "
+            "ORDER BY entry_terms.rank LIMIT ?",
+            (match, sandbox_id, sandbox_id, end_user_id, exclude_conversation_id, limit),
+        )
+        if not rows:
+            return []
+        entries = await self._opened(sandbox_id, lambda k: [_entry(k, r) for r in rows])
+        return [SearchHit(e.conversation_id, e) for e in entries]
+
+    # ---- runs, admission and the ledger ---------------------------------------------
+
+    async def begin_run(self, run: NewRun, quotas: Quotas) -> Run:
+        now = _now_us()
+        async with self._transaction() as db:
+            # Every admission fact in one statement, read inside the write
+            # transaction that inserts the run: nothing can change in between.
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT "
+                    "(SELECT end_user_id FROM conversations WHERE id = :conv "
+                    " AND sandbox_id = :sbx) AS owner, "
+                    "(SELECT id FROM runs WHERE sandbox_id = :sbx AND request_id = :rid "
+                    " AND request_id <> '') AS duplicate, "
+                    "(SELECT id FROM runs WHERE conversation_id = :conv "
+                    " AND status = 'running') AS busy, "
+                    "(SELECT count(*) FROM runs WHERE sandbox_id = :sbx "
+                    " AND status = 'running') AS running, "
+                    "(SELECT count(*) FROM runs WHERE sandbox_id = :sbx AND end_user_id = :user "
+                    " AND status = 'running') AS running_for_user, "
+                    "(SELECT tokens FROM usage_daily WHERE sandbox_id = :sbx "
+                    " AND day = :day) AS tokens_today",
+                    {
+                        "conv": run.conversation_id,
+                        "sbx": run.sandbox_id,
+                        "rid": run.request_id,
+                        "user": run.end_user_id,
+                        "day": now // _US_PER_DAY,
+                    },
+                )
+            )
+            facts = rows[0]
+            if facts["owner"] != run.end_user_id:
+                raise NotFound(f"conversation {run.conversation_id} not found")
+            if facts["duplicate"] is not None:
+                raise AlreadyExists(
+                    f"request_id {run.request_id!r} was already used in this sandbox "
+                    f"(run {facts['duplicate']}); use a new request_id to start another turn"
+                )
+            if facts["busy"] is not None:
+                raise FailedPrecondition(
+                    f"conversation {run.conversation_id} already has a turn in progress; "
+                    "wait for it to finish"
+                )
+            _admit(
+                run, quotas, facts["running"], facts["running_for_user"], facts["tokens_today"] or 0
+            )
+            await db.execute(
+                "INSERT INTO runs (id, sandbox_id, end_user_id, conversation_id, provider, model, "
+                "request_id, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                (
+                    run.id,
+                    run.sandbox_id,
+                    run.end_user_id,
+                    run.conversation_id,
+                    run.provider,
+                    run.model,
+                    run.request_id,
+                    now,
+                ),
+            )
+        return Run(
+            id=run.id,
+            sandbox_id=run.sandbox_id,
+            end_user_id=run.end_user_id,
+            conversation_id=run.conversation_id,
+            provider=run.provider,
+            model=run.model,
+            request_id=run.request_id,
+            status="running",
+            started_at=_time(now),
+        )
+
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        stop_reason: str = "",
+        error_code: str = "",
+        error_message: str = "",
+        usage: Usage | None = None,
+        cost_usd: float = 0.0,
+        ledger: Sequence[LedgerRow] = (),
+    ) -> Run:
+        if status == "running":
+            raise ValueError("finish_run needs a final status, not 'running'")
+        usage = usage or Usage()
+        now = _now_us()
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "UPDATE runs SET status = ?, finished_at = ?, stop_reason = ?, "
+                    "error_code = ?, error_message = ?, input_tokens = ?, output_tokens = ?, "
+                    "cache_read_tokens = ?, cache_write_tokens = ?, reasoning_tokens = ?, "
+                    f"cost_usd = ? WHERE id = ? AND status = 'running' RETURNING {_RUN_COLUMNS}",
+                    (
+                        status,
+                        now,
+                        stop_reason,
+                        error_code,
+                        error_message,
+                        usage.input_tokens,
+                        usage.output_tokens,
+                        usage.cache_read_tokens,
+                        usage.cache_write_tokens,
+                        usage.reasoning_tokens,
+                        cost_usd,
+                        run_id,
+                    ),
+                )
+            )
+            if not rows:
+                previous = list(
+                    await db.execute_fetchall("SELECT status FROM runs WHERE id = ?", (run_id,))
+                )
+                if not previous:
+                    raise NotFound(f"run {run_id} not found")
+                raise FailedPrecondition(
+                    f"run {run_id} already ended ({previous[0]['status']}); "
+                    "a run is finished exactly once"
+                )
+            finished = _run(rows[0])
+            for row in ledger:
+                if (row.run_id, row.sandbox_id) != (finished.id, finished.sandbox_id):
+                    raise ValueError(
+                        f"ledger row for run {row.run_id} in sandbox {row.sandbox_id} "
+                        f"does not belong to run {finished.id}"
+                    )
+            if ledger:
+                await db.executemany(
+                    f"INSERT INTO ledger ({_LEDGER_COLUMNS}, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            row.run_id,
+                            row.sandbox_id,
+                            row.end_user_id,
+                            row.kind,
+                            row.provider,
+                            row.model,
+                            row.usage.input_tokens,
+                            row.usage.output_tokens,
+                            row.usage.cache_read_tokens,
+                            row.usage.cache_write_tokens,
+                            row.usage.reasoning_tokens,
+                            row.cost_usd,
+                            row.price_version,
+                            now,
+                        )
+                        for row in ledger
+                    ],
+                )
+            tokens = usage.input_tokens + usage.output_tokens
+            if tokens:
+                await db.execute(
+                    "INSERT INTO usage_daily (sandbox_id, day, tokens) VALUES (?, ?, ?) "
+                    "ON CONFLICT (sandbox_id, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+                    (finished.sandbox_id, now // _US_PER_DAY, tokens),
+                )
+        return finished
+
+    async def get_run(self, sandbox_id: str, run_id: str) -> Run:
+        rows = await self._fetch(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ? AND sandbox_id = ?",
+            (run_id, sandbox_id),
+        )
+        if not rows:
+            raise NotFound(f"run {run_id} not found")
+        return _run(rows[0])
+
+    async def find_run_by_request_id(self, sandbox_id: str, request_id: str) -> Run | None:
+        if not request_id:
+            return None
+        rows = await self._fetch(
+            f"SELECT {_RUN_COLUMNS} FROM runs "
+            "WHERE sandbox_id = ? AND request_id = ? AND request_id <> ''",
+            (sandbox_id, request_id),
+        )
+        return _run(rows[0]) if rows else None
+
+    async def read_run_entries(self, sandbox_id: str, run_id: str) -> list[WindowEntry]:
+        rows = await self._fetch(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE run_id = ? AND sandbox_id = ? "
+            "ORDER BY seq",
+            (run_id, sandbox_id),
+        )
+        if not rows:
+            return []
+        return await self._opened(sandbox_id, lambda keys: [_entry(keys, r) for r in rows])
+
+    async def interrupt_running_runs(self) -> int:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, error_code = 'ABORTED', "
+                "error_message = ? WHERE status = 'running'",
+                (
+                    _now_us(),
+                    "interlockd stopped while this turn was running; what it recorded is kept",
+                ),
+            )
+            return cursor.rowcount
+
+    async def list_ledger(self, sandbox_id: str, run_id: str = "") -> list[LedgerRow]:
+        if run_id:
+            rows = await self._fetch(
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE run_id = ? AND sandbox_id = ? "
+                "ORDER BY id",
+                (run_id, sandbox_id),
+            )
+        else:
+            rows = await self._fetch(
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE sandbox_id = ? ORDER BY id",
+                (sandbox_id,),
+            )
+        return [_ledger_row(r) for r in rows]
+
+    # ---- keys --------------------------------------------------------------------
+
+    async def rotate_keys(self, *, new_data_keys: bool = True) -> RotationReport:
+        # One transaction over every key row: a crash leaves either the old
+        # wraps or the new ones, never a mix with a half-written current flag.
+        # ``data_keys_rewrapped`` counts index keys too; keys already wrapped
+        # by the current master key are left alone, so a re-run is cheap.
+        master_key_id = self._ring.current_id
+        now = _now_us()
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT sandbox_id, key_id, kind, wrapped_key, master_key_id, is_current "
+                    "FROM data_keys"
+                )
+            )
+            rewrapped: list[tuple[bytes, str, str, int]] = []
+            next_key_id: dict[str, int] = {}
+            for r in rows:
+                sandbox_id: str = r["sandbox_id"]
+                next_key_id[sandbox_id] = max(next_key_id.get(sandbox_id, 1), r["key_id"] + 1)
+                if r["master_key_id"] == master_key_id:
+                    continue
+                fresh = self._ring.rewrap(_wrapped(r), sandbox_id=sandbox_id)
+                rewrapped.append((fresh.wrapped, fresh.master_key_id, sandbox_id, fresh.key_id))
+            if rewrapped:
+                await db.executemany(
+                    "UPDATE data_keys SET wrapped_key = ?, master_key_id = ? "
+                    "WHERE sandbox_id = ? AND key_id = ?",
+                    rewrapped,
+                )
+            if new_data_keys and next_key_id:
+                # Retire the current keys first: one current key per sandbox is a unique index.
+                await db.executemany(
+                    "UPDATE data_keys SET is_current = 0 WHERE sandbox_id = ? AND is_current = 1",
+                    [(sandbox_id,) for sandbox_id in next_key_id],
+                )
+                fresh_keys = [
+                    (sandbox_id, new_data_key(self._ring, sandbox_id, key_id))
+                    for sandbox_id, key_id in next_key_id.items()
+                ]
+                await db.executemany(
+                    "INSERT INTO data_keys (sandbox_id, key_id, kind, wrapped_key, "
+                    "master_key_id, is_current, created_at) VALUES (?, ?, 'data', ?, ?, 1, ?)",
+                    [
+                        (sandbox_id, w.key_id, w.wrapped, w.master_key_id, now)
+                        for sandbox_id, w in fresh_keys
+                    ],
+                )
+        # Cached key sets still point at the old current keys.
+        self._keys.clear()
+        return RotationReport(
+            master_key_id=master_key_id,
+            data_keys_rewrapped=len(rewrapped),
+            sandboxes_with_new_data_key=len(next_key_id) if new_data_keys else 0,
+        )
+
+
+def _admit(run: NewRun, quotas: Quotas, running: int, running_for_user: int, tokens: int) -> None:
+    """Raise ResourceExhausted naming the first quota that starting ``run`` would exceed."""
+    if quotas.max_concurrent_runs and running >= quotas.max_concurrent_runs:
+        raise ResourceExhausted(
+            f"sandbox {run.sandbox_id} has {running} runs in progress and its "
+            f"max_concurrent_runs quota is {quotas.max_concurrent_runs}; "
+            "retry when one finishes or raise the quota"
+        )
+    limit = quotas.max_concurrent_runs_per_end_user
+    if limit and running_for_user >= limit:
+        raise ResourceExhausted(
+            f"end user {run.end_user_id!r} has {running_for_user} runs in progress and the "
+            f"sandbox's max_concurrent_runs_per_end_user quota is {limit}; "
+            "retry when one finishes or raise the quota"
+        )
+    if quotas.max_tokens_per_day and tokens >= quotas.max_tokens_per_day:
+        raise ResourceExhausted(
+            f"sandbox {run.sandbox_id} has used {tokens} tokens today (UTC) and its "
+            f"max_tokens_per_day quota is {quotas.max_tokens_per_day}; "
+            "retry after midnight UTC or raise the quota"
+        )
+
+
+async def _rollback_quietly(db: aiosqlite.Connection) -> None:
+    with contextlib.suppress(sqlite3.OperationalError):
+        # "no transaction is active": the COMMIT went through before a cancellation.
+        await db.execute("ROLLBACK")
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file 0600 if it does not exist (its WAL and SHM inherit the mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)

@@ -1,0 +1,659 @@
+"""The ``Store`` contract, run against every implementation through the ``store`` fixture.
+
+Only the public methods of :class:`interlockd.store.base.Store` are used here,
+so the same tests hold a PostgreSQL store to the same behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC
+from typing import TYPE_CHECKING
+
+import pytest
+from interlockd.backends.base import Usage
+from interlockd.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    StoreError,
+)
+from interlockd.ids import new_id
+from interlockd.store.base import (
+    Conversation,
+    EntryKind,
+    LedgerRow,
+    NewEntry,
+    NewRun,
+    Quotas,
+    Run,
+    Sandbox,
+)
+
+if TYPE_CHECKING:
+    from interlockd.store.base import Store
+
+_names = itertools.count(1)
+
+
+async def new_sandbox(store: Store, quotas: Quotas | None = None) -> Sandbox:
+    return await store.create_sandbox(f"sandbox-{next(_names)}", quotas or Quotas())
+
+
+def entry(
+    text: str,
+    kind: EntryKind = "user",
+    *,
+    run_id: str = "run_x",
+    provider: str = "",
+    model: str = "",
+    tool_call_id: str = "",
+    tool_name: str = "",
+    is_error: bool = False,
+) -> NewEntry:
+    return NewEntry(
+        kind=kind,
+        text=text,
+        run_id=run_id,
+        tokens=len(text.split()),
+        provider=provider,
+        model=model,
+        tool_call_id=tool_call_id,
+        tool_name=tool_name,
+        is_error=is_error,
+    )
+
+
+async def start_run(
+    store: Store,
+    conversation: Conversation,
+    quotas: Quotas | None = None,
+    request_id: str = "",
+) -> Run:
+    return await store.begin_run(
+        NewRun(
+            id=new_id("run"),
+            sandbox_id=conversation.sandbox_id,
+            end_user_id=conversation.end_user_id,
+            conversation_id=conversation.id,
+            provider="fake",
+            model="fake-model",
+            request_id=request_id,
+        ),
+        quotas or Quotas(),
+    )
+
+
+# ---- operator keys ----------------------------------------------------------------
+
+
+async def test_operator_keys(store: Store) -> None:
+    """A fresh store has no operator key; added ones are recognised by hash, idempotently."""
+    assert not await store.has_operator_key()
+    await store.add_operator_key("hash-1")
+    await store.add_operator_key("hash-1")
+    assert await store.has_operator_key()
+    assert await store.is_operator_key("hash-1")
+    assert not await store.is_operator_key("hash-2")
+
+
+# ---- sandboxes --------------------------------------------------------------------
+
+
+async def test_create_and_get_sandbox(store: Store) -> None:
+    """A created sandbox reads back with its name, quotas and a UTC creation time."""
+    quotas = Quotas(max_concurrent_runs=3, max_concurrent_runs_per_end_user=2, max_tokens_per_day=9)
+    created = await store.create_sandbox("acme", quotas)
+    assert created.id.startswith("sbx_")
+    assert created.created_at.tzinfo is UTC
+    assert await store.get_sandbox(created.id) == created
+
+
+async def test_sandbox_name_is_unique(store: Store) -> None:
+    """A second sandbox with a taken name is refused with AlreadyExists."""
+    await store.create_sandbox("acme", Quotas())
+    with pytest.raises(AlreadyExists, match="acme"):
+        await store.create_sandbox("acme", Quotas())
+
+
+async def test_unknown_sandbox_is_not_found(store: Store) -> None:
+    """Reading, changing or deleting an unknown sandbox raises NotFound."""
+    with pytest.raises(NotFound):
+        await store.get_sandbox("sbx_nope")
+    with pytest.raises(NotFound):
+        await store.set_quotas("sbx_nope", Quotas())
+    with pytest.raises(NotFound):
+        await store.delete_sandbox("sbx_nope")
+
+
+async def test_list_sandboxes_pages_in_creation_order(store: Store) -> None:
+    """Pages of sandboxes follow creation order, and the last page has no next token."""
+    created = [await new_sandbox(store) for _ in range(5)]
+    seen: list[Sandbox] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await store.list_sandboxes(2, token)
+        seen += page.items
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == created
+    assert pages == 3
+
+
+async def test_list_sandboxes_rejects_foreign_page_token(store: Store) -> None:
+    """A page token that no listing produced is refused, naming the field."""
+    with pytest.raises(InvalidArgument, match="page_token"):
+        await store.list_sandboxes(10, "not-a-token")
+
+
+async def test_set_quotas_replaces_them(store: Store) -> None:
+    """set_quotas replaces all three limits and returns the updated sandbox."""
+    sandbox = await new_sandbox(store)
+    quotas = Quotas(max_concurrent_runs=1, max_concurrent_runs_per_end_user=1, max_tokens_per_day=5)
+    updated = await store.set_quotas(sandbox.id, quotas)
+    assert updated.quotas == quotas
+    assert (await store.get_sandbox(sandbox.id)).quotas == quotas
+
+
+async def test_delete_sandbox_deletes_everything_in_it(store: Store) -> None:
+    """After delete_sandbox nothing of it can be found, and other sandboxes are untouched."""
+    doomed, kept = await new_sandbox(store), await new_sandbox(store)
+    for sandbox in (doomed, kept):
+        await store.create_api_key(sandbox.id, "k", f"hash-{sandbox.id}", "il_")
+        conversation = await store.create_conversation(sandbox.id, "u-1")
+        await store.append_entries(sandbox.id, conversation.id, [entry("remember the lighthouse")])
+        run = await start_run(store, conversation, request_id="req-1")
+        await store.finish_run(run.id, status="finished", usage=Usage(1, 1))
+
+    await store.delete_sandbox(doomed.id)
+
+    with pytest.raises(NotFound):
+        await store.get_sandbox(doomed.id)
+    assert await store.find_api_key(f"hash-{doomed.id}") is None
+    assert await store.list_api_keys(doomed.id) == []
+    assert (await store.list_conversations(doomed.id, "u-1", 10, "")).items == []
+    assert await store.find_run_by_request_id(doomed.id, "req-1") is None
+    assert await store.list_ledger(doomed.id) == []
+    assert await store.search_entries(doomed.id, "u-1", "lighthouse") == []
+    with pytest.raises(NotFound):
+        await store.delete_sandbox(doomed.id)
+
+    assert await store.find_api_key(f"hash-{kept.id}") is not None
+    assert len(await store.search_entries(kept.id, "u-1", "lighthouse")) == 1
+
+
+# ---- API keys ---------------------------------------------------------------------
+
+
+async def test_api_key_create_find_list_revoke(store: Store) -> None:
+    """A key is found by hash until revoked; revoked keys stay listed with revoked_at."""
+    sandbox = await new_sandbox(store)
+    first = await store.create_api_key(sandbox.id, "ci", "hash-a", "il_a")
+    second = await store.create_api_key(sandbox.id, "dev", "hash-b", "il_b")
+    assert first.id.startswith("key_")
+    assert await store.find_api_key("hash-a") == first
+    assert await store.find_api_key("hash-unknown") is None
+
+    revoked = await store.revoke_api_key(sandbox.id, first.id)
+    assert revoked.revoked_at is not None
+    assert await store.find_api_key("hash-a") is None
+    again = await store.revoke_api_key(sandbox.id, first.id)
+    assert again.revoked_at == revoked.revoked_at
+    assert [k.id for k in await store.list_api_keys(sandbox.id)] == [first.id, second.id]
+    assert (await store.list_api_keys(sandbox.id))[0].revoked_at == revoked.revoked_at
+
+
+async def test_api_key_scoping(store: Store) -> None:
+    """Keys can't be created for an unknown sandbox or revoked through another sandbox."""
+    sandbox, other = await new_sandbox(store), await new_sandbox(store)
+    key = await store.create_api_key(sandbox.id, "ci", "hash-a", "il_a")
+    with pytest.raises(NotFound):
+        await store.create_api_key("sbx_nope", "ci", "hash-b", "il_b")
+    with pytest.raises(NotFound):
+        await store.revoke_api_key(other.id, key.id)
+    assert await store.find_api_key("hash-a") == key
+
+
+# ---- conversations ----------------------------------------------------------------
+
+
+async def test_conversation_is_private_to_its_end_user_and_sandbox(store: Store) -> None:
+    """Another end user's or another sandbox's view of a conversation id is NotFound."""
+    sandbox, other = await new_sandbox(store), await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    assert conversation.id.startswith("conv_")
+    assert await store.get_conversation(sandbox.id, "alice", conversation.id) == conversation
+    for sandbox_id, user in ((sandbox.id, "bob"), (other.id, "alice")):
+        with pytest.raises(NotFound):
+            await store.get_conversation(sandbox_id, user, conversation.id)
+        with pytest.raises(NotFound):
+            await store.delete_conversation(sandbox_id, user, conversation.id)
+        with pytest.raises(NotFound):
+            await store.set_conversation_title(sandbox_id, user, conversation.id, "mine now")
+    with pytest.raises(NotFound):
+        await store.read_entries(other.id, conversation.id)
+    with pytest.raises(NotFound):
+        await store.append_entries(other.id, conversation.id, [entry("hi")])
+    assert await store.find_tool_result(other.id, conversation.id, "call_1") is None
+
+
+async def test_create_conversation_in_unknown_sandbox(store: Store) -> None:
+    """A conversation can only be created in an existing sandbox."""
+    with pytest.raises(NotFound):
+        await store.create_conversation("sbx_nope", "alice")
+
+
+async def test_conversation_title_round_trip(store: Store) -> None:
+    """A title set on a conversation reads back from get and list, and can be cleared."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    titled = await store.set_conversation_title(sandbox.id, "alice", conversation.id, "Trip 🗺")
+    assert titled.title == "Trip 🗺"
+    assert (await store.get_conversation(sandbox.id, "alice", conversation.id)).title == "Trip 🗺"
+    assert (await store.list_conversations(sandbox.id, "alice", 5, "")).items[0].title == "Trip 🗺"
+    cleared = await store.set_conversation_title(sandbox.id, "alice", conversation.id, "")
+    assert cleared.title == ""
+
+
+async def test_list_conversations_most_recently_updated_first(store: Store) -> None:
+    """The end user's conversations list newest activity first, paged, and nobody else's."""
+    sandbox = await new_sandbox(store)
+    first, second, third = [await store.create_conversation(sandbox.id, "alice") for _ in "abc"]
+    await store.create_conversation(sandbox.id, "bob")
+    await store.append_entries(sandbox.id, first.id, [entry("bump")])
+
+    page1 = await store.list_conversations(sandbox.id, "alice", 2, "")
+    page2 = await store.list_conversations(sandbox.id, "alice", 2, page1.next_page_token)
+    assert [c.id for c in page1.items + page2.items] == [first.id, third.id, second.id]
+    assert page1.next_page_token
+    assert page2.next_page_token == ""
+    assert page1.items[0].entry_count == 1
+
+
+async def test_delete_conversation_removes_entries_and_search_rows(store: Store) -> None:
+    """A deleted conversation is gone with its entries and search hits; others remain."""
+    sandbox = await new_sandbox(store)
+    doomed = await store.create_conversation(sandbox.id, "alice")
+    kept = await store.create_conversation(sandbox.id, "alice")
+    await store.append_entries(sandbox.id, doomed.id, [entry("zebra crossing")])
+    await store.append_entries(sandbox.id, kept.id, [entry("zebra stripes")])
+
+    await store.delete_conversation(sandbox.id, "alice", doomed.id)
+
+    with pytest.raises(NotFound):
+        await store.get_conversation(sandbox.id, "alice", doomed.id)
+    with pytest.raises(NotFound):
+        await store.read_entries(sandbox.id, doomed.id)
+    hits = await store.search_entries(sandbox.id, "alice", "zebra")
+    assert [h.conversation_id for h in hits] == [kept.id]
+    with pytest.raises(NotFound):
+        await store.delete_conversation(sandbox.id, "alice", doomed.id)
+
+
+# ---- the window -------------------------------------------------------------------
+
+
+async def test_append_entries_assigns_seqs_and_touches_the_conversation(store: Store) -> None:
+    """Seqs run 1, 2, ... across appends; entry_count, updated_at and last model follow."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    assert await store.append_entries(
+        sandbox.id,
+        conversation.id,
+        [entry("one"), entry("two", "assistant")],
+        provider="p1",
+        model="m1",
+    ) == [1, 2]
+    assert await store.append_entries(sandbox.id, conversation.id, [entry("three")]) == [3]
+    assert await store.append_entries(sandbox.id, conversation.id, []) == []
+
+    after = await store.get_conversation(sandbox.id, "alice", conversation.id)
+    assert after.entry_count == 3
+    assert after.updated_at > conversation.updated_at
+    # An append without a provider keeps the last one known.
+    assert (after.last_provider, after.last_model) == ("p1", "m1")
+
+
+async def test_append_entries_is_all_or_nothing(store: Store) -> None:
+    """If one entry of a batch can't be stored, none is, and seqs are not consumed."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    bad = NewEntry(kind="bogus", text="x", run_id="r", tokens=1)  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        await store.append_entries(sandbox.id, conversation.id, [entry("fine"), bad])
+    assert await store.read_entries(sandbox.id, conversation.id) == []
+    assert (await store.get_conversation(sandbox.id, "alice", conversation.id)).entry_count == 0
+    assert await store.append_entries(sandbox.id, conversation.id, [entry("fine")]) == [1]
+
+
+async def test_read_entries_round_trip_and_paging(store: Store) -> None:
+    """Entries read back field for field, newest or oldest first, bounded by seq and limit."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    await store.append_entries(
+        sandbox.id, conversation.id, [entry(f"message {i}") for i in range(1, 8)]
+    )
+    await store.append_entries(
+        sandbox.id,
+        conversation.id,
+        [
+            entry(
+                '{"q": 1}',
+                "tool_call",
+                run_id="run_2",
+                provider="p",
+                model="m",
+                tool_call_id="call_1",
+                tool_name="search",
+                is_error=True,
+            )
+        ],
+    )
+
+    newest = await store.read_entries(sandbox.id, conversation.id, limit=3)
+    assert [e.seq for e in newest] == [8, 7, 6]
+    tool = newest[0]
+    assert (tool.kind, tool.text, tool.run_id, tool.tokens) == ("tool_call", '{"q": 1}', "run_2", 2)
+    assert (tool.provider, tool.model, tool.tool_call_id, tool.tool_name, tool.is_error) == (
+        "p",
+        "m",
+        "call_1",
+        "search",
+        True,
+    )
+    assert tool.conversation_id == conversation.id
+    assert tool.created_at.tzinfo is UTC
+
+    back = await store.read_entries(sandbox.id, conversation.id, before_seq=6, limit=3)
+    assert [e.seq for e in back] == [5, 4, 3]
+    forward = await store.read_entries(
+        sandbox.id, conversation.id, after_seq=2, limit=3, newest_first=False
+    )
+    assert [(e.seq, e.text) for e in forward] == [
+        (3, "message 3"),
+        (4, "message 4"),
+        (5, "message 5"),
+    ]
+    window = await store.read_entries(
+        sandbox.id, conversation.id, after_seq=2, before_seq=5, newest_first=False
+    )
+    assert [e.seq for e in window] == [3, 4]
+    assert await store.read_entries(sandbox.id, conversation.id, before_seq=1) == []
+
+
+async def test_concurrent_appends_get_distinct_consecutive_seqs(store: Store) -> None:
+    """Appends racing on one conversation never share or skip a seq."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    results = await asyncio.gather(
+        *(
+            store.append_entries(sandbox.id, conversation.id, [entry(f"m{i}"), entry(f"n{i}")])
+            for i in range(10)
+        )
+    )
+    assert sorted(seq for seqs in results for seq in seqs) == list(range(1, 21))
+    for seqs in results:
+        assert seqs[1] == seqs[0] + 1
+
+
+async def test_find_tool_result(store: Store) -> None:
+    """The stored tool_result answering a call id is found in its conversation only."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    other = await store.create_conversation(sandbox.id, "alice")
+    await store.append_entries(
+        sandbox.id,
+        conversation.id,
+        [
+            entry("{}", "tool_call", tool_call_id="call_1", tool_name="weather"),
+            entry('{"temp": 21}', "tool_result", tool_call_id="call_1", tool_name="weather"),
+        ],
+    )
+    found = await store.find_tool_result(sandbox.id, conversation.id, "call_1")
+    assert found is not None
+    assert (found.kind, found.text, found.seq) == ("tool_result", '{"temp": 21}', 2)
+    assert await store.find_tool_result(sandbox.id, conversation.id, "call_2") is None
+    assert await store.find_tool_result(sandbox.id, other.id, "call_1") is None
+
+
+async def test_read_run_entries(store: Store) -> None:
+    """A run's entries come back in order, without other runs' entries."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    await store.append_entries(
+        sandbox.id,
+        conversation.id,
+        [
+            entry("q1", run_id="run_a"),
+            entry("a1", "assistant", run_id="run_a"),
+            entry("q2", run_id="run_b"),
+            entry("a2", "assistant", run_id="run_b"),
+        ],
+    )
+    entries = await store.read_run_entries(sandbox.id, "run_b")
+    assert [(e.seq, e.text) for e in entries] == [(3, "q2"), (4, "a2")]
+    other = await new_sandbox(store)
+    assert await store.read_run_entries(other.id, "run_b") == []
+
+
+# ---- search -----------------------------------------------------------------------
+
+
+async def test_search_finds_the_end_users_own_entries(store: Store) -> None:
+    """Search matches whole words case-insensitively, needs every word, and stays private."""
+    sandbox, other_sandbox = await new_sandbox(store), await new_sandbox(store)
+    mine = await store.create_conversation(sandbox.id, "alice")
+    await store.append_entries(
+        sandbox.id,
+        mine.id,
+        [
+            entry("My cat Ödön loves tuna"),
+            entry("Tuna salad recipe", "assistant"),
+            entry("summary mentions tuna and cat", "summary"),
+        ],
+    )
+    bobs = await store.create_conversation(sandbox.id, "bob")
+    await store.append_entries(sandbox.id, bobs.id, [entry("my cat loves tuna too")])
+    elsewhere = await store.create_conversation(other_sandbox.id, "alice")
+    await store.append_entries(other_sandbox.id, elsewhere.id, [entry("cat tuna cat tuna")])
+
+    hits = await store.search_entries(sandbox.id, "alice", "TUNA cat")
+    assert [(h.conversation_id, h.entry.text) for h in hits] == [
+        (mine.id, "My cat Ödön loves tuna")
+    ]
+    assert len(await store.search_entries(sandbox.id, "alice", "ödön")) == 1
+    assert {h.entry.seq for h in await store.search_entries(sandbox.id, "alice", "tuna")} == {1, 2}
+    assert await store.search_entries(sandbox.id, "alice", "tun") == []
+    assert await store.search_entries(sandbox.id, "alice", "a ?") == []
+    assert await store.search_entries(sandbox.id, "carol", "tuna") == []
+    assert len(await store.search_entries(sandbox.id, "bob", "tuna")) == 1
+    assert (
+        await store.search_entries(sandbox.id, "alice", "tuna", exclude_conversation_id=mine.id)
+        == []
+    )
+    assert len(await store.search_entries(sandbox.id, "alice", "tuna", limit=1)) == 1
+
+
+# ---- runs and admission -----------------------------------------------------------
+
+
+async def test_begin_run_records_a_running_run(store: Store) -> None:
+    """begin_run stores the run as running; it is found by id and by request id."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    run = await start_run(store, conversation, request_id="req-1")
+    assert run.status == "running"
+    assert run.finished_at is None
+    assert await store.get_run(sandbox.id, run.id) == run
+    assert await store.find_run_by_request_id(sandbox.id, "req-1") == run
+    assert await store.find_run_by_request_id(sandbox.id, "req-2") is None
+    other = await new_sandbox(store)
+    with pytest.raises(NotFound):
+        await store.get_run(other.id, run.id)
+    assert await store.find_run_by_request_id(other.id, "req-1") is None
+
+
+async def test_begin_run_refuses_a_busy_conversation(store: Store) -> None:
+    """One turn at a time per conversation: a second begin_run fails until the first ends."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    run = await start_run(store, conversation)
+    with pytest.raises(FailedPrecondition, match="already has a turn in progress"):
+        await start_run(store, conversation)
+    await store.finish_run(run.id, status="finished")
+    assert (await start_run(store, conversation)).status == "running"
+
+
+async def test_concurrent_begin_runs_admit_exactly_one(store: Store) -> None:
+    """Of many begin_run calls racing on one conversation, exactly one is admitted."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    results = await asyncio.gather(
+        *(start_run(store, conversation) for _ in range(8)), return_exceptions=True
+    )
+    assert sum(isinstance(r, Run) for r in results) == 1
+    assert sum(isinstance(r, FailedPrecondition) for r in results) == 7
+
+
+async def test_begin_run_needs_the_end_users_conversation(store: Store) -> None:
+    """A run can't start on another end user's conversation."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    with pytest.raises(NotFound):
+        await store.begin_run(
+            NewRun(new_id("run"), sandbox.id, "bob", conversation.id, "fake", "m"), Quotas()
+        )
+
+
+async def test_begin_run_refuses_a_used_request_id(store: Store) -> None:
+    """A request_id is single-use per sandbox (AlreadyExists), even after its run ended."""
+    sandbox, other = await new_sandbox(store), await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    run = await start_run(store, conversation, request_id="req-1")
+    await store.finish_run(run.id, status="finished")
+    later = await store.create_conversation(sandbox.id, "alice")
+    with pytest.raises(AlreadyExists, match="req-1"):
+        await start_run(store, later, request_id="req-1")
+    elsewhere = await store.create_conversation(other.id, "alice")
+    assert (await start_run(store, elsewhere, request_id="req-1")).request_id == "req-1"
+
+
+async def test_quota_max_concurrent_runs(store: Store) -> None:
+    """max_concurrent_runs counts every running run of the sandbox."""
+    sandbox = await new_sandbox(store)
+    quotas = Quotas(max_concurrent_runs=2)
+    conversations = [await store.create_conversation(sandbox.id, u) for u in ("a", "b", "c")]
+    first = await start_run(store, conversations[0], quotas)
+    await start_run(store, conversations[1], quotas)
+    with pytest.raises(ResourceExhausted, match=r"max_concurrent_runs quota is 2"):
+        await start_run(store, conversations[2], quotas)
+    await store.finish_run(first.id, status="cancelled")
+    await start_run(store, conversations[2], quotas)
+
+
+async def test_quota_max_concurrent_runs_per_end_user(store: Store) -> None:
+    """max_concurrent_runs_per_end_user counts only that end user's running runs."""
+    sandbox = await new_sandbox(store)
+    quotas = Quotas(max_concurrent_runs_per_end_user=1)
+    alice_1 = await store.create_conversation(sandbox.id, "alice")
+    alice_2 = await store.create_conversation(sandbox.id, "alice")
+    bob = await store.create_conversation(sandbox.id, "bob")
+    await start_run(store, alice_1, quotas)
+    with pytest.raises(ResourceExhausted, match=r"max_concurrent_runs_per_end_user quota is 1"):
+        await start_run(store, alice_2, quotas)
+    await start_run(store, bob, quotas)
+
+
+async def test_quota_max_tokens_per_day(store: Store) -> None:
+    """max_tokens_per_day refuses new runs once finished runs used the day's tokens."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    run = await start_run(store, conversation)
+    await store.finish_run(
+        run.id, status="finished", usage=Usage(input_tokens=60, output_tokens=40)
+    )
+    with pytest.raises(
+        ResourceExhausted, match=r"used 100 tokens today.*max_tokens_per_day quota is 100"
+    ):
+        await start_run(store, conversation, Quotas(max_tokens_per_day=100))
+    assert (
+        await start_run(store, conversation, Quotas(max_tokens_per_day=101))
+    ).status == "running"
+
+
+async def test_zero_quotas_mean_unlimited(store: Store) -> None:
+    """With all quotas at zero, many runs start at once."""
+    sandbox = await new_sandbox(store)
+    for _ in range(5):
+        conversation = await store.create_conversation(sandbox.id, "alice")
+        await start_run(store, conversation, Quotas())
+
+
+# ---- finishing, the ledger, interruption ------------------------------------------
+
+
+async def test_finish_run_records_outcome_and_ledger(store: Store) -> None:
+    """finish_run stores status, usage and cost and writes the ledger rows with it."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    run = await start_run(store, conversation)
+    usage = Usage(10, 20, 3, 4, 5)
+    row = LedgerRow(
+        run.id, sandbox.id, "alice", "tokens", "fake", "fake-model", usage, 0.0125, "2026-01"
+    )
+    finished = await store.finish_run(
+        run.id,
+        status="failed",
+        stop_reason="",
+        error_code="UNAVAILABLE",
+        error_message="provider down",
+        usage=usage,
+        cost_usd=0.0125,
+        ledger=[row],
+    )
+    assert (finished.status, finished.error_code, finished.error_message) == (
+        "failed",
+        "UNAVAILABLE",
+        "provider down",
+    )
+    assert finished.usage == usage
+    assert finished.cost_usd == 0.0125
+    assert finished.finished_at is not None
+    assert finished.finished_at >= finished.started_at
+    assert await store.get_run(sandbox.id, run.id) == finished
+    assert await store.list_ledger(sandbox.id) == [row]
+    assert await store.list_ledger(sandbox.id, run.id) == [row]
+    assert await store.list_ledger(sandbox.id, "run_other") == []
+
+
+async def test_finish_run_happens_once(store: Store) -> None:
+    """A run is finished exactly once; unknown runs are NotFound."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    run = await start_run(store, conversation)
+    await store.finish_run(run.id, status="finished")
+    with pytest.raises(FailedPrecondition, match="already ended"):
+        await store.finish_run(run.id, status="failed")
+    with pytest.raises(NotFound):
+        await store.finish_run("run_nope", status="finished")
+
+
+async def test_interrupt_running_runs(store: Store) -> None:
+    """Runs left running are marked interrupted (and counted); their conversations free up."""
+    sandbox = await new_sandbox(store)
+    conversations = [await store.create_conversation(sandbox.id, "alice") for _ in range(3)]
+    runs = [await start_run(store, c) for c in conversations]
+    await store.finish_run(runs[0].id, status="finished")
+
+    assert await store.interrupt_running_runs() == 2
+    assert await store.interrupt_running_runs() == 0
+    statuses = [(await store.get_run(sandbox.id, r.id)).status for r in runs]
+    assert statuses == ["finished", "interrupted", "interrupted"]
+    assert (await store.get_run(sandbox.id, runs[1].id)).finished_at is not None
+    await start_run(store, conversations[1])

@@ -14,6 +14,7 @@ from interlockd.integrations.tools import Tool, ToolContext, ToolError
 
 _SNIPPET = 400
 _MAX_LIMIT = 20
+_OVERFETCH = 8
 
 
 class SearchConversationsTool(Tool):
@@ -44,7 +45,15 @@ class SearchConversationsTool(Tool):
         limit = arguments.get("limit", 5)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= _MAX_LIMIT:
             raise ToolError(f"'limit' must be an integer from 1 to {_MAX_LIMIT}")
-        hits = await ctx.store.search_entries(ctx.sandbox_id, ctx.end_user_id, query, limit=limit)
+        # The current run's own entries (the question being asked, the call
+        # itself) would only echo the query back; tool-call arguments are noise.
+        hits = [
+            hit
+            for hit in await ctx.store.search_entries(
+                ctx.sandbox_id, ctx.end_user_id, query, limit=limit + _OVERFETCH
+            )
+            if hit.entry.run_id != ctx.run_id and hit.entry.kind != "tool_call"
+        ][:limit]
         return {
             "results": [
                 {

@@ -157,7 +157,7 @@ async def start_daemon(
     yield start
     for running in started:
         await running.channel.close()
-        await running.daemon.stop(grace=0)
+        await running.daemon.stop(grace=0, announce=0)
 
 
 @pytest.fixture

@@ -89,7 +89,11 @@ class Settings(_Strict):
     default_provider: str = "local"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
-    #: Seconds in-flight runs get to finish on SIGTERM before they are cancelled.
+    #: On SIGTERM, seconds during which health says NOT_SERVING and new runs are
+    #: refused while the port stays open, so balancers and meshes polling health
+    #: move traffic away before connections close.
+    shutdown_announce_seconds: float = Field(default=1.0, ge=0)
+    #: Then, seconds in-flight runs get to finish before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     store: StoreSettings = StoreSettings()
     keys: KeySettings = KeySettings()

@@ -195,16 +195,22 @@ class Daemon:
         )
         return self.port
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Drain and stop. Idempotent."""
+    async def stop(self, grace: float | None = None, announce: float | None = None) -> None:
+        """Announce, drain and stop. Idempotent."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        grace = self.settings.shutdown_grace_seconds if grace is None else grace
-        log.info("stopping", grace_seconds=grace)
+        s = self.settings
+        grace = s.shutdown_grace_seconds if grace is None else grace
+        announce = s.shutdown_announce_seconds if announce is None else announce
+        log.info("stopping", announce_seconds=announce, grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
         if self.orchestrator is not None:
             self.orchestrator.stop_accepting()
+        if announce > 0:
+            # grpc's stop() closes the listener at once; until then health
+            # answers NOT_SERVING on the open port and Run answers UNAVAILABLE.
+            await asyncio.sleep(announce)
         if self.server is not None:
             await self.server.stop(grace)
         if self.orchestrator is not None:

@@ -20,6 +20,7 @@ from interlock.v1 import (
 )
 from interlockd.config import load_settings
 from interlockd.daemon import Daemon, bootstrap
+
 from tests.fakes.openai import FakeOpenAI
 
 

@@ -128,7 +128,7 @@ class Daemon:
         self.settings = settings
         self.store: Store = store if store is not None else open_store(settings)
         self.backends = BackendRegistry()
-        self.health = health.aio.HealthServicer()
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.orchestrator: Orchestrator | None = None

@@ -12,9 +12,11 @@ from typing import Any
 import grpc
 
 
-def write_config(path: Path, data_dir: Path, providers: dict[str, dict[str, Any]], **top: Any) -> Path:
+def write_config(
+    path: Path, data_dir: Path, providers: dict[str, dict[str, Any]], **top: Any
+) -> Path:
     """A TOML config listening on port 0 with the given provider tables."""
-    lines = [f'listen = "127.0.0.1:0"', f'data_dir = "{data_dir}"', 'log_format = "json"']
+    lines = ['listen = "127.0.0.1:0"', f'data_dir = "{data_dir}"', 'log_format = "json"']
     for key, value in top.items():
         lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
     for name, table in providers.items():
@@ -40,7 +42,12 @@ class DaemonProcess:
         # stderr (the logs) goes to a file: an undrained pipe could block the child.
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "interlockd.cli", "serve", "--config", str(self.config),
+                sys.executable,
+                "-m",
+                "interlockd.cli",
+                "serve",
+                "--config",
+                str(self.config),
                 "--bootstrap",
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,

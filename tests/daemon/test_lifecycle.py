@@ -36,7 +36,9 @@ async def proc(tmp_path: Path, fake_a: FakeOpenAI) -> AsyncIterator[DaemonProces
     await daemon.kill()
 
 
-async def test_first_start_creates_a_private_master_key(proc: DaemonProcess, tmp_path: Path) -> None:
+async def test_first_start_creates_a_private_master_key(
+    proc: DaemonProcess, tmp_path: Path
+) -> None:
     """On first start the master key file exists with mode 0600 and keys were printed once."""
     key_file = tmp_path / "data" / "master.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -56,8 +58,12 @@ async def test_health_and_reflection(daemon: RunningDaemon) -> None:
         iter([reflection_pb2.ServerReflectionRequest(list_services="")])
     )
     names = {s.name async for r in responses for s in r.list_services_response.service}
-    assert {"interlock.v1.AgentRouter", "interlock.v1.Sandboxes",
-            "interlock.v1.Conversations", "grpc.health.v1.Health"} <= names
+    assert {
+        "interlock.v1.AgentRouter",
+        "interlock.v1.Sandboxes",
+        "interlock.v1.Conversations",
+        "grpc.health.v1.Health",
+    } <= names
 
 
 async def test_sigterm_drains_in_flight_runs(proc: DaemonProcess, fake_a: FakeOpenAI) -> None:
@@ -110,7 +116,7 @@ async def test_sigterm_drains_in_flight_runs(proc: DaemonProcess, fake_a: FakeOp
 async def test_kill_9_mid_turn_keeps_completed_work(
     proc: DaemonProcess, fake_a: FakeOpenAI
 ) -> None:
-    """kill -9 during a turn keeps the user message and the completed tool result; the run is interrupted."""
+    """kill -9 mid-turn keeps the user message and the completed tool result for the next turn."""
     fake_a.enqueue(
         Reply().tool_call("search_conversations", '{"query": "anything"}', call_id="call_keep"),
         Reply().text("about to").stall(),
@@ -139,7 +145,11 @@ async def test_kill_9_mid_turn_keeps_completed_work(
                 metadata=restarted.metadata(),
             )
             kinds = [e.kind for e in got.entries]
-            assert kinds == [cpb.ENTRY_KIND_USER, cpb.ENTRY_KIND_TOOL_CALL, cpb.ENTRY_KIND_TOOL_RESULT]
+            assert kinds == [
+                cpb.ENTRY_KIND_USER,
+                cpb.ENTRY_KIND_TOOL_CALL,
+                cpb.ENTRY_KIND_TOOL_RESULT,
+            ]
             assert got.entries[2].tool_call_id == "call_keep"
             # The conversation continues; the provider gets the completed tool result.
             fake_a.enqueue(Reply().text("continuing"))
@@ -148,7 +158,8 @@ async def test_kill_9_mid_turn_keeps_completed_work(
                 e
                 async for e in router.Run(
                     router_pb2.RunRequest(
-                        end_user_id="u", message="go on",
+                        end_user_id="u",
+                        message="go on",
                         session_id=events[0].run_started.session_id,
                     ),
                     metadata=restarted.metadata(),

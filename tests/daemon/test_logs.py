@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import structlog
-
 from interlockd import logs
 
 

@@ -73,11 +73,15 @@ async def test_tool_loop_executes_and_records(daemon: RunningDaemon, fake_a: Fak
     assert second[-2]["role"] == "assistant"
     assert second[-2]["tool_calls"][0]["id"] == call.call_id
     assert second[-1] == {
-        "role": "tool", "tool_call_id": call.call_id, "content": result.result_json
+        "role": "tool",
+        "tool_call_id": call.call_id,
+        "content": result.result_json,
     }
     window = await daemon.window(events[0].run_started.session_id)
     assert [e.kind for e in window] == [
-        cpb.ENTRY_KIND_USER, cpb.ENTRY_KIND_TOOL_CALL, cpb.ENTRY_KIND_TOOL_RESULT,
+        cpb.ENTRY_KIND_USER,
+        cpb.ENTRY_KIND_TOOL_CALL,
+        cpb.ENTRY_KIND_TOOL_RESULT,
         cpb.ENTRY_KIND_ASSISTANT,
     ]
 
@@ -165,12 +169,12 @@ async def test_client_deadline_cancels_upstream(daemon: RunningDaemon, fake_a: F
     fake_a.enqueue(Reply().text("thinking about it").stall())
     call = daemon.router.Run(
         router_pb2.RunRequest(end_user_id="u-1", message="slow one"),
-        metadata=daemon.auth(), timeout=1.0,
+        metadata=daemon.auth(),
+        timeout=1.0,
     )
-    received = []
+    received = [await call.read(), await call.read()]
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        async for event in call:
-            received.append(event)
+        await call.read()
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await fake_a.wait_for_disconnects(1)
     run_id = received[0].run_id
@@ -231,7 +235,7 @@ async def test_portable_context_across_providers(
 async def test_request_id_replays_instead_of_running_again(
     daemon: RunningDaemon, fake_a: FakeOpenAI
 ) -> None:
-    """A Run repeated with the same request_id replays the recorded events; the provider isn't called."""
+    """A Run repeated with its request_id replays the recorded run without calling the provider."""
     fake_a.enqueue(Reply().text("once", " only").usage(prompt=3, completion=2))
     original = await daemon.run("do it", request_id="req-1")
     replay = await daemon.run("do it", request_id="req-1")

@@ -14,8 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import grpc
-
+from interlockd.api.handlers import Context
 from interlockd.errors import Unauthenticated
 from interlockd.store.base import Store
 
@@ -53,7 +52,7 @@ class Authenticator:
         self._cache: dict[str, tuple[float, SandboxPrincipal]] = {}
 
     @staticmethod
-    def _bearer(context: grpc.aio.ServicerContext, needs: str) -> str:
+    def _bearer(context: Context, needs: str) -> str:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 scheme, _, token = str(value).partition(" ")
@@ -64,7 +63,7 @@ class Authenticator:
             f"missing authorization metadata: send 'authorization: Bearer <{needs}>'"
         )
 
-    async def sandbox(self, context: grpc.aio.ServicerContext) -> SandboxPrincipal:
+    async def sandbox(self, context: Context) -> SandboxPrincipal:
         """The sandbox the call's API key opens, or Unauthenticated."""
         secret = self._bearer(context, "sandbox API key")
         digest = hash_secret(secret)
@@ -83,7 +82,7 @@ class Authenticator:
         self._cache[digest] = (now + _CACHE_SECONDS, principal)
         return principal
 
-    async def operator(self, context: grpc.aio.ServicerContext) -> None:
+    async def operator(self, context: Context) -> None:
         """Pass if the call carries the operator key, else Unauthenticated."""
         secret = self._bearer(context, "operator key")
         if not await self._store.is_operator_key(hash_secret(secret)):

@@ -7,12 +7,11 @@ sandbox's nor another end user's conversations can be read or probed.
 
 from __future__ import annotations
 
-import grpc
 from interlock.v1 import conversations_pb2 as pb
 
 from interlockd.api import validation as v
 from interlockd.api.auth import Authenticator
-from interlockd.api.handlers import unary
+from interlockd.api.handlers import Context, unary
 from interlockd.api.sandboxes import timestamp
 from interlockd.errors import InvalidArgument
 from interlockd.store.base import Conversation, Store, WindowEntry
@@ -60,7 +59,7 @@ class ConversationsServicer:
 
     @unary
     async def ListConversations(
-        self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListConversationsRequest, context: Context
     ) -> pb.ListConversationsResponse:
         principal = await self._auth.sandbox(context)
         page = await self._store.list_conversations(
@@ -76,7 +75,7 @@ class ConversationsServicer:
 
     @unary
     async def GetConversation(
-        self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetConversationRequest, context: Context
     ) -> pb.GetConversationResponse:
         principal = await self._auth.sandbox(context)
         conversation = await self._store.get_conversation(
@@ -107,7 +106,7 @@ class ConversationsServicer:
 
     @unary
     async def DeleteConversation(
-        self, request: pb.DeleteConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteConversationRequest, context: Context
     ) -> pb.DeleteConversationResponse:
         principal = await self._auth.sandbox(context)
         await self._store.delete_conversation(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
 import structlog
@@ -22,6 +22,11 @@ from google.protobuf import descriptor, message
 from interlockd.errors import InterlockError, InvalidArgument
 
 log = structlog.get_logger(__name__)
+
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+else:
+    Context: TypeAlias = grpc.aio.ServicerContext
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -39,7 +44,7 @@ def _deserializer(cls: type[message.Message]) -> Callable[[bytes], Any]:
         try:
             return cls.FromString(data)
         except message.DecodeError:
-            return MalformedRequest(_explain(cls.DESCRIPTOR, data))
+            return MalformedRequest(_explain(cls.DESCRIPTOR, data))  # type: ignore[arg-type]
 
     return parse
 
@@ -76,7 +81,7 @@ def _bad_utf8_field(desc: descriptor.Descriptor, data: bytes, prefix: str) -> st
                         chunk.decode("utf-8")
                     except UnicodeDecodeError:
                         return name
-                elif field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+                elif field.type == descriptor.FieldDescriptor.TYPE_MESSAGE and field.message_type:
                     inner = _bad_utf8_field(field.message_type, chunk, name + ".")
                     if inner:
                         # Map entries are messages {key, value}: report "labels".
@@ -100,12 +105,12 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def unary(
-    fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    fn: Callable[[Any, Req, Context], Awaitable[Resp]],
+) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
     """Wrap a unary handler: malformed requests and InterlockError become statuses."""
 
     @functools.wraps(fn)
-    async def handler(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+    async def handler(self: Any, request: Req, context: Context) -> Resp:
         if isinstance(request, MalformedRequest):
             await context.abort(request.error.code, request.error.message)
         try:
@@ -118,8 +123,8 @@ def unary(
 
 
 def streaming(
-    fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    fn: Callable[[Any, Req, Context], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, Context], AsyncIterator[Resp]]:
     """Wrap a server-streaming handler: errors before the first message become statuses.
 
     After the first message a handler must report failures in-band; an
@@ -127,9 +132,7 @@ def streaming(
     """
 
     @functools.wraps(fn)
-    async def handler(
-        self: Any, request: Req, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Resp]:
+    async def handler(self: Any, request: Req, context: Context) -> AsyncIterator[Resp]:
         if isinstance(request, MalformedRequest):
             await context.abort(request.error.code, request.error.message)
         try:
@@ -145,7 +148,7 @@ def generic_handler(
     service: descriptor.ServiceDescriptor,
     servicer: object,
     messages: dict[str, type[message.Message]],
-) -> grpc.GenericRpcHandler:
+) -> grpc.GenericRpcHandler[Any, Any]:
     """Handlers for every method of ``service``, bound to ``servicer``'s methods.
 
     Raise at startup if the servicer lacks a method: every RPC in the contract

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from interlock.v1 import events_pb2 as ev
 from interlock.v1 import router_pb2
 
 from interlockd.api import validation as v
 from interlockd.api.auth import Authenticator
-from interlockd.api.handlers import streaming
+from interlockd.api.handlers import Context, streaming
 from interlockd.backends.base import TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
 from interlockd.config import RunSettings
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
@@ -43,7 +42,7 @@ class AgentRouterServicer:
 
     @streaming
     async def Run(
-        self, request: router_pb2.RunRequest, context: grpc.aio.ServicerContext
+        self, request: router_pb2.RunRequest, context: Context
     ) -> AsyncIterator[ev.AgentEvent]:
         principal = await self._auth.sandbox(context)
         run_input = RunInput(

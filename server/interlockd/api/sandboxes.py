@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from interlock.v1 import sandboxes_pb2 as pb
 
@@ -16,7 +15,7 @@ from interlockd.api.auth import (
     hash_secret,
     new_secret,
 )
-from interlockd.api.handlers import unary
+from interlockd.api.handlers import Context, unary
 from interlockd.store.base import ApiKey, Quotas, Sandbox, Store
 
 
@@ -80,7 +79,7 @@ class SandboxesServicer:
 
     @unary
     async def CreateSandbox(
-        self, request: pb.CreateSandboxRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateSandboxRequest, context: Context
     ) -> pb.CreateSandboxResponse:
         await self._auth.operator(context)
         sandbox = await self._store.create_sandbox(
@@ -90,7 +89,7 @@ class SandboxesServicer:
 
     @unary
     async def GetSandbox(
-        self, request: pb.GetSandboxRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetSandboxRequest, context: Context
     ) -> pb.GetSandboxResponse:
         await self._auth.operator(context)
         sandbox = await self._store.get_sandbox(v.identifier(request.sandbox_id, "sandbox_id"))
@@ -98,7 +97,7 @@ class SandboxesServicer:
 
     @unary
     async def ListSandboxes(
-        self, request: pb.ListSandboxesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListSandboxesRequest, context: Context
     ) -> pb.ListSandboxesResponse:
         await self._auth.operator(context)
         page = await self._store.list_sandboxes(
@@ -111,7 +110,7 @@ class SandboxesServicer:
 
     @unary
     async def DeleteSandbox(
-        self, request: pb.DeleteSandboxRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteSandboxRequest, context: Context
     ) -> pb.DeleteSandboxResponse:
         await self._auth.operator(context)
         sandbox_id = v.identifier(request.sandbox_id, "sandbox_id")
@@ -123,7 +122,7 @@ class SandboxesServicer:
 
     @unary
     async def SetQuotas(
-        self, request: pb.SetQuotasRequest, context: grpc.aio.ServicerContext
+        self, request: pb.SetQuotasRequest, context: Context
     ) -> pb.SetQuotasResponse:
         await self._auth.operator(context)
         sandbox = await self._store.set_quotas(
@@ -133,7 +132,7 @@ class SandboxesServicer:
 
     @unary
     async def CreateApiKey(
-        self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateApiKeyRequest, context: Context
     ) -> pb.CreateApiKeyResponse:
         await self._auth.operator(context)
         key, secret = await create_api_key(
@@ -145,7 +144,7 @@ class SandboxesServicer:
 
     @unary
     async def ListApiKeys(
-        self, request: pb.ListApiKeysRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListApiKeysRequest, context: Context
     ) -> pb.ListApiKeysResponse:
         await self._auth.operator(context)
         keys = await self._store.list_api_keys(v.identifier(request.sandbox_id, "sandbox_id"))
@@ -153,7 +152,7 @@ class SandboxesServicer:
 
     @unary
     async def RevokeApiKey(
-        self, request: pb.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RevokeApiKeyRequest, context: Context
     ) -> pb.RevokeApiKeyResponse:
         await self._auth.operator(context)
         key = await self._store.revoke_api_key(

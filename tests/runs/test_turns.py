@@ -301,3 +301,10 @@ async def test_per_user_concurrency_quota(daemon: RunningDaemon, fake_a: FakeOpe
     other_user = await daemon.run("different user", end_user_id="u-2")
     assert other_user[-1].HasField("finish")
     call.cancel()
+
+
+async def test_labels_are_recorded_with_the_run(daemon: RunningDaemon) -> None:
+    """A run's labels are stored with it (for cohort comparisons)."""
+    events = await daemon.run("hi", labels={"cohort": "b", "experiment": "e1"})
+    run = await daemon.daemon.store.get_run(daemon.sandbox_id, events[0].run_id)
+    assert run.labels == {"cohort": "b", "experiment": "e1"}

@@ -145,6 +145,7 @@ class Orchestrator:
                     provider=provider,
                     model=model,
                     request_id=req.request_id,
+                    labels=req.labels,
                 ),
                 sandbox.quotas,
             )

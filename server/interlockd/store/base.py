@@ -115,6 +115,7 @@ class NewRun:
     provider: str
     model: str
     request_id: str = ""  # "" = no idempotency key
+    labels: dict[str, str] = field(default_factory=dict)  # cohorts, experiments
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class Run:
     request_id: str
     status: RunStatus
     started_at: datetime
+    labels: dict[str, str] = field(default_factory=dict)
     finished_at: datetime | None = None
     stop_reason: str = ""
     error_code: str = ""

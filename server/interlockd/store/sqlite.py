@@ -216,8 +216,8 @@ _ENTRY_COLUMNS = (
 )
 _ENTRY_COLUMNS_OF_E = ", ".join(f"e.{column}" for column in _ENTRY_COLUMNS.split(", "))
 _RUN_COLUMNS = (
-    "id, sandbox_id, end_user_id, conversation_id, provider, model, request_id, status, "
-    "started_at, finished_at, stop_reason, error_code, error_message, input_tokens, "
+    "id, sandbox_id, end_user_id, conversation_id, provider, model, request_id, labels, "
+    "status, started_at, finished_at, stop_reason, error_code, error_message, input_tokens, "
     "output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd"
 )
 _LEDGER_COLUMNS = (
@@ -313,6 +313,7 @@ def _run(r: sqlite3.Row) -> Run:
         provider=r["provider"],
         model=r["model"],
         request_id=r["request_id"],
+        labels=orjson.loads(r["labels"]),
         status=r["status"],
         started_at=_time(r["started_at"]),
         finished_at=_time_or_none(r["finished_at"]),
@@ -1015,7 +1016,8 @@ class SqliteStore(Store):
             )
             await db.execute(
                 "INSERT INTO runs (id, sandbox_id, end_user_id, conversation_id, provider, model, "
-                "request_id, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                "request_id, labels, status, started_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
                 (
                     run.id,
                     run.sandbox_id,
@@ -1024,6 +1026,7 @@ class SqliteStore(Store):
                     run.provider,
                     run.model,
                     run.request_id,
+                    orjson.dumps(run.labels).decode(),
                     now,
                 ),
             )
@@ -1035,6 +1038,7 @@ class SqliteStore(Store):
             provider=run.provider,
             model=run.model,
             request_id=run.request_id,
+            labels=dict(run.labels),
             status="running",
             started_at=_time(now),
         )

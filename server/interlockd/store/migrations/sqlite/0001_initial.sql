@@ -135,6 +135,7 @@ CREATE TABLE runs (
     provider           TEXT NOT NULL,
     model              TEXT NOT NULL,
     request_id         TEXT NOT NULL,              -- '': no idempotency key
+    labels             TEXT NOT NULL DEFAULT '{}', -- JSON object: the request's labels
     status             TEXT NOT NULL
                        CHECK (status IN ('running', 'finished', 'failed', 'cancelled', 'interrupted')),
     started_at         INTEGER NOT NULL,

@@ -14,9 +14,9 @@ provider call) and inherit the tool loop; runtimes that run their own loop
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -25,7 +25,12 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of one provider call or of a whole turn (summed)."""
+    """Token counts of one provider call or of a whole turn (summed).
+
+    Same conventions as ``interlock.v1.Usage``: ``input_tokens`` includes the
+    cached ones (``cache_read_tokens`` and ``cache_write_tokens`` are subsets of
+    it) and ``output_tokens`` includes ``reasoning_tokens``.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -176,8 +181,10 @@ class ToolRunner(abc.ABC):
 class AgentBackend(abc.ABC):
     """One agent runtime, selected by the request's provider string."""
 
-    #: The provider string this backend is registered under.
-    provider: ClassVar[str]
+    #: The provider string this backend is registered under: a class attribute
+    #: for single-instance backends, set per instance by configurable ones (one
+    #: OpenAI-compatible backend per configured provider).
+    provider: str
 
     @abc.abstractmethod
     def model_info(self, model: str) -> ModelInfo:
@@ -213,7 +220,9 @@ class ChatLoopBackend(AgentBackend):
     """A backend whose provider runs one model call at a time; the loop is ours."""
 
     @abc.abstractmethod
-    def step(self, request: TurnRequest) -> AsyncIterator[TextDelta | ThinkingDelta | UsageReport | StepEnd]:
+    def step(
+        self, request: TurnRequest
+    ) -> AsyncIterator[TextDelta | ThinkingDelta | UsageReport | StepEnd]:
         """Make one provider call with ``request.messages`` and yield its events.
 
         Yield text/thinking deltas as they arrive, usage when reported, and
@@ -237,13 +246,20 @@ class ChatLoopBackend(AgentBackend):
             )
             text: list[str] = []
             end: StepEnd | None = None
-            async for event in self.step(step_request):
-                if isinstance(event, StepEnd):
-                    end = event
-                    continue
-                if isinstance(event, TextDelta):
-                    text.append(event.text)
-                yield event
+            events = self.step(step_request)
+            try:
+                async for event in events:
+                    if isinstance(event, StepEnd):
+                        end = event
+                        continue
+                    if isinstance(event, TextDelta):
+                        text.append(event.text)
+                    yield event
+            finally:
+                # A caller that stops iterating mid-step must close the upstream
+                # response now, not whenever the step generator is collected.
+                if isinstance(events, AsyncGenerator):
+                    await events.aclose()
             if end is None:
                 raise AssertionError(f"{type(self).__name__}.step ended without StepEnd")
             if end.finish_reason != "tool_calls" or not end.tool_calls:

@@ -1,0 +1,58 @@
+"""The configured agent backends, keyed by the provider string of a request.
+
+Owns the lookup "which backend runs provider X" and the shutdown of all of
+them. It is a plain dict on purpose: the daemon builds each backend from its
+configuration and registers it; nothing is discovered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import structlog
+
+from interlockd.backends.base import AgentBackend
+from interlockd.errors import InvalidArgument
+
+log = structlog.get_logger(__name__)
+
+
+class BackendRegistry:
+    """Backends by provider string."""
+
+    def __init__(self, backends: Iterable[AgentBackend] = ()) -> None:
+        self._backends: dict[str, AgentBackend] = {}
+        for backend in backends:
+            self.register(backend)
+
+    def register(self, backend: AgentBackend) -> None:
+        """Add ``backend`` under its ``provider``; a provider string is registered once."""
+        if backend.provider in self._backends:
+            raise ValueError(f"provider {backend.provider!r} is already registered")
+        self._backends[backend.provider] = backend
+
+    def get(self, provider: str) -> AgentBackend:
+        """The backend of ``provider``; InvalidArgument (field ``provider``) if none."""
+        backend = self._backends.get(provider)
+        if backend is None:
+            configured = ", ".join(sorted(self._backends)) or "none"
+            raise InvalidArgument(
+                "provider", f"unknown provider {provider!r}; configured providers: {configured}"
+            )
+        return backend
+
+    def providers(self) -> list[str]:
+        """The registered provider strings, sorted."""
+        return sorted(self._backends)
+
+    def __contains__(self, provider: object) -> bool:
+        return provider in self._backends
+
+    async def aclose(self) -> None:
+        """Close every backend, each even if another fails; then forget them."""
+        backends, self._backends = self._backends, {}
+        for provider, backend in backends.items():
+            try:
+                await backend.aclose()
+            except Exception:
+                log.exception("backend_close_failed", provider=provider)

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from interlock.v1 import (
     conversations_pb2,
     conversations_pb2_grpc,
@@ -20,7 +21,6 @@ from interlock.v1 import (
 )
 from interlockd.config import load_settings
 from interlockd.daemon import Daemon, bootstrap
-
 from tests.fakes.openai import FakeOpenAI
 
 

@@ -18,8 +18,8 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from interlock.v1 import conversations_pb2, events_pb2, router_pb2, sandboxes_pb2
 
+from interlock.v1 import conversations_pb2, events_pb2, router_pb2, sandboxes_pb2
 from interlockd.api.auth import OPERATOR_KEY_PREFIX, Authenticator, hash_secret, new_secret
 from interlockd.api.conversations import ConversationsServicer
 from interlockd.api.handlers import generic_handler

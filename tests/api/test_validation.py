@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from interlock.v1 import conversations_pb2, router_pb2
 
+from interlock.v1 import conversations_pb2, router_pb2
 from tests.conftest import RunningDaemon
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from interlockd.backends import catalog
 from interlockd.backends.base import Usage
 from interlockd.backends.openai_compat import OpenAICompatibleBackend

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from interlockd.backends.base import (
     BackendEvent,
     Message,

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
 from interlockd.backends.base import (
     BackendEvent,
     Message,
@@ -33,7 +34,6 @@ from interlockd.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-
 from tests.fakes.openai import FakeOpenAI, Reply
 
 LOOKUP = ToolSpec(

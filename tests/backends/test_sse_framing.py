@@ -14,6 +14,7 @@ import httpx
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from interlockd.backends.base import (
     Message,
     StepEnd,

@@ -18,6 +18,7 @@ import grpc.aio
 import pytest
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
+
 from interlock.v1 import (
     conversations_pb2,
     conversations_pb2_grpc,

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+
 from interlock import (
     Client,
     DeadlineExceeded,

@@ -13,8 +13,9 @@ import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import interlock
 import pytest
+
+import interlock
 from interlock.cli import amain, build_parser, main
 from interlock.v1 import conversations_pb2, events_pb2
 

@@ -12,9 +12,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from interlock.v1 import conversations_pb2 as cpb
 from interlock.v1 import conversations_pb2_grpc, router_pb2, router_pb2_grpc
-
 from tests.conftest import RunningDaemon
 from tests.daemon.process import DaemonProcess, write_config
 from tests.fakes.openai import FakeOpenAI, Reply

@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import orjson
 import pytest
+
 from interlock.v1 import conversations_pb2 as cpb
 from interlock.v1 import events_pb2 as ev
 from interlock.v1 import router_pb2, sandboxes_pb2
-
 from tests.conftest import DaemonFactory, RunningDaemon
 from tests.eventually import eventually
 from tests.fakes.openai import FakeOpenAI, Reply

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
 

@@ -15,6 +15,7 @@ import stat
 from typing import TYPE_CHECKING
 
 import pytest
+
 from interlockd.backends.base import Usage
 from interlockd.errors import DecryptionError, ResourceExhausted, StoreError
 from interlockd.ids import new_id

@@ -12,6 +12,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING
 
 import pytest
+
 from interlockd.backends.base import Usage
 from interlockd.errors import (
     AlreadyExists,

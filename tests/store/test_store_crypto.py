@@ -12,6 +12,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from interlockd.errors import DecryptionError
 from interlockd.store.crypto import (
     MAX_TERMS_PER_ENTRY,

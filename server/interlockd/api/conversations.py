@@ -8,7 +8,6 @@ sandbox's nor another end user's conversations can be read or probed.
 from __future__ import annotations
 
 from interlock.v1 import conversations_pb2 as pb
-
 from interlockd.api import validation as v
 from interlockd.api.auth import Authenticator
 from interlockd.api.handlers import Context, unary

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from interlock.v1 import events_pb2 as ev
 from interlock.v1 import router_pb2
-
 from interlockd.api import validation as v
 from interlockd.api.auth import Authenticator
 from interlockd.api.handlers import Context, streaming

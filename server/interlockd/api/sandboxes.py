@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from interlock.v1 import sandboxes_pb2 as pb
 
+from interlock.v1 import sandboxes_pb2 as pb
 from interlockd.api import validation as v
 from interlockd.api.auth import (
     API_KEY_PREFIX,

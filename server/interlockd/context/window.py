@@ -14,7 +14,8 @@ any provider's wire format.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -26,7 +27,7 @@ from interlockd.store.base import Store, WindowEntry
 
 _PAGE = 64
 _DROPPED_NOTE = (
-    "[{n} earlier turn(s) of this conversation are not shown to fit the context window. "
+    "[Earlier turns of this conversation are not shown, to fit the context window. "
     "Call search_conversations to recall them if they matter.]"
 )
 _INTERRUPTED = orjson.dumps(
@@ -83,7 +84,7 @@ def check_message_fits(message_tokens: int, budget: Budget, model: str) -> None:
 class AssembledContext:
     messages: list[Message]
     included_turns: int
-    dropped_turns: int
+    dropped: bool  # whether older turns were left out to fit
     tokens: int
 
 
@@ -102,50 +103,12 @@ async def assemble(
     for models without tool support (the history may hold tool traffic from
     another provider).
     """
-    remaining = budget.total
-    turns: list[list[WindowEntry]] = []  # newest first, each in stored order
-    current: list[WindowEntry] = []
-    current_cost = 0
-    dropped = 0
-    before: int | None = None
-    exhausted = False
-    while not exhausted:
-        page = await store.read_entries(
-            sandbox_id, conversation_id, before_seq=before, limit=_PAGE, newest_first=True
-        )
-        if len(page) < _PAGE:
-            exhausted = True
-        for entry in page:
-            current.append(entry)
-            current_cost += entry_cost(entry)
-            if entry.kind in ("user", "summary"):
-                if current_cost > remaining:
-                    dropped = 1
-                    break
-                remaining -= current_cost
-                turns.append(list(reversed(current)))
-                current, current_cost = [], 0
-        else:
-            if page:
-                before = page[-1].seq
-            continue
-        break
-    if dropped:
-        # Count the remaining older turns only cheaply: knowing "some" is enough
-        # for the note, and counting all would make cost grow with history.
-        pass
-    elif current:
-        # Entries older than any user message (shouldn't happen; kept if they fit).
-        if current_cost <= remaining:
-            turns.append(list(reversed(current)))
-        else:
-            dropped = 1
-
+    async with contextlib.aclosing(_newest_first(store, sandbox_id, conversation_id)) as entries:
+        turns, dropped, used = await _fit_turns(entries, budget.total)
     messages: list[Message] = []
     system_text = system
     if dropped:
-        note = _DROPPED_NOTE.format(n="Some")
-        system_text = f"{system}\n\n{note}" if system else note
+        system_text = f"{system}\n\n{_DROPPED_NOTE}" if system else _DROPPED_NOTE
     if system_text:
         messages.append(Message(role="system", content=system_text))
     for turn in reversed(turns):
@@ -153,9 +116,51 @@ async def assemble(
     return AssembledContext(
         messages=messages,
         included_turns=len(turns),
-        dropped_turns=dropped,
-        tokens=budget.total - remaining,
+        dropped=dropped,
+        tokens=used,
     )
+
+
+async def _newest_first(
+    store: Store, sandbox_id: str, conversation_id: str
+) -> AsyncGenerator[WindowEntry, None]:
+    before: int | None = None
+    while True:
+        page = await store.read_entries(
+            sandbox_id, conversation_id, before_seq=before, limit=_PAGE, newest_first=True
+        )
+        for entry in page:
+            yield entry
+        if len(page) < _PAGE:
+            return
+        before = page[-1].seq
+
+
+async def _fit_turns(
+    entries: AsyncIterator[WindowEntry], budget: int
+) -> tuple[list[list[WindowEntry]], bool, int]:
+    """The newest whole turns that fit ``budget`` (newest first), whether any were
+    dropped, and the tokens used. Stops reading at the first turn that doesn't fit,
+    so the work is bounded by the budget, not by the history."""
+    remaining = budget
+    turns: list[list[WindowEntry]] = []
+    current: list[WindowEntry] = []
+    cost = 0
+    async for entry in entries:
+        current.append(entry)
+        cost += entry_cost(entry)
+        if entry.kind in ("user", "summary"):  # a turn starts here
+            if cost > remaining:
+                return turns, True, budget - remaining
+            remaining -= cost
+            turns.append(current[::-1])
+            current, cost = [], 0
+    if current:  # entries older than any user message: kept if they fit
+        if cost > remaining:
+            return turns, True, budget - remaining
+        remaining -= cost
+        turns.append(current[::-1])
+    return turns, False, budget - remaining
 
 
 def _to_messages(entries: Sequence[WindowEntry], *, tool_messages: bool) -> list[Message]:

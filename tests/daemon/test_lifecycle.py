@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import stat
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -169,5 +171,63 @@ async def test_kill_9_mid_turn_keeps_completed_work(
         roles = [m["role"] for m in fake_a.requests[-1].body["messages"]]
         assert roles == ["user", "assistant", "tool", "user"]
         assert "interrupted" in restarted.logs()
+    finally:
+        await restarted.kill()
+
+
+async def test_keys_rotate_keeps_old_rows_readable(
+    proc: DaemonProcess, fake_a: FakeOpenAI, tmp_path: Path
+) -> None:
+    """`interlockd keys rotate` adds a master key and new data keys; old and new rows both open."""
+    async with proc.channel() as channel:
+        router = router_pb2_grpc.AgentRouterStub(channel)
+        first = [
+            e
+            async for e in router.Run(
+                router_pb2.RunRequest(end_user_id="u", message="before rotation"),
+                metadata=proc.metadata(),
+            )
+        ]
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait() == 0
+    rotate = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "interlockd.cli",
+        "keys",
+        "rotate",
+        "--config",
+        str(proc.config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await rotate.communicate()
+    assert rotate.returncode == 0, err.decode()
+    assert "sandboxes got a new data key" in out.decode()
+    keyring = json.loads((tmp_path / "data" / "master.key").read_text())
+    assert len(keyring["keys"]) == 2
+    restarted = await DaemonProcess(proc.config).start()
+    restarted.api_key = proc.api_key
+    try:
+        async with restarted.channel() as channel:
+            router = router_pb2_grpc.AgentRouterStub(channel)
+            session = first[0].run_started.session_id
+            after = [
+                e
+                async for e in router.Run(
+                    router_pb2.RunRequest(
+                        end_user_id="u", message="after rotation", session_id=session
+                    ),
+                    metadata=restarted.metadata(),
+                )
+            ]
+            assert after[-1].HasField("finish")
+            got = await conversations_pb2_grpc.ConversationsStub(channel).GetConversation(
+                cpb.GetConversationRequest(end_user_id="u", session_id=session),
+                metadata=restarted.metadata(),
+            )
+        texts = [e.text for e in got.entries]
+        assert texts[0] == "before rotation"
+        assert texts[2] == "after rotation"
     finally:
         await restarted.kill()

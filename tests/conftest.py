@@ -114,12 +114,15 @@ def daemon_settings(
                 "base_url": fake_a.base_url,
                 "default_model": "fake-model",
                 "api_key": "sk-test-a",
+                # One event per upstream delta, so tests can assert exact sequences.
+                "coalesce_text_deltas": False,
             },
             "fake_b": {
                 "kind": "openai",
                 "base_url": fake_b.base_url,
                 "default_model": "fake-model-b",
                 "api_key": "sk-test-b",
+                "coalesce_text_deltas": False,
             },
             "local": {"kind": "local"},
         },

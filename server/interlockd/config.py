@@ -62,6 +62,9 @@ class ProviderSettings(_Strict):
     models: dict[str, int] = Field(default_factory=dict)
     #: Context window assumed for models not listed.
     default_context_window: int = Field(default=8192, ge=512)
+    #: Merge text deltas that arrive in the same network read into one event
+    #: (no added latency; fewer, larger events when the daemon is busy).
+    coalesce_text_deltas: bool = True
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     read_timeout_seconds: float = Field(default=300.0, gt=0)
     #: kind = "local": context size and threads of the embedded model server.

@@ -308,3 +308,21 @@ async def test_labels_are_recorded_with_the_run(daemon: RunningDaemon) -> None:
     events = await daemon.run("hi", labels={"cohort": "b", "experiment": "e1"})
     run = await daemon.daemon.store.get_run(daemon.sandbox_id, events[0].run_id)
     assert run.labels == {"cohort": "b", "experiment": "e1"}
+
+
+async def test_coalesced_deltas_carry_the_same_text(
+    start_daemon: DaemonFactory, fake_a: FakeOpenAI
+) -> None:
+    """With coalescing on, deltas of one network read merge; the text and record are unchanged."""
+    daemon = await start_daemon(
+        providers={"fake": {"kind": "openai", "base_url": fake_a.base_url, "default_model": "m"}}
+    )
+    pieces = [f"w{i} " for i in range(200)]
+    fake_a.enqueue(Reply().text(*pieces))
+    events = await daemon.run("many deltas")
+    assert_well_formed(events)
+    deltas = [e.text_delta.text for e in events if e.HasField("text_delta")]
+    assert "".join(deltas) == "".join(pieces)
+    assert 1 <= len(deltas) <= len(pieces)
+    window = await daemon.window(events[0].run_started.session_id)
+    assert window[1].text == "".join(pieces)

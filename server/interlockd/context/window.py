@@ -25,7 +25,8 @@ from interlockd.context.tokens import MESSAGE_OVERHEAD, estimate_tokens
 from interlockd.errors import InvalidArgument
 from interlockd.store.base import Store, WindowEntry
 
-_PAGE = 64
+_FIRST_PAGE = 64
+_MAX_PAGE = 4096
 _DROPPED_NOTE = (
     "[Earlier turns of this conversation are not shown, to fit the context window. "
     "Call search_conversations to recall them if they matter.]"
@@ -124,16 +125,20 @@ async def assemble(
 async def _newest_first(
     store: Store, sandbox_id: str, conversation_id: str
 ) -> AsyncGenerator[WindowEntry, None]:
+    # Pages grow geometrically: a small window costs one small read, a large
+    # one a few large reads instead of many round trips.
     before: int | None = None
+    limit = _FIRST_PAGE
     while True:
         page = await store.read_entries(
-            sandbox_id, conversation_id, before_seq=before, limit=_PAGE, newest_first=True
+            sandbox_id, conversation_id, before_seq=before, limit=limit, newest_first=True
         )
         for entry in page:
             yield entry
-        if len(page) < _PAGE:
+        if len(page) < limit:
             return
         before = page[-1].seq
+        limit = min(limit * 4, _MAX_PAGE)
 
 
 async def _fit_turns(

@@ -1,0 +1,106 @@
+"""Context assembly time for a conversation with a long history.
+
+Target (PERFORMANCE.md): with 10,000 stored turns, the next turn's context is
+assembled in <= 20 ms, its cost bounded by the model's budget, not by the
+history. This fills an encrypted SQLite store with N turns (a user message and
+an assistant answer each, ~60 tokens per turn) and times `assemble()` for a few
+context windows, reporting the median and p99 over repeated runs together with
+how many turns fitted. A conversation of 100 turns is measured in the same run
+as the baseline: if cost is bounded by the budget, both take about as long.
+
+    python benchmarks/context_assembly.py            # 10,000 turns
+    python benchmarks/context_assembly.py --smoke    # 500 turns, few repetitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from interlockd.backends.base import ModelInfo
+from interlockd.context.tokens import estimate_tokens
+from interlockd.context.window import Budget, assemble
+from interlockd.store.base import NewEntry, Quotas
+from interlockd.store.crypto import MasterKeyring
+from interlockd.store.sqlite import SqliteStore
+
+WINDOWS = (8_192, 32_768, 131_072)
+SENTENCE = "The quick brown fox jumps over the lazy dog while the router keeps count. "
+
+
+async def fill(store: SqliteStore, sandbox_id: str, turns: int) -> str:
+    conversation = await store.create_conversation(sandbox_id, "bench-user")
+    batch: list[NewEntry] = []
+    for i in range(turns):
+        for kind, text in (("user", f"Question {i}: {SENTENCE}"), ("assistant", SENTENCE * 2)):
+            batch.append(
+                NewEntry(kind=kind, text=text, run_id=f"run_{i}", tokens=estimate_tokens(text))  # type: ignore[arg-type]
+            )
+        if len(batch) >= 2_000:
+            await store.append_entries(sandbox_id, conversation.id, batch)
+            batch = []
+    if batch:
+        await store.append_entries(sandbox_id, conversation.id, batch)
+    return conversation.id
+
+
+async def measure(
+    store: SqliteStore, sandbox_id: str, conversation_id: str, window: int, reps: int
+) -> tuple[float, float, int]:
+    info = ModelInfo(context_window=window, max_output_tokens=4_096)
+    budget = Budget.for_model(info, system="Be brief.", tools=[], max_output_tokens=None)
+    times = []
+    turns = 0
+    for _ in range(reps):
+        started = time.perf_counter()
+        context = await assemble(
+            store,
+            sandbox_id,
+            conversation_id,
+            system="Be brief.",
+            budget=budget,
+            tool_messages=True,
+        )
+        times.append((time.perf_counter() - started) * 1000)
+        turns = context.included_turns
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))], turns
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=10_000)
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--smoke", action="store_true", help="500 turns, 5 repetitions")
+    args = parser.parse_args()
+    turns, reps = (500, 5) if args.smoke else (args.turns, args.reps)
+    print(f"machine: {os.cpu_count()} cpus, python {platform.python_version()}")
+    print(f"history: {turns} turns (baseline: 100 turns); {reps} repetitions per window\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(
+            Path(tmp) / "bench.db", MasterKeyring.load_or_create(Path(tmp) / "master.key")
+        )
+        await store.open()
+        try:
+            sandbox = await store.create_sandbox("bench", Quotas())
+            long_id = await fill(store, sandbox.id, turns)
+            short_id = await fill(store, sandbox.id, 100)
+            print(f"{'window':>8} {'history':>8} {'p50 ms':>8} {'p99 ms':>8} {'turns fitted':>13}")
+            for window in WINDOWS:
+                for name, conversation_id in ((str(turns), long_id), ("100", short_id)):
+                    p50, p99, fitted = await measure(
+                        store, sandbox.id, conversation_id, window, reps
+                    )
+                    print(f"{window:>8} {name:>8} {p50:>8.2f} {p99:>8.2f} {fitted:>13}")
+        finally:
+            await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

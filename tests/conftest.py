@@ -108,21 +108,20 @@ def daemon_settings(
         "data_dir": str(data_dir),
         "default_provider": "fake",
         "shutdown_grace_seconds": 2,
+        # One event per upstream delta, so tests can assert exact sequences.
+        "runs": {"coalesce_deltas": False},
         "providers": {
             "fake": {
                 "kind": "openai",
                 "base_url": fake_a.base_url,
                 "default_model": "fake-model",
                 "api_key": "sk-test-a",
-                # One event per upstream delta, so tests can assert exact sequences.
-                "coalesce_text_deltas": False,
             },
             "fake_b": {
                 "kind": "openai",
                 "base_url": fake_b.base_url,
                 "default_model": "fake-model-b",
                 "api_key": "sk-test-b",
-                "coalesce_text_deltas": False,
             },
             "local": {"kind": "local"},
         },

@@ -62,9 +62,6 @@ class ProviderSettings(_Strict):
     models: dict[str, int] = Field(default_factory=dict)
     #: Context window assumed for models not listed.
     default_context_window: int = Field(default=8192, ge=512)
-    #: Merge text deltas that arrive in the same network read into one event
-    #: (no added latency; fewer, larger events when the daemon is busy).
-    coalesce_text_deltas: bool = True
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     read_timeout_seconds: float = Field(default=300.0, gt=0)
     #: kind = "local": context size and threads of the embedded model server.
@@ -79,6 +76,10 @@ class RunSettings(_Strict):
     max_tool_iterations: int = Field(default=8, ge=0, le=100)
     #: Seconds a single tool call may take.
     tool_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Merge text deltas that queued up while the previous event was being
+    #: written into one event. Never delays an event; under load it cuts the
+    #: per-message cost of gRPC, the main cost of streaming.
+    coalesce_deltas: bool = True
     #: Upper bound of a whole turn in seconds (the client's deadline may be shorter).
     max_run_seconds: float = Field(default=600.0, gt=0)
 

@@ -93,7 +93,6 @@ def build_backend(name: str, p: ProviderSettings, settings: Settings) -> AgentBa
         default_model_info=default_info,
         connect_timeout=p.connect_timeout_seconds,
         read_timeout=p.read_timeout_seconds,
-        coalesce_text=p.coalesce_text_deltas,
     )
 
 

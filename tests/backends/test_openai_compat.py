@@ -571,21 +571,3 @@ async def test_fake_refuses_what_strict_servers_refuse(
 
     assert response.status_code == 400
     assert problem in response.json()["error"]["message"]
-
-
-async def test_coalescing_merges_deltas_of_one_read() -> None:
-    """With coalesce_text, deltas that arrive in one read become one TextDelta, in order."""
-    async with FakeOpenAI() as fake:
-        # One raw write carrying three framed deltas: one network read.
-        frames = b"".join(
-            b'data: {"choices":[{"index":0,"delta":{"content":"' + p + b'"}}]}\n\n'
-            for p in (b"a", b"b", b"c")
-        )
-        fake.enqueue(Reply().raw(frames).finish("stop"))
-        backend = OpenAICompatibleBackend("fake", fake.base_url, coalesce_text=True)
-        try:
-            events = [e async for e in backend.step(turn())]
-        finally:
-            await backend.aclose()
-    texts = [e for e in events if isinstance(e, TextDelta)]
-    assert texts == [TextDelta("abc")]

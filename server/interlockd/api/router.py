@@ -8,6 +8,7 @@ message per event and nothing else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,6 +17,7 @@ from interlock.v1 import events_pb2 as ev
 from interlock.v1 import router_pb2
 from interlockd.api import validation as v
 from interlockd.api.auth import Authenticator
+from interlockd.api.coalesce import coalesced
 from interlockd.api.handlers import Context, streaming
 from interlockd.backends.base import TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
 from interlockd.config import RunSettings
@@ -62,7 +64,10 @@ class AgentRouterServicer:
         )
         run_id = ""
         seq = 0
-        async for event in self._orchestrator.run(run_input):
+        events = self._orchestrator.run(run_input)
+        if self._settings.coalesce_deltas:
+            events = coalesced(events)
+        async for event in events:
             if isinstance(event, RunStarted):
                 run_id = event.run_id
             seq += 1
@@ -71,9 +76,13 @@ class AgentRouterServicer:
 
 def to_proto(event: RunEvent, run_id: str, seq: int) -> ev.AgentEvent:
     """Frame one domain event as an AgentEvent."""
-    time = Timestamp()
-    time.GetCurrentTime()
-    out = ev.AgentEvent(run_id=run_id, seq=seq, time=time)
+    # Timestamp.GetCurrentTime() goes through datetime; this is the hot path.
+    now = time.time_ns()
+    out = ev.AgentEvent(
+        run_id=run_id,
+        seq=seq,
+        time=Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000),
+    )
     if isinstance(event, TextDelta):
         out.text_delta.text = event.text
     elif isinstance(event, ThinkingDelta):

@@ -135,7 +135,6 @@ class OpenAICompatibleBackend(ChatLoopBackend):
         default_max_tokens: int | None = None,
         max_connections: int = 1000,
         trust_env: bool = True,
-        coalesce_text: bool = False,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
@@ -150,10 +149,6 @@ class OpenAICompatibleBackend(ChatLoopBackend):
         self._read_timeout = read_timeout
         self._default_max_tokens = default_max_tokens
         self._max_connections = max_connections
-        # Merge text deltas that arrived in the same network read into one
-        # event: fewer, larger messages when the router is behind, and no
-        # added latency (nothing waits for more bytes).
-        self._coalesce = coalesce_text
         self._headers = {
             "accept": "text/event-stream",
             # A compressed event stream may be buffered by proxies until it ends.
@@ -231,89 +226,70 @@ class OpenAICompatibleBackend(ChatLoopBackend):
                 buffer = b""
                 pending: bytes | None = None  # data of the SSE event being read
                 chunks = response.aiter_bytes()
-                text: list[str] = []  # coalesced text of the current read
                 async for raw in chunks:
                     received = True
                     if buffer:
                         raw = buffer + raw
                     lines = raw.split(b"\n")
                     buffer = lines.pop()  # an incomplete line waits for the next read
-                    try:
-                        for line in lines:
-                            if line and line[-1] == 13:  # CRLF framing
-                                line = line[:-1]
-                            if line:
-                                # Only data fields matter; event/id/retry fields and
-                                # ":" comments (keep-alive pings) are ignored.
-                                if line.startswith(b"data:"):
-                                    value = line[5:]
-                                    pending = value if pending is None else pending + b"\n" + value
-                                continue
-                            if pending is None:
-                                continue
-                            data, pending = pending, None
-                            if data.endswith(b"[DONE]") and data.strip() == b"[DONE]":
-                                done = True
-                                break
-                            try:
-                                chunk = orjson.loads(data)
-                            except orjson.JSONDecodeError:
-                                raise ProviderProtocolError(
-                                    self.provider, "a stream chunk is not valid JSON"
-                                ) from None
-                            if type(chunk) is not dict:
-                                raise self._shape_error("a chunk is not a JSON object")
-                            if "error" in chunk:
-                                raise self._stream_error(chunk["error"])
-                            usage = chunk.get("usage")
-                            if usage:
-                                if text:
-                                    yield TextDelta("".join(text))
-                                    text.clear()
-                                yield UsageReport(self._usage(usage))
-                            choices = chunk.get("choices")
-                            if not choices:
-                                continue
-                            try:
-                                choice = choices[0]
-                                delta = choice.get("delta")
-                                reason = choice.get("finish_reason")
-                            except (AttributeError, KeyError, IndexError, TypeError):
-                                raise self._shape_error("malformed choices") from None
-                            if delta:
-                                if type(delta) is not dict:
-                                    raise self._shape_error("delta is not an object")
-                                content = delta.get("content")
-                                if content:
-                                    if type(content) is not str:
-                                        raise self._shape_error("delta.content is not a string")
-                                    if self._coalesce:
-                                        text.append(content)
-                                    else:
-                                        yield TextDelta(content)
-                                thinking = delta.get("reasoning_content") or delta.get("reasoning")
-                                if thinking:
-                                    if type(thinking) is not str:
-                                        raise self._shape_error("delta.reasoning is not a string")
-                                    if text:
-                                        yield TextDelta("".join(text))
-                                        text.clear()
-                                    yield ThinkingDelta(thinking)
-                                fragments = delta.get("tool_calls")
-                                if fragments:
-                                    self._add_fragments(calls, fragments)
-                            if reason:
-                                if type(reason) is not str:
-                                    raise self._shape_error("finish_reason is not a string")
-                                finish = reason
-                    except ProviderError:
-                        # Text that arrived before the failure in this read still counts.
-                        if text:
-                            yield TextDelta("".join(text))
-                        raise
-                    if text:
-                        yield TextDelta("".join(text))
-                        text.clear()
+                    for line in lines:
+                        if line and line[-1] == 13:  # CRLF framing
+                            line = line[:-1]
+                        if line:
+                            # Only data fields matter; event/id/retry fields and
+                            # ":" comments (keep-alive pings) are ignored.
+                            if line.startswith(b"data:"):
+                                value = line[5:]
+                                pending = value if pending is None else pending + b"\n" + value
+                            continue
+                        if pending is None:
+                            continue
+                        data, pending = pending, None
+                        if data.endswith(b"[DONE]") and data.strip() == b"[DONE]":
+                            done = True
+                            break
+                        try:
+                            chunk = orjson.loads(data)
+                        except orjson.JSONDecodeError:
+                            raise ProviderProtocolError(
+                                self.provider, "a stream chunk is not valid JSON"
+                            ) from None
+                        if type(chunk) is not dict:
+                            raise self._shape_error("a chunk is not a JSON object")
+                        if "error" in chunk:
+                            raise self._stream_error(chunk["error"])
+                        usage = chunk.get("usage")
+                        if usage:
+                            yield UsageReport(self._usage(usage))
+                        choices = chunk.get("choices")
+                        if not choices:
+                            continue
+                        try:
+                            choice = choices[0]
+                            delta = choice.get("delta")
+                            reason = choice.get("finish_reason")
+                        except (AttributeError, KeyError, IndexError, TypeError):
+                            raise self._shape_error("malformed choices") from None
+                        if delta:
+                            if type(delta) is not dict:
+                                raise self._shape_error("delta is not an object")
+                            content = delta.get("content")
+                            if content:
+                                if type(content) is not str:
+                                    raise self._shape_error("delta.content is not a string")
+                                yield TextDelta(content)
+                            thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                            if thinking:
+                                if type(thinking) is not str:
+                                    raise self._shape_error("delta.reasoning is not a string")
+                                yield ThinkingDelta(thinking)
+                            fragments = delta.get("tool_calls")
+                            if fragments:
+                                self._add_fragments(calls, fragments)
+                        if reason:
+                            if type(reason) is not str:
+                                raise self._shape_error("finish_reason is not a string")
+                            finish = reason
                     if done:
                         break
                 if done:

@@ -53,8 +53,8 @@ def names_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def user_entry(text: str) -> NewEntry:
-    return NewEntry(kind="user", text=text, run_id="run_x", tokens=len(text.split()))
+def user_entry(text: str, run_id: str = "run_x") -> NewEntry:
+    return NewEntry(kind="user", text=text, run_id=run_id, tokens=len(text.split()))
 
 
 async def open_store(db_path: Path, key_path: Path) -> SqliteStore:
@@ -196,11 +196,11 @@ async def test_restart_keeps_everything(db_path: Path, key_path: Path) -> None:
         conversation = await store.set_conversation_title(
             sandbox.id, "alice", conversation.id, TITLE
         )
+        run_id = new_id("run")
         run = await store.begin_run(
-            NewRun(new_id("run"), sandbox.id, "alice", conversation.id, "fake", "m", "req-1"),
-            sandbox.quotas,
+            NewRun(run_id, sandbox.id, "alice", conversation.id, "fake", "m", "req-1"),
+            entries=[user_entry(MESSAGE, run_id)],
         )
-        await store.append_entries(sandbox.id, conversation.id, [user_entry(MESSAGE)])
         row = LedgerRow(
             run.id, sandbox.id, "alice", "tokens", "fake", "m", Usage(600, 400), 0.5, "v1"
         )
@@ -226,8 +226,7 @@ async def test_restart_keeps_everything(db_path: Path, key_path: Path) -> None:
         conversation_2 = await reopened.create_conversation(sandbox.id, "alice")
         with pytest.raises(ResourceExhausted, match="max_tokens_per_day"):
             await reopened.begin_run(
-                NewRun(new_id("run"), sandbox.id, "alice", conversation_2.id, "fake", "m"),
-                sandbox.quotas,
+                NewRun(new_id("run"), sandbox.id, "alice", conversation_2.id, "fake", "m")
             )
     finally:
         await reopened.close()
@@ -235,6 +234,35 @@ async def test_restart_keeps_everything(db_path: Path, key_path: Path) -> None:
         assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
             (1, "0001_initial.sql")
         ]
+
+
+async def test_refused_begin_run_leaves_no_end_user_row(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    """A refused begin_run creating a conversation for a new end user leaves no row of either."""
+    sandbox = await sqlite_store.create_sandbox("acme", Quotas(max_concurrent_runs=1))
+    await sqlite_store.begin_run(
+        NewRun(new_id("run"), sandbox.id, "alice", new_id("conv"), "fake", "m"),
+        create_conversation=True,
+    )
+    with raw_db(db_path) as db:
+        before = [
+            db.execute(f"SELECT count(*) FROM {table}").fetchone()
+            for table in ("end_users", "conversations", "entries", "entry_terms", "runs")
+        ]
+    run_id = new_id("run")
+    with pytest.raises(ResourceExhausted):
+        await sqlite_store.begin_run(
+            NewRun(run_id, sandbox.id, "bob", new_id("conv"), "fake", "m"),
+            create_conversation=True,
+            entries=[user_entry(MESSAGE, run_id)],
+        )
+    with raw_db(db_path) as db:
+        after = [
+            db.execute(f"SELECT count(*) FROM {table}").fetchone()
+            for table in ("end_users", "conversations", "entries", "entry_terms", "runs")
+        ]
+    assert before == after == [(1,), (1,), (0,), (0,), (1,)]
 
 
 async def test_another_master_key_cannot_read(

@@ -68,24 +68,46 @@ def entry(
     )
 
 
-async def start_run(
-    store: Store,
-    conversation: Conversation,
-    quotas: Quotas | None = None,
-    request_id: str = "",
-) -> Run:
-    return await store.begin_run(
-        NewRun(
-            id=new_id("run"),
-            sandbox_id=conversation.sandbox_id,
-            end_user_id=conversation.end_user_id,
-            conversation_id=conversation.id,
-            provider="fake",
-            model="fake-model",
-            request_id=request_id,
-        ),
-        quotas or Quotas(),
+def new_run(
+    sandbox_id: str, end_user_id: str, conversation_id: str, request_id: str = ""
+) -> NewRun:
+    return NewRun(
+        id=new_id("run"),
+        sandbox_id=sandbox_id,
+        end_user_id=end_user_id,
+        conversation_id=conversation_id,
+        provider="fake",
+        model="fake-model",
+        request_id=request_id,
     )
+
+
+async def start_run(store: Store, conversation: Conversation, request_id: str = "") -> Run:
+    return await store.begin_run(
+        new_run(conversation.sandbox_id, conversation.end_user_id, conversation.id, request_id)
+    )
+
+
+async def start_in_new_conversation(
+    store: Store, sandbox_id: str, end_user_id: str, *texts: str, request_id: str = ""
+) -> Run:
+    """begin_run creating its conversation, with one user entry per text."""
+    run = new_run(sandbox_id, end_user_id, new_id("conv"), request_id)
+    return await store.begin_run(
+        run, create_conversation=True, entries=[entry(t, run_id=run.id) for t in texts]
+    )
+
+
+async def assert_no_conversation(
+    store: Store, sandbox_id: str, end_user_id: str, conversation_id: str
+) -> None:
+    """Nothing of ``conversation_id`` exists for the end user: no listing, no entries, no hits."""
+    assert (await store.list_conversations(sandbox_id, end_user_id, 10, "")).items == []
+    with pytest.raises(NotFound):
+        await store.get_conversation(sandbox_id, end_user_id, conversation_id)
+    with pytest.raises(NotFound):
+        await store.read_entries(sandbox_id, conversation_id)
+    assert await store.search_entries(sandbox_id, end_user_id, "hello") == []
 
 
 # ---- operator keys ----------------------------------------------------------------
@@ -527,9 +549,17 @@ async def test_begin_run_needs_the_end_users_conversation(store: Store) -> None:
     sandbox = await new_sandbox(store)
     conversation = await store.create_conversation(sandbox.id, "alice")
     with pytest.raises(NotFound):
-        await store.begin_run(
-            NewRun(new_id("run"), sandbox.id, "bob", conversation.id, "fake", "m"), Quotas()
-        )
+        await store.begin_run(new_run(sandbox.id, "bob", conversation.id))
+
+
+async def test_begin_run_in_unknown_sandbox(store: Store) -> None:
+    """begin_run in an unknown sandbox is NotFound, with or without creating the conversation."""
+    with pytest.raises(NotFound):
+        await store.begin_run(new_run("sbx_nope", "alice", new_id("conv")))
+    with pytest.raises(NotFound):
+        await start_in_new_conversation(store, "sbx_nope", "alice")
+    with pytest.raises(NotFound):
+        await start_in_new_conversation(store, "sbx_nope", "alice", "hello")
 
 
 async def test_begin_run_refuses_a_used_request_id(store: Store) -> None:
@@ -547,33 +577,31 @@ async def test_begin_run_refuses_a_used_request_id(store: Store) -> None:
 
 async def test_quota_max_concurrent_runs(store: Store) -> None:
     """max_concurrent_runs counts every running run of the sandbox."""
-    sandbox = await new_sandbox(store)
-    quotas = Quotas(max_concurrent_runs=2)
+    sandbox = await new_sandbox(store, Quotas(max_concurrent_runs=2))
     conversations = [await store.create_conversation(sandbox.id, u) for u in ("a", "b", "c")]
-    first = await start_run(store, conversations[0], quotas)
-    await start_run(store, conversations[1], quotas)
+    first = await start_run(store, conversations[0])
+    await start_run(store, conversations[1])
     with pytest.raises(ResourceExhausted, match=r"max_concurrent_runs quota is 2"):
-        await start_run(store, conversations[2], quotas)
+        await start_run(store, conversations[2])
     await store.finish_run(first.id, status="cancelled")
-    await start_run(store, conversations[2], quotas)
+    await start_run(store, conversations[2])
 
 
 async def test_quota_max_concurrent_runs_per_end_user(store: Store) -> None:
     """max_concurrent_runs_per_end_user counts only that end user's running runs."""
-    sandbox = await new_sandbox(store)
-    quotas = Quotas(max_concurrent_runs_per_end_user=1)
+    sandbox = await new_sandbox(store, Quotas(max_concurrent_runs_per_end_user=1))
     alice_1 = await store.create_conversation(sandbox.id, "alice")
     alice_2 = await store.create_conversation(sandbox.id, "alice")
     bob = await store.create_conversation(sandbox.id, "bob")
-    await start_run(store, alice_1, quotas)
+    await start_run(store, alice_1)
     with pytest.raises(ResourceExhausted, match=r"max_concurrent_runs_per_end_user quota is 1"):
-        await start_run(store, alice_2, quotas)
-    await start_run(store, bob, quotas)
+        await start_run(store, alice_2)
+    await start_run(store, bob)
 
 
 async def test_quota_max_tokens_per_day(store: Store) -> None:
     """max_tokens_per_day refuses new runs once finished runs used the day's tokens."""
-    sandbox = await new_sandbox(store)
+    sandbox = await new_sandbox(store, Quotas(max_tokens_per_day=100))
     conversation = await store.create_conversation(sandbox.id, "alice")
     run = await start_run(store, conversation)
     await store.finish_run(
@@ -582,10 +610,9 @@ async def test_quota_max_tokens_per_day(store: Store) -> None:
     with pytest.raises(
         ResourceExhausted, match=r"used 100 tokens today.*max_tokens_per_day quota is 100"
     ):
-        await start_run(store, conversation, Quotas(max_tokens_per_day=100))
-    assert (
-        await start_run(store, conversation, Quotas(max_tokens_per_day=101))
-    ).status == "running"
+        await start_run(store, conversation)
+    await store.set_quotas(sandbox.id, Quotas(max_tokens_per_day=101))
+    assert (await start_run(store, conversation)).status == "running"
 
 
 async def test_zero_quotas_mean_unlimited(store: Store) -> None:
@@ -593,7 +620,197 @@ async def test_zero_quotas_mean_unlimited(store: Store) -> None:
     sandbox = await new_sandbox(store)
     for _ in range(5):
         conversation = await store.create_conversation(sandbox.id, "alice")
-        await start_run(store, conversation, Quotas())
+        await start_run(store, conversation)
+
+
+async def test_set_quotas_apply_to_the_next_begin_run(store: Store) -> None:
+    """begin_run admits by the sandbox's quotas as set_quotas last left them, not as created."""
+    sandbox = await new_sandbox(store)
+    conversations = [await store.create_conversation(sandbox.id, "alice") for _ in range(3)]
+    await start_run(store, conversations[0])
+    await store.set_quotas(sandbox.id, Quotas(max_concurrent_runs=1))
+    with pytest.raises(ResourceExhausted, match=r"has 1 runs in progress.*quota is 1"):
+        await start_run(store, conversations[1])
+    await store.set_quotas(sandbox.id, Quotas(max_concurrent_runs_per_end_user=2))
+    await start_run(store, conversations[1])
+    with pytest.raises(ResourceExhausted, match=r"max_concurrent_runs_per_end_user quota is 2"):
+        await start_run(store, conversations[2])
+    await store.set_quotas(sandbox.id, Quotas())
+    await start_run(store, conversations[2])
+
+
+# ---- begin_run creating the conversation and appending entries ----------------------
+
+
+async def test_begin_run_creates_the_conversation_with_its_entries(store: Store) -> None:
+    """create_conversation + entries: one call makes the conversation, the run and seqs 1..n."""
+    sandbox = await new_sandbox(store)
+    run = await start_in_new_conversation(
+        store, sandbox.id, "alice", "hello lighthouse keeper", "second message", request_id="r-1"
+    )
+    assert run.status == "running"
+    assert await store.find_run_by_request_id(sandbox.id, "r-1") == run
+
+    conversation = await store.get_conversation(sandbox.id, "alice", run.conversation_id)
+    assert (conversation.id, conversation.sandbox_id, conversation.end_user_id) == (
+        run.conversation_id,
+        sandbox.id,
+        "alice",
+    )
+    assert conversation.entry_count == 2
+    assert (conversation.last_provider, conversation.last_model) == ("fake", "fake-model")
+    assert conversation.title == ""
+    listed = await store.list_conversations(sandbox.id, "alice", 10, "")
+    assert listed.items == [conversation]
+
+    entries = await store.read_entries(sandbox.id, run.conversation_id, newest_first=False)
+    assert [(e.seq, e.kind, e.text, e.run_id) for e in entries] == [
+        (1, "user", "hello lighthouse keeper", run.id),
+        (2, "user", "second message", run.id),
+    ]
+    assert await store.read_run_entries(sandbox.id, run.id) == entries
+    hits = await store.search_entries(sandbox.id, "alice", "lighthouse")
+    assert [(h.conversation_id, h.entry.seq) for h in hits] == [(run.conversation_id, 1)]
+
+    # The window carries on from there.
+    assert await store.append_entries(sandbox.id, run.conversation_id, [entry("third")]) == [3]
+
+
+async def test_begin_run_can_create_an_empty_conversation(store: Store) -> None:
+    """create_conversation without entries makes an empty conversation, like create_conversation."""
+    sandbox = await new_sandbox(store)
+    run = await start_in_new_conversation(store, sandbox.id, "alice")
+    conversation = await store.get_conversation(sandbox.id, "alice", run.conversation_id)
+    assert (conversation.entry_count, conversation.last_provider, conversation.last_model) == (
+        0,
+        "",
+        "",
+    )
+    assert conversation.created_at == conversation.updated_at
+    assert await store.read_entries(sandbox.id, run.conversation_id) == []
+
+
+async def test_begin_run_appends_entries_to_an_existing_conversation(store: Store) -> None:
+    """entries on an existing conversation continue its seqs and record the run's model."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    await store.append_entries(
+        sandbox.id, conversation.id, [entry("one"), entry("two", "assistant")], provider="p"
+    )
+    run = new_run(sandbox.id, "alice", conversation.id)
+    await store.begin_run(run, entries=[entry("three hello", run_id=run.id)])
+    after = await store.get_conversation(sandbox.id, "alice", conversation.id)
+    assert after.entry_count == 3
+    assert after.updated_at > conversation.updated_at
+    assert (after.last_provider, after.last_model) == ("fake", "fake-model")
+    assert [(e.seq, e.text) for e in await store.read_run_entries(sandbox.id, run.id)] == [
+        (3, "three hello")
+    ]
+    assert len(await store.search_entries(sandbox.id, "alice", "hello")) == 1
+
+
+async def test_refused_begin_run_on_a_busy_conversation_appends_nothing(store: Store) -> None:
+    """A begin_run refused as busy leaves the conversation's entries and count as they were."""
+    sandbox = await new_sandbox(store)
+    first = await start_in_new_conversation(store, sandbox.id, "alice", "first")
+    refused = new_run(sandbox.id, "alice", first.conversation_id)
+    with pytest.raises(FailedPrecondition, match="already has a turn in progress"):
+        await store.begin_run(refused, entries=[entry("hello again", run_id=refused.id)])
+    conversation = await store.get_conversation(sandbox.id, "alice", first.conversation_id)
+    assert conversation.entry_count == 1
+    assert [e.text for e in await store.read_entries(sandbox.id, conversation.id)] == ["first"]
+    assert await store.search_entries(sandbox.id, "alice", "hello") == []
+    with pytest.raises(NotFound):
+        await store.get_run(sandbox.id, refused.id)
+
+
+async def test_refused_begin_run_over_quota_stores_nothing(store: Store) -> None:
+    """A begin_run refused by a quota creates no conversation and appends no entries."""
+    sandbox = await new_sandbox(store, Quotas(max_concurrent_runs=1))
+    await start_in_new_conversation(store, sandbox.id, "alice")
+    run = new_run(sandbox.id, "bob", new_id("conv"))
+    with pytest.raises(ResourceExhausted, match=r"max_concurrent_runs quota is 1"):
+        await store.begin_run(
+            run, create_conversation=True, entries=[entry("hello there", run_id=run.id)]
+        )
+    await assert_no_conversation(store, sandbox.id, "bob", run.conversation_id)
+    with pytest.raises(NotFound):
+        await store.get_run(sandbox.id, run.id)
+
+
+async def test_refused_begin_run_with_a_used_request_id_stores_nothing(store: Store) -> None:
+    """A begin_run refused for a used request_id creates no conversation and no entries."""
+    sandbox = await new_sandbox(store)
+    await start_in_new_conversation(store, sandbox.id, "alice", request_id="req-1")
+    run = new_run(sandbox.id, "bob", new_id("conv"), request_id="req-1")
+    with pytest.raises(AlreadyExists, match="req-1"):
+        await store.begin_run(
+            run, create_conversation=True, entries=[entry("hello there", run_id=run.id)]
+        )
+    await assert_no_conversation(store, sandbox.id, "bob", run.conversation_id)
+
+
+async def test_refused_begin_run_on_a_foreign_conversation_stores_nothing(store: Store) -> None:
+    """Another end user's conversation is NotFound to begin_run, and gets none of its entries."""
+    sandbox = await new_sandbox(store)
+    alice = await start_in_new_conversation(store, sandbox.id, "alice", "mine")
+    await store.finish_run(alice.id, status="finished")
+    run = new_run(sandbox.id, "bob", alice.conversation_id)
+    with pytest.raises(NotFound):
+        await store.begin_run(run, entries=[entry("hello there", run_id=run.id)])
+    assert (await store.list_conversations(sandbox.id, "bob", 10, "")).items == []
+    conversation = await store.get_conversation(sandbox.id, "alice", alice.conversation_id)
+    assert conversation.entry_count == 1
+    assert [e.text for e in await store.read_entries(sandbox.id, conversation.id)] == ["mine"]
+    assert await store.search_entries(sandbox.id, "alice", "hello") == []
+
+
+async def test_begin_run_cannot_create_a_conversation_that_exists(store: Store) -> None:
+    """create_conversation with a taken conversation id is AlreadyExists and changes nothing."""
+    sandbox = await new_sandbox(store)
+    alice = await store.create_conversation(sandbox.id, "alice")
+    run = new_run(sandbox.id, "bob", alice.id)
+    with pytest.raises(AlreadyExists, match=alice.id):
+        await store.begin_run(
+            run, create_conversation=True, entries=[entry("hello there", run_id=run.id)]
+        )
+    assert await store.get_conversation(sandbox.id, "alice", alice.id) == alice
+    assert (await store.list_conversations(sandbox.id, "bob", 10, "")).items == []
+    with pytest.raises(NotFound):
+        await store.get_run(sandbox.id, run.id)
+
+
+async def test_concurrent_begin_runs_creating_conversations_respect_quotas(store: Store) -> None:
+    """Racing begin_runs that each create a conversation: the admitted ones alone leave one."""
+    sandbox = await new_sandbox(store, Quotas(max_concurrent_runs=2))
+    results = await asyncio.gather(
+        *(start_in_new_conversation(store, sandbox.id, "alice", f"hello {i}") for i in range(8)),
+        return_exceptions=True,
+    )
+    admitted = [r for r in results if isinstance(r, Run)]
+    assert len(admitted) == 2
+    assert sum(isinstance(r, ResourceExhausted) for r in results) == 6
+    listed = await store.list_conversations(sandbox.id, "alice", 10, "")
+    assert sorted(c.id for c in listed.items) == sorted(r.conversation_id for r in admitted)
+    assert len(await store.search_entries(sandbox.id, "alice", "hello")) == 2
+
+
+async def test_entries_of_another_run_are_refused(store: Store) -> None:
+    """begin_run and finish_run refuse entries recorded for another run, storing nothing."""
+    sandbox = await new_sandbox(store)
+    run = new_run(sandbox.id, "alice", new_id("conv"))
+    with pytest.raises(ValueError, match="does not belong"):
+        await store.begin_run(
+            run, create_conversation=True, entries=[entry("hello", run_id="run_other")]
+        )
+    await assert_no_conversation(store, sandbox.id, "alice", run.conversation_id)
+    started = await start_in_new_conversation(store, sandbox.id, "alice")
+    with pytest.raises(ValueError, match="does not belong"):
+        await store.finish_run(
+            started.id, status="finished", entries=[entry("hello", run_id="run_other")]
+        )
+    assert (await store.get_run(sandbox.id, started.id)).status == "running"
+    assert await store.read_entries(sandbox.id, started.conversation_id) == []
 
 
 # ---- finishing, the ledger, interruption ------------------------------------------
@@ -643,6 +860,79 @@ async def test_finish_run_happens_once(store: Store) -> None:
         await store.finish_run(run.id, status="failed")
     with pytest.raises(NotFound):
         await store.finish_run("run_nope", status="finished")
+
+
+async def test_finish_run_appends_its_entries(store: Store) -> None:
+    """finish_run's entries join the run's conversation in the closing transaction, as its."""
+    sandbox = await new_sandbox(store)
+    run = await start_in_new_conversation(store, sandbox.id, "alice", "what is a quokka")
+    # Another model wrote in between (e.g. a tool result's recorder): the run's wins at the end.
+    await store.append_entries(
+        sandbox.id,
+        run.conversation_id,
+        [entry("{}", "tool_result", run_id=run.id)],
+        provider="p2",
+        model="m2",
+    )
+    usage = Usage(3, 4)
+    row = LedgerRow(run.id, sandbox.id, "alice", "tokens", "fake", "fake-model", usage, 0.5, "v")
+    finished = await store.finish_run(
+        run.id,
+        status="finished",
+        usage=usage,
+        ledger=[row],
+        entries=[entry("A small marsupial.", "assistant", run_id=run.id)],
+    )
+    assert finished.status == "finished"
+    assert await store.list_ledger(sandbox.id, run.id) == [row]
+    conversation = await store.get_conversation(sandbox.id, "alice", run.conversation_id)
+    assert conversation.entry_count == 3
+    assert (conversation.last_provider, conversation.last_model) == ("fake", "fake-model")
+    entries = await store.read_run_entries(sandbox.id, run.id)
+    assert [(e.seq, e.kind, e.text) for e in entries] == [
+        (1, "user", "what is a quokka"),
+        (2, "tool_result", "{}"),
+        (3, "assistant", "A small marsupial."),
+    ]
+    hits = await store.search_entries(sandbox.id, "alice", "marsupial")
+    assert [h.entry.seq for h in hits] == [3]
+
+
+async def test_refused_finish_run_appends_nothing(store: Store) -> None:
+    """A finish_run refused because the run already ended appends no entries and no ledger."""
+    sandbox = await new_sandbox(store)
+    run = await start_in_new_conversation(store, sandbox.id, "alice", "question")
+    first = await store.finish_run(
+        run.id, status="finished", entries=[entry("answer", "assistant", run_id=run.id)]
+    )
+    usage = Usage(1, 1)
+    row = LedgerRow(run.id, sandbox.id, "alice", "tokens", "fake", "fake-model", usage, 0.1, "v")
+    with pytest.raises(FailedPrecondition, match="already ended"):
+        await store.finish_run(
+            run.id,
+            status="failed",
+            usage=usage,
+            ledger=[row],
+            entries=[entry("late hello", "assistant", run_id=run.id)],
+        )
+    assert await store.get_run(sandbox.id, run.id) == first
+    assert await store.list_ledger(sandbox.id) == []
+    entries = await store.read_entries(sandbox.id, run.conversation_id, newest_first=False)
+    assert [e.text for e in entries] == ["question", "answer"]
+    assert await store.search_entries(sandbox.id, "alice", "hello") == []
+
+
+async def test_finish_run_closes_even_if_the_conversation_is_gone(store: Store) -> None:
+    """Deleting the conversation mid-run drops finish_run's entries but the run still closes."""
+    sandbox = await new_sandbox(store)
+    run = await start_in_new_conversation(store, sandbox.id, "alice", "question")
+    await store.delete_conversation(sandbox.id, "alice", run.conversation_id)
+    finished = await store.finish_run(
+        run.id, status="finished", entries=[entry("answer", "assistant", run_id=run.id)]
+    )
+    assert finished.status == "finished"
+    assert await store.read_run_entries(sandbox.id, run.id) == []
+    await assert_no_conversation(store, sandbox.id, "alice", run.conversation_id)
 
 
 async def test_interrupt_running_runs(store: Store) -> None:

@@ -5,16 +5,18 @@ Order of work (each step's failure is reported before the next starts):
 1. idempotency — a finished run with the same request_id is replayed;
 2. resolve the backend and model, the tool set and the context budget
    (all validation happens here, before anything is stored);
-3. admission — one atomic store call enforces quotas and one turn at a time
-   per conversation;
-4. the user message is recorded durably, then context is assembled;
+3. admission — one store transaction enforces quotas and one turn at a time
+   per conversation, creates the conversation when it is new and records the
+   user message durably (nothing is stored if the run is refused);
+4. context is assembled from the stored window;
 5. the backend streams; text is buffered, tool calls are recorded around their
    execution; RunStarted is held back until the provider's first event so a
    provider that is down before answering surfaces as a status (UNAVAILABLE),
    not a half-started stream;
-6. the end — usage and cost to the ledger with the run's final state, in one
-   transaction. Failure after the first event becomes a RunFailed event;
-   cancellation still records what was produced and marks the run cancelled.
+6. the end — the remaining assistant text, the run's final state and its
+   usage and cost in the ledger, in one transaction. Failure after the first
+   event becomes a RunFailed event; cancellation still records what was
+   produced and marks the run cancelled.
 
 It knows backends and the store through their seams, and nothing of gRPC.
 """
@@ -46,7 +48,6 @@ from interlockd.context.tokens import estimate_tokens
 from interlockd.context.window import Budget, assemble, check_message_fits
 from interlockd.errors import (
     FailedPrecondition,
-    InterlockError,
     InvalidArgument,
     ProviderError,
     Unavailable,
@@ -54,7 +55,7 @@ from interlockd.errors import (
 from interlockd.ids import new_id
 from interlockd.integrations.tools import Tool, ToolContext, ToolRegistry
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
-from interlockd.runs.recording import SandboxToolRunner, TurnRecorder
+from interlockd.runs.recording import SandboxToolRunner, TurnRecorder, user_entry
 from interlockd.runs.request import RunInput
 from interlockd.store.base import LedgerRow, NewRun, Run, RunStatus, Store
 
@@ -87,7 +88,6 @@ class Orchestrator:
         self._default_provider = default_provider
         self._default_models = default_models
         self._accepting = True
-        self.active_runs = 0
         self._closing: set[asyncio.Task[object]] = set()
 
     def stop_accepting(self) -> None:
@@ -125,44 +125,27 @@ class Orchestrator:
         )
         check_message_fits(estimate_tokens(req.message), budget, model)
 
-        sandbox = await self._store.get_sandbox(req.sandbox_id)
-        if req.session_id:
-            conversation = await self._store.get_conversation(
-                req.sandbox_id, req.end_user_id, req.session_id
-            )
-            created = False
-        else:
-            conversation = await self._store.create_conversation(req.sandbox_id, req.end_user_id)
-            created = True
         run_id = new_id("run")
-        try:
-            run = await self._store.begin_run(
-                NewRun(
-                    id=run_id,
-                    sandbox_id=req.sandbox_id,
-                    end_user_id=req.end_user_id,
-                    conversation_id=conversation.id,
-                    provider=provider,
-                    model=model,
-                    request_id=req.request_id,
-                    labels=req.labels,
-                ),
-                sandbox.quotas,
-            )
-        except InterlockError:
-            if created:
-                # Leave nothing behind for a run that was never admitted.
-                await self._store.delete_conversation(
-                    req.sandbox_id, req.end_user_id, conversation.id
-                )
-            raise
-
-        self.active_runs += 1
-        try:
-            async for event in self._execute(run, req, backend, model, tools, budget, max_output):
-                yield event
-        finally:
-            self.active_runs -= 1
+        conversation_id = req.session_id or new_id("conv")
+        user = user_entry(req.message, run_id, provider, model)
+        # Admission, the conversation (when new) and the user message in one
+        # transaction: durable before the provider sees it, nothing stored if refused.
+        run = await self._store.begin_run(
+            NewRun(
+                id=run_id,
+                sandbox_id=req.sandbox_id,
+                end_user_id=req.end_user_id,
+                conversation_id=conversation_id,
+                provider=provider,
+                model=model,
+                request_id=req.request_id,
+                labels=req.labels,
+            ),
+            create_conversation=not req.session_id,
+            entries=[user],
+        )
+        async for event in self._execute(run, req, backend, model, tools, budget, max_output):
+            yield event
 
     async def _execute(
         self,
@@ -182,7 +165,6 @@ class Orchestrator:
         started = False
         outcome = _Outcome(status="cancelled", error=None)
         try:
-            await recorder.record_user(req.message)
             context = await assemble(
                 self._store,
                 run.sandbox_id,
@@ -286,7 +268,6 @@ class Orchestrator:
         self, run: Run, recorder: TurnRecorder, outcome: _Outcome, usage: Usage, model: str
     ) -> Run:
         """Write what the turn produced and its final state, ledger included."""
-        await recorder.flush()
         cost = catalog.cost_usd(catalog.price(run.provider, model), usage)
         ledger = (
             [
@@ -315,6 +296,7 @@ class Orchestrator:
             usage=usage,
             cost_usd=cost,
             ledger=ledger,
+            entries=recorder.take_text(),
         )
 
     async def _shielded(self, work: Coroutine[Any, Any, object]) -> None:

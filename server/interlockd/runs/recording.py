@@ -27,6 +27,18 @@ log = structlog.get_logger(__name__)
 MAX_RESULT_CHARS = 32_000
 
 
+def user_entry(message: str, run_id: str, provider: str, model: str) -> NewEntry:
+    """The entry of a run's user message (recorded by the store's begin_run)."""
+    return NewEntry(
+        kind="user",
+        text=message,
+        run_id=run_id,
+        tokens=estimate_tokens(message),
+        provider=provider,
+        model=model,
+    )
+
+
 class TurnRecorder:
     """Appends one run's entries to its conversation."""
 
@@ -62,7 +74,8 @@ class TurnRecorder:
             **extra,
         )
 
-    def _take_text(self) -> list[NewEntry]:
+    def take_text(self) -> list[NewEntry]:
+        """Buffered assistant text as an entry (once); the caller stores it."""
         if not self._text:
             return []
         text = "".join(self._text)
@@ -79,17 +92,10 @@ class TurnRecorder:
                 model=self._model,
             )
 
-    async def record_user(self, message: str) -> None:
-        await self._append([self._entry("user", message)])
-
-    async def flush(self) -> None:
-        """Write buffered assistant text (at the end of a turn or before it stops)."""
-        await self._append(self._take_text())
-
     async def record_tool_call(self, call: ToolCall) -> None:
         await self._append(
             [
-                *self._take_text(),
+                *self.take_text(),
                 self._entry(
                     "tool_call", call.arguments, tool_call_id=call.call_id, tool_name=call.name
                 ),

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Quotas:
-    """Per-sandbox limits enforced at admission. Zero means unlimited."""
+    """Per-sandbox limits, read and enforced by :meth:`Store.begin_run`. Zero means unlimited."""
 
     max_concurrent_runs: int = 0
     max_concurrent_runs_per_end_user: int = 0
@@ -225,7 +225,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def set_quotas(self, sandbox_id: str, quotas: Quotas) -> Sandbox:
-        """Replace the sandbox's quotas; raise NotFound."""
+        """Replace the sandbox's quotas (every later :meth:`Store.begin_run` admits by
+        them; running runs are left alone); raise NotFound."""
 
     @abc.abstractmethod
     async def delete_sandbox(self, sandbox_id: str) -> None:
@@ -257,7 +258,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_conversation(self, sandbox_id: str, end_user_id: str) -> Conversation:
-        """Start a new conversation for the end user (creating the end user on first sight)."""
+        """Start a new, empty conversation with a fresh ``conv_`` id for the end user.
+
+        Creates the end user on first sight. Raise NotFound for an unknown
+        sandbox. A turn that starts a conversation uses ``begin_run(...,
+        create_conversation=True)`` instead, which does the same inside its
+        admission transaction.
+        """
 
     @abc.abstractmethod
     async def get_conversation(
@@ -298,10 +305,15 @@ class Store(abc.ABC):
     ) -> list[int]:
         """Append entries atomically (all or none) and return their seqs.
 
-        Text is sealed; the search index gets blind terms of user/assistant/
-        tool text. The conversation's ``updated_at``, ``entry_count`` and, when
-        given, ``last_provider``/``last_model`` are updated in the same
-        transaction. Durable when this returns.
+        Seqs continue the conversation's (``entry_count + 1``, ...), in the
+        order given; concurrent appends never share or skip one. Text is
+        sealed; the search index gets blind terms of user/assistant/tool text
+        (not summaries). The conversation's ``updated_at`` (to now),
+        ``entry_count`` and, when non-empty, ``last_provider``/``last_model``
+        are updated in the same transaction. Raise NotFound if the
+        conversation is not in the sandbox. Durable when this returns.
+        :meth:`begin_run` and :meth:`finish_run` append the same way inside
+        their own transactions.
         """
 
     @abc.abstractmethod
@@ -349,14 +361,54 @@ class Store(abc.ABC):
     # ---- runs, admission and the ledger ---------------------------------------
 
     @abc.abstractmethod
-    async def begin_run(self, run: NewRun, quotas: Quotas) -> Run:
-        """Record a new running run, atomically enforcing admission.
+    async def begin_run(
+        self,
+        run: NewRun,
+        *,
+        create_conversation: bool = False,
+        entries: Sequence[NewEntry] = (),
+    ) -> Run:
+        """Admit and record a new running run, in one write transaction that decides everything.
 
-        Raise FailedPrecondition if the conversation already has a running run
-        (one turn at a time per conversation), ResourceExhausted if starting it
-        would exceed ``quotas`` (concurrent runs in the sandbox, per end user,
-        tokens since the start of the UTC day), AlreadyExists if ``request_id``
-        is already used in this sandbox.
+        In that transaction, in this order:
+
+        1. With ``create_conversation``, create the conversation
+           ``run.conversation_id`` (a fresh id the caller made with
+           ``ids.new_id("conv")``) for ``run.end_user_id``, empty and untitled,
+           and the end user on first sight, as :meth:`create_conversation`
+           would: NotFound if the sandbox does not exist, AlreadyExists if a
+           conversation with that id does.
+        2. Admission, on facts read inside the transaction, so that it holds
+           across replicas; the sandbox's quotas are its current ones (a
+           concurrent :meth:`set_quotas` applies wholly before or wholly after).
+           The first failing check raises:
+
+           - NotFound if the sandbox does not exist, or the conversation is
+             not ``run.end_user_id``'s in ``run.sandbox_id``;
+           - AlreadyExists if ``request_id`` is non-empty and any run of this
+             sandbox, running or ended, already used it;
+           - FailedPrecondition if the conversation already has a running run
+             (one turn at a time per conversation);
+           - ResourceExhausted if a non-zero quota is reached:
+             ``max_concurrent_runs`` (running runs in the sandbox),
+             ``max_concurrent_runs_per_end_user`` (running runs of this end
+             user in the sandbox), ``max_tokens_per_day`` (input + output
+             tokens that :meth:`finish_run` recorded for the sandbox since the
+             start of the current UTC day). The message names the quota, its
+             limit and the current count.
+        3. Insert the run, status ``running``, ``started_at`` now.
+        4. Append ``entries`` (typically the user message) to the
+           conversation exactly as :meth:`append_entries` would with
+           ``provider=run.provider, model=run.model``: seqs continue the
+           conversation's (1..n for a created one), text sealed, search terms
+           indexed, ``updated_at``/``entry_count``/``last_provider``/
+           ``last_model`` updated.
+
+        All or nothing: if any step raises, nothing at all is stored (no
+        conversation, no end user row, no run, no entries). When this returns
+        it is all durable, so the user message is on disk before any provider
+        sees it. Raise ValueError, before writing, if an entry's ``run_id`` is
+        not ``run.id``.
         """
 
     @abc.abstractmethod
@@ -371,8 +423,24 @@ class Store(abc.ABC):
         usage: Usage | None = None,
         cost_usd: float = 0.0,
         ledger: Sequence[LedgerRow] = (),
+        entries: Sequence[NewEntry] = (),
     ) -> Run:
-        """Close the run and write its ledger rows in one transaction."""
+        """Close a running run, in one write transaction, and return it.
+
+        In that transaction: set the run's final ``status`` (not ``running``),
+        ``finished_at`` (now) and outcome fields; append ``entries`` (the run's
+        remaining output, typically its final assistant text) to the run's
+        conversation exactly as :meth:`append_entries` would with the run's
+        provider and model; write the ``ledger`` rows; add the run's input +
+        output tokens to the sandbox's count for the current UTC day (see
+        ``max_tokens_per_day``). If the conversation was deleted while the run
+        was running, ``entries`` are dropped and the run still closes.
+
+        Raise NotFound for an unknown run, FailedPrecondition if it has already
+        ended (a run is finished exactly once), ValueError for ``status``
+        ``running`` or a ledger row or entry that is not this run's; in every
+        such case nothing is written. Durable when this returns.
+        """
 
     @abc.abstractmethod
     async def get_run(self, sandbox_id: str, run_id: str) -> Run:

@@ -18,8 +18,13 @@ behind one.
 Durability. ``synchronous=FULL``: in WAL mode NORMAL may lose the last
 commits on power loss, and the run path promises that the user message and
 every completed tool call are on disk before the next provider call. The cost
-is one fsync of the WAL per commit; the recorder already batches entries per
-tool boundary, so commits are few.
+is one fsync of the WAL per commit, so a turn commits little: ``begin_run``
+carries the new conversation and the user message, ``finish_run`` the final
+text, and the recorder batches entries per tool boundary in between. Each
+statement is also a round trip to the connection's thread (comparable to the
+fsync), so the hot transactions keep their statements few: admission and the
+run's insert are one statement, and a conversation created by ``begin_run``
+starts out holding its entries' seqs.
 
 Deletion. ``secure_delete`` is on and deleting a sandbox ends with a
 truncating WAL checkpoint, so its wrapped keys are overwritten in the file
@@ -40,7 +45,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import aiosqlite
 import orjson
@@ -716,21 +721,7 @@ class SqliteStore(Store):
         conversation_id = ids.new_id("conv")
         now = _now_us()
         async with self._transaction() as db:
-            try:
-                await db.execute(
-                    "INSERT INTO end_users (sandbox_id, id, created_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (sandbox_id, id) DO NOTHING",
-                    (sandbox_id, end_user_id, now),
-                )
-            except sqlite3.IntegrityError as exc:
-                if _is_constraint(exc, "FOREIGNKEY"):
-                    raise NotFound(f"sandbox {sandbox_id} not found") from None
-                raise
-            await db.execute(
-                "INSERT INTO conversations (id, sandbox_id, end_user_id, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (conversation_id, sandbox_id, end_user_id, now, now),
-            )
+            await _insert_conversation(db, sandbox_id, end_user_id, conversation_id, now)
         return Conversation(conversation_id, sandbox_id, end_user_id, _time(now), _time(now))
 
     async def get_conversation(
@@ -824,69 +815,12 @@ class SqliteStore(Store):
             raise NotFound(f"conversation {conversation_id} not found") from None
         now = _now_us()
         async with self._transaction() as db:
-            # Reserve the seqs and touch the conversation in one statement.
-            rows = list(
-                await db.execute_fetchall(
-                    "UPDATE conversations SET entry_count = entry_count + :n, updated_at = :now, "
-                    "last_provider = CASE WHEN :provider = '' THEN last_provider "
-                    "ELSE :provider END, "
-                    "last_model = CASE WHEN :model = '' THEN last_model ELSE :model END "
-                    "WHERE id = :id AND sandbox_id = :sandbox_id "
-                    "RETURNING entry_count, end_user_id",
-                    {
-                        "n": len(entries),
-                        "now": now,
-                        "provider": provider,
-                        "model": model,
-                        "id": conversation_id,
-                        "sandbox_id": sandbox_id,
-                    },
-                )
+            seqs = await _append_entries(
+                db, keys, sandbox_id, conversation_id, entries, provider, model, now
             )
-            if not rows:
+            if seqs is None:
                 raise NotFound(f"conversation {conversation_id} not found")
-            last_seq, end_user_id = rows[0]
-            first_seq = last_seq - len(entries) + 1
-            index_key = keys.end_user_index_key(end_user_id)
-            entry_rows: list[tuple[Any, ...]] = []
-            term_rows: list[tuple[str, str, int]] = []
-            for seq, entry in enumerate(entries, start=first_seq):
-                sealed = keys.seal(
-                    entry.text, table="entries", row=_entry_row(conversation_id, seq), column="text"
-                )
-                entry_rows.append(
-                    (
-                        conversation_id,
-                        sandbox_id,
-                        seq,
-                        entry.kind,
-                        sealed,
-                        entry.tokens,
-                        entry.run_id,
-                        entry.provider,
-                        entry.model,
-                        entry.tool_call_id,
-                        entry.tool_name,
-                        entry.is_error,
-                        now,
-                    )
-                )
-                if entry.kind in _INDEXED_KINDS and (terms := blind_terms(index_key, entry.text)):
-                    term_rows.append((" ".join(terms), conversation_id, seq))
-            await db.executemany(
-                "INSERT INTO entries (conversation_id, sandbox_id, seq, kind, text_sealed, "
-                "tokens, run_id, provider, model, tool_call_id, tool_name, is_error, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                entry_rows,
-            )
-            if term_rows:
-                # The search row shares the entry's rowid (so deleting the entry drops it).
-                await db.executemany(
-                    "INSERT INTO entry_terms (rowid, terms) "
-                    "SELECT id, ? FROM entries WHERE conversation_id = ? AND seq = ?",
-                    term_rows,
-                )
-        return list(range(first_seq, last_seq + 1))
+        return seqs
 
     async def read_entries(
         self,
@@ -969,67 +903,48 @@ class SqliteStore(Store):
 
     # ---- runs, admission and the ledger ---------------------------------------------
 
-    async def begin_run(self, run: NewRun, quotas: Quotas) -> Run:
+    async def begin_run(
+        self,
+        run: NewRun,
+        *,
+        create_conversation: bool = False,
+        entries: Sequence[NewEntry] = (),
+    ) -> Run:
+        _check_entries_belong(run.id, entries)
+        # Unknown sandbox: NotFound before anything is written.
+        keys = await self._sandbox_keys(run.sandbox_id) if entries else None
         now = _now_us()
         async with self._transaction() as db:
-            # Every admission fact in one statement, read inside the write
-            # transaction that inserts the run: nothing can change in between.
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT "
-                    "(SELECT end_user_id FROM conversations WHERE id = :conv "
-                    " AND sandbox_id = :sbx) AS owner, "
-                    "(SELECT id FROM runs WHERE sandbox_id = :sbx AND request_id = :rid "
-                    " AND request_id <> '') AS duplicate, "
-                    "(SELECT id FROM runs WHERE conversation_id = :conv "
-                    " AND status = 'running') AS busy, "
-                    "(SELECT count(*) FROM runs WHERE sandbox_id = :sbx "
-                    " AND status = 'running') AS running, "
-                    "(SELECT count(*) FROM runs WHERE sandbox_id = :sbx AND end_user_id = :user "
-                    " AND status = 'running') AS running_for_user, "
-                    "(SELECT tokens FROM usage_daily WHERE sandbox_id = :sbx "
-                    " AND day = :day) AS tokens_today",
-                    {
-                        "conv": run.conversation_id,
-                        "sbx": run.sandbox_id,
-                        "rid": run.request_id,
-                        "user": run.end_user_id,
-                        "day": now // _US_PER_DAY,
-                    },
-                )
-            )
-            facts = rows[0]
-            if facts["owner"] != run.end_user_id:
-                raise NotFound(f"conversation {run.conversation_id} not found")
-            if facts["duplicate"] is not None:
-                raise AlreadyExists(
-                    f"request_id {run.request_id!r} was already used in this sandbox "
-                    f"(run {facts['duplicate']}); use a new request_id to start another turn"
-                )
-            if facts["busy"] is not None:
-                raise FailedPrecondition(
-                    f"conversation {run.conversation_id} already has a turn in progress; "
-                    "wait for it to finish"
-                )
-            _admit(
-                run, quotas, facts["running"], facts["running_for_user"], facts["tokens_today"] or 0
-            )
-            await db.execute(
-                "INSERT INTO runs (id, sandbox_id, end_user_id, conversation_id, provider, model, "
-                "request_id, labels, status, started_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-                (
-                    run.id,
+            if create_conversation:
+                # Created already holding its entries' count (they get seqs 1..n
+                # below), which spares the seq-reserving UPDATE of an append.
+                await _insert_conversation(
+                    db,
                     run.sandbox_id,
                     run.end_user_id,
                     run.conversation_id,
+                    now,
+                    entry_count=len(entries),
+                    provider=run.provider if entries else "",
+                    model=run.model if entries else "",
+                )
+            await _insert_admitted_run(db, run, now)
+            if keys is not None and create_conversation:
+                await _insert_entries(
+                    db, keys, run.sandbox_id, run.conversation_id, run.end_user_id, 1, entries, now
+                )
+            elif keys is not None:
+                # Admission has just found the conversation, in this transaction.
+                await _append_entries(
+                    db,
+                    keys,
+                    run.sandbox_id,
+                    run.conversation_id,
+                    entries,
                     run.provider,
                     run.model,
-                    run.request_id,
-                    orjson.dumps(run.labels).decode(),
                     now,
-                ),
-            )
+                )
         return Run(
             id=run.id,
             sandbox_id=run.sandbox_id,
@@ -1054,9 +969,11 @@ class SqliteStore(Store):
         usage: Usage | None = None,
         cost_usd: float = 0.0,
         ledger: Sequence[LedgerRow] = (),
+        entries: Sequence[NewEntry] = (),
     ) -> Run:
         if status == "running":
             raise ValueError("finish_run needs a final status, not 'running'")
+        _check_entries_belong(run_id, entries)
         usage = usage or Usage()
         now = _now_us()
         async with self._transaction() as db:
@@ -1099,6 +1016,19 @@ class SqliteStore(Store):
                         f"ledger row for run {row.run_id} in sandbox {row.sandbox_id} "
                         f"does not belong to run {finished.id}"
                     )
+            if entries:
+                # None: the conversation was deleted during the run. Its entries
+                # have nowhere to go, but the run must still close.
+                await _append_entries(
+                    db,
+                    await self._sandbox_keys(finished.sandbox_id),
+                    finished.sandbox_id,
+                    finished.conversation_id,
+                    entries,
+                    finished.provider,
+                    finished.model,
+                    now,
+                )
             if ledger:
                 await db.executemany(
                     f"INSERT INTO ledger ({_LEDGER_COLUMNS}, created_at) "
@@ -1245,27 +1175,249 @@ class SqliteStore(Store):
         )
 
 
-def _admit(run: NewRun, quotas: Quotas, running: int, running_for_user: int, tokens: int) -> None:
-    """Raise ResourceExhausted naming the first quota that starting ``run`` would exceed."""
-    if quotas.max_concurrent_runs and running >= quotas.max_concurrent_runs:
-        raise ResourceExhausted(
-            f"sandbox {run.sandbox_id} has {running} runs in progress and its "
-            f"max_concurrent_runs quota is {quotas.max_concurrent_runs}; "
-            "retry when one finishes or raise the quota"
+# ---- transaction bodies -----------------------------------------------------------
+# SQL shared by several store methods, run inside the caller's write
+# transaction (``db``): the caller owns BEGIN/COMMIT, so these compose into one
+# atomic, durable unit.
+
+
+async def _insert_conversation(
+    db: aiosqlite.Connection,
+    sandbox_id: str,
+    end_user_id: str,
+    conversation_id: str,
+    now: int,
+    *,
+    entry_count: int = 0,
+    provider: str = "",
+    model: str = "",
+) -> None:
+    """Create the conversation (and its end user on first sight).
+
+    ``entry_count`` > 0 creates it already holding the seqs 1..entry_count,
+    for the caller to fill with :func:`_insert_entries` in the same transaction.
+    """
+    try:
+        await db.execute(
+            "INSERT INTO end_users (sandbox_id, id, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (sandbox_id, id) DO NOTHING",
+            (sandbox_id, end_user_id, now),
         )
-    limit = quotas.max_concurrent_runs_per_end_user
-    if limit and running_for_user >= limit:
-        raise ResourceExhausted(
-            f"end user {run.end_user_id!r} has {running_for_user} runs in progress and the "
-            f"sandbox's max_concurrent_runs_per_end_user quota is {limit}; "
-            "retry when one finishes or raise the quota"
+    except sqlite3.IntegrityError as exc:
+        if _is_constraint(exc, "FOREIGNKEY"):
+            raise NotFound(f"sandbox {sandbox_id} not found") from None
+        raise
+    try:
+        await db.execute(
+            "INSERT INTO conversations (id, sandbox_id, end_user_id, last_provider, last_model, "
+            "entry_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, sandbox_id, end_user_id, provider, model, entry_count, now, now),
         )
-    if quotas.max_tokens_per_day and tokens >= quotas.max_tokens_per_day:
-        raise ResourceExhausted(
-            f"sandbox {run.sandbox_id} has used {tokens} tokens today (UTC) and its "
-            f"max_tokens_per_day quota is {quotas.max_tokens_per_day}; "
-            "retry after midnight UTC or raise the quota"
+    except sqlite3.IntegrityError as exc:
+        if _is_constraint(exc, "PRIMARYKEY"):
+            raise AlreadyExists(
+                f"conversation {conversation_id} already exists; a new conversation needs a new id"
+            ) from None
+        raise
+
+
+async def _append_entries(
+    db: aiosqlite.Connection,
+    keys: SandboxKeys,
+    sandbox_id: str,
+    conversation_id: str,
+    entries: Sequence[NewEntry],
+    provider: str,
+    model: str,
+    now: int,
+) -> list[int] | None:
+    """Append ``entries`` (non-empty); their seqs, or None if the conversation is not there."""
+    # Reserve the seqs and touch the conversation in one statement.
+    rows = list(
+        await db.execute_fetchall(
+            "UPDATE conversations SET entry_count = entry_count + :n, updated_at = :now, "
+            "last_provider = CASE WHEN :provider = '' THEN last_provider ELSE :provider END, "
+            "last_model = CASE WHEN :model = '' THEN last_model ELSE :model END "
+            "WHERE id = :id AND sandbox_id = :sandbox_id "
+            "RETURNING entry_count, end_user_id",
+            {
+                "n": len(entries),
+                "now": now,
+                "provider": provider,
+                "model": model,
+                "id": conversation_id,
+                "sandbox_id": sandbox_id,
+            },
         )
+    )
+    if not rows:
+        return None
+    last_seq, end_user_id = rows[0]
+    first_seq = last_seq - len(entries) + 1
+    await _insert_entries(
+        db, keys, sandbox_id, conversation_id, end_user_id, first_seq, entries, now
+    )
+    return list(range(first_seq, last_seq + 1))
+
+
+async def _insert_entries(
+    db: aiosqlite.Connection,
+    keys: SandboxKeys,
+    sandbox_id: str,
+    conversation_id: str,
+    end_user_id: str,
+    first_seq: int,
+    entries: Sequence[NewEntry],
+    now: int,
+) -> None:
+    """Write entries, sealed, into seqs already reserved on the conversation, and index them."""
+    index_key = keys.end_user_index_key(end_user_id)
+    entry_rows: list[tuple[Any, ...]] = []
+    term_rows: list[tuple[str, str, int]] = []
+    for seq, entry in enumerate(entries, start=first_seq):
+        sealed = keys.seal(
+            entry.text, table="entries", row=_entry_row(conversation_id, seq), column="text"
+        )
+        entry_rows.append(
+            (
+                conversation_id,
+                sandbox_id,
+                seq,
+                entry.kind,
+                sealed,
+                entry.tokens,
+                entry.run_id,
+                entry.provider,
+                entry.model,
+                entry.tool_call_id,
+                entry.tool_name,
+                entry.is_error,
+                now,
+            )
+        )
+        if entry.kind in _INDEXED_KINDS and (terms := blind_terms(index_key, entry.text)):
+            term_rows.append((" ".join(terms), conversation_id, seq))
+    await db.executemany(
+        "INSERT INTO entries (conversation_id, sandbox_id, seq, kind, text_sealed, "
+        "tokens, run_id, provider, model, tool_call_id, tool_name, is_error, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        entry_rows,
+    )
+    if term_rows:
+        # The search row shares the entry's rowid (so deleting the entry drops it).
+        await db.executemany(
+            "INSERT INTO entry_terms (rowid, terms) "
+            "SELECT id, ? FROM entries WHERE conversation_id = ? AND seq = ?",
+            term_rows,
+        )
+
+
+#: Every admission fact of a run, the sandbox's current quotas included, and
+#: the first reason to refuse it (NULL: admit). One definition serves both the
+#: insert that admits (hot path: a single statement) and the read that
+#: explains a refusal; inside one write transaction they see the same facts.
+_ADMISSION = (
+    "WITH facts AS (SELECT "
+    "s.max_concurrent_runs AS max_runs, "
+    "s.max_concurrent_runs_per_end_user AS max_runs_per_user, "
+    "s.max_tokens_per_day AS max_tokens, "
+    "(SELECT end_user_id FROM conversations WHERE id = :conv AND sandbox_id = :sbx) AS owner, "
+    "(SELECT id FROM runs WHERE sandbox_id = :sbx AND request_id = :rid "
+    " AND request_id <> '') AS duplicate, "
+    "(SELECT id FROM runs WHERE conversation_id = :conv AND status = 'running') AS busy, "
+    "(SELECT count(*) FROM runs WHERE sandbox_id = :sbx AND status = 'running') AS running, "
+    "(SELECT count(*) FROM runs WHERE sandbox_id = :sbx AND end_user_id = :user "
+    " AND status = 'running') AS running_for_user, "
+    "coalesce((SELECT tokens FROM usage_daily WHERE sandbox_id = :sbx AND day = :day), 0) "
+    " AS tokens_today "
+    "FROM (SELECT 1) LEFT JOIN sandboxes s ON s.id = :sbx), "
+    "admission AS (SELECT *, CASE "
+    "WHEN max_runs IS NULL THEN 'sandbox' "
+    "WHEN owner IS NOT :user THEN 'conversation' "
+    "WHEN duplicate IS NOT NULL THEN 'request_id' "
+    "WHEN busy IS NOT NULL THEN 'busy' "
+    "WHEN max_runs > 0 AND running >= max_runs THEN 'max_concurrent_runs' "
+    "WHEN max_runs_per_user > 0 AND running_for_user >= max_runs_per_user "
+    " THEN 'max_concurrent_runs_per_end_user' "
+    "WHEN max_tokens > 0 AND tokens_today >= max_tokens THEN 'max_tokens_per_day' "
+    "END AS refusal FROM facts) "
+)
+
+
+async def _insert_admitted_run(db: aiosqlite.Connection, run: NewRun, now: int) -> None:
+    """Insert ``run`` as running if admission allows it, else raise why not (nothing inserted)."""
+    params = {
+        "id": run.id,
+        "sbx": run.sandbox_id,
+        "user": run.end_user_id,
+        "conv": run.conversation_id,
+        "provider": run.provider,
+        "model": run.model,
+        "rid": run.request_id,
+        "labels": orjson.dumps(run.labels).decode(),
+        "now": now,
+        "day": now // _US_PER_DAY,
+    }
+    # RETURNING, not rowcount: the sqlite3 module reports no rowcount for a
+    # statement that starts with WITH.
+    inserted = list(
+        await db.execute_fetchall(
+            _ADMISSION + "INSERT INTO runs (id, sandbox_id, end_user_id, conversation_id, "
+            "provider, model, request_id, labels, status, started_at) "
+            "SELECT :id, :sbx, :user, :conv, :provider, :model, :rid, :labels, 'running', :now "
+            "FROM admission WHERE refusal IS NULL RETURNING 1",
+            params,
+        )
+    )
+    if inserted:
+        return
+    rows = list(await db.execute_fetchall(_ADMISSION + "SELECT * FROM admission", params))
+    _refuse(run, rows[0])
+
+
+def _refuse(run: NewRun, facts: sqlite3.Row) -> NoReturn:
+    """Raise the error for the refusal ``facts`` name, with the numbers behind it."""
+    match facts["refusal"]:
+        case "sandbox":
+            raise NotFound(f"sandbox {run.sandbox_id} not found")
+        case "conversation":
+            raise NotFound(f"conversation {run.conversation_id} not found")
+        case "request_id":
+            raise AlreadyExists(
+                f"request_id {run.request_id!r} was already used in this sandbox "
+                f"(run {facts['duplicate']}); use a new request_id to start another turn"
+            )
+        case "busy":
+            raise FailedPrecondition(
+                f"conversation {run.conversation_id} already has a turn in progress; "
+                "wait for it to finish"
+            )
+        case "max_concurrent_runs":
+            raise ResourceExhausted(
+                f"sandbox {run.sandbox_id} has {facts['running']} runs in progress and its "
+                f"max_concurrent_runs quota is {facts['max_runs']}; "
+                "retry when one finishes or raise the quota"
+            )
+        case "max_concurrent_runs_per_end_user":
+            raise ResourceExhausted(
+                f"end user {run.end_user_id!r} has {facts['running_for_user']} runs in progress "
+                "and the sandbox's max_concurrent_runs_per_end_user quota is "
+                f"{facts['max_runs_per_user']}; retry when one finishes or raise the quota"
+            )
+        case "max_tokens_per_day":
+            raise ResourceExhausted(
+                f"sandbox {run.sandbox_id} has used {facts['tokens_today']} tokens today (UTC) "
+                f"and its max_tokens_per_day quota is {facts['max_tokens']}; "
+                "retry after midnight UTC or raise the quota"
+            )
+        case refusal:
+            raise StoreError(f"run {run.id} was not inserted, yet admission found {refusal!r}")
+
+
+def _check_entries_belong(run_id: str, entries: Sequence[NewEntry]) -> None:
+    for entry in entries:
+        if entry.run_id != run_id:
+            raise ValueError(f"entry of run {entry.run_id!r} does not belong to run {run_id}")
 
 
 async def _rollback_quietly(db: aiosqlite.Connection) -> None:

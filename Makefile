@@ -57,3 +57,4 @@ pytest: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --smoke
+	$(BIN)/python benchmarks/context_assembly.py --smoke

@@ -88,6 +88,7 @@ class Config:
     timeout: float = 300.0  # seconds, per phase (and the deadline of its streams)
     budget: float = 1800.0  # seconds, the whole run
     targets: tuple[str, ...] = TARGET_ORDER
+    coalesce: bool = True  # interlockd's runs.coalesce_deltas
 
 
 SMOKE = Config(
@@ -213,7 +214,7 @@ def interlockd_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "interlockd.cli"]
 
 
-def interlockd_config(workdir: Path, upstream_port: int) -> Path:
+def interlockd_config(workdir: Path, upstream_port: int, coalesce: bool) -> Path:
     """A TOML config: port 0, a fresh data dir, one OpenAI-compatible provider."""
     config = workdir / "interlockd.toml"
     lines = [
@@ -228,14 +229,19 @@ def interlockd_config(workdir: Path, upstream_port: int) -> Path:
         f'base_url = "http://127.0.0.1:{upstream_port}/v1"',
         'api_key = "bench"',
         'default_model = "bench"',
+        "",
+        "[runs]",
+        f"coalesce_deltas = {'true' if coalesce else 'false'}",
     ]
     config.write_text("\n".join(lines) + "\n")
     return config
 
 
-def start_interlockd(children: Children, workdir: Path, upstream_port: int) -> tuple[Child, str]:
+def start_interlockd(
+    children: Children, workdir: Path, upstream_port: int, coalesce: bool
+) -> tuple[Child, str]:
     """Start ``interlockd serve --bootstrap``; return it and the sandbox API key it printed."""
-    config = interlockd_config(workdir, upstream_port)
+    config = interlockd_config(workdir, upstream_port, coalesce)
     # INTERLOCK_* variables would override the file; a proxy must not see loopback.
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
@@ -807,7 +813,7 @@ def start_targets(
         upstream = start_script(children, "upstream", "upstream.py", cfg.deltas)
         port = wait_for_port(upstream)
         if "interlockd" in cfg.targets:
-            daemon, key = start_interlockd(children, workdir, port)
+            daemon, key = start_interlockd(children, workdir, port, cfg.coalesce)
             address = f"127.0.0.1:{wait_for_port(daemon)}"
             extras = {"api_key": key, "upstream_pid": upstream.proc.pid}
             specs.append(("interlockd", address, daemon.proc.pid, extras))
@@ -897,6 +903,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, bool]:
     parser.add_argument("--timeout", type=float, help="seconds per phase")
     parser.add_argument("--budget", type=float, help="seconds for the whole run")
     parser.add_argument("--targets", help=f"comma-separated subset of {','.join(TARGET_ORDER)}")
+    parser.add_argument(
+        "--no-coalesce", action="store_true", help="run interlockd with coalesce_deltas = false"
+    )
     args = parser.parse_args(argv)
     cfg = SMOKE if args.smoke else Config()
     overrides: dict[str, Any] = {
@@ -904,6 +913,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, bool]:
         for key in ("deltas", "reps", "ttfe_runs", "streams_per_channel", "timeout", "budget")
         if getattr(args, key) is not None
     }
+    if args.no_coalesce:
+        overrides["coalesce"] = False
     if args.concurrency:
         overrides["concurrency"] = tuple(int(c) for c in args.concurrency.split(","))
     if args.targets:

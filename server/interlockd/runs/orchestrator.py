@@ -287,7 +287,7 @@ class Orchestrator:
             else []
         )
         err = outcome.error
-        return await self._store.finish_run(
+        finished = await self._store.finish_run(
             run.id,
             status=outcome.status,
             stop_reason=outcome.stop_reason,
@@ -298,6 +298,24 @@ class Orchestrator:
             ledger=ledger,
             entries=recorder.take_text(),
         )
+        log.info(
+            "run_finished",
+            run_id=run.id,
+            provider=run.provider,
+            model=model,
+            status=finished.status,
+            stop_reason=finished.stop_reason,
+            error_code=finished.error_code,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=cost,
+            seconds=round(
+                (finished.finished_at or finished.started_at).timestamp()
+                - finished.started_at.timestamp(),
+                3,
+            ),
+        )
+        return finished
 
     async def _shielded(self, work: Coroutine[Any, Any, object]) -> None:
         """Finish bookkeeping even though the run's task is being cancelled."""

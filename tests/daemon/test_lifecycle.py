@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import stat
 import sys
@@ -231,3 +232,31 @@ async def test_keys_rotate_keeps_old_rows_readable(
         assert texts[2] == "after rotation"
     finally:
         await restarted.kill()
+
+
+async def test_setup_prints_secrets_once(tmp_path: Path) -> None:
+    """`interlockd setup` creates the key file and first sandbox, printing secrets only once."""
+
+    async def setup() -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "interlockd.cli",
+            "setup",
+            "--data-dir",
+            str(tmp_path / "d"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")},
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    first = await setup()
+    assert "INTERLOCK_OPERATOR_KEY=ilop_" in first
+    assert "INTERLOCK_API_KEY=ilk_" in first
+    assert stat.S_IMODE((tmp_path / "d" / "master.key").stat().st_mode) == 0o600
+    second = await setup()
+    assert "already set up" in second
+    assert "ilk_" not in second

@@ -19,9 +19,10 @@ import pytest
 from interlockd.backends.base import Usage
 from interlockd.errors import DecryptionError, ResourceExhausted, StoreError
 from interlockd.ids import new_id
+from interlockd.store import sqlite as sqlite_module
 from interlockd.store.base import LedgerRow, NewEntry, NewRun, Quotas, RotationReport
 from interlockd.store.crypto import MasterKeyring, new_key
-from interlockd.store.sqlite import SqliteStore
+from interlockd.store.sqlite import SqliteStore, load_migrations
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 SECRET_WORDS = ("quokka", "Bartholomew", "zucchini", "Überraschung")
 MESSAGE = "The quokka named Bartholomew ate zucchini — Überraschung!"
+SECRET_VALUE = "sk-ant-api03-quokkaBartholomewZucchini"
+SESSION_ID = "sesn_01QuokkaBartholomew"
 TITLE = "Bartholomew's zucchini diary"
 
 
@@ -232,7 +235,8 @@ async def test_restart_keeps_everything(db_path: Path, key_path: Path) -> None:
         await reopened.close()
     with raw_db(db_path) as db:
         assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-            (1, "0001_initial.sql")
+            (1, "0001_initial.sql"),
+            (2, "0002_provider_state.sql"),
         ]
 
 
@@ -387,3 +391,163 @@ async def test_env_key_store_needs_no_key_file(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert names_in(tmp_path) == ["env.db"]
+
+
+# ---- provider state and secrets ---------------------------------------------------
+
+
+async def test_file_holds_no_secret_or_provider_session_id(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    """Neither the database nor its WAL holds a secret's value or a provider session id."""
+    sandbox = await sqlite_store.create_sandbox("acme", Quotas())
+    conversation = await sqlite_store.create_conversation(sandbox.id, "alice")
+    await sqlite_store.set_secret(sandbox.id, "anthropic_api_key", SECRET_VALUE)
+    await sqlite_store.set_provider_session(sandbox.id, conversation.id, "anthropic", SESSION_ID, 0)
+    assert await sqlite_store.get_secret(sandbox.id, "anthropic_api_key") == SECRET_VALUE
+
+    raw = file_bytes(db_path)
+    assert b"anthropic_api_key" in raw  # the probe works: names are visible metadata
+    for value in (SECRET_VALUE, SESSION_ID, "quokka", "Bartholomew"):
+        assert value.encode() not in raw, value
+
+
+async def test_sealed_secret_or_session_moved_to_another_row_fails_to_open(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    """A sealed secret copied to another sandbox or name, or a session to another
+    conversation or provider, fails to open with DecryptionError."""
+    store = sqlite_store
+    mine, theirs = [await store.create_sandbox(n, Quotas()) for n in ("mine", "theirs")]
+    source, neighbour = [await store.create_conversation(mine.id, "alice") for _ in range(2)]
+    for sandbox in (mine, theirs):
+        await store.set_secret(sandbox.id, "anthropic_api_key", f"sk-{sandbox.name}")
+    await store.set_secret(mine.id, "other_key", "sk-other")
+    await store.set_provider_session(mine.id, source.id, "anthropic", SESSION_ID, 1)
+    await store.set_provider_session(mine.id, source.id, "google", "sessions/1", 1)
+    await store.set_provider_session(mine.id, neighbour.id, "anthropic", "sesn_other", 1)
+
+    with raw_db(db_path) as db:
+        db.execute(
+            "UPDATE sandbox_secrets SET value_sealed = (SELECT value_sealed FROM sandbox_secrets "
+            "WHERE sandbox_id = ? AND name = 'anthropic_api_key') "
+            "WHERE (sandbox_id = ? AND name = 'anthropic_api_key') "
+            "OR (sandbox_id = ? AND name = 'other_key')",
+            (mine.id, theirs.id, mine.id),
+        )
+        db.execute(
+            "UPDATE provider_sessions SET session_id_sealed = (SELECT session_id_sealed "
+            "FROM provider_sessions WHERE conversation_id = ? AND provider = 'anthropic') "
+            "WHERE conversation_id = ? OR provider = 'google'",
+            (source.id, neighbour.id),
+        )
+
+    with pytest.raises(DecryptionError, match="failed to open"):
+        await store.get_secret(theirs.id, "anthropic_api_key")
+    with pytest.raises(DecryptionError):
+        await store.get_secret(mine.id, "other_key")
+    with pytest.raises(DecryptionError):
+        await store.get_provider_session(mine.id, neighbour.id, "anthropic")
+    with pytest.raises(DecryptionError):
+        await store.get_provider_session(mine.id, source.id, "google")
+    assert await store.get_secret(mine.id, "anthropic_api_key") == "sk-mine"
+    session = await store.get_provider_session(mine.id, source.id, "anthropic")
+    assert session is not None
+    assert session.session_id == SESSION_ID
+
+
+async def test_secrets_survive_master_key_rotation(db_path: Path, key_path: Path) -> None:
+    """After a master and data key rotation, secrets and sessions open in a fresh process."""
+    ring = MasterKeyring.load_or_create(key_path)
+    store = SqliteStore(db_path, ring)
+    await store.open()
+    try:
+        sandbox = await store.create_sandbox("acme", Quotas())
+        conversation = await store.create_conversation(sandbox.id, "alice")
+        await store.set_secret(sandbox.id, "before", "old key")
+        await store.set_provider_session(sandbox.id, conversation.id, "anthropic", SESSION_ID, 3)
+        ring.rotate(key_path)
+        await store.rotate_keys(new_data_keys=True)
+        await store.set_secret(sandbox.id, "after", "new key")
+    finally:
+        await store.close()
+
+    fresh = await open_store(db_path, key_path)
+    try:
+        assert await fresh.get_secret(sandbox.id, "before") == "old key"
+        assert await fresh.get_secret(sandbox.id, "after") == "new key"
+        session = await fresh.get_provider_session(sandbox.id, conversation.id, "anthropic")
+        assert session is not None
+        assert (session.session_id, session.through_seq) == (SESSION_ID, 3)
+    finally:
+        await fresh.close()
+
+
+async def test_migration_2_applies_to_a_version_1_database(
+    db_path: Path, key_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database created at schema version 1 gains the provider tables and keeps its data."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_module, "load_migrations", lambda: load_migrations()[:1])
+        old = await open_store(db_path, key_path)
+        try:
+            sandbox = await old.create_sandbox("acme", Quotas())
+            conversation = await old.create_conversation(sandbox.id, "alice")
+            await old.set_conversation_title(sandbox.id, "alice", conversation.id, TITLE)
+            await old.append_entries(sandbox.id, conversation.id, [user_entry(MESSAGE)])
+            conversation = await old.get_conversation(sandbox.id, "alice", conversation.id)
+        finally:
+            await old.close()
+    with raw_db(db_path) as db:
+        assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        assert not db.execute(
+            "SELECT name FROM sqlite_master WHERE name = 'provider_sessions'"
+        ).fetchall()
+
+    store = await open_store(db_path, key_path)
+    try:
+        assert await store.get_conversation(sandbox.id, "alice", conversation.id) == conversation
+        assert [e.text for e in await store.read_entries(sandbox.id, conversation.id)] == [MESSAGE]
+        await store.set_provider_session(sandbox.id, conversation.id, "anthropic", SESSION_ID, 1)
+        await store.put_provider_resource(sandbox.id, "anthropic", "agent", "fp", "agent_1")
+        await store.set_secret(sandbox.id, "anthropic_api_key", SECRET_VALUE)
+        assert await store.get_secret(sandbox.id, "anthropic_api_key") == SECRET_VALUE
+    finally:
+        await store.close()
+    with raw_db(db_path) as db:
+        assert [v for (v,) in db.execute("SELECT version FROM schema_migrations")] == [1, 2]
+        tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"provider_sessions", "provider_resources", "sandbox_secrets"} <= tables
+
+
+async def test_provider_resource_locks_do_not_accumulate(sqlite_store: SqliteStore) -> None:
+    """The in-process lock table drops a key once nobody holds or awaits it, cancelled waiters
+    included."""
+    store = sqlite_store
+    sandbox = await store.create_sandbox("acme", Quotas())
+
+    async def use(fingerprint: str) -> None:
+        async with store.provider_resource_lock(sandbox.id, "anthropic", "agent", fingerprint):
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(use(f"fp-{i % 3}") for i in range(20)))
+    assert len(store._resource_locks) == 0
+
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with store.provider_resource_lock(sandbox.id, "anthropic", "agent", "fp"):
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await held.wait()
+    waiter = asyncio.create_task(use("fp"))
+    await asyncio.sleep(0.01)
+    assert len(store._resource_locks) == 1
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    release.set()
+    await holder
+    assert len(store._resource_locks) == 0

@@ -9,12 +9,14 @@ atomically, never in caller memory.
 
 Conversation content and secrets go in as plaintext and come out as
 plaintext; the store seals them with the sandbox's data key on the way in
-(see ``crypto.py``). The store knows nothing of providers or gRPC.
+(see ``crypto.py``). The store knows nothing of providers or gRPC: provider
+names, resource kinds, fingerprints and ids are opaque strings to it.
 """
 
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
@@ -22,11 +24,22 @@ from interlockd.backends.base import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from contextlib import AbstractAsyncContextManager
     from datetime import datetime
 
 EntryKind = Literal["user", "assistant", "tool_call", "tool_result", "summary"]
 RunStatus = Literal["running", "finished", "failed", "cancelled", "interrupted"]
 T = TypeVar("T")
+
+#: A sandbox secret's name: 1-64 characters of ``[a-z0-9_.-]``.
+SECRET_NAME = re.compile(r"[a-z0-9_.-]{1,64}")
+
+
+def check_secret_name(name: str) -> str:
+    """Return ``name`` if it is a valid secret name (:data:`SECRET_NAME`), else raise ValueError."""
+    if not SECRET_NAME.fullmatch(name):
+        raise ValueError(f"secret name must be 1-64 characters of [a-z0-9_.-], got {name!r}")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +179,21 @@ class Page(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderSession:
+    """A managed runtime's own session for a conversation (e.g. ``sesn_...``).
+
+    ``through_seq`` is the seq of the last window entry that session has seen
+    (0: none); entries after it ran elsewhere and must be handed over before
+    the session is reused. ``session_id`` is sealed at rest.
+    """
+
+    provider: str
+    session_id: str
+    through_seq: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class RotationReport:
     master_key_id: str
     data_keys_rewrapped: int
@@ -291,7 +319,8 @@ class Store(abc.ABC):
     async def delete_conversation(
         self, sandbox_id: str, end_user_id: str, conversation_id: str
     ) -> None:
-        """Delete the conversation, its entries and its search index rows; NotFound otherwise."""
+        """Delete the conversation, its entries, its search index rows and its provider
+        sessions; NotFound otherwise."""
 
     @abc.abstractmethod
     async def append_entries(
@@ -464,6 +493,114 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_ledger(self, sandbox_id: str, run_id: str = "") -> list[LedgerRow]:
         """Ledger rows of the sandbox (of one run when ``run_id`` is given)."""
+
+    # ---- provider state: sessions, resources, secrets --------------------------
+
+    @abc.abstractmethod
+    async def get_provider_session(
+        self, sandbox_id: str, conversation_id: str, provider: str
+    ) -> ProviderSession | None:
+        """The provider's session for the conversation, or None.
+
+        None also when the conversation is not in this sandbox (or does not
+        exist): never another sandbox's session, and nothing is revealed.
+        """
+
+    @abc.abstractmethod
+    async def set_provider_session(
+        self,
+        sandbox_id: str,
+        conversation_id: str,
+        provider: str,
+        session_id: str,
+        through_seq: int,
+    ) -> ProviderSession:
+        """Record (insert or replace) the provider's session for the conversation; return it.
+
+        One session per (conversation, provider); ``updated_at`` becomes now.
+        ``session_id`` is sealed with the sandbox's current data key, bound to
+        (sandbox, conversation, provider), since it leads to conversation
+        content at the provider. Raise NotFound if the conversation is not in
+        this sandbox, ValueError for a negative ``through_seq``. Sessions are
+        deleted with their conversation (and so with the sandbox).
+        """
+
+    @abc.abstractmethod
+    async def clear_provider_session(
+        self, sandbox_id: str, conversation_id: str, provider: str
+    ) -> None:
+        """Forget the provider's session for the conversation (e.g. the provider
+        answered 404 for it). Idempotent: nothing to clear is not an error."""
+
+    @abc.abstractmethod
+    async def get_provider_resource(
+        self, sandbox_id: str, provider: str, kind: str, fingerprint: str
+    ) -> str | None:
+        """The id of the resource (an agent, an environment, ...) created at
+        ``provider`` for the sandbox under ``(kind, fingerprint)``, or None."""
+
+    @abc.abstractmethod
+    async def put_provider_resource(
+        self, sandbox_id: str, provider: str, kind: str, fingerprint: str, resource_id: str
+    ) -> str:
+        """Record ``resource_id`` under the key unless one is recorded already; return the
+        stored id.
+
+        If a row exists (another coroutine or replica won the race), it is
+        kept and *its* id is returned: the caller uses that one (and may
+        dispose of its own). Raise NotFound for an unknown sandbox. Rows are
+        deleted with the sandbox.
+        """
+
+    @abc.abstractmethod
+    def provider_resource_lock(
+        self, sandbox_id: str, provider: str, kind: str, fingerprint: str
+    ) -> AbstractAsyncContextManager[None]:
+        """A lock to hold while checking the resource cache and creating the resource::
+
+            async with store.provider_resource_lock(sandbox_id, provider, kind, fp):
+                resource_id = await store.get_provider_resource(sandbox_id, provider, kind, fp)
+                if resource_id is None:
+                    resource_id = await store.put_provider_resource(
+                        sandbox_id, provider, kind, fp, await create_at_provider()
+                    )
+
+        Mutual exclusion among all holders of the same key, across every
+        process sharing the database (PostgreSQL: ``pg_advisory_xact_lock`` on
+        a hash of the key, held by a transaction open for the block), so
+        concurrent runs create one resource, not one each. Different keys never
+        wait for each other (a hash collision may make them, rarely). Not
+        reentrant: do not take the same key again inside the block. Keep the
+        block to the check and the create (never a whole turn). The lock does
+        not check that the sandbox exists; :meth:`put_provider_resource` does.
+        """
+
+    @abc.abstractmethod
+    async def set_secret(self, sandbox_id: str, name: str, value: str) -> None:
+        """Store (insert or replace) the sandbox's secret ``name`` (e.g. its own provider
+        API key).
+
+        The value is sealed with the sandbox's current data key, bound to
+        (sandbox, name), so a copy in another sandbox's or name's row fails to
+        open; it stays readable after :meth:`rotate_keys`. Raise ValueError
+        for an invalid name (see :func:`check_secret_name`), NotFound for an
+        unknown sandbox. Secrets are deleted with the sandbox.
+        """
+
+    @abc.abstractmethod
+    async def get_secret(self, sandbox_id: str, name: str) -> str | None:
+        """The secret's value, or None if the sandbox has no such secret (or does not
+        exist). ValueError for an invalid name."""
+
+    @abc.abstractmethod
+    async def delete_secret(self, sandbox_id: str, name: str) -> None:
+        """Delete the secret. Idempotent: an absent secret (or sandbox) is not an error.
+        ValueError for an invalid name."""
+
+    @abc.abstractmethod
+    async def list_secret_names(self, sandbox_id: str) -> list[str]:
+        """Names of the sandbox's secrets, sorted; never their values. [] for an
+        unknown sandbox."""
 
     # ---- keys ----------------------------------------------------------------
 

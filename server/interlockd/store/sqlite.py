@@ -26,6 +26,12 @@ fsync), so the hot transactions keep their statements few: admission and the
 run's insert are one statement, and a conversation created by ``begin_run``
 starts out holding its entries' seqs.
 
+Provider resource locks. :meth:`SqliteStore.provider_resource_lock` is an
+:class:`asyncio.Lock` per key, in process memory. That is the whole contract
+here: the embedded store is one daemon process by design (several replicas
+share PostgreSQL, whose store takes an advisory lock instead). A key's lock
+lives only while someone holds or awaits it.
+
 Deletion. ``secure_delete`` is on and deleting a sandbox ends with a
 truncating WAL checkpoint, so its wrapped keys are overwritten in the file
 rather than left in free pages (crypto-shredding).
@@ -67,6 +73,7 @@ from interlockd.store.base import (
     NewEntry,
     NewRun,
     Page,
+    ProviderSession,
     Quotas,
     RotationReport,
     Run,
@@ -75,6 +82,7 @@ from interlockd.store.base import (
     SearchHit,
     Store,
     WindowEntry,
+    check_secret_name,
 )
 from interlockd.store.crypto import (
     KeyCache,
@@ -119,6 +127,11 @@ def _time_or_none(us: int | None) -> datetime | None:
 def _entry_row(conversation_id: str, seq: int) -> str:
     """The row identity an entry's text is sealed to."""
     return f"{conversation_id}/{seq}"
+
+
+def _session_row(conversation_id: str, provider: str) -> str:
+    """The row identity a provider session id is sealed to."""
+    return f"{conversation_id}/{provider}"
 
 
 def _is_constraint(exc: sqlite3.Error, name: str) -> bool:
@@ -354,6 +367,44 @@ def _wrapped(r: sqlite3.Row) -> WrappedKey:
     )
 
 
+# ---- provider resource locks ------------------------------------------------------
+
+_ResourceKey = tuple[str, str, str, str]
+
+
+class _KeyedLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # holders and waiters
+
+
+class _KeyedLocks:
+    """One :class:`asyncio.Lock` per key, dropped when nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[_ResourceKey, _KeyedLock] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: _ResourceKey) -> AsyncIterator[None]:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = _KeyedLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            # Also when cancelled while waiting: the count stays exact.
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[key]
+
+
 # ---- the store --------------------------------------------------------------------
 
 
@@ -382,6 +433,7 @@ class SqliteStore(Store):
         # statements still run on the connection's thread); the next
         # transaction rolls it back first.
         self._in_transaction = False
+        self._resource_locks = _KeyedLocks()
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r})"
@@ -1116,6 +1168,170 @@ class SqliteStore(Store):
                 (sandbox_id,),
             )
         return [_ledger_row(r) for r in rows]
+
+    # ---- provider state: sessions, resources, secrets ------------------------------
+
+    async def get_provider_session(
+        self, sandbox_id: str, conversation_id: str, provider: str
+    ) -> ProviderSession | None:
+        rows = await self._fetch(
+            "SELECT session_id_sealed, through_seq, updated_at FROM provider_sessions "
+            "WHERE conversation_id = ? AND sandbox_id = ? AND provider = ?",
+            (conversation_id, sandbox_id, provider),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        session_id = await self._opened(
+            sandbox_id,
+            lambda keys: keys.open(
+                r["session_id_sealed"],
+                table="provider_sessions",
+                row=_session_row(conversation_id, provider),
+                column="session_id",
+            ),
+        )
+        return ProviderSession(provider, session_id, r["through_seq"], _time(r["updated_at"]))
+
+    async def set_provider_session(
+        self,
+        sandbox_id: str,
+        conversation_id: str,
+        provider: str,
+        session_id: str,
+        through_seq: int,
+    ) -> ProviderSession:
+        if through_seq < 0:
+            raise ValueError(f"through_seq must be at least 0, got {through_seq}")
+        try:
+            keys = await self._sandbox_keys(sandbox_id)
+        except NotFound:
+            raise NotFound(f"conversation {conversation_id} not found") from None
+        sealed = keys.seal(
+            session_id,
+            table="provider_sessions",
+            row=_session_row(conversation_id, provider),
+            column="session_id",
+        )
+        now = _now_us()
+        async with self._transaction() as db:
+            # Inserted from the conversation's row: no row there, nothing stored.
+            rows = list(
+                await db.execute_fetchall(
+                    "INSERT INTO provider_sessions (conversation_id, sandbox_id, provider, "
+                    "session_id_sealed, through_seq, updated_at) "
+                    "SELECT id, sandbox_id, ?, ?, ?, ? FROM conversations "
+                    "WHERE id = ? AND sandbox_id = ? "
+                    "ON CONFLICT (conversation_id, provider) DO UPDATE SET "
+                    "session_id_sealed = excluded.session_id_sealed, "
+                    "through_seq = excluded.through_seq, updated_at = excluded.updated_at "
+                    "RETURNING 1",
+                    (provider, sealed, through_seq, now, conversation_id, sandbox_id),
+                )
+            )
+        if not rows:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return ProviderSession(provider, session_id, through_seq, _time(now))
+
+    async def clear_provider_session(
+        self, sandbox_id: str, conversation_id: str, provider: str
+    ) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "DELETE FROM provider_sessions "
+                "WHERE conversation_id = ? AND sandbox_id = ? AND provider = ?",
+                (conversation_id, sandbox_id, provider),
+            )
+
+    async def get_provider_resource(
+        self, sandbox_id: str, provider: str, kind: str, fingerprint: str
+    ) -> str | None:
+        rows = await self._fetch(
+            "SELECT resource_id FROM provider_resources "
+            "WHERE sandbox_id = ? AND provider = ? AND kind = ? AND fingerprint = ?",
+            (sandbox_id, provider, kind, fingerprint),
+        )
+        return rows[0]["resource_id"] if rows else None
+
+    async def put_provider_resource(
+        self, sandbox_id: str, provider: str, kind: str, fingerprint: str, resource_id: str
+    ) -> str:
+        key = (sandbox_id, provider, kind, fingerprint)
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO provider_resources (sandbox_id, provider, kind, fingerprint, "
+                    "resource_id, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (sandbox_id, provider, kind, fingerprint) DO NOTHING",
+                    (*key, resource_id, _now_us()),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_constraint(exc, "FOREIGNKEY"):
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                raise
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT resource_id FROM provider_resources "
+                    "WHERE sandbox_id = ? AND provider = ? AND kind = ? AND fingerprint = ?",
+                    key,
+                )
+            )
+        stored: str = rows[0]["resource_id"]
+        return stored
+
+    def provider_resource_lock(
+        self, sandbox_id: str, provider: str, kind: str, fingerprint: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        # In-process only: see "Provider resource locks" in the module docstring.
+        return self._resource_locks.hold((sandbox_id, provider, kind, fingerprint))
+
+    async def set_secret(self, sandbox_id: str, name: str, value: str) -> None:
+        check_secret_name(name)
+        keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
+        sealed = keys.seal(value, table="sandbox_secrets", row=name, column="value")
+        now = _now_us()
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO sandbox_secrets (sandbox_id, name, value_sealed, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (sandbox_id, name) DO UPDATE SET "
+                    "value_sealed = excluded.value_sealed, updated_at = excluded.updated_at",
+                    (sandbox_id, name, sealed, now, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_constraint(exc, "FOREIGNKEY"):  # deleted since its keys were read
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                raise
+
+    async def get_secret(self, sandbox_id: str, name: str) -> str | None:
+        check_secret_name(name)
+        rows = await self._fetch(
+            "SELECT value_sealed FROM sandbox_secrets WHERE sandbox_id = ? AND name = ?",
+            (sandbox_id, name),
+        )
+        if not rows:
+            return None
+        sealed: bytes = rows[0]["value_sealed"]
+        return await self._opened(
+            sandbox_id,
+            lambda keys: keys.open(sealed, table="sandbox_secrets", row=name, column="value"),
+        )
+
+    async def delete_secret(self, sandbox_id: str, name: str) -> None:
+        check_secret_name(name)
+        async with self._transaction() as db:
+            await db.execute(
+                "DELETE FROM sandbox_secrets WHERE sandbox_id = ? AND name = ?",
+                (sandbox_id, name),
+            )
+
+    async def list_secret_names(self, sandbox_id: str) -> list[str]:
+        rows = await self._fetch(
+            "SELECT name FROM sandbox_secrets WHERE sandbox_id = ? ORDER BY name",
+            (sandbox_id,),
+        )
+        return [r["name"] for r in rows]
 
     # ---- keys --------------------------------------------------------------------
 

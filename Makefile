@@ -58,3 +58,4 @@ pytest: $(STAMP)
 bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --smoke
 	$(BIN)/python benchmarks/context_assembly.py --smoke
+	$(BIN)/python benchmarks/paced.py --smoke

@@ -4,6 +4,10 @@
 K text deltas (``data: {"choices":[{"index":0,"delta":{"content":"tok "}}]}``),
 a finish chunk, a usage chunk and ``data: [DONE]``. K comes from the request's
 model name (``"bench-k2000"`` streams 2000 deltas) or else from ``--deltas``.
+A model name with ``-pMms`` (``"bench-p20ms-k64"``) paces them instead: the
+first delta at once, then one every M milliseconds (from the response's start,
+so no drift), the finish, usage and ``[DONE]`` chunks with the last delta.
+Without it the whole response is written at once, as before.
 ``GET .../models`` lists one model; anything else is a 404.
 
 Built to stay out of the way of what it feeds: a raw asyncio HTTP/1.1 server
@@ -33,6 +37,8 @@ TOKEN = "tok "
 MAX_DELTAS = 1_000_000
 PROMPT_TOKENS = 12
 _MODEL_DELTAS = re.compile(rb'"model"\s*:\s*"[^"]*?-k(\d+)"')
+_MODEL_PACE = re.compile(rb'"model"\s*:\s*"[^"]*?-p(\d+(?:\.\d+)?)ms[^"]*"')
+MAX_PACE_MS = 60_000.0
 _SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\n"
     b"content-type: text/event-stream\r\n"
@@ -71,6 +77,22 @@ def stream_response(deltas: int) -> bytes:
     return _SSE_HEAD + b"".join(body) + b"0\r\n\r\n"
 
 
+@functools.lru_cache(maxsize=64)
+def paced_pieces(deltas: int) -> tuple[bytes, bytes, bytes]:
+    """(head + first delta, one more delta, finish + usage + [DONE] + end) of a paced stream."""
+    first = _sse(_delta({"role": "assistant", "content": TOKEN}))
+    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": deltas}
+    usage["total_tokens"] = PROMPT_TOKENS + deltas
+    tail = _sse(_delta({}, "stop")) + _sse({"choices": [], "usage": usage}) + _sse("[DONE]")
+    return _SSE_HEAD + first, _sse(_delta({"content": TOKEN})), tail + b"0\r\n\r\n"
+
+
+def pace_for(body: bytes) -> float | None:
+    """Seconds between deltas from a ``"model": "...-pMms..."``, else None (unpaced)."""
+    match = _MODEL_PACE.search(body)
+    return min(float(match.group(1)), MAX_PACE_MS) / 1000 if match else None
+
+
 def _plain_response(status: str, body: bytes) -> bytes:
     head = f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
     return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
@@ -106,6 +128,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self._default = default_deltas
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
+        self._paced: asyncio.TimerHandle | None = None  # the next delta of a paced response
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -113,15 +136,60 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        while self._transport is not None and (request := self._next_request()):
+        self._serve_buffered()
+
+    def _serve_buffered(self) -> None:
+        # A paced response in flight holds back pipelined requests until it ends.
+        while (
+            self._transport is not None
+            and self._paced is None
+            and (request := self._next_request())
+        ):
             method, path, headers, body = request
+            pace = pace_for(body) if method == "POST" else None
+            if pace is not None and path.split("?", 1)[0].endswith("/chat/completions"):
+                close = headers.get("connection", "").lower() == "close"
+                self._start_paced(deltas_for(body, self._default), pace, close)
+                continue
             self._transport.write(self._respond(method, path, body))
             if headers.get("connection", "").lower() == "close":
                 self._transport.close()
                 self._transport = None
 
+    def _start_paced(self, deltas: int, pace: float, close: bool) -> None:
+        assert self._transport is not None
+        first, delta, tail = paced_pieces(deltas)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        if deltas <= 1:  # nothing to pace
+            self._transport.write(stream_response(deltas))
+            if close:
+                self._transport.close()
+                self._transport = None
+            return
+        self._transport.write(first)
+
+        def send(i: int) -> None:  # delta i (0-based) is due at start + i * pace
+            self._paced = None
+            if self._transport is None:
+                return
+            last = i == deltas - 1
+            self._transport.write(delta + tail if last else delta)
+            if not last:
+                self._paced = loop.call_at(start + (i + 1) * pace, send, i + 1)
+            elif close:
+                self._transport.close()
+                self._transport = None
+            else:
+                self._serve_buffered()
+
+        self._paced = loop.call_at(start + pace, send, 1)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._paced is not None:
+            self._paced.cancel()
+            self._paced = None
 
     def _next_request(self) -> tuple[str, str, dict[str, str], bytes] | None:
         end = self._buf.find(b"\r\n\r\n")

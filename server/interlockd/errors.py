@@ -19,9 +19,14 @@ provider payloads.
     ├── StoreError               INTERNAL
     │   └── DecryptionError      INTERNAL           (a sealed value failed to open)
     └── ProviderError            UNKNOWN            (the provider refused or failed)
-        ├── ProviderUnavailable  UNAVAILABLE        (could not reach it, 5xx, 429)
+        ├── ProviderUnavailable  UNAVAILABLE        (could not reach it, 5xx, overloaded)
         ├── ProviderProtocolError INTERNAL          (it answered something malformed)
-        └── ProviderTimeout      DEADLINE_EXCEEDED
+        ├── ProviderTimeout      DEADLINE_EXCEEDED
+        ├── ProviderRateLimited  RESOURCE_EXHAUSTED (429 for the router's credentials)
+        ├── ProviderCredentialsRejected FAILED_PRECONDITION (401: fix the configured key)
+        ├── ProviderPermissionDenied PERMISSION_DENIED (403)
+        ├── ProviderRejected     INVALID_ARGUMENT   (400/404: e.g. an unknown model)
+        └── ProviderSessionLost  UNAVAILABLE        (its session is gone; retried internally)
 """
 
 from __future__ import annotations
@@ -115,4 +120,43 @@ class ProviderProtocolError(ProviderError):
 
 class ProviderTimeout(ProviderError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+    retryable = True
+
+
+class ProviderRateLimited(ProviderError):
+    """The provider's rate limit for our credentials is spent (429): slow down, retry."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retryable = True
+
+
+class ProviderCredentialsRejected(ProviderError):
+    """The provider refused the router's credentials for it (401): an operator must fix them.
+
+    Not UNAUTHENTICATED: the caller's own API key was fine.
+    """
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ProviderPermissionDenied(ProviderError):
+    """The credentials are valid but not allowed to do this at the provider (403)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request as made (400/404/413/422), e.g. an unknown model."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ProviderSessionLost(ProviderError):
+    """The provider no longer has the conversation's session (404, terminated).
+
+    Raised by backends that keep sessions before any event of the turn; the
+    orchestrator forgets the session and runs the turn once more in a new one.
+    """
+
+    code = grpc.StatusCode.UNAVAILABLE
     retryable = True

@@ -31,6 +31,7 @@ _STOP_REASONS = {
     "tool_limit": ev.STOP_REASON_TOOL_LIMIT,
     "content_filter": ev.STOP_REASON_CONTENT_FILTER,
     "refusal": ev.STOP_REASON_REFUSAL,
+    "budget_reached": ev.STOP_REASON_BUDGET_REACHED,
 }
 
 
@@ -89,7 +90,12 @@ def to_proto(event: RunEvent, run_id: str, seq: int) -> ev.AgentEvent:
         out.thinking_delta.text = event.text
     elif isinstance(event, ToolCall):
         out.tool_call.CopyFrom(
-            ev.ToolCall(call_id=event.call_id, name=event.name, arguments_json=event.arguments)
+            ev.ToolCall(
+                call_id=event.call_id,
+                name=event.name,
+                arguments_json=event.arguments,
+                provider_executed=event.provider_executed,
+            )
         )
     elif isinstance(event, ToolResult):
         out.tool_result.CopyFrom(
@@ -99,6 +105,7 @@ def to_proto(event: RunEvent, run_id: str, seq: int) -> ev.AgentEvent:
                 result_json=event.result,
                 error=event.error,
                 reused=event.reused,
+                provider_executed=event.provider_executed,
             )
         )
     elif isinstance(event, RunStarted):

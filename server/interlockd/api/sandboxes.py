@@ -160,3 +160,34 @@ class SandboxesServicer:
         )
         self._auth.forget_key(key.id)
         return pb.RevokeApiKeyResponse(api_key=key_proto(key))
+
+    @unary
+    async def SetSecret(
+        self, request: pb.SetSecretRequest, context: Context
+    ) -> pb.SetSecretResponse:
+        await self._auth.operator(context)
+        await self._store.set_secret(
+            v.identifier(request.sandbox_id, "sandbox_id"),
+            v.secret_name(request.name),
+            v.secret_value(request.value),
+        )
+        return pb.SetSecretResponse()
+
+    @unary
+    async def ListSecrets(
+        self, request: pb.ListSecretsRequest, context: Context
+    ) -> pb.ListSecretsResponse:
+        await self._auth.operator(context)
+        sandbox_id = v.identifier(request.sandbox_id, "sandbox_id")
+        await self._store.get_sandbox(sandbox_id)  # NOT_FOUND for an unknown sandbox
+        return pb.ListSecretsResponse(names=await self._store.list_secret_names(sandbox_id))
+
+    @unary
+    async def DeleteSecret(
+        self, request: pb.DeleteSecretRequest, context: Context
+    ) -> pb.DeleteSecretResponse:
+        await self._auth.operator(context)
+        sandbox_id = v.identifier(request.sandbox_id, "sandbox_id")
+        await self._store.get_sandbox(sandbox_id)
+        await self._store.delete_secret(sandbox_id, v.secret_name(request.name))
+        return pb.DeleteSecretResponse()

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from interlockd.errors import InvalidArgument
+from interlockd.store.base import SECRET_NAME
 
 _END_USER = re.compile(r"[A-Za-z0-9_.@:\-]{1,128}")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -18,6 +19,7 @@ _ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _TOOL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 MAX_SYSTEM_BYTES = 256 * 1024
+MAX_SECRET_BYTES = 8192
 MAX_LABELS = 16
 MAX_TOOLS = 128
 
@@ -66,6 +68,20 @@ def short_text(value: str, field: str, max_len: int) -> str:
         raise InvalidArgument(field, f"exceeds {max_len} characters")
     if any(ord(c) < 32 for c in value):
         raise InvalidArgument(field, "must not contain control characters")
+    return value
+
+
+def secret_name(value: str, field: str = "name") -> str:
+    if not SECRET_NAME.fullmatch(value):
+        raise InvalidArgument(field, "must be 1-64 characters of a-z, 0-9, '_', '.' and '-'")
+    return value
+
+
+def secret_value(value: str, field: str = "value") -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value.encode()) > MAX_SECRET_BYTES:
+        raise InvalidArgument(field, f"exceeds {MAX_SECRET_BYTES} bytes")
     return value
 
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19interlock/v1/events.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x04\n\nAgentEvent\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12;\n\x0brun_started\x18\n \x01(\x0b\x32\x18.interlock.v1.RunStartedH\x00R\nrunStarted\x12\x38\n\ntext_delta\x18\x0b \x01(\x0b\x32\x17.interlock.v1.TextDeltaH\x00R\ttextDelta\x12\x44\n\x0ethinking_delta\x18\x0c \x01(\x0b\x32\x1b.interlock.v1.ThinkingDeltaH\x00R\rthinkingDelta\x12\x35\n\ttool_call\x18\r \x01(\x0b\x32\x16.interlock.v1.ToolCallH\x00R\x08toolCall\x12;\n\x0btool_result\x18\x0e \x01(\x0b\x32\x18.interlock.v1.ToolResultH\x00R\ntoolResult\x12.\n\x06\x66inish\x18\x0f \x01(\x0b\x32\x14.interlock.v1.FinishH\x00R\x06\x66inish\x12+\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x13.interlock.v1.ErrorH\x00R\x05\x65rrorB\x07\n\x05\x65ventJ\x04\x08\x11\x10\x12\"\x98\x01\n\nRunStarted\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x1d\n\nrequest_id\x18\x04 \x01(\tR\trequestId\x12\x1a\n\x08replayed\x18\x05 \x01(\x08R\x08replayed\"\x1f\n\tTextDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"#\n\rThinkingDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"^\n\x08ToolCall\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\tR\x06\x63\x61llId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\"\x88\x01\n\nToolResult\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\tR\x06\x63\x61llId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n\x0bresult_json\x18\x03 \x01(\tR\nresultJson\x12\x14\n\x05\x65rror\x18\x04 \x01(\tR\x05\x65rror\x12\x16\n\x06reused\x18\x05 \x01(\x08R\x06reused\"\xd4\x01\n\x05Usage\x12!\n\x0cinput_tokens\x18\x01 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x02 \x01(\x03R\x0coutputTokens\x12*\n\x11\x63\x61\x63he_read_tokens\x18\x03 \x01(\x03R\x0f\x63\x61\x63heReadTokens\x12,\n\x12\x63\x61\x63he_write_tokens\x18\x04 \x01(\x03R\x10\x63\x61\x63heWriteTokens\x12)\n\x10reasoning_tokens\x18\x05 \x01(\x03R\x0freasoningTokens\"i\n\x04\x43ost\x12\x1b\n\ttoken_usd\x18\x01 \x01(\x01R\x08tokenUsd\x12\x1f\n\x0b\x63ompute_usd\x18\x02 \x01(\x01R\ncomputeUsd\x12#\n\rprice_version\x18\x03 \x01(\tR\x0cpriceVersion\"\xb5\x01\n\x06\x46inish\x12\x39\n\x0bstop_reason\x18\x01 \x01(\x0e\x32\x18.interlock.v1.StopReasonR\nstopReason\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x13.interlock.v1.UsageR\x05usage\x12&\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x12.interlock.v1.CostR\x04\x63ost\x12\x1d\n\nsession_id\x18\x04 \x01(\tR\tsessionId\"o\n\x05\x45rror\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x1c\n\tretryable\x18\x03 \x01(\x08R\tretryable\x12\x1a\n\x08provider\x18\x04 \x01(\tR\x08provider*\xb4\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14STOP_REASON_END_TURN\x10\x01\x12\x1a\n\x16STOP_REASON_MAX_TOKENS\x10\x02\x12\x1a\n\x16STOP_REASON_TOOL_LIMIT\x10\x03\x12\x1e\n\x1aSTOP_REASON_CONTENT_FILTER\x10\x04\x12\x17\n\x13STOP_REASON_REFUSAL\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19interlock/v1/events.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x04\n\nAgentEvent\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\x12;\n\x0brun_started\x18\n \x01(\x0b\x32\x18.interlock.v1.RunStartedH\x00R\nrunStarted\x12\x38\n\ntext_delta\x18\x0b \x01(\x0b\x32\x17.interlock.v1.TextDeltaH\x00R\ttextDelta\x12\x44\n\x0ethinking_delta\x18\x0c \x01(\x0b\x32\x1b.interlock.v1.ThinkingDeltaH\x00R\rthinkingDelta\x12\x35\n\ttool_call\x18\r \x01(\x0b\x32\x16.interlock.v1.ToolCallH\x00R\x08toolCall\x12;\n\x0btool_result\x18\x0e \x01(\x0b\x32\x18.interlock.v1.ToolResultH\x00R\ntoolResult\x12.\n\x06\x66inish\x18\x0f \x01(\x0b\x32\x14.interlock.v1.FinishH\x00R\x06\x66inish\x12+\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x13.interlock.v1.ErrorH\x00R\x05\x65rrorB\x07\n\x05\x65ventJ\x04\x08\x11\x10\x12\"\x98\x01\n\nRunStarted\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1a\n\x08provider\x18\x02 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x1d\n\nrequest_id\x18\x04 \x01(\tR\trequestId\x12\x1a\n\x08replayed\x18\x05 \x01(\x08R\x08replayed\"\x1f\n\tTextDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"#\n\rThinkingDelta\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\x8b\x01\n\x08ToolCall\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\tR\x06\x63\x61llId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\x12+\n\x11provider_executed\x18\x04 \x01(\x08R\x10providerExecuted\"\xb5\x01\n\nToolResult\x12\x17\n\x07\x63\x61ll_id\x18\x01 \x01(\tR\x06\x63\x61llId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n\x0bresult_json\x18\x03 \x01(\tR\nresultJson\x12\x14\n\x05\x65rror\x18\x04 \x01(\tR\x05\x65rror\x12\x16\n\x06reused\x18\x05 \x01(\x08R\x06reused\x12+\n\x11provider_executed\x18\x06 \x01(\x08R\x10providerExecuted\"\xd4\x01\n\x05Usage\x12!\n\x0cinput_tokens\x18\x01 \x01(\x03R\x0binputTokens\x12#\n\routput_tokens\x18\x02 \x01(\x03R\x0coutputTokens\x12*\n\x11\x63\x61\x63he_read_tokens\x18\x03 \x01(\x03R\x0f\x63\x61\x63heReadTokens\x12,\n\x12\x63\x61\x63he_write_tokens\x18\x04 \x01(\x03R\x10\x63\x61\x63heWriteTokens\x12)\n\x10reasoning_tokens\x18\x05 \x01(\x03R\x0freasoningTokens\"i\n\x04\x43ost\x12\x1b\n\ttoken_usd\x18\x01 \x01(\x01R\x08tokenUsd\x12\x1f\n\x0b\x63ompute_usd\x18\x02 \x01(\x01R\ncomputeUsd\x12#\n\rprice_version\x18\x03 \x01(\tR\x0cpriceVersion\"\xb5\x01\n\x06\x46inish\x12\x39\n\x0bstop_reason\x18\x01 \x01(\x0e\x32\x18.interlock.v1.StopReasonR\nstopReason\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x13.interlock.v1.UsageR\x05usage\x12&\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x12.interlock.v1.CostR\x04\x63ost\x12\x1d\n\nsession_id\x18\x04 \x01(\tR\tsessionId\"o\n\x05\x45rror\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x1c\n\tretryable\x18\x03 \x01(\x08R\tretryable\x12\x1a\n\x08provider\x18\x04 \x01(\tR\x08provider*\xd4\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14STOP_REASON_END_TURN\x10\x01\x12\x1a\n\x16STOP_REASON_MAX_TOKENS\x10\x02\x12\x1a\n\x16STOP_REASON_TOOL_LIMIT\x10\x03\x12\x1e\n\x1aSTOP_REASON_CONTENT_FILTER\x10\x04\x12\x17\n\x13STOP_REASON_REFUSAL\x10\x05\x12\x1e\n\x1aSTOP_REASON_BUDGET_REACHED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interlock.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STOPREASON']._serialized_start=1673
-  _globals['_STOPREASON']._serialized_end=1853
+  _globals['_STOPREASON']._serialized_start=1764
+  _globals['_STOPREASON']._serialized_end=1976
   _globals['_AGENTEVENT']._serialized_start=77
   _globals['_AGENTEVENT']._serialized_end=591
   _globals['_RUNSTARTED']._serialized_start=594
@@ -42,16 +42,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTDELTA']._serialized_end=779
   _globals['_THINKINGDELTA']._serialized_start=781
   _globals['_THINKINGDELTA']._serialized_end=816
-  _globals['_TOOLCALL']._serialized_start=818
-  _globals['_TOOLCALL']._serialized_end=912
-  _globals['_TOOLRESULT']._serialized_start=915
-  _globals['_TOOLRESULT']._serialized_end=1051
-  _globals['_USAGE']._serialized_start=1054
-  _globals['_USAGE']._serialized_end=1266
-  _globals['_COST']._serialized_start=1268
-  _globals['_COST']._serialized_end=1373
-  _globals['_FINISH']._serialized_start=1376
-  _globals['_FINISH']._serialized_end=1557
-  _globals['_ERROR']._serialized_start=1559
-  _globals['_ERROR']._serialized_end=1670
+  _globals['_TOOLCALL']._serialized_start=819
+  _globals['_TOOLCALL']._serialized_end=958
+  _globals['_TOOLRESULT']._serialized_start=961
+  _globals['_TOOLRESULT']._serialized_end=1142
+  _globals['_USAGE']._serialized_start=1145
+  _globals['_USAGE']._serialized_end=1357
+  _globals['_COST']._serialized_start=1359
+  _globals['_COST']._serialized_end=1464
+  _globals['_FINISH']._serialized_start=1467
+  _globals['_FINISH']._serialized_end=1648
+  _globals['_ERROR']._serialized_start=1650
+  _globals['_ERROR']._serialized_end=1761
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,8 @@ class _StopReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopReason
     """The provider's content filter stopped the answer."""
     STOP_REASON_REFUSAL: _StopReason.ValueType  # 5
     """The model refused."""
+    STOP_REASON_BUDGET_REACHED: _StopReason.ValueType  # 6
+    """A usage budget set at the provider for the session was reached."""
 
 class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper):
     """Why a run finished."""
@@ -52,6 +54,8 @@ STOP_REASON_CONTENT_FILTER: StopReason.ValueType  # 4
 """The provider's content filter stopped the answer."""
 STOP_REASON_REFUSAL: StopReason.ValueType  # 5
 """The model refused."""
+STOP_REASON_BUDGET_REACHED: StopReason.ValueType  # 6
+"""A usage budget set at the provider for the session was reached."""
 Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
 
 @_typing.final
@@ -235,22 +239,29 @@ class ToolCall(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    PROVIDER_EXECUTED_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     """Provider-assigned id of the call; a ToolResult with the same id follows."""
     name: _builtins.str
     """The tool's name."""
     arguments_json: _builtins.str
     """The arguments as JSON text, exactly as the model produced them."""
+    provider_executed: _builtins.bool
+    """True when the provider runs the tool itself (a server-side tool of a
+    managed runtime, e.g. web search); the router only reports it. False:
+    the router executes the tool with the sandbox's tools and credentials.
+    """
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         name: _builtins.str = ...,
         arguments_json: _builtins.str = ...,
+        provider_executed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "call_id", b"call_id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "call_id", b"call_id", "name", b"name", "provider_executed", b"provider_executed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -267,6 +278,7 @@ class ToolResult(_message.Message):
     RESULT_JSON_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     REUSED_FIELD_NUMBER: _builtins.int
+    PROVIDER_EXECUTED_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     """The id of the ToolCall this answers."""
     name: _builtins.str
@@ -279,6 +291,10 @@ class ToolResult(_message.Message):
     """True when the call had already completed in an earlier attempt and its
     stored result was reused instead of executing it again.
     """
+    provider_executed: _builtins.bool
+    """True for the result of a tool the provider ran itself (see
+    ToolCall.provider_executed).
+    """
     def __init__(
         self,
         *,
@@ -287,10 +303,11 @@ class ToolResult(_message.Message):
         result_json: _builtins.str = ...,
         error: _builtins.str = ...,
         reused: _builtins.bool = ...,
+        provider_executed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "error", b"error", "name", b"name", "result_json", b"result_json", "reused", b"reused"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "error", b"error", "name", b"name", "provider_executed", b"provider_executed", "result_json", b"result_json", "reused", b"reused"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

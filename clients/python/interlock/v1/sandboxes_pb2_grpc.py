@@ -76,6 +76,21 @@ class SandboxesStub:
                 request_serializer=interlock_dot_v1_dot_sandboxes__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=interlock_dot_v1_dot_sandboxes__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.SetSecret = channel.unary_unary(
+                '/interlock.v1.Sandboxes/SetSecret',
+                request_serializer=interlock_dot_v1_dot_sandboxes__pb2.SetSecretRequest.SerializeToString,
+                response_deserializer=interlock_dot_v1_dot_sandboxes__pb2.SetSecretResponse.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/interlock.v1.Sandboxes/ListSecrets',
+                request_serializer=interlock_dot_v1_dot_sandboxes__pb2.ListSecretsRequest.SerializeToString,
+                response_deserializer=interlock_dot_v1_dot_sandboxes__pb2.ListSecretsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/interlock.v1.Sandboxes/DeleteSecret',
+                request_serializer=interlock_dot_v1_dot_sandboxes__pb2.DeleteSecretRequest.SerializeToString,
+                response_deserializer=interlock_dot_v1_dot_sandboxes__pb2.DeleteSecretResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxesServicer:
@@ -139,6 +154,30 @@ class SandboxesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSecret(self, request, context):
+        """Store (or replace) a secret of the sandbox, sealed at rest with the
+        sandbox's key: e.g. `anthropic_api_key`, the sandbox's own Anthropic key,
+        used for its runs instead of the deployment's. Write-only: no RPC returns
+        a secret's value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """List the names of a sandbox's secrets (never their values).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """Delete a secret; deleting an absent one is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +220,21 @@ def add_SandboxesServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=interlock_dot_v1_dot_sandboxes__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=interlock_dot_v1_dot_sandboxes__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'SetSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSecret,
+                    request_deserializer=interlock_dot_v1_dot_sandboxes__pb2.SetSecretRequest.FromString,
+                    response_serializer=interlock_dot_v1_dot_sandboxes__pb2.SetSecretResponse.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=interlock_dot_v1_dot_sandboxes__pb2.ListSecretsRequest.FromString,
+                    response_serializer=interlock_dot_v1_dot_sandboxes__pb2.ListSecretsResponse.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=interlock_dot_v1_dot_sandboxes__pb2.DeleteSecretRequest.FromString,
+                    response_serializer=interlock_dot_v1_dot_sandboxes__pb2.DeleteSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +455,87 @@ class Sandboxes:
             '/interlock.v1.Sandboxes/RevokeApiKey',
             interlock_dot_v1_dot_sandboxes__pb2.RevokeApiKeyRequest.SerializeToString,
             interlock_dot_v1_dot_sandboxes__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interlock.v1.Sandboxes/SetSecret',
+            interlock_dot_v1_dot_sandboxes__pb2.SetSecretRequest.SerializeToString,
+            interlock_dot_v1_dot_sandboxes__pb2.SetSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interlock.v1.Sandboxes/ListSecrets',
+            interlock_dot_v1_dot_sandboxes__pb2.ListSecretsRequest.SerializeToString,
+            interlock_dot_v1_dot_sandboxes__pb2.ListSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interlock.v1.Sandboxes/DeleteSecret',
+            interlock_dot_v1_dot_sandboxes__pb2.DeleteSecretRequest.SerializeToString,
+            interlock_dot_v1_dot_sandboxes__pb2.DeleteSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

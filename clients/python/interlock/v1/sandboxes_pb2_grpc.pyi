@@ -51,6 +51,16 @@ class SandboxesStub:
     """List a sandbox's API keys (never their secrets)."""
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_sandboxes_pb2.RevokeApiKeyRequest, _sandboxes_pb2.RevokeApiKeyResponse]
     """Revoke an API key; it stops working at once."""
+    SetSecret: _grpc.UnaryUnaryMultiCallable[_sandboxes_pb2.SetSecretRequest, _sandboxes_pb2.SetSecretResponse]
+    """Store (or replace) a secret of the sandbox, sealed at rest with the
+    sandbox's key: e.g. `anthropic_api_key`, the sandbox's own Anthropic key,
+    used for its runs instead of the deployment's. Write-only: no RPC returns
+    a secret's value.
+    """
+    ListSecrets: _grpc.UnaryUnaryMultiCallable[_sandboxes_pb2.ListSecretsRequest, _sandboxes_pb2.ListSecretsResponse]
+    """List the names of a sandbox's secrets (never their values)."""
+    DeleteSecret: _grpc.UnaryUnaryMultiCallable[_sandboxes_pb2.DeleteSecretRequest, _sandboxes_pb2.DeleteSecretResponse]
+    """Delete a secret; deleting an absent one is not an error."""
 
 @_typing.type_check_only
 class SandboxesAsyncStub(SandboxesStub):
@@ -75,6 +85,16 @@ class SandboxesAsyncStub(SandboxesStub):
     """List a sandbox's API keys (never their secrets)."""
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_sandboxes_pb2.RevokeApiKeyRequest, _sandboxes_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
     """Revoke an API key; it stops working at once."""
+    SetSecret: _aio.UnaryUnaryMultiCallable[_sandboxes_pb2.SetSecretRequest, _sandboxes_pb2.SetSecretResponse]  # type: ignore[assignment]
+    """Store (or replace) a secret of the sandbox, sealed at rest with the
+    sandbox's key: e.g. `anthropic_api_key`, the sandbox's own Anthropic key,
+    used for its runs instead of the deployment's. Write-only: no RPC returns
+    a secret's value.
+    """
+    ListSecrets: _aio.UnaryUnaryMultiCallable[_sandboxes_pb2.ListSecretsRequest, _sandboxes_pb2.ListSecretsResponse]  # type: ignore[assignment]
+    """List the names of a sandbox's secrets (never their values)."""
+    DeleteSecret: _aio.UnaryUnaryMultiCallable[_sandboxes_pb2.DeleteSecretRequest, _sandboxes_pb2.DeleteSecretResponse]  # type: ignore[assignment]
+    """Delete a secret; deleting an absent one is not an error."""
 
 class SandboxesServicer(metaclass=_abc_1.ABCMeta):
     """Administers sandboxes (tenants), their API keys and their quotas.
@@ -144,5 +164,33 @@ class SandboxesServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sandboxes_pb2.RevokeApiKeyResponse, _abc.Awaitable[_sandboxes_pb2.RevokeApiKeyResponse]]:
         """Revoke an API key; it stops working at once."""
+
+    @_abc_1.abstractmethod
+    def SetSecret(
+        self,
+        request: _sandboxes_pb2.SetSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandboxes_pb2.SetSecretResponse, _abc.Awaitable[_sandboxes_pb2.SetSecretResponse]]:
+        """Store (or replace) a secret of the sandbox, sealed at rest with the
+        sandbox's key: e.g. `anthropic_api_key`, the sandbox's own Anthropic key,
+        used for its runs instead of the deployment's. Write-only: no RPC returns
+        a secret's value.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSecrets(
+        self,
+        request: _sandboxes_pb2.ListSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandboxes_pb2.ListSecretsResponse, _abc.Awaitable[_sandboxes_pb2.ListSecretsResponse]]:
+        """List the names of a sandbox's secrets (never their values)."""
+
+    @_abc_1.abstractmethod
+    def DeleteSecret(
+        self,
+        request: _sandboxes_pb2.DeleteSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sandboxes_pb2.DeleteSecretResponse, _abc.Awaitable[_sandboxes_pb2.DeleteSecretResponse]]:
+        """Delete a secret; deleting an absent one is not an error."""
 
 def add_SandboxesServicer_to_server(servicer: SandboxesServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

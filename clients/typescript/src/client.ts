@@ -1,0 +1,164 @@
+/**
+ * `Interlock`: one connection to an Interlock daemon, over gRPC (HTTP/2).
+ *
+ * It adds three things to the generated service descriptors and nothing else:
+ * the right key on every call (the sandbox API key for runs and
+ * conversations, the operator key for sandboxes), the client's errors instead
+ * of transport errors, and run events as plain objects discriminated by
+ * `kind`. Requests and results of the administrative calls stay the generated
+ * messages (exported as `v1`).
+ */
+
+import { create } from "@bufbuild/protobuf";
+import type { Client, Transport } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+
+import {
+  bearer,
+  ENV_ADDRESS,
+  ENV_API_KEY,
+  ENV_OPERATOR_KEY,
+  fromEnv,
+  type KeySource,
+} from "./auth.js";
+import { Conversations } from "./conversations.js";
+import { toInterlockError } from "./errors.js";
+import { type AgentEvent, fromMessage } from "./events.js";
+import { AgentRouter, RunRequestSchema } from "./gen/interlock/v1/router_pb.js";
+import type { CallOptions } from "./options.js";
+import { RunOutcome } from "./outcome.js";
+import { Sandboxes } from "./sandboxes.js";
+
+export const DEFAULT_ADDRESS = "127.0.0.1:7600";
+
+export interface InterlockOptions {
+  /**
+   * Where the daemon listens, e.g. `"http://127.0.0.1:7600"` (`https://` for
+   * TLS). Defaults to `http://` + `INTERLOCK_ADDRESS`, then 127.0.0.1:7600.
+   */
+  baseUrl?: string;
+  /** Sandbox API key for runs and conversations; defaults to `INTERLOCK_API_KEY`. */
+  apiKey?: string;
+  /** Operator key for sandboxes; defaults to `INTERLOCK_OPERATOR_KEY`. */
+  operatorKey?: string;
+  /**
+   * A transport of your own (TLS settings, interceptors, a shared
+   * connection); `baseUrl` is then ignored and {@link Interlock.close} leaves
+   * it alone.
+   */
+  transport?: Transport;
+}
+
+/** One agent turn. Empty or unset fields use the daemon's defaults. */
+export interface RunRequest {
+  /** The user's message. */
+  message: string;
+  /** Your id of the end user; conversations are private to one. */
+  endUserId: string;
+  /** Continue this conversation; unset starts a new one (its id comes in `runStarted`). */
+  sessionId?: string;
+  /** Provider configured on the daemon, e.g. "anthropic", "openai", "local". */
+  provider?: string;
+  /** Model on that provider. */
+  model?: string;
+  /** System prompt for this turn (not stored in the conversation). */
+  system?: string;
+  /** Allow-list of tool names; unset allows every tool of the sandbox. */
+  tools?: string[];
+  /** Idempotency key: a repeat replays the recorded run instead of running it again. */
+  requestId?: string;
+  /** Labels recorded with the run (cohorts, experiments). */
+  labels?: Record<string, string>;
+  /** Output token cap per provider call; 0 uses the model's default. */
+  maxOutputTokens?: number;
+}
+
+export class Interlock {
+  /** Sandboxes, API keys and quotas (operator key). */
+  readonly sandboxes: Sandboxes;
+  /** An end user's conversations (API key). */
+  readonly conversations: Conversations;
+  readonly #router: Client<typeof AgentRouter>;
+  readonly #apiKey: KeySource;
+  readonly #sessions: Http2SessionManager | undefined;
+
+  constructor(options: InterlockOptions = {}) {
+    let transport = options.transport;
+    if (transport === undefined) {
+      const baseUrl = options.baseUrl || `http://${process.env[ENV_ADDRESS] || DEFAULT_ADDRESS}`;
+      this.#sessions = new Http2SessionManager(baseUrl);
+      transport = createGrpcTransport({ baseUrl, sessionManager: this.#sessions });
+    }
+    this.#apiKey = {
+      key: fromEnv(options.apiKey, ENV_API_KEY),
+      what: "sandbox API key",
+      hint: `pass apiKey or set ${ENV_API_KEY}`,
+    };
+    const operatorKey: KeySource = {
+      key: fromEnv(options.operatorKey, ENV_OPERATOR_KEY),
+      what: "operator key",
+      hint: `pass operatorKey or set ${ENV_OPERATOR_KEY}`,
+    };
+    this.#router = createClient(AgentRouter, transport);
+    this.sandboxes = new Sandboxes(transport, operatorKey);
+    this.conversations = new Conversations(transport, this.#apiKey);
+  }
+
+  /**
+   * Run one agent turn and stream its events.
+   *
+   * The call starts when the iteration does. Leaving the loop early (`break`,
+   * `return`, an exception) cancels the run on the router, and so do
+   * `options.signal` and `options.timeoutMs`. A status the router returns
+   * before the first event throws the matching `InterlockError`; a failure
+   * after that arrives as the last event (`kind: "error"`), not as an exception.
+   * Throws `MissingCredentials` at once when no API key is configured.
+   */
+  run(request: RunRequest, options: CallOptions = {}): AsyncGenerator<AgentEvent, void, undefined> {
+    const headers = bearer(this.#apiKey);
+    const message = create(RunRequestSchema, request);
+    return this.#stream(message, headers, options);
+  }
+
+  /**
+   * Run one turn to its end and return what it said. An `error` event does
+   * not throw: it lands in `RunOutcome.error` (see `RunOutcome.throwIfFailed`).
+   */
+  async runText(request: RunRequest, options: CallOptions = {}): Promise<RunOutcome> {
+    const outcome = new RunOutcome();
+    for await (const event of this.run(request, options)) {
+      outcome.add(event);
+    }
+    return outcome;
+  }
+
+  /** Close the connection the client opened; calls in flight fail. */
+  close(): void {
+    this.#sessions?.abort();
+  }
+
+  async *#stream(
+    request: ReturnType<typeof create<typeof RunRequestSchema>>,
+    headers: Record<string, string>,
+    options: CallOptions,
+  ): AsyncGenerator<AgentEvent, void, undefined> {
+    // Our own signal, so that leaving the loop early cancels the HTTP/2
+    // stream (and with it the run on the router) right away.
+    const leave = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, leave.signal]) : leave.signal;
+    try {
+      const stream = this.#router.run(request, { headers, signal, timeoutMs: options.timeoutMs });
+      for await (const message of stream) {
+        const event = fromMessage(message);
+        if (event !== undefined) {
+          yield event;
+        }
+      }
+    } catch (reason) {
+      throw toInterlockError(reason);
+    } finally {
+      leave.abort();
+    }
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * The client's one error root and the single place gRPC failures map to it.
+ *
+ * Every failure the client reports is an {@link InterlockError} carrying the
+ * gRPC status `code` (its name, e.g. `"UNAUTHENTICATED"`) and `grpcCode` (its
+ * number, 16); a subclass per status code lets callers branch with
+ * `instanceof` instead of comparing codes:
+ *
+ * ```
+ * InterlockError            code, grpcCode, details, retryable
+ * ├── Cancelled             CANCELLED          (the caller's AbortSignal fired)
+ * ├── Unknown               UNKNOWN
+ * ├── InvalidArgument       INVALID_ARGUMENT   (details name the field)
+ * ├── DeadlineExceeded      DEADLINE_EXCEEDED  (timeoutMs passed)
+ * ├── NotFound              NOT_FOUND
+ * ├── AlreadyExists         ALREADY_EXISTS
+ * ├── PermissionDenied      PERMISSION_DENIED
+ * ├── ResourceExhausted     RESOURCE_EXHAUSTED (a quota or cap; retryable)
+ * ├── FailedPrecondition    FAILED_PRECONDITION (e.g. a turn already in progress)
+ * ├── Aborted               ABORTED            (retryable)
+ * ├── OutOfRange            OUT_OF_RANGE
+ * ├── Unimplemented         UNIMPLEMENTED
+ * ├── Internal              INTERNAL
+ * ├── Unavailable           UNAVAILABLE        (retryable)
+ * ├── DataLoss              DATA_LOSS
+ * ├── Unauthenticated       UNAUTHENTICATED
+ * │   └── MissingCredentials no key configured; thrown before anything is sent
+ * └── RunFailed             a started run ended with an `error` event
+ * ```
+ *
+ * `RunFailed` is not a status the call returned: the run had started
+ * streaming and recorded part of the turn before it failed, so "retry" means
+ * something different than for a call the router refused up front.
+ */
+
+import { ConnectError } from "@connectrpc/connect";
+
+/** gRPC status code names, as the router also uses them in `error` events. */
+export type StatusCode =
+  | "CANCELLED"
+  | "UNKNOWN"
+  | "INVALID_ARGUMENT"
+  | "DEADLINE_EXCEEDED"
+  | "NOT_FOUND"
+  | "ALREADY_EXISTS"
+  | "PERMISSION_DENIED"
+  | "RESOURCE_EXHAUSTED"
+  | "FAILED_PRECONDITION"
+  | "ABORTED"
+  | "OUT_OF_RANGE"
+  | "UNIMPLEMENTED"
+  | "INTERNAL"
+  | "UNAVAILABLE"
+  | "DATA_LOSS"
+  | "UNAUTHENTICATED";
+
+// Index = the gRPC status number, which @connectrpc/connect's Code enum uses
+// too (0 is OK, never an error).
+const NAMES: readonly (StatusCode | "OK")[] = [
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
+];
+
+export interface ErrorOptions {
+  /** Overrides the class's default (whether the same request may succeed later). */
+  retryable?: boolean;
+  /** The lower-level error, for debugging. */
+  cause?: unknown;
+}
+
+/** Root of every error the client throws: a gRPC status code and its details. */
+export class InterlockError extends Error {
+  /** Whether sending the same request again may succeed; subclasses override. */
+  static readonly defaultRetryable: boolean = false;
+
+  /** The status code's name, e.g. `"UNAUTHENTICATED"`. */
+  readonly code: StatusCode;
+  /** The status code's number, e.g. 16. */
+  readonly grpcCode: number;
+  /** What went wrong and what to do, as the router said it. */
+  readonly details: string;
+  /** Whether sending the same request again may succeed. */
+  readonly retryable: boolean;
+
+  constructor(code: StatusCode, details: string, options: ErrorOptions = {}) {
+    super(details ? `${code}: ${details}` : code, { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.grpcCode = NAMES.indexOf(code);
+    this.details = details;
+    const defaults = new.target as unknown as typeof InterlockError;
+    this.retryable = options.retryable ?? defaults.defaultRetryable;
+  }
+}
+
+/** The caller cancelled the call (its AbortSignal fired, or it left the loop). */
+export class Cancelled extends InterlockError {}
+/** The server failed in a way it could not classify. */
+export class Unknown extends InterlockError {}
+/** The request was malformed; the details name the field at fault. */
+export class InvalidArgument extends InterlockError {}
+/** The call's deadline (`timeoutMs`) passed before it completed. */
+export class DeadlineExceeded extends InterlockError {}
+/** An id in the request names nothing the key can see. */
+export class NotFound extends InterlockError {}
+/** The thing to create exists already (e.g. a sandbox name in use). */
+export class AlreadyExists extends InterlockError {}
+/** The key is valid but may not do this. */
+export class PermissionDenied extends InterlockError {}
+/** A quota, cap or budget is spent; retry later. */
+export class ResourceExhausted extends InterlockError {
+  static override readonly defaultRetryable = true;
+}
+/** The target is in a state that refuses the call (paused, turn in progress). */
+export class FailedPrecondition extends InterlockError {}
+/** A concurrent change won; retry the whole operation. */
+export class Aborted extends InterlockError {
+  static override readonly defaultRetryable = true;
+}
+/** A value is outside the accepted range. */
+export class OutOfRange extends InterlockError {}
+/** The daemon does not offer this call (it is older than the client). */
+export class Unimplemented extends InterlockError {}
+/** The router failed; what was recorded is kept. */
+export class Internal extends InterlockError {}
+/** The daemon or the provider could not be reached before anything happened. */
+export class Unavailable extends InterlockError {
+  static override readonly defaultRetryable = true;
+}
+/** Data was lost or corrupted. */
+export class DataLoss extends InterlockError {}
+/** The key was missing, unknown or revoked. */
+export class Unauthenticated extends InterlockError {}
+
+/** No key was configured for a call that needs one; nothing was sent. */
+export class MissingCredentials extends Unauthenticated {
+  constructor(details: string) {
+    super("UNAUTHENTICATED", details);
+  }
+}
+
+/**
+ * A run that had started streaming ended with an `error` event. `code` is the
+ * status the router named in the event (`UNKNOWN` if this client does not know
+ * the name); `provider` names the provider at fault, when there is one.
+ */
+export class RunFailed extends InterlockError {
+  readonly provider: string;
+
+  constructor(code: string, details: string, retryable: boolean, provider = "") {
+    super(statusCodeNamed(code), details, { retryable });
+    this.provider = provider;
+  }
+}
+
+const BY_CODE: Record<StatusCode, typeof InterlockError> = {
+  CANCELLED: Cancelled,
+  UNKNOWN: Unknown,
+  INVALID_ARGUMENT: InvalidArgument,
+  DEADLINE_EXCEEDED: DeadlineExceeded,
+  NOT_FOUND: NotFound,
+  ALREADY_EXISTS: AlreadyExists,
+  PERMISSION_DENIED: PermissionDenied,
+  RESOURCE_EXHAUSTED: ResourceExhausted,
+  FAILED_PRECONDITION: FailedPrecondition,
+  ABORTED: Aborted,
+  OUT_OF_RANGE: OutOfRange,
+  UNIMPLEMENTED: Unimplemented,
+  INTERNAL: Internal,
+  UNAVAILABLE: Unavailable,
+  DATA_LOSS: DataLoss,
+  UNAUTHENTICATED: Unauthenticated,
+};
+
+/** The status code called `name`, or `"UNKNOWN"`: an unrecognised name must not crash a client. */
+export function statusCodeNamed(name: string): StatusCode {
+  return name in BY_CODE ? (name as StatusCode) : "UNKNOWN";
+}
+
+/**
+ * The most specific {@link InterlockError} for a failed call. Errors that are
+ * already InterlockErrors pass through; anything that is not a gRPC failure
+ * becomes `Unknown` with the original as its `cause`.
+ */
+export function toInterlockError(reason: unknown): InterlockError {
+  if (reason instanceof InterlockError) {
+    return reason;
+  }
+  const error = ConnectError.from(reason);
+  const code = NAMES[error.code] ?? "UNKNOWN";
+  const name: StatusCode = code === "OK" ? "UNKNOWN" : code;
+  return new BY_CODE[name](name, error.rawMessage, { cause: reason });
+}
+

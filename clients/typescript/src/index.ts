@@ -1,0 +1,21 @@
+/**
+ * TypeScript client for the Interlock agent router.
+ *
+ * ```ts
+ * const router = new Interlock({ baseUrl: "http://127.0.0.1:7600", apiKey });
+ * for await (const event of router.run({ message: "Hello!", endUserId: "u-1" })) {
+ *   if (event.kind === "textDelta") process.stdout.write(event.text);
+ * }
+ * ```
+ *
+ * The generated messages and service descriptors are exported as `v1`.
+ */
+
+export { DEFAULT_ADDRESS, Interlock, type InterlockOptions, type RunRequest } from "./client.js";
+export { Conversations } from "./conversations.js";
+export * from "./errors.js";
+export type * from "./events.js";
+export type { CallOptions } from "./options.js";
+export { RunOutcome } from "./outcome.js";
+export { type QuotasInit, Sandboxes } from "./sandboxes.js";
+export * as v1 from "./v1.js";

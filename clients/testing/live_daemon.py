@@ -34,7 +34,7 @@ line each on stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``):
     (``finished``, ``failed``, ``cancelled``) and ``error_code``.
 
 It exits when stdin closes, so it never outlives the suite that started it.
-Logs (warnings and up) go to stderr; stdout carries only the protocol.
+Logs (errors only) go to stderr; stdout carries only the protocol.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ async def serve(out: TextIO) -> None:
                     "listen": "127.0.0.1:0",
                     "data_dir": tmp,
                     "default_provider": PROVIDER,
-                    "log_level": "warning",
+                    "log_level": "error",
                     "shutdown_announce_seconds": 0,
                     "shutdown_grace_seconds": 0,
                     # One event per upstream delta, so suites can count them.

@@ -1,0 +1,167 @@
+package interlock_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// live is the daemon every test of the package talks to (see TestMain).
+var live *harness
+
+// TestMain starts one live daemon for the package's tests and examples; the
+// examples find it through INTERLOCK_ADDRESS and INTERLOCK_API_KEY.
+func TestMain(m *testing.M) {
+	h, err := startHarness()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	live = h
+	os.Setenv("INTERLOCK_ADDRESS", h.Address)
+	os.Setenv("INTERLOCK_API_KEY", h.APIKey)
+	code := m.Run()
+	h.stop()
+	os.Exit(code)
+}
+
+// harness is clients/testing/live_daemon.py run as a subprocess: a real
+// interlockd in front of the scripted OpenAI-compatible fake. Commands to
+// script and observe them go over its stdin, one JSON line each.
+type harness struct {
+	Address     string `json:"address"`
+	APIKey      string `json:"api_key"`
+	OperatorKey string `json:"operator_key"`
+	SandboxID   string `json:"sandbox_id"`
+
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines *bufio.Scanner
+	mu    sync.Mutex
+}
+
+// step is one step of a scripted upstream reply: a Reply builder method
+// name and its arguments, e.g. step{"text", "Hello"}.
+type step []any
+
+func startHarness() (*harness, error) {
+	python := os.Getenv("INTERLOCK_PYTHON")
+	if python == "" {
+		python = filepath.Join("..", "..", ".venv", "bin", "python")
+	}
+	cmd := exec.Command(python, filepath.Join("..", "testing", "live_daemon.py"))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the live daemon harness with %s: %w", python, err)
+	}
+	h := &harness{cmd: cmd, stdin: stdin, lines: bufio.NewScanner(stdout)}
+	h.lines.Buffer(make([]byte, 1<<20), 16<<20)
+	if !h.lines.Scan() {
+		_ = cmd.Wait()
+		return nil, errors.New("the live daemon harness exited before it was ready")
+	}
+	if err := json.Unmarshal(h.lines.Bytes(), h); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// command sends one command and decodes its answer into answer (if not nil).
+func (h *harness) command(t testing.TB, command map[string]any, answer any) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	line, err := json.Marshal(command)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.stdin.Write(append(line, '\n')); err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	if !h.lines.Scan() {
+		t.Fatal("the live daemon harness exited")
+	}
+	var status struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(h.lines.Bytes(), &status); err != nil {
+		t.Fatal(err)
+	}
+	if !status.OK {
+		t.Fatalf("harness: %s", status.Error)
+	}
+	if answer != nil {
+		if err := json.Unmarshal(h.lines.Bytes(), answer); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// enqueue scripts the upstream's next answers, one list of steps per call.
+func (h *harness) enqueue(t testing.TB, replies ...[]step) {
+	t.Helper()
+	h.command(t, map[string]any{"op": "enqueue", "replies": replies}, nil)
+}
+
+// disconnects is how many upstream calls the daemon abandoned mid-answer so far.
+func (h *harness) disconnects(t testing.TB) int {
+	t.Helper()
+	var stats struct{ Disconnects int }
+	h.command(t, map[string]any{"op": "stats"}, &stats)
+	return stats.Disconnects
+}
+
+// waitDisconnects returns once count upstream calls were abandoned mid-answer.
+func (h *harness) waitDisconnects(t testing.TB, count int) {
+	t.Helper()
+	h.command(t, map[string]any{"op": "wait_disconnects", "count": count}, nil)
+}
+
+// waitRun waits until the run started with requestID has ended; its stored status.
+func (h *harness) waitRun(t testing.TB, requestID string) string {
+	t.Helper()
+	var run struct{ Status string }
+	h.command(t, map[string]any{"op": "wait_run", "request_id": requestID}, &run)
+	return run.Status
+}
+
+// lastRoles are the message roles of the last request the upstream received.
+func (h *harness) lastRoles(t testing.TB) []string {
+	t.Helper()
+	var got struct {
+		Requests []struct {
+			Messages []struct{ Role string }
+		}
+	}
+	h.command(t, map[string]any{"op": "requests"}, &got)
+	if len(got.Requests) == 0 {
+		t.Fatal("the upstream received no request")
+	}
+	var roles []string
+	for _, m := range got.Requests[len(got.Requests)-1].Messages {
+		roles = append(roles, m.Role)
+	}
+	return roles
+}
+
+// stop closes the harness's stdin, which stops the daemon and the fake.
+func (h *harness) stop() {
+	_ = h.stdin.Close()
+	_ = h.cmd.Wait()
+}

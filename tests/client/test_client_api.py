@@ -14,12 +14,14 @@ from interlock import (
     Client,
     DeadlineExceeded,
     InterlockError,
+    Internal,
     MissingCredentials,
     NotFound,
     ResourceExhausted,
     RunFailed,
     RunOutcome,
     Unauthenticated,
+    Unimplemented,
 )
 from interlock.v1 import conversations_pb2, events_pb2, sandboxes_pb2
 
@@ -89,7 +91,8 @@ def test_incomplete_or_unknown_error_codes_still_raise_run_failed():
     [
         (grpc.StatusCode.NOT_FOUND, NotFound),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhausted),
-        (grpc.StatusCode.INTERNAL, InterlockError),
+        (grpc.StatusCode.INTERNAL, Internal),
+        (grpc.StatusCode.UNIMPLEMENTED, Unimplemented),
     ],
 )
 async def test_status_before_first_event_maps_to_the_error_tree(

@@ -2,51 +2,73 @@
 
 ::
 
-    from interlock import Client
+    from interlock import Client, SyncClient
 
     async with Client("127.0.0.1:7600", api_key="...") as client:
         outcome = await client.run_text("hello", end_user_id="u-1")
         print(outcome.text, outcome.session_id)
+
+    with SyncClient("127.0.0.1:7600", api_key="...") as client:  # no event loop needed
+        print(client.run_text("hello", end_user_id="u-1").text)
 
 The generated protobuf modules of the API are in :mod:`interlock.v1`.
 """
 
 from interlock.client import Client, Conversations, RunStream, Sandboxes
 from interlock.errors import (
+    Aborted,
     AlreadyExists,
+    Cancelled,
+    DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
     InterlockError,
+    Internal,
     InvalidArgument,
     MissingCredentials,
     NotFound,
+    OutOfRange,
     PermissionDenied,
     ResourceExhausted,
     RunFailed,
     Unauthenticated,
     Unavailable,
+    Unimplemented,
+    Unknown,
 )
 from interlock.outcome import RunOutcome
+from interlock.sync import SyncClient, SyncConversations, SyncRunStream, SyncSandboxes
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aborted",
     "AlreadyExists",
+    "Cancelled",
     "Client",
     "Conversations",
+    "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InterlockError",
+    "Internal",
     "InvalidArgument",
     "MissingCredentials",
     "NotFound",
+    "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
     "RunFailed",
     "RunOutcome",
     "RunStream",
     "Sandboxes",
+    "SyncClient",
+    "SyncConversations",
+    "SyncRunStream",
+    "SyncSandboxes",
     "Unauthenticated",
     "Unavailable",
+    "Unimplemented",
+    "Unknown",
     "__version__",
 ]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TypeVar
@@ -33,7 +32,18 @@ from typing import TypeVar
 import grpc
 import grpc.aio
 
-from interlock.errors import MissingCredentials, from_rpc_error
+from interlock.calls import (
+    DEFAULT_ADDRESS,
+    ENV_ADDRESS,
+    ENV_API_KEY,
+    ENV_OPERATOR_KEY,
+    Metadata,
+    api_key_metadata,
+    from_env,
+    operator_metadata,
+    run_request,
+)
+from interlock.errors import from_rpc_error
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
     conversations_pb2,
@@ -54,29 +64,11 @@ __all__ = [
     "Conversations",
     "RunStream",
     "Sandboxes",
+    "from_env",
 ]
 
-DEFAULT_ADDRESS = "127.0.0.1:7600"
-ENV_ADDRESS = "INTERLOCK_ADDRESS"
-ENV_API_KEY = "INTERLOCK_API_KEY"
-ENV_OPERATOR_KEY = "INTERLOCK_OPERATOR_KEY"
-
 _T = TypeVar("_T")
-_Metadata = tuple[tuple[str, str], ...]
 _RunCall = grpc.aio.UnaryStreamCall[router_pb2.RunRequest, events_pb2.AgentEvent]
-
-
-def from_env(value: str | None, variable: str) -> str | None:
-    """``value`` if given, else the environment ``variable``; empty counts as unset."""
-    if value:
-        return value
-    return os.environ.get(variable) or None
-
-
-def _bearer(key: str | None, what: str, hint: str) -> _Metadata:
-    if not key:
-        raise MissingCredentials(f"no {what} configured: {hint}")
-    return (("authorization", f"Bearer {key}"),)
 
 
 async def _unary(call: Awaitable[_T]) -> _T:
@@ -231,17 +223,17 @@ class Client:
         ``timeout`` bounds the whole run, in seconds. See ``RunRequest`` in
         ``proto/interlock/v1/router.proto`` for the limits the router enforces.
         """
-        metadata = _bearer(self._api_key, "sandbox API key", f"pass api_key= or set {ENV_API_KEY}")
-        request = router_pb2.RunRequest(
+        metadata = api_key_metadata(self._api_key)
+        request = run_request(
+            message,
             end_user_id=end_user_id,
             session_id=session_id,
             provider=provider,
             model=model,
             system=system,
-            message=message,
-            tools=list(tools),
+            tools=tools,
             request_id=request_id,
-            labels=dict(labels or {}),
+            labels=labels,
             max_output_tokens=max_output_tokens,
         )
         return RunStream(lambda: self._router.Run(request, timeout=timeout, metadata=metadata))
@@ -295,8 +287,8 @@ class Sandboxes:
         self._stub = sandboxes_pb2_grpc.SandboxesStub(channel)
         self._key = operator_key
 
-    def _metadata(self) -> _Metadata:
-        return _bearer(self._key, "operator key", f"pass operator_key= or set {ENV_OPERATOR_KEY}")
+    def _metadata(self) -> Metadata:
+        return operator_metadata(self._key)
 
     async def create(
         self,
@@ -365,6 +357,25 @@ class Sandboxes:
         response = await _unary(self._stub.RevokeApiKey(request, metadata=self._metadata()))
         return response.api_key
 
+    async def set_secret(self, sandbox_id: str, name: str, value: str) -> None:
+        """Store (or replace) a secret of the sandbox, e.g. ``anthropic_api_key``.
+
+        Sealed at rest with the sandbox's key; write-only: no call returns it.
+        """
+        request = sandboxes_pb2.SetSecretRequest(sandbox_id=sandbox_id, name=name, value=value)
+        await _unary(self._stub.SetSecret(request, metadata=self._metadata()))
+
+    async def list_secrets(self, sandbox_id: str) -> builtins.list[str]:
+        """The names of a sandbox's secrets, sorted (never their values)."""
+        request = sandboxes_pb2.ListSecretsRequest(sandbox_id=sandbox_id)
+        response = await _unary(self._stub.ListSecrets(request, metadata=self._metadata()))
+        return list(response.names)
+
+    async def delete_secret(self, sandbox_id: str, name: str) -> None:
+        """Delete a secret; deleting an absent one is not an error."""
+        request = sandboxes_pb2.DeleteSecretRequest(sandbox_id=sandbox_id, name=name)
+        await _unary(self._stub.DeleteSecret(request, metadata=self._metadata()))
+
 
 class Conversations:
     """Reading and deleting an end user's conversations (sandbox API key).
@@ -377,8 +388,8 @@ class Conversations:
         self._stub = conversations_pb2_grpc.ConversationsStub(channel)
         self._key = api_key
 
-    def _metadata(self) -> _Metadata:
-        return _bearer(self._key, "sandbox API key", f"pass api_key= or set {ENV_API_KEY}")
+    def _metadata(self) -> Metadata:
+        return api_key_metadata(self._key)
 
     async def list(
         self,

@@ -8,20 +8,27 @@ retry later) without comparing status codes by hand.
 ::
 
     InterlockError               code, details, retryable
+    ├── Cancelled                CANCELLED
+    ├── Unknown                  UNKNOWN
     ├── InvalidArgument          INVALID_ARGUMENT    (details name the field)
+    ├── DeadlineExceeded         DEADLINE_EXCEEDED   (the call's timeout passed)
     ├── NotFound                 NOT_FOUND
     ├── AlreadyExists            ALREADY_EXISTS
-    ├── Unauthenticated          UNAUTHENTICATED
-    │   └── MissingCredentials   no key configured; raised before any call is made
     ├── PermissionDenied         PERMISSION_DENIED
     ├── ResourceExhausted        RESOURCE_EXHAUSTED  (a quota or cap; retryable)
     ├── FailedPrecondition       FAILED_PRECONDITION (e.g. a turn already in progress)
+    ├── Aborted                  ABORTED             (retryable)
+    ├── OutOfRange               OUT_OF_RANGE
+    ├── Unimplemented            UNIMPLEMENTED
+    ├── Internal                 INTERNAL
     ├── Unavailable              UNAVAILABLE         (retryable)
-    ├── DeadlineExceeded         DEADLINE_EXCEEDED
+    ├── DataLoss                 DATA_LOSS
+    ├── Unauthenticated          UNAUTHENTICATED
+    │   └── MissingCredentials   no key configured; raised before any call is made
     └── RunFailed                a started run ended with an ``error`` event
 
-Status codes without a subclass (INTERNAL, UNIMPLEMENTED, ...) arrive as a
-plain :class:`InterlockError` carrying the code.
+Every status code has its class, so ``except Unauthenticated`` is all a
+caller writes; each also carries ``code`` for code that prefers comparing.
 
 :class:`RunFailed` is deliberately not folded into the status-code classes: a
 run that failed after it had started streaming has already recorded part of
@@ -37,18 +44,25 @@ import grpc
 import grpc.aio
 
 __all__ = [
+    "Aborted",
     "AlreadyExists",
+    "Cancelled",
+    "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InterlockError",
+    "Internal",
     "InvalidArgument",
     "MissingCredentials",
     "NotFound",
+    "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
     "RunFailed",
     "Unauthenticated",
     "Unavailable",
+    "Unimplemented",
+    "Unknown",
     "from_rpc_error",
     "status_code_named",
 ]
@@ -70,6 +84,14 @@ class InterlockError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.details}" if self.details else self.code.name
+
+
+class Cancelled(InterlockError):
+    """The call was cancelled before it completed."""
+
+
+class Unknown(InterlockError):
+    """The server failed in a way it could not classify."""
 
 
 class InvalidArgument(InterlockError):
@@ -109,6 +131,28 @@ class FailedPrecondition(InterlockError):
     """The target is in a state that refuses the call (paused, turn in progress)."""
 
 
+class Aborted(InterlockError):
+    """A concurrent change won; retry the whole operation."""
+
+    default_retryable = True
+
+
+class OutOfRange(InterlockError):
+    """A value is outside the accepted range."""
+
+
+class Unimplemented(InterlockError):
+    """The daemon does not offer this call (it is older than the client)."""
+
+
+class Internal(InterlockError):
+    """The router failed; what was recorded is kept."""
+
+
+class DataLoss(InterlockError):
+    """Data was lost or corrupted."""
+
+
 class Unavailable(InterlockError):
     """The daemon or the provider could not be reached before anything happened."""
 
@@ -135,26 +179,36 @@ class RunFailed(InterlockError):
 
 
 _BY_CODE: dict[grpc.StatusCode, type[InterlockError]] = {
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.UNKNOWN: Unknown,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRange,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+    grpc.StatusCode.INTERNAL: Internal,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.DATA_LOSS: DataLoss,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
 }
 
 
-def from_rpc_error(exc: grpc.aio.AioRpcError) -> InterlockError:
-    """Map a failed gRPC call to the most specific :class:`InterlockError`.
+def from_rpc_error(exc: grpc.RpcError) -> InterlockError:
+    """Map a failed gRPC call (asyncio or blocking) to the most specific :class:`InterlockError`.
 
     Callers raise the result ``from exc`` so the transport error stays in the
     traceback for debugging.
     """
-    code = exc.code()
-    details = exc.details() or ""
+    if isinstance(exc, grpc.aio.AioRpcError | grpc.Call):
+        code = exc.code()
+        details = exc.details() or ""
+    else:  # an RpcError that is not a call: nothing more specific to say
+        code, details = grpc.StatusCode.UNKNOWN, str(exc)
     return _BY_CODE.get(code, InterlockError)(code, details)
 
 

@@ -1,0 +1,55 @@
+"""Stream one turn, then continue the conversation, with the blocking client.
+
+    INTERLOCK_API_KEY=ilk_... python clients/python/examples/quickstart.py
+
+INTERLOCK_ADDRESS (default 127.0.0.1:7600) says where the daemon listens;
+INTERLOCK_PROVIDER and INTERLOCK_MODEL pick where the turn runs (default: the
+daemon's default provider and its default model).
+"""
+
+import os
+import sys
+
+from interlock import InterlockError, SyncClient
+
+
+def main() -> int:
+    provider = os.environ.get("INTERLOCK_PROVIDER", "")
+    model = os.environ.get("INTERLOCK_MODEL", "")
+    try:
+        with SyncClient() as client:  # INTERLOCK_ADDRESS, INTERLOCK_API_KEY
+            session_id = ""
+            stream = client.run(
+                "Where is my order?",
+                end_user_id="u-123",
+                provider=provider,
+                model=model,
+                system="You are a support agent.",
+            )
+            with stream:
+                for event in stream:
+                    kind = event.WhichOneof("event")
+                    if kind == "run_started":
+                        session_id = event.run_started.session_id
+                    elif kind == "text_delta":
+                        print(event.text_delta.text, end="", flush=True)
+                    elif kind == "tool_call":
+                        call = event.tool_call
+                        print(f"→ {call.name}({call.arguments_json})", file=sys.stderr)
+                    elif kind == "finish":
+                        print()
+                    elif kind == "error":
+                        print(f"error: {event.error.code}: {event.error.message}", file=sys.stderr)
+                        return 1
+
+            outcome = client.run_text("Thanks!", end_user_id="u-123", session_id=session_id)
+            outcome.raise_for_error()  # RunFailed if it ended with an error event
+            print(outcome.text)
+    except InterlockError as exc:  # Unauthenticated, Unavailable, DeadlineExceeded, ...
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

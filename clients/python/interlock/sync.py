@@ -1,0 +1,437 @@
+"""The blocking facade of :class:`interlock.Client`, for code without an event loop.
+
+Same calls, same arguments, same results and errors as the asyncio client,
+over a blocking ``grpc`` channel (no event loop or thread of its own)::
+
+    with SyncClient() as client:
+        with client.run("hello", end_user_id="u-1") as stream:
+            for event in stream:
+                ...
+        outcome = client.run_text("and again", end_user_id="u-1")
+
+Runs take a ``timeout`` that becomes the call's gRPC deadline; the short
+administrative calls take one too. The client opens a plaintext channel;
+pass your own ``channel`` (e.g. ``grpc.secure_channel(...)``) for TLS.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+
+from interlock.calls import (
+    DEFAULT_ADDRESS,
+    ENV_ADDRESS,
+    ENV_API_KEY,
+    ENV_OPERATOR_KEY,
+    Metadata,
+    api_key_metadata,
+    from_env,
+    operator_metadata,
+    run_request,
+)
+from interlock.errors import from_rpc_error
+from interlock.outcome import RunOutcome
+from interlock.v1 import (
+    conversations_pb2,
+    conversations_pb2_grpc,
+    events_pb2,
+    router_pb2_grpc,
+    sandboxes_pb2,
+    sandboxes_pb2_grpc,
+)
+
+__all__ = ["SyncClient", "SyncConversations", "SyncRunStream", "SyncSandboxes"]
+
+_T = TypeVar("_T")
+if TYPE_CHECKING:  # grpc.CallIterator exists only in the type stubs
+    _RunCall = grpc.CallIterator[events_pb2.AgentEvent]
+
+
+def _unary(call: Callable[[], _T]) -> _T:
+    """Make a unary call, translating its failure into the client's errors."""
+    try:
+        return call()
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from exc
+
+
+class SyncRunStream(Iterator[events_pb2.AgentEvent]):
+    """The events of one run, as they arrive (the blocking :class:`~interlock.RunStream`).
+
+    The call starts on the first ``next()``. Leave it early with ``with
+    client.run(...) as stream`` or :meth:`cancel` to stop the run on the
+    router; a stream dropped mid-way is cancelled only when it is collected.
+    Errors the router returns before the first event raise the matching
+    :class:`~interlock.errors.InterlockError`; a failure after that arrives as
+    the stream's last event (``error``).
+    """
+
+    def __init__(self, start: Callable[[], _RunCall]) -> None:
+        self._start = start
+        self._call: _RunCall | None = None
+        self._events: Iterator[events_pb2.AgentEvent] | None = None
+        self._done = False
+        self._cancelled = False
+
+    def __iter__(self) -> SyncRunStream:
+        return self
+
+    def __next__(self) -> events_pb2.AgentEvent:
+        if self._done:
+            raise StopIteration
+        if self._events is None:
+            self._call = self._start()
+            self._events = iter(self._call)
+        try:
+            return next(self._events)
+        except StopIteration:
+            self._done = True
+            raise
+        except grpc.RpcError as exc:
+            self._done = True
+            # cancel() from another thread ends a pending read with CANCELLED:
+            # that is the orderly end of a stream the caller stopped.
+            if (
+                self._cancelled
+                and isinstance(exc, grpc.Call)
+                and exc.code() is grpc.StatusCode.CANCELLED
+            ):
+                raise StopIteration from None
+            raise from_rpc_error(exc) from exc
+
+    def cancel(self) -> bool:
+        """Cancel the run on the router; later iteration ends the stream.
+
+        Returns False if the call had already ended (or never started).
+        """
+        self._done = True
+        self._cancelled = True
+        if self._call is None:
+            return False
+        # grpc-stubs leaves RpcContext.cancel unannotated; it returns a bool.
+        return bool(self._call.cancel())  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        """Same as :meth:`cancel`; present so ``contextlib.closing`` works."""
+        self.cancel()
+
+    def __enter__(self) -> SyncRunStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+
+class SyncClient:
+    """Blocking connection to one Interlock daemon; see :class:`interlock.Client`.
+
+    ``target``, ``api_key`` and ``operator_key`` default to the same
+    environment variables. A ``channel`` passed in is used as is and left open
+    on :meth:`close`. The client is safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        api_key: str | None = None,
+        *,
+        operator_key: str | None = None,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self.target = from_env(target, ENV_ADDRESS) or DEFAULT_ADDRESS
+        self._api_key = from_env(api_key, ENV_API_KEY)
+        self._owns_channel = channel is None
+        self._channel = channel if channel is not None else grpc.insecure_channel(self.target)
+        self._router = router_pb2_grpc.AgentRouterStub(self._channel)
+        self.sandboxes = SyncSandboxes(self._channel, from_env(operator_key, ENV_OPERATOR_KEY))
+        self.conversations = SyncConversations(self._channel, self._api_key)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel if the client created it; cancels calls in flight."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def run(
+        self,
+        message: str,
+        *,
+        end_user_id: str,
+        session_id: str = "",
+        provider: str = "",
+        model: str = "",
+        system: str = "",
+        tools: Iterable[str] = (),
+        request_id: str = "",
+        labels: Mapping[str, str] | None = None,
+        max_output_tokens: int = 0,
+        timeout: float | None = None,
+    ) -> SyncRunStream:
+        """Run one agent turn and stream its events (see :meth:`interlock.Client.run`)."""
+        metadata = api_key_metadata(self._api_key)
+        request = run_request(
+            message,
+            end_user_id=end_user_id,
+            session_id=session_id,
+            provider=provider,
+            model=model,
+            system=system,
+            tools=tools,
+            request_id=request_id,
+            labels=labels,
+            max_output_tokens=max_output_tokens,
+        )
+        return SyncRunStream(lambda: self._router.Run(request, timeout=timeout, metadata=metadata))
+
+    def run_text(
+        self,
+        message: str,
+        *,
+        end_user_id: str,
+        session_id: str = "",
+        provider: str = "",
+        model: str = "",
+        system: str = "",
+        tools: Iterable[str] = (),
+        request_id: str = "",
+        labels: Mapping[str, str] | None = None,
+        max_output_tokens: int = 0,
+        timeout: float | None = None,
+    ) -> RunOutcome:
+        """Run one turn to its end and return what it said (see :meth:`run`).
+
+        An ``error`` event does not raise: it lands in ``RunOutcome.error``.
+        """
+        outcome = RunOutcome()
+        stream = self.run(
+            message,
+            end_user_id=end_user_id,
+            session_id=session_id,
+            provider=provider,
+            model=model,
+            system=system,
+            tools=tools,
+            request_id=request_id,
+            labels=labels,
+            max_output_tokens=max_output_tokens,
+            timeout=timeout,
+        )
+        with stream:
+            for event in stream:
+                outcome.add(event)
+        return outcome
+
+
+class SyncSandboxes:
+    """Sandboxes, API keys, quotas and secrets (operator key); see :class:`interlock.Sandboxes`."""
+
+    def __init__(self, channel: grpc.Channel, operator_key: str | None) -> None:
+        self._stub = sandboxes_pb2_grpc.SandboxesStub(channel)
+        self._key = operator_key
+
+    def _metadata(self) -> Metadata:
+        return operator_metadata(self._key)
+
+    def create(
+        self,
+        name: str,
+        *,
+        quotas: sandboxes_pb2.Quotas | None = None,
+        timeout: float | None = None,
+    ) -> sandboxes_pb2.Sandbox:
+        """Create a sandbox; ``quotas`` unset means unlimited."""
+        request = sandboxes_pb2.CreateSandboxRequest(name=name, quotas=quotas)
+        return _unary(
+            lambda: self._stub.CreateSandbox(request, timeout=timeout, metadata=self._metadata())
+        ).sandbox
+
+    def get(self, sandbox_id: str, *, timeout: float | None = None) -> sandboxes_pb2.Sandbox:
+        """Read one sandbox."""
+        request = sandboxes_pb2.GetSandboxRequest(sandbox_id=sandbox_id)
+        return _unary(
+            lambda: self._stub.GetSandbox(request, timeout=timeout, metadata=self._metadata())
+        ).sandbox
+
+    def list(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> sandboxes_pb2.ListSandboxesResponse:
+        """One page of sandboxes in creation order; see :meth:`list_all` for all of them."""
+        request = sandboxes_pb2.ListSandboxesRequest(page_size=page_size, page_token=page_token)
+        return _unary(
+            lambda: self._stub.ListSandboxes(request, timeout=timeout, metadata=self._metadata())
+        )
+
+    def list_all(
+        self, *, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[sandboxes_pb2.Sandbox]:
+        """Every sandbox, fetching pages as the iteration needs them."""
+        page_token = ""
+        while True:
+            page = self.list(page_size=page_size, page_token=page_token, timeout=timeout)
+            yield from page.sandboxes
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    def delete(self, sandbox_id: str, *, timeout: float | None = None) -> None:
+        """Delete a sandbox and everything in it, its encryption keys included."""
+        request = sandboxes_pb2.DeleteSandboxRequest(sandbox_id=sandbox_id)
+        _unary(
+            lambda: self._stub.DeleteSandbox(request, timeout=timeout, metadata=self._metadata())
+        )
+
+    def set_quotas(
+        self, sandbox_id: str, quotas: sandboxes_pb2.Quotas, *, timeout: float | None = None
+    ) -> sandboxes_pb2.Sandbox:
+        """Replace a sandbox's quotas entirely (zero means unlimited)."""
+        request = sandboxes_pb2.SetQuotasRequest(sandbox_id=sandbox_id, quotas=quotas)
+        return _unary(
+            lambda: self._stub.SetQuotas(request, timeout=timeout, metadata=self._metadata())
+        ).sandbox
+
+    def create_api_key(
+        self, sandbox_id: str, *, name: str, timeout: float | None = None
+    ) -> sandboxes_pb2.CreateApiKeyResponse:
+        """Create an API key; the response's ``secret`` is the only copy there will be."""
+        request = sandboxes_pb2.CreateApiKeyRequest(sandbox_id=sandbox_id, name=name)
+        return _unary(
+            lambda: self._stub.CreateApiKey(request, timeout=timeout, metadata=self._metadata())
+        )
+
+    def list_api_keys(
+        self, sandbox_id: str, *, timeout: float | None = None
+    ) -> builtins.list[sandboxes_pb2.ApiKey]:
+        """A sandbox's keys, revoked ones included, in creation order (no secrets)."""
+        request = sandboxes_pb2.ListApiKeysRequest(sandbox_id=sandbox_id)
+        return list(
+            _unary(
+                lambda: self._stub.ListApiKeys(request, timeout=timeout, metadata=self._metadata())
+            ).api_keys
+        )
+
+    def revoke_api_key(
+        self, sandbox_id: str, key_id: str, *, timeout: float | None = None
+    ) -> sandboxes_pb2.ApiKey:
+        """Revoke a key; it stops working at once. Returns the revoked key."""
+        request = sandboxes_pb2.RevokeApiKeyRequest(sandbox_id=sandbox_id, key_id=key_id)
+        return _unary(
+            lambda: self._stub.RevokeApiKey(request, timeout=timeout, metadata=self._metadata())
+        ).api_key
+
+    def set_secret(
+        self, sandbox_id: str, name: str, value: str, *, timeout: float | None = None
+    ) -> None:
+        """Store (or replace) a secret of the sandbox; write-only."""
+        request = sandboxes_pb2.SetSecretRequest(sandbox_id=sandbox_id, name=name, value=value)
+        _unary(lambda: self._stub.SetSecret(request, timeout=timeout, metadata=self._metadata()))
+
+    def list_secrets(self, sandbox_id: str, *, timeout: float | None = None) -> builtins.list[str]:
+        """The names of a sandbox's secrets, sorted (never their values)."""
+        request = sandboxes_pb2.ListSecretsRequest(sandbox_id=sandbox_id)
+        return list(
+            _unary(
+                lambda: self._stub.ListSecrets(request, timeout=timeout, metadata=self._metadata())
+            ).names
+        )
+
+    def delete_secret(self, sandbox_id: str, name: str, *, timeout: float | None = None) -> None:
+        """Delete a secret; deleting an absent one is not an error."""
+        request = sandboxes_pb2.DeleteSecretRequest(sandbox_id=sandbox_id, name=name)
+        _unary(lambda: self._stub.DeleteSecret(request, timeout=timeout, metadata=self._metadata()))
+
+
+class SyncConversations:
+    """An end user's conversations (sandbox API key); see :class:`interlock.Conversations`."""
+
+    def __init__(self, channel: grpc.Channel, api_key: str | None) -> None:
+        self._stub = conversations_pb2_grpc.ConversationsStub(channel)
+        self._key = api_key
+
+    def _metadata(self) -> Metadata:
+        return api_key_metadata(self._key)
+
+    def list(
+        self,
+        *,
+        end_user_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> conversations_pb2.ListConversationsResponse:
+        """One page of the end user's conversations, most recently active first."""
+        request = conversations_pb2.ListConversationsRequest(
+            end_user_id=end_user_id, page_size=page_size, page_token=page_token
+        )
+        return _unary(
+            lambda: self._stub.ListConversations(
+                request, timeout=timeout, metadata=self._metadata()
+            )
+        )
+
+    def list_all(
+        self, *, end_user_id: str, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[conversations_pb2.Conversation]:
+        """Every conversation of the end user, fetching pages as needed."""
+        page_token = ""
+        while True:
+            page = self.list(
+                end_user_id=end_user_id,
+                page_size=page_size,
+                page_token=page_token,
+                timeout=timeout,
+            )
+            yield from page.conversations
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    def get(
+        self,
+        session_id: str,
+        *,
+        end_user_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> conversations_pb2.GetConversationResponse:
+        """The conversation's summary and one page of its entries, oldest first."""
+        request = conversations_pb2.GetConversationRequest(
+            end_user_id=end_user_id,
+            session_id=session_id,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return _unary(
+            lambda: self._stub.GetConversation(request, timeout=timeout, metadata=self._metadata())
+        )
+
+    def delete(self, session_id: str, *, end_user_id: str, timeout: float | None = None) -> None:
+        """Delete a conversation and everything stored for it."""
+        request = conversations_pb2.DeleteConversationRequest(
+            end_user_id=end_user_id, session_id=session_id
+        )
+        _unary(
+            lambda: self._stub.DeleteConversation(
+                request, timeout=timeout, metadata=self._metadata()
+            )
+        )

@@ -150,7 +150,8 @@ async def serve(out: TextIO) -> None:
             port = await daemon.start()
             try:
                 creds = await bootstrap(daemon.store)
-                assert creds.sandbox_id and creds.api_key and creds.operator_key
+                if not (creds.sandbox_id and creds.api_key and creds.operator_key):
+                    raise RuntimeError("bootstrap found a store that was not empty")
                 harness = Harness(fake, daemon, creds.sandbox_id)
                 send(
                     {

@@ -265,20 +265,21 @@ async def test_conversations_round_trip(client, fake_daemon):
 
 
 @pytest.fixture
-def readme_example() -> str:
-    """The Python code block of clients/python/README.md."""
+def readme_examples() -> list[str]:
+    """The Python code blocks of clients/python/README.md: the asyncio and the blocking client."""
     readme = Path(__file__).resolve().parents[2] / "clients" / "python" / "README.md"
-    (example,) = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)
-    return example
+    return re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)
 
 
-async def test_readme_library_example_runs(fake_daemon, monkeypatch, capsys, readme_example):
-    """The README's Python example runs as written against a server."""
+async def test_readme_library_example_runs(fake_daemon, monkeypatch, capsys, readme_examples):
+    """The README's Python examples run as written against a server."""
     monkeypatch.setenv("INTERLOCK_ADDRESS", fake_daemon.address)
     monkeypatch.setenv("INTERLOCK_API_KEY", fake_daemon.api_key)
-    code = compile(readme_example, "README.md", "exec")
-    # The example calls asyncio.run, so it needs a thread without a running loop.
-    await asyncio.to_thread(exec, code, {"__name__": "readme"})
-    out = capsys.readouterr().out
+    async_example, sync_example = readme_examples
     answer = "Let me check. It is 21 °C in Paris."
-    assert out == f"{answer}\n{answer} ses_01test\n"
+    # The asyncio example calls asyncio.run and the blocking one blocks, so
+    # both need a thread of their own, away from the server's running loop.
+    await asyncio.to_thread(exec, compile(async_example, "README.md", "exec"), {"__name__": "r"})
+    assert capsys.readouterr().out == f"{answer}\n{answer} ses_01test\n"
+    await asyncio.to_thread(exec, compile(sync_example, "README.md", "exec"), {"__name__": "r"})
+    assert capsys.readouterr().out == f"{answer}\n"

@@ -62,6 +62,7 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+	gofmt -w $(GO)
 
 # Regenerate the committed Python, TypeScript and Go code from proto/ with the
 # pinned local plugins of buf.gen.yaml.

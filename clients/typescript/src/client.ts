@@ -25,7 +25,11 @@ import {
 import { Conversations } from "./conversations.js";
 import { toInterlockError } from "./errors.js";
 import { type AgentEvent, fromMessage } from "./events.js";
-import { AgentRouter, RunRequestSchema } from "./gen/interlock/v1/router_pb.js";
+import {
+  AgentRouter,
+  type RunRequest as RunRequestMessage,
+  RunRequestSchema,
+} from "./gen/interlock/v1/router_pb.js";
 import type { CallOptions } from "./options.js";
 import { RunOutcome } from "./outcome.js";
 import { Sandboxes } from "./sandboxes.js";
@@ -139,7 +143,7 @@ export class Interlock {
   }
 
   async *#stream(
-    request: ReturnType<typeof create<typeof RunRequestSchema>>,
+    request: RunRequestMessage,
     headers: Record<string, string>,
     options: CallOptions,
   ): AsyncGenerator<AgentEvent, void, undefined> {

@@ -52,9 +52,12 @@ class KeySettings(_Strict):
 class ProviderSettings(_Strict):
     """One configured provider; its table name is the provider string of RunRequest."""
 
-    kind: Literal["openai", "local"]
-    #: OpenAI-compatible base URL ending in /v1 (kind = "openai").
+    kind: Literal["openai", "local", "anthropic"]
+    #: kind = "openai": the OpenAI-compatible base URL ending in /v1 (required).
+    #: kind = "anthropic": the API's base URL (default: the SDK's, api.anthropic.com).
     base_url: str = ""
+    #: The deployment's key for the provider. For kind = "anthropic" a sandbox's
+    #: own key (its secret ``anthropic_api_key``) takes precedence.
     api_key: SecretStr | None = None
     #: Model used when a request names none.
     default_model: str = ""
@@ -67,6 +70,18 @@ class ProviderSettings(_Strict):
     #: kind = "local": context size and threads of the embedded model server.
     context_size: int = Field(default=2048, ge=256)
     threads: int = Field(default=1, ge=1)
+    #: kind = "anthropic": agent and environment creates allowed per minute per
+    #: daemon; a create beyond the budget waits for room instead of failing.
+    creates_per_minute: float = Field(default=60.0, ge=1)
+    #: kind = "anthropic": the managed environment's network access.
+    networking: Literal["unrestricted", "limited"] = "unrestricted"
+    #: kind = "anthropic": ask for token deltas (``event_deltas[]=agent.message``)
+    #: so text streams as it is produced, not a whole message at a time.
+    token_deltas: bool = True
+    #: Attempts for a provider call that fails transiently before the turn's
+    #: first event (429, 5xx, overloaded, connection errors), with backoff and
+    #: the provider's retry-after honoured. Nothing is retried after it.
+    max_attempts: int = Field(default=3, ge=1, le=10)
 
 
 class RunSettings(_Strict):

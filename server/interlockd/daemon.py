@@ -27,7 +27,7 @@ from interlockd.api.router import AgentRouterServicer
 from interlockd.api.sandboxes import SandboxesServicer, create_api_key
 from interlockd.backends.base import AgentBackend, ModelInfo
 from interlockd.backends.registry import BackendRegistry
-from interlockd.config import ProviderSettings, Settings
+from interlockd.config import ConfigError, ProviderSettings, Settings
 from interlockd.context.search_tool import SearchConversationsTool
 from interlockd.integrations.tools import ToolRegistry
 from interlockd.runs.orchestrator import Orchestrator
@@ -65,6 +65,32 @@ def open_store(settings: Settings) -> SqliteStore:
     return SqliteStore(settings.resolve(settings.store.path), open_keyring(settings))
 
 
+def _anthropic_backend(name: str, p: ProviderSettings) -> AgentBackend:
+    try:
+        from interlockd.backends.anthropic import AnthropicBackend
+    except ImportError as exc:
+        raise ConfigError(
+            f"providers.{name}: kind 'anthropic' needs the anthropic extra "
+            f"(pip install 'interlockd[anthropic]'): {exc}"
+        ) from None
+    return AnthropicBackend(
+        name,
+        api_key=p.api_key.get_secret_value() if p.api_key else "",
+        base_url=p.base_url,
+        models={
+            m: ModelInfo(context_window=cw, max_output_tokens=min(64_000, cw // 4))
+            for m, cw in p.models.items()
+        }
+        or None,
+        connect_timeout=p.connect_timeout_seconds,
+        read_timeout=p.read_timeout_seconds,
+        creates_per_minute=p.creates_per_minute,
+        networking=p.networking,
+        token_deltas=p.token_deltas,
+        max_attempts=p.max_attempts,
+    )
+
+
 def build_backend(name: str, p: ProviderSettings, settings: Settings) -> AgentBackend:
     if p.kind == "local":
         from interlockd.backends.local import LocalBackend, LocalModelServer
@@ -75,6 +101,8 @@ def build_backend(name: str, p: ProviderSettings, settings: Settings) -> AgentBa
             threads=p.threads,
         )
         return LocalBackend(server, provider=name)
+    if p.kind == "anthropic":
+        return _anthropic_backend(name, p)
     from interlockd.backends.openai_compat import OpenAICompatibleBackend
 
     default_info = ModelInfo(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from interlockd.backends import catalog
@@ -49,7 +51,29 @@ def test_cost_bills_cached_input_at_the_cache_rate() -> None:
 
 def test_price_table_is_versioned() -> None:
     """The version stored beside every cost is a date."""
-    assert catalog.PRICE_TABLE_VERSION == "2026-11-01"
+    assert datetime.date.fromisoformat(catalog.PRICE_TABLE_VERSION)
+
+
+@pytest.mark.parametrize(
+    ("model", "window", "price"),
+    [
+        ("claude-opus-4-7", 1_000_000, catalog.Price(5.0, 25.0, 0.5, 6.25)),
+        ("claude-sonnet-4-6", 1_000_000, catalog.Price(3.0, 15.0, 0.3, 3.75)),
+        ("claude-haiku-4-5", 200_000, catalog.Price(1.0, 5.0, 0.1, 1.25)),
+    ],
+)
+def test_claude_models_have_limits_and_prices(
+    model: str, window: int, price: catalog.Price
+) -> None:
+    """The Managed Agents Claude models are in both tables, with thinking and tools."""
+    info = catalog.model_info(model)
+    assert info is not None
+    assert (info.context_window, info.supports_tools, info.supports_thinking) == (
+        window,
+        True,
+        True,
+    )
+    assert catalog.price("anthropic", model) == price
 
 
 async def test_registry_finds_backends_by_provider() -> None:

@@ -12,19 +12,7 @@ from interlock.v1 import router_pb2, sandboxes_pb2
 from tests.conftest import DaemonFactory, RunningDaemon
 from tests.eventually import eventually
 from tests.fakes.openai import FakeOpenAI, Reply
-
-
-def kinds(events: list[ev.AgentEvent]) -> list[str]:
-    return [e.WhichOneof("event") or "" for e in events]
-
-
-def assert_well_formed(events: list[ev.AgentEvent]) -> None:
-    assert events[0].HasField("run_started")
-    assert kinds(events)[-1] in ("finish", "error")
-    assert sum(k in ("finish", "error") for k in kinds(events)) == 1
-    assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert len({e.run_id for e in events}) == 1
-    assert events[0].run_id.startswith("run_")
+from tests.streams import assert_well_formed, kinds
 
 
 async def test_text_streams_in_order(daemon: RunningDaemon, fake_a: FakeOpenAI) -> None:

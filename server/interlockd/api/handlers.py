@@ -104,6 +104,9 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+_CRASHED = "the router failed unexpectedly; the daemon logged the cause"
+
+
 def unary(
     fn: Callable[[Any, Req, Context], Awaitable[Resp]],
 ) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
@@ -117,6 +120,12 @@ def unary(
             return await fn(self, request, context)
         except InterlockError as exc:
             await context.abort(exc.code, exc.message)
+            raise  # unreachable: abort raises
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("handler_crashed", method=fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, _CRASHED)
             raise  # unreachable: abort raises
 
     return handler
@@ -140,6 +149,12 @@ def streaming(
                 yield item
         except InterlockError as exc:
             await context.abort(exc.code, exc.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            # The cause (a bug) goes to the log, never to the client.
+            log.exception("handler_crashed", method=fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, _CRASHED)
 
     return handler
 

@@ -189,8 +189,10 @@ class SessionBound:
     """The turn runs in this provider session, which now holds the turn's user message.
 
     Yielded by backends that keep sessions, once the message was delivered;
-    the orchestrator stores the id with the conversation for the next turn.
-    Not an event of the client's stream.
+    the orchestrator stores the id with the conversation for the next turn
+    (``""``: forget the stored one, the next turn starts a new session). The
+    id is opaque to the router and sealed at rest. Not an event of the
+    client's stream.
     """
 
     session_id: str

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from interlockd.backends.base import ModelInfo, Usage
 
 #: Version of :data:`_PRICES`. Bump it with every change of a price.
-PRICE_TABLE_VERSION = "2026-11-01"
+PRICE_TABLE_VERSION = "2026-11-23"
 
 #: The zero-credential local model (see ``backends/local.py``).
 LOCAL_MODEL = "smollm2-135m"
@@ -53,10 +53,20 @@ _OPENAI_PRICES: dict[str, Price] = {
     "gpt-4o-mini": Price(0.15, 0.60, 0.075, 0.15),
 }
 
+# Anthropic list prices (USD per 1M tokens), from the models overview of
+# platform.claude.com; checked 2026-11. Cache writes are the 5-minute rate
+# (1.25x input), cache reads 0.1x input.
+_ANTHROPIC_PRICES: dict[str, Price] = {
+    "claude-opus-4-7": Price(5.00, 25.00, 0.50, 6.25),
+    "claude-sonnet-4-6": Price(3.00, 15.00, 0.30, 3.75),
+    "claude-haiku-4-5": Price(1.00, 5.00, 0.10, 1.25),
+}
+
 # Keyed by (provider string, model). The provider string is the configured
 # name, so these entries apply to a provider configured as "openai".
 _PRICES: dict[tuple[str, str], Price] = {
     **{("openai", model): p for model, p in _OPENAI_PRICES.items()},
+    **{("anthropic", model): p for model, p in _ANTHROPIC_PRICES.items()},
     ("local", LOCAL_MODEL): FREE,
 }
 
@@ -69,6 +79,15 @@ _MODELS: dict[str, ModelInfo] = {
     "gpt-4o": ModelInfo(context_window=128_000, max_output_tokens=16_384),
     "gpt-4o-mini": ModelInfo(context_window=128_000, max_output_tokens=16_384),
     LOCAL_MODEL: ModelInfo(context_window=8192, max_output_tokens=512, supports_tools=False),
+    "claude-opus-4-7": ModelInfo(
+        context_window=1_000_000, max_output_tokens=128_000, supports_thinking=True
+    ),
+    "claude-sonnet-4-6": ModelInfo(
+        context_window=1_000_000, max_output_tokens=64_000, supports_thinking=True
+    ),
+    "claude-haiku-4-5": ModelInfo(
+        context_window=200_000, max_output_tokens=64_000, supports_thinking=True
+    ),
 }
 
 # Dated snapshots ("gpt-4o-mini-2024-07-18") are priced like their alias.
@@ -82,6 +101,11 @@ def _base_name(model: str) -> str:
 def model_info(model: str) -> ModelInfo | None:
     """Published limits of a well-known model, or None when the table has no entry."""
     return _MODELS.get(model) or _MODELS.get(_base_name(model))
+
+
+def known_models(prefix: str = "") -> list[str]:
+    """The models of the capability table whose names start with ``prefix``, sorted."""
+    return sorted(m for m in _MODELS if m.startswith(prefix))
 
 
 def price(

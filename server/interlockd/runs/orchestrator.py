@@ -73,7 +73,8 @@ class _Progress:
     """What a turn has produced so far, for its bookkeeping at the end."""
 
     usage: Usage = dataclasses.field(default_factory=Usage)
-    #: The provider session the turn ran in (backends that keep sessions).
+    #: The provider session the turn ran in (backends that keep sessions);
+    #: "" when the backend let go of it.
     session: str | None = None
 
 
@@ -377,7 +378,12 @@ class Orchestrator:
             ledger=ledger,
             entries=recorder.take_text(),
         )
-        if progress.session is not None:
+        if progress.session == "":
+            # The backend let go of the session (e.g. the provider terminated it).
+            await self._store.clear_provider_session(
+                run.sandbox_id, run.conversation_id, run.provider
+            )
+        elif progress.session is not None:
             # The provider's session has now seen every entry of the turn.
             newest = await self._store.read_entries(
                 run.sandbox_id, run.conversation_id, limit=1, newest_first=True

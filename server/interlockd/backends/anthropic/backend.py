@@ -1,0 +1,575 @@
+"""Claude Managed Agents as an agent backend, through the official ``anthropic`` SDK.
+
+A turn: the agent and environment for this configuration (created once, see
+``resources``), the conversation's session (continued, or created when there is
+none, when the agent changed, or when the service lost it), the event stream
+opened *before* the user message is sent (the stream is live-only), then the
+session's events translated into the neutral ones until it goes idle:
+
+- ``event_delta`` previews of ``agent.message`` (asked for with
+  ``event_deltas[]=agent.message``) → TextDelta as produced; the final
+  ``agent.message`` adds only what the previews did not carry;
+- ``agent.thinking`` → an empty ThinkingDelta, a progress signal (the service
+  sends no thinking text);
+- ``agent.custom_tool_use`` → ToolCall, executed by the router's ToolRunner →
+  ToolResult; the results are sent in one batch when the session idles with
+  ``requires_action``;
+- ``agent.tool_use`` / ``agent.mcp_tool_use`` and their results → ToolCall /
+  ToolResult marked provider-executed; a tool that asks for confirmation is
+  denied (nobody is there to confirm it);
+- ``span.model_request_end`` → usage (cache tokens included);
+- idle ``end_turn`` / ``budget_reached`` / ``refusal`` → TurnEnd; idle
+  ``retries_exhausted``, termination and a cut stream → a provider error
+  carrying the service's last ``session.error`` message.
+
+A turn that ends early (cancelled, failed, tool limit) interrupts the session
+so it does not keep working unheard. The Anthropic key is the sandbox's own
+secret ``anthropic_api_key`` when it has one, else the deployment's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import anthropic
+import httpx2
+import orjson
+import structlog
+
+from interlockd.backends import catalog
+from interlockd.backends.anthropic import errors
+from interlockd.backends.anthropic.resources import AgentConfig, CreateBudget, EnvironmentConfig
+from interlockd.backends.base import (
+    AgentBackend,
+    BackendEvent,
+    ModelInfo,
+    ProviderState,
+    SessionBound,
+    StopReason,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolResult,
+    ToolRunner,
+    TurnEnd,
+    TurnRequest,
+    Usage,
+    UsageReport,
+)
+from interlockd.backends.handover import Handover, split
+from interlockd.errors import (
+    InvalidArgument,
+    ProviderCredentialsRejected,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderSessionLost,
+    ProviderUnavailable,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+#: The sandbox secret holding a sandbox's own Anthropic key.
+API_KEY_SECRET = "anthropic_api_key"
+#: SDK clients kept open (one per distinct key: the deployment's and sandboxes' own).
+_MAX_CLIENTS = 64
+#: How long an interrupt sent while a turn is abandoned may take.
+_INTERRUPT_TIMEOUT = 10.0
+_IDLE_STOPS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "budget_reached": "budget_reached",
+    "refusal": "refusal",
+}
+_DENIED = (
+    "This tool needs a person's confirmation and none is available through the router; "
+    "continue without it."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Binding:
+    """The provider session of a conversation and what it runs on (stored sealed)."""
+
+    session_id: str
+    agent_id: str
+    environment_id: str
+
+    def encode(self) -> str:
+        return orjson.dumps(
+            {"session": self.session_id, "agent": self.agent_id, "env": self.environment_id}
+        ).decode()
+
+    @classmethod
+    def decode(cls, value: str | None) -> _Binding | None:
+        if not value:
+            return None
+        try:
+            data = orjson.loads(value)
+            return cls(str(data["session"]), str(data["agent"]), str(data["env"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None  # not ours (or from an older format): start a new session
+
+
+class AnthropicBackend(AgentBackend):
+    """``provider: "anthropic"`` (or the configured name): Claude Managed Agents."""
+
+    keeps_sessions = True
+
+    def __init__(
+        self,
+        provider: str = "anthropic",
+        *,
+        api_key: str = "",
+        base_url: str = "",
+        models: Mapping[str, ModelInfo] | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
+        creates_per_minute: float = 60.0,
+        networking: str = "unrestricted",
+        token_deltas: bool = True,
+        max_attempts: int = 3,
+    ) -> None:
+        self.provider = provider
+        self._api_key = api_key
+        self._base_url = base_url or None
+        self._models = dict(models or {})
+        self._timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
+        self._budget = CreateBudget(creates_per_minute)
+        self._environment_config = EnvironmentConfig(networking)
+        self._token_deltas = token_deltas
+        self._attempts = max_attempts
+        self._clients: OrderedDict[str, anthropic.AsyncAnthropic] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- the AgentBackend contract ---------------------------------------------
+
+    def model_info(self, model: str) -> ModelInfo:
+        if self._models:
+            if model in self._models:
+                return self._models[model]
+        else:
+            info = catalog.model_info(model)
+            if info is not None and model.startswith("claude-"):
+                return info
+        known = sorted(self._models) or catalog.known_models("claude-")
+        raise InvalidArgument(
+            "model",
+            f"{self.provider} does not serve {model!r}; known models: {', '.join(known)} "
+            f"(others can be listed in providers.{self.provider}.models)",
+        )
+
+    async def stream_turn(
+        self, request: TurnRequest, tools: ToolRunner
+    ) -> AsyncIterator[BackendEvent]:
+        if request.state is None:
+            raise ValueError("AnthropicBackend needs the run's ProviderState")
+        state = request.state
+        client = await self._client(state)
+        handover = split(request.messages, request.system)
+        agent = AgentConfig.build(request.model, request.system, request.tools)
+        environment_id = await self._environment(client, state)
+        agent_id = await self._agent(client, state, agent)
+        binding = _Binding.decode(request.provider_session)
+        reused = binding is not None
+        if binding is not None and (binding.agent_id, binding.environment_id) != (
+            agent_id,
+            environment_id,
+        ):
+            raise ProviderSessionLost(
+                self.provider,
+                "the agent changed (model, system prompt or tools); "
+                "the conversation continues in a new session",
+            )
+        if binding is None:
+            binding = await self._new_session(client, state, agent, agent_id, environment_id)
+        async for event in self._turn(client, binding, reused, handover, request, tools):
+            yield event
+
+    async def aclose(self) -> None:
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=_INTERRUPT_TIMEOUT)
+        clients, self._clients = self._clients, OrderedDict()
+        for client in clients.values():
+            await client.close()
+
+    # ---- credentials and resources ----------------------------------------------
+
+    async def _client(self, state: ProviderState) -> anthropic.AsyncAnthropic:
+        key = await state.secret(API_KEY_SECRET) or self._api_key
+        if not key:
+            raise ProviderCredentialsRejected(
+                self.provider,
+                f"no Anthropic API key is configured: set providers.{self.provider}.api_key "
+                f"or the sandbox's secret {API_KEY_SECRET}",
+            )
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        client = self._clients.get(digest)
+        if client is None:
+            # Retries are ours (errors.call): only before the first event, and never
+            # a resend of the user's message that may have been delivered.
+            client = anthropic.AsyncAnthropic(
+                api_key=key, base_url=self._base_url, timeout=self._timeout, max_retries=0
+            )
+            self._clients[digest] = client
+            if len(self._clients) > _MAX_CLIENTS:
+                _, evicted = self._clients.popitem(last=False)
+                self._spawn(evicted.close())
+        else:
+            self._clients.move_to_end(digest)
+        return client
+
+    async def _call(
+        self, doing: str, fn: Callable[[], Awaitable[T]], *, idempotent: bool = True
+    ) -> T:
+        return await errors.call(
+            self.provider, doing, fn, attempts=self._attempts, idempotent=idempotent
+        )
+
+    async def _environment(self, client: anthropic.AsyncAnthropic, state: ProviderState) -> str:
+        config = self._environment_config
+
+        async def create() -> str:
+            await self._budget.acquire()
+            created = await self._call(
+                "creating the environment",
+                lambda: client.beta.environments.create(**config.create_params()),
+            )
+            return created.id
+
+        return await state.resource("environment", config.fingerprint, create)
+
+    async def _agent(
+        self, client: anthropic.AsyncAnthropic, state: ProviderState, agent: AgentConfig
+    ) -> str:
+        async def create() -> str:
+            await self._budget.acquire()
+            created = await self._call(
+                "creating the agent", lambda: client.beta.agents.create(**agent.create_params())
+            )
+            return created.id
+
+        return await state.resource("agent", agent.fingerprint, create)
+
+    async def _new_session(
+        self,
+        client: anthropic.AsyncAnthropic,
+        state: ProviderState,
+        agent: AgentConfig,
+        agent_id: str,
+        environment_id: str,
+    ) -> _Binding:
+        async def create(agent_id: str, environment_id: str) -> str:
+            session = await self._call(
+                "creating the session",
+                lambda: client.beta.sessions.create(
+                    agent=agent_id, environment_id=environment_id, title="interlock"
+                ),
+            )
+            return session.id
+
+        try:
+            session_id = await create(agent_id, environment_id)
+        except ProviderError as exc:
+            if errors.status_of(exc.__cause__) != 404:
+                raise
+            # The service no longer has the agent or environment we stored (deleted,
+            # or another account's key): forget both and create them once more.
+            await state.forget_resource("agent", agent.fingerprint, agent_id)
+            await state.forget_resource(
+                "environment", self._environment_config.fingerprint, environment_id
+            )
+            environment_id = await self._environment(client, state)
+            agent_id = await self._agent(client, state, agent)
+            session_id = await create(agent_id, environment_id)
+        return _Binding(session_id, agent_id, environment_id)
+
+    # ---- the turn ---------------------------------------------------------------
+
+    async def _turn(
+        self,
+        client: anthropic.AsyncAnthropic,
+        binding: _Binding,
+        reused: bool,
+        handover: Handover,
+        request: TurnRequest,
+        tools: ToolRunner,
+    ) -> AsyncIterator[BackendEvent]:
+        session_id = binding.session_id
+
+        def lost(exc: ProviderError) -> ProviderError:
+            if reused and errors.status_of(exc.__cause__) == 404:
+                return ProviderSessionLost(self.provider, f"session {session_id} is gone")
+            return exc
+
+        try:
+            stream = await self._call(
+                "opening the session's event stream",
+                lambda: client.beta.sessions.events.stream(
+                    session_id,
+                    event_deltas=["agent.message"] if self._token_deltas else anthropic.omit,
+                ),
+            )
+        except ProviderError as exc:
+            raise lost(exc) from exc.__cause__
+        turn = _TurnState(request.max_tool_iterations, idle=True)  # nothing to stop yet
+        try:
+            try:
+                await self._call(
+                    "sending the user message",
+                    lambda: client.beta.sessions.events.send(
+                        session_id, events=[_user_message(handover)]
+                    ),
+                    idempotent=False,
+                )
+            except ProviderError as exc:
+                raise lost(exc) from exc.__cause__
+            turn.idle = False  # the session is working on the message from here on
+            yield SessionBound(binding.encode())
+            async for event in self._events(stream):
+                async for out in self._translate(client, session_id, event, turn, tools):
+                    yield out
+                if turn.failure == "terminated":
+                    yield SessionBound("")  # never continue a terminated session
+                    raise ProviderUnavailable(
+                        self.provider, f"the session was terminated{turn.last_error_note}"
+                    )
+                if turn.failure == "retries_exhausted":
+                    raise ProviderUnavailable(
+                        self.provider, f"the session gave up after retrying{turn.last_error_note}"
+                    )
+                if turn.end is not None:
+                    yield TurnEnd(turn.end)
+                    return
+            raise ProviderUnavailable(
+                self.provider,
+                f"the event stream ended before the turn finished{turn.last_error_note}",
+            )
+        finally:
+            if not turn.idle:
+                self._spawn(self._interrupt(client, session_id))
+            await stream.close()
+
+    async def _events(self, stream: anthropic.AsyncStream[Any]) -> AsyncIterator[dict[str, Any]]:
+        """The stream's events as plain dicts; its failures as provider errors."""
+        iterator = stream.__aiter__()
+        while True:
+            try:
+                event = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
+                raise errors.provider_error(self.provider, exc, "the event stream") from exc
+            # Plain data: event and error types newer than the SDK stay readable
+            # (the SDK's unions do not list them, so no serializer warnings either).
+            yield event.to_dict(warnings=False) if hasattr(event, "to_dict") else dict(event)
+
+    async def _translate(
+        self,
+        client: anthropic.AsyncAnthropic,
+        session_id: str,
+        event: dict[str, Any],
+        turn: _TurnState,
+        tools: ToolRunner,
+    ) -> AsyncIterator[BackendEvent]:
+        kind = event.get("type", "")
+        if kind == "event_start":
+            inner = event.get("event") or {}
+            if inner.get("type") == "agent.message":
+                turn.previewed[str(inner.get("id"))] = []
+        elif kind == "event_delta":
+            delta = event.get("delta") or {}
+            content = delta.get("content") or {}
+            text = content.get("text")
+            if delta.get("type") == "content_delta" and content.get("type") == "text" and text:
+                turn.previewed.setdefault(str(event.get("event_id")), []).append(text)
+                yield TextDelta(text)
+        elif kind == "agent.message":
+            text = "".join(
+                block.get("text", "")
+                for block in event.get("content") or []
+                if block.get("type") == "text"
+            )
+            previewed = "".join(turn.previewed.pop(str(event.get("id")), []))
+            if text.startswith(previewed) and len(text) > len(previewed):
+                yield TextDelta(text[len(previewed) :])
+            elif not text.startswith(previewed):
+                log.warning("anthropic_preview_mismatch", session_id=session_id)
+        elif kind == "agent.thinking":
+            yield ThinkingDelta("")
+        elif kind == "agent.custom_tool_use":
+            call = ToolCall(
+                str(event["id"]), str(event.get("name", "")), _json(event.get("input", {}))
+            )
+            yield call
+            result = await tools.run(call)
+            turn.results[call.call_id] = result
+            yield result
+        elif kind in ("agent.tool_use", "agent.mcp_tool_use"):
+            name = str(event.get("name", ""))
+            if kind == "agent.mcp_tool_use" and event.get("mcp_server_name"):
+                name = f"{event['mcp_server_name']}.{name}"
+            call_id = str(event["id"])
+            turn.server_tools[call_id] = name
+            if event.get("evaluated_permission") == "ask":
+                turn.confirmations.add(call_id)
+            yield ToolCall(call_id, name, _json(event.get("input", {})), provider_executed=True)
+        elif kind in ("agent.tool_result", "agent.mcp_tool_result"):
+            key = "tool_use_id" if kind == "agent.tool_result" else "mcp_tool_use_id"
+            call_id = str(event.get(key) or event.get("tool_use_id") or "")
+            output = _content_text(event.get("content"))
+            name = turn.server_tools.get(call_id, "")
+            if event.get("is_error"):
+                yield ToolResult(
+                    call_id, name, "", error=output or "failed", provider_executed=True
+                )
+            else:
+                yield ToolResult(call_id, name, _json(output), provider_executed=True)
+        elif kind == "span.model_request_end":
+            usage = event.get("model_usage") or {}
+            cache_read = int(usage.get("cache_read_input_tokens") or 0)
+            cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+            yield UsageReport(
+                Usage(
+                    input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
+                    output_tokens=int(usage.get("output_tokens") or 0),
+                    cache_read_tokens=cache_read,
+                    cache_write_tokens=cache_write,
+                )
+            )
+        elif kind == "session.error":
+            error = event.get("error") or {}
+            turn.last_error = str(error.get("message") or error.get("type") or "")
+            log.warning(
+                "anthropic_session_error",
+                session_id=session_id,
+                error_type=error.get("type"),
+                retry_status=(error.get("retry_status") or {}).get("type"),
+            )
+        elif kind == "session.status_terminated":
+            turn.idle = True  # nothing to interrupt
+            turn.failure = "terminated"
+        elif kind == "session.status_idle":
+            reason = (event.get("stop_reason") or {}).get("type", "end_turn")
+            if reason == "requires_action":
+                await self._answer(client, session_id, event, turn)
+            elif reason == "retries_exhausted":
+                turn.idle = True
+                turn.failure = "retries_exhausted"
+            elif reason in _IDLE_STOPS:
+                turn.idle = True
+                turn.end = _IDLE_STOPS[reason]
+            else:
+                turn.idle = True
+                raise ProviderProtocolError(self.provider, f"unknown stop reason {reason!r}")
+        # Everything else (echoed user events, status_running, span starts, pings,
+        # event types added later) carries nothing for the client.
+
+    async def _answer(
+        self,
+        client: anthropic.AsyncAnthropic,
+        session_id: str,
+        idle: dict[str, Any],
+        turn: _TurnState,
+    ) -> None:
+        """Answer every event the session waits on, in one batch."""
+        turn.cycles += 1
+        if turn.cycles > turn.max_cycles:
+            turn.end = "tool_limit"  # the interrupt on the way out stops the session
+            return
+        wanted = [str(i) for i in (idle.get("stop_reason") or {}).get("event_ids") or []]
+        batch: list[Any] = []  # event params (typed dicts of the SDK)
+        for event_id in wanted:
+            if event_id in turn.confirmations:
+                batch.append(
+                    {
+                        "type": "user.tool_confirmation",
+                        "tool_use_id": event_id,
+                        "result": "deny",
+                        "deny_message": _DENIED,
+                    }
+                )
+                continue
+            result = turn.results.pop(event_id, None)
+            if result is None:
+                text, is_error = (
+                    _json({"error": "the router has no record of this tool call"}),
+                    True,
+                )
+            elif result.error:
+                text, is_error = _json({"error": result.error}), True
+            else:
+                text, is_error = result.result, False
+            batch.append(
+                {
+                    "type": "user.custom_tool_result",
+                    "custom_tool_use_id": event_id,
+                    "content": [{"type": "text", "text": text}],
+                    "is_error": is_error,
+                }
+            )
+        if not batch:
+            raise ProviderProtocolError(self.provider, "the session required action on nothing")
+        try:
+            await client.beta.sessions.events.send(session_id, events=batch)
+        except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
+            raise errors.provider_error(self.provider, exc, "sending tool results") from exc
+
+    async def _interrupt(self, client: anthropic.AsyncAnthropic, session_id: str) -> None:
+        try:
+            async with asyncio.timeout(_INTERRUPT_TIMEOUT):
+                await client.beta.sessions.events.send(
+                    session_id, events=[{"type": "user.interrupt"}]
+                )
+        except Exception as exc:  # best effort: the session stops on its own eventually
+            log.warning(
+                "anthropic_interrupt_failed", session_id=session_id, error=errors.detail(exc)
+            )
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+@dataclass(slots=True)
+class _TurnState:
+    """What one turn has seen of the session so far."""
+
+    max_cycles: int
+    previewed: dict[str, list[str]] = field(default_factory=dict)  # message id -> deltas
+    results: dict[str, ToolResult] = field(default_factory=dict)  # custom tool use id -> result
+    server_tools: dict[str, str] = field(default_factory=dict)  # server tool use id -> name
+    confirmations: set[str] = field(default_factory=set)  # server tool uses that ask
+    cycles: int = 0
+    last_error: str = ""
+    idle: bool = False  # the session stopped on its own: no interrupt needed
+    end: StopReason | None = None  # how the turn finished
+    failure: Literal["terminated", "retries_exhausted"] | None = None  # or how it failed
+
+    @property
+    def last_error_note(self) -> str:
+        return f": {self.last_error}" if self.last_error else ""
+
+
+def _user_message(handover: Handover) -> Any:
+    content = [{"type": "text", "text": handover.message}]
+    if handover.transcript:
+        content.insert(0, {"type": "text", "text": handover.transcript})
+    return {"type": "user.message", "content": content}
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return ""
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()

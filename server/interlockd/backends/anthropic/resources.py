@@ -104,10 +104,14 @@ class EnvironmentConfig:
 
 
 class CreateBudget:
-    """At most ``per_minute`` creates a minute; beyond it, callers wait for room."""
+    """At most ``per_minute`` creates a minute; beyond it, callers wait for room.
 
-    def __init__(self, per_minute: float) -> None:
-        self._limiter = AsyncLimiter(max_rate=per_minute, time_period=60.0)
+    A leaky bucket (aiolimiter): a burst up to the budget, then one create per
+    ``period / per_minute`` seconds. Per daemon process.
+    """
+
+    def __init__(self, per_minute: float, *, period: float = 60.0) -> None:
+        self._limiter = AsyncLimiter(max_rate=per_minute, time_period=period)
 
     async def acquire(self) -> None:
         await self._limiter.acquire()

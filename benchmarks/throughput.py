@@ -219,6 +219,7 @@ def interlockd_config(workdir: Path, upstream_port: int, coalesce: bool) -> Path
     config = workdir / "interlockd.toml"
     lines = [
         'listen = "127.0.0.1:0"',
+        'http_listen = "127.0.0.1:0"',
         f"data_dir = {json.dumps(str(workdir / 'data'))}",
         'default_provider = "up"',
         'log_level = "warning"',

@@ -105,6 +105,7 @@ def daemon_settings(
 ) -> Any:
     base: dict[str, Any] = {
         "listen": "127.0.0.1:0",
+        "http_listen": "127.0.0.1:0",
         "data_dir": str(data_dir),
         "default_provider": "fake",
         "shutdown_grace_seconds": 2,

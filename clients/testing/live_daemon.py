@@ -128,6 +128,7 @@ async def serve(out: TextIO) -> None:
                 env={},
                 overrides={
                     "listen": "127.0.0.1:0",
+                    "http_listen": "127.0.0.1:0",
                     "data_dir": tmp,
                     "default_provider": PROVIDER,
                     "log_level": "error",

@@ -52,9 +52,10 @@ class KeySettings(_Strict):
 class ProviderSettings(_Strict):
     """One configured provider; its table name is the provider string of RunRequest."""
 
-    kind: Literal["openai", "local", "anthropic"]
+    kind: Literal["openai", "local", "anthropic", "google"]
     #: kind = "openai": the OpenAI-compatible base URL ending in /v1 (required).
     #: kind = "anthropic": the API's base URL (default: the SDK's, api.anthropic.com).
+    #: kind = "google": the Vertex AI root URL (default: from the engine's location).
     base_url: str = ""
     #: The deployment's key for the provider. For kind = "anthropic" a sandbox's
     #: own key (its secret ``anthropic_api_key``) takes precedence.
@@ -82,6 +83,17 @@ class ProviderSettings(_Strict):
     #: first event (429, 5xx, overloaded, connection errors), with backoff and
     #: the provider's retry-after honoured. Nothing is retried after it.
     max_attempts: int = Field(default=3, ge=1, le=10)
+    #: kind = "google": the project and location of engines named by bare ID,
+    #: and the engine used when a request names none.
+    project: str = ""
+    location: str = "us-central1"
+    reasoning_engine_id: str = ""
+    #: kind = "google": a static OAuth access token; without it, Application
+    #: Default Credentials (the google extra), refreshed before they expire.
+    access_token: SecretStr | None = None
+    #: kind = "google": lifetime of the run-scoped token the deployed agent's
+    #: dispatch tool calls back with (it is revoked when the turn ends anyway).
+    dispatch_token_seconds: float = Field(default=900.0, gt=0)
 
 
 class RunSettings(_Strict):
@@ -102,6 +114,9 @@ class RunSettings(_Strict):
 class Settings(_Strict):
     #: host:port of the gRPC server. Port 0 picks a free port.
     listen: str = "127.0.0.1:7600"
+    #: host:port of the HTTP side (tool dispatch for hosted agents, /healthz).
+    #: Hosted agents must reach it: put it behind TLS at a public URL.
+    http_listen: str = "127.0.0.1:7601"
     #: Where the database, the master key and the local model's state live.
     data_dir: Path = Path("data")
     #: Provider used when a RunRequest names none.

@@ -29,6 +29,8 @@ from interlockd.backends.base import AgentBackend, ModelInfo
 from interlockd.backends.registry import BackendRegistry
 from interlockd.config import ConfigError, ProviderSettings, Settings
 from interlockd.context.search_tool import SearchConversationsTool
+from interlockd.http.dispatch import DispatchRegistry
+from interlockd.http.server import HttpServer
 from interlockd.integrations.tools import ToolRegistry
 from interlockd.runs.orchestrator import Orchestrator
 from interlockd.store.base import Quotas, Store
@@ -91,7 +93,35 @@ def _anthropic_backend(name: str, p: ProviderSettings) -> AgentBackend:
     )
 
 
-def build_backend(name: str, p: ProviderSettings, settings: Settings) -> AgentBackend:
+def _google_backend(
+    name: str, p: ProviderSettings, settings: Settings, dispatch: DispatchRegistry
+) -> AgentBackend:
+    from interlockd.backends.google import GoogleAgentEngineBackend
+
+    return GoogleAgentEngineBackend(
+        name,
+        dispatch,
+        project=p.project,
+        location=p.location,
+        reasoning_engine_id=p.reasoning_engine_id,
+        base_url=p.base_url,
+        access_token=p.access_token.get_secret_value() if p.access_token else "",
+        models={
+            m: ModelInfo(context_window=cw, max_output_tokens=min(65_536, cw // 4))
+            for m, cw in p.models.items()
+        }
+        or None,
+        connect_timeout=p.connect_timeout_seconds,
+        read_timeout=p.read_timeout_seconds,
+        max_attempts=p.max_attempts,
+        dispatch_token_seconds=min(p.dispatch_token_seconds, settings.runs.max_run_seconds),
+        tool_timeout=settings.runs.tool_timeout_seconds,
+    )
+
+
+def build_backend(
+    name: str, p: ProviderSettings, settings: Settings, dispatch: DispatchRegistry
+) -> AgentBackend:
     if p.kind == "local":
         from interlockd.backends.local import LocalBackend, LocalModelServer
 
@@ -103,6 +133,8 @@ def build_backend(name: str, p: ProviderSettings, settings: Settings) -> AgentBa
         return LocalBackend(server, provider=name)
     if p.kind == "anthropic":
         return _anthropic_backend(name, p)
+    if p.kind == "google":
+        return _google_backend(name, p, settings, dispatch)
     from interlockd.backends.openai_compat import OpenAICompatibleBackend
 
     default_info = ModelInfo(
@@ -160,6 +192,9 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.orchestrator: Orchestrator | None = None
+        self.dispatch = DispatchRegistry()
+        self.http: HttpServer | None = None
+        self.http_port = 0
         self._stopped = asyncio.Event()
 
     async def start(self) -> int:
@@ -170,7 +205,7 @@ class Daemon:
         if interrupted:
             log.warning("runs_interrupted", count=interrupted)
         for name, provider in s.providers.items():
-            self.backends.register(build_backend(name, provider, s))
+            self.backends.register(build_backend(name, provider, s, self.dispatch))
         default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
         default_models.setdefault("local", "smollm2-135m")
         tools = ToolRegistry([SearchConversationsTool()])
@@ -213,6 +248,14 @@ class Daemon:
             raise OSError(f"could not bind {s.listen}")
         await server.start()
         self.server = server
+        host, _, port = s.http_listen.rpartition(":")
+        self.http = HttpServer(
+            host or "127.0.0.1",
+            int(port),
+            self.dispatch,
+            call_timeout=s.runs.tool_timeout_seconds + 5,
+        )
+        self.http_port = await self.http.start()
         for name in ("", *_SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -241,6 +284,8 @@ class Daemon:
             await asyncio.sleep(announce)
         if self.server is not None:
             await self.server.stop(grace)
+        if self.http is not None:
+            await self.http.stop()
         if self.orchestrator is not None:
             await self.orchestrator.drain(within=10.0)
         await self.backends.aclose()

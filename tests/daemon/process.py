@@ -16,7 +16,12 @@ def write_config(
     path: Path, data_dir: Path, providers: dict[str, dict[str, Any]], **top: Any
 ) -> Path:
     """A TOML config listening on port 0 with the given provider tables."""
-    lines = ['listen = "127.0.0.1:0"', f'data_dir = "{data_dir}"', 'log_format = "json"']
+    lines = [
+        'listen = "127.0.0.1:0"',
+        'http_listen = "127.0.0.1:0"',
+        f'data_dir = "{data_dir}"',
+        'log_format = "json"',
+    ]
     for key, value in top.items():
         lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
     for name, table in providers.items():

@@ -52,8 +52,10 @@ type RunRequest struct {
 	Labels map[string]string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Upper bound on output tokens per provider call; 0 uses the model's default.
 	MaxOutputTokens int32 `protobuf:"varint,10,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Options of a turn on Google (Vertex AI Agent Engine); ignored elsewhere.
+	Google        *GoogleRunOptions `protobuf:"bytes,11,opt,name=google,proto3" json:"google,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunRequest) Reset() {
@@ -156,11 +158,75 @@ func (x *RunRequest) GetMaxOutputTokens() int32 {
 	return 0
 }
 
+func (x *RunRequest) GetGoogle() *GoogleRunOptions {
+	if x != nil {
+		return x.Google
+	}
+	return nil
+}
+
+// Where a turn on Google runs: a deployed agent (see `interlock google deploy`).
+type GoogleRunOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deployed agent: its full resource name
+	// (`projects/P/locations/L/reasoningEngines/ID`) or only the ID, the project
+	// and location then coming from the daemon's provider configuration.
+	ReasoningEngineId string `protobuf:"bytes,1,opt,name=reasoning_engine_id,json=reasoningEngineId,proto3" json:"reasoning_engine_id,omitempty"`
+	// The region of a bare ID (e.g. `us-central1`); empty uses the configured one.
+	Location      string `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GoogleRunOptions) Reset() {
+	*x = GoogleRunOptions{}
+	mi := &file_interlock_v1_router_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GoogleRunOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GoogleRunOptions) ProtoMessage() {}
+
+func (x *GoogleRunOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_router_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GoogleRunOptions.ProtoReflect.Descriptor instead.
+func (*GoogleRunOptions) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_router_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GoogleRunOptions) GetReasoningEngineId() string {
+	if x != nil {
+		return x.ReasoningEngineId
+	}
+	return ""
+}
+
+func (x *GoogleRunOptions) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
 var File_interlock_v1_router_proto protoreflect.FileDescriptor
 
 const file_interlock_v1_router_proto_rawDesc = "" +
 	"\n" +
-	"\x19interlock/v1/router.proto\x12\finterlock.v1\x1a\x19interlock/v1/events.proto\"\x89\x03\n" +
+	"\x19interlock/v1/router.proto\x12\finterlock.v1\x1a\x19interlock/v1/events.proto\"\xc1\x03\n" +
 	"\n" +
 	"RunRequest\x12\x1e\n" +
 	"\vend_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1d\n" +
@@ -175,10 +241,14 @@ const file_interlock_v1_router_proto_rawDesc = "" +
 	"request_id\x18\b \x01(\tR\trequestId\x12<\n" +
 	"\x06labels\x18\t \x03(\v2$.interlock.v1.RunRequest.LabelsEntryR\x06labels\x12*\n" +
 	"\x11max_output_tokens\x18\n" +
-	" \x01(\x05R\x0fmaxOutputTokens\x1a9\n" +
+	" \x01(\x05R\x0fmaxOutputTokens\x126\n" +
+	"\x06google\x18\v \x01(\v2\x1e.interlock.v1.GoogleRunOptionsR\x06google\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012J\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +
+	"\x10GoogleRunOptions\x12.\n" +
+	"\x13reasoning_engine_id\x18\x01 \x01(\tR\x11reasoningEngineId\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation2J\n" +
 	"\vAgentRouter\x12;\n" +
 	"\x03Run\x12\x18.interlock.v1.RunRequest\x1a\x18.interlock.v1.AgentEvent0\x01b\x06proto3"
 
@@ -194,21 +264,23 @@ func file_interlock_v1_router_proto_rawDescGZIP() []byte {
 	return file_interlock_v1_router_proto_rawDescData
 }
 
-var file_interlock_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_interlock_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_interlock_v1_router_proto_goTypes = []any{
-	(*RunRequest)(nil), // 0: interlock.v1.RunRequest
-	nil,                // 1: interlock.v1.RunRequest.LabelsEntry
-	(*AgentEvent)(nil), // 2: interlock.v1.AgentEvent
+	(*RunRequest)(nil),       // 0: interlock.v1.RunRequest
+	(*GoogleRunOptions)(nil), // 1: interlock.v1.GoogleRunOptions
+	nil,                      // 2: interlock.v1.RunRequest.LabelsEntry
+	(*AgentEvent)(nil),       // 3: interlock.v1.AgentEvent
 }
 var file_interlock_v1_router_proto_depIdxs = []int32{
-	1, // 0: interlock.v1.RunRequest.labels:type_name -> interlock.v1.RunRequest.LabelsEntry
-	0, // 1: interlock.v1.AgentRouter.Run:input_type -> interlock.v1.RunRequest
-	2, // 2: interlock.v1.AgentRouter.Run:output_type -> interlock.v1.AgentEvent
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 0: interlock.v1.RunRequest.labels:type_name -> interlock.v1.RunRequest.LabelsEntry
+	1, // 1: interlock.v1.RunRequest.google:type_name -> interlock.v1.GoogleRunOptions
+	0, // 2: interlock.v1.AgentRouter.Run:input_type -> interlock.v1.RunRequest
+	3, // 3: interlock.v1.AgentRouter.Run:output_type -> interlock.v1.AgentEvent
+	3, // [3:4] is the sub-list for method output_type
+	2, // [2:3] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_interlock_v1_router_proto_init() }
@@ -223,7 +295,7 @@ func file_interlock_v1_router_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_interlock_v1_router_proto_rawDesc), len(file_interlock_v1_router_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

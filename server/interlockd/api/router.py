@@ -62,6 +62,7 @@ class AgentRouterServicer:
             max_output_tokens=v.non_negative(
                 request.max_output_tokens, "max_output_tokens", 1_000_000
             ),
+            options=v.google_options(request.google.reasoning_engine_id, request.google.location),
         )
         run_id = ""
         seq = 0

@@ -115,3 +115,26 @@ def non_negative(value: int, field: str, maximum: int) -> int:
     if value < 0 or value > maximum:
         raise InvalidArgument(field, f"must be 0-{maximum}")
     return value
+
+
+_ENGINE = re.compile(
+    r"(projects/[a-z0-9-]{1,64}/locations/[a-z0-9-]{1,64}/reasoningEngines/)?[0-9]{1,32}"
+)
+_LOCATION = re.compile(r"[a-z0-9-]{1,64}")
+
+
+def google_options(reasoning_engine_id: str, location: str) -> dict[str, str]:
+    """The Google options of a RunRequest as backend options (only those given)."""
+    out: dict[str, str] = {}
+    if reasoning_engine_id:
+        if not _ENGINE.fullmatch(reasoning_engine_id):
+            raise InvalidArgument(
+                "google.reasoning_engine_id",
+                "must be projects/P/locations/L/reasoningEngines/ID or a numeric ID",
+            )
+        out["reasoning_engine_id"] = reasoning_engine_id
+    if location:
+        if not _LOCATION.fullmatch(location):
+            raise InvalidArgument("google.location", "must be a region such as us-central1")
+        out["location"] = location
+    return out

@@ -14,7 +14,7 @@ provider call) and inherit the tool loop; runtimes that run their own loop
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -131,6 +131,9 @@ class TurnRequest:
     provider_session: str | None = None
     #: Router-side state of the run's sandbox (credentials, resource cache).
     state: ProviderState | None = None
+    #: A stable, opaque id of the run's end user (within its sandbox) for
+    #: providers that keep per-user state; reveals neither tenant nor user id.
+    user_ref: str = ""
 
 
 # ---- events a backend yields -------------------------------------------------
@@ -269,6 +272,13 @@ class AgentBackend(abc.ABC):
         recorded, so a bad model stores nothing.
         """
 
+    def check_options(self, options: Mapping[str, str]) -> None:  # noqa: B027 - optional hook
+        """Validate the request's provider options before anything is stored.
+
+        Raise :class:`interlockd.errors.InvalidArgument` naming the field. The
+        default accepts anything (most backends take no options).
+        """
+
     @abc.abstractmethod
     def stream_turn(self, request: TurnRequest, tools: ToolRunner) -> AsyncIterator[BackendEvent]:
         """Run one turn and yield its events in order.
@@ -322,6 +332,7 @@ class ChatLoopBackend(AgentBackend):
                 options=request.options,
                 system=request.system,
                 state=request.state,
+                user_ref=request.user_ref,
             )
             text: list[str] = []
             end: StepEnd | None = None

@@ -62,11 +62,20 @@ _ANTHROPIC_PRICES: dict[str, Price] = {
     "claude-haiku-4-5": Price(1.00, 5.00, 0.10, 1.25),
 }
 
+# Gemini list prices on Vertex AI (USD per 1M tokens, prompts up to 200k
+# tokens), from cloud.google.com/vertex-ai/generative-ai/pricing; checked
+# 2026-11. Implicit caching: no write premium; cache reads 0.1x input.
+_GEMINI_PRICES: dict[str, Price] = {
+    "gemini-3.1-pro": Price(2.00, 12.00, 0.20, 2.00),
+    "gemini-3.1-flash": Price(0.50, 3.00, 0.05, 0.50),
+}
+
 # Keyed by (provider string, model). The provider string is the configured
 # name, so these entries apply to a provider configured as "openai".
 _PRICES: dict[tuple[str, str], Price] = {
     **{("openai", model): p for model, p in _OPENAI_PRICES.items()},
     **{("anthropic", model): p for model, p in _ANTHROPIC_PRICES.items()},
+    **{("google", model): p for model, p in _GEMINI_PRICES.items()},
     ("local", LOCAL_MODEL): FREE,
 }
 
@@ -87,6 +96,12 @@ _MODELS: dict[str, ModelInfo] = {
     ),
     "claude-haiku-4-5": ModelInfo(
         context_window=200_000, max_output_tokens=64_000, supports_thinking=True
+    ),
+    "gemini-3.1-pro": ModelInfo(
+        context_window=1_048_576, max_output_tokens=65_536, supports_thinking=True
+    ),
+    "gemini-3.1-flash": ModelInfo(
+        context_window=1_048_576, max_output_tokens=65_536, supports_thinking=True
     ),
 }
 

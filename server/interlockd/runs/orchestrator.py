@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,7 @@ class Orchestrator:
         if not model:
             raise InvalidArgument("model", f"provider {provider!r} has no default model; name one")
         info = backend.model_info(model)
+        backend.check_options(req.options)
         selected = self._tools.select(req.tools)
         tools = selected if info.supports_tools else []
         specs = [t.spec for t in tools]
@@ -195,8 +197,10 @@ class Orchestrator:
                 tools=[t.spec for t in tools],
                 max_output_tokens=max_output,
                 max_tool_iterations=self._settings.max_tool_iterations,
+                options=req.options,
                 system=req.system,
                 state=StoreProviderState(self._store, run.sandbox_id, run.provider),
+                user_ref=_user_ref(run.sandbox_id, run.end_user_id),
             )
             start = RunStarted(
                 run_id=run.id,
@@ -472,6 +476,12 @@ class Orchestrator:
                 retryable=False,
                 provider=run.provider,
             )
+
+
+def _user_ref(sandbox_id: str, end_user_id: str) -> str:
+    """An opaque, stable id of an end user for providers that keep per-user state."""
+    digest = hashlib.sha256(f"{sandbox_id}\0{end_user_id}".encode()).hexdigest()
+    return f"u-{digest[:32]}"
 
 
 def _stored_result(call_id: str, name: str, text: str, is_error: bool) -> ToolResult:

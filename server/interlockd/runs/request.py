@@ -18,3 +18,5 @@ class RunInput:
     request_id: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     max_output_tokens: int = 0
+    #: Provider-specific options, e.g. ``reasoning_engine_id`` and ``location`` for Google.
+    options: dict[str, str] = field(default_factory=dict)

@@ -54,6 +54,7 @@ class RunRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    GOOGLE_FIELD_NUMBER: _builtins.int
     end_user_id: _builtins.str
     """Your identifier of the end user the turn is for (1-128 characters of
     letters, digits, `_ - . @ :`). Conversations are private to an end user.
@@ -93,6 +94,10 @@ class RunRequest(_message.Message):
         entries; keys up to 64 and values up to 256 characters.
         """
 
+    @_builtins.property
+    def google(self) -> Global___GoogleRunOptions:
+        """Options of a turn on Google (Vertex AI Agent Engine); ignored elsewhere."""
+
     def __init__(
         self,
         *,
@@ -106,11 +111,41 @@ class RunRequest(_message.Message):
         request_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         max_output_tokens: _builtins.int = ...,
+        google: Global___GoogleRunOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["google", b"google"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_user_id", b"end_user_id", "labels", b"labels", "max_output_tokens", b"max_output_tokens", "message", b"message", "model", b"model", "provider", b"provider", "request_id", b"request_id", "session_id", b"session_id", "system", b"system", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_user_id", b"end_user_id", "google", b"google", "labels", b"labels", "max_output_tokens", b"max_output_tokens", "message", b"message", "model", b"model", "provider", b"provider", "request_id", b"request_id", "session_id", b"session_id", "system", b"system", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunRequest: _TypeAlias = RunRequest  # noqa: Y015
+
+@_typing.final
+class GoogleRunOptions(_message.Message):
+    """Where a turn on Google runs: a deployed agent (see `interlock google deploy`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASONING_ENGINE_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    reasoning_engine_id: _builtins.str
+    """The deployed agent: its full resource name
+    (`projects/P/locations/L/reasoningEngines/ID`) or only the ID, the project
+    and location then coming from the daemon's provider configuration.
+    """
+    location: _builtins.str
+    """The region of a bare ID (e.g. `us-central1`); empty uses the configured one."""
+    def __init__(
+        self,
+        *,
+        reasoning_engine_id: _builtins.str = ...,
+        location: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "reasoning_engine_id", b"reasoning_engine_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoogleRunOptions: _TypeAlias = GoogleRunOptions  # noqa: Y015

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file interlock/v1/router.proto.
  */
 export const file_interlock_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("ChlpbnRlcmxvY2svdjEvcm91dGVyLnByb3RvEgxpbnRlcmxvY2sudjEimgIKClJ1blJlcXVlc3QSEwoLZW5kX3VzZXJfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRINCgVtb2RlbBgEIAEoCRIOCgZzeXN0ZW0YBSABKAkSDwoHbWVzc2FnZRgGIAEoCRINCgV0b29scxgHIAMoCRISCgpyZXF1ZXN0X2lkGAggASgJEjQKBmxhYmVscxgJIAMoCzIkLmludGVybG9jay52MS5SdW5SZXF1ZXN0LkxhYmVsc0VudHJ5EhkKEW1heF9vdXRwdXRfdG9rZW5zGAogASgFGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEySgoLQWdlbnRSb3V0ZXISOwoDUnVuEhguaW50ZXJsb2NrLnYxLlJ1blJlcXVlc3QaGC5pbnRlcmxvY2sudjEuQWdlbnRFdmVudDABYgZwcm90bzM", [file_interlock_v1_events]);
+  fileDesc("ChlpbnRlcmxvY2svdjEvcm91dGVyLnByb3RvEgxpbnRlcmxvY2sudjEiygIKClJ1blJlcXVlc3QSEwoLZW5kX3VzZXJfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRINCgVtb2RlbBgEIAEoCRIOCgZzeXN0ZW0YBSABKAkSDwoHbWVzc2FnZRgGIAEoCRINCgV0b29scxgHIAMoCRISCgpyZXF1ZXN0X2lkGAggASgJEjQKBmxhYmVscxgJIAMoCzIkLmludGVybG9jay52MS5SdW5SZXF1ZXN0LkxhYmVsc0VudHJ5EhkKEW1heF9vdXRwdXRfdG9rZW5zGAogASgFEi4KBmdvb2dsZRgLIAEoCzIeLmludGVybG9jay52MS5Hb29nbGVSdW5PcHRpb25zGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQQoQR29vZ2xlUnVuT3B0aW9ucxIbChNyZWFzb25pbmdfZW5naW5lX2lkGAEgASgJEhAKCGxvY2F0aW9uGAIgASgJMkoKC0FnZW50Um91dGVyEjsKA1J1bhIYLmludGVybG9jay52MS5SdW5SZXF1ZXN0GhguaW50ZXJsb2NrLnYxLkFnZW50RXZlbnQwAWIGcHJvdG8z", [file_interlock_v1_events]);
 
 /**
  * One agent turn.
@@ -98,6 +98,13 @@ export type RunRequest = Message<"interlock.v1.RunRequest"> & {
    * @generated from field: int32 max_output_tokens = 10;
    */
   maxOutputTokens: number;
+
+  /**
+   * Options of a turn on Google (Vertex AI Agent Engine); ignored elsewhere.
+   *
+   * @generated from field: interlock.v1.GoogleRunOptions google = 11;
+   */
+  google?: GoogleRunOptions | undefined;
 };
 
 /**
@@ -106,6 +113,36 @@ export type RunRequest = Message<"interlock.v1.RunRequest"> & {
  */
 export const RunRequestSchema: GenMessage<RunRequest> = /*@__PURE__*/
   messageDesc(file_interlock_v1_router, 0);
+
+/**
+ * Where a turn on Google runs: a deployed agent (see `interlock google deploy`).
+ *
+ * @generated from message interlock.v1.GoogleRunOptions
+ */
+export type GoogleRunOptions = Message<"interlock.v1.GoogleRunOptions"> & {
+  /**
+   * The deployed agent: its full resource name
+   * (`projects/P/locations/L/reasoningEngines/ID`) or only the ID, the project
+   * and location then coming from the daemon's provider configuration.
+   *
+   * @generated from field: string reasoning_engine_id = 1;
+   */
+  reasoningEngineId: string;
+
+  /**
+   * The region of a bare ID (e.g. `us-central1`); empty uses the configured one.
+   *
+   * @generated from field: string location = 2;
+   */
+  location: string;
+};
+
+/**
+ * Describes the message interlock.v1.GoogleRunOptions.
+ * Use `create(GoogleRunOptionsSchema)` to create a new message.
+ */
+export const GoogleRunOptionsSchema: GenMessage<GoogleRunOptions> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_router, 1);
 
 /**
  * Runs agent turns. Authenticate with a sandbox API key:

@@ -212,6 +212,8 @@ class Client:
         request_id: str = "",
         labels: Mapping[str, str] | None = None,
         max_output_tokens: int = 0,
+        google_engine: str = "",
+        google_location: str = "",
         timeout: float | None = None,
     ) -> RunStream:
         """Run one agent turn and stream its events.
@@ -220,6 +222,8 @@ class Client:
         first event); empty ``provider``/``model`` use the daemon's defaults;
         ``tools`` restricts the tools the model may call; a repeated
         ``request_id`` replays the recorded run instead of running it again.
+        ``google_engine`` / ``google_location`` name the deployed agent of a
+        Google turn (a reasoning engine resource name, or an ID and region).
         ``timeout`` bounds the whole run, in seconds. See ``RunRequest`` in
         ``proto/interlock/v1/router.proto`` for the limits the router enforces.
         """
@@ -235,6 +239,8 @@ class Client:
             request_id=request_id,
             labels=labels,
             max_output_tokens=max_output_tokens,
+            google_engine=google_engine,
+            google_location=google_location,
         )
         return RunStream(lambda: self._router.Run(request, timeout=timeout, metadata=metadata))
 
@@ -251,6 +257,8 @@ class Client:
         request_id: str = "",
         labels: Mapping[str, str] | None = None,
         max_output_tokens: int = 0,
+        google_engine: str = "",
+        google_location: str = "",
         # A gRPC deadline, not asyncio.timeout(): it travels to the router,
         # which then stops the provider call and the tools on its side too.
         timeout: float | None = None,  # noqa: ASYNC109
@@ -272,6 +280,8 @@ class Client:
             request_id=request_id,
             labels=labels,
             max_output_tokens=max_output_tokens,
+            google_engine=google_engine,
+            google_location=google_location,
             timeout=timeout,
         )
         async with stream:

@@ -185,6 +185,8 @@ class SyncClient:
         request_id: str = "",
         labels: Mapping[str, str] | None = None,
         max_output_tokens: int = 0,
+        google_engine: str = "",
+        google_location: str = "",
         timeout: float | None = None,
     ) -> SyncRunStream:
         """Run one agent turn and stream its events (see :meth:`interlock.Client.run`)."""
@@ -200,6 +202,8 @@ class SyncClient:
             request_id=request_id,
             labels=labels,
             max_output_tokens=max_output_tokens,
+            google_engine=google_engine,
+            google_location=google_location,
         )
         return SyncRunStream(lambda: self._router.Run(request, timeout=timeout, metadata=metadata))
 
@@ -216,6 +220,8 @@ class SyncClient:
         request_id: str = "",
         labels: Mapping[str, str] | None = None,
         max_output_tokens: int = 0,
+        google_engine: str = "",
+        google_location: str = "",
         timeout: float | None = None,
     ) -> RunOutcome:
         """Run one turn to its end and return what it said (see :meth:`run`).
@@ -234,6 +240,8 @@ class SyncClient:
             request_id=request_id,
             labels=labels,
             max_output_tokens=max_output_tokens,
+            google_engine=google_engine,
+            google_location=google_location,
             timeout=timeout,
         )
         with stream:

@@ -76,6 +76,8 @@ export interface RunRequest {
   labels?: Record<string, string>;
   /** Output token cap per provider call; 0 uses the model's default. */
   maxOutputTokens?: number;
+  /** Google (Vertex AI Agent Engine): the deployed agent and its region. */
+  google?: { reasoningEngineId?: string; location?: string };
 }
 
 export class Interlock {

@@ -40,7 +40,7 @@ _MAX_DETAIL = 300
 # even for a call that is not idempotent.
 _REFUSED = frozenset({429, 503, 529})
 _TRANSIENT = _REFUSED | {408, 409, 500, 502, 504}
-_backoff = wait_exponential_jitter(multiplier=0.25, max=4.0)
+_backoff = wait_exponential_jitter(initial=0.25, max=4.0)
 
 
 def detail(exc: BaseException) -> str:

@@ -67,7 +67,7 @@ T = TypeVar("T")
 TOKEN_STATE_KEY = "interlock_dispatch_token"
 _MAX_DETAIL = 300
 _REFUSED = frozenset({429, 503})
-_backoff = wait_exponential_jitter(multiplier=0.25, max=4.0)
+_backoff = wait_exponential_jitter(initial=0.25, max=4.0)
 _GRPC_TO_HTTP = {
     "INVALID_ARGUMENT": 400,
     "FAILED_PRECONDITION": 400,

@@ -12,6 +12,7 @@ import contextlib
 import re
 import sqlite3
 import stat
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
@@ -237,6 +238,7 @@ async def test_restart_keeps_everything(db_path: Path, key_path: Path) -> None:
         assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
             (1, "0001_initial.sql"),
             (2, "0002_provider_state.sql"),
+            (3, "0003_integrations.sql"),
         ]
 
 
@@ -483,10 +485,11 @@ async def test_secrets_survive_master_key_rotation(db_path: Path, key_path: Path
         await fresh.close()
 
 
-async def test_migration_2_applies_to_a_version_1_database(
+async def test_later_migrations_apply_to_a_version_1_database(
     db_path: Path, key_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A database created at schema version 1 gains the provider tables and keeps its data."""
+    """A database created at schema version 1 gains the provider and integration tables and
+    keeps its data."""
     with monkeypatch.context() as patch:
         patch.setattr(sqlite_module, "load_migrations", lambda: load_migrations()[:1])
         old = await open_store(db_path, key_path)
@@ -494,7 +497,6 @@ async def test_migration_2_applies_to_a_version_1_database(
             sandbox = await old.create_sandbox("acme", Quotas())
             conversation = await old.create_conversation(sandbox.id, "alice")
             await old.set_conversation_title(sandbox.id, "alice", conversation.id, TITLE)
-            await old.append_entries(sandbox.id, conversation.id, [user_entry(MESSAGE)])
             conversation = await old.get_conversation(sandbox.id, "alice", conversation.id)
         finally:
             await old.close()
@@ -507,7 +509,11 @@ async def test_migration_2_applies_to_a_version_1_database(
     store = await open_store(db_path, key_path)
     try:
         assert await store.get_conversation(sandbox.id, "alice", conversation.id) == conversation
+        await store.append_entries(sandbox.id, conversation.id, [user_entry(MESSAGE)])
         assert [e.text for e in await store.read_entries(sandbox.id, conversation.id)] == [MESSAGE]
+        await store.create_integration(
+            sandbox.id, kind="mcp", app="docs", end_user_id="", config={}, credentials={}
+        )
         await store.set_provider_session(sandbox.id, conversation.id, "anthropic", SESSION_ID, 1)
         await store.put_provider_resource(sandbox.id, "anthropic", "agent", "fp", "agent_1")
         await store.set_secret(sandbox.id, "anthropic_api_key", SECRET_VALUE)
@@ -515,7 +521,7 @@ async def test_migration_2_applies_to_a_version_1_database(
     finally:
         await store.close()
     with raw_db(db_path) as db:
-        assert [v for (v,) in db.execute("SELECT version FROM schema_migrations")] == [1, 2]
+        assert [v for (v,) in db.execute("SELECT version FROM schema_migrations")] == [1, 2, 3]
         tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"provider_sessions", "provider_resources", "sandbox_secrets"} <= tables
 
@@ -551,3 +557,28 @@ async def test_provider_resource_locks_do_not_accumulate(sqlite_store: SqliteSto
     release.set()
     await holder
     assert len(store._resource_locks) == 0
+
+
+async def test_integration_secrets_are_sealed(sqlite_store: SqliteStore, db_path: Path) -> None:
+    """Tokens, account logins and PKCE verifiers of integrations never reach the file in clear."""
+    sandbox = await sqlite_store.create_sandbox("acme", Quotas())
+    await sqlite_store.create_integration(
+        sandbox.id,
+        kind="oauth",
+        app="github",
+        end_user_id="alice",
+        config={"login": "octocat-login-marker"},
+        credentials={"access_token": "ghu_TOKENMARKER", "refresh_token": "ghr_REFRESHMARKER"},
+    )
+    await sqlite_store.create_connect_flow(
+        sandbox.id,
+        app="github",
+        end_user_id="alice",
+        for_end_user=True,
+        state_hash="hash",
+        code_verifier="VERIFIERMARKER",
+        expires_at=datetime.now(UTC),
+    )
+    raw = file_bytes(db_path)
+    for marker in (b"octocat-login-marker", b"TOKENMARKER", b"REFRESHMARKER", b"VERIFIERMARKER"):
+        assert marker not in raw

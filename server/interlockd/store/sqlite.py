@@ -68,7 +68,12 @@ from interlockd.errors import (
 )
 from interlockd.store.base import (
     ApiKey,
+    ConnectFlow,
     Conversation,
+    FlowStatus,
+    Integration,
+    IntegrationKind,
+    IntegrationStatus,
     LedgerRow,
     NewEntry,
     NewRun,
@@ -230,7 +235,7 @@ _CONVERSATION_COLUMNS = (
 )
 _ENTRY_COLUMNS = (
     "conversation_id, seq, kind, text_sealed, run_id, tokens, created_at, provider, model, "
-    "tool_call_id, tool_name, is_error"
+    "tool_call_id, tool_name, is_error, source_id"
 )
 _ENTRY_COLUMNS_OF_E = ", ".join(f"e.{column}" for column in _ENTRY_COLUMNS.split(", "))
 _RUN_COLUMNS = (
@@ -309,6 +314,40 @@ def _entry(keys: SandboxKeys, r: sqlite3.Row) -> WindowEntry:
         tool_call_id=r["tool_call_id"],
         tool_name=r["tool_name"],
         is_error=bool(r["is_error"]),
+        source_id=r["source_id"],
+    )
+
+
+def _integration(keys: SandboxKeys, r: sqlite3.Row) -> Integration:
+    config = keys.open(r["config_sealed"], table="integrations", row=r["id"], column="config")
+    return Integration(
+        id=r["id"],
+        sandbox_id=r["sandbox_id"],
+        kind=r["kind"],
+        app=r["app"],
+        end_user_id=r["end_user_id"],
+        status=r["status"],
+        status_reason=r["status_reason"],
+        config=orjson.loads(config),
+        created_at=_time(r["created_at"]),
+        updated_at=_time(r["updated_at"]),
+        last_used_at=_time_or_none(r["last_used_at"]),
+    )
+
+
+def _flow(r: sqlite3.Row) -> ConnectFlow:
+    return ConnectFlow(
+        id=r["id"],
+        sandbox_id=r["sandbox_id"],
+        app=r["app"],
+        end_user_id=r["end_user_id"],
+        for_end_user=bool(r["for_end_user"]),
+        status=r["status"],
+        reason=r["reason"],
+        integration_id=r["integration_id"],
+        created_at=_time(r["created_at"]),
+        expires_at=_time(r["expires_at"]),
+        finished_at=_time_or_none(r["finished_at"]),
     )
 
 
@@ -1343,6 +1382,238 @@ class SqliteStore(Store):
         )
         return [r["name"] for r in rows]
 
+    # ---- integrations -----------------------------------------------------------
+
+    async def create_integration(
+        self,
+        sandbox_id: str,
+        *,
+        kind: IntegrationKind,
+        app: str,
+        end_user_id: str,
+        config: dict[str, Any],
+        credentials: dict[str, Any],
+    ) -> Integration:
+        keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
+        integration_id = ids.new_id("int")
+        now = _now_us()
+        config_sealed = keys.seal(
+            orjson.dumps(config).decode(), table="integrations", row=integration_id, column="config"
+        )
+        credentials_sealed = keys.seal(
+            orjson.dumps(credentials).decode(),
+            table="integrations",
+            row=integration_id,
+            column="credentials",
+        )
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE integrations SET status = 'disconnected', "
+                "status_reason = 'replaced by a new connection', updated_at = ? "
+                "WHERE sandbox_id = ? AND app = ? AND end_user_id = ? AND status <> 'disconnected'",
+                (now, sandbox_id, app, end_user_id),
+            )
+            try:
+                await db.execute(
+                    "INSERT INTO integrations (id, sandbox_id, kind, app, end_user_id, status, "
+                    "status_reason, config_sealed, credentials_sealed, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, 'active', '', ?, ?, ?, ?)",
+                    (
+                        integration_id,
+                        sandbox_id,
+                        kind,
+                        app,
+                        end_user_id,
+                        config_sealed,
+                        credentials_sealed,
+                        now,
+                        now,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_constraint(exc, "FOREIGNKEY"):
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                raise
+        return await self.get_integration(sandbox_id, integration_id)
+
+    async def _integration_rows(self, where: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        return await self._fetch(
+            "SELECT id, sandbox_id, kind, app, end_user_id, status, status_reason, config_sealed, "
+            f"created_at, updated_at, last_used_at FROM integrations WHERE {where}",
+            params,
+        )
+
+    async def get_integration(self, sandbox_id: str, integration_id: str) -> Integration:
+        rows = await self._integration_rows(
+            "id = ? AND sandbox_id = ?", (integration_id, sandbox_id)
+        )
+        if not rows:
+            raise NotFound(f"integration {integration_id} not found")
+        return await self._opened(sandbox_id, lambda keys: _integration(keys, rows[0]))
+
+    async def list_integrations(
+        self, sandbox_id: str, *, end_user_id: str | None = None, include_disconnected: bool = False
+    ) -> list[Integration]:
+        where = "sandbox_id = ?"
+        params: list[Any] = [sandbox_id]
+        if end_user_id is not None:
+            where += " AND end_user_id IN ('', ?)"
+            params.append(end_user_id)
+        if not include_disconnected:
+            where += " AND status <> 'disconnected'"
+        rows = await self._integration_rows(f"{where} ORDER BY created_at, id", params)
+        if not rows:
+            return []
+        return await self._opened(sandbox_id, lambda keys: [_integration(keys, r) for r in rows])
+
+    async def read_integration_credentials(
+        self, sandbox_id: str, integration_id: str
+    ) -> dict[str, Any]:
+        rows = await self._fetch(
+            "SELECT credentials_sealed FROM integrations WHERE id = ? AND sandbox_id = ?",
+            (integration_id, sandbox_id),
+        )
+        if not rows:
+            raise NotFound(f"integration {integration_id} not found")
+        sealed: bytes = rows[0]["credentials_sealed"]
+        text = await self._opened(
+            sandbox_id,
+            lambda keys: keys.open(
+                sealed, table="integrations", row=integration_id, column="credentials"
+            ),
+        )
+        value: dict[str, Any] = orjson.loads(text)
+        return value
+
+    async def replace_integration_credentials(
+        self, sandbox_id: str, integration_id: str, credentials: dict[str, Any]
+    ) -> None:
+        keys = await self._sandbox_keys(sandbox_id)
+        sealed = keys.seal(
+            orjson.dumps(credentials).decode(),
+            table="integrations",
+            row=integration_id,
+            column="credentials",
+        )
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE integrations SET credentials_sealed = ?, updated_at = ? "
+                "WHERE id = ? AND sandbox_id = ?",
+                (sealed, _now_us(), integration_id, sandbox_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"integration {integration_id} not found")
+
+    async def set_integration_status(
+        self, sandbox_id: str, integration_id: str, status: IntegrationStatus, reason: str = ""
+    ) -> Integration:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE integrations SET status = ?, status_reason = ?, updated_at = ? "
+                "WHERE id = ? AND sandbox_id = ?",
+                (status, reason, _now_us(), integration_id, sandbox_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"integration {integration_id} not found")
+        return await self.get_integration(sandbox_id, integration_id)
+
+    async def touch_integration(self, sandbox_id: str, integration_id: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE integrations SET last_used_at = ? WHERE id = ? AND sandbox_id = ?",
+                (_now_us(), integration_id, sandbox_id),
+            )
+
+    def integration_lock(
+        self, sandbox_id: str, integration_id: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        # In-process only, like provider_resource_lock (one process owns the file).
+        return self._resource_locks.hold((sandbox_id, "integration", "credentials", integration_id))
+
+    async def create_connect_flow(
+        self,
+        sandbox_id: str,
+        *,
+        app: str,
+        end_user_id: str,
+        for_end_user: bool,
+        state_hash: str,
+        code_verifier: str,
+        expires_at: datetime,
+    ) -> ConnectFlow:
+        keys = await self._sandbox_keys(sandbox_id)
+        flow_id = ids.new_id("flow")
+        sealed = keys.seal(code_verifier, table="connect_flows", row=flow_id, column="verifier")
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO connect_flows (id, sandbox_id, app, end_user_id, for_end_user, "
+                    "state_hash, verifier_sealed, status, reason, integration_id, created_at, "
+                    "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', '', '', ?, ?)",
+                    (
+                        flow_id,
+                        sandbox_id,
+                        app,
+                        end_user_id,
+                        int(for_end_user),
+                        state_hash,
+                        sealed,
+                        _now_us(),
+                        int(expires_at.timestamp() * 1_000_000),
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_constraint(exc, "FOREIGNKEY"):
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                raise
+        return await self.get_connect_flow(sandbox_id, flow_id)
+
+    _FLOW_COLUMNS = (
+        "id, sandbox_id, app, end_user_id, for_end_user, status, reason, integration_id, "
+        "created_at, expires_at, finished_at"
+    )
+
+    async def get_connect_flow(self, sandbox_id: str, flow_id: str) -> ConnectFlow:
+        rows = await self._fetch(
+            f"SELECT {self._FLOW_COLUMNS} FROM connect_flows WHERE id = ? AND sandbox_id = ?",
+            (flow_id, sandbox_id),
+        )
+        if not rows:
+            raise NotFound(f"connect flow {flow_id} not found")
+        return _flow(rows[0])
+
+    async def find_connect_flow(self, state_hash: str) -> tuple[ConnectFlow, str] | None:
+        rows = await self._fetch(
+            f"SELECT {self._FLOW_COLUMNS}, verifier_sealed FROM connect_flows WHERE state_hash = ?",
+            (state_hash,),
+        )
+        if not rows:
+            return None
+        flow = _flow(rows[0])
+        sealed: bytes = rows[0]["verifier_sealed"]
+        verifier = await self._opened(
+            flow.sandbox_id,
+            lambda keys: keys.open(sealed, table="connect_flows", row=flow.id, column="verifier"),
+        )
+        return flow, verifier
+
+    async def finish_connect_flow(
+        self,
+        sandbox_id: str,
+        flow_id: str,
+        status: FlowStatus,
+        *,
+        reason: str = "",
+        integration_id: str = "",
+    ) -> ConnectFlow:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE connect_flows SET status = ?, reason = ?, integration_id = ?, "
+                "finished_at = ? WHERE id = ? AND sandbox_id = ? AND status = 'pending'",
+                (status, reason, integration_id, _now_us(), flow_id, sandbox_id),
+            )
+        return await self.get_connect_flow(sandbox_id, flow_id)
+
     # ---- keys --------------------------------------------------------------------
 
     async def rotate_keys(self, *, new_data_keys: bool = True) -> RotationReport:
@@ -1518,6 +1789,7 @@ async def _insert_entries(
                 entry.tool_call_id,
                 entry.tool_name,
                 entry.is_error,
+                entry.source_id,
                 now,
             )
         )
@@ -1525,8 +1797,8 @@ async def _insert_entries(
             term_rows.append((" ".join(terms), conversation_id, seq))
     await db.executemany(
         "INSERT INTO entries (conversation_id, sandbox_id, seq, kind, text_sealed, "
-        "tokens, run_id, provider, model, tool_call_id, tool_name, is_error, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "tokens, run_id, provider, model, tool_call_id, tool_name, is_error, source_id, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         entry_rows,
     )
     if term_rows:

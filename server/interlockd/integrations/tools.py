@@ -37,6 +37,9 @@ class Tool(abc.ABC):
     """A tool the router executes on a model's behalf."""
 
     spec: ToolSpec
+    #: The integration the tool belongs to ("" for built-in tools); its results
+    #: are tagged with it in the window.
+    source_id: str = ""
 
     @abc.abstractmethod
     async def execute(self, ctx: ToolContext, arguments: dict[str, Any]) -> Any:

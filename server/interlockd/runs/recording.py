@@ -25,6 +25,10 @@ log = structlog.get_logger(__name__)
 #: Longest tool result fed back to a model (characters of JSON). Bounds how
 #: much one tool call can grow the context within a turn.
 MAX_RESULT_CHARS = 32_000
+_OUTCOME_UNKNOWN = (
+    "this call was started before and did not finish; it may have taken effect. It was not "
+    "run again: check its effect before retrying"
+)
 
 
 def user_entry(message: str, run_id: str, provider: str, model: str) -> NewEntry:
@@ -102,7 +106,7 @@ class TurnRecorder:
             ]
         )
 
-    async def record_tool_result(self, result: ToolResult) -> None:
+    async def record_tool_result(self, result: ToolResult, *, source_id: str = "") -> None:
         text = result.result if not result.error else orjson.dumps({"error": result.error}).decode()
         await self._append(
             [
@@ -112,6 +116,7 @@ class TurnRecorder:
                     tool_call_id=result.call_id,
                     tool_name=result.name,
                     is_error=bool(result.error),
+                    source_id=source_id,
                 )
             ]
         )
@@ -129,18 +134,30 @@ class SandboxToolRunner(ToolRunner):
         self._timeout = timeout
 
     async def run(self, call: ToolCall) -> ToolResult:
-        stored = await self._ctx.store.find_tool_result(
-            self._ctx.sandbox_id, self._ctx.conversation_id, call.call_id
+        store, sandbox_id, conversation_id = (
+            self._ctx.store,
+            self._ctx.sandbox_id,
+            self._ctx.conversation_id,
         )
+        stored = await store.find_tool_result(sandbox_id, conversation_id, call.call_id)
         if stored is not None:
             # The provider re-sent a call that already completed: never run it twice.
             if stored.is_error:
                 error = str(orjson.loads(stored.text).get("error", "tool failed"))
                 return ToolResult(call.call_id, call.name, "", error=error, reused=True)
             return ToolResult(call.call_id, call.name, stored.text, reused=True)
+        tool = self._tools.get(call.name)
+        if tool is not None and tool.spec.side_effecting:
+            started = await store.find_tool_call(sandbox_id, conversation_id, call.call_id)
+            if started is not None:
+                # Started before (a crash or a cut stream in between) and never
+                # finished: it may have taken effect. Say so; never run it again.
+                result = ToolResult(call.call_id, call.name, "", error=_OUTCOME_UNKNOWN)
+                await self._recorder.record_tool_result(result, source_id=tool.source_id)
+                return ToolResult(call.call_id, call.name, "", error=_OUTCOME_UNKNOWN, reused=True)
         await self._recorder.record_tool_call(call)
         result = await self._execute(call)
-        await self._recorder.record_tool_result(result)
+        await self._recorder.record_tool_result(result, source_id=tool.source_id if tool else "")
         return result
 
     async def _execute(self, call: ToolCall) -> ToolResult:

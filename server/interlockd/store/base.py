@@ -414,6 +414,12 @@ class Store(abc.ABC):
         """The stored ``tool_result`` entry answering ``tool_call_id``, if any."""
 
     @abc.abstractmethod
+    async def find_tool_call(
+        self, sandbox_id: str, conversation_id: str, tool_call_id: str
+    ) -> WindowEntry | None:
+        """The stored ``tool_call`` entry of ``tool_call_id``, if any (the call was started)."""
+
+    @abc.abstractmethod
     async def search_entries(
         self,
         sandbox_id: str,

@@ -70,6 +70,7 @@ from interlockd.store.base import (
     ApiKey,
     ConnectFlow,
     Conversation,
+    EntryKind,
     FlowStatus,
     Integration,
     IntegrationKind,
@@ -946,13 +947,23 @@ class SqliteStore(Store):
     async def find_tool_result(
         self, sandbox_id: str, conversation_id: str, tool_call_id: str
     ) -> WindowEntry | None:
+        return await self._find_tool_entry(sandbox_id, conversation_id, tool_call_id, "tool_result")
+
+    async def find_tool_call(
+        self, sandbox_id: str, conversation_id: str, tool_call_id: str
+    ) -> WindowEntry | None:
+        return await self._find_tool_entry(sandbox_id, conversation_id, tool_call_id, "tool_call")
+
+    async def _find_tool_entry(
+        self, sandbox_id: str, conversation_id: str, tool_call_id: str, kind: EntryKind
+    ) -> WindowEntry | None:
         if not tool_call_id:
             return None
         rows = await self._fetch(
             f"SELECT {_ENTRY_COLUMNS} FROM entries "
             "WHERE conversation_id = ? AND tool_call_id = ? AND tool_call_id <> '' "
-            "AND sandbox_id = ? AND kind = 'tool_result' ORDER BY seq DESC LIMIT 1",
-            (conversation_id, tool_call_id, sandbox_id),
+            "AND sandbox_id = ? AND kind = ? ORDER BY seq DESC LIMIT 1",
+            (conversation_id, tool_call_id, sandbox_id, kind),
         )
         if not rows:
             return None

@@ -6,9 +6,12 @@ through :class:`interlock.Client`. :func:`main` (and its coroutine
 :func:`amain`) can be called in-process with an argv list and return the exit
 code instead of exiting, which is how the tests drive it.
 
+``interlock google deploy`` talks to Google, not to a daemon: it needs no key
+and its work is in :mod:`interlock.google.deploy`.
+
 Exit codes: 0 success, 1 the server or the run reported an error, 2 the
-command line was wrong (bad flags, a missing key), 130 interrupted (Ctrl-C),
-141 the reader of stdout went away.
+command line was wrong (bad flags, a missing key or extra), 130 interrupted
+(Ctrl-C), 141 the reader of stdout went away.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ from interlock.client import (
     from_env,
 )
 from interlock.errors import InterlockError, MissingCredentials
+from interlock.google.deploy import (
+    DEFAULT_MODEL,
+    DeployConfigError,
+    DeployFailed,
+    MissingExtra,
+    build_spec,
+    deploy,
+    require_extra,
+)
 from interlock.outcome import RunOutcome
 from interlock.render import (
     RunRenderer,
@@ -80,6 +92,9 @@ class _Io:
 
 
 _Handler = Callable[[Client, argparse.Namespace, _Io], Awaitable[int]]
+# A command that needs no daemon (and so no key); blocking, run in the loop's
+# thread so that Ctrl-C interrupts it.
+_LocalHandler = Callable[[argparse.Namespace, _Io], int]
 
 
 # -- arguments -------------------------------------------------------------
@@ -270,6 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--timeout", type=_positive_float, metavar="SECONDS", help="give up on the run after this"
     )
+    run.add_argument(
+        "--google-engine",
+        default="",
+        metavar="NAME",
+        help="provider google: the deployed agent, projects/P/locations/L/reasoningEngines/ID "
+        "or an ID (default: the daemon's)",
+    )
+    run.add_argument(
+        "--google-location",
+        default="",
+        metavar="REGION",
+        help="provider google: the region of an engine given by ID (default: the daemon's)",
+    )
 
     # sandbox
     sandbox = group_of("sandbox", "administer sandboxes (operator key)")
@@ -345,6 +373,47 @@ def build_parser() -> argparse.ArgumentParser:
         [end_user],
     )
     forget.add_argument("session_id", metavar="SESSION")
+
+    # google
+    google = group_of("google", "Vertex AI Agent Engine (needs the google extra)")
+    help_text = "deploy the agent that runs Interlock turns on Agent Engine"
+    google_deploy = google.add_parser(
+        "deploy",
+        help=help_text,
+        description=help_text[:1].upper()
+        + help_text[1:]
+        + ": an ADK agent with the system prompt and one tool, dispatch, that sends "
+        "tool calls back to the router. Prints the reasoning engine name to run on.",
+        allow_abbrev=False,
+    )
+    google_deploy.set_defaults(local_handler=_google_deploy)
+    google_deploy.add_argument(
+        "--display-name", required=True, metavar="NAME", help="the agent's name in Google Cloud"
+    )
+    google_deploy.add_argument("--project", required=True, help="the Google Cloud project id")
+    google_deploy.add_argument(
+        "--location", required=True, metavar="REGION", help="where it runs, e.g. us-central1"
+    )
+    google_deploy.add_argument(
+        "--router-url",
+        required=True,
+        metavar="URL",
+        help="the daemon's HTTP side as the agent reaches it, e.g. https://router.example.com",
+    )
+    google_deploy.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"the Gemini model (default {DEFAULT_MODEL})"
+    )
+    prompt = google_deploy.add_mutually_exclusive_group()
+    prompt.add_argument("--instruction", metavar="TEXT", help="the system prompt")
+    prompt.add_argument(
+        "--instruction-file", metavar="FILE", help="read the system prompt from FILE ('-': stdin)"
+    )
+    google_deploy.add_argument(
+        "--staging-bucket",
+        metavar="gs://BUCKET",
+        help="where the SDK uploads the package (default gs://PROJECT-interlock-staging, "
+        "created if missing)",
+    )
     return parser
 
 
@@ -364,6 +433,8 @@ async def _run(client: Client, args: argparse.Namespace, io: _Io) -> int:
         request_id=args.request_id,
         labels=dict(args.labels),
         max_output_tokens=args.max_output_tokens,
+        google_engine=args.google_engine,
+        google_location=args.google_location,
         timeout=args.timeout,
     )
     if args.json:
@@ -518,6 +589,59 @@ async def _conversations_delete(client: Client, args: argparse.Namespace, io: _I
     return EXIT_OK
 
 
+def _instruction(args: argparse.Namespace) -> str | None:
+    """The system prompt from --instruction or --instruction-file; None for the default."""
+    path: str | None = args.instruction_file
+    if path is None:
+        text: str | None = args.instruction
+        return text
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeployConfigError("--instruction-file", f"cannot read it: {exc}") from None
+    if not text.strip():
+        raise DeployConfigError("--instruction-file", f"{path} is empty")
+    return text
+
+
+def _google_deploy(args: argparse.Namespace, io: _Io) -> int:
+    try:
+        spec = build_spec(
+            display_name=args.display_name,
+            project=args.project,
+            location=args.location,
+            router_url=args.router_url,
+            model=args.model,
+            instruction=_instruction(args),
+            staging_bucket=args.staging_bucket,
+        )
+        require_extra()
+    except (DeployConfigError, MissingExtra) as exc:
+        io.err.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    if spec.router_url.startswith("http:"):
+        io.err.write(
+            "warning: --router-url is plain http: dispatch tokens and tool results "
+            "will cross the network unencrypted\n"
+        )
+    io.err.write(
+        f"deploying {spec.display_name!r} to {spec.project} in {spec.location}; "
+        "Agent Engine takes several minutes to build it\n"
+    )
+    try:
+        name = deploy(spec)
+    except DeployFailed as exc:
+        io.err.write(f"error: deploy failed: {exc}\n")
+        return EXIT_ERROR
+    io.out.write(name + "\n")
+    io.err.write(f"run on it with: interlock run --provider google --google-engine {name} ...\n")
+    return EXIT_OK
+
+
 # -- entry points ----------------------------------------------------------
 
 
@@ -531,6 +655,10 @@ async def amain(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help, --version and bad usage
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+    local: _LocalHandler | None = getattr(args, "local_handler", None)
+    if local is not None:
+        return local(args, io)
 
     address = from_env(args.address, ENV_ADDRESS) or DEFAULT_ADDRESS
     api_key = from_env(args.api_key, ENV_API_KEY)

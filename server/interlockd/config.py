@@ -96,6 +96,28 @@ class ProviderSettings(_Strict):
     dispatch_token_seconds: float = Field(default=900.0, gt=0)
 
 
+class GitHubAppSettings(_Strict):
+    """The operator's GitHub OAuth app (or GitHub App with user tokens)."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    #: Scopes asked for (OAuth Apps; GitHub Apps use their own permissions).
+    scopes: list[str] = Field(default_factory=lambda: ["repo"])
+    web_base_url: str = "https://github.com"
+    api_base_url: str = "https://api.github.com"
+
+
+class IntegrationSettings(_Strict):
+    #: The daemon's HTTP side as users' browsers and providers reach it (TLS in
+    #: front), e.g. ``https://router.example.com``; OAuth redirects come back to
+    #: ``<public_url>/v1/integrations/callback``. Empty: OAuth connect is off.
+    public_url: str = ""
+    #: How long a user has to finish a connect flow.
+    connect_flow_seconds: float = Field(default=600.0, gt=0)
+    #: GitHub; unset: not in the catalog.
+    github: GitHubAppSettings | None = None
+
+
 class RunSettings(_Strict):
     #: Largest accepted RunRequest.message, in bytes of UTF-8.
     max_message_bytes: int = Field(default=64 * 1024, ge=1)
@@ -132,6 +154,7 @@ class Settings(_Strict):
     store: StoreSettings = StoreSettings()
     keys: KeySettings = KeySettings()
     runs: RunSettings = RunSettings()
+    integrations: IntegrationSettings = IntegrationSettings()
     providers: dict[str, ProviderSettings] = Field(
         default_factory=lambda: {"local": ProviderSettings(kind="local")}
     )

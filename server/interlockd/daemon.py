@@ -19,10 +19,17 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from interlock.v1 import conversations_pb2, events_pb2, router_pb2, sandboxes_pb2
+from interlock.v1 import (
+    conversations_pb2,
+    events_pb2,
+    integrations_pb2,
+    router_pb2,
+    sandboxes_pb2,
+)
 from interlockd.api.auth import OPERATOR_KEY_PREFIX, Authenticator, hash_secret, new_secret
 from interlockd.api.conversations import ConversationsServicer
 from interlockd.api.handlers import generic_handler
+from interlockd.api.integrations import IntegrationsServicer
 from interlockd.api.router import AgentRouterServicer
 from interlockd.api.sandboxes import SandboxesServicer, create_api_key
 from interlockd.backends.base import AgentBackend, ModelInfo
@@ -31,6 +38,9 @@ from interlockd.config import ConfigError, ProviderSettings, Settings
 from interlockd.context.search_tool import SearchConversationsTool
 from interlockd.http.dispatch import DispatchRegistry
 from interlockd.http.server import HttpServer
+from interlockd.integrations.base import App
+from interlockd.integrations.connect import ConnectFlows
+from interlockd.integrations.registry import RunTools
 from interlockd.integrations.tools import ToolRegistry
 from interlockd.runs.orchestrator import Orchestrator
 from interlockd.store.base import Quotas, Store
@@ -43,12 +53,13 @@ _SERVICES = {
     "interlock.v1.AgentRouter": router_pb2,
     "interlock.v1.Sandboxes": sandboxes_pb2,
     "interlock.v1.Conversations": conversations_pb2,
+    "interlock.v1.Integrations": integrations_pb2,
 }
 
 
 def _messages() -> dict[str, type]:
     found: dict[str, type] = {}
-    for module in (router_pb2, events_pb2, sandboxes_pb2, conversations_pb2):
+    for module in (router_pb2, events_pb2, sandboxes_pb2, conversations_pb2, integrations_pb2):
         for name in module.DESCRIPTOR.message_types_by_name:
             cls = getattr(module, name)
             found[cls.DESCRIPTOR.full_name] = cls
@@ -117,6 +128,12 @@ def _google_backend(
         dispatch_token_seconds=min(p.dispatch_token_seconds, settings.runs.max_run_seconds),
         tool_timeout=settings.runs.tool_timeout_seconds,
     )
+
+
+def build_apps(settings: Settings) -> dict[str, App]:
+    """The connectable apps the operator configured, by name."""
+    apps: dict[str, App] = {}
+    return apps
 
 
 def build_backend(
@@ -208,9 +225,16 @@ class Daemon:
             self.backends.register(build_backend(name, provider, s, self.dispatch))
         default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
         default_models.setdefault("local", "smollm2-135m")
-        tools = ToolRegistry([SearchConversationsTool()])
+        self.apps = build_apps(s)
+        tools = RunTools(self.store, ToolRegistry([SearchConversationsTool()]), self.apps)
         self.orchestrator = Orchestrator(
             self.store, self.backends, tools, s.runs, s.default_provider, default_models
+        )
+        self.connect_flows = ConnectFlows(
+            self.store,
+            self.apps,
+            public_url=s.integrations.public_url,
+            flow_seconds=s.integrations.connect_flow_seconds,
         )
         auth = Authenticator(self.store)
         server = grpc.aio.server(
@@ -224,6 +248,9 @@ class Daemon:
             "interlock.v1.AgentRouter": AgentRouterServicer(auth, self.orchestrator, s.runs),
             "interlock.v1.Sandboxes": SandboxesServicer(auth, self.store),
             "interlock.v1.Conversations": ConversationsServicer(auth, self.store),
+            "interlock.v1.Integrations": IntegrationsServicer(
+                auth, self.store, self.apps, self.connect_flows
+            ),
         }
         for full_name, module in _SERVICES.items():
             short = full_name.rsplit(".", 1)[1]

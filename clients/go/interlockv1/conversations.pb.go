@@ -210,7 +210,9 @@ type WindowEntry struct {
 	// For tool results: true when the tool failed.
 	IsError bool `protobuf:"varint,9,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
 	// When it was recorded.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The integration a tool result came from (`int_...`); empty otherwise.
+	SourceId      string `protobuf:"bytes,11,opt,name=source_id,json=sourceId,proto3" json:"source_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -313,6 +315,13 @@ func (x *WindowEntry) GetCreateTime() *timestamppb.Timestamp {
 		return x.CreateTime
 	}
 	return nil
+}
+
+func (x *WindowEntry) GetSourceId() string {
+	if x != nil {
+		return x.SourceId
+	}
+	return ""
 }
 
 // Request of ListConversations.
@@ -680,7 +689,7 @@ const file_interlock_v1_conversations_proto_rawDesc = "" +
 	"\n" +
 	"last_model\x18\x06 \x01(\tR\tlastModel\x12\x1f\n" +
 	"\ventry_count\x18\a \x01(\x03R\n" +
-	"entryCount\"\xc0\x02\n" +
+	"entryCount\"\xdd\x02\n" +
 	"\vWindowEntry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12+\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x17.interlock.v1.EntryKindR\x04kind\x12\x12\n" +
@@ -694,7 +703,8 @@ const file_interlock_v1_conversations_proto_rawDesc = "" +
 	"\bis_error\x18\t \x01(\bR\aisError\x12;\n" +
 	"\vcreate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"v\n" +
+	"createTime\x12\x1b\n" +
+	"\tsource_id\x18\v \x01(\tR\bsourceId\"v\n" +
 	"\x18ListConversationsRequest\x12\x1e\n" +
 	"\vend_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +

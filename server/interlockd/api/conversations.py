@@ -48,6 +48,7 @@ def entry_proto(e: WindowEntry) -> pb.WindowEntry:
         tool_name=e.tool_name,
         is_error=e.is_error,
         create_time=timestamp(e.created_at),
+        source_id=e.source_id,
     )
 
 

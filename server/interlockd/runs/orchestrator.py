@@ -59,7 +59,8 @@ from interlockd.errors import (
     Unavailable,
 )
 from interlockd.ids import new_id
-from interlockd.integrations.tools import Tool, ToolContext, ToolRegistry
+from interlockd.integrations.registry import RunTools
+from interlockd.integrations.tools import Tool, ToolContext
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
 from interlockd.runs.provider_state import StoreProviderState
 from interlockd.runs.recording import SandboxToolRunner, TurnRecorder, user_entry
@@ -93,7 +94,7 @@ class Orchestrator:
         self,
         store: Store,
         backends: BackendRegistry,
-        tools: ToolRegistry,
+        tools: RunTools,
         settings: RunSettings,
         default_provider: str,
         default_models: dict[str, str],
@@ -134,7 +135,7 @@ class Orchestrator:
             raise InvalidArgument("model", f"provider {provider!r} has no default model; name one")
         info = backend.model_info(model)
         backend.check_options(req.options)
-        selected = self._tools.select(req.tools)
+        selected = await self._tools.for_run(req.sandbox_id, req.end_user_id, req.tools)
         tools = selected if info.supports_tools else []
         specs = [t.spec for t in tools]
         max_output = req.max_output_tokens or None

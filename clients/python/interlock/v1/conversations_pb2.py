@@ -25,31 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n interlock/v1/conversations.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x02\n\x0c\x43onversation\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1e\n\x0b\x65nd_user_id\x18\x02 \x01(\tR\tendUserId\x12;\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12#\n\rlast_provider\x18\x05 \x01(\tR\x0clastProvider\x12\x1d\n\nlast_model\x18\x06 \x01(\tR\tlastModel\x12\x1f\n\x0b\x65ntry_count\x18\x07 \x01(\x03R\nentryCount\"\xc0\x02\n\x0bWindowEntry\x12\x10\n\x03seq\x18\x01 \x01(\x03R\x03seq\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x17.interlock.v1.EntryKindR\x04kind\x12\x12\n\x04text\x18\x03 \x01(\tR\x04text\x12\x15\n\x06run_id\x18\x04 \x01(\tR\x05runId\x12\x1a\n\x08provider\x18\x05 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12 \n\x0ctool_call_id\x18\x07 \x01(\tR\ntoolCallId\x12\x1b\n\ttool_name\x18\x08 \x01(\tR\x08toolName\x12\x19\n\x08is_error\x18\t \x01(\x08R\x07isError\x12;\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"v\n\x18ListConversationsRequest\x12\x1e\n\x0b\x65nd_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"\x85\x01\n\x19ListConversationsResponse\x12@\n\rconversations\x18\x01 \x03(\x0b\x32\x1a.interlock.v1.ConversationR\rconversations\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x93\x01\n\x16GetConversationRequest\x12\x1e\n\x0b\x65nd_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\"\xb6\x01\n\x17GetConversationResponse\x12>\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1a.interlock.v1.ConversationR\x0c\x63onversation\x12\x33\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x19.interlock.v1.WindowEntryR\x07\x65ntries\x12&\n\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"Z\n\x19\x44\x65leteConversationRequest\x12\x1e\n\x0b\x65nd_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\"\x1c\n\x1a\x44\x65leteConversationResponse*\xa4\x01\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45NTRY_KIND_USER\x10\x01\x12\x18\n\x14\x45NTRY_KIND_ASSISTANT\x10\x02\x12\x18\n\x14\x45NTRY_KIND_TOOL_CALL\x10\x03\x12\x1a\n\x16\x45NTRY_KIND_TOOL_RESULT\x10\x04\x12\x16\n\x12\x45NTRY_KIND_SUMMARY\x10\x05\x32\xbe\x02\n\rConversations\x12\x64\n\x11ListConversations\x12&.interlock.v1.ListConversationsRequest\x1a\'.interlock.v1.ListConversationsResponse\x12^\n\x0fGetConversation\x12$.interlock.v1.GetConversationRequest\x1a%.interlock.v1.GetConversationResponse\x12g\n\x12\x44\x65leteConversation\x12\'.interlock.v1.DeleteConversationRequest\x1a(.interlock.v1.DeleteConversationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n interlock/v1/conversations.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x02\n\x0c\x43onversation\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1e\n\x0b\x65nd_user_id\x18\x02 \x01(\tR\tendUserId\x12;\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12#\n\rlast_provider\x18\x05 \x01(\tR\x0clastProvider\x12\x1d\n\nlast_model\x18\x06 \x01(\tR\tlastModel\x12\x1f\n\x0b\x65ntry_count\x18\x07 \x01(\x03R\nentryCount\"\xdd\x02\n\x0bWindowEntry\x12\x10\n\x03seq\x18\x01 \x01(\x03R\x03seq\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x17.interlock.v1.EntryKindR\x04kind\x12\x12\n\x04text\x18\x03 \x01(\tR\x04text\x12\x15\n\x06run_id\x18\x04 \x01(\tR\x05runId\x12\x1a\n\x08provider\x18\x05 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12 \n\x0ctool_call_id\x18\x07 \x01(\tR\ntoolCallId\x12\x1b\n\ttool_name\x18\x08 \x01(\tR\x08toolName\x12\x19\n\x08is_error\x18\t \x01(\x08R\x07isError\x12;\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x1b\n\tsource_id\x18\x0b \x01(\tR\x08sourceId\"v\n\x18ListConversationsRequest\x12\x1e\n\x0b\x65nd_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"\x85\x01\n\x19ListConversationsResponse\x12@\n\rconversations\x18\x01 \x03(\x0b\x32\x1a.interlock.v1.ConversationR\rconversations\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x93\x01\n\x16GetConversationRequest\x12\x1e\n\x0b\x65nd_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\"\xb6\x01\n\x17GetConversationResponse\x12>\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1a.interlock.v1.ConversationR\x0c\x63onversation\x12\x33\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x19.interlock.v1.WindowEntryR\x07\x65ntries\x12&\n\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"Z\n\x19\x44\x65leteConversationRequest\x12\x1e\n\x0b\x65nd_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\"\x1c\n\x1a\x44\x65leteConversationResponse*\xa4\x01\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45NTRY_KIND_USER\x10\x01\x12\x18\n\x14\x45NTRY_KIND_ASSISTANT\x10\x02\x12\x18\n\x14\x45NTRY_KIND_TOOL_CALL\x10\x03\x12\x1a\n\x16\x45NTRY_KIND_TOOL_RESULT\x10\x04\x12\x16\n\x12\x45NTRY_KIND_SUMMARY\x10\x05\x32\xbe\x02\n\rConversations\x12\x64\n\x11ListConversations\x12&.interlock.v1.ListConversationsRequest\x1a\'.interlock.v1.ListConversationsResponse\x12^\n\x0fGetConversation\x12$.interlock.v1.GetConversationRequest\x1a%.interlock.v1.GetConversationResponse\x12g\n\x12\x44\x65leteConversation\x12\'.interlock.v1.DeleteConversationRequest\x1a(.interlock.v1.DeleteConversationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interlock.v1.conversations_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYKIND']._serialized_start=1423
-  _globals['_ENTRYKIND']._serialized_end=1587
+  _globals['_ENTRYKIND']._serialized_start=1452
+  _globals['_ENTRYKIND']._serialized_end=1616
   _globals['_CONVERSATION']._serialized_start=84
   _globals['_CONVERSATION']._serialized_end=384
   _globals['_WINDOWENTRY']._serialized_start=387
-  _globals['_WINDOWENTRY']._serialized_end=707
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=709
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=827
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=830
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=963
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=966
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1113
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1116
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1298
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1300
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1390
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=1392
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1420
-  _globals['_CONVERSATIONS']._serialized_start=1590
-  _globals['_CONVERSATIONS']._serialized_end=1908
+  _globals['_WINDOWENTRY']._serialized_end=736
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=738
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=856
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=859
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=992
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=995
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1142
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1145
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1327
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1329
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1419
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=1421
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1449
+  _globals['_CONVERSATIONS']._serialized_start=1619
+  _globals['_CONVERSATIONS']._serialized_end=1937
 # @@protoc_insertion_point(module_scope)

@@ -122,6 +122,7 @@ class WindowEntry(_message.Message):
     TOOL_NAME_FIELD_NUMBER: _builtins.int
     IS_ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Position in the conversation, starting at 1."""
     kind: Global___EntryKind.ValueType
@@ -142,6 +143,8 @@ class WindowEntry(_message.Message):
     """For tool calls and results: the tool's name."""
     is_error: _builtins.bool
     """For tool results: true when the tool failed."""
+    source_id: _builtins.str
+    """The integration a tool result came from (`int_...`); empty otherwise."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was recorded."""
@@ -159,10 +162,11 @@ class WindowEntry(_message.Message):
         tool_name: _builtins.str = ...,
         is_error: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        source_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "is_error", b"is_error", "kind", b"kind", "model", b"model", "provider", b"provider", "run_id", b"run_id", "seq", b"seq", "text", b"text", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "is_error", b"is_error", "kind", b"kind", "model", b"model", "provider", b"provider", "run_id", b"run_id", "seq", b"seq", "source_id", b"source_id", "text", b"text", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -104,7 +104,10 @@ async def test_text_turn_streams_partial_chunks_once(
     assert (usage.input_tokens, usage.output_tokens, usage.reasoning_tokens) == (40, 5, 2)
     assert usage.cache_read_tokens == 10
     session = engine.last_session
-    assert session.messages == ["weather?"]
+    (message,) = session.messages
+    assert message.startswith("<router_tools>")
+    assert "- search_conversations: " in message
+    assert message.endswith("</router_tools>\n\nweather?")
     request = engine.requests_to("async_stream_query")[0]
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.body["input"]["user_id"] == session.user_id
@@ -217,7 +220,9 @@ async def test_session_is_reused_and_recreated_when_lost(
     await daemon.run("again?", session_id=session_id)
     assert engine.sessions_created == 1
     lost = engine.last_session
-    assert lost.messages == ["my colour is blue", "again?"]
+    # The tool list is told once per session, not every turn.
+    assert lost.messages[0].endswith("my colour is blue")
+    assert lost.messages[1] == "again?"
     del engine.sessions[lost.id]
     third = await daemon.run("what colour?", session_id=session_id)
     assert text_of(third) == "Still blue."

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import dataclasses
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,6 +42,7 @@ from interlockd.backends.base import (
     ToolCall,
     ToolResult,
     ToolRunner,
+    ToolSpec,
     TurnEnd,
     TurnRequest,
 )
@@ -100,9 +103,12 @@ class _Engine:
 class _Binding:
     engine: str
     session_id: str
+    tools: str = ""  # fingerprint of the tool list the session was last told about
 
     def encode(self) -> str:
-        return orjson.dumps({"engine": self.engine, "session": self.session_id}).decode()
+        return orjson.dumps(
+            {"engine": self.engine, "session": self.session_id, "tools": self.tools}
+        ).decode()
 
     @classmethod
     def decode(cls, value: str | None) -> _Binding | None:
@@ -110,8 +116,8 @@ class _Binding:
             return None
         try:
             data = orjson.loads(value)
-            return cls(str(data["engine"]), str(data["session"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return cls(str(data["engine"]), str(data["session"]), str(data.get("tools", "")))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return None
 
 
@@ -189,6 +195,12 @@ class GoogleAgentEngineBackend(AgentBackend):
         message = handover.message
         if handover.transcript:
             message = f"{handover.transcript}\n\n{message}"
+        # The deployed agent's one tool is dispatch; it learns which tools it can
+        # dispatch to from the router, whenever that list is new to the session.
+        tools_seen = _tools_fingerprint(request.tools)
+        if request.tools and tools_seen != binding.tools:
+            message = f"{_tools_block(request.tools)}\n\n{message}"
+        binding = dataclasses.replace(binding, tools=tools_seen)
         if not reused and request.system:
             message = f"<instructions>\n{request.system}\n</instructions>\n\n{message}"
         channel = self._dispatch.open(user, self._token_seconds)
@@ -378,6 +390,23 @@ class GoogleAgentEngineBackend(AgentBackend):
         if status is None:
             return ProviderUnavailable(self.provider, f"the agent failed: {error.message}")
         return self._failure(status, error.message, "the agent")
+
+
+def _tools_fingerprint(tools: Sequence[ToolSpec]) -> str:
+    listed = [[t.name, t.description, t.parameters] for t in tools]
+    return hashlib.sha256(orjson.dumps(listed, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _tools_block(tools: Sequence[ToolSpec]) -> str:
+    lines = [
+        "<router_tools>",
+        "Call these through your dispatch tool: dispatch(tool_name=<name>, arguments=<object>).",
+    ]
+    for t in tools:
+        schema = orjson.dumps(t.parameters, option=orjson.OPT_SORT_KEYS).decode()
+        lines.append(f"- {t.name}: {t.description} Arguments: {schema}")
+    lines.append("</router_tools>")
+    return "\n".join(lines)
 
 
 def _answer(result: ToolResult) -> dict[str, Any]:

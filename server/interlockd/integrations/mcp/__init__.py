@@ -1,0 +1,13 @@
+"""MCP servers as integrations: their tools listed, namespaced, validated and called.
+
+- :mod:`.source`: :class:`McpSource` (one connected server's tools, over the
+  official SDK's Streamable HTTP or stdio client) and :class:`McpSources`
+  (one source per connection, as the run's tool registry asks for them);
+- :mod:`.naming`: ``mcp__<server>__<tool>`` names every provider accepts;
+- :mod:`.schema`: arguments checked against a tool's JSON schema (also used
+  by the daemon's own MCP endpoint).
+"""
+
+from interlockd.integrations.mcp.source import McpSource, McpSources, McpTool, McpUnavailable
+
+__all__ = ["McpSource", "McpSources", "McpTool", "McpUnavailable"]

@@ -1,0 +1,367 @@
+"""An MCP server connected as an integration: its tools, called through the official SDK.
+
+One :class:`McpSource` per connection. The connection's config says how to
+reach the server::
+
+    {"transport": "http", "url": "https://mcp.example.com/mcp/"}
+    {"transport": "stdio", "command": "uvx", "args": ["some-mcp-server"]}
+
+and its credentials (sealed) what to send: ``{"bearer": "...", "headers":
+{"X-Api-Key": "..."}}`` over HTTP, ``{"env": {"API_KEY": "..."}}`` for a stdio
+command. A stdio server is a process the daemon starts, so it runs only where
+the operator allows it (``allow_stdio``).
+
+:meth:`McpSource.tools` lists the server's tools as :class:`Tool` objects named
+``mcp__<server>__<tool>`` (:mod:`.naming`), cached for a short while. Their
+``execute`` checks the arguments against the tool's schema before anything
+is sent, calls the tool and returns a JSON-able value; a result flagged
+``isError`` becomes a :class:`ToolError` with the server's text, a server
+that cannot be reached (or a command that cannot be started) a
+:class:`McpUnavailable` saying so, and a server that refuses the credentials
+(401) marks the connection broken (:class:`ConnectionBroken`).
+
+Each listing and each call opens its own short MCP connection (for stdio, its
+own process): nothing is held open between runs, and no state is shared
+between concurrent calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx2
+import mcp_types as types
+import structlog
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from interlockd.backends.base import ToolSpec
+from interlockd.integrations.base import Connection, ConnectionBroken, Credentials
+from interlockd.integrations.mcp.naming import tool_names
+from interlockd.integrations.mcp.schema import ArgumentValidator
+from interlockd.integrations.tools import Tool, ToolContext, ToolError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+#: Header names a connection's credentials may not set (the transport owns them).
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-type", "content-length", "accept", "mcp-session-id", "mcp-protocol-version"}
+)
+
+
+class McpUnavailable(ToolError):
+    """The MCP server could not be reached, or is not allowed to run here."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Http:
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Stdio:
+    command: str
+    args: tuple[str, ...]
+
+
+class McpSource:
+    """The tools of one connected MCP server."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        credentials: Credentials,
+        *,
+        allow_stdio: bool,
+        list_ttl: float = 60.0,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``allow_stdio``: whether this daemon may start stdio servers (operator config).
+
+        ``list_ttl``: how long a listing is reused; ``timeout``: the longest a
+        listing or a call (connecting included) may take.
+        """
+        self.connection = connection
+        self.credentials = credentials
+        self._allow_stdio = allow_stdio
+        self._list_ttl = list_ttl
+        self._timeout = timeout
+        self._clock = clock
+        self._listed: list[Tool] = []
+        self._listed_until = float("-inf")
+        self._listing = asyncio.Lock()
+
+    @property
+    def name(self) -> str:
+        """The server's name (the connection's app)."""
+        return self.connection.app
+
+    async def tools(self) -> list[Tool]:
+        """The server's tools, namespaced, sorted by the server's names; cached for ``list_ttl``.
+
+        Raises ToolError (McpUnavailable when unreachable or not allowed,
+        ConnectionBroken when the credentials are refused). Tools whose input
+        schema is not a valid JSON schema are left out (and logged).
+        """
+        async with self._listing:
+            if self._clock() < self._listed_until:
+                return list(self._listed)
+            listed = await self._using(_list_all)
+            names = tool_names(self.name, [tool.name for tool in listed])
+            tools: list[Tool] = []
+            for remote in sorted(listed, key=lambda tool: tool.name):
+                try:
+                    validator = ArgumentValidator(remote.input_schema)
+                except ValueError as exc:
+                    log.warning(
+                        "mcp_tool_skipped", server=self.name, tool=remote.name, reason=str(exc)
+                    )
+                    continue
+                spec = ToolSpec(names[remote.name], remote.description or "", remote.input_schema)
+                tools.append(McpTool(self, remote.name, spec, validator))
+            self._listed, self._listed_until = tools, self._clock() + self._list_ttl
+            return list(tools)
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
+        """Call the server's tool ``tool`` (its own name) with already-validated ``arguments``.
+
+        Returns a JSON-able value: the structured result if the server gave
+        one, else the text of a single text block (decoded when it is a JSON
+        object or array, so it is not quoted twice), else the content blocks.
+        ToolError with the server's text for a result flagged isError.
+        """
+
+        async def call_tool(client: Client) -> types.CallToolResult:
+            return await client.call_tool(tool, arguments)
+
+        result = await self._using(call_tool)
+        if result.is_error:
+            text = _texts(result.content) or "the tool failed without saying why"
+            raise ToolError(f"{self.name}: {text}")
+        if result.structured_content is not None:
+            return result.structured_content
+        if len(result.content) == 1 and isinstance(result.content[0], types.TextContent):
+            return _decoded(result.content[0].text)
+        return [
+            block.text
+            if isinstance(block, types.TextContent)
+            else block.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for block in result.content
+        ]
+
+    # ---- connecting -------------------------------------------------------
+
+    def _target(self) -> _Http | _Stdio:
+        config = self.connection.config
+        transport = config.get("transport")
+        if transport == "http":
+            url = config.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ToolError(f"{self.name}: config.url must be an http(s) URL")
+            return _Http(url)
+        if transport == "stdio":
+            if not self._allow_stdio:
+                raise McpUnavailable(
+                    f"{self.name}: this daemon does not run stdio MCP servers "
+                    "(the operator has not allowed it); connect the server by URL instead"
+                )
+            command, args = config.get("command"), config.get("args", [])
+            if not isinstance(command, str) or not command:
+                raise ToolError(f"{self.name}: config.command must be a non-empty string")
+            if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+                raise ToolError(f"{self.name}: config.args must be a list of strings")
+            return _Stdio(command, tuple(args))
+        raise ToolError(f"{self.name}: config.transport must be 'http' or 'stdio'")
+
+    async def _using(self, operation: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``operation`` on a fresh connection to the server, mapping every failure."""
+        target = self._target()
+        credentials = await self.credentials.read()
+        statuses: list[int] = []  # of the HTTP responses: the SDK reports any 4xx alike
+        if isinstance(target, _Stdio):
+            env = _strings(credentials.get("env") or {}, "env")
+            params = StdioServerParameters(command=target.command, args=list(target.args), env=env)
+            connect = self._stdio(params)
+        else:
+            connect = self._http(target.url, _headers(credentials), statuses)
+        try:
+            async with asyncio.timeout(self._timeout), connect as client:
+                return await operation(client)
+        except Exception as exc:
+            if 401 in statuses:
+                reason = "the MCP server refused the credentials (HTTP 401)"
+                await self.credentials.mark_broken(reason)
+                raise ConnectionBroken(f"{self.name}: {reason}; reconnect it") from None
+            error = _find(exc, MCPError)
+            if error is not None:
+                raise ToolError(f"{self.name}: {error.message}") from None
+            if _find(exc, TimeoutError) is not None:
+                why = f"did not answer within {self._timeout:g} s"
+            elif isinstance(target, _Stdio) and _find(exc, OSError) is not None:
+                why = "could not be started"
+            else:
+                why = "is unreachable"
+            log.warning("mcp_unavailable", server=self.name, error=type(exc).__name__)
+            raise McpUnavailable(f"the MCP server {self.name!r} {why}; try again later") from None
+
+    @asynccontextmanager
+    async def _stdio(self, params: StdioServerParameters) -> AsyncIterator[Client]:
+        async with Client(params, read_timeout_seconds=self._timeout) as client:
+            yield client
+
+    @asynccontextmanager
+    async def _http(
+        self, url: str, headers: dict[str, str], statuses: list[int]
+    ) -> AsyncIterator[Client]:
+        async def note(response: httpx2.Response) -> None:
+            statuses.append(response.status_code)
+
+        async with (
+            httpx2.AsyncClient(
+                headers=headers,
+                timeout=httpx2.Timeout(self._timeout),
+                event_hooks={"response": [note]},
+            ) as http,
+            Client(
+                streamable_http_client(url, http_client=http), read_timeout_seconds=self._timeout
+            ) as client,
+        ):
+            yield client
+
+
+class McpTool(Tool):
+    """One tool of an MCP server, as the router's models see it."""
+
+    def __init__(
+        self, source: McpSource, remote_name: str, spec: ToolSpec, validator: ArgumentValidator
+    ) -> None:
+        self.source = source
+        self.remote_name = remote_name
+        self.spec = spec
+        self._validator = validator
+
+    async def execute(self, ctx: ToolContext, arguments: dict[str, Any]) -> Any:
+        problem = self._validator.problem(arguments)
+        if problem is not None:
+            raise ToolError(problem)
+        return await self.source.call(self.remote_name, arguments)
+
+
+async def _list_all(client: Client) -> list[types.Tool]:
+    tools: list[types.Tool] = []
+    cursor: str | None = None
+    for _ in range(100):  # a server whose cursors never end can't hang a listing
+        page = await client.list_tools(cursor=cursor)
+        tools += page.tools
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return tools
+
+
+def _headers(credentials: Mapping[str, Any]) -> dict[str, str]:
+    headers = _strings(credentials.get("headers") or {}, "headers")
+    for name in headers:
+        if name.lower() in _RESERVED_HEADERS:
+            raise ToolError(f"credentials.headers: {name} is set by the transport")
+    bearer = credentials.get("bearer")
+    if bearer:
+        if not isinstance(bearer, str):
+            raise ToolError("credentials.bearer must be a string")
+        headers["Authorization"] = f"Bearer {bearer}"
+    return headers
+
+
+def _strings(value: Any, field: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ToolError(f"credentials.{field} must map names to strings")
+    return dict(value)
+
+
+def _decoded(text: str) -> Any:
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _texts(content: list[types.ContentBlock]) -> str:
+    return "\n".join(block.text for block in content if isinstance(block, types.TextContent))
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``exc``, its exception groups or its causes."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    if exc.__cause__ is not None:
+        return _find(exc.__cause__, kind)
+    return None
+
+
+class McpSources:
+    """The MCP sources of the daemon, one per connection, as :class:`RunTools` lists them.
+
+    ``await sources(connection, credentials)`` is the connection's tools; the
+    source (and so its cached listing) is kept per integration id — replaced
+    when the connection's config changes — for the ``max_sources`` most
+    recently used connections.
+    """
+
+    def __init__(
+        self,
+        *,
+        allow_stdio: bool,
+        list_ttl: float = 60.0,
+        timeout: float = 30.0,
+        max_sources: int = 1024,
+    ) -> None:
+        self._allow_stdio = allow_stdio
+        self._list_ttl = list_ttl
+        self._timeout = timeout
+        self._max = max_sources
+        self._sources: OrderedDict[str, McpSource] = OrderedDict()
+
+    async def __call__(self, connection: Connection, credentials: Credentials) -> list[Tool]:
+        """The tools of ``connection`` (ToolError when they can't be listed)."""
+        return await self.source(connection, credentials).tools()
+
+    def source(self, connection: Connection, credentials: Credentials) -> McpSource:
+        """The source of ``connection``, reading its credentials through ``credentials``."""
+        source = self._sources.get(connection.integration_id)
+        if source is None or source.connection != connection:
+            source = McpSource(
+                connection,
+                credentials,
+                allow_stdio=self._allow_stdio,
+                list_ttl=self._list_ttl,
+                timeout=self._timeout,
+            )
+            self._sources[connection.integration_id] = source
+        source.credentials = credentials  # the newest handle (they read the same record)
+        self._sources.move_to_end(connection.integration_id)
+        while len(self._sources) > self._max:
+            self._sources.popitem(last=False)
+        return source

@@ -281,6 +281,7 @@ class Daemon:
             int(port),
             self.dispatch,
             call_timeout=s.runs.tool_timeout_seconds + 5,
+            public_url=s.integrations.public_url,
         )
         self.http_port = await self.http.start()
         for name in ("", *_SERVICES):

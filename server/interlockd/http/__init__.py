@@ -1,4 +1,5 @@
-"""The daemon's HTTP side: callbacks from hosted agents (tool dispatch), health.
+"""The daemon's HTTP side: callbacks from hosted agents (tool dispatch), MCP, health.
 
-A small aiohttp app beside the gRPC server, on its own port (``http_listen``).
+A small Starlette app beside the gRPC server, served by an in-process uvicorn
+on its own port (``http_listen``).
 """

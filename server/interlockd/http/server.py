@@ -1,5 +1,14 @@
-"""The HTTP app: ``POST /v1/tools/dispatch`` for hosted agents, ``GET /healthz``.
+"""The HTTP app: tool dispatch for hosted agents, the MCP endpoint, health.
 
+Routes:
+
+- ``POST /v1/tools/dispatch`` — a hosted agent's tool call, by run token;
+- ``/mcp/`` — the run's tools over Streamable HTTP MCP, by run token
+  (:mod:`interlockd.http.mcp_endpoint`);
+- ``GET /healthz``;
+- whatever routes the daemon adds (``routes=``), e.g. OAuth callbacks.
+
+A Starlette app served by an in-process uvicorn server on ``host:port``.
 Thin handlers: authenticate, validate, hand over to the run that owns the
 call, answer JSON. Errors are JSON ``{"error": ...}`` with the status that
 says what happened; nothing runs for a request that is not authenticated.
@@ -8,12 +17,24 @@ says what happened; nothing runs for a request that is not authenticated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+import orjson
 import structlog
-from aiohttp import web
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from interlockd.http.dispatch import DispatchCall, DispatchRegistry, DispatchRejected
+from interlockd.http.mcp_access import McpAccessRegistry
+from interlockd.http.mcp_endpoint import McpEndpoint, transport_security
 from interlockd.ids import new_id
 
 log = structlog.get_logger(__name__)
@@ -23,46 +44,119 @@ _MAX_BODY = 1024 * 1024
 
 
 class HttpServer:
-    """The daemon's HTTP side on ``host:port`` (port 0 picks a free one)."""
+    """The daemon's HTTP side on ``host:port`` (port 0 picks a free one).
+
+    ``routes`` are added to the built-in ones (Starlette routes: ``Route(path,
+    handler, methods=[...])``). ``mcp_access`` holds the run tokens of the MCP
+    endpoint (a fresh registry if not given). ``public_url`` is this HTTP side
+    as clients outside reach it (TLS in front): the MCP endpoint answers its
+    host besides loopback and the bound address. ``stop()`` lets requests in
+    flight finish for ``shutdown_timeout`` seconds, then cancels them.
+    """
 
     def __init__(
-        self, host: str, port: int, dispatch: DispatchRegistry, *, call_timeout: float
+        self,
+        host: str,
+        port: int,
+        dispatch: DispatchRegistry,
+        *,
+        call_timeout: float,
+        mcp_access: McpAccessRegistry | None = None,
+        public_url: str = "",
+        routes: Sequence[BaseRoute] = (),
+        shutdown_timeout: int = 5,
     ) -> None:
         self._host = host
         self._port = port
         self._dispatch = dispatch
         self._call_timeout = call_timeout
-        self._runner: web.AppRunner | None = None
+        self.mcp_access = mcp_access if mcp_access is not None else McpAccessRegistry()
+        public_host = urlsplit(public_url).netloc.rpartition("@")[2] if public_url else ""
+        self._mcp = McpEndpoint(
+            self.mcp_access,
+            security=transport_security(host, [public_host] if public_host else []),
+            max_body=_MAX_BODY,
+        )
+        self._routes = [
+            Route("/v1/tools/dispatch", self._tool_dispatch, methods=["POST"]),
+            Route("/healthz", self._healthz, methods=["GET"]),
+            Route("/mcp/", self._mcp),
+            *routes,
+        ]
+        self._shutdown_timeout = shutdown_timeout
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._ticking: asyncio.Task[None] | None = None
         self.port = 0
 
+    def app(self) -> Starlette:
+        """The ASGI app (its lifespan runs the MCP endpoint's session manager)."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            async with self._mcp.run():
+                yield
+
+        return Starlette(routes=self._routes, lifespan=lifespan)
+
     async def start(self) -> int:
-        app = web.Application(client_max_size=_MAX_BODY)
-        app.router.add_post("/v1/tools/dispatch", self._tool_dispatch)
-        app.router.add_get("/healthz", self._healthz)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        """Bind and serve; return the bound port. OSError if the address can't be bound."""
+        # Bound here rather than by uvicorn, which exits the process on a bind error.
+        host = self._host.strip("[]")
+        sock = socket.create_server(
+            (host, self._port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+        config = uvicorn.Config(
+            self.app(),
+            interface="asgi3",
+            lifespan="on",
+            http="h11",
+            ws="none",
+            log_config=None,
+            log_level=logging.WARNING,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=self._shutdown_timeout,
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        # Not server.serve(): that installs signal handlers, which are the daemon's.
+        server.lifespan = config.lifespan_class(config)
+        try:
+            await server.startup(sockets=[sock])
+        except SystemExit:
+            sock.close()
+            raise RuntimeError("the HTTP app failed to start (see the log)") from None
+        self._server, self._socket = server, sock
+        self._ticking = asyncio.create_task(server.main_loop())
+        self.port = sock.getsockname()[1]
         log.info("http_listening", address=self._host, port=self.port)
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        """Stop accepting, give requests in flight ``shutdown_timeout``, end the MCP sessions."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.should_exit = True
+        if self._ticking is not None:
+            await self._ticking
+        await server.shutdown(sockets=[self._socket] if self._socket else None)
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
 
-    async def _tool_dispatch(self, request: web.Request) -> web.Response:
+    async def _tool_dispatch(self, request: Request) -> Response:
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
         if not token:
             return _error(401, "missing bearer token")
+        raw = await _read_body(request)
+        if raw is None:
+            return _error(413, f"the body is larger than {_MAX_BODY} bytes")
         try:
-            body = await request.json()
-        except ValueError:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             return _error(400, "the body must be a JSON object")
         try:
             fields = _dispatch_fields(body)
@@ -77,11 +171,39 @@ class HttpServer:
             arguments=body["arguments"],
         )
         await channel.calls.put(call)
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            answer = await asyncio.wait_for(asyncio.shield(call.answer), self._call_timeout)
-        except TimeoutError:
+            # wait() never cancels what it waits on: the run still owns the answer.
+            await asyncio.wait(
+                (call.answer, gone), timeout=self._call_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            gone.cancel()
+        if not call.answer.done():
+            # Timed out, or the caller went away (then nobody reads this answer).
             return _error(504, f"the tool did not finish within {self._call_timeout:g} s")
-        return web.json_response(answer)
+        return JSONResponse(call.answer.result())
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None if it is larger than the limit (read no further then)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_BODY:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone away (the body has been read by then)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _dispatch_fields(body: Any) -> dict[str, str]:
@@ -106,5 +228,5 @@ def _dispatch_fields(body: Any) -> dict[str, str]:
     return out
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)

@@ -92,12 +92,20 @@ async def test_help_and_version_exit_0(capsys):
 
 
 def _readme_commands() -> list[str]:
-    commands, in_block = [], False
+    """Every `interlock` command of the README's code blocks, continuation lines joined."""
+    commands, in_block, continued = [], False, False
     for line in (CLIENTS_DIR / "README.md").read_text(encoding="utf-8").splitlines():
         if line.startswith("```"):
-            in_block = not in_block
-        elif in_block and line.startswith("interlock "):
-            commands.append(line.split(" | ")[0])
+            in_block, continued = not in_block, False
+        elif in_block and (continued or line.startswith("interlock ")):
+            piece = line.split(" | ")[0].strip()
+            if continued:
+                commands[-1] = f"{commands[-1]} {piece}"
+            else:
+                commands.append(piece)
+            continued = commands[-1].endswith("\\")
+            if continued:
+                commands[-1] = commands[-1][:-1].rstrip()
     return commands
 
 

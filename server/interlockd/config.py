@@ -114,6 +114,9 @@ class IntegrationSettings(_Strict):
     public_url: str = ""
     #: How long a user has to finish a connect flow.
     connect_flow_seconds: float = Field(default=600.0, gt=0)
+    #: Let MCP servers be stdio commands run on this host (an operator's
+    #: decision: a sandbox could run anything the daemon's user can).
+    allow_stdio_mcp: bool = False
     #: GitHub; unset: not in the catalog.
     github: GitHubAppSettings | None = None
 

@@ -37,9 +37,12 @@ from interlockd.backends.registry import BackendRegistry
 from interlockd.config import ConfigError, ProviderSettings, Settings
 from interlockd.context.search_tool import SearchConversationsTool
 from interlockd.http.dispatch import DispatchRegistry
+from interlockd.http.mcp_access import McpAccessRegistry
+from interlockd.http.oauth_callback import callback_route
 from interlockd.http.server import HttpServer
 from interlockd.integrations.base import App
 from interlockd.integrations.connect import ConnectFlows
+from interlockd.integrations.mcp import McpSources
 from interlockd.integrations.registry import RunTools
 from interlockd.integrations.tools import ToolRegistry
 from interlockd.runs.orchestrator import Orchestrator
@@ -210,6 +213,7 @@ class Daemon:
         self.port = 0
         self.orchestrator: Orchestrator | None = None
         self.dispatch = DispatchRegistry()
+        self.mcp_access = McpAccessRegistry()
         self.http: HttpServer | None = None
         self.http_port = 0
         self._stopped = asyncio.Event()
@@ -226,7 +230,12 @@ class Daemon:
         default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
         default_models.setdefault("local", "smollm2-135m")
         self.apps = build_apps(s)
-        tools = RunTools(self.store, ToolRegistry([SearchConversationsTool()]), self.apps)
+        tools = RunTools(
+            self.store,
+            ToolRegistry([SearchConversationsTool()]),
+            self.apps,
+            mcp_tools=McpSources(allow_stdio=s.integrations.allow_stdio_mcp),
+        )
         self.orchestrator = Orchestrator(
             self.store, self.backends, tools, s.runs, s.default_provider, default_models
         )
@@ -281,7 +290,9 @@ class Daemon:
             int(port),
             self.dispatch,
             call_timeout=s.runs.tool_timeout_seconds + 5,
+            mcp_access=self.mcp_access,
             public_url=s.integrations.public_url,
+            routes=[callback_route(self.connect_flows)],
         )
         self.http_port = await self.http.start()
         for name in ("", *_SERVICES):

@@ -249,6 +249,7 @@ class McpTool(Tool):
         self.source = source
         self.remote_name = remote_name
         self.spec = spec
+        self.source_id = source.connection.integration_id
         self._validator = validator
 
     async def execute(self, ctx: ToolContext, arguments: dict[str, Any]) -> Any:

@@ -1002,7 +1002,7 @@ class FakeGitHub:
                     return await handler(request, recorded)
                 self._check_api_headers(headers)
                 user = self._authenticate(headers)
-                window = self._spend("search" if endpoint == "search_issues" else "core", user)
+                window = self._spend(endpoint, user)
                 self._scripted_failure(endpoint)
                 if body is _NOT_JSON:
                     raise _ApiError(400, "Problems parsing JSON")
@@ -1065,14 +1065,14 @@ class FakeGitHub:
             raise _ApiError(401, "Bad credentials")
         return token.grant.user
 
-    def _spend(self, resource: str, user: FakeUser) -> _Window:
-        window = self._window(resource)
+    def _spend(self, endpoint: Endpoint, user: FakeUser) -> _Window:
+        window = self._window("search" if endpoint == "search_issues" else "core")
         if window.remaining <= 0:
             raise _ApiError(
                 403,
                 f"API rate limit exceeded for user ID {user.id}. If you reach out to GitHub "
                 "Support for help, please include the request ID.",
-                headers=_rate_headers(window, None),
+                headers=_rate_headers(window, endpoint),
                 docs="/rest/overview/rate-limits-for-the-rest-api",
             )
         window.remaining -= 1

@@ -14,11 +14,12 @@
 The generated protobuf modules of the API are in :mod:`interlock.v1`.
 """
 
-from interlock.client import Client, Conversations, RunStream, Sandboxes
+from interlock.client import Client, Conversations, Integrations, RunStream, Sandboxes
 from interlock.errors import (
     Aborted,
     AlreadyExists,
     Cancelled,
+    ConnectFailed,
     DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
@@ -37,7 +38,13 @@ from interlock.errors import (
     Unknown,
 )
 from interlock.outcome import RunOutcome
-from interlock.sync import SyncClient, SyncConversations, SyncRunStream, SyncSandboxes
+from interlock.sync import (
+    SyncClient,
+    SyncConversations,
+    SyncIntegrations,
+    SyncRunStream,
+    SyncSandboxes,
+)
 
 __version__ = "0.1.0"
 
@@ -46,10 +53,12 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "Client",
+    "ConnectFailed",
     "Conversations",
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "Integrations",
     "InterlockError",
     "Internal",
     "InvalidArgument",
@@ -64,6 +73,7 @@ __all__ = [
     "Sandboxes",
     "SyncClient",
     "SyncConversations",
+    "SyncIntegrations",
     "SyncRunStream",
     "SyncSandboxes",
     "Unauthenticated",

@@ -1,25 +1,30 @@
 """What the asyncio and the blocking client share, so they cannot drift apart.
 
 Where to connect by default, which key a call carries (and the error when
-it is missing), and the request messages built from keyword arguments. No
-I/O happens here.
+it is missing), the request messages built from keyword arguments, and what
+a connect flow's update means. No I/O happens here.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
-from interlock.errors import MissingCredentials
-from interlock.v1 import router_pb2
+from interlock.errors import ConnectFailed, MissingCredentials
+from interlock.v1 import integrations_pb2, router_pb2
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "ENV_ADDRESS",
     "ENV_API_KEY",
     "ENV_OPERATOR_KEY",
+    "ConnectScope",
     "Metadata",
+    "add_mcp_server_request",
     "api_key_metadata",
+    "connect_request",
+    "connect_result",
     "from_env",
     "operator_metadata",
     "run_request",
@@ -31,6 +36,17 @@ ENV_API_KEY = "INTERLOCK_API_KEY"
 ENV_OPERATOR_KEY = "INTERLOCK_OPERATOR_KEY"
 
 Metadata = tuple[tuple[str, str], ...]
+
+#: Who a connection is for: the end user who connects it, or the whole sandbox.
+ConnectScope = Literal["end_user", "sandbox"]
+_SCOPES: dict[str, integrations_pb2.ConnectScope.ValueType] = {
+    "end_user": integrations_pb2.CONNECT_SCOPE_END_USER,
+    "sandbox": integrations_pb2.CONNECT_SCOPE_SANDBOX,
+}
+_ENDED = {
+    integrations_pb2.CONNECT_STATE_FAILED: "failed",
+    integrations_pb2.CONNECT_STATE_EXPIRED: "expired",
+}
 
 
 def from_env(value: str | None, variable: str) -> str | None:
@@ -87,3 +103,47 @@ def run_request(
             reasoning_engine_id=google_engine, location=google_location
         ),
     )
+
+
+def connect_request(
+    app: str, *, end_user_id: str, scope: ConnectScope = "end_user"
+) -> integrations_pb2.ConnectRequest:
+    """The ConnectRequest for ``app``; ValueError for a scope that is not one of ConnectScope."""
+    if scope not in _SCOPES:
+        raise ValueError(f"scope must be 'end_user' or 'sandbox', not {scope!r}")
+    return integrations_pb2.ConnectRequest(app=app, end_user_id=end_user_id, scope=_SCOPES[scope])
+
+
+def add_mcp_server_request(
+    name: str,
+    url: str,
+    *,
+    end_user_id: str = "",
+    bearer_token: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> integrations_pb2.AddMcpServerRequest:
+    """The AddMcpServerRequest registering one MCP server (see ``Integrations.add_mcp_server``)."""
+    return integrations_pb2.AddMcpServerRequest(
+        name=name,
+        url=url,
+        end_user_id=end_user_id,
+        bearer_token=bearer_token,
+        headers=dict(headers or {}),
+    )
+
+
+def connect_result(
+    update: integrations_pb2.WatchConnectResponse,
+) -> integrations_pb2.Integration | None:
+    """What one update of a connect flow means for someone waiting on it.
+
+    The new integration once connected; None while the flow is pending (or in
+    a state added to the API after this client was built); ConnectFailed when
+    it failed or expired.
+    """
+    if update.state == integrations_pb2.CONNECT_STATE_CONNECTED:
+        return update.integration
+    ended = _ENDED.get(update.state)
+    if ended is not None:
+        raise ConnectFailed(update.flow_id, ended, update.reason)
+    return None

@@ -1,8 +1,8 @@
 """A thin asyncio client for the Interlock router, over ``grpc.aio``.
 
 The client adds three things to the generated stubs and nothing else: it sends
-the right key with every call (a sandbox API key for ``AgentRouter`` and
-``Conversations``, the operator key for ``Sandboxes``), it turns gRPC failures
+the right key with every call (a sandbox API key for ``AgentRouter``,
+``Conversations`` and ``Integrations``, the operator key for ``Sandboxes``), it turns gRPC failures
 into :mod:`interlock.errors`, and it unwraps single-field responses. Requests
 and results stay the ``interlock.v1`` protobuf messages, so everything the API
 offers is reachable without waiting for this module to learn about it.
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TypeVar
 
@@ -37,18 +38,24 @@ from interlock.calls import (
     ENV_ADDRESS,
     ENV_API_KEY,
     ENV_OPERATOR_KEY,
+    ConnectScope,
     Metadata,
+    add_mcp_server_request,
     api_key_metadata,
+    connect_request,
+    connect_result,
     from_env,
     operator_metadata,
     run_request,
 )
-from interlock.errors import from_rpc_error
+from interlock.errors import Unavailable, from_rpc_error
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
     conversations_pb2,
     conversations_pb2_grpc,
     events_pb2,
+    integrations_pb2,
+    integrations_pb2_grpc,
     router_pb2,
     router_pb2_grpc,
     sandboxes_pb2,
@@ -62,6 +69,7 @@ __all__ = [
     "ENV_OPERATOR_KEY",
     "Client",
     "Conversations",
+    "Integrations",
     "RunStream",
     "Sandboxes",
     "from_env",
@@ -157,10 +165,11 @@ class Client:
 
     ``target`` is a gRPC target (``host:port``); it defaults to
     ``INTERLOCK_ADDRESS``, then ``127.0.0.1:7600``. ``api_key`` (a sandbox key;
-    default ``INTERLOCK_API_KEY``) authenticates :meth:`run` and
-    :attr:`conversations`; ``operator_key`` (default ``INTERLOCK_OPERATOR_KEY``)
-    authenticates :attr:`sandboxes`. A key that is needed but missing raises
-    :class:`~interlock.errors.MissingCredentials` before anything is sent.
+    default ``INTERLOCK_API_KEY``) authenticates :meth:`run`,
+    :attr:`conversations` and :attr:`integrations`; ``operator_key`` (default
+    ``INTERLOCK_OPERATOR_KEY``) authenticates :attr:`sandboxes`. A key that
+    is needed but missing raises :class:`~interlock.errors.MissingCredentials`
+    before anything is sent.
 
     A ``channel`` passed in is used as is and left open on :meth:`close`; the
     caller owns it. Create the client inside a running event loop.
@@ -182,6 +191,7 @@ class Client:
         self._router = router_pb2_grpc.AgentRouterStub(self._channel)
         self.sandboxes = Sandboxes(self._channel, self._operator_key)
         self.conversations = Conversations(self._channel, self._api_key)
+        self.integrations = Integrations(self._channel, self._api_key)
 
     async def __aenter__(self) -> Client:
         return self
@@ -454,3 +464,148 @@ class Conversations:
             end_user_id=end_user_id, session_id=session_id
         )
         await _unary(self._stub.DeleteConversation(request, metadata=self._metadata()))
+
+
+class Integrations:
+    """Data sources of the sandbox — OAuth apps, MCP servers — and their connections (API key).
+
+    A connection is for one end user or for the whole sandbox; its tools are
+    offered to every run of that end user (or of anyone in the sandbox). OAuth
+    apps connect in two steps: :meth:`connect` returns the URL to send the end
+    user to, then :meth:`wait_connected` (or :meth:`watch_connect`) follows the
+    flow until the end user has finished::
+
+        started = await client.integrations.connect("github", end_user_id="u-1")
+        print("open", started.authorize_url)
+        integration = await client.integrations.wait_connected(started.flow_id)
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, api_key: str | None) -> None:
+        self._stub = integrations_pb2_grpc.IntegrationsStub(channel)
+        self._key = api_key
+
+    def _metadata(self) -> Metadata:
+        return api_key_metadata(self._key)
+
+    async def catalog(self) -> builtins.list[integrations_pb2.CatalogEntry]:
+        """What can be connected on this daemon, by name, with the tools each provides.
+
+        An entry with ``available`` false is known but not configured by the
+        operator: connecting it fails.
+        """
+        request = integrations_pb2.CatalogRequest()
+        response = await _unary(self._stub.Catalog(request, metadata=self._metadata()))
+        return list(response.entries)
+
+    async def connect(
+        self, app: str, *, end_user_id: str, scope: ConnectScope = "end_user"
+    ) -> integrations_pb2.ConnectResponse:
+        """Start connecting an OAuth app (e.g. ``"github"``) for an end user.
+
+        Send the end user to the response's ``authorize_url``, then follow its
+        ``flow_id`` with :meth:`wait_connected`. ``scope="sandbox"`` makes the
+        connection serve every end user of the sandbox (``end_user_id`` still
+        names who grants it). An app the daemon does not configure is
+        InvalidArgument; OAuth without the daemon's public URL is
+        FailedPrecondition.
+        """
+        request = connect_request(app, end_user_id=end_user_id, scope=scope)
+        return await _unary(self._stub.Connect(request, metadata=self._metadata()))
+
+    async def watch_connect(
+        self,
+        flow_id: str,
+        *,
+        # A gRPC deadline, not asyncio.timeout(): the daemon stops watching too.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AsyncGenerator[integrations_pb2.WatchConnectResponse, None]:
+        """The connect flow's state now and at every change, until it has ended.
+
+        The last update is ``CONNECTED`` (with ``integration``), ``FAILED`` or
+        ``EXPIRED`` (with ``reason``). The call starts on the first iteration
+        and is cancelled when the generator is closed (``contextlib.aclosing``)
+        or the consuming task is cancelled. A flow of another sandbox, or none,
+        is NotFound; ``timeout`` passing is DeadlineExceeded.
+        """
+        request = integrations_pb2.WatchConnectRequest(flow_id=flow_id)
+        call = self._stub.WatchConnect(request, timeout=timeout, metadata=self._metadata())
+        try:
+            async for update in call:
+                yield update
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        finally:
+            call.cancel()
+
+    async def wait_connected(
+        self,
+        flow_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline, as for watch_connect
+    ) -> integrations_pb2.Integration:
+        """Wait until the connect flow ends and return the new integration.
+
+        A flow that failed (the end user declined, the provider refused) or
+        expired raises :class:`~interlock.errors.ConnectFailed` with its
+        ``state`` and ``reason``. ``timeout`` (seconds) bounds the wait, not
+        the flow: DeadlineExceeded leaves the flow open until it expires, and
+        waiting again picks it up.
+        """
+        async with contextlib.aclosing(self.watch_connect(flow_id, timeout=timeout)) as updates:
+            async for update in updates:
+                integration = connect_result(update)
+                if integration is not None:
+                    return integration
+        raise Unavailable(
+            grpc.StatusCode.UNAVAILABLE,
+            f"the watch of connect flow {flow_id} ended before the flow did; wait again",
+        )
+
+    async def add_mcp_server(
+        self,
+        name: str,
+        url: str,
+        *,
+        end_user_id: str = "",
+        bearer_token: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> integrations_pb2.Integration:
+        """Register an MCP server (Streamable HTTP) as an integration; return it.
+
+        ``name`` (1-32 of a-z, 0-9, ``-``) namespaces its tools
+        (``mcp__<name>__<tool>``); ``url`` is https, or http to a loopback
+        address. Empty ``end_user_id`` makes it serve the whole sandbox.
+        ``bearer_token`` and ``headers`` are sent to the server on every call;
+        they are sealed at rest and no call returns them. Adding a name again
+        for the same end user replaces the earlier one.
+        """
+        request = add_mcp_server_request(
+            name, url, end_user_id=end_user_id, bearer_token=bearer_token, headers=headers
+        )
+        response = await _unary(self._stub.AddMcpServer(request, metadata=self._metadata()))
+        return response.integration
+
+    async def list(
+        self, end_user_id: str = "", include_disconnected: bool = False
+    ) -> builtins.list[integrations_pb2.Integration]:
+        """Integrations, oldest first.
+
+        With ``end_user_id``: that end user's and the sandbox-wide ones (what
+        their runs get); without: every integration of the sandbox.
+        Disconnected ones only with ``include_disconnected``.
+        """
+        request = integrations_pb2.ListIntegrationsRequest(
+            end_user_id=end_user_id, include_disconnected=include_disconnected
+        )
+        response = await _unary(self._stub.ListIntegrations(request, metadata=self._metadata()))
+        return list(response.integrations)
+
+    async def disconnect(self, integration_id: str) -> integrations_pb2.Integration:
+        """Revoke the grant upstream (OAuth apps), then archive the integration; return it.
+
+        Its tools disappear from later runs. Disconnecting twice is not an
+        error. If the provider refuses to revoke, FailedPrecondition and the
+        integration stays connected.
+        """
+        request = integrations_pb2.DisconnectRequest(integration_id=integration_id)
+        response = await _unary(self._stub.Disconnect(request, metadata=self._metadata()))
+        return response.integration

@@ -25,7 +25,8 @@ retry later) without comparing status codes by hand.
     ├── DataLoss                 DATA_LOSS
     ├── Unauthenticated          UNAUTHENTICATED
     │   └── MissingCredentials   no key configured; raised before any call is made
-    └── RunFailed                a started run ended with an ``error`` event
+    ├── RunFailed                a started run ended with an ``error`` event
+    └── ConnectFailed            a connect flow ended failed or expired
 
 Every status code has its class, so ``except Unauthenticated`` is all a
 caller writes; each also carries ``code`` for code that prefers comparing.
@@ -34,6 +35,9 @@ caller writes; each also carries ``code`` for code that prefers comparing.
 run that failed after it had started streaming has already recorded part of
 the turn in the conversation, so "retry" means something different than for a
 call the router refused up front. Its ``retryable`` comes from the router.
+:class:`ConnectFailed` is not a refused call either: the flow was accepted and
+then the end user declined, the provider refused or time ran out; what to do
+is start connecting again.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "Cancelled",
+    "ConnectFailed",
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -176,6 +181,24 @@ class RunFailed(InterlockError):
     ) -> None:
         super().__init__(code, details, retryable=retryable)
         self.provider = provider
+
+
+class ConnectFailed(InterlockError):
+    """A connect flow ended without a connection.
+
+    ``state`` is ``"failed"`` (the end user declined, or the provider refused
+    the grant) or ``"expired"`` (the end user did not finish in time);
+    ``reason`` is the router's one-line explanation. ``code`` is always
+    ``FAILED_PRECONDITION``: the flow is over, and only a new ``connect`` can
+    succeed.
+    """
+
+    def __init__(self, flow_id: str, state: str, reason: str) -> None:
+        details = f"connect flow {flow_id} {state}" + (f": {reason}" if reason else "")
+        super().__init__(grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.flow_id = flow_id
+        self.state = state
+        self.reason = reason
 
 
 _BY_CODE: dict[grpc.StatusCode, type[InterlockError]] = {

@@ -13,28 +13,31 @@ else — reasoning, tool calls, the closing summary, errors — goes to stderr.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from interlock.outcome import RunOutcome
-from interlock.v1 import conversations_pb2, events_pb2, sandboxes_pb2
+from interlock.v1 import conversations_pb2, events_pb2, integrations_pb2, sandboxes_pb2
 
 __all__ = [
     "RunRenderer",
     "Style",
+    "describe_integration",
     "format_table",
     "format_timestamp",
     "format_tool_call",
     "format_tool_result",
     "format_usd",
     "render_api_keys",
+    "render_catalog",
     "render_conversation_entries",
     "render_conversation_header",
     "render_conversations",
+    "render_integrations",
     "render_sandbox",
     "render_sandboxes",
     "to_json",
@@ -44,6 +47,8 @@ __all__ = [
 # is enough to follow a run (``--json`` has the full text).
 TOOL_TEXT_LIMIT = 200
 THINKING_PREFIX = "┊ "
+
+_E = TypeVar("_E")
 
 
 class Style:
@@ -430,3 +435,74 @@ def render_conversation_entries(
             out.write(_prefixed("summary", e.text))
         else:  # a kind added to the API after this client was built
             out.write(_prefixed("entry", e.text))
+
+
+# -- integrations ----------------------------------------------------------
+
+
+def _enum_label(name_of: Callable[[_E], str], value: _E, prefix: str) -> str:
+    """``INTEGRATION_KIND_MCP`` as ``mcp``; a value newer than this client as its number."""
+    try:
+        return name_of(value).removeprefix(prefix).lower()
+    except ValueError:
+        return str(value)
+
+
+def _kind(value: integrations_pb2.IntegrationKind.ValueType) -> str:
+    return _enum_label(integrations_pb2.IntegrationKind.Name, value, "INTEGRATION_KIND_")
+
+
+def _status(value: integrations_pb2.IntegrationStatus.ValueType) -> str:
+    return _enum_label(integrations_pb2.IntegrationStatus.Name, value, "INTEGRATION_STATUS_")
+
+
+def _for_whom(end_user_id: str) -> str:
+    return f"for end user {end_user_id}" if end_user_id else "for the whole sandbox"
+
+
+def describe_integration(integration: integrations_pb2.Integration) -> str:
+    """``github as octocat for end user u-1 (int_…)``; an MCP server ``at`` its URL."""
+    i = integration
+    where = ""
+    if i.account:
+        where = (
+            f" at {i.account}"
+            if i.kind == integrations_pb2.INTEGRATION_KIND_MCP
+            else f" as {i.account}"
+        )
+    return f"{i.app}{where} {_for_whom(i.end_user_id)} ({i.integration_id})"
+
+
+def render_catalog(entries: Iterable[integrations_pb2.CatalogEntry], out: TextIO) -> None:
+    """Each connectable app on a line, then its tools indented under it."""
+    for entry in entries:
+        state = "available" if entry.available else "not configured on this daemon"
+        about = f": {entry.description}" if entry.description else ""
+        out.write(f"{entry.app} ({_kind(entry.kind)}, {state}){about}\n")
+        width = max((len(t.name) for t in entry.tools), default=0)
+        for tool in entry.tools:
+            note = " (side effects)" if tool.side_effecting else ""
+            out.write(f"  {tool.name.ljust(width)}  {tool.description}{note}".rstrip() + "\n")
+
+
+def render_integrations(integrations: Iterable[integrations_pb2.Integration], out: TextIO) -> None:
+    """Integrations as a table, oldest first; sandbox-wide ones have no end user."""
+    rows = []
+    for i in integrations:
+        status = _status(i.status)
+        if i.status_reason and i.status != integrations_pb2.INTEGRATION_STATUS_ACTIVE:
+            status += f" ({i.status_reason})"
+        rows.append(
+            (
+                i.integration_id,
+                i.app,
+                _kind(i.kind),
+                i.end_user_id or "(sandbox)",
+                status,
+                format_timestamp(i.create_time),
+                format_timestamp(i.last_used_time),
+                i.account or "-",
+            )
+        )
+    headers = ("ID", "APP", "KIND", "END USER", "STATUS", "CREATED", "LAST USED", "ACCOUNT")
+    out.write(format_table(headers, rows))

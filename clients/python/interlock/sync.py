@@ -17,7 +17,8 @@ pass your own ``channel`` (e.g. ``grpc.secure_channel(...)``) for TLS.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import contextlib
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -28,24 +29,36 @@ from interlock.calls import (
     ENV_ADDRESS,
     ENV_API_KEY,
     ENV_OPERATOR_KEY,
+    ConnectScope,
     Metadata,
+    add_mcp_server_request,
     api_key_metadata,
+    connect_request,
+    connect_result,
     from_env,
     operator_metadata,
     run_request,
 )
-from interlock.errors import from_rpc_error
+from interlock.errors import Unavailable, from_rpc_error
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
     conversations_pb2,
     conversations_pb2_grpc,
     events_pb2,
+    integrations_pb2,
+    integrations_pb2_grpc,
     router_pb2_grpc,
     sandboxes_pb2,
     sandboxes_pb2_grpc,
 )
 
-__all__ = ["SyncClient", "SyncConversations", "SyncRunStream", "SyncSandboxes"]
+__all__ = [
+    "SyncClient",
+    "SyncConversations",
+    "SyncIntegrations",
+    "SyncRunStream",
+    "SyncSandboxes",
+]
 
 _T = TypeVar("_T")
 if TYPE_CHECKING:  # grpc.CallIterator exists only in the type stubs
@@ -155,6 +168,7 @@ class SyncClient:
         self._router = router_pb2_grpc.AgentRouterStub(self._channel)
         self.sandboxes = SyncSandboxes(self._channel, from_env(operator_key, ENV_OPERATOR_KEY))
         self.conversations = SyncConversations(self._channel, self._api_key)
+        self.integrations = SyncIntegrations(self._channel, self._api_key)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -443,3 +457,123 @@ class SyncConversations:
                 request, timeout=timeout, metadata=self._metadata()
             )
         )
+
+
+class SyncIntegrations:
+    """OAuth apps and MCP servers of the sandbox (API key); see :class:`interlock.Integrations`.
+
+    :meth:`wait_connected` returns the new integration and raises
+    :class:`~interlock.errors.ConnectFailed` when the flow failed or expired.
+    """
+
+    def __init__(self, channel: grpc.Channel, api_key: str | None) -> None:
+        self._stub = integrations_pb2_grpc.IntegrationsStub(channel)
+        self._key = api_key
+
+    def _metadata(self) -> Metadata:
+        return api_key_metadata(self._key)
+
+    def catalog(
+        self, *, timeout: float | None = None
+    ) -> builtins.list[integrations_pb2.CatalogEntry]:
+        """What can be connected on this daemon, with the tools each provides."""
+        request = integrations_pb2.CatalogRequest()
+        return list(
+            _unary(
+                lambda: self._stub.Catalog(request, timeout=timeout, metadata=self._metadata())
+            ).entries
+        )
+
+    def connect(
+        self,
+        app: str,
+        *,
+        end_user_id: str,
+        scope: ConnectScope = "end_user",
+        timeout: float | None = None,
+    ) -> integrations_pb2.ConnectResponse:
+        """Start connecting an OAuth app for an end user: the URL to send them to and a flow id."""
+        request = connect_request(app, end_user_id=end_user_id, scope=scope)
+        return _unary(
+            lambda: self._stub.Connect(request, timeout=timeout, metadata=self._metadata())
+        )
+
+    def watch_connect(
+        self, flow_id: str, *, timeout: float | None = None
+    ) -> Generator[integrations_pb2.WatchConnectResponse, None, None]:
+        """The connect flow's state now and at every change, until it has ended.
+
+        The call starts on the first ``next()`` and is cancelled when the
+        generator is closed (``contextlib.closing``) or collected.
+        """
+        request = integrations_pb2.WatchConnectRequest(flow_id=flow_id)
+        call = self._stub.WatchConnect(request, timeout=timeout, metadata=self._metadata())
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it unannotated
+
+    def wait_connected(
+        self, flow_id: str, timeout: float | None = None
+    ) -> integrations_pb2.Integration:
+        """Wait until the connect flow ends; the new integration, or ConnectFailed.
+
+        ``timeout`` bounds the wait, not the flow (DeadlineExceeded leaves it open).
+        """
+        with contextlib.closing(self.watch_connect(flow_id, timeout=timeout)) as updates:
+            for update in updates:
+                integration = connect_result(update)
+                if integration is not None:
+                    return integration
+        raise Unavailable(
+            grpc.StatusCode.UNAVAILABLE,
+            f"the watch of connect flow {flow_id} ended before the flow did; wait again",
+        )
+
+    def add_mcp_server(
+        self,
+        name: str,
+        url: str,
+        *,
+        end_user_id: str = "",
+        bearer_token: str = "",
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> integrations_pb2.Integration:
+        """Register an MCP server as an integration; its token and headers are never returned."""
+        request = add_mcp_server_request(
+            name, url, end_user_id=end_user_id, bearer_token=bearer_token, headers=headers
+        )
+        return _unary(
+            lambda: self._stub.AddMcpServer(request, timeout=timeout, metadata=self._metadata())
+        ).integration
+
+    def list(
+        self,
+        end_user_id: str = "",
+        include_disconnected: bool = False,
+        *,
+        timeout: float | None = None,
+    ) -> builtins.list[integrations_pb2.Integration]:
+        """An end user's and the sandbox-wide integrations (without one: all), oldest first."""
+        request = integrations_pb2.ListIntegrationsRequest(
+            end_user_id=end_user_id, include_disconnected=include_disconnected
+        )
+        return list(
+            _unary(
+                lambda: self._stub.ListIntegrations(
+                    request, timeout=timeout, metadata=self._metadata()
+                )
+            ).integrations
+        )
+
+    def disconnect(
+        self, integration_id: str, *, timeout: float | None = None
+    ) -> integrations_pb2.Integration:
+        """Revoke the grant upstream (OAuth apps), then archive the integration; return it."""
+        request = integrations_pb2.DisconnectRequest(integration_id=integration_id)
+        return _unary(
+            lambda: self._stub.Disconnect(request, timeout=timeout, metadata=self._metadata())
+        ).integration

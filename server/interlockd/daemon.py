@@ -136,6 +136,16 @@ def _google_backend(
 def build_apps(settings: Settings) -> dict[str, App]:
     """The connectable apps the operator configured, by name."""
     apps: dict[str, App] = {}
+    if (gh := settings.integrations.github) is not None:
+        from interlockd.integrations.github import GitHubApp
+
+        apps["github"] = GitHubApp(
+            client_id=gh.client_id,
+            client_secret=gh.client_secret.get_secret_value(),
+            scopes=tuple(gh.scopes),
+            web_base_url=gh.web_base_url,
+            api_base_url=gh.api_base_url,
+        )
     return apps
 
 
@@ -214,6 +224,7 @@ class Daemon:
         self.orchestrator: Orchestrator | None = None
         self.dispatch = DispatchRegistry()
         self.mcp_access = McpAccessRegistry()
+        self.apps: dict[str, App] = {}
         self.http: HttpServer | None = None
         self.http_port = 0
         self._stopped = asyncio.Event()
@@ -328,6 +339,8 @@ class Daemon:
         if self.orchestrator is not None:
             await self.orchestrator.drain(within=10.0)
         await self.backends.aclose()
+        for app in self.apps.values():
+            await app.aclose()
         await self.store.close()
         log.info("stopped")
 

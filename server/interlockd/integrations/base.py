@@ -106,6 +106,9 @@ class App(abc.ABC):
     def tools(self, connection: Connection, credentials: Credentials) -> list[Tool]:
         """The tools of one connection, executing with its credentials."""
 
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Release connections. Called once at shutdown."""
+
 
 class OAuthApp(App):
     """An app connected through OAuth 2 authorization code + PKCE (S256)."""

@@ -1,9 +1,10 @@
 """``client.integrations`` and ``interlock integrations`` against a real interlockd.
 
 The daemon runs in this test's event loop; the blocking client runs in a
-worker thread so the loop keeps serving it. No OAuth app is configured, so
-the connect flows that the watch tests follow are put in the daemon's store
-directly, where the OAuth callback would put them.
+worker thread so the loop keeps serving it. Most tests run on a daemon with no
+OAuth app, where the watch tests put connect flows in the daemon's store
+directly, as the OAuth callback would; the last ones configure GitHub against
+its loopback fake and connect through the daemon's HTTP callback.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from interlock import (
@@ -33,7 +36,9 @@ from interlock import (
 from interlock.cli import amain
 from interlock.v1 import integrations_pb2 as pb
 from interlockd.store.base import ConnectFlow
-from tests.conftest import RunningDaemon
+from tests.conftest import DaemonFactory, RunningDaemon
+from tests.eventually import eventually
+from tests.fakes.github import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, FakeGitHub
 
 CLI = Callable[..., Awaitable[tuple[int, str, str]]]
 README = Path(__file__).resolve().parents[2] / "clients" / "python" / "README.md"
@@ -496,3 +501,124 @@ async def test_cli_add_mcp_secret_usage_errors(
     code, out, err = await cli("integrations", "add-mcp", "docs", MCP_URL, *argv)
     assert (code, out) == (2, "")
     assert message in err
+
+
+# -- connecting GitHub end to end ------------------------------------------------
+
+PUBLIC_URL = "https://router.example.test"  # the daemon's HTTP side, behind its TLS proxy
+CALLBACK = PUBLIC_URL + "/v1/integrations/callback"
+
+
+@pytest.fixture
+async def github() -> AsyncIterator[FakeGitHub]:
+    async with FakeGitHub(redirect_uris=[CALLBACK]) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def github_daemon(start_daemon: DaemonFactory, github: FakeGitHub) -> RunningDaemon:
+    """A daemon configured with the fake's GitHub app and a public URL for the callback."""
+    return await start_daemon(
+        integrations={
+            "public_url": PUBLIC_URL,
+            "github": {
+                "client_id": DEFAULT_CLIENT_ID,
+                "client_secret": DEFAULT_CLIENT_SECRET,
+                "web_base_url": github.base_url,
+                "api_base_url": github.base_url,
+            },
+        }
+    )
+
+
+async def follow_redirect(daemon: RunningDaemon, location: str) -> httpx.Response:
+    """The browser arriving at the callback GitHub redirected it to (the proxy's upstream)."""
+    assert location.startswith(CALLBACK + "?")
+    query = urlsplit(location).query
+    async with httpx.AsyncClient(trust_env=False) as browser:
+        return await browser.get(
+            f"http://127.0.0.1:{daemon.daemon.http_port}/v1/integrations/callback?{query}"
+        )
+
+
+def connect_argv(daemon: RunningDaemon, *options: str) -> list[str]:
+    """`interlock integrations connect github <options>` against ``daemon``."""
+    connection = ["--address", daemon.address, "--api-key", daemon.api_key]
+    return [*connection, "integrations", "connect", "github", *options]
+
+
+class Printed:
+    """What the code under test printed on stdout so far (the daemon logs there too)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+        self._seen: list[str] = []
+
+    def line(self, prefix: str) -> Callable[[], Awaitable[str]]:
+        """A probe for eventually(): the first printed line starting with ``prefix``."""
+
+        async def probe() -> str:
+            self._seen.append(self._capsys.readouterr().out)
+            found = [x for x in "".join(self._seen).splitlines() if x.startswith(prefix)]
+            assert found, f"nothing starting with {prefix!r} printed yet"
+            return found[0]
+
+        return probe
+
+
+async def test_catalog_lists_a_configured_github(github_daemon: RunningDaemon) -> None:
+    """With GitHub configured and a public URL, the catalog offers it with its tools."""
+    async with Client(github_daemon.address, github_daemon.api_key) as c:
+        (entry,) = await c.integrations.catalog()
+    assert (entry.app, entry.kind, entry.available) == ("github", pb.INTEGRATION_KIND_OAUTH, True)
+    side_effecting = {t.name for t in entry.tools if t.side_effecting}
+    assert side_effecting == {"github__create_issue", "github__comment_issue"}
+
+
+async def test_cli_connects_github(
+    github_daemon: RunningDaemon, github: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`connect github` prints the URL, and once the user approves at GitHub prints connected."""
+    connecting = asyncio.create_task(
+        amain(connect_argv(github_daemon, "--end-user", "u-1", "--timeout", "30"))
+    )
+    printed = Printed(capsys)
+    url = await eventually(printed.line(github.base_url))
+    assert url.startswith(f"{github.base_url}/login/oauth/authorize?")
+    page = await follow_redirect(github_daemon, await github.approve(url))
+    assert page.status_code == 200
+    assert await connecting == 0
+    connected_line = await printed.line("connected ")()
+    assert re.fullmatch(r"connected github as octocat for end user u-1 \(int_\w+\)", connected_line)
+    async with Client(github_daemon.address, github_daemon.api_key) as c:
+        (connected,) = await c.integrations.list("u-1")
+    assert (connected.app, connected.account) == ("github", "octocat")
+
+
+async def test_cli_connect_declined_exits_1(
+    github_daemon: RunningDaemon, github: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user who declines at GitHub makes `connect` exit 1 with the reason on one line."""
+    connecting = asyncio.create_task(
+        amain(connect_argv(github_daemon, "--end-user", "u-1", "--sandbox-wide"))
+    )
+    url = await eventually(Printed(capsys).line(github.base_url))
+    page = await follow_redirect(github_daemon, await github.deny(url))
+    assert page.status_code == 400
+    assert await connecting == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: connecting github failed: ")
+    assert "access_denied" in err.splitlines()[-1]
+
+
+async def test_readme_example_connects_github(
+    github_daemon: RunningDaemon, github: FakeGitHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's connect_github prints the URL, then the account once the user approves."""
+    async with Client(github_daemon.address, github_daemon.api_key) as c:
+        connecting = asyncio.create_task(readme_example()["connect_github"](c, "u-1"))
+        printed = Printed(capsys)
+        url = (await eventually(printed.line("Open "))).removeprefix("Open ")
+        await follow_redirect(github_daemon, await github.approve(url))
+        await connecting
+    assert await printed.line("connected")() == "connected octocat"

@@ -1,0 +1,139 @@
+"""The seam between the compute scheduler and a place runtimes run.
+
+A compute provider hosts *compute sessions*: one long-lived machine (a
+process, a sandbox, a sprite) per (sandbox, end user, agent) key, running a
+runtime server (e.g. hermes-agent's API server) that the router reaches over
+HTTP. The scheduler decides when to create, resume, suspend, archive or
+destroy one; a provider only carries the decision out and says what it can do
+(:class:`Capabilities`) and what it costs (:class:`ComputePrice`).
+
+Providers know nothing of the store, tenants or gRPC: they get a
+:class:`SessionSpec` (what to run, with which labels) and return
+:class:`ComputeSession` snapshots. Errors are :class:`ComputeError` with a
+message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from interlockd.errors import InterlockError, Unavailable
+
+#: Where a session is: ``running`` serves requests; ``suspended`` keeps its state
+#: and resumes quickly; ``archived`` keeps its state cold (slow resume);
+#: ``destroyed`` is gone; ``failed`` needs destroying.
+SessionStatus = Literal["creating", "running", "suspended", "archived", "destroyed", "failed"]
+
+
+class ComputeError(Unavailable):
+    """The provider could not do what was asked (UNAVAILABLE: another provider may)."""
+
+    def __init__(self, provider: str, message: str) -> None:
+        InterlockError.__init__(self, f"compute provider {provider}: {message}")
+        self.provider = provider
+
+
+@dataclass(frozen=True, slots=True)
+class ComputePrice:
+    """What a provider charges while a session is active (USD per second), and at rest."""
+
+    active_usd_per_second: float
+    suspended_usd_per_second: float = 0.0
+    price_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a provider can do; the scheduler plans around what it cannot."""
+
+    #: It can stop a session and keep its state (else it idles by itself, or not at all).
+    suspend: bool
+    #: It can move a stopped session to cold storage.
+    archive: bool
+    #: It stops idle sessions on its own after about this many seconds (0: never).
+    self_idles_after: float = 0.0
+    regions: tuple[str, ...] = ()  # empty: the one it has
+    sizes: tuple[str, ...] = ()  # empty: fixed
+    #: Measured (or published) seconds to get a running session from each state.
+    cold_start_seconds: float = 5.0
+    resume_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """What to run in a compute session."""
+
+    key: str  # stable, unique per (sandbox, end user, agent); providers name sessions from it
+    command: Sequence[str]  # the runtime server to start (argv)
+    port: int  # the port it serves HTTP on, inside the session
+    env: Mapping[str, str] = field(default_factory=dict)  # secrets included: never log it
+    files: Mapping[str, bytes] = field(default_factory=dict)  # relative path -> content
+    labels: Mapping[str, str] = field(default_factory=dict)  # user_id, sandbox_id, agent_id, ...
+    region: str = ""
+    size: str = ""
+    health_path: str = "/health"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """How the router reaches the runtime: a base URL and headers to add."""
+
+    base_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeSession:
+    """A provider's view of one session."""
+
+    provider: str
+    external_id: str
+    key: str
+    status: SessionStatus
+    labels: Mapping[str, str] = field(default_factory=dict)
+    region: str = ""
+
+
+class ComputeProvider(abc.ABC):
+    """One place compute sessions run."""
+
+    name: str
+    capabilities: Capabilities
+    price: ComputePrice
+
+    @abc.abstractmethod
+    async def ensure(self, spec: SessionSpec, external_id: str | None = None) -> ComputeSession:
+        """Return a *running* session for ``spec``: resume ``external_id`` if given and it
+        still exists (its state kept), else create one. Wait until the runtime answers its
+        health path. Idempotent. ComputeError when it cannot."""
+
+    @abc.abstractmethod
+    async def endpoint(self, session: ComputeSession) -> Endpoint:
+        """How to reach the runtime of a running session (fetch anew after a resume:
+        URLs and tokens may change)."""
+
+    @abc.abstractmethod
+    async def suspend(self, session: ComputeSession) -> ComputeSession:
+        """Stop it, keeping its state. A provider without suspend returns it unchanged."""
+
+    @abc.abstractmethod
+    async def archive(self, session: ComputeSession) -> ComputeSession:
+        """Move a suspended session's state to cold storage (resumable, slowly)."""
+
+    @abc.abstractmethod
+    async def destroy(self, session: ComputeSession) -> None:
+        """Delete it and its state. Idempotent: an absent session is not an error."""
+
+    @abc.abstractmethod
+    async def health(self) -> bool:
+        """Whether the provider itself answers (not any one session)."""
+
+    @abc.abstractmethod
+    async def list(self, labels: Mapping[str, str] | None = None) -> list[ComputeSession]:
+        """The provider's sessions created by this router (filtered by labels when given)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Stop what the provider runs locally and close connections (shutdown)."""

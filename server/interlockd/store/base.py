@@ -156,17 +156,19 @@ class Run:
 
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
-    """One line of money: token cost today; compute cost once compute lands."""
+    """One line of money: a run's token cost, or its compute cost (active seconds x rate)."""
 
     run_id: str
     sandbox_id: str
     end_user_id: str
     kind: Literal["tokens", "compute"]
-    provider: str
+    provider: str  # the agent provider (tokens) or the compute provider (compute)
     model: str
     usage: Usage
     cost_usd: float
     price_version: str
+    compute_seconds: float = 0.0
+    agent_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,28 @@ class ConnectFlow:
     created_at: datetime
     expires_at: datetime
     finished_at: datetime | None = None
+
+
+PauseScope = Literal["global", "end_user", "agent_provider", "compute_provider"]
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A kill switch: runs in its scope are refused, and those in flight end."""
+
+    scope: PauseScope
+    sandbox_id: str  # "" = every sandbox (global and provider scopes)
+    target: str  # the end user or provider; "" for global
+    reason: str
+    created_at: datetime
+
+    def describe(self) -> str:
+        """How an error names it: 'the global pause', 'the pause of agent provider anthropic'."""
+        if self.scope == "global":
+            what = "the global pause"
+        else:
+            what = f"the pause of {self.scope.replace('_', ' ')} {self.target}"
+        return f"{what} ({self.reason})" if self.reason else what
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,6 +787,27 @@ class Store(abc.ABC):
         Only a pending flow moves: if it already ended (a second callback, a
         race), it is returned unchanged and the caller must not act on it.
         """
+
+    # ---- kill switches --------------------------------------------------------
+
+    @abc.abstractmethod
+    async def set_pause(
+        self, scope: PauseScope, *, sandbox_id: str = "", target: str = "", reason: str = ""
+    ) -> Pause:
+        """Set (or re-set, replacing its reason) a pause; return it. ValueError when the
+        scope's target is missing (every scope but global needs one; end_user needs a
+        sandbox) or given for global."""
+
+    @abc.abstractmethod
+    async def clear_pause(
+        self, scope: PauseScope, *, sandbox_id: str = "", target: str = ""
+    ) -> bool:
+        """Remove a pause; whether there was one."""
+
+    @abc.abstractmethod
+    async def list_pauses(self, sandbox_id: str | None = None) -> list[Pause]:
+        """Pauses in force, oldest first: all of them (None), or those that apply to a
+        sandbox (its own and the daemon-wide ones)."""
 
     # ---- keys ----------------------------------------------------------------
 

@@ -79,6 +79,8 @@ from interlockd.store.base import (
     NewEntry,
     NewRun,
     Page,
+    Pause,
+    PauseScope,
     ProviderSession,
     Quotas,
     RotationReport,
@@ -246,7 +248,8 @@ _RUN_COLUMNS = (
 )
 _LEDGER_COLUMNS = (
     "run_id, sandbox_id, end_user_id, kind, provider, model, input_tokens, output_tokens, "
-    "cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, price_version"
+    "cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, price_version, "
+    "compute_seconds, agent_id"
 )
 
 
@@ -336,6 +339,27 @@ def _integration(keys: SandboxKeys, r: sqlite3.Row) -> Integration:
     )
 
 
+def _pause(r: sqlite3.Row) -> Pause:
+    return Pause(
+        scope=r["scope"],
+        sandbox_id=r["sandbox_id"],
+        target=r["target"],
+        reason=r["reason"],
+        created_at=_time(r["created_at"]),
+    )
+
+
+def _check_pause(scope: str, sandbox_id: str, target: str) -> None:
+    if scope not in ("global", "end_user", "agent_provider", "compute_provider"):
+        raise ValueError(f"unknown pause scope {scope!r}")
+    if scope == "global" and (sandbox_id or target):
+        raise ValueError("a global pause has no sandbox or target")
+    if scope != "global" and not target:
+        raise ValueError(f"a {scope} pause needs a target")
+    if scope == "end_user" and not sandbox_id:
+        raise ValueError("an end_user pause needs its sandbox")
+
+
 def _flow(r: sqlite3.Row) -> ConnectFlow:
     return ConnectFlow(
         id=r["id"],
@@ -394,6 +418,8 @@ def _ledger_row(r: sqlite3.Row) -> LedgerRow:
         usage=_usage(r),
         cost_usd=r["cost_usd"],
         price_version=r["price_version"],
+        compute_seconds=r["compute_seconds"],
+        agent_id=r["agent_id"],
     )
 
 
@@ -1134,7 +1160,7 @@ class SqliteStore(Store):
             if ledger:
                 await db.executemany(
                     f"INSERT INTO ledger ({_LEDGER_COLUMNS}, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             row.run_id,
@@ -1150,6 +1176,8 @@ class SqliteStore(Store):
                             row.usage.reasoning_tokens,
                             row.cost_usd,
                             row.price_version,
+                            row.compute_seconds,
+                            row.agent_id,
                             now,
                         )
                         for row in ledger
@@ -1392,6 +1420,51 @@ class SqliteStore(Store):
             (sandbox_id,),
         )
         return [r["name"] for r in rows]
+
+    # ---- kill switches -----------------------------------------------------------
+
+    async def set_pause(
+        self, scope: PauseScope, *, sandbox_id: str = "", target: str = "", reason: str = ""
+    ) -> Pause:
+        _check_pause(scope, sandbox_id, target)
+        now = _now_us()
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO pauses (scope, sandbox_id, target, reason, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, sandbox_id, target) "
+                "DO UPDATE SET reason = excluded.reason",
+                (scope, sandbox_id, target, reason, now),
+            )
+        rows = await self._fetch(
+            "SELECT scope, sandbox_id, target, reason, created_at FROM pauses "
+            "WHERE scope = ? AND sandbox_id = ? AND target = ?",
+            (scope, sandbox_id, target),
+        )
+        return _pause(rows[0])
+
+    async def clear_pause(
+        self, scope: PauseScope, *, sandbox_id: str = "", target: str = ""
+    ) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "DELETE FROM pauses WHERE scope = ? AND sandbox_id = ? AND target = ?",
+                (scope, sandbox_id, target),
+            )
+            return cursor.rowcount > 0
+
+    async def list_pauses(self, sandbox_id: str | None = None) -> list[Pause]:
+        if sandbox_id is None:
+            rows = await self._fetch(
+                "SELECT scope, sandbox_id, target, reason, created_at FROM pauses "
+                "ORDER BY created_at, scope, target"
+            )
+        else:
+            rows = await self._fetch(
+                "SELECT scope, sandbox_id, target, reason, created_at FROM pauses "
+                "WHERE sandbox_id IN ('', ?) ORDER BY created_at, scope, target",
+                (sandbox_id,),
+            )
+        return [_pause(r) for r in rows]
 
     # ---- integrations -----------------------------------------------------------
 

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from interlock.v1 import (
+    compute_pb2,
     conversations_pb2,
     events_pb2,
     integrations_pb2,
@@ -27,6 +28,7 @@ from interlock.v1 import (
     sandboxes_pb2,
 )
 from interlockd.api.auth import OPERATOR_KEY_PREFIX, Authenticator, hash_secret, new_secret
+from interlockd.api.compute import ComputeServicer
 from interlockd.api.conversations import ConversationsServicer
 from interlockd.api.handlers import generic_handler
 from interlockd.api.integrations import IntegrationsServicer
@@ -46,6 +48,7 @@ from interlockd.integrations.mcp import McpSources
 from interlockd.integrations.registry import RunTools
 from interlockd.integrations.tools import ToolRegistry
 from interlockd.runs.orchestrator import Orchestrator
+from interlockd.runs.pauses import PauseBoard
 from interlockd.store.base import Quotas, Store
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
@@ -57,12 +60,20 @@ _SERVICES = {
     "interlock.v1.Sandboxes": sandboxes_pb2,
     "interlock.v1.Conversations": conversations_pb2,
     "interlock.v1.Integrations": integrations_pb2,
+    "interlock.v1.Compute": compute_pb2,
 }
 
 
 def _messages() -> dict[str, type]:
     found: dict[str, type] = {}
-    for module in (router_pb2, events_pb2, sandboxes_pb2, conversations_pb2, integrations_pb2):
+    for module in (
+        router_pb2,
+        events_pb2,
+        sandboxes_pb2,
+        conversations_pb2,
+        integrations_pb2,
+        compute_pb2,
+    ):
         for name in module.DESCRIPTOR.message_types_by_name:
             cls = getattr(module, name)
             found[cls.DESCRIPTOR.full_name] = cls
@@ -225,6 +236,7 @@ class Daemon:
         self.dispatch = DispatchRegistry()
         self.mcp_access = McpAccessRegistry()
         self.apps: dict[str, App] = {}
+        self.pauses: PauseBoard | None = None
         self.http: HttpServer | None = None
         self.http_port = 0
         self._stopped = asyncio.Event()
@@ -250,6 +262,9 @@ class Daemon:
         self.orchestrator = Orchestrator(
             self.store, self.backends, tools, s.runs, s.default_provider, default_models
         )
+        self.pauses = PauseBoard(self.store, on_new=self.orchestrator.stop_paused)
+        await self.pauses.start()
+        self.orchestrator.use_pauses(self.pauses)
         self.connect_flows = ConnectFlows(
             self.store,
             self.apps,
@@ -270,6 +285,9 @@ class Daemon:
             "interlock.v1.Conversations": ConversationsServicer(auth, self.store),
             "interlock.v1.Integrations": IntegrationsServicer(
                 auth, self.store, self.apps, self.connect_flows
+            ),
+            "interlock.v1.Compute": ComputeServicer(
+                auth, self.store, self.pauses, self.orchestrator
             ),
         }
         for full_name, module in _SERVICES.items():
@@ -338,6 +356,8 @@ class Daemon:
             await self.http.stop()
         if self.orchestrator is not None:
             await self.orchestrator.drain(within=10.0)
+        if self.pauses is not None:
+            await self.pauses.stop()
         await self.backends.aclose()
         for app in self.apps.values():
             await app.aclose()

@@ -62,12 +62,16 @@ from interlockd.ids import new_id
 from interlockd.integrations.registry import RunTools
 from interlockd.integrations.tools import Tool, ToolContext
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
+from interlockd.runs.pauses import PauseBoard, applies
 from interlockd.runs.provider_state import StoreProviderState
 from interlockd.runs.recording import SandboxToolRunner, TurnRecorder, user_entry
 from interlockd.runs.request import RunInput
-from interlockd.store.base import LedgerRow, NewRun, Run, RunStatus, Store
+from interlockd.store.base import LedgerRow, NewRun, Pause, Run, RunStatus, Store
 
 log = structlog.get_logger(__name__)
+
+#: The message of the cancellation a pause sends into a run's task.
+_PAUSED = "interlock: stopped by a pause"
 
 
 @dataclass(slots=True)
@@ -78,6 +82,17 @@ class _Progress:
     #: The provider session the turn ran in (backends that keep sessions);
     #: "" when the backend let go of it.
     session: str | None = None
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A run in progress, as kill switches see it."""
+
+    sandbox_id: str
+    end_user_id: str
+    provider: str
+    task: asyncio.Task[Any] | None
+    paused: Pause | None = None  # set when a pause stops it
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +122,27 @@ class Orchestrator:
         self._default_models = default_models
         self._accepting = True
         self._closing: set[asyncio.Task[object]] = set()
+        self._inflight: dict[str, _InFlight] = {}
+        self._pauses: PauseBoard | None = None
+
+    def use_pauses(self, board: PauseBoard) -> None:
+        """Refuse runs covered by ``board``'s pauses (see :meth:`stop_paused`)."""
+        self._pauses = board
+
+    def stop_paused(self, pauses: list[Pause]) -> int:
+        """End the runs in flight that ``pauses`` cover, each with an Error event naming
+        the pause; return how many."""
+        stopped = 0
+        for run in self._inflight.values():
+            if run.paused is not None or run.task is None:
+                continue
+            for pause in pauses:
+                if applies(pause, run.sandbox_id, run.end_user_id, run.provider):
+                    run.paused = pause
+                    run.task.cancel(_PAUSED)
+                    stopped += 1
+                    break
+        return stopped
 
     def stop_accepting(self) -> None:
         """Refuse new runs from now on (shutdown); running ones continue."""
@@ -130,6 +166,8 @@ class Orchestrator:
 
         provider = req.provider or self._default_provider
         backend = self._backends.get(provider)
+        if self._pauses is not None:
+            self._pauses.check(req.sandbox_id, req.end_user_id, provider)
         model = req.model or self._default_models.get(provider, "")
         if not model:
             raise InvalidArgument("model", f"provider {provider!r} has no default model; name one")
@@ -183,6 +221,8 @@ class Orchestrator:
         progress = _Progress()
         started = False
         outcome = _Outcome(status="cancelled", error=None)
+        inflight = _InFlight(run.sandbox_id, run.end_user_id, run.provider, asyncio.current_task())
+        self._inflight[run.id] = inflight
         try:
             runner = SandboxToolRunner(
                 tools,
@@ -257,11 +297,28 @@ class Orchestrator:
                     run.provider,
                 ),
             )
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome = _Outcome(status="cancelled")
-            await self._shielded(self._close(run, recorder, outcome, progress, model))
-            log_.info("run_cancelled")
-            raise
+        except (asyncio.CancelledError, GeneratorExit) as exc:
+            task = asyncio.current_task()
+            paused = inflight.paused
+            if (
+                paused is None
+                or not isinstance(exc, asyncio.CancelledError)
+                or task is None
+                or task.uncancel() > 0  # cancelled for another reason as well
+            ):
+                outcome = _Outcome(status="cancelled")
+                await self._shielded(self._close(run, recorder, outcome, progress, model))
+                log_.info("run_cancelled")
+                raise
+            message = f"the run was stopped by {paused.describe()}"
+            log_.warning("run_paused", scope=paused.scope, target=paused.target)
+            outcome = _Outcome(
+                status="failed",
+                error=RunFailed("FAILED_PRECONDITION", message, False, run.provider),
+            )
+            if not started:
+                await self._close(run, recorder, outcome, progress, model)
+                raise FailedPrecondition(message) from None
         except Exception:
             log_.exception("run_crashed")
             outcome = _Outcome(
@@ -352,6 +409,7 @@ class Orchestrator:
         self, run: Run, recorder: TurnRecorder, outcome: _Outcome, progress: _Progress, model: str
     ) -> Run:
         """Write what the turn produced and its final state, ledger included."""
+        self._inflight.pop(run.id, None)
         usage = progress.usage
         cost = catalog.cost_usd(catalog.price(run.provider, model), usage)
         ledger = (

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from interlock import SyncClient
 from tests.conftest import RunningDaemon
 from tests.fakes.openai import FakeOpenAI, Reply
 
@@ -92,3 +93,30 @@ async def test_errors_are_one_line_and_nonzero(daemon: RunningDaemon) -> None:
     lines = err.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: INVALID_ARGUMENT: provider:")
+
+
+async def test_compute_pause_unpause_and_list(daemon: RunningDaemon) -> None:
+    """`interlock compute pause` refuses the runs it covers, `pauses` lists it, `unpause`
+    admits them again; the sync and async clients see the same."""
+    code, out, _ = await cli(
+        daemon, "compute", "pause", "agent_provider", "fake", "--reason", "drill"
+    )
+    assert code == 0
+    assert out.startswith("paused agent_provider fake (drill)")
+    code, out, _ = await cli(daemon, "run", "hi", "--provider", "fake")
+    assert code != 0
+    code, out, _ = await cli(daemon, "compute", "pauses")
+    assert out == "agent_provider fake (drill)\n"
+    code, out, _ = await cli(daemon, "compute", "unpause", "agent_provider", "fake")
+    assert (code, out) == (0, "cleared\n")
+    code, out, _ = await cli(daemon, "compute", "pauses", "--json")
+    assert (code, out) == (0, "")
+
+    def sync_side() -> list[str]:
+        with SyncClient(daemon.address, operator_key=daemon.operator_key) as client:
+            client.compute.pause("global", reason="sync")
+            listed = [p.reason for p in client.compute.pauses()]
+            assert client.compute.unpause("global")
+            return listed
+
+    assert await asyncio.to_thread(sync_side) == ["sync"]

@@ -14,7 +14,7 @@
 The generated protobuf modules of the API are in :mod:`interlock.v1`.
 """
 
-from interlock.client import Client, Conversations, Integrations, RunStream, Sandboxes
+from interlock.client import Client, Compute, Conversations, Integrations, RunStream, Sandboxes
 from interlock.errors import (
     Aborted,
     AlreadyExists,
@@ -40,6 +40,7 @@ from interlock.errors import (
 from interlock.outcome import RunOutcome
 from interlock.sync import (
     SyncClient,
+    SyncCompute,
     SyncConversations,
     SyncIntegrations,
     SyncRunStream,
@@ -53,6 +54,7 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "Client",
+    "Compute",
     "ConnectFailed",
     "Conversations",
     "DataLoss",
@@ -72,6 +74,7 @@ __all__ = [
     "RunStream",
     "Sandboxes",
     "SyncClient",
+    "SyncCompute",
     "SyncConversations",
     "SyncIntegrations",
     "SyncRunStream",

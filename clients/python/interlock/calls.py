@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from interlock.errors import ConnectFailed, MissingCredentials
-from interlock.v1 import integrations_pb2, router_pb2
+from interlock.v1 import compute_pb2, integrations_pb2, router_pb2
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -147,3 +147,22 @@ def connect_result(
     if ended is not None:
         raise ConnectFailed(update.flow_id, ended, update.reason)
     return None
+
+
+#: Pause scopes by the names the clients and CLI take.
+PAUSE_SCOPES = {
+    "global": compute_pb2.PAUSE_SCOPE_GLOBAL,
+    "end_user": compute_pb2.PAUSE_SCOPE_END_USER,
+    "agent_provider": compute_pb2.PAUSE_SCOPE_AGENT_PROVIDER,
+    "compute_provider": compute_pb2.PAUSE_SCOPE_COMPUTE_PROVIDER,
+}
+
+
+def pause_scope(scope: str) -> compute_pb2.PauseScope.ValueType:
+    """The proto value of a pause scope name; ValueError for an unknown one."""
+    try:
+        return PAUSE_SCOPES[scope]
+    except KeyError:
+        raise ValueError(
+            f"unknown pause scope {scope!r}; one of {', '.join(PAUSE_SCOPES)}"
+        ) from None

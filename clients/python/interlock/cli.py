@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from interlock import __version__
-from interlock.calls import connect_result
+from interlock.calls import PAUSE_SCOPES, connect_result
 from interlock.client import (
     DEFAULT_ADDRESS,
     ENV_ADDRESS,
@@ -63,7 +64,7 @@ from interlock.render import (
     render_sandboxes,
     to_json,
 )
-from interlock.v1 import conversations_pb2, sandboxes_pb2
+from interlock.v1 import compute_pb2, conversations_pb2, sandboxes_pb2
 
 __all__ = ["amain", "build_parser", "main"]
 
@@ -520,6 +521,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     disconnect.add_argument("integration_id", metavar="INTEGRATION_ID")
 
+    # compute (kill switches)
+    compute = group_of("compute", "pause and resume runs by scope: kill switches (operator key)")
+    scope_help = "global | end_user | agent_provider | compute_provider"
+    paused = leaf(
+        compute,
+        "pause",
+        "pause runs in a scope; runs in flight it covers end with an error",
+        _compute_pause,
+        _OPERATOR_KEY,
+        [json_output],
+    )
+    paused.add_argument("scope", choices=sorted(PAUSE_SCOPES), help=scope_help)
+    paused.add_argument(
+        "target", nargs="?", default="", help="the end user or provider (none for global)"
+    )
+    paused.add_argument("--sandbox", default="", metavar="ID", help="limit it to one sandbox")
+    paused.add_argument("--reason", default="", help="shown in the errors it causes")
+    unpaused = leaf(
+        compute, "unpause", "clear a pause", _compute_unpause, _OPERATOR_KEY, [json_output]
+    )
+    unpaused.add_argument("scope", choices=sorted(PAUSE_SCOPES), help=scope_help)
+    unpaused.add_argument("target", nargs="?", default="", help="as given to pause")
+    unpaused.add_argument("--sandbox", default="", metavar="ID", help="as given to pause")
+    leaf(
+        compute, "pauses", "list the pauses in force", _compute_pauses, _OPERATOR_KEY, [json_output]
+    )
+
     # google
     google = group_of("google", "Vertex AI Agent Engine (needs the google extra)")
     help_text = "deploy the agent that runs Interlock turns on Agent Engine"
@@ -623,6 +651,49 @@ async def _sandbox_create(client: Client, args: argparse.Namespace, io: _Io) -> 
         io.out.write(to_json(sandbox) + "\n")
     else:
         render_sandbox(sandbox, io.out)
+    return EXIT_OK
+
+
+def _describe_pause(pause: compute_pb2.Pause) -> str:
+    scope = compute_pb2.PauseScope.Name(pause.scope).removeprefix("PAUSE_SCOPE_").lower()
+    where = f" in sandbox {pause.sandbox_id}" if pause.sandbox_id else ""
+    what = f"{scope} {pause.target}".strip()
+    return f"{what}{where}" + (f" ({pause.reason})" if pause.reason else "")
+
+
+async def _compute_pause(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    response = await client.compute.pause(
+        args.scope, target=args.target, sandbox_id=args.sandbox, reason=args.reason
+    )
+    if args.json:
+        io.out.write(to_json(response) + "\n")
+    else:
+        io.out.write(
+            f"paused {_describe_pause(response.pause)}; "
+            f"stopped {response.stopped_runs} run(s) in flight\n"
+        )
+    return EXIT_OK
+
+
+async def _compute_unpause(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    cleared = await client.compute.unpause(args.scope, target=args.target, sandbox_id=args.sandbox)
+    if args.json:
+        io.out.write(json.dumps({"cleared": cleared}) + "\n")
+    elif cleared:
+        io.out.write("cleared\n")
+    else:
+        io.err.write("no such pause\n")
+    return EXIT_OK
+
+
+async def _compute_pauses(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    pauses = await client.compute.pauses()
+    if args.json:
+        io.out.writelines(to_json(p) + "\n" for p in pauses)
+    elif pauses:
+        io.out.writelines(_describe_pause(p) + "\n" for p in pauses)
+    else:
+        io.err.write("no pauses\n")
     return EXIT_OK
 
 

@@ -46,11 +46,14 @@ from interlock.calls import (
     connect_result,
     from_env,
     operator_metadata,
+    pause_scope,
     run_request,
 )
 from interlock.errors import Unavailable, from_rpc_error
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
+    compute_pb2,
+    compute_pb2_grpc,
     conversations_pb2,
     conversations_pb2_grpc,
     events_pb2,
@@ -68,6 +71,7 @@ __all__ = [
     "ENV_API_KEY",
     "ENV_OPERATOR_KEY",
     "Client",
+    "Compute",
     "Conversations",
     "Integrations",
     "RunStream",
@@ -192,6 +196,7 @@ class Client:
         self.sandboxes = Sandboxes(self._channel, self._operator_key)
         self.conversations = Conversations(self._channel, self._api_key)
         self.integrations = Integrations(self._channel, self._api_key)
+        self.compute = Compute(self._channel, self._operator_key)
 
     async def __aenter__(self) -> Client:
         return self
@@ -609,3 +614,38 @@ class Integrations:
         request = integrations_pb2.DisconnectRequest(integration_id=integration_id)
         response = await _unary(self._stub.Disconnect(request, metadata=self._metadata()))
         return response.integration
+
+
+class Compute:
+    """Kill switches (operator key): pause runs by scope, clear pauses, list them."""
+
+    def __init__(self, channel: grpc.aio.Channel, operator_key: str | None) -> None:
+        self._stub = compute_pb2_grpc.ComputeStub(channel)
+        self._key = operator_key
+
+    def _metadata(self) -> Metadata:
+        return operator_metadata(self._key)
+
+    async def pause(
+        self, scope: str, *, target: str = "", sandbox_id: str = "", reason: str = ""
+    ) -> compute_pb2.SetPauseResponse:
+        """Pause runs in ``scope`` ("global", "end_user", "agent_provider",
+        "compute_provider"); runs in flight it covers end with an Error event."""
+        request = compute_pb2.SetPauseRequest(
+            scope=pause_scope(scope), sandbox_id=sandbox_id, target=target, reason=reason
+        )
+        return await _unary(self._stub.SetPause(request, metadata=self._metadata()))
+
+    async def unpause(self, scope: str, *, target: str = "", sandbox_id: str = "") -> bool:
+        """Clear a pause; False if there was none."""
+        request = compute_pb2.ClearPauseRequest(
+            scope=pause_scope(scope), sandbox_id=sandbox_id, target=target
+        )
+        response = await _unary(self._stub.ClearPause(request, metadata=self._metadata()))
+        return response.cleared
+
+    async def pauses(self) -> builtins.list[compute_pb2.Pause]:
+        """The pauses in force, oldest first."""
+        request = compute_pb2.ListPausesRequest()
+        response = await _unary(self._stub.ListPauses(request, metadata=self._metadata()))
+        return list(response.pauses)

@@ -37,11 +37,14 @@ from interlock.calls import (
     connect_result,
     from_env,
     operator_metadata,
+    pause_scope,
     run_request,
 )
 from interlock.errors import Unavailable, from_rpc_error
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
+    compute_pb2,
+    compute_pb2_grpc,
     conversations_pb2,
     conversations_pb2_grpc,
     events_pb2,
@@ -54,6 +57,7 @@ from interlock.v1 import (
 
 __all__ = [
     "SyncClient",
+    "SyncCompute",
     "SyncConversations",
     "SyncIntegrations",
     "SyncRunStream",
@@ -166,9 +170,11 @@ class SyncClient:
         self._owns_channel = channel is None
         self._channel = channel if channel is not None else grpc.insecure_channel(self.target)
         self._router = router_pb2_grpc.AgentRouterStub(self._channel)
-        self.sandboxes = SyncSandboxes(self._channel, from_env(operator_key, ENV_OPERATOR_KEY))
+        operator = from_env(operator_key, ENV_OPERATOR_KEY)
+        self.sandboxes = SyncSandboxes(self._channel, operator)
         self.conversations = SyncConversations(self._channel, self._api_key)
         self.integrations = SyncIntegrations(self._channel, self._api_key)
+        self.compute = SyncCompute(self._channel, operator)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -577,3 +583,51 @@ class SyncIntegrations:
         return _unary(
             lambda: self._stub.Disconnect(request, timeout=timeout, metadata=self._metadata())
         ).integration
+
+
+class SyncCompute:
+    """Kill switches (operator key); see :class:`interlock.Compute`."""
+
+    def __init__(self, channel: grpc.Channel, operator_key: str | None) -> None:
+        self._stub = compute_pb2_grpc.ComputeStub(channel)
+        self._key = operator_key
+
+    def _metadata(self) -> Metadata:
+        return operator_metadata(self._key)
+
+    def pause(
+        self,
+        scope: str,
+        *,
+        target: str = "",
+        sandbox_id: str = "",
+        reason: str = "",
+        timeout: float | None = None,
+    ) -> compute_pb2.SetPauseResponse:
+        """Pause runs in ``scope``; see :meth:`interlock.Compute.pause`."""
+        request = compute_pb2.SetPauseRequest(
+            scope=pause_scope(scope), sandbox_id=sandbox_id, target=target, reason=reason
+        )
+        return _unary(
+            lambda: self._stub.SetPause(request, timeout=timeout, metadata=self._metadata())
+        )
+
+    def unpause(
+        self, scope: str, *, target: str = "", sandbox_id: str = "", timeout: float | None = None
+    ) -> bool:
+        """Clear a pause; False if there was none."""
+        request = compute_pb2.ClearPauseRequest(
+            scope=pause_scope(scope), sandbox_id=sandbox_id, target=target
+        )
+        return _unary(
+            lambda: self._stub.ClearPause(request, timeout=timeout, metadata=self._metadata())
+        ).cleared
+
+    def pauses(self, *, timeout: float | None = None) -> builtins.list[compute_pb2.Pause]:
+        """The pauses in force, oldest first."""
+        request = compute_pb2.ListPausesRequest()
+        return list(
+            _unary(
+                lambda: self._stub.ListPauses(request, timeout=timeout, metadata=self._metadata())
+            ).pauses
+        )

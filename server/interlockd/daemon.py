@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from interlock.v1 import (
+    agents_pb2,
     compute_pb2,
     conversations_pb2,
     events_pb2,
@@ -27,6 +28,7 @@ from interlock.v1 import (
     router_pb2,
     sandboxes_pb2,
 )
+from interlockd.api.agents import AgentsServicer
 from interlockd.api.auth import OPERATOR_KEY_PREFIX, Authenticator, hash_secret, new_secret
 from interlockd.api.compute import ComputeServicer
 from interlockd.api.conversations import ConversationsServicer
@@ -61,12 +63,14 @@ _SERVICES = {
     "interlock.v1.Conversations": conversations_pb2,
     "interlock.v1.Integrations": integrations_pb2,
     "interlock.v1.Compute": compute_pb2,
+    "interlock.v1.Agents": agents_pb2,
 }
 
 
 def _messages() -> dict[str, type]:
     found: dict[str, type] = {}
     for module in (
+        agents_pb2,
         router_pb2,
         events_pb2,
         sandboxes_pb2,
@@ -286,6 +290,7 @@ class Daemon:
             "interlock.v1.Integrations": IntegrationsServicer(
                 auth, self.store, self.apps, self.connect_flows
             ),
+            "interlock.v1.Agents": AgentsServicer(auth, self.store, s.runs.max_run_seconds),
             "interlock.v1.Compute": ComputeServicer(
                 auth, self.store, self.pauses, self.orchestrator
             ),

@@ -240,6 +240,7 @@ async def test_restart_keeps_everything(db_path: Path, key_path: Path) -> None:
             (2, "0002_provider_state.sql"),
             (3, "0003_integrations.sql"),
             (4, "0004_pauses.sql"),
+            (5, "0005_agents.sql"),
         ]
 
 
@@ -522,7 +523,13 @@ async def test_later_migrations_apply_to_a_version_1_database(
     finally:
         await store.close()
     with raw_db(db_path) as db:
-        assert [v for (v,) in db.execute("SELECT version FROM schema_migrations")] == [1, 2, 3, 4]
+        assert [v for (v,) in db.execute("SELECT version FROM schema_migrations")] == [
+            1,
+            2,
+            3,
+            4,
+            5,
+        ]
         tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"provider_sessions", "provider_resources", "sandbox_secrets"} <= tables
 

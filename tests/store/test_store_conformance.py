@@ -1381,3 +1381,26 @@ async def test_malformed_pauses_are_refused(
     """A pause without the target its scope needs (or with one it can't have) is refused."""
     with pytest.raises(ValueError, match="pause"):
         await store.set_pause(scope, sandbox_id=sandbox_id, target=target)
+
+
+# ---- saved agents ---------------------------------------------------------------------
+
+
+async def test_saved_agents_round_trip_per_sandbox(store: Store) -> None:
+    """An agent is created, replaced, listed and deleted within its sandbox only."""
+    sandbox, other = await new_sandbox(store), await new_sandbox(store)
+    settings = {"name": "Support", "provider": "fake", "system": "Be kind.", "tools": ["x"]}
+    created = await store.put_agent(sandbox.id, "support", settings)
+    assert (created.slug, created.settings) == ("support", settings)
+    replaced = await store.put_agent(sandbox.id, "support", {**settings, "system": "Be brief."})
+    assert replaced.settings["system"] == "Be brief."
+    assert replaced.created_at == created.created_at
+    assert [a.slug for a in await store.list_agents(sandbox.id)] == ["support"]
+    assert await store.list_agents(other.id) == []
+    with pytest.raises(NotFound):
+        await store.get_agent(other.id, "support")
+    await store.delete_agent(sandbox.id, "support")
+    with pytest.raises(NotFound):
+        await store.delete_agent(sandbox.id, "support")
+    with pytest.raises(NotFound):
+        await store.put_agent("sbx_missing", "support", settings)

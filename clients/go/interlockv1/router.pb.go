@@ -53,7 +53,12 @@ type RunRequest struct {
 	// Upper bound on output tokens per provider call; 0 uses the model's default.
 	MaxOutputTokens int32 `protobuf:"varint,10,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"`
 	// Options of a turn on Google (Vertex AI Agent Engine); ignored elsewhere.
-	Google        *GoogleRunOptions `protobuf:"bytes,11,opt,name=google,proto3" json:"google,omitempty"`
+	Google *GoogleRunOptions `protobuf:"bytes,11,opt,name=google,proto3" json:"google,omitempty"`
+	// A saved agent's slug (see the Agents service): its provider, model,
+	// system prompt, tool allow-list and settings apply. With `agent` set,
+	// `provider`, `model`, `system`, `tools`, `max_output_tokens` and `google`
+	// must be empty.
+	Agent         string `protobuf:"bytes,12,opt,name=agent,proto3" json:"agent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +170,13 @@ func (x *RunRequest) GetGoogle() *GoogleRunOptions {
 	return nil
 }
 
+func (x *RunRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
 // Where a turn on Google runs: a deployed agent (see `interlock google deploy`).
 type GoogleRunOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -226,7 +238,7 @@ var File_interlock_v1_router_proto protoreflect.FileDescriptor
 
 const file_interlock_v1_router_proto_rawDesc = "" +
 	"\n" +
-	"\x19interlock/v1/router.proto\x12\finterlock.v1\x1a\x19interlock/v1/events.proto\"\xc1\x03\n" +
+	"\x19interlock/v1/router.proto\x12\finterlock.v1\x1a\x19interlock/v1/events.proto\"\xd7\x03\n" +
 	"\n" +
 	"RunRequest\x12\x1e\n" +
 	"\vend_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1d\n" +
@@ -242,7 +254,8 @@ const file_interlock_v1_router_proto_rawDesc = "" +
 	"\x06labels\x18\t \x03(\v2$.interlock.v1.RunRequest.LabelsEntryR\x06labels\x12*\n" +
 	"\x11max_output_tokens\x18\n" +
 	" \x01(\x05R\x0fmaxOutputTokens\x126\n" +
-	"\x06google\x18\v \x01(\v2\x1e.interlock.v1.GoogleRunOptionsR\x06google\x1a9\n" +
+	"\x06google\x18\v \x01(\v2\x1e.interlock.v1.GoogleRunOptionsR\x06google\x12\x14\n" +
+	"\x05agent\x18\f \x01(\tR\x05agent\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +

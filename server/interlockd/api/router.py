@@ -16,11 +16,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from interlock.v1 import events_pb2 as ev
 from interlock.v1 import router_pb2
 from interlockd.api import validation as v
+from interlockd.api.agents import slug
 from interlockd.api.auth import Authenticator
 from interlockd.api.coalesce import coalesced
 from interlockd.api.handlers import Context, streaming
 from interlockd.backends.base import TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
 from interlockd.config import RunSettings
+from interlockd.errors import InvalidArgument
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
 from interlockd.runs.orchestrator import Orchestrator
 from interlockd.runs.request import RunInput
@@ -63,6 +65,7 @@ class AgentRouterServicer:
                 request.max_output_tokens, "max_output_tokens", 1_000_000
             ),
             options=v.google_options(request.google.reasoning_engine_id, request.google.location),
+            agent=_agent_slug(request),
         )
         run_id = ""
         seq = 0
@@ -148,3 +151,15 @@ def usage_proto(usage: Usage) -> ev.Usage:
         cache_write_tokens=usage.cache_write_tokens,
         reasoning_tokens=usage.reasoning_tokens,
     )
+
+
+def _agent_slug(request: router_pb2.RunRequest) -> str:
+    """The saved agent the run names, if any; what the agent sets may not be given too."""
+    if not request.agent:
+        return ""
+    given = [f for f in ("provider", "model", "system", "max_output_tokens") if getattr(request, f)]
+    given += ["tools"] if request.tools else []
+    given += ["google"] if request.HasField("google") else []
+    if given:
+        raise InvalidArgument(given[0], "is set by the agent; leave it empty when agent is given")
+    return slug(request.agent, "agent")

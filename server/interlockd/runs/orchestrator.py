@@ -164,6 +164,8 @@ class Orchestrator:
                     yield event
                 return
 
+        if req.agent:
+            req = await self._with_agent(req)
         provider = req.provider or self._default_provider
         backend = self._backends.get(provider)
         if self._pauses is not None:
@@ -203,6 +205,21 @@ class Orchestrator:
         )
         async for event in self._execute(run, req, backend, model, tools, budget, max_output):
             yield event
+
+    async def _with_agent(self, req: RunInput) -> RunInput:
+        """``req`` with the saved agent's settings filled in (NotFound if there is none)."""
+        saved = await self._store.get_agent(req.sandbox_id, req.agent)
+        s = saved.settings
+        return dataclasses.replace(
+            req,
+            provider=s.get("provider", ""),
+            model=s.get("model", ""),
+            system=s.get("system", ""),
+            tools=tuple(s.get("tools", ())),
+            max_output_tokens=int(s.get("max_output_tokens", 0)),
+            options=dict(s.get("google") or {}),
+            max_runtime_seconds=float(s.get("max_runtime_seconds", 0)),
+        )
 
     async def _execute(
         self,
@@ -251,8 +268,11 @@ class Orchestrator:
                 request_id=run.request_id,
             )
             events = self._provider_events(run, backend, request, runner, budget, progress)
+            limit = self._settings.max_run_seconds
+            if req.max_runtime_seconds:
+                limit = min(limit, req.max_runtime_seconds)
             async with (
-                asyncio.timeout(self._settings.max_run_seconds),
+                asyncio.timeout(limit),
                 contextlib.aclosing(events),
             ):
                 async for event in events:
@@ -292,7 +312,7 @@ class Orchestrator:
                 status="failed",
                 error=RunFailed(
                     "DEADLINE_EXCEEDED",
-                    f"the turn exceeded the daemon's limit of {self._settings.max_run_seconds:g} s",
+                    f"the turn exceeded its limit of {limit:g} s",
                     False,
                     run.provider,
                 ),

@@ -20,3 +20,7 @@ class RunInput:
     max_output_tokens: int = 0
     #: Provider-specific options, e.g. ``reasoning_engine_id`` and ``location`` for Google.
     options: dict[str, str] = field(default_factory=dict)
+    #: A saved agent's slug: the orchestrator fills the fields above from it.
+    agent: str = ""
+    #: Upper bound of this run in seconds (0: the daemon's ``runs.max_run_seconds``).
+    max_runtime_seconds: float = 0

@@ -237,6 +237,17 @@ class ConnectFlow:
     finished_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SavedAgent:
+    """A saved agent: what a run by its slug gets."""
+
+    sandbox_id: str
+    slug: str
+    settings: dict[str, Any]  # name, system, provider, model, tools, max_output_tokens, compute...
+    created_at: datetime
+    updated_at: datetime
+
+
 PauseScope = Literal["global", "end_user", "agent_provider", "compute_provider"]
 
 
@@ -787,6 +798,25 @@ class Store(abc.ABC):
         Only a pending flow moves: if it already ended (a second callback, a
         race), it is returned unchanged and the caller must not act on it.
         """
+
+    # ---- saved agents ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_agent(self, sandbox_id: str, slug: str, settings: dict[str, Any]) -> SavedAgent:
+        """Create or replace the sandbox's agent ``slug`` (settings sealed). NotFound for an
+        unknown sandbox."""
+
+    @abc.abstractmethod
+    async def get_agent(self, sandbox_id: str, slug: str) -> SavedAgent:
+        """The agent; NotFound unless it is in this sandbox."""
+
+    @abc.abstractmethod
+    async def list_agents(self, sandbox_id: str) -> list[SavedAgent]:
+        """The sandbox's agents by slug."""
+
+    @abc.abstractmethod
+    async def delete_agent(self, sandbox_id: str, slug: str) -> None:
+        """Delete the agent; NotFound if there is none."""
 
     # ---- kill switches --------------------------------------------------------
 

@@ -87,6 +87,7 @@ from interlockd.store.base import (
     Run,
     RunStatus,
     Sandbox,
+    SavedAgent,
     SearchHit,
     Store,
     WindowEntry,
@@ -336,6 +337,17 @@ def _integration(keys: SandboxKeys, r: sqlite3.Row) -> Integration:
         created_at=_time(r["created_at"]),
         updated_at=_time(r["updated_at"]),
         last_used_at=_time_or_none(r["last_used_at"]),
+    )
+
+
+def _agent(keys: SandboxKeys, r: sqlite3.Row) -> SavedAgent:
+    settings = keys.open(r["settings_sealed"], table="agents", row=r["slug"], column="settings")
+    return SavedAgent(
+        sandbox_id=r["sandbox_id"],
+        slug=r["slug"],
+        settings=orjson.loads(settings),
+        created_at=_time(r["created_at"]),
+        updated_at=_time(r["updated_at"]),
     )
 
 
@@ -1420,6 +1432,57 @@ class SqliteStore(Store):
             (sandbox_id,),
         )
         return [r["name"] for r in rows]
+
+    # ---- saved agents --------------------------------------------------------------
+
+    async def put_agent(self, sandbox_id: str, slug: str, settings: dict[str, Any]) -> SavedAgent:
+        keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
+        sealed = keys.seal(
+            orjson.dumps(settings).decode(), table="agents", row=slug, column="settings"
+        )
+        now = _now_us()
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO agents (sandbox_id, slug, settings_sealed, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (sandbox_id, slug) "
+                    "DO UPDATE SET settings_sealed = excluded.settings_sealed, "
+                    "updated_at = excluded.updated_at",
+                    (sandbox_id, slug, sealed, now, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_constraint(exc, "FOREIGNKEY"):
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                raise
+        return await self.get_agent(sandbox_id, slug)
+
+    async def get_agent(self, sandbox_id: str, slug: str) -> SavedAgent:
+        rows = await self._fetch(
+            "SELECT sandbox_id, slug, settings_sealed, created_at, updated_at FROM agents "
+            "WHERE sandbox_id = ? AND slug = ?",
+            (sandbox_id, slug),
+        )
+        if not rows:
+            raise NotFound(f"agent {slug!r} not found")
+        return await self._opened(sandbox_id, lambda keys: _agent(keys, rows[0]))
+
+    async def list_agents(self, sandbox_id: str) -> list[SavedAgent]:
+        rows = await self._fetch(
+            "SELECT sandbox_id, slug, settings_sealed, created_at, updated_at FROM agents "
+            "WHERE sandbox_id = ? ORDER BY slug",
+            (sandbox_id,),
+        )
+        if not rows:
+            return []
+        return await self._opened(sandbox_id, lambda keys: [_agent(keys, r) for r in rows])
+
+    async def delete_agent(self, sandbox_id: str, slug: str) -> None:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "DELETE FROM agents WHERE sandbox_id = ? AND slug = ?", (sandbox_id, slug)
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"agent {slug!r} not found")
 
     # ---- kill switches -----------------------------------------------------------
 

@@ -55,6 +55,7 @@ class RunRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     GOOGLE_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     end_user_id: _builtins.str
     """Your identifier of the end user the turn is for (1-128 characters of
     letters, digits, `_ - . @ :`). Conversations are private to an end user.
@@ -82,6 +83,12 @@ class RunRequest(_message.Message):
     """
     max_output_tokens: _builtins.int
     """Upper bound on output tokens per provider call; 0 uses the model's default."""
+    agent: _builtins.str
+    """A saved agent's slug (see the Agents service): its provider, model,
+    system prompt, tool allow-list and settings apply. With `agent` set,
+    `provider`, `model`, `system`, `tools`, `max_output_tokens` and `google`
+    must be empty.
+    """
     @_builtins.property
     def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Allow-list of tool names the model may call this turn; empty allows all
@@ -112,10 +119,11 @@ class RunRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         max_output_tokens: _builtins.int = ...,
         google: Global___GoogleRunOptions | None = ...,
+        agent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["google", b"google"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_user_id", b"end_user_id", "google", b"google", "labels", b"labels", "max_output_tokens", b"max_output_tokens", "message", b"message", "model", b"model", "provider", b"provider", "request_id", b"request_id", "session_id", b"session_id", "system", b"system", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "end_user_id", b"end_user_id", "google", b"google", "labels", b"labels", "max_output_tokens", b"max_output_tokens", "message", b"message", "model", b"model", "provider", b"provider", "request_id", b"request_id", "session_id", b"session_id", "system", b"system", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

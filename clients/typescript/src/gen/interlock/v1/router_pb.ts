@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file interlock/v1/router.proto.
  */
 export const file_interlock_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("ChlpbnRlcmxvY2svdjEvcm91dGVyLnByb3RvEgxpbnRlcmxvY2sudjEiygIKClJ1blJlcXVlc3QSEwoLZW5kX3VzZXJfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRINCgVtb2RlbBgEIAEoCRIOCgZzeXN0ZW0YBSABKAkSDwoHbWVzc2FnZRgGIAEoCRINCgV0b29scxgHIAMoCRISCgpyZXF1ZXN0X2lkGAggASgJEjQKBmxhYmVscxgJIAMoCzIkLmludGVybG9jay52MS5SdW5SZXF1ZXN0LkxhYmVsc0VudHJ5EhkKEW1heF9vdXRwdXRfdG9rZW5zGAogASgFEi4KBmdvb2dsZRgLIAEoCzIeLmludGVybG9jay52MS5Hb29nbGVSdW5PcHRpb25zGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQQoQR29vZ2xlUnVuT3B0aW9ucxIbChNyZWFzb25pbmdfZW5naW5lX2lkGAEgASgJEhAKCGxvY2F0aW9uGAIgASgJMkoKC0FnZW50Um91dGVyEjsKA1J1bhIYLmludGVybG9jay52MS5SdW5SZXF1ZXN0GhguaW50ZXJsb2NrLnYxLkFnZW50RXZlbnQwAWIGcHJvdG8z", [file_interlock_v1_events]);
+  fileDesc("ChlpbnRlcmxvY2svdjEvcm91dGVyLnByb3RvEgxpbnRlcmxvY2sudjEi2QIKClJ1blJlcXVlc3QSEwoLZW5kX3VzZXJfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRINCgVtb2RlbBgEIAEoCRIOCgZzeXN0ZW0YBSABKAkSDwoHbWVzc2FnZRgGIAEoCRINCgV0b29scxgHIAMoCRISCgpyZXF1ZXN0X2lkGAggASgJEjQKBmxhYmVscxgJIAMoCzIkLmludGVybG9jay52MS5SdW5SZXF1ZXN0LkxhYmVsc0VudHJ5EhkKEW1heF9vdXRwdXRfdG9rZW5zGAogASgFEi4KBmdvb2dsZRgLIAEoCzIeLmludGVybG9jay52MS5Hb29nbGVSdW5PcHRpb25zEg0KBWFnZW50GAwgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQQoQR29vZ2xlUnVuT3B0aW9ucxIbChNyZWFzb25pbmdfZW5naW5lX2lkGAEgASgJEhAKCGxvY2F0aW9uGAIgASgJMkoKC0FnZW50Um91dGVyEjsKA1J1bhIYLmludGVybG9jay52MS5SdW5SZXF1ZXN0GhguaW50ZXJsb2NrLnYxLkFnZW50RXZlbnQwAWIGcHJvdG8z", [file_interlock_v1_events]);
 
 /**
  * One agent turn.
@@ -105,6 +105,16 @@ export type RunRequest = Message<"interlock.v1.RunRequest"> & {
    * @generated from field: interlock.v1.GoogleRunOptions google = 11;
    */
   google?: GoogleRunOptions | undefined;
+
+  /**
+   * A saved agent's slug (see the Agents service): its provider, model,
+   * system prompt, tool allow-list and settings apply. With `agent` set,
+   * `provider`, `model`, `system`, `tools`, `max_output_tokens` and `google`
+   * must be empty.
+   *
+   * @generated from field: string agent = 12;
+   */
+  agent: string;
 };
 
 /**

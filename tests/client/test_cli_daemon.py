@@ -120,3 +120,20 @@ async def test_compute_pause_unpause_and_list(daemon: RunningDaemon) -> None:
             return listed
 
     assert await asyncio.to_thread(sync_side) == ["sync"]
+
+
+async def test_agents_put_list_and_run_by_slug(daemon: RunningDaemon, fake_b: FakeOpenAI) -> None:
+    """`interlock agents put` saves an agent, `list` shows it, `run --agent` runs it."""
+    code, out, _ = await cli(
+        daemon, "agents", "put", "helpdesk", "--provider", "fake_b", "--system", "Be brief."
+    )
+    assert (code, out) == (0, "saved agent helpdesk\n")
+    code, out, _ = await cli(daemon, "agents", "list")
+    assert out.startswith("helpdesk\tfake_b")
+    fake_b.enqueue(Reply().text("Hi."))
+    code, out, _ = await cli(daemon, "run", "hello", "--agent", "helpdesk")
+    assert code == 0
+    assert "Hi." in out
+    assert fake_b.requests[-1].body["messages"][0]["content"] == "Be brief."
+    code, out, _ = await cli(daemon, "agents", "delete", "helpdesk")
+    assert (code, out) == (0, "deleted agent helpdesk\n")

@@ -14,7 +14,15 @@
 The generated protobuf modules of the API are in :mod:`interlock.v1`.
 """
 
-from interlock.client import Client, Compute, Conversations, Integrations, RunStream, Sandboxes
+from interlock.client import (
+    Agents,
+    Client,
+    Compute,
+    Conversations,
+    Integrations,
+    RunStream,
+    Sandboxes,
+)
 from interlock.errors import (
     Aborted,
     AlreadyExists,
@@ -51,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aborted",
+    "Agents",
     "AlreadyExists",
     "Cancelled",
     "Client",

@@ -86,6 +86,7 @@ def run_request(
     max_output_tokens: int = 0,
     google_engine: str = "",
     google_location: str = "",
+    agent: str = "",
 ) -> router_pb2.RunRequest:
     """The RunRequest for one turn (see ``Client.run`` for what each field does)."""
     return router_pb2.RunRequest(
@@ -99,9 +100,12 @@ def run_request(
         request_id=request_id,
         labels=dict(labels or {}),
         max_output_tokens=max_output_tokens,
-        google=router_pb2.GoogleRunOptions(
-            reasoning_engine_id=google_engine, location=google_location
+        google=(
+            router_pb2.GoogleRunOptions(reasoning_engine_id=google_engine, location=google_location)
+            if google_engine or google_location
+            else None
         ),
+        agent=agent,
     )
 
 

@@ -64,7 +64,7 @@ from interlock.render import (
     render_sandboxes,
     to_json,
 )
-from interlock.v1 import compute_pb2, conversations_pb2, sandboxes_pb2
+from interlock.v1 import agents_pb2, compute_pb2, conversations_pb2, sandboxes_pb2
 
 __all__ = ["amain", "build_parser", "main"]
 
@@ -521,6 +521,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     disconnect.add_argument("integration_id", metavar="INTEGRATION_ID")
 
+    run.add_argument(
+        "--agent",
+        default="",
+        metavar="SLUG",
+        help="run a saved agent (its provider, model, prompt)",
+    )
+
+    # agents
+    agents = group_of("agents", "saved agents of the sandbox (API key)")
+    leaf(agents, "list", "list the saved agents", _agents_list, _API_KEY, [json_output])
+    agent_show = leaf(agents, "show", "show one agent", _agents_show, _API_KEY, [json_output])
+    agent_show.add_argument("slug", metavar="SLUG")
+    agent_put = leaf(
+        agents, "put", "create or replace an agent", _agents_put, _API_KEY, [json_output]
+    )
+    agent_put.add_argument("slug", metavar="SLUG", help="1-64 of a-z, 0-9 and '-'")
+    agent_put.add_argument("--provider", required=True, help="the provider its runs use")
+    agent_put.add_argument("--model", default="", help="the model (default: the provider's)")
+    agent_put.add_argument("--name", default="", help="a human-readable name")
+    agent_put.add_argument("--system", default="", metavar="TEXT", help="its system prompt")
+    agent_put.add_argument(
+        "--tool", action="append", default=[], dest="tools", metavar="NAME", help="allow a tool"
+    )
+    agent_put.add_argument(
+        "--max-runtime", type=_non_negative_int, default=0, metavar="SECONDS", help="run ceiling"
+    )
+    agent_delete = leaf(agents, "delete", "delete an agent", _agents_delete, _API_KEY)
+    agent_delete.add_argument("slug", metavar="SLUG")
+
     # compute (kill switches)
     compute = group_of("compute", "pause and resume runs by scope: kill switches (operator key)")
     scope_help = "global | end_user | agent_provider | compute_provider"
@@ -609,6 +638,7 @@ async def _run(client: Client, args: argparse.Namespace, io: _Io) -> int:
         max_output_tokens=args.max_output_tokens,
         google_engine=args.google_engine,
         google_location=args.google_location,
+        agent=args.agent,
         timeout=args.timeout,
     )
     if args.json:
@@ -651,6 +681,56 @@ async def _sandbox_create(client: Client, args: argparse.Namespace, io: _Io) -> 
         io.out.write(to_json(sandbox) + "\n")
     else:
         render_sandbox(sandbox, io.out)
+    return EXIT_OK
+
+
+def _describe_agent(agent: agents_pb2.Agent) -> str:
+    model = f"{agent.provider}/{agent.model}" if agent.model else agent.provider
+    tools = f" tools={','.join(agent.tools)}" if agent.tools else ""
+    return f"{agent.slug}\t{model}{tools}\t{agent.name}".rstrip()
+
+
+async def _agents_list(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    found = await client.agents.list()
+    if args.json:
+        io.out.writelines(to_json(a) + "\n" for a in found)
+    elif found:
+        io.out.writelines(_describe_agent(a) + "\n" for a in found)
+    else:
+        io.err.write("no agents\n")
+    return EXIT_OK
+
+
+async def _agents_show(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    agent = await client.agents.get(args.slug)
+    if args.json:
+        io.out.write(to_json(agent) + "\n")
+    else:
+        io.out.write(_describe_agent(agent) + "\n")
+        if agent.system:
+            io.out.write(agent.system + "\n")
+    return EXIT_OK
+
+
+async def _agents_put(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    agent = await client.agents.put(
+        agents_pb2.Agent(
+            slug=args.slug,
+            name=args.name,
+            provider=args.provider,
+            model=args.model,
+            system=args.system,
+            tools=args.tools,
+            max_runtime_seconds=args.max_runtime,
+        )
+    )
+    io.out.write((to_json(agent) if args.json else f"saved agent {agent.slug}") + "\n")
+    return EXIT_OK
+
+
+async def _agents_delete(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    await client.agents.delete(args.slug)
+    io.out.write(f"deleted agent {args.slug}\n")
     return EXIT_OK
 
 

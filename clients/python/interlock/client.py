@@ -52,6 +52,8 @@ from interlock.calls import (
 from interlock.errors import Unavailable, from_rpc_error
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
+    agents_pb2,
+    agents_pb2_grpc,
     compute_pb2,
     compute_pb2_grpc,
     conversations_pb2,
@@ -197,6 +199,7 @@ class Client:
         self.conversations = Conversations(self._channel, self._api_key)
         self.integrations = Integrations(self._channel, self._api_key)
         self.compute = Compute(self._channel, self._operator_key)
+        self.agents = Agents(self._channel, self._api_key)
 
     async def __aenter__(self) -> Client:
         return self
@@ -229,6 +232,7 @@ class Client:
         max_output_tokens: int = 0,
         google_engine: str = "",
         google_location: str = "",
+        agent: str = "",
         timeout: float | None = None,
     ) -> RunStream:
         """Run one agent turn and stream its events.
@@ -239,6 +243,8 @@ class Client:
         ``request_id`` replays the recorded run instead of running it again.
         ``google_engine`` / ``google_location`` name the deployed agent of a
         Google turn (a reasoning engine resource name, or an ID and region).
+        ``agent`` runs a saved agent by slug (its provider, model, system
+        prompt and tools apply; leave those empty).
         ``timeout`` bounds the whole run, in seconds. See ``RunRequest`` in
         ``proto/interlock/v1/router.proto`` for the limits the router enforces.
         """
@@ -256,6 +262,7 @@ class Client:
             max_output_tokens=max_output_tokens,
             google_engine=google_engine,
             google_location=google_location,
+            agent=agent,
         )
         return RunStream(lambda: self._router.Run(request, timeout=timeout, metadata=metadata))
 
@@ -274,6 +281,7 @@ class Client:
         max_output_tokens: int = 0,
         google_engine: str = "",
         google_location: str = "",
+        agent: str = "",
         # A gRPC deadline, not asyncio.timeout(): it travels to the router,
         # which then stops the provider call and the tools on its side too.
         timeout: float | None = None,  # noqa: ASYNC109
@@ -297,6 +305,7 @@ class Client:
             max_output_tokens=max_output_tokens,
             google_engine=google_engine,
             google_location=google_location,
+            agent=agent,
             timeout=timeout,
         )
         async with stream:
@@ -649,3 +658,35 @@ class Compute:
         request = compute_pb2.ListPausesRequest()
         response = await _unary(self._stub.ListPauses(request, metadata=self._metadata()))
         return list(response.pauses)
+
+
+class Agents:
+    """Saved agents of the sandbox (API key): run one with ``run(..., agent=slug)``."""
+
+    def __init__(self, channel: grpc.aio.Channel, api_key: str | None) -> None:
+        self._stub = agents_pb2_grpc.AgentsStub(channel)
+        self._key = api_key
+
+    def _metadata(self) -> Metadata:
+        return api_key_metadata(self._key)
+
+    async def put(self, agent: agents_pb2.Agent) -> agents_pb2.Agent:
+        """Create or replace the agent ``agent.slug``."""
+        request = agents_pb2.PutAgentRequest(agent=agent)
+        return (await _unary(self._stub.PutAgent(request, metadata=self._metadata()))).agent
+
+    async def get(self, slug: str) -> agents_pb2.Agent:
+        """Read one agent."""
+        request = agents_pb2.GetAgentRequest(slug=slug)
+        return (await _unary(self._stub.GetAgent(request, metadata=self._metadata()))).agent
+
+    async def list(self) -> builtins.list[agents_pb2.Agent]:
+        """The sandbox's agents by slug."""
+        request = agents_pb2.ListAgentsRequest()
+        response = await _unary(self._stub.ListAgents(request, metadata=self._metadata()))
+        return list(response.agents)
+
+    async def delete(self, slug: str) -> None:
+        """Delete an agent."""
+        request = agents_pb2.DeleteAgentRequest(slug=slug)
+        await _unary(self._stub.DeleteAgent(request, metadata=self._metadata()))

@@ -207,6 +207,7 @@ class SyncClient:
         max_output_tokens: int = 0,
         google_engine: str = "",
         google_location: str = "",
+        agent: str = "",
         timeout: float | None = None,
     ) -> SyncRunStream:
         """Run one agent turn and stream its events (see :meth:`interlock.Client.run`)."""
@@ -224,6 +225,7 @@ class SyncClient:
             max_output_tokens=max_output_tokens,
             google_engine=google_engine,
             google_location=google_location,
+            agent=agent,
         )
         return SyncRunStream(lambda: self._router.Run(request, timeout=timeout, metadata=metadata))
 
@@ -242,6 +244,7 @@ class SyncClient:
         max_output_tokens: int = 0,
         google_engine: str = "",
         google_location: str = "",
+        agent: str = "",
         timeout: float | None = None,
     ) -> RunOutcome:
         """Run one turn to its end and return what it said (see :meth:`run`).
@@ -262,6 +265,7 @@ class SyncClient:
             max_output_tokens=max_output_tokens,
             google_engine=google_engine,
             google_location=google_location,
+            agent=agent,
             timeout=timeout,
         )
         with stream:

@@ -2,14 +2,17 @@
 
 The TypeScript and Go suites start this script as a subprocess (with the
 project's virtualenv Python, from any working directory). It starts the
-scriptable OpenAI-compatible fake of ``tests/fakes/openai.py`` and a real
-interlockd in front of it, both on 127.0.0.1 with free ports and a temporary
-data directory, bootstraps an operator key and a sandbox with an API key, and
-prints one JSON line describing them::
+scriptable OpenAI-compatible fake of ``tests/fakes/openai.py``, the GitHub fake
+of ``tests/fakes/github.py`` and a real interlockd using both, all on 127.0.0.1
+with free ports and a temporary data directory. The daemon's ``github`` app
+points at the GitHub fake and its public URL is its own HTTP side, so a connect
+flow completes through its real callback. The harness bootstraps an operator
+key and a sandbox with an API key, and prints one JSON line describing them::
 
     {"address": "127.0.0.1:PORT", "base_url": "http://127.0.0.1:PORT",
      "api_key": "...", "operator_key": "...", "sandbox_id": "sbx_...",
-     "provider": "fake", "model": "fake-model"}
+     "provider": "fake", "model": "fake-model",
+     "public_url": "http://127.0.0.1:HTTP_PORT", "github_url": "http://127.0.0.1:PORT"}
 
 Then it answers commands, one JSON object per line on stdin, with one JSON
 line each on stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``):
@@ -32,6 +35,12 @@ line each on stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``):
     Answers once the run started with that ``request_id`` (in the bootstrap
     sandbox, or ``"sandbox_id"``) has ended, with its stored ``status``
     (``finished``, ``failed``, ``cancelled``) and ``error_code``.
+``{"op": "approve", "authorize_url": URL}``, ``{"op": "deny", "authorize_url": URL}``
+    The end user's browser: opens a Connect response's authorize URL at the
+    GitHub fake, where the signed-in user (``octocat``) grants or declines
+    access, then follows the redirect to the daemon's callback. Answers with
+    the callback page's HTTP ``status`` (200 connected, 400 refused) once the
+    daemon has handled it.
 
 It exits when stdin closes, so it never outlives the suite that started it.
 Logs (errors only) go to stderr; stdout carries only the protocol.
@@ -42,10 +51,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, TextIO
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -56,12 +68,14 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from interlockd import logs  # noqa: E402  (needs the repository on sys.path first)
 from interlockd.config import load_settings  # noqa: E402
 from interlockd.daemon import Daemon, bootstrap  # noqa: E402
+from tests.fakes.github import FakeGitHub  # noqa: E402
 from tests.fakes.openai import FakeOpenAI, Reply  # noqa: E402
 
 PROVIDER = "fake"
 MODEL = "fake-model"
 # How long a wait_* command waits before answering that it did not happen.
 WAIT_SECONDS = 10.0
+CALLBACK_PATH = "/v1/integrations/callback"
 # Reply builder methods a script may call; anything else is refused.
 STEPS = frozenset(
     {"text", "reasoning", "tool_call", "usage", "finish", "delay", "stall", "disconnect", "eof"}
@@ -81,13 +95,25 @@ def build_reply(steps: list[list[Any]]) -> Reply:
     return reply
 
 
-class Harness:
-    """The fake, the daemon and the answers to commands."""
+def free_port() -> int:
+    """A port free on 127.0.0.1 now: the daemon's public URL must be known before it starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
-    def __init__(self, fake: FakeOpenAI, daemon: Daemon, sandbox_id: str) -> None:
+
+class Harness:
+    """The fakes, the daemon and the answers to commands."""
+
+    def __init__(
+        self, fake: FakeOpenAI, github: FakeGitHub, daemon: Daemon, sandbox_id: str, public_url: str
+    ) -> None:
         self.fake = fake
+        self.github = github
         self.daemon = daemon
         self.sandbox_id = sandbox_id
+        self.callback_url = public_url + CALLBACK_PATH
 
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
         op = command.get("op")
@@ -105,7 +131,18 @@ class Harness:
             return await self._wait_run(
                 str(command["request_id"]), str(command.get("sandbox_id") or self.sandbox_id)
             )
+        if op in ("approve", "deny"):
+            return await self._authorize(str(command["authorize_url"]), approve=op == "approve")
         raise ValueError(f"unknown op {op!r}")
+
+    async def _authorize(self, authorize_url: str, *, approve: bool) -> dict[str, Any]:
+        decide = self.github.approve if approve else self.github.deny
+        location = await decide(authorize_url)
+        if not location.startswith(self.callback_url + "?"):
+            raise ValueError(f"GitHub redirected to {location!r}, not the daemon's callback")
+        async with httpx.AsyncClient(trust_env=False, timeout=WAIT_SECONDS) as browser:
+            page = await browser.get(location)
+        return {"status": page.status_code}
 
     async def _wait_run(self, request_id: str, sandbox_id: str) -> dict[str, Any]:
         store = self.daemon.store
@@ -123,12 +160,15 @@ async def serve(out: TextIO) -> None:
         out.flush()
 
     with tempfile.TemporaryDirectory(prefix="interlock-live-") as tmp:
-        async with FakeOpenAI() as fake:
+        async with FakeOpenAI() as fake, FakeGitHub() as github:
+            http_port = free_port()
+            public_url = f"http://127.0.0.1:{http_port}"
+            github.register_redirect_uri(public_url + CALLBACK_PATH)
             settings = load_settings(
                 env={},
                 overrides={
                     "listen": "127.0.0.1:0",
-                    "http_listen": "127.0.0.1:0",
+                    "http_listen": f"127.0.0.1:{http_port}",
                     "data_dir": tmp,
                     "default_provider": PROVIDER,
                     "log_level": "error",
@@ -144,6 +184,15 @@ async def serve(out: TextIO) -> None:
                             "api_key": "sk-fake",
                         }
                     },
+                    "integrations": {
+                        "public_url": public_url,
+                        "github": {
+                            "client_id": github.client_id,
+                            "client_secret": github.client_secret,
+                            "web_base_url": github.base_url,
+                            "api_base_url": github.base_url,
+                        },
+                    },
                 },
             )
             logs.configure(settings.log_level, settings.log_format)
@@ -153,7 +202,7 @@ async def serve(out: TextIO) -> None:
                 creds = await bootstrap(daemon.store)
                 if not (creds.sandbox_id and creds.api_key and creds.operator_key):
                     raise RuntimeError("bootstrap found a store that was not empty")
-                harness = Harness(fake, daemon, creds.sandbox_id)
+                harness = Harness(fake, github, daemon, creds.sandbox_id, public_url)
                 send(
                     {
                         "address": f"127.0.0.1:{port}",
@@ -163,6 +212,8 @@ async def serve(out: TextIO) -> None:
                         "sandbox_id": creds.sandbox_id,
                         "provider": PROVIDER,
                         "model": MODEL,
+                        "public_url": public_url,
+                        "github_url": github.base_url,
                     }
                 )
                 while line := await asyncio.to_thread(sys.stdin.readline):

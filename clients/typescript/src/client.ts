@@ -2,11 +2,11 @@
  * `Interlock`: one connection to an Interlock daemon, over gRPC (HTTP/2).
  *
  * It adds three things to the generated service descriptors and nothing else:
- * the right key on every call (the sandbox API key for runs and
- * conversations, the operator key for sandboxes), the client's errors instead
- * of transport errors, and run events as plain objects discriminated by
- * `kind`. Requests and results of the administrative calls stay the generated
- * messages (exported as `v1`).
+ * the right key on every call (the sandbox API key for runs, conversations
+ * and integrations, the operator key for sandboxes), the client's errors
+ * instead of transport errors, and run events as plain objects discriminated
+ * by `kind`. Requests and results of the administrative calls stay the
+ * generated messages (exported as `v1`).
  */
 
 import { create } from "@bufbuild/protobuf";
@@ -23,16 +23,17 @@ import {
   type KeySource,
 } from "./auth.js";
 import { Conversations } from "./conversations.js";
-import { toInterlockError } from "./errors.js";
 import { type AgentEvent, fromMessage } from "./events.js";
 import {
   AgentRouter,
   type RunRequest as RunRequestMessage,
   RunRequestSchema,
 } from "./gen/interlock/v1/router_pb.js";
+import { Integrations } from "./integrations.js";
 import type { CallOptions } from "./options.js";
 import { RunOutcome } from "./outcome.js";
 import { Sandboxes } from "./sandboxes.js";
+import { serverStream } from "./stream.js";
 
 export const DEFAULT_ADDRESS = "127.0.0.1:7600";
 
@@ -42,7 +43,7 @@ export interface InterlockOptions {
    * TLS). Defaults to `http://` + `INTERLOCK_ADDRESS`, then 127.0.0.1:7600.
    */
   baseUrl?: string;
-  /** Sandbox API key for runs and conversations; defaults to `INTERLOCK_API_KEY`. */
+  /** Sandbox API key for runs, conversations and integrations; defaults to `INTERLOCK_API_KEY`. */
   apiKey?: string;
   /** Operator key for sandboxes; defaults to `INTERLOCK_OPERATOR_KEY`. */
   operatorKey?: string;
@@ -85,6 +86,8 @@ export class Interlock {
   readonly sandboxes: Sandboxes;
   /** An end user's conversations (API key). */
   readonly conversations: Conversations;
+  /** Data sources of the sandbox — OAuth apps, MCP servers — and their connections (API key). */
+  readonly integrations: Integrations;
   readonly #router: Client<typeof AgentRouter>;
   readonly #apiKey: KeySource;
   readonly #sessions: Http2SessionManager | undefined;
@@ -109,6 +112,7 @@ export class Interlock {
     this.#router = createClient(AgentRouter, transport);
     this.sandboxes = new Sandboxes(transport, operatorKey);
     this.conversations = new Conversations(transport, this.#apiKey);
+    this.integrations = new Integrations(transport, this.#apiKey);
   }
 
   /**
@@ -149,22 +153,11 @@ export class Interlock {
     headers: Record<string, string>,
     options: CallOptions,
   ): AsyncGenerator<AgentEvent, void, undefined> {
-    // Our own signal, so that leaving the loop early cancels the HTTP/2
-    // stream (and with it the run on the router) right away.
-    const leave = new AbortController();
-    const signal = options.signal ? AbortSignal.any([options.signal, leave.signal]) : leave.signal;
-    try {
-      const stream = this.#router.run(request, { headers, signal, timeoutMs: options.timeoutMs });
-      for await (const message of stream) {
-        const event = fromMessage(message);
-        if (event !== undefined) {
-          yield event;
-        }
+    for await (const message of serverStream(headers, options, (o) => this.#router.run(request, o))) {
+      const event = fromMessage(message);
+      if (event !== undefined) {
+        yield event;
       }
-    } catch (reason) {
-      throw toInterlockError(reason);
-    } finally {
-      leave.abort();
     }
   }
 }

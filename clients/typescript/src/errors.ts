@@ -25,12 +25,16 @@
  * ├── DataLoss              DATA_LOSS
  * ├── Unauthenticated       UNAUTHENTICATED
  * │   └── MissingCredentials no key configured; thrown before anything is sent
- * └── RunFailed             a started run ended with an `error` event
+ * ├── RunFailed             a started run ended with an `error` event
+ * └── ConnectFailed         a connect flow ended failed or expired
  * ```
  *
  * `RunFailed` is not a status the call returned: the run had started
  * streaming and recorded part of the turn before it failed, so "retry" means
  * something different than for a call the router refused up front.
+ * `ConnectFailed` is not a refused call either: the flow was accepted, then
+ * the end user declined, the provider refused or time ran out; what to do is
+ * start connecting again.
  */
 
 import { ConnectError } from "@connectrpc/connect";
@@ -165,6 +169,26 @@ export class RunFailed extends InterlockError {
   constructor(code: string, details: string, retryable: boolean, provider = "") {
     super(statusCodeNamed(code), details, { retryable });
     this.provider = provider;
+  }
+}
+
+/**
+ * A connect flow ended without a connection. `state` is `"failed"` (the end
+ * user declined, or the provider refused the grant) or `"expired"` (the end
+ * user did not finish in time); `reason` is the router's one-line explanation.
+ * `code` is always `FAILED_PRECONDITION`: the flow is over, and only a new
+ * `connect` can succeed.
+ */
+export class ConnectFailed extends InterlockError {
+  readonly flowId: string;
+  readonly state: "failed" | "expired";
+  readonly reason: string;
+
+  constructor(flowId: string, state: "failed" | "expired", reason: string) {
+    super("FAILED_PRECONDITION", `connect flow ${flowId} ${state}${reason ? `: ${reason}` : ""}`);
+    this.flowId = flowId;
+    this.state = state;
+    this.reason = reason;
   }
 }
 

@@ -15,6 +15,13 @@ export { DEFAULT_ADDRESS, Interlock, type InterlockOptions, type RunRequest } fr
 export { Conversations } from "./conversations.js";
 export * from "./errors.js";
 export type * from "./events.js";
+export {
+  type ConnectInit,
+  type ConnectScopeName,
+  Integrations,
+  type ListIntegrationsInit,
+  type McpServerInit,
+} from "./integrations.js";
 export type { CallOptions } from "./options.js";
 export { RunOutcome } from "./outcome.js";
 export { type QuotasInit, Sandboxes } from "./sandboxes.js";

@@ -1,8 +1,10 @@
 /**
  * A live interlockd for the tests: clients/testing/live_daemon.py started as
  * a subprocess with the project's virtualenv Python (or INTERLOCK_PYTHON). It
- * runs the scripted OpenAI-compatible fake as the upstream of a real daemon;
- * commands to script and observe them go over its stdin, one JSON line each.
+ * runs the scripted OpenAI-compatible fake as the upstream of a real daemon,
+ * whose `github` app is the GitHub fake; commands to script and observe them,
+ * and to play the end user's browser in a connect flow, go over its stdin,
+ * one JSON line each.
  */
 
 import { type ChildProcessByStdio, spawn } from "node:child_process";
@@ -23,6 +25,10 @@ export interface LiveDaemon {
   sandboxId: string;
   provider: string;
   model: string;
+  /** The daemon's HTTP side, where connect flows come back to. */
+  publicUrl: string;
+  /** The GitHub fake (both its web and API side). */
+  githubUrl: string;
 }
 
 // dist/test/harness.js -> the repository root.
@@ -73,6 +79,8 @@ export class Harness {
       sandboxId: ready.sandbox_id ?? "",
       provider: ready.provider ?? "",
       model: ready.model ?? "",
+      publicUrl: ready.public_url ?? "",
+      githubUrl: ready.github_url ?? "",
     };
     return new Harness(daemon, child, waiting);
   }
@@ -116,6 +124,20 @@ export class Harness {
   /** Waits until the run started with `requestId` has ended; its stored status. */
   async waitRun(requestId: string): Promise<string> {
     return (await this.command({ op: "wait_run", request_id: requestId })).status as string;
+  }
+
+  /**
+   * The end user at GitHub grants access on `authorizeUrl` (from Connect) and
+   * their browser follows the redirect to the daemon's callback; resolves to
+   * the callback page's HTTP status once the daemon has handled it.
+   */
+  async approve(authorizeUrl: string): Promise<number> {
+    return (await this.command({ op: "approve", authorize_url: authorizeUrl })).status as number;
+  }
+
+  /** Like {@link approve}, but the end user declines. */
+  async deny(authorizeUrl: string): Promise<number> {
+    return (await this.command({ op: "deny", authorize_url: authorizeUrl })).status as number;
   }
 
   /** Close the harness's stdin, which stops the daemon and the fake. */

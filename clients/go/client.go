@@ -27,6 +27,10 @@ type Client struct {
 	// Conversations reads and deletes end users' conversations; its calls
 	// carry the API key.
 	Conversations interlockv1.ConversationsClient
+	// Integrations connects data sources (OAuth apps such as GitHub, MCP
+	// servers) for an end user or the whole sandbox, lists and disconnects
+	// them; its calls carry the API key. WaitConnected is built on it.
+	Integrations interlockv1.IntegrationsClient
 }
 
 type options struct {
@@ -57,7 +61,7 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 
 // NewClient returns a client of the daemon at target (a gRPC target such as
 // "127.0.0.1:7600" or "dns:///interlock.internal:7600"). apiKey is the
-// sandbox API key runs and conversations authenticate with. Like
+// sandbox API key runs, conversations and integrations authenticate with. Like
 // grpc.NewClient it does not connect yet: the first call does.
 //
 // A call that needs a key the client was not given fails locally with
@@ -79,6 +83,7 @@ func NewClient(target, apiKey string, opts ...Option) (*Client, error) {
 		Router:        interlockv1.NewAgentRouterClient(api),
 		Sandboxes:     interlockv1.NewSandboxesClient(operator),
 		Conversations: interlockv1.NewConversationsClient(api),
+		Integrations:  interlockv1.NewIntegrationsClient(api),
 	}, nil
 }
 

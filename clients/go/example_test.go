@@ -2,9 +2,13 @@ package interlock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
+	"regexp"
+	"strings"
+	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -47,4 +51,67 @@ func Example() {
 		}
 	}
 	// Output: Hello from the fake.
+}
+
+// sendToUser stands for sending the end user's browser to a URL (a redirect
+// in your web app's answer). Here the harness plays an end user who approves
+// at GitHub.
+var sendToUser = func(url string) {
+	if _, err := live.authorize("approve", url); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Connect GitHub for an end user: their runs are offered GitHub's tools from
+// then on, whichever provider runs them.
+func ExampleClient_WaitConnected() {
+	client, err := interlock.NewClient(os.Getenv("INTERLOCK_ADDRESS"), os.Getenv("INTERLOCK_API_KEY"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	started, err := client.Integrations.Connect(ctx, &interlockv1.ConnectRequest{App: "github", EndUserId: "u-42"})
+	if status.Code(err) == codes.InvalidArgument {
+		log.Fatal("the daemon does not configure github: ", err)
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	sendToUser(started.AuthorizeUrl)
+	integration, err := client.WaitConnected(ctx, started.FlowId)
+	var failed *interlock.ConnectError
+	if errors.As(err, &failed) {
+		log.Fatalf("not connected (%s): %s", failed.State, failed.Reason)
+	} else if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("connected", integration.App, "as", integration.Account)
+	// Output: connected github as octocat
+}
+
+// TestReadmeExamplesAreTheExamples pins that every Go block of README.md is
+// the body of an example of this file, as written, so that the README shows
+// code the suite runs.
+func TestReadmeExamplesAreTheExamples(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	source, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllSubmatch(readme, -1)
+	if len(blocks) < 2 {
+		t.Fatalf("README.md has %d Go blocks, want the two examples", len(blocks))
+	}
+	for _, block := range blocks {
+		// The block de-indented by one tab: indent it back, blank lines stay empty.
+		indented := regexp.MustCompile("(?m)^(.)").ReplaceAllString(string(block[1]), "\t$1")
+		if !strings.Contains(string(source), "{\n"+indented) {
+			t.Errorf("this README block is no example's body:\n%s", block[1])
+		}
+	}
 }

@@ -33,13 +33,17 @@ func TestMain(m *testing.M) {
 }
 
 // harness is clients/testing/live_daemon.py run as a subprocess: a real
-// interlockd in front of the scripted OpenAI-compatible fake. Commands to
-// script and observe them go over its stdin, one JSON line each.
+// interlockd in front of the scripted OpenAI-compatible fake, its github app
+// pointed at the GitHub fake. Commands to script and observe them, and to
+// play the end user's browser in a connect flow, go over its stdin, one JSON
+// line each.
 type harness struct {
 	Address     string `json:"address"`
 	APIKey      string `json:"api_key"`
 	OperatorKey string `json:"operator_key"`
 	SandboxID   string `json:"sandbox_id"`
+	// GitHubURL is the GitHub fake's address (its web and API side).
+	GitHubURL string `json:"github_url"`
 
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
@@ -84,33 +88,69 @@ func startHarness() (*harness, error) {
 // command sends one command and decodes its answer into answer (if not nil).
 func (h *harness) command(t testing.TB, command map[string]any, answer any) {
 	t.Helper()
+	if err := h.do(command, answer); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// do is command for callers without a testing.TB (examples).
+func (h *harness) do(command map[string]any, answer any) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	line, err := json.Marshal(command)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if _, err := h.stdin.Write(append(line, '\n')); err != nil {
-		t.Fatalf("harness: %v", err)
+		return fmt.Errorf("harness: %w", err)
 	}
 	if !h.lines.Scan() {
-		t.Fatal("the live daemon harness exited")
+		return errors.New("the live daemon harness exited")
 	}
 	var status struct {
 		OK    bool   `json:"ok"`
 		Error string `json:"error"`
 	}
 	if err := json.Unmarshal(h.lines.Bytes(), &status); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if !status.OK {
-		t.Fatalf("harness: %s", status.Error)
+		return fmt.Errorf("harness: %s", status.Error)
 	}
 	if answer != nil {
-		if err := json.Unmarshal(h.lines.Bytes(), answer); err != nil {
-			t.Fatal(err)
-		}
+		return json.Unmarshal(h.lines.Bytes(), answer)
 	}
+	return nil
+}
+
+// authorize plays the end user's browser: op "approve" grants access at the
+// GitHub fake on authorizeURL (from Connect), "deny" declines, then it
+// follows the redirect to the daemon's callback. The callback page's HTTP
+// status, once the daemon has handled it.
+func (h *harness) authorize(op, authorizeURL string) (int, error) {
+	var page struct{ Status int }
+	err := h.do(map[string]any{"op": op, "authorize_url": authorizeURL}, &page)
+	return page.Status, err
+}
+
+// approve is authorize("approve", ...) in a test.
+func (h *harness) approve(t testing.TB, authorizeURL string) int {
+	t.Helper()
+	code, err := h.authorize("approve", authorizeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// deny is authorize("deny", ...) in a test.
+func (h *harness) deny(t testing.TB, authorizeURL string) int {
+	t.Helper()
+	code, err := h.authorize("deny", authorizeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
 }
 
 // enqueue scripts the upstream's next answers, one list of steps per call.

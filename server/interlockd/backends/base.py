@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import orjson
 
+from interlockd.compute.base import SessionSpec
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -110,6 +112,36 @@ class ProviderState(abc.ABC):
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeAccess:
+    """How a turn reaches its self-hosted runtime server, as placed by the scheduler.
+
+    ``compute_session_id`` names the scheduler's compute session: it stays the
+    same across suspend/resume and archive/restore (the runtime's state is
+    kept) and changes when the session had to be created anew (state lost), so
+    a backend that binds provider sessions to it can tell a lost one.
+    """
+
+    base_url: str  # no trailing slash
+    headers: Mapping[str, str]  # the compute provider's routing headers (e.g. a preview token)
+    api_key: str  # the runtime server's own key for this compute session; never log it
+    compute_session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeContext:
+    """What the scheduler hands a runtime backend to describe a new compute session."""
+
+    key: str  # the compute session's key (stable per sandbox, end user and agent)
+    model: str  # the run's model
+    api_key: str  # the key the runtime server must require (sealed in the store)
+    #: The daemon's MCP endpoint and a bearer token scoped to this compute
+    #: session: it opens the tools of whichever run currently uses the session.
+    mcp_url: str
+    mcp_token: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class TurnRequest:
     """Everything a backend needs for one turn, already within the model's budget."""
 
@@ -134,6 +166,9 @@ class TurnRequest:
     #: A stable, opaque id of the run's end user (within its sandbox) for
     #: providers that keep per-user state; reveals neither tenant nor user id.
     user_ref: str = ""
+    #: Self-hosted runtimes (:attr:`AgentBackend.runtime`): where the compute
+    #: scheduler placed this turn's runtime server. None for every other backend.
+    runtime: RuntimeAccess | None = None
 
 
 # ---- events a backend yields -------------------------------------------------
@@ -262,6 +297,20 @@ class AgentBackend(abc.ABC):
     #: session (and the whole window) when the backend raises
     #: :class:`interlockd.errors.ProviderSessionLost`.
     keeps_sessions: bool = False
+
+    #: True for self-hosted runtimes that run on compute the router places
+    #: (Hermes): before each turn the orchestrator asks the compute scheduler
+    #: for a running session described by :meth:`session_spec` and passes it
+    #: in :attr:`TurnRequest.runtime`.
+    runtime: bool = False
+
+    def session_spec(self, context: RuntimeContext) -> SessionSpec:
+        """The compute session to start for this runtime (runtime backends only).
+
+        Pure: the same context gives the same spec; the scheduler fingerprints
+        it and recreates a session whose spec changed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not a self-hosted runtime")
 
     @abc.abstractmethod
     def model_info(self, model: str) -> ModelInfo:

@@ -235,13 +235,16 @@ async def test_restart_keeps_everything(db_path: Path, key_path: Path) -> None:
     finally:
         await reopened.close()
     with raw_db(db_path) as db:
-        assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
+        applied = db.execute("SELECT version, name FROM schema_migrations").fetchall()
+        assert applied[:6] == [
             (1, "0001_initial.sql"),
             (2, "0002_provider_state.sql"),
             (3, "0003_integrations.sql"),
             (4, "0004_pauses.sql"),
             (5, "0005_agents.sql"),
+            (6, "0006_compute.sql"),
         ]
+        assert applied == [(m.version, m.name) for m in load_migrations()]
 
 
 async def test_refused_begin_run_leaves_no_end_user_row(
@@ -524,14 +527,16 @@ async def test_later_migrations_apply_to_a_version_1_database(
         await store.close()
     with raw_db(db_path) as db:
         assert [v for (v,) in db.execute("SELECT version FROM schema_migrations")] == [
-            1,
-            2,
-            3,
-            4,
-            5,
+            m.version for m in load_migrations()
         ]
         tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"provider_sessions", "provider_resources", "sandbox_secrets"} <= tables
+    assert {
+        "provider_sessions",
+        "provider_resources",
+        "sandbox_secrets",
+        "compute_sessions",
+        "placements",
+    } <= tables
 
 
 async def test_provider_resource_locks_do_not_accumulate(sqlite_store: SqliteStore) -> None:

@@ -57,8 +57,12 @@ type RunRequest struct {
 	// A saved agent's slug (see the Agents service): its provider, model,
 	// system prompt, tool allow-list and settings apply. With `agent` set,
 	// `provider`, `model`, `system`, `tools`, `max_output_tokens` and `google`
-	// must be empty.
-	Agent         string `protobuf:"bytes,12,opt,name=agent,proto3" json:"agent,omitempty"`
+	// must be empty (`compute` may override the agent's compute settings).
+	Agent string `protobuf:"bytes,12,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Where a self-hosted runtime (provider "hermes") runs; ignored by the
+	// other providers. Unset uses the saved agent's settings or the daemon's
+	// default policy.
+	Compute       *ComputeOptions `protobuf:"bytes,13,opt,name=compute,proto3" json:"compute,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -177,6 +181,83 @@ func (x *RunRequest) GetAgent() string {
 	return ""
 }
 
+func (x *RunRequest) GetCompute() *ComputeOptions {
+	if x != nil {
+		return x.Compute
+	}
+	return nil
+}
+
+// Placement of a self-hosted runtime on compute (see `interlock compute
+// explain` for the choice a run got).
+type ComputeOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pin a compute provider configured on the daemon ("local", "daytona",
+	// "fly_sprites"); the run is refused rather than placed elsewhere when it
+	// cannot take it. Empty lets the policy choose.
+	Provider string `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	// "latency-aware" (the default: keep the end user's warm session, spill to
+	// the next provider when one is full or unhealthy) or "cost-aware" (the
+	// cheapest for the run, counting start-up time). Empty uses the daemon's
+	// default.
+	Policy string `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Only providers that serve this region (e.g. "us"); empty for any.
+	Region        string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComputeOptions) Reset() {
+	*x = ComputeOptions{}
+	mi := &file_interlock_v1_router_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComputeOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComputeOptions) ProtoMessage() {}
+
+func (x *ComputeOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_router_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComputeOptions.ProtoReflect.Descriptor instead.
+func (*ComputeOptions) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_router_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ComputeOptions) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *ComputeOptions) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *ComputeOptions) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
 // Where a turn on Google runs: a deployed agent (see `interlock google deploy`).
 type GoogleRunOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -192,7 +273,7 @@ type GoogleRunOptions struct {
 
 func (x *GoogleRunOptions) Reset() {
 	*x = GoogleRunOptions{}
-	mi := &file_interlock_v1_router_proto_msgTypes[1]
+	mi := &file_interlock_v1_router_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +285,7 @@ func (x *GoogleRunOptions) String() string {
 func (*GoogleRunOptions) ProtoMessage() {}
 
 func (x *GoogleRunOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_interlock_v1_router_proto_msgTypes[1]
+	mi := &file_interlock_v1_router_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +298,7 @@ func (x *GoogleRunOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoogleRunOptions.ProtoReflect.Descriptor instead.
 func (*GoogleRunOptions) Descriptor() ([]byte, []int) {
-	return file_interlock_v1_router_proto_rawDescGZIP(), []int{1}
+	return file_interlock_v1_router_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GoogleRunOptions) GetReasoningEngineId() string {
@@ -238,7 +319,7 @@ var File_interlock_v1_router_proto protoreflect.FileDescriptor
 
 const file_interlock_v1_router_proto_rawDesc = "" +
 	"\n" +
-	"\x19interlock/v1/router.proto\x12\finterlock.v1\x1a\x19interlock/v1/events.proto\"\xd7\x03\n" +
+	"\x19interlock/v1/router.proto\x12\finterlock.v1\x1a\x19interlock/v1/events.proto\"\x8f\x04\n" +
 	"\n" +
 	"RunRequest\x12\x1e\n" +
 	"\vend_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1d\n" +
@@ -255,10 +336,15 @@ const file_interlock_v1_router_proto_rawDesc = "" +
 	"\x11max_output_tokens\x18\n" +
 	" \x01(\x05R\x0fmaxOutputTokens\x126\n" +
 	"\x06google\x18\v \x01(\v2\x1e.interlock.v1.GoogleRunOptionsR\x06google\x12\x14\n" +
-	"\x05agent\x18\f \x01(\tR\x05agent\x1a9\n" +
+	"\x05agent\x18\f \x01(\tR\x05agent\x126\n" +
+	"\acompute\x18\r \x01(\v2\x1c.interlock.v1.ComputeOptionsR\acompute\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\\\n" +
+	"\x0eComputeOptions\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x16\n" +
+	"\x06policy\x18\x02 \x01(\tR\x06policy\x12\x16\n" +
+	"\x06region\x18\x03 \x01(\tR\x06region\"^\n" +
 	"\x10GoogleRunOptions\x12.\n" +
 	"\x13reasoning_engine_id\x18\x01 \x01(\tR\x11reasoningEngineId\x12\x1a\n" +
 	"\blocation\x18\x02 \x01(\tR\blocation2J\n" +
@@ -277,23 +363,25 @@ func file_interlock_v1_router_proto_rawDescGZIP() []byte {
 	return file_interlock_v1_router_proto_rawDescData
 }
 
-var file_interlock_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_interlock_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_interlock_v1_router_proto_goTypes = []any{
 	(*RunRequest)(nil),       // 0: interlock.v1.RunRequest
-	(*GoogleRunOptions)(nil), // 1: interlock.v1.GoogleRunOptions
-	nil,                      // 2: interlock.v1.RunRequest.LabelsEntry
-	(*AgentEvent)(nil),       // 3: interlock.v1.AgentEvent
+	(*ComputeOptions)(nil),   // 1: interlock.v1.ComputeOptions
+	(*GoogleRunOptions)(nil), // 2: interlock.v1.GoogleRunOptions
+	nil,                      // 3: interlock.v1.RunRequest.LabelsEntry
+	(*AgentEvent)(nil),       // 4: interlock.v1.AgentEvent
 }
 var file_interlock_v1_router_proto_depIdxs = []int32{
-	2, // 0: interlock.v1.RunRequest.labels:type_name -> interlock.v1.RunRequest.LabelsEntry
-	1, // 1: interlock.v1.RunRequest.google:type_name -> interlock.v1.GoogleRunOptions
-	0, // 2: interlock.v1.AgentRouter.Run:input_type -> interlock.v1.RunRequest
-	3, // 3: interlock.v1.AgentRouter.Run:output_type -> interlock.v1.AgentEvent
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 0: interlock.v1.RunRequest.labels:type_name -> interlock.v1.RunRequest.LabelsEntry
+	2, // 1: interlock.v1.RunRequest.google:type_name -> interlock.v1.GoogleRunOptions
+	1, // 2: interlock.v1.RunRequest.compute:type_name -> interlock.v1.ComputeOptions
+	0, // 3: interlock.v1.AgentRouter.Run:input_type -> interlock.v1.RunRequest
+	4, // 4: interlock.v1.AgentRouter.Run:output_type -> interlock.v1.AgentEvent
+	4, // [4:5] is the sub-list for method output_type
+	3, // [3:4] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_interlock_v1_router_proto_init() }
@@ -308,7 +396,7 @@ func file_interlock_v1_router_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_interlock_v1_router_proto_rawDesc), len(file_interlock_v1_router_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,11 +21,12 @@ from interlockd.api.auth import Authenticator
 from interlockd.api.coalesce import coalesced
 from interlockd.api.handlers import Context, streaming
 from interlockd.backends.base import TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
+from interlockd.compute.policy import POLICIES
 from interlockd.config import RunSettings
 from interlockd.errors import InvalidArgument
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
 from interlockd.runs.orchestrator import Orchestrator
-from interlockd.runs.request import RunInput
+from interlockd.runs.request import ComputeChoice, RunInput
 
 _STOP_REASONS = {
     "end_turn": ev.STOP_REASON_END_TURN,
@@ -66,6 +67,7 @@ class AgentRouterServicer:
             ),
             options=v.google_options(request.google.reasoning_engine_id, request.google.location),
             agent=_agent_slug(request),
+            compute=_compute(request),
         )
         run_id = ""
         seq = 0
@@ -127,7 +129,11 @@ def to_proto(event: RunEvent, run_id: str, seq: int) -> ev.AgentEvent:
             ev.Finish(
                 stop_reason=_STOP_REASONS.get(event.stop_reason, ev.STOP_REASON_UNSPECIFIED),
                 usage=usage_proto(event.usage),
-                cost=ev.Cost(token_usd=event.token_usd, price_version=event.price_version),
+                cost=ev.Cost(
+                    token_usd=event.token_usd,
+                    compute_usd=event.compute_usd,
+                    price_version=event.price_version,
+                ),
                 session_id=event.session_id,
             )
         )
@@ -150,6 +156,17 @@ def usage_proto(usage: Usage) -> ev.Usage:
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+    )
+
+
+def _compute(request: router_pb2.RunRequest) -> ComputeChoice:
+    c = request.compute
+    if c.policy and c.policy not in POLICIES:
+        raise InvalidArgument("compute.policy", "must be latency-aware or cost-aware")
+    return ComputeChoice(
+        provider=v.short_text(c.provider, "compute.provider", 64),
+        policy=c.policy,
+        region=v.short_text(c.region, "compute.region", 64),
     )
 
 

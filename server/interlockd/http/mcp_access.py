@@ -65,8 +65,21 @@ class McpAccessRegistry:
         non-positive ``ttl``, duplicate tool names or a tool whose parameter
         schema is not a valid JSON schema.
         """
+        return self.bind(secrets.token_urlsafe(_TOKEN_BYTES), tools, runner, ttl)
+
+    def bind(self, token: str, tools: Sequence[Tool], runner: ToolRunner, ttl: float) -> McpGrant:
+        """Like :meth:`open`, for a token the caller keeps: a long-lived runtime's.
+
+        A compute session's runtime is configured once with one token; each
+        run on it binds its own tools to that token for the run's duration,
+        and between runs the token opens nothing. ValueError as for
+        :meth:`open`, for a token shorter than 32 characters, or one already
+        bound (its runs must not overlap).
+        """
         if ttl <= 0:
             raise ValueError(f"ttl: must be positive, got {ttl}")
+        if len(token) < 32:
+            raise ValueError("token: must have at least 32 characters")
         by_name: dict[str, Tool] = {}
         for tool in tools:
             if tool.spec.name in by_name:
@@ -74,9 +87,11 @@ class McpAccessRegistry:
             by_name[tool.spec.name] = tool
         validators = {name: ArgumentValidator(t.spec.parameters) for name, t in by_name.items()}
         self._expire()
-        token = secrets.token_urlsafe(_TOKEN_BYTES)
+        digest = _digest(token)
+        if digest in self._grants:
+            raise ValueError("token: already bound to a run in progress")
         grant = McpGrant(token, by_name, runner, self._clock() + ttl, validators, _registry=self)
-        self._grants[_digest(token)] = grant
+        self._grants[digest] = grant
         return grant
 
     def close(self, grant: McpGrant) -> None:

@@ -29,6 +29,7 @@ class RunFinished:
     token_usd: float
     price_version: str
     session_id: str
+    compute_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,14 @@ from interlockd.backends.base import (
     UsageReport,
 )
 from interlockd.backends.registry import BackendRegistry
+from interlockd.compute.base import ComputeError
+from interlockd.compute.scheduler import (
+    ComputeCharge,
+    ComputeScheduler,
+    Lease,
+    PlacementRequest,
+    Plan,
+)
 from interlockd.config import RunSettings
 from interlockd.context.tokens import estimate_tokens
 from interlockd.context.window import Budget, assemble, check_message_fits
@@ -56,8 +64,10 @@ from interlockd.errors import (
     InvalidArgument,
     ProviderError,
     ProviderSessionLost,
+    ProviderUnavailable,
     Unavailable,
 )
+from interlockd.http.mcp_access import McpAccessRegistry, McpGrant
 from interlockd.ids import new_id
 from interlockd.integrations.registry import RunTools
 from interlockd.integrations.tools import Tool, ToolContext
@@ -65,7 +75,7 @@ from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
 from interlockd.runs.pauses import PauseBoard, applies
 from interlockd.runs.provider_state import StoreProviderState
 from interlockd.runs.recording import SandboxToolRunner, TurnRecorder, user_entry
-from interlockd.runs.request import RunInput
+from interlockd.runs.request import ComputeChoice, RunInput
 from interlockd.store.base import LedgerRow, NewRun, Pause, Run, RunStatus, Store
 
 log = structlog.get_logger(__name__)
@@ -82,6 +92,13 @@ class _Progress:
     #: The provider session the turn ran in (backends that keep sessions);
     #: "" when the backend let go of it.
     session: str | None = None
+    #: Self-hosted runtimes: the placement, the session held, the MCP access of
+    #: the run's tools, and the compute charge once released.
+    plan: Plan | None = None
+    lease: Lease | None = None
+    grant: McpGrant | None = None
+    charge: ComputeCharge | None = None
+    agent: str = ""  # the saved agent's slug, for the ledger
 
 
 @dataclass(slots=True)
@@ -93,6 +110,7 @@ class _InFlight:
     provider: str
     task: asyncio.Task[Any] | None
     paused: Pause | None = None  # set when a pause stops it
+    compute_provider: str = ""  # where its runtime was placed (self-hosted runtimes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +142,13 @@ class Orchestrator:
         self._closing: set[asyncio.Task[object]] = set()
         self._inflight: dict[str, _InFlight] = {}
         self._pauses: PauseBoard | None = None
+        self._compute: ComputeScheduler | None = None
+        self._mcp: McpAccessRegistry | None = None
+
+    def use_compute(self, scheduler: ComputeScheduler, mcp: McpAccessRegistry) -> None:
+        """Place self-hosted runtimes with ``scheduler``; their tools go through ``mcp``."""
+        self._compute = scheduler
+        self._mcp = mcp
 
     def use_pauses(self, board: PauseBoard) -> None:
         """Refuse runs covered by ``board``'s pauses (see :meth:`stop_paused`)."""
@@ -137,7 +162,9 @@ class Orchestrator:
             if run.paused is not None or run.task is None:
                 continue
             for pause in pauses:
-                if applies(pause, run.sandbox_id, run.end_user_id, run.provider):
+                if applies(
+                    pause, run.sandbox_id, run.end_user_id, run.provider, run.compute_provider
+                ):
                     run.paused = pause
                     run.task.cancel(_PAUSED)
                     stopped += 1
@@ -184,27 +211,55 @@ class Orchestrator:
         )
         check_message_fits(estimate_tokens(req.message), budget, model)
 
+        plan = await self._plan_compute(req, provider, model) if backend.runtime else None
+
         run_id = new_id("run")
         conversation_id = req.session_id or new_id("conv")
         user = user_entry(req.message, run_id, provider, model)
         # Admission, the conversation (when new) and the user message in one
         # transaction: durable before the provider sees it, nothing stored if refused.
-        run = await self._store.begin_run(
-            NewRun(
-                id=run_id,
+        try:
+            run = await self._store.begin_run(
+                NewRun(
+                    id=run_id,
+                    sandbox_id=req.sandbox_id,
+                    end_user_id=req.end_user_id,
+                    conversation_id=conversation_id,
+                    provider=provider,
+                    model=model,
+                    request_id=req.request_id,
+                    labels=req.labels,
+                ),
+                create_conversation=not req.session_id,
+                entries=[user],
+            )
+        except BaseException:
+            if plan is not None and self._compute is not None:
+                self._compute.abandon(plan)
+            raise
+        async for event in self._execute(run, req, backend, model, tools, budget, max_output, plan):
+            yield event
+
+    async def _plan_compute(self, req: RunInput, provider: str, model: str) -> Plan:
+        """Admit a self-hosted runtime's run on compute (caps, pauses, the policy's choice)."""
+        if self._compute is None or not self._compute.providers:
+            raise FailedPrecondition(
+                f"provider {provider!r} runs on compute and the daemon has no compute "
+                "provider; configure [compute]"
+            )
+        return await self._compute.plan(
+            PlacementRequest(
                 sandbox_id=req.sandbox_id,
                 end_user_id=req.end_user_id,
-                conversation_id=conversation_id,
-                provider=provider,
+                agent_key=req.agent or f"{provider}/{model}",
+                agent_id=req.agent,
+                runtime=provider,
                 model=model,
-                request_id=req.request_id,
-                labels=req.labels,
-            ),
-            create_conversation=not req.session_id,
-            entries=[user],
+                provider=req.compute.provider,
+                policy=req.compute.policy,
+                region=req.compute.region,
+            )
         )
-        async for event in self._execute(run, req, backend, model, tools, budget, max_output):
-            yield event
 
     async def _with_agent(self, req: RunInput) -> RunInput:
         """``req`` with the saved agent's settings filled in (NotFound if there is none)."""
@@ -219,6 +274,11 @@ class Orchestrator:
             max_output_tokens=int(s.get("max_output_tokens", 0)),
             options=dict(s.get("google") or {}),
             max_runtime_seconds=float(s.get("max_runtime_seconds", 0)),
+            compute=ComputeChoice(
+                provider=req.compute.provider or s.get("compute_provider", ""),
+                policy=req.compute.policy or s.get("compute_policy", ""),
+                region=req.compute.region or s.get("compute_region", ""),
+            ),
         )
 
     async def _execute(
@@ -230,12 +290,13 @@ class Orchestrator:
         tools: list[Tool],
         budget: Budget,
         max_output: int | None,
+        plan: Plan | None = None,
     ) -> AsyncIterator[RunEvent]:
         log_ = log.bind(run_id=run.id, provider=run.provider, model=model)
         recorder = TurnRecorder(
             self._store, run.sandbox_id, run.conversation_id, run.id, run.provider, model
         )
-        progress = _Progress()
+        progress = _Progress(plan=plan, agent=req.agent)
         started = False
         outcome = _Outcome(status="cancelled", error=None)
         inflight = _InFlight(run.sandbox_id, run.end_user_id, run.provider, asyncio.current_task())
@@ -267,35 +328,41 @@ class Orchestrator:
                 model=model,
                 request_id=run.request_id,
             )
-            events = self._provider_events(run, backend, request, runner, budget, progress)
             limit = self._settings.max_run_seconds
             if req.max_runtime_seconds:
                 limit = min(limit, req.max_runtime_seconds)
-            async with (
-                asyncio.timeout(limit),
-                contextlib.aclosing(events),
-            ):
-                async for event in events:
-                    if isinstance(event, SessionBound):
-                        progress.session = event.session_id
-                        continue
-                    if not started:
-                        started = True
-                        yield start
-                    if isinstance(event, TextDelta):
-                        recorder.add_text(event.text)
-                        yield event
-                    elif isinstance(event, UsageReport):
-                        progress.usage = progress.usage + event.usage
-                    elif isinstance(event, TurnEnd):
-                        outcome = _Outcome(status="finished", stop_reason=event.stop_reason)
-                        break
-                    else:
-                        if isinstance(event, ToolCall) and event.provider_executed:
-                            await recorder.record_tool_call(event)
-                        elif isinstance(event, ToolResult) and event.provider_executed:
-                            await recorder.record_tool_result(event)
-                        yield event
+            async with asyncio.timeout(limit):
+                if plan is not None:
+                    lease = progress.lease = await self._lease(plan, run.id)
+                    inflight.compute_provider = lease.provider.name
+                    request = dataclasses.replace(request, runtime=lease.access)
+                    if self._mcp is not None:
+                        progress.grant = self._mcp.bind(
+                            lease.record.mcp_token, tools, runner, limit
+                        )
+                events = self._provider_events(run, backend, request, runner, budget, progress)
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        if isinstance(event, SessionBound):
+                            progress.session = event.session_id
+                            continue
+                        if not started:
+                            started = True
+                            yield start
+                        if isinstance(event, TextDelta):
+                            recorder.add_text(event.text)
+                            yield event
+                        elif isinstance(event, UsageReport):
+                            progress.usage = progress.usage + event.usage
+                        elif isinstance(event, TurnEnd):
+                            outcome = _Outcome(status="finished", stop_reason=event.stop_reason)
+                            break
+                        else:
+                            if isinstance(event, ToolCall) and event.provider_executed:
+                                await recorder.record_tool_call(event)
+                            elif isinstance(event, ToolResult) and event.provider_executed:
+                                await recorder.record_tool_result(event)
+                            yield event
             if outcome.status != "finished":
                 raise ProviderError(run.provider, "the turn ended without a final event")
         except ProviderError as exc:
@@ -365,7 +432,17 @@ class Orchestrator:
                 token_usd=finished.cost_usd,
                 price_version=catalog.PRICE_TABLE_VERSION,
                 session_id=run.conversation_id,
+                compute_usd=progress.charge.cost_usd if progress.charge else 0.0,
             )
+
+    async def _lease(self, plan: Plan, run_id: str) -> Lease:
+        """The run's compute session; a provider that cannot start it fails the run as
+        UNAVAILABLE (retryable: the next attempt may be placed elsewhere)."""
+        assert self._compute is not None
+        try:
+            return await self._compute.acquire(plan, run_id)
+        except ComputeError as exc:
+            raise ProviderUnavailable(exc.provider, exc.message) from exc
 
     async def _provider_events(
         self,
@@ -430,10 +507,16 @@ class Orchestrator:
     ) -> Run:
         """Write what the turn produced and its final state, ledger included."""
         self._inflight.pop(run.id, None)
+        if progress.grant is not None:
+            progress.grant.close()
+        if progress.plan is not None and self._compute is not None:
+            # The meter stops here, whatever ended the run.
+            progress.charge = await self._compute.release(progress.lease, progress.plan)
         usage = progress.usage
         cost = catalog.cost_usd(catalog.price(run.provider, model), usage)
-        ledger = (
-            [
+        ledger = []
+        if usage != Usage():
+            ledger.append(
                 LedgerRow(
                     run_id=run.id,
                     sandbox_id=run.sandbox_id,
@@ -444,11 +527,25 @@ class Orchestrator:
                     usage=usage,
                     cost_usd=cost,
                     price_version=catalog.PRICE_TABLE_VERSION,
+                    agent_id=progress.agent,
                 )
-            ]
-            if usage != Usage()
-            else []
-        )
+            )
+        if progress.charge is not None:
+            ledger.append(
+                LedgerRow(
+                    run_id=run.id,
+                    sandbox_id=run.sandbox_id,
+                    end_user_id=run.end_user_id,
+                    kind="compute",
+                    provider=progress.charge.provider,
+                    model=model,
+                    usage=Usage(),
+                    cost_usd=progress.charge.cost_usd,
+                    price_version=progress.charge.price_version,
+                    compute_seconds=progress.charge.seconds,
+                    agent_id=progress.agent,
+                )
+            )
         err = outcome.error
         finished = await self._store.finish_run(
             run.id,
@@ -541,12 +638,14 @@ class Orchestrator:
                     entry.tool_call_id, entry.tool_name, entry.text, entry.is_error
                 )
         if run.status == "finished":
+            ledger = await self._store.list_ledger(run.sandbox_id, run.id)
             yield RunFinished(
                 stop_reason=run.stop_reason,
                 usage=run.usage,
                 token_usd=run.cost_usd,
                 price_version=catalog.PRICE_TABLE_VERSION,
                 session_id=run.conversation_id,
+                compute_usd=sum(r.cost_usd for r in ledger if r.kind == "compute"),
             )
         else:
             yield RunFailed(

@@ -76,15 +76,24 @@ class PauseBoard:
         if new and self._on_new is not None:
             self._on_new(new)
 
+    def find(
+        self, sandbox_id: str, end_user_id: str, provider: str, compute_provider: str = ""
+    ) -> Pause | None:
+        """The first pause that covers a run with these coordinates, if any."""
+        for pause in self._pauses:
+            if applies(pause, sandbox_id, end_user_id, provider, compute_provider):
+                return pause
+        return None
+
     def check(
         self, sandbox_id: str, end_user_id: str, provider: str, compute_provider: str = ""
     ) -> None:
         """FailedPrecondition naming the first pause that covers the run, if any."""
-        for pause in self._pauses:
-            if applies(pause, sandbox_id, end_user_id, provider, compute_provider):
-                raise FailedPrecondition(
-                    f"refused by {pause.describe()}; runs resume when it is cleared"
-                )
+        pause = self.find(sandbox_id, end_user_id, provider, compute_provider)
+        if pause is not None:
+            raise FailedPrecondition(
+                f"refused by {pause.describe()}; runs resume when it is cleared"
+            )
 
     async def _loop(self) -> None:
         while True:

@@ -6,6 +6,15 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
+class ComputeChoice:
+    """Where a self-hosted runtime should run (empty fields: the agent's or the default)."""
+
+    provider: str = ""
+    policy: str = ""
+    region: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RunInput:
     sandbox_id: str
     end_user_id: str
@@ -24,3 +33,5 @@ class RunInput:
     agent: str = ""
     #: Upper bound of this run in seconds (0: the daemon's ``runs.max_run_seconds``).
     max_runtime_seconds: float = 0
+    #: Self-hosted runtimes: the compute placement asked for.
+    compute: ComputeChoice = field(default_factory=ComputeChoice)

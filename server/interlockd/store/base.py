@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from interlockd.backends.base import Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
     from datetime import datetime
 
@@ -171,6 +171,58 @@ class LedgerRow:
     agent_id: str = ""
 
 
+# ---- ledger queries: what the Ledger service reads back ------------------------------
+
+LedgerKind = Literal["tokens", "compute"]
+#: What :meth:`Store.summarize_usage` adds up by; ``day`` is the UTC day a row was written.
+UsageGroup = Literal["end_user", "agent", "run", "provider", "day"]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFilter:
+    """Which ledger rows a listing or a summary covers: every field set must match.
+
+    Empty strings and None match everything. ``since`` is inclusive, ``until``
+    exclusive; both compare with the time a row was written.
+    """
+
+    run_id: str = ""
+    end_user_id: str = ""
+    agent_id: str = ""
+    provider: str = ""
+    kind: LedgerKind | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A ledger row as stored: the row and when it was written (its run's end)."""
+
+    row: LedgerRow
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Ledger rows added up: one group of a summary (``key``), or all of them (``key`` "")."""
+
+    key: str
+    token_cost_usd: float
+    compute_cost_usd: float
+    usage: Usage  # tokens of the rows (compute rows carry none)
+    compute_seconds: float  # of the compute rows
+    run_count: int  # distinct runs
+    entry_count: int  # rows
+
+    @property
+    def total_cost_usd(self) -> float:
+        return self.token_cost_usd + self.compute_cost_usd
+
+
+# ---- end of ledger queries -----------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class SearchHit:
     conversation_id: str
@@ -268,6 +320,50 @@ class Pause:
         else:
             what = f"the pause of {self.scope.replace('_', ' ')} {self.target}"
         return f"{what} ({self.reason})" if self.reason else what
+
+
+ComputeStatus = Literal["creating", "running", "suspended", "archived", "destroyed", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeSessionRecord:
+    """The router's record of one compute session (see migration 0006)."""
+
+    id: str
+    sandbox_id: str
+    end_user_id: str
+    agent_key: str  # the saved agent's slug, or "<provider>/<model>"
+    runtime: str  # the agent provider running in it ("hermes")
+    provider: str  # the compute provider ("local", "daytona", "fly_sprites")
+    external_id: str  # the provider's id; "" until created
+    status: ComputeStatus
+    region: str
+    endpoint: str  # base URL while running, without credentials
+    spec_fingerprint: str
+    api_key: str  # the runtime server's key (sealed at rest)
+    mcp_token: str  # the session's MCP bearer token (sealed at rest)
+    tags: dict[str, str]  # user_id, sandbox_id, agent_id, run_id (the latest)
+    active_seconds: float
+    created_at: datetime
+    updated_at: datetime
+    last_active_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one run's runtime was placed, and why."""
+
+    run_id: str
+    sandbox_id: str
+    compute_session_id: str
+    provider: str
+    policy: str
+    reason: str
+    #: Every provider considered: {"provider", "verdict" ("chosen" | "eligible" |
+    #: "skipped"), "note"}.
+    candidates: list[dict[str, str]]
+    ready_seconds: float
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,6 +673,50 @@ class Store(abc.ABC):
     async def list_ledger(self, sandbox_id: str, run_id: str = "") -> list[LedgerRow]:
         """Ledger rows of the sandbox (of one run when ``run_id`` is given)."""
 
+    # ---- ledger queries (the Ledger service) -----------------------------------
+
+    @abc.abstractmethod
+    async def list_ledger_entries(
+        self, sandbox_id: str, where: LedgerFilter, page_size: int, page_token: str
+    ) -> Page[LedgerEntry]:
+        """The sandbox's ledger rows matching ``where``, newest first, paged by an opaque token.
+
+        Newest first means by the time a row was written, descending; rows
+        written at the same microsecond come latest-written first. Paging is
+        by position (keyset), so rows written while a client pages never
+        shift or repeat a page. Raise InvalidArgument naming ``page_token``
+        for a token that is not from this listing, ValueError for a
+        ``page_size`` below 1. Never returns another sandbox's rows; an
+        unknown sandbox simply has none.
+        """
+
+    @abc.abstractmethod
+    async def summarize_usage(
+        self,
+        sandbox_id: str,
+        group_by: UsageGroup,
+        where: LedgerFilter,
+        page_size: int,
+        page_token: str,
+    ) -> Page[UsageTotals]:
+        """The sandbox's ledger rows matching ``where``, added up per group, by key ascending.
+
+        The key is the row's ``end_user_id``, ``agent_id`` ('' for runs of no
+        saved agent), ``run_id`` or ``provider``, or for ``day`` the UTC date
+        the row was written as ``YYYY-MM-DD`` (so keys sort chronologically).
+        Only groups with at least one matching row appear. Grouping and
+        summing happen in the database, in one query per page, never by
+        loading rows into the caller. Paging and errors as for
+        :meth:`list_ledger_entries`.
+        """
+
+    @abc.abstractmethod
+    async def usage_total(self, sandbox_id: str, where: LedgerFilter) -> UsageTotals:
+        """Every ledger row of the sandbox matching ``where``, added up (``key`` ''); all
+        zeros when none match."""
+
+    # ---- end of ledger queries ---------------------------------------------------
+
     # ---- provider state: sessions, resources, secrets --------------------------
 
     @abc.abstractmethod
@@ -838,6 +978,80 @@ class Store(abc.ABC):
     async def list_pauses(self, sandbox_id: str | None = None) -> list[Pause]:
         """Pauses in force, oldest first: all of them (None), or those that apply to a
         sandbox (its own and the daemon-wide ones)."""
+
+    # ---- compute sessions and placements ---------------------------------------
+
+    @abc.abstractmethod
+    async def create_compute_session(
+        self,
+        *,
+        session_id: str,
+        sandbox_id: str,
+        end_user_id: str,
+        agent_key: str,
+        runtime: str,
+        provider: str,
+        region: str,
+        spec_fingerprint: str,
+        api_key: str,
+        mcp_token: str,
+        tags: Mapping[str, str],
+        now: datetime,
+    ) -> ComputeSessionRecord:
+        """Record a new session ``session_id`` (a ``cs_`` id the caller made, so specs can
+        name it before it is stored) of the key, status ``creating``, secrets sealed.
+
+        AlreadyExists when the key has a session that is neither destroyed nor failed; NotFound
+        for an unknown sandbox."""
+
+    @abc.abstractmethod
+    async def get_compute_session(self, session_id: str) -> ComputeSessionRecord:
+        """The session (any sandbox: callers check the tenant); NotFound if none."""
+
+    @abc.abstractmethod
+    async def find_compute_session(
+        self, sandbox_id: str, end_user_id: str, agent_key: str
+    ) -> ComputeSessionRecord | None:
+        """The key's session that is neither destroyed nor failed, if any."""
+
+    @abc.abstractmethod
+    async def update_compute_session(
+        self,
+        session_id: str,
+        *,
+        status: ComputeStatus | None = None,
+        external_id: str | None = None,
+        endpoint: str | None = None,
+        region: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        add_active_seconds: float = 0.0,
+        last_active_at: datetime | None = None,
+    ) -> ComputeSessionRecord:
+        """Change the given fields (``add_active_seconds`` adds); return the session.
+        NotFound if there is none."""
+
+    @abc.abstractmethod
+    async def list_compute_sessions(
+        self,
+        sandbox_id: str | None = None,
+        *,
+        end_user_id: str = "",
+        agent_key: str = "",
+        provider: str = "",
+        statuses: Sequence[ComputeStatus] = (),
+        idle_since: datetime | None = None,
+    ) -> list[ComputeSessionRecord]:
+        """Sessions, oldest first: of one sandbox (or all with None), narrowed by the
+        given filters; ``idle_since`` keeps those last active at or before it."""
+
+    @abc.abstractmethod
+    async def record_placement(self, placement: Placement) -> None:
+        """Store why ``placement.run_id`` went where it did (once per run)."""
+
+    @abc.abstractmethod
+    async def get_placement(self, run_id: str) -> Placement:
+        """The run's placement (any sandbox: callers check the tenant); NotFound if
+        the run was not placed on compute."""
 
     # ---- keys ----------------------------------------------------------------
 

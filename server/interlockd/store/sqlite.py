@@ -68,6 +68,8 @@ from interlockd.errors import (
 )
 from interlockd.store.base import (
     ApiKey,
+    ComputeSessionRecord,
+    ComputeStatus,
     ConnectFlow,
     Conversation,
     EntryKind,
@@ -75,12 +77,15 @@ from interlockd.store.base import (
     Integration,
     IntegrationKind,
     IntegrationStatus,
+    LedgerEntry,
+    LedgerFilter,
     LedgerRow,
     NewEntry,
     NewRun,
     Page,
     Pause,
     PauseScope,
+    Placement,
     ProviderSession,
     Quotas,
     RotationReport,
@@ -90,6 +95,8 @@ from interlockd.store.base import (
     SavedAgent,
     SearchHit,
     Store,
+    UsageGroup,
+    UsageTotals,
     WindowEntry,
     check_secret_name,
 )
@@ -106,7 +113,7 @@ from interlockd.store.crypto import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 T = TypeVar("T")
 
@@ -351,6 +358,62 @@ def _agent(keys: SandboxKeys, r: sqlite3.Row) -> SavedAgent:
     )
 
 
+_COMPUTE_COLUMNS = (
+    "id, sandbox_id, end_user_id, agent_key, runtime, provider, external_id, status, region, "
+    "endpoint, spec_fingerprint, secrets_sealed, tags, active_seconds, created_at, updated_at, "
+    "last_active_at"
+)
+
+
+def _us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _compute_session(keys: SandboxKeys, r: sqlite3.Row) -> ComputeSessionRecord:
+    secrets_ = orjson.loads(
+        keys.open(r["secrets_sealed"], table="compute_sessions", row=r["id"], column="secrets")
+    )
+    return ComputeSessionRecord(
+        id=r["id"],
+        sandbox_id=r["sandbox_id"],
+        end_user_id=r["end_user_id"],
+        agent_key=r["agent_key"],
+        runtime=r["runtime"],
+        provider=r["provider"],
+        external_id=r["external_id"],
+        status=r["status"],
+        region=r["region"],
+        endpoint=r["endpoint"],
+        spec_fingerprint=r["spec_fingerprint"],
+        api_key=secrets_["api_key"],
+        mcp_token=secrets_["mcp_token"],
+        tags=orjson.loads(r["tags"]),
+        active_seconds=r["active_seconds"],
+        created_at=_time(r["created_at"]),
+        updated_at=_time(r["updated_at"]),
+        last_active_at=_time(r["last_active_at"]),
+    )
+
+
+def _opener(r: sqlite3.Row) -> Callable[[SandboxKeys], ComputeSessionRecord]:
+    return lambda keys: _compute_session(keys, r)
+
+
+def _placement(r: sqlite3.Row) -> Placement:
+    return Placement(
+        run_id=r["run_id"],
+        sandbox_id=r["sandbox_id"],
+        compute_session_id=r["compute_session_id"],
+        provider=r["provider"],
+        policy=r["policy"],
+        reason=r["reason"],
+        candidates=orjson.loads(r["candidates"]),
+        ready_seconds=r["ready_seconds"],
+        created_at=_time(r["created_at"]),
+    )
+
+
 def _pause(r: sqlite3.Row) -> Pause:
     return Pause(
         scope=r["scope"],
@@ -433,6 +496,78 @@ def _ledger_row(r: sqlite3.Row) -> LedgerRow:
         compute_seconds=r["compute_seconds"],
         agent_id=r["agent_id"],
     )
+
+
+# ---- ledger queries ---------------------------------------------------------------
+# The Ledger service's listings and summaries. Sums are computed by SQLite
+# (GROUP BY), so a summary costs one query however many rows it covers.
+
+#: The key of each summary grouping. Days are UTC dates, which sort chronologically.
+_USAGE_KEYS: dict[str, str] = {
+    "end_user": "end_user_id",
+    "agent": "agent_id",
+    "run": "run_id",
+    "provider": "provider",
+    "day": "strftime('%Y-%m-%d', created_at / 1000000, 'unixepoch')",
+}
+# TOTAL() is SUM() that answers 0.0 instead of NULL for no rows.
+_USAGE_SUMS = (
+    "TOTAL(CASE WHEN kind = 'tokens' THEN cost_usd END) AS token_cost_usd, "
+    "TOTAL(CASE WHEN kind = 'compute' THEN cost_usd END) AS compute_cost_usd, "
+    "COALESCE(SUM(input_tokens), 0) AS input_tokens, "
+    "COALESCE(SUM(output_tokens), 0) AS output_tokens, "
+    "COALESCE(SUM(cache_read_tokens), 0) AS cache_read_tokens, "
+    "COALESCE(SUM(cache_write_tokens), 0) AS cache_write_tokens, "
+    "COALESCE(SUM(reasoning_tokens), 0) AS reasoning_tokens, "
+    "TOTAL(compute_seconds) AS compute_seconds, "
+    "COUNT(DISTINCT run_id) AS run_count, "
+    "COUNT(*) AS entry_count"
+)
+_LEDGER_ROW_ID = re.compile(r"[0-9]{1,18}")
+
+
+def _ledger_time(moment: datetime) -> int:
+    """Microseconds since the epoch, in integers (a float would lose microseconds)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _ledger_where(sandbox_id: str, where: LedgerFilter) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (to be ANDed) and parameters selecting ``where``'s rows."""
+    clauses = ["sandbox_id = ?"]
+    params: list[Any] = [sandbox_id]
+    for column, value in (
+        ("run_id", where.run_id),
+        ("end_user_id", where.end_user_id),
+        ("agent_id", where.agent_id),
+        ("provider", where.provider),
+        ("kind", where.kind or ""),
+    ):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if where.since is not None:
+        clauses.append("created_at >= ?")
+        params.append(_ledger_time(where.since))
+    if where.until is not None:
+        clauses.append("created_at < ?")
+        params.append(_ledger_time(where.until))
+    return clauses, params
+
+
+def _usage_totals(r: sqlite3.Row, key: str) -> UsageTotals:
+    return UsageTotals(
+        key=key,
+        token_cost_usd=r["token_cost_usd"],
+        compute_cost_usd=r["compute_cost_usd"],
+        usage=_usage(r),
+        compute_seconds=r["compute_seconds"],
+        run_count=r["run_count"],
+        entry_count=r["entry_count"],
+    )
+
+
+# ---- end of ledger queries --------------------------------------------------------
 
 
 def _wrapped(r: sqlite3.Row) -> WrappedKey:
@@ -1259,6 +1394,73 @@ class SqliteStore(Store):
             )
         return [_ledger_row(r) for r in rows]
 
+    # ---- ledger queries (the Ledger service) -------------------------------------
+
+    async def list_ledger_entries(
+        self, sandbox_id: str, where: LedgerFilter, page_size: int, page_token: str
+    ) -> Page[LedgerEntry]:
+        size = _check_page_size(page_size)
+        before = (_MAX_INT, _MAX_INT)
+        if page_token:
+            at, row_id = _read_page_token(page_token, "ledger")
+            if not _LEDGER_ROW_ID.fullmatch(row_id):
+                raise InvalidArgument(
+                    "page_token", "is not a token from a previous page of this listing"
+                )
+            before = (at, int(row_id))
+        clauses, params = _ledger_where(sandbox_id, where)
+        # Rows are ordered by (created_at, id): id breaks ties in the order written.
+        rows = await self._fetch(
+            f"SELECT id, created_at, {_LEDGER_COLUMNS} FROM ledger "
+            f"WHERE {' AND '.join(clauses)} AND (created_at, id) < (?, ?) "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, *before, size + 1),
+        )
+        items = [LedgerEntry(_ledger_row(r), _time(r["created_at"])) for r in rows[:size]]
+        token = ""
+        if len(rows) > size:
+            last = rows[size - 1]
+            token = _page_token("ledger", last["created_at"], str(last["id"]))
+        return Page(items, token)
+
+    async def summarize_usage(
+        self,
+        sandbox_id: str,
+        group_by: UsageGroup,
+        where: LedgerFilter,
+        page_size: int,
+        page_token: str,
+    ) -> Page[UsageTotals]:
+        size = _check_page_size(page_size)
+        key = _USAGE_KEYS.get(group_by)
+        if key is None:
+            raise ValueError(f"group_by must be one of {sorted(_USAGE_KEYS)}, got {group_by!r}")
+        listing = f"usage/{group_by}"
+        clauses, params = _ledger_where(sandbox_id, where)
+        if page_token:
+            _, after = _read_page_token(page_token, listing)
+            clauses.append(f"{key} > ?")
+            params.append(after)
+        rows = await self._fetch(
+            f"SELECT {key} AS group_key, {_USAGE_SUMS} FROM ledger "
+            f"WHERE {' AND '.join(clauses)} GROUP BY group_key ORDER BY group_key LIMIT ?",
+            (*params, size + 1),
+        )
+        items = [_usage_totals(r, r["group_key"]) for r in rows[:size]]
+        token = ""
+        if len(rows) > size:
+            token = _page_token(listing, 0, rows[size - 1]["group_key"])
+        return Page(items, token)
+
+    async def usage_total(self, sandbox_id: str, where: LedgerFilter) -> UsageTotals:
+        clauses, params = _ledger_where(sandbox_id, where)
+        rows = await self._fetch(
+            f"SELECT {_USAGE_SUMS} FROM ledger WHERE {' AND '.join(clauses)}", params
+        )
+        return _usage_totals(rows[0], "")
+
+    # ---- end of ledger queries ---------------------------------------------------
+
     # ---- provider state: sessions, resources, secrets ------------------------------
 
     async def get_provider_session(
@@ -1528,6 +1730,191 @@ class SqliteStore(Store):
                 (sandbox_id,),
             )
         return [_pause(r) for r in rows]
+
+    # ---- compute sessions and placements -----------------------------------------
+
+    async def create_compute_session(
+        self,
+        *,
+        session_id: str,
+        sandbox_id: str,
+        end_user_id: str,
+        agent_key: str,
+        runtime: str,
+        provider: str,
+        region: str,
+        spec_fingerprint: str,
+        api_key: str,
+        mcp_token: str,
+        tags: Mapping[str, str],
+        now: datetime,
+    ) -> ComputeSessionRecord:
+        keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
+        sealed = keys.seal(
+            orjson.dumps({"api_key": api_key, "mcp_token": mcp_token}).decode(),
+            table="compute_sessions",
+            row=session_id,
+            column="secrets",
+        )
+        at = _us(now)
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO compute_sessions (id, sandbox_id, end_user_id, agent_key, "
+                    "runtime, provider, status, region, spec_fingerprint, secrets_sealed, tags, "
+                    "created_at, updated_at, last_active_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        session_id,
+                        sandbox_id,
+                        end_user_id,
+                        agent_key,
+                        runtime,
+                        provider,
+                        region,
+                        spec_fingerprint,
+                        sealed,
+                        orjson.dumps(dict(tags), option=orjson.OPT_SORT_KEYS).decode(),
+                        at,
+                        at,
+                        at,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_constraint(exc, "UNIQUE"):
+                    raise AlreadyExists(
+                        f"end user {end_user_id!r} already has a compute session for {agent_key!r}"
+                    ) from None
+                if _is_constraint(exc, "FOREIGNKEY"):
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                raise
+        return await self.get_compute_session(session_id)
+
+    async def get_compute_session(self, session_id: str) -> ComputeSessionRecord:
+        rows = await self._fetch(
+            f"SELECT {_COMPUTE_COLUMNS} FROM compute_sessions WHERE id = ?", (session_id,)
+        )
+        if not rows:
+            raise NotFound(f"compute session {session_id} not found")
+        row = rows[0]
+        return await self._opened(row["sandbox_id"], lambda keys: _compute_session(keys, row))
+
+    async def find_compute_session(
+        self, sandbox_id: str, end_user_id: str, agent_key: str
+    ) -> ComputeSessionRecord | None:
+        rows = await self._fetch(
+            f"SELECT {_COMPUTE_COLUMNS} FROM compute_sessions WHERE sandbox_id = ? "
+            "AND end_user_id = ? AND agent_key = ? AND status NOT IN ('destroyed', 'failed')",
+            (sandbox_id, end_user_id, agent_key),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return await self._opened(sandbox_id, lambda keys: _compute_session(keys, row))
+
+    async def update_compute_session(
+        self,
+        session_id: str,
+        *,
+        status: ComputeStatus | None = None,
+        external_id: str | None = None,
+        endpoint: str | None = None,
+        region: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        add_active_seconds: float = 0.0,
+        last_active_at: datetime | None = None,
+    ) -> ComputeSessionRecord:
+        sets = ["updated_at = ?", "active_seconds = active_seconds + ?"]
+        params: list[Any] = [_now_us(), add_active_seconds]
+        for column, value in (
+            ("status", status),
+            ("external_id", external_id),
+            ("endpoint", endpoint),
+            ("region", region),
+        ):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                params.append(value)
+        if tags is not None:
+            sets.append("tags = ?")
+            params.append(orjson.dumps(dict(tags), option=orjson.OPT_SORT_KEYS).decode())
+        if last_active_at is not None:
+            sets.append("last_active_at = ?")
+            params.append(_us(last_active_at))
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE compute_sessions SET {', '.join(sets)} WHERE id = ?",
+                (*params, session_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"compute session {session_id} not found")
+        return await self.get_compute_session(session_id)
+
+    async def list_compute_sessions(
+        self,
+        sandbox_id: str | None = None,
+        *,
+        end_user_id: str = "",
+        agent_key: str = "",
+        provider: str = "",
+        statuses: Sequence[ComputeStatus] = (),
+        idle_since: datetime | None = None,
+    ) -> list[ComputeSessionRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("sandbox_id", sandbox_id),
+            ("end_user_id", end_user_id),
+            ("agent_key", agent_key),
+            ("provider", provider),
+        ):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if idle_since is not None:
+            where.append("last_active_at <= ?")
+            params.append(_us(idle_since))
+        rows = await self._fetch(
+            f"SELECT {_COMPUTE_COLUMNS} FROM compute_sessions "
+            f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY created_at, id",
+            params,
+        )
+        sessions = []
+        for row in rows:
+            sessions.append(await self._opened(row["sandbox_id"], _opener(row)))
+        return sessions
+
+    async def record_placement(self, placement: Placement) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO placements (run_id, sandbox_id, compute_session_id, provider, "
+                "policy, reason, candidates, ready_seconds, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    placement.run_id,
+                    placement.sandbox_id,
+                    placement.compute_session_id,
+                    placement.provider,
+                    placement.policy,
+                    placement.reason,
+                    orjson.dumps(placement.candidates).decode(),
+                    placement.ready_seconds,
+                    _us(placement.created_at),
+                ),
+            )
+
+    async def get_placement(self, run_id: str) -> Placement:
+        rows = await self._fetch(
+            "SELECT run_id, sandbox_id, compute_session_id, provider, policy, reason, "
+            "candidates, ready_seconds, created_at FROM placements WHERE run_id = ?",
+            (run_id,),
+        )
+        if not rows:
+            raise NotFound(f"run {run_id} has no compute placement")
+        return _placement(rows[0])
 
     # ---- integrations -----------------------------------------------------------
 

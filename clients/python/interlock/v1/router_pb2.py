@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from interlock.v1 import events_pb2 as interlock_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19interlock/v1/router.proto\x12\x0cinterlock.v1\x1a\x19interlock/v1/events.proto\"\xd7\x03\n\nRunRequest\x12\x1e\n\x0b\x65nd_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\x16\n\x06system\x18\x05 \x01(\tR\x06system\x12\x18\n\x07message\x18\x06 \x01(\tR\x07message\x12\x14\n\x05tools\x18\x07 \x03(\tR\x05tools\x12\x1d\n\nrequest_id\x18\x08 \x01(\tR\trequestId\x12<\n\x06labels\x18\t \x03(\x0b\x32$.interlock.v1.RunRequest.LabelsEntryR\x06labels\x12*\n\x11max_output_tokens\x18\n \x01(\x05R\x0fmaxOutputTokens\x12\x36\n\x06google\x18\x0b \x01(\x0b\x32\x1e.interlock.v1.GoogleRunOptionsR\x06google\x12\x14\n\x05\x61gent\x18\x0c \x01(\tR\x05\x61gent\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"^\n\x10GoogleRunOptions\x12.\n\x13reasoning_engine_id\x18\x01 \x01(\tR\x11reasoningEngineId\x12\x1a\n\x08location\x18\x02 \x01(\tR\x08location2J\n\x0b\x41gentRouter\x12;\n\x03Run\x12\x18.interlock.v1.RunRequest\x1a\x18.interlock.v1.AgentEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19interlock/v1/router.proto\x12\x0cinterlock.v1\x1a\x19interlock/v1/events.proto\"\x8f\x04\n\nRunRequest\x12\x1e\n\x0b\x65nd_user_id\x18\x01 \x01(\tR\tendUserId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\x12\x16\n\x06system\x18\x05 \x01(\tR\x06system\x12\x18\n\x07message\x18\x06 \x01(\tR\x07message\x12\x14\n\x05tools\x18\x07 \x03(\tR\x05tools\x12\x1d\n\nrequest_id\x18\x08 \x01(\tR\trequestId\x12<\n\x06labels\x18\t \x03(\x0b\x32$.interlock.v1.RunRequest.LabelsEntryR\x06labels\x12*\n\x11max_output_tokens\x18\n \x01(\x05R\x0fmaxOutputTokens\x12\x36\n\x06google\x18\x0b \x01(\x0b\x32\x1e.interlock.v1.GoogleRunOptionsR\x06google\x12\x14\n\x05\x61gent\x18\x0c \x01(\tR\x05\x61gent\x12\x36\n\x07\x63ompute\x18\r \x01(\x0b\x32\x1c.interlock.v1.ComputeOptionsR\x07\x63ompute\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\\\n\x0e\x43omputeOptions\x12\x1a\n\x08provider\x18\x01 \x01(\tR\x08provider\x12\x16\n\x06policy\x18\x02 \x01(\tR\x06policy\x12\x16\n\x06region\x18\x03 \x01(\tR\x06region\"^\n\x10GoogleRunOptions\x12.\n\x13reasoning_engine_id\x18\x01 \x01(\tR\x11reasoningEngineId\x12\x1a\n\x08location\x18\x02 \x01(\tR\x08location2J\n\x0b\x41gentRouter\x12;\n\x03Run\x12\x18.interlock.v1.RunRequest\x1a\x18.interlock.v1.AgentEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_RUNREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_RUNREQUEST']._serialized_start=71
-  _globals['_RUNREQUEST']._serialized_end=542
-  _globals['_RUNREQUEST_LABELSENTRY']._serialized_start=485
-  _globals['_RUNREQUEST_LABELSENTRY']._serialized_end=542
-  _globals['_GOOGLERUNOPTIONS']._serialized_start=544
-  _globals['_GOOGLERUNOPTIONS']._serialized_end=638
-  _globals['_AGENTROUTER']._serialized_start=640
-  _globals['_AGENTROUTER']._serialized_end=714
+  _globals['_RUNREQUEST']._serialized_end=598
+  _globals['_RUNREQUEST_LABELSENTRY']._serialized_start=541
+  _globals['_RUNREQUEST_LABELSENTRY']._serialized_end=598
+  _globals['_COMPUTEOPTIONS']._serialized_start=600
+  _globals['_COMPUTEOPTIONS']._serialized_end=692
+  _globals['_GOOGLERUNOPTIONS']._serialized_start=694
+  _globals['_GOOGLERUNOPTIONS']._serialized_end=788
+  _globals['_AGENTROUTER']._serialized_start=790
+  _globals['_AGENTROUTER']._serialized_end=864
 # @@protoc_insertion_point(module_scope)

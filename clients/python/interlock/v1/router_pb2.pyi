@@ -56,6 +56,7 @@ class RunRequest(_message.Message):
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     GOOGLE_FIELD_NUMBER: _builtins.int
     AGENT_FIELD_NUMBER: _builtins.int
+    COMPUTE_FIELD_NUMBER: _builtins.int
     end_user_id: _builtins.str
     """Your identifier of the end user the turn is for (1-128 characters of
     letters, digits, `_ - . @ :`). Conversations are private to an end user.
@@ -87,7 +88,7 @@ class RunRequest(_message.Message):
     """A saved agent's slug (see the Agents service): its provider, model,
     system prompt, tool allow-list and settings apply. With `agent` set,
     `provider`, `model`, `system`, `tools`, `max_output_tokens` and `google`
-    must be empty.
+    must be empty (`compute` may override the agent's compute settings).
     """
     @_builtins.property
     def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -105,6 +106,13 @@ class RunRequest(_message.Message):
     def google(self) -> Global___GoogleRunOptions:
         """Options of a turn on Google (Vertex AI Agent Engine); ignored elsewhere."""
 
+    @_builtins.property
+    def compute(self) -> Global___ComputeOptions:
+        """Where a self-hosted runtime (provider "hermes") runs; ignored by the
+        other providers. Unset uses the saved agent's settings or the daemon's
+        default policy.
+        """
+
     def __init__(
         self,
         *,
@@ -120,14 +128,54 @@ class RunRequest(_message.Message):
         max_output_tokens: _builtins.int = ...,
         google: Global___GoogleRunOptions | None = ...,
         agent: _builtins.str = ...,
+        compute: Global___ComputeOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["google", b"google"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compute", b"compute", "google", b"google"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "end_user_id", b"end_user_id", "google", b"google", "labels", b"labels", "max_output_tokens", b"max_output_tokens", "message", b"message", "model", b"model", "provider", b"provider", "request_id", b"request_id", "session_id", b"session_id", "system", b"system", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "compute", b"compute", "end_user_id", b"end_user_id", "google", b"google", "labels", b"labels", "max_output_tokens", b"max_output_tokens", "message", b"message", "model", b"model", "provider", b"provider", "request_id", b"request_id", "session_id", b"session_id", "system", b"system", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunRequest: _TypeAlias = RunRequest  # noqa: Y015
+
+@_typing.final
+class ComputeOptions(_message.Message):
+    """Placement of a self-hosted runtime on compute (see `interlock compute
+    explain` for the choice a run got).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Pin a compute provider configured on the daemon ("local", "daytona",
+    "fly_sprites"); the run is refused rather than placed elsewhere when it
+    cannot take it. Empty lets the policy choose.
+    """
+    policy: _builtins.str
+    """"latency-aware" (the default: keep the end user's warm session, spill to
+    the next provider when one is full or unhealthy) or "cost-aware" (the
+    cheapest for the run, counting start-up time). Empty uses the daemon's
+    default.
+    """
+    region: _builtins.str
+    """Only providers that serve this region (e.g. "us"); empty for any."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        policy: _builtins.str = ...,
+        region: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "provider", b"provider", "region", b"region"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComputeOptions: _TypeAlias = ComputeOptions  # noqa: Y015
 
 @_typing.final
 class GoogleRunOptions(_message.Message):

@@ -3,8 +3,9 @@
 
 -- One long-lived compute session (a process, a sandbox, a sprite running a
 -- self-hosted runtime) per (sandbox, end user, agent key): the agent's slug,
--- or "<provider>/<model>" for runs without a saved agent. A destroyed session
--- stays as history; at most one other session exists per key.
+-- or "<provider>/<model>" for runs without a saved agent. Destroyed sessions
+-- stay as history, and a failed one until the reaper has destroyed it at its
+-- provider; at most one other session exists per key.
 CREATE TABLE compute_sessions (
     id               TEXT PRIMARY KEY,                 -- cs_...
     sandbox_id       TEXT NOT NULL REFERENCES sandboxes (id) ON DELETE CASCADE,
@@ -28,7 +29,8 @@ CREATE TABLE compute_sessions (
 ) STRICT;
 
 CREATE UNIQUE INDEX compute_sessions_by_key
-    ON compute_sessions (sandbox_id, end_user_id, agent_key) WHERE status <> 'destroyed';
+    ON compute_sessions (sandbox_id, end_user_id, agent_key)
+    WHERE status NOT IN ('destroyed', 'failed');
 
 CREATE INDEX compute_sessions_by_status ON compute_sessions (status, last_active_at);
 

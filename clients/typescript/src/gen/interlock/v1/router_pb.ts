@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file interlock/v1/router.proto.
  */
 export const file_interlock_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("ChlpbnRlcmxvY2svdjEvcm91dGVyLnByb3RvEgxpbnRlcmxvY2sudjEi2QIKClJ1blJlcXVlc3QSEwoLZW5kX3VzZXJfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRINCgVtb2RlbBgEIAEoCRIOCgZzeXN0ZW0YBSABKAkSDwoHbWVzc2FnZRgGIAEoCRINCgV0b29scxgHIAMoCRISCgpyZXF1ZXN0X2lkGAggASgJEjQKBmxhYmVscxgJIAMoCzIkLmludGVybG9jay52MS5SdW5SZXF1ZXN0LkxhYmVsc0VudHJ5EhkKEW1heF9vdXRwdXRfdG9rZW5zGAogASgFEi4KBmdvb2dsZRgLIAEoCzIeLmludGVybG9jay52MS5Hb29nbGVSdW5PcHRpb25zEg0KBWFnZW50GAwgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQQoQR29vZ2xlUnVuT3B0aW9ucxIbChNyZWFzb25pbmdfZW5naW5lX2lkGAEgASgJEhAKCGxvY2F0aW9uGAIgASgJMkoKC0FnZW50Um91dGVyEjsKA1J1bhIYLmludGVybG9jay52MS5SdW5SZXF1ZXN0GhguaW50ZXJsb2NrLnYxLkFnZW50RXZlbnQwAWIGcHJvdG8z", [file_interlock_v1_events]);
+  fileDesc("ChlpbnRlcmxvY2svdjEvcm91dGVyLnByb3RvEgxpbnRlcmxvY2sudjEiiAMKClJ1blJlcXVlc3QSEwoLZW5kX3VzZXJfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRINCgVtb2RlbBgEIAEoCRIOCgZzeXN0ZW0YBSABKAkSDwoHbWVzc2FnZRgGIAEoCRINCgV0b29scxgHIAMoCRISCgpyZXF1ZXN0X2lkGAggASgJEjQKBmxhYmVscxgJIAMoCzIkLmludGVybG9jay52MS5SdW5SZXF1ZXN0LkxhYmVsc0VudHJ5EhkKEW1heF9vdXRwdXRfdG9rZW5zGAogASgFEi4KBmdvb2dsZRgLIAEoCzIeLmludGVybG9jay52MS5Hb29nbGVSdW5PcHRpb25zEg0KBWFnZW50GAwgASgJEi0KB2NvbXB1dGUYDSABKAsyHC5pbnRlcmxvY2sudjEuQ29tcHV0ZU9wdGlvbnMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCCg5Db21wdXRlT3B0aW9ucxIQCghwcm92aWRlchgBIAEoCRIOCgZwb2xpY3kYAiABKAkSDgoGcmVnaW9uGAMgASgJIkEKEEdvb2dsZVJ1bk9wdGlvbnMSGwoTcmVhc29uaW5nX2VuZ2luZV9pZBgBIAEoCRIQCghsb2NhdGlvbhgCIAEoCTJKCgtBZ2VudFJvdXRlchI7CgNSdW4SGC5pbnRlcmxvY2sudjEuUnVuUmVxdWVzdBoYLmludGVybG9jay52MS5BZ2VudEV2ZW50MAFiBnByb3RvMw", [file_interlock_v1_events]);
 
 /**
  * One agent turn.
@@ -110,11 +110,20 @@ export type RunRequest = Message<"interlock.v1.RunRequest"> & {
    * A saved agent's slug (see the Agents service): its provider, model,
    * system prompt, tool allow-list and settings apply. With `agent` set,
    * `provider`, `model`, `system`, `tools`, `max_output_tokens` and `google`
-   * must be empty.
+   * must be empty (`compute` may override the agent's compute settings).
    *
    * @generated from field: string agent = 12;
    */
   agent: string;
+
+  /**
+   * Where a self-hosted runtime (provider "hermes") runs; ignored by the
+   * other providers. Unset uses the saved agent's settings or the daemon's
+   * default policy.
+   *
+   * @generated from field: interlock.v1.ComputeOptions compute = 13;
+   */
+  compute?: ComputeOptions | undefined;
 };
 
 /**
@@ -123,6 +132,47 @@ export type RunRequest = Message<"interlock.v1.RunRequest"> & {
  */
 export const RunRequestSchema: GenMessage<RunRequest> = /*@__PURE__*/
   messageDesc(file_interlock_v1_router, 0);
+
+/**
+ * Placement of a self-hosted runtime on compute (see `interlock compute
+ * explain` for the choice a run got).
+ *
+ * @generated from message interlock.v1.ComputeOptions
+ */
+export type ComputeOptions = Message<"interlock.v1.ComputeOptions"> & {
+  /**
+   * Pin a compute provider configured on the daemon ("local", "daytona",
+   * "fly_sprites"); the run is refused rather than placed elsewhere when it
+   * cannot take it. Empty lets the policy choose.
+   *
+   * @generated from field: string provider = 1;
+   */
+  provider: string;
+
+  /**
+   * "latency-aware" (the default: keep the end user's warm session, spill to
+   * the next provider when one is full or unhealthy) or "cost-aware" (the
+   * cheapest for the run, counting start-up time). Empty uses the daemon's
+   * default.
+   *
+   * @generated from field: string policy = 2;
+   */
+  policy: string;
+
+  /**
+   * Only providers that serve this region (e.g. "us"); empty for any.
+   *
+   * @generated from field: string region = 3;
+   */
+  region: string;
+};
+
+/**
+ * Describes the message interlock.v1.ComputeOptions.
+ * Use `create(ComputeOptionsSchema)` to create a new message.
+ */
+export const ComputeOptionsSchema: GenMessage<ComputeOptions> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_router, 1);
 
 /**
  * Where a turn on Google runs: a deployed agent (see `interlock google deploy`).
@@ -152,7 +202,7 @@ export type GoogleRunOptions = Message<"interlock.v1.GoogleRunOptions"> & {
  * Use `create(GoogleRunOptionsSchema)` to create a new message.
  */
 export const GoogleRunOptionsSchema: GenMessage<GoogleRunOptions> = /*@__PURE__*/
-  messageDesc(file_interlock_v1_router, 1);
+  messageDesc(file_interlock_v1_router, 2);
 
 /**
  * Runs agent turns. Authenticate with a sandbox API key:

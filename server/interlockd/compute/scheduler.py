@@ -1,0 +1,711 @@
+"""The compute scheduler: places self-hosted runtimes, keeps them warm or asleep, bills them.
+
+One long-lived compute session per (sandbox, end user, agent key) — the
+saved agent's slug, or ``<provider>/<model>`` for runs without one — is kept
+in the store (:class:`ComputeSessionRecord`) with its provider, external id,
+status, endpoint, secrets and tags. A run on a runtime backend goes:
+
+1. :meth:`ComputeScheduler.plan` (before the run is admitted, nothing stored):
+   the per-user caps, then a :class:`~interlockd.compute.policy.Choice` of
+   provider from a snapshot of the providers — health (circuit breakers fed by
+   probes and by session starts), compute-provider pauses, capacity, where the
+   key's session is, measured start times.
+2. :meth:`ComputeScheduler.acquire` (the run's clock is running): takes the
+   key's lock — runs of one key take turns, since a runtime holds one run's
+   tools at a time — retires a session on another provider or with a changed
+   spec, creates or resumes the session, fetches its endpoint (tokens may
+   change on every start), records the placement and returns a :class:`Lease`.
+3. :meth:`ComputeScheduler.release`: the seconds from acquire to release are
+   the run's active compute seconds; it returns their :class:`ComputeCharge`
+   for the ledger and stamps the session's idle timer.
+
+A background reaper suspends sessions idle for ``idle_stop_seconds``, archives
+those suspended for ``archive_after_seconds`` and destroys failed ones; a
+health loop probes each provider. Time comes from an injected clock (epoch
+seconds) so all of it is testable without waiting.
+
+Locks and counters are this process's: several replicas sharing a store keep
+one session per key (the store's unique index) but each applies the caps to
+its own runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+import structlog
+
+from interlockd import ids
+from interlockd.backends.base import AgentBackend, RuntimeAccess, RuntimeContext
+from interlockd.compute.base import ComputeError, ComputeProvider, ComputeSession, SessionSpec
+from interlockd.compute.breaker import CircuitBreaker
+from interlockd.compute.policy import Candidate, Choice, Existing, PolicyName, choose
+from interlockd.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from interlockd.runs.pauses import PauseBoard
+from interlockd.store.base import ComputeSessionRecord, ComputeStatus, Placement, Store
+
+log = structlog.get_logger(__name__)
+
+#: Weight of the newest measurement in a provider's start-time averages.
+_EWMA = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeSettings:
+    """How the scheduler keeps sessions and whom it admits (``[compute]`` in the config)."""
+
+    #: Stop a session after this many seconds without a run (its state is kept).
+    idle_stop_seconds: float = 15 * 60.0
+    #: Archive a session suspended this long (resumes slowly, costs least).
+    archive_after_seconds: float = 7 * 86_400.0
+    reaper_interval_seconds: float = 30.0
+    health_interval_seconds: float = 30.0
+    #: Consecutive failures (probes or starts) that open a provider's breaker.
+    breaker_failures: int = 3
+    breaker_cooldown_seconds: float = 60.0
+    #: Per end user: running sessions (0: no limit) and runs in progress at once.
+    max_active_sessions_per_user: int = 3
+    max_concurrent_runs_per_user: int = 2
+    default_policy: PolicyName = "latency-aware"
+    #: The run profile cost-aware placement prices: seconds a run keeps compute busy.
+    expected_run_seconds: float = 60.0
+    #: Most running sessions per provider (absent or 0: no limit).
+    capacity: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRequest:
+    """Where a run wants its runtime, in the scheduler's terms."""
+
+    sandbox_id: str
+    end_user_id: str
+    agent_key: str  # the saved agent's slug, or "<provider>/<model>"
+    agent_id: str  # the saved agent's slug ("" without one), for tags and the ledger
+    runtime: str  # the agent provider ("hermes")
+    model: str
+    provider: str = ""  # pinned compute provider; "" lets the policy choose
+    policy: str = ""  # "latency-aware" | "cost-aware"; "" = the default
+    region: str = ""
+
+
+@dataclass(eq=False, slots=True)
+class Plan:
+    """An admitted placement: the choice, and the user's run slot it holds until released."""
+
+    request: PlacementRequest
+    choice: Choice
+    released: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class Lease:
+    """A run's hold on a running compute session."""
+
+    plan: Plan
+    record: ComputeSessionRecord
+    provider: ComputeProvider
+    access: RuntimeAccess
+    started: float  # scheduler clock, when acquire began (billing starts)
+    ready_seconds: float
+    lock: asyncio.Lock
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeCharge:
+    """What one run's compute cost: its active seconds at the provider's rate."""
+
+    provider: str
+    seconds: float
+    cost_usd: float
+    price_version: str
+    compute_session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHealth:
+    name: str
+    healthy: bool
+    breaker: Literal["closed", "open", "half_open"]
+    last_error: str
+    running: int
+    capacity: int
+    cold_start_seconds: float
+    resume_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReport:
+    suspended: int = 0
+    archived: int = 0
+    destroyed: int = 0
+
+
+class ComputeScheduler:
+    """Places runs on compute providers and keeps their sessions."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Sequence[ComputeProvider],
+        runtimes: Callable[[str], AgentBackend],
+        *,
+        settings: ComputeSettings | None = None,
+        pauses: PauseBoard | None = None,
+        mcp_url: Callable[[], str] = lambda: "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``providers`` in order of preference; ``runtimes`` finds the backend of a
+        runtime name (the spec builder); ``mcp_url`` is the daemon's MCP endpoint as a
+        runtime reaches it; ``clock`` gives epoch seconds."""
+        self._store = store
+        self._providers = {p.name: p for p in providers}
+        self._order = [p.name for p in providers]
+        self._runtimes = runtimes
+        self._settings = settings or ComputeSettings()
+        self._pauses = pauses
+        self._mcp_url = mcp_url
+        self._clock = clock
+        self._breakers = {
+            name: CircuitBreaker(
+                failures=self._settings.breaker_failures,
+                cooldown_seconds=self._settings.breaker_cooldown_seconds,
+                clock=clock,
+            )
+            for name in self._order
+        }
+        self._cold = {p.name: p.capabilities.cold_start_seconds for p in providers}
+        self._resume = {p.name: p.capabilities.resume_seconds for p in providers}
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._user_runs: dict[tuple[str, str], int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def providers(self) -> list[str]:
+        """Configured provider names, in order of preference."""
+        return list(self._order)
+
+    def provider(self, name: str) -> ComputeProvider:
+        try:
+            return self._providers[name]
+        except KeyError:
+            raise InvalidArgument("provider", f"unknown compute provider {name!r}") from None
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the reaper and the health probes."""
+        self._tasks = [
+            asyncio.create_task(
+                self._every(self._settings.reaper_interval_seconds, self.reap), name="reaper"
+            ),
+            asyncio.create_task(
+                self._every(self._settings.health_interval_seconds, self.probe), name="probes"
+            ),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the background loops and the providers' local work (sessions stay)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for provider in self._providers.values():
+            try:
+                await provider.aclose()
+            except Exception:
+                log.exception("compute_provider_close_failed", provider=provider.name)
+
+    async def _every(self, seconds: float, work: Callable[[], object]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                result = work()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:  # a hiccup must not end the loop
+                log.exception("compute_background_failed")
+
+    # ---- placement ---------------------------------------------------------------
+
+    async def plan(self, request: PlacementRequest) -> Plan:
+        """Admit and place a run, storing nothing; the plan holds a run slot of the end
+        user until :meth:`release` or :meth:`abandon`.
+
+        ResourceExhausted (with what to do) when a per-user cap is reached;
+        otherwise the errors of :func:`~interlockd.compute.policy.choose`.
+        """
+        s = self._settings
+        policy = request.policy or s.default_policy
+        if policy not in ("latency-aware", "cost-aware"):
+            raise InvalidArgument(
+                "compute.policy", f"unknown policy {policy!r}; use latency-aware or cost-aware"
+            )
+        existing = await self._store.find_compute_session(
+            request.sandbox_id, request.end_user_id, request.agent_key
+        )
+        running = await self._store.list_compute_sessions(statuses=("creating", "running"))
+        if s.max_active_sessions_per_user and (existing is None or existing.status != "running"):
+            mine = [
+                r
+                for r in running
+                if r.sandbox_id == request.sandbox_id and r.end_user_id == request.end_user_id
+            ]
+            if len(mine) >= s.max_active_sessions_per_user:
+                raise ResourceExhausted(
+                    f"end user {request.end_user_id!r} has {len(mine)} active compute sessions "
+                    f"(limit {s.max_active_sessions_per_user}): wait for one to stop after "
+                    f"{s.idle_stop_seconds:g} s idle, suspend one (interlock compute suspend "
+                    f"{mine[0].id}), or raise compute.max_active_sessions_per_user"
+                )
+        candidates = [self._candidate(name, request, existing, running) for name in self._order]
+        choice = choose(
+            candidates,
+            policy=policy,  # type: ignore[arg-type]  # checked above
+            pinned=request.provider,
+            region=request.region,
+            expected_run_seconds=s.expected_run_seconds,
+        )
+        user = (request.sandbox_id, request.end_user_id)
+        in_progress = self._user_runs.get(user, 0)
+        if s.max_concurrent_runs_per_user and in_progress >= s.max_concurrent_runs_per_user:
+            raise ResourceExhausted(
+                f"end user {request.end_user_id!r} has {in_progress} runs on self-hosted "
+                f"runtimes in progress (limit {s.max_concurrent_runs_per_user}): wait for one "
+                "to finish, or raise compute.max_concurrent_runs_per_user"
+            )
+        self._user_runs[user] = in_progress + 1
+        return Plan(request, choice)
+
+    def abandon(self, plan: Plan) -> None:
+        """Give back a plan's run slot without running (admission refused later). Idempotent."""
+        if plan.released:
+            return
+        plan.released = True
+        user = (plan.request.sandbox_id, plan.request.end_user_id)
+        left = self._user_runs.get(user, 1) - 1
+        if left > 0:
+            self._user_runs[user] = left
+        else:
+            self._user_runs.pop(user, None)
+
+    def _candidate(
+        self,
+        name: str,
+        request: PlacementRequest,
+        existing: ComputeSessionRecord | None,
+        running: list[ComputeSessionRecord],
+    ) -> Candidate:
+        provider = self._providers[name]
+        pause = (
+            self._pauses.find(request.sandbox_id, request.end_user_id, request.runtime, name)
+            if self._pauses is not None
+            else None
+        )
+        status: Existing = None
+        if (
+            existing is not None
+            and existing.provider == name
+            and existing.status in ("running", "suspended", "archived")
+        ):
+            status = existing.status
+        compute_pause = pause is not None and pause.scope == "compute_provider"
+        return Candidate(
+            name=name,
+            capabilities=provider.capabilities,
+            price=provider.price,
+            healthy=self._breakers[name].available(),
+            paused_by=pause.describe() if pause is not None and compute_pause else "",
+            running=sum(1 for r in running if r.provider == name),
+            capacity=self._settings.capacity.get(name, 0),
+            existing=status,
+            cold_start_seconds=self._cold[name],
+            resume_seconds=self._resume[name],
+        )
+
+    async def acquire(self, plan: Plan, run_id: str) -> Lease:
+        """A running session for the plan's key on the chosen provider, for run ``run_id``.
+
+        Waits while another run of the same key holds it. ComputeError when the
+        provider cannot start it (its breaker counts the failure); the caller
+        still calls :meth:`release` with the plan (see :meth:`abandon`).
+        """
+        req = plan.request
+        started = self._clock()
+        lock = self._locks.setdefault(
+            (req.sandbox_id, req.end_user_id, req.agent_key), asyncio.Lock()
+        )
+        await lock.acquire()
+        try:
+            lease = await self._ensure(plan, run_id, started, lock)
+        except BaseException:
+            lock.release()
+            raise
+        return lease
+
+    async def _ensure(self, plan: Plan, run_id: str, started: float, lock: asyncio.Lock) -> Lease:
+        req = plan.request
+        name = plan.choice.provider
+        provider = self._providers[name]
+        backend = self._runtimes(req.runtime)
+        record = await self._store.find_compute_session(
+            req.sandbox_id, req.end_user_id, req.agent_key
+        )
+        spec: SessionSpec | None = None
+        if record is not None and record.provider != name:
+            await self._retire(record, f"the run was placed on {name}")
+            record = None
+        if record is not None:
+            spec = backend.session_spec(
+                self._context(req, record.id, record.api_key, record.mcp_token)
+            )
+            if _fingerprint(spec) != record.spec_fingerprint:
+                await self._retire(record, "the runtime's configuration changed")
+                record = None
+        if record is None:
+            session_id = ids.new_id("cs")
+            api_key = secrets.token_urlsafe(32)
+            mcp_token = secrets.token_urlsafe(32)
+            spec = backend.session_spec(self._context(req, session_id, api_key, mcp_token))
+            try:
+                record = await self._store.create_compute_session(
+                    session_id=session_id,
+                    sandbox_id=req.sandbox_id,
+                    end_user_id=req.end_user_id,
+                    agent_key=req.agent_key,
+                    runtime=req.runtime,
+                    provider=name,
+                    region=req.region,
+                    spec_fingerprint=_fingerprint(spec),
+                    api_key=api_key,
+                    mcp_token=mcp_token,
+                    tags=_tags(req, run_id),
+                    now=_datetime(self._clock()),
+                )
+            except AlreadyExists:
+                # Another replica created it meanwhile: the next run uses it.
+                raise ComputeError(
+                    name, "another replica is starting this session; retry"
+                ) from None
+        assert spec is not None
+        was = record.status
+        breaker = self._breakers[name]
+        if not breaker.claim():
+            raise ComputeError(name, f"unhealthy, not starting sessions ({breaker.last_error})")
+        t0 = self._clock()
+        try:
+            session = await provider.ensure(spec, record.external_id or None)
+            endpoint = await provider.endpoint(session)
+        except Exception as exc:
+            error = exc if isinstance(exc, ComputeError) else ComputeError(name, repr(exc))
+            breaker.failure(error.message)
+            if was == "creating":
+                await self._store.update_compute_session(record.id, status="failed")
+            log.warning(
+                "compute_start_failed", provider=name, session=record.id, error=error.message
+            )
+            raise error from exc
+        breaker.success()
+        ready = self._clock() - t0
+        self._measure(name, was, ready)
+        record = await self._store.update_compute_session(
+            record.id,
+            status="running",
+            external_id=session.external_id,
+            endpoint=endpoint.base_url,
+            region=session.region or record.region,
+            tags=_tags(req, run_id),
+        )
+        await self._store.record_placement(
+            Placement(
+                run_id=run_id,
+                sandbox_id=req.sandbox_id,
+                compute_session_id=record.id,
+                provider=name,
+                policy=plan.choice.policy,
+                reason=plan.choice.reason,
+                candidates=[v.as_dict() for v in plan.choice.verdicts],
+                ready_seconds=round(ready, 3),
+                created_at=_datetime(self._clock()),
+            )
+        )
+        log.info(
+            "compute_placed",
+            run_id=run_id,
+            provider=name,
+            session=record.id,
+            was=was,
+            ready_seconds=round(ready, 3),
+            reason=plan.choice.reason,
+        )
+        access = RuntimeAccess(
+            base_url=endpoint.base_url.rstrip("/"),
+            headers=dict(endpoint.headers),
+            api_key=record.api_key,
+            compute_session_id=record.id,
+        )
+        return Lease(plan, record, provider, access, started, ready, lock)
+
+    async def release(self, lease: Lease | None, plan: Plan) -> ComputeCharge | None:
+        """End a run's hold: stamp the idle timer, give back the slot and the key's lock,
+        and return the run's compute charge (None when no session was acquired)."""
+        self.abandon(plan)
+        if lease is None:
+            return None
+        try:
+            now = self._clock()
+            seconds = max(0.0, now - lease.started)
+            await self._store.update_compute_session(
+                lease.record.id, add_active_seconds=seconds, last_active_at=_datetime(now)
+            )
+            price = lease.provider.price
+            return ComputeCharge(
+                provider=lease.provider.name,
+                seconds=round(seconds, 3),
+                cost_usd=seconds * price.active_usd_per_second,
+                price_version=price.price_version,
+                compute_session_id=lease.record.id,
+            )
+        finally:
+            lease.lock.release()
+
+    def _context(
+        self, req: PlacementRequest, session_id: str, api_key: str, mcp_token: str
+    ) -> RuntimeContext:
+        return RuntimeContext(
+            key=session_id,
+            model=req.model,
+            api_key=api_key,
+            mcp_url=self._mcp_url(),
+            mcp_token=mcp_token,
+            labels={
+                "sandbox_id": req.sandbox_id,
+                "user_id": req.end_user_id,
+                "agent_id": req.agent_id,
+            },
+        )
+
+    def _measure(self, name: str, was: ComputeStatus, seconds: float) -> None:
+        if was == "suspended":
+            self._resume[name] += _EWMA * (seconds - self._resume[name])
+        elif was in ("creating", "archived"):
+            self._cold[name] += _EWMA * (seconds - self._cold[name])
+
+    async def _retire(self, record: ComputeSessionRecord, why: str) -> None:
+        """Let go of a session the key no longer uses: destroy it now if its provider
+        answers, else mark it failed for the reaper to destroy later."""
+        log.info("compute_session_retired", session=record.id, provider=record.provider, why=why)
+        provider = self._providers.get(record.provider)
+        if provider is not None and record.external_id:
+            try:
+                await provider.destroy(_snapshot(record))
+            except Exception as exc:
+                log.warning("compute_destroy_failed", session=record.id, error=str(exc))
+                await self._store.update_compute_session(record.id, status="failed")
+                return
+        await self._store.update_compute_session(record.id, status="destroyed", endpoint="")
+
+    # ---- operating sessions ----------------------------------------------------------
+
+    def _lock_of(self, record: ComputeSessionRecord) -> asyncio.Lock:
+        return self._locks.setdefault(
+            (record.sandbox_id, record.end_user_id, record.agent_key), asyncio.Lock()
+        )
+
+    async def suspend(self, session_id: str) -> ComputeSessionRecord:
+        """Stop a running session now (waits for a run in progress), keeping its state."""
+        record = await self._store.get_compute_session(session_id)
+        async with self._lock_of(record):
+            return await self._suspend(await self._store.get_compute_session(session_id))
+
+    async def _suspend(self, record: ComputeSessionRecord) -> ComputeSessionRecord:
+        if record.status != "running":
+            return record
+        provider = self._providers.get(record.provider)
+        if provider is not None and provider.capabilities.suspend:
+            await provider.suspend(_snapshot(record))
+        # A provider without suspend idles the session by itself: it no longer bills.
+        return await self._store.update_compute_session(record.id, status="suspended", endpoint="")
+
+    async def resume(self, session_id: str) -> ComputeSessionRecord:
+        """Start a suspended or archived session again (ahead of a run)."""
+        record = await self._store.get_compute_session(session_id)
+        async with self._lock_of(record):
+            record = await self._store.get_compute_session(session_id)
+            if record.status in ("destroyed", "failed"):
+                raise NotFound(f"compute session {session_id} is {record.status}")
+            provider = self.provider(record.provider)
+            req = PlacementRequest(
+                sandbox_id=record.sandbox_id,
+                end_user_id=record.end_user_id,
+                agent_key=record.agent_key,
+                agent_id=record.tags.get("agent_id", ""),
+                runtime=record.runtime,
+                model=record.tags.get("model", ""),
+            )
+            spec = self._runtimes(record.runtime).session_spec(
+                self._context(req, record.id, record.api_key, record.mcp_token)
+            )
+            t0 = self._clock()
+            session = await provider.ensure(spec, record.external_id or None)
+            endpoint = await provider.endpoint(session)
+            self._measure(provider.name, record.status, self._clock() - t0)
+            return await self._store.update_compute_session(
+                record.id,
+                status="running",
+                external_id=session.external_id,
+                endpoint=endpoint.base_url,
+                last_active_at=_datetime(self._clock()),
+            )
+
+    async def destroy(self, session_id: str) -> ComputeSessionRecord:
+        """Delete a session and its state at its provider (waits for a run in progress)."""
+        record = await self._store.get_compute_session(session_id)
+        async with self._lock_of(record):
+            record = await self._store.get_compute_session(session_id)
+            if record.status == "destroyed":
+                return record
+            provider = self.provider(record.provider)
+            if record.external_id:
+                await provider.destroy(_snapshot(record))
+            return await self._store.update_compute_session(
+                record.id, status="destroyed", endpoint=""
+            )
+
+    # ---- background ------------------------------------------------------------------
+
+    async def reap(self) -> ReapReport:
+        """One pass: suspend idle sessions, archive long-suspended ones, destroy failed ones."""
+        s = self._settings
+        now = self._clock()
+        suspended = archived = destroyed = 0
+        for record in await self._store.list_compute_sessions(
+            statuses=("running",), idle_since=_datetime(now - s.idle_stop_seconds)
+        ):
+            lock = self._lock_of(record)
+            if lock.locked():
+                continue  # a run is using it (or waiting for it)
+            try:
+                async with lock:
+                    await self._suspend(await self._store.get_compute_session(record.id))
+                suspended += 1
+                log.info(
+                    "compute_session_idle_stopped", session=record.id, provider=record.provider
+                )
+            except Exception as exc:
+                log.warning("compute_idle_stop_failed", session=record.id, error=str(exc))
+        for record in await self._store.list_compute_sessions(
+            statuses=("suspended",), idle_since=_datetime(now - s.archive_after_seconds)
+        ):
+            provider = self._providers.get(record.provider)
+            if (
+                provider is None
+                or not provider.capabilities.archive
+                or self._lock_of(record).locked()
+            ):
+                continue
+            try:
+                async with self._lock_of(record):
+                    await provider.archive(_snapshot(record))
+                    await self._store.update_compute_session(record.id, status="archived")
+                archived += 1
+                log.info("compute_session_archived", session=record.id, provider=record.provider)
+            except Exception as exc:
+                log.warning("compute_archive_failed", session=record.id, error=str(exc))
+        for record in await self._store.list_compute_sessions(statuses=("failed",)):
+            provider = self._providers.get(record.provider)
+            if provider is None:
+                continue
+            try:
+                if record.external_id:
+                    await provider.destroy(_snapshot(record))
+                await self._store.update_compute_session(record.id, status="destroyed", endpoint="")
+                destroyed += 1
+            except Exception as exc:
+                log.warning("compute_destroy_failed", session=record.id, error=str(exc))
+        return ReapReport(suspended, archived, destroyed)
+
+    async def probe(self) -> None:
+        """Ask every provider whether it answers; feed its circuit breaker."""
+
+        async def one(name: str) -> None:
+            breaker = self._breakers[name]
+            try:
+                healthy = await asyncio.wait_for(self._providers[name].health(), timeout=10.0)
+                error = "" if healthy else "health probe failed"
+            except Exception as exc:
+                healthy, error = False, f"health probe failed: {exc!r}"
+            if healthy:
+                if breaker.state != "closed":
+                    log.info("compute_provider_recovered", provider=name)
+                breaker.success()
+            else:
+                breaker.failure(error)
+                log.warning("compute_provider_unhealthy", provider=name, state=breaker.state)
+
+        await asyncio.gather(*(one(name) for name in self._order))
+
+    async def health(self) -> list[ProviderHealth]:
+        """Each provider's breaker, load and measured start times."""
+        running = await self._store.list_compute_sessions(statuses=("creating", "running"))
+        return [
+            ProviderHealth(
+                name=name,
+                healthy=self._breakers[name].state == "closed",
+                breaker=self._breakers[name].state,
+                last_error=self._breakers[name].last_error,
+                running=sum(1 for r in running if r.provider == name),
+                capacity=self._settings.capacity.get(name, 0),
+                cold_start_seconds=round(self._cold[name], 3),
+                resume_seconds=round(self._resume[name], 3),
+            )
+            for name in self._order
+        ]
+
+
+def _fingerprint(spec: SessionSpec) -> str:
+    document = {
+        "command": list(spec.command),
+        "port": spec.port,
+        "env": dict(spec.env),
+        "files": {k: hashlib.sha256(v).hexdigest() for k, v in spec.files.items()},
+        "health_path": spec.health_path,
+        "size": spec.size,
+    }
+    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _tags(req: PlacementRequest, run_id: str) -> dict[str, str]:
+    return {
+        "user_id": req.end_user_id,
+        "sandbox_id": req.sandbox_id,
+        "agent_id": req.agent_id,
+        "run_id": run_id,
+        "model": req.model,
+    }
+
+
+def _snapshot(record: ComputeSessionRecord) -> ComputeSession:
+    status = record.status if record.status != "creating" else "failed"
+    return ComputeSession(
+        provider=record.provider,
+        external_id=record.external_id,
+        key=record.id,
+        status=status,
+        labels={"sandbox_id": record.sandbox_id, "user_id": record.end_user_id},
+        region=record.region,
+    )
+
+
+def _datetime(epoch_seconds: float) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, UTC)

@@ -136,6 +136,49 @@ class RunSettings(_Strict):
     max_run_seconds: float = Field(default=600.0, gt=0)
 
 
+class ComputeProviderSettings(_Strict):
+    """One place self-hosted runtimes run; its table name is the provider's name."""
+
+    kind: Literal["local", "daytona"]
+    #: Most sessions running on it at once (0: no limit); placement spills past it.
+    capacity: int = Field(default=0, ge=0)
+    #: kind = "local": where sessions' state directories live (under data_dir).
+    root: Path = Path("compute")
+    #: kind = "daytona": the API's base URL (default: the public one).
+    api_url: str = ""
+    #: kind = "daytona": the API key.
+    api_key: SecretStr | None = None
+    #: kind = "daytona": the region of sessions that ask for none.
+    target: str = ""
+    #: kind = "daytona": the snapshot with the runtime installed ("": Daytona's default).
+    snapshot: str = ""
+
+
+class ComputeSettings(_Strict):
+    """The compute scheduler (see interlockd/compute/scheduler.py)."""
+
+    #: Providers in order of preference: latency-aware placement takes the first
+    #: that can, spilling to the next when one is full, unhealthy or paused.
+    providers: dict[str, ComputeProviderSettings] = Field(
+        default_factory=lambda: {"local": ComputeProviderSettings(kind="local")}
+    )
+    default_policy: Literal["latency-aware", "cost-aware"] = "latency-aware"
+    #: Stop a session after this long without a run (its state is kept) ...
+    idle_stop_seconds: float = Field(default=900.0, gt=0)
+    #: ... and archive it after this long stopped.
+    archive_after_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    reaper_interval_seconds: float = Field(default=30.0, gt=0)
+    health_interval_seconds: float = Field(default=30.0, gt=0)
+    #: Consecutive failures that take a provider out of placement, and for how long.
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
+    #: Per end user: sessions running at once and runs in progress at once (0: no limit).
+    max_active_sessions_per_user: int = Field(default=3, ge=0)
+    max_concurrent_runs_per_user: int = Field(default=2, ge=0)
+    #: The run length cost-aware placement prices.
+    expected_run_seconds: float = Field(default=60.0, gt=0)
+
+
 class Settings(_Strict):
     #: host:port of the gRPC server. Port 0 picks a free port.
     listen: str = "127.0.0.1:7600"
@@ -158,6 +201,7 @@ class Settings(_Strict):
     keys: KeySettings = KeySettings()
     runs: RunSettings = RunSettings()
     integrations: IntegrationSettings = IntegrationSettings()
+    compute: ComputeSettings = ComputeSettings()
     providers: dict[str, ProviderSettings] = Field(
         default_factory=lambda: {"local": ProviderSettings(kind="local")}
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import structlog
@@ -25,6 +26,7 @@ from interlock.v1 import (
     conversations_pb2,
     events_pb2,
     integrations_pb2,
+    ledger_pb2,
     router_pb2,
     sandboxes_pb2,
 )
@@ -34,10 +36,13 @@ from interlockd.api.compute import ComputeServicer
 from interlockd.api.conversations import ConversationsServicer
 from interlockd.api.handlers import generic_handler
 from interlockd.api.integrations import IntegrationsServicer
+from interlockd.api.ledger import LedgerServicer
 from interlockd.api.router import AgentRouterServicer
 from interlockd.api.sandboxes import SandboxesServicer, create_api_key
 from interlockd.backends.base import AgentBackend, ModelInfo
 from interlockd.backends.registry import BackendRegistry
+from interlockd.compute.base import ComputeProvider
+from interlockd.compute.scheduler import ComputeScheduler, SchedulerSettings
 from interlockd.config import ConfigError, ProviderSettings, Settings
 from interlockd.context.search_tool import SearchConversationsTool
 from interlockd.http.dispatch import DispatchRegistry
@@ -64,6 +69,7 @@ _SERVICES = {
     "interlock.v1.Integrations": integrations_pb2,
     "interlock.v1.Compute": compute_pb2,
     "interlock.v1.Agents": agents_pb2,
+    "interlock.v1.Ledger": ledger_pb2,
 }
 
 
@@ -77,6 +83,7 @@ def _messages() -> dict[str, type]:
         conversations_pb2,
         integrations_pb2,
         compute_pb2,
+        ledger_pb2,
     ):
         for name in module.DESCRIPTOR.message_types_by_name:
             cls = getattr(module, name)
@@ -201,6 +208,48 @@ def build_backend(
     )
 
 
+def build_compute_providers(settings: Settings) -> list[ComputeProvider]:
+    """The configured compute providers, in order of preference."""
+    providers: list[ComputeProvider] = []
+    for name, c in settings.compute.providers.items():
+        provider: ComputeProvider
+        if c.kind == "local":
+            from interlockd.compute.local import LocalComputeProvider
+
+            provider = LocalComputeProvider(settings.resolve(c.root))
+        else:
+            from interlockd.compute.daytona import DaytonaProvider
+
+            options: dict[str, Any] = {"api_url": c.api_url} if c.api_url else {}
+            if c.target:
+                options["target"] = c.target
+            provider = DaytonaProvider(
+                api_key=c.api_key.get_secret_value() if c.api_key else "",
+                snapshot=c.snapshot or None,
+                **options,
+            )
+        provider.name = name
+        providers.append(provider)
+    return providers
+
+
+def scheduler_settings(settings: Settings) -> SchedulerSettings:
+    c = settings.compute
+    return SchedulerSettings(
+        idle_stop_seconds=c.idle_stop_seconds,
+        archive_after_seconds=c.archive_after_seconds,
+        reaper_interval_seconds=c.reaper_interval_seconds,
+        health_interval_seconds=c.health_interval_seconds,
+        breaker_failures=c.breaker_failures,
+        breaker_cooldown_seconds=c.breaker_cooldown_seconds,
+        max_active_sessions_per_user=c.max_active_sessions_per_user,
+        max_concurrent_runs_per_user=c.max_concurrent_runs_per_user,
+        default_policy=c.default_policy,
+        expected_run_seconds=c.expected_run_seconds,
+        capacity={name: p.capacity for name, p in c.providers.items() if p.capacity},
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BootstrapCredentials:
     operator_key: str | None
@@ -241,6 +290,7 @@ class Daemon:
         self.mcp_access = McpAccessRegistry()
         self.apps: dict[str, App] = {}
         self.pauses: PauseBoard | None = None
+        self.compute: ComputeScheduler | None = None
         self.http: HttpServer | None = None
         self.http_port = 0
         self._stopped = asyncio.Event()
@@ -269,6 +319,15 @@ class Daemon:
         self.pauses = PauseBoard(self.store, on_new=self.orchestrator.stop_paused)
         await self.pauses.start()
         self.orchestrator.use_pauses(self.pauses)
+        self.compute = ComputeScheduler(
+            self.store,
+            build_compute_providers(s),
+            self.backends.get,
+            settings=scheduler_settings(s),
+            pauses=self.pauses,
+            mcp_url=self._mcp_url,
+        )
+        self.orchestrator.use_compute(self.compute, self.mcp_access)
         self.connect_flows = ConnectFlows(
             self.store,
             self.apps,
@@ -294,6 +353,7 @@ class Daemon:
             "interlock.v1.Compute": ComputeServicer(
                 auth, self.store, self.pauses, self.orchestrator
             ),
+            "interlock.v1.Ledger": LedgerServicer(auth, self.store),
         }
         for full_name, module in _SERVICES.items():
             short = full_name.rsplit(".", 1)[1]
@@ -329,6 +389,7 @@ class Daemon:
             routes=[callback_route(self.connect_flows)],
         )
         self.http_port = await self.http.start()
+        await self.compute.start()
         for name in ("", *_SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -363,11 +424,19 @@ class Daemon:
             await self.orchestrator.drain(within=10.0)
         if self.pauses is not None:
             await self.pauses.stop()
+        if self.compute is not None:
+            # Runtimes keep running (or stay suspended) across a restart of the daemon.
+            await self.compute.stop()
         await self.backends.aclose()
         for app in self.apps.values():
             await app.aclose()
         await self.store.close()
         log.info("stopped")
+
+    def _mcp_url(self) -> str:
+        """The MCP endpoint as runtimes reach it: the public URL, else this host's."""
+        base = self.settings.integrations.public_url or f"http://127.0.0.1:{self.http_port}"
+        return base.rstrip("/") + "/mcp/"
 
     async def serve_until_signalled(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""

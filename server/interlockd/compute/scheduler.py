@@ -60,7 +60,7 @@ _EWMA = 0.3
 
 
 @dataclass(frozen=True, slots=True)
-class ComputeSettings:
+class SchedulerSettings:
     """How the scheduler keeps sessions and whom it admits (``[compute]`` in the config)."""
 
     #: Stop a session after this many seconds without a run (its state is kept).
@@ -158,7 +158,7 @@ class ComputeScheduler:
         providers: Sequence[ComputeProvider],
         runtimes: Callable[[str], AgentBackend],
         *,
-        settings: ComputeSettings | None = None,
+        settings: SchedulerSettings | None = None,
         pauses: PauseBoard | None = None,
         mcp_url: Callable[[], str] = lambda: "",
         clock: Callable[[], float] = time.time,
@@ -170,7 +170,7 @@ class ComputeScheduler:
         self._providers = {p.name: p for p in providers}
         self._order = [p.name for p in providers]
         self._runtimes = runtimes
-        self._settings = settings or ComputeSettings()
+        self._settings = settings or SchedulerSettings()
         self._pauses = pauses
         self._mcp_url = mcp_url
         self._clock = clock

@@ -5,5 +5,6 @@ export * from "./gen/interlock/v1/compute_pb.js";
 export * from "./gen/interlock/v1/conversations_pb.js";
 export * from "./gen/interlock/v1/events_pb.js";
 export * from "./gen/interlock/v1/integrations_pb.js";
+export * from "./gen/interlock/v1/ledger_pb.js";
 export * from "./gen/interlock/v1/router_pb.js";
 export * from "./gen/interlock/v1/sandboxes_pb.js";

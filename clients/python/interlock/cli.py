@@ -22,10 +22,12 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from datetime import UTC, datetime, timedelta
+from typing import TextIO, TypedDict
 
 from interlock import __version__
 from interlock.calls import PAUSE_SCOPES, connect_result
@@ -36,6 +38,7 @@ from interlock.client import (
     ENV_OPERATOR_KEY,
     Client,
     RunStream,
+    UsageGroup,
     from_env,
 )
 from interlock.errors import ConnectFailed, DeadlineExceeded, InterlockError, MissingCredentials
@@ -60,11 +63,13 @@ from interlock.render import (
     render_conversation_header,
     render_conversations,
     render_integrations,
+    render_ledger_entries,
     render_sandbox,
     render_sandboxes,
+    render_usage,
     to_json,
 )
-from interlock.v1 import agents_pb2, compute_pb2, conversations_pb2, sandboxes_pb2
+from interlock.v1 import agents_pb2, compute_pb2, conversations_pb2, ledger_pb2, sandboxes_pb2
 
 __all__ = ["amain", "build_parser", "main"]
 
@@ -80,6 +85,8 @@ DEFAULT_END_USER = "default"
 # missing key is reported as a usage error instead of a round trip.
 _API_KEY = "api"
 _OPERATOR_KEY = "operator"
+# The API key for its own sandbox, the operator key for the one --sandbox names.
+_API_OR_OPERATOR_KEY = "api-or-operator"
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,27 @@ def _label(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+_RELATIVE = re.compile(r"([0-9]{1,6})([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _when(text: str) -> datetime:
+    """A point in time: ``7d``/``12h``/``30m`` ago, or an ISO date or time (UTC unless
+    it says otherwise)."""
+    relative = _RELATIVE.fullmatch(text.strip())
+    if relative:
+        amount, unit = int(relative.group(1)), _UNITS[relative.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: amount})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration ago (30m, 12h, 7d, 2w) or an ISO date/time "
+            f"(2026-11-01, 2026-11-01T09:30Z), got {text!r}"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _add_connection_options(parser: argparse.ArgumentParser, default: object) -> None:
@@ -577,6 +605,62 @@ def build_parser() -> argparse.ArgumentParser:
         compute, "pauses", "list the pauses in force", _compute_pauses, _OPERATOR_KEY, [json_output]
     )
 
+    # the ledger: usage and ledger entries
+    ledger_filter = argparse.ArgumentParser(add_help=False)
+    ledger_filter.add_argument("--user", default="", metavar="ID", help="only this end user")
+    ledger_filter.add_argument(
+        "--agent", default="", metavar="SLUG", help="only runs of this saved agent"
+    )
+    ledger_filter.add_argument("--run", default="", metavar="RUN_ID", help="only this run")
+    ledger_filter.add_argument("--provider", default="", help="only this agent or compute provider")
+    ledger_filter.add_argument(
+        "--kind", default="", choices=["tokens", "compute"], help="only this kind of entry"
+    )
+    ledger_filter.add_argument(
+        "--since",
+        type=_when,
+        metavar="WHEN",
+        help="from this time on: 30m, 12h, 7d, 2w ago, or an ISO date/time (UTC by default)",
+    )
+    ledger_filter.add_argument(
+        "--until", type=_when, metavar="WHEN", help="before this time (same forms as --since)"
+    )
+    ledger_filter.add_argument(
+        "--sandbox",
+        default="",
+        metavar="ID",
+        help="read this sandbox's ledger with the operator key (default: the API key's)",
+    )
+    usage = leaf(
+        commands,
+        "usage",
+        "add up what runs cost, per end user, agent, run, provider or day",
+        _usage,
+        _API_OR_OPERATOR_KEY,
+        [ledger_filter, json_output],
+    )
+    usage.add_argument(
+        "--by",
+        default="user",
+        choices=sorted(_USAGE_GROUPS),
+        help="what to add up by (default: user, the end user)",
+    )
+    ledger = leaf(
+        commands,
+        "ledger",
+        "list ledger entries, newest first: each run's token and compute costs",
+        _ledger,
+        _API_OR_OPERATOR_KEY,
+        [ledger_filter, json_output],
+    )
+    ledger.add_argument(
+        "--limit",
+        type=_non_negative_int,
+        default=100,
+        metavar="N",
+        help="show at most N entries (default 100; 0: all of them)",
+    )
+
     # google
     google = group_of("google", "Vertex AI Agent Engine (needs the google extra)")
     help_text = "deploy the agent that runs Interlock turns on Agent Engine"
@@ -886,6 +970,82 @@ async def _conversations_delete(client: Client, args: argparse.Namespace, io: _I
     return EXIT_OK
 
 
+_USAGE_GROUPS: dict[str, UsageGroup] = {
+    "user": "end_user",
+    "agent": "agent",
+    "run": "run",
+    "provider": "provider",
+    "day": "day",
+}
+
+
+class _LedgerFilters(TypedDict):
+    run_id: str
+    end_user_id: str
+    agent: str
+    provider: str
+    kind: str
+    since: datetime | None
+    until: datetime | None
+    sandbox_id: str
+
+
+def _ledger_filters(args: argparse.Namespace) -> _LedgerFilters:
+    """The ledger filter flags as keyword arguments of ``client.ledger`` calls."""
+    return _LedgerFilters(
+        run_id=args.run,
+        end_user_id=args.user,
+        agent=args.agent,
+        provider=args.provider,
+        kind=args.kind,
+        since=args.since,
+        until=args.until,
+        sandbox_id=args.sandbox,
+    )
+
+
+async def _usage(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    group = _USAGE_GROUPS[args.by]
+    summary = await client.ledger.summarize_all(group, **_ledger_filters(args))
+    if args.json:
+        io.out.write(to_json(summary) + "\n")
+    elif summary.summaries:
+        render_usage(summary, group, io.out)
+    else:
+        io.err.write("no usage recorded for this selection\n")
+    return EXIT_OK
+
+
+async def _ledger(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    limit: int = args.limit
+    entries: list[ledger_pb2.LedgerEntry] = []
+    more = False
+    page_token = ""
+    while True:
+        page = await client.ledger.list(
+            page_size=min(limit, 1000) if limit else 1000,
+            page_token=page_token,
+            **_ledger_filters(args),
+        )
+        entries.extend(page.entries)
+        page_token = page.next_page_token
+        if limit and len(entries) >= limit:
+            more = bool(page_token) or len(entries) > limit
+            del entries[limit:]
+            break
+        if not page_token:
+            break
+    if args.json:
+        io.out.writelines(to_json(e) + "\n" for e in entries)
+    elif entries:
+        render_ledger_entries(entries, io.out)
+    else:
+        io.err.write("no ledger entries for this selection\n")
+    if more:
+        io.err.write(f"showing the newest {limit} entries; --limit 0 shows all of them\n")
+    return EXIT_OK
+
+
 class _UsageError(Exception):
     """A command line that parsed but cannot be acted on; exit 2."""
 
@@ -1113,10 +1273,13 @@ async def amain(argv: Sequence[str] | None = None) -> int:
     address = from_env(args.address, ENV_ADDRESS) or DEFAULT_ADDRESS
     api_key = from_env(args.api_key, ENV_API_KEY)
     operator_key = from_env(args.operator_key, ENV_OPERATOR_KEY)
-    if args.key == _API_KEY and not api_key:
+    key = args.key
+    if key == _API_OR_OPERATOR_KEY:
+        key = _OPERATOR_KEY if args.sandbox else _API_KEY
+    if key == _API_KEY and not api_key:
         io.err.write(f"error: no sandbox API key: pass --api-key or set {ENV_API_KEY}\n")
         return EXIT_USAGE
-    if args.key == _OPERATOR_KEY and not operator_key:
+    if key == _OPERATOR_KEY and not operator_key:
         io.err.write(f"error: no operator key: pass --operator-key or set {ENV_OPERATOR_KEY}\n")
         return EXIT_USAGE
 

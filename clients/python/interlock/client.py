@@ -27,8 +27,9 @@ import asyncio
 import builtins
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import grpc
 import grpc.aio
@@ -61,6 +62,8 @@ from interlock.v1 import (
     events_pb2,
     integrations_pb2,
     integrations_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
     router_pb2,
     router_pb2_grpc,
     sandboxes_pb2,
@@ -76,6 +79,7 @@ __all__ = [
     "Compute",
     "Conversations",
     "Integrations",
+    "Ledger",
     "RunStream",
     "Sandboxes",
     "from_env",
@@ -173,8 +177,9 @@ class Client:
     ``INTERLOCK_ADDRESS``, then ``127.0.0.1:7600``. ``api_key`` (a sandbox key;
     default ``INTERLOCK_API_KEY``) authenticates :meth:`run`,
     :attr:`conversations` and :attr:`integrations`; ``operator_key`` (default
-    ``INTERLOCK_OPERATOR_KEY``) authenticates :attr:`sandboxes`. A key that
-    is needed but missing raises :class:`~interlock.errors.MissingCredentials`
+    ``INTERLOCK_OPERATOR_KEY``) authenticates :attr:`sandboxes`. :attr:`ledger`
+    uses the API key, or the operator key when a call names a ``sandbox_id``.
+    A key that is needed but missing raises :class:`~interlock.errors.MissingCredentials`
     before anything is sent.
 
     A ``channel`` passed in is used as is and left open on :meth:`close`; the
@@ -200,6 +205,7 @@ class Client:
         self.integrations = Integrations(self._channel, self._api_key)
         self.compute = Compute(self._channel, self._operator_key)
         self.agents = Agents(self._channel, self._api_key)
+        self.ledger = Ledger(self._channel, self._api_key, self._operator_key)
 
     async def __aenter__(self) -> Client:
         return self
@@ -690,3 +696,225 @@ class Agents:
         """Delete an agent."""
         request = agents_pb2.DeleteAgentRequest(slug=slug)
         await _unary(self._stub.DeleteAgent(request, metadata=self._metadata()))
+
+
+# -- the ledger --------------------------------------------------------------
+
+#: What a usage summary adds up by ("day" is the UTC day).
+UsageGroup = Literal["end_user", "agent", "run", "provider", "day"]
+#: What a ledger entry bills.
+LedgerKind = Literal["tokens", "compute"]
+
+_USAGE_GROUPS: dict[str, ledger_pb2.UsageGroupBy.ValueType] = {
+    "end_user": ledger_pb2.USAGE_GROUP_BY_END_USER,
+    "agent": ledger_pb2.USAGE_GROUP_BY_AGENT,
+    "run": ledger_pb2.USAGE_GROUP_BY_RUN,
+    "provider": ledger_pb2.USAGE_GROUP_BY_PROVIDER,
+    "day": ledger_pb2.USAGE_GROUP_BY_DAY,
+}
+_LEDGER_KINDS: dict[str, ledger_pb2.LedgerEntryKind.ValueType] = {
+    "": ledger_pb2.LEDGER_ENTRY_KIND_UNSPECIFIED,
+    "tokens": ledger_pb2.LEDGER_ENTRY_KIND_TOKENS,
+    "compute": ledger_pb2.LEDGER_ENTRY_KIND_COMPUTE,
+}
+
+
+def usage_group(by: str) -> ledger_pb2.UsageGroupBy.ValueType:
+    """The API's value of a summary grouping; ValueError for an unknown one."""
+    try:
+        return _USAGE_GROUPS[by]
+    except KeyError:
+        raise ValueError(f"group by one of {', '.join(_USAGE_GROUPS)}, not {by!r}") from None
+
+
+def ledger_filter(
+    *,
+    run_id: str = "",
+    end_user_id: str = "",
+    agent: str = "",
+    provider: str = "",
+    kind: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ledger_pb2.LedgerFilter:
+    """The filter message of ledger calls. Naive datetimes are taken as UTC; ``kind`` is
+    "tokens", "compute" or "" (both); ValueError for another."""
+    if kind not in _LEDGER_KINDS:
+        raise ValueError(f"kind must be tokens or compute, not {kind!r}")
+    result = ledger_pb2.LedgerFilter(
+        run_id=run_id,
+        end_user_id=end_user_id,
+        agent=agent,
+        provider=provider,
+        kind=_LEDGER_KINDS[kind],
+    )
+    if since is not None:
+        result.start_time.FromDatetime(since)
+    if until is not None:
+        result.end_time.FromDatetime(until)
+    return result
+
+
+def ledger_metadata(api_key: str | None, operator_key: str | None, sandbox_id: str) -> Metadata:
+    """A ledger call reads the API key's sandbox, or with the operator key the one named."""
+    return operator_metadata(operator_key) if sandbox_id else api_key_metadata(api_key)
+
+
+class Ledger:
+    """What runs cost: ledger entries and usage summaries.
+
+    With the API key a call reads that sandbox's ledger; pass ``sandbox_id``
+    to read any sandbox's with the operator key. Every call takes the same
+    filters: ``run_id``, ``end_user_id``, ``agent`` (a saved agent's slug),
+    ``provider``, ``kind`` ("tokens" or "compute") and the time range
+    ``since`` (inclusive) to ``until`` (exclusive)::
+
+        by_user = await client.ledger.summarize_all("end_user", since=last_monday)
+        for row in by_user.summaries:
+            print(row.key, row.total_cost_usd)
+    """
+
+    def __init__(
+        self, channel: grpc.aio.Channel, api_key: str | None, operator_key: str | None
+    ) -> None:
+        self._stub = ledger_pb2_grpc.LedgerStub(channel)
+        self._api_key = api_key
+        self._operator_key = operator_key
+
+    async def list(
+        self,
+        *,
+        run_id: str = "",
+        end_user_id: str = "",
+        agent: str = "",
+        provider: str = "",
+        kind: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sandbox_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> ledger_pb2.ListLedgerEntriesResponse:
+        """One page of ledger entries, newest first; see :meth:`list_all` for all of them."""
+        request = ledger_pb2.ListLedgerEntriesRequest(
+            sandbox_id=sandbox_id,
+            filter=ledger_filter(
+                run_id=run_id,
+                end_user_id=end_user_id,
+                agent=agent,
+                provider=provider,
+                kind=kind,
+                since=since,
+                until=until,
+            ),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        metadata = ledger_metadata(self._api_key, self._operator_key, sandbox_id)
+        return await _unary(self._stub.ListLedgerEntries(request, metadata=metadata))
+
+    async def list_all(
+        self,
+        *,
+        run_id: str = "",
+        end_user_id: str = "",
+        agent: str = "",
+        provider: str = "",
+        kind: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sandbox_id: str = "",
+        page_size: int = 0,
+    ) -> AsyncIterator[ledger_pb2.LedgerEntry]:
+        """Every matching ledger entry, newest first, fetching pages as the iteration needs."""
+        page_token = ""
+        while True:
+            page = await self.list(
+                run_id=run_id,
+                end_user_id=end_user_id,
+                agent=agent,
+                provider=provider,
+                kind=kind,
+                since=since,
+                until=until,
+                sandbox_id=sandbox_id,
+                page_size=page_size,
+                page_token=page_token,
+            )
+            for entry in page.entries:
+                yield entry
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    async def summarize(
+        self,
+        by: UsageGroup,
+        *,
+        run_id: str = "",
+        end_user_id: str = "",
+        agent: str = "",
+        provider: str = "",
+        kind: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sandbox_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> ledger_pb2.SummarizeUsageResponse:
+        """One page of usage and cost per ``by`` group, by key, with the total of everything
+        matched; see :meth:`summarize_all` for every group at once."""
+        request = ledger_pb2.SummarizeUsageRequest(
+            sandbox_id=sandbox_id,
+            filter=ledger_filter(
+                run_id=run_id,
+                end_user_id=end_user_id,
+                agent=agent,
+                provider=provider,
+                kind=kind,
+                since=since,
+                until=until,
+            ),
+            group_by=usage_group(by),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        metadata = ledger_metadata(self._api_key, self._operator_key, sandbox_id)
+        return await _unary(self._stub.SummarizeUsage(request, metadata=metadata))
+
+    async def summarize_all(
+        self,
+        by: UsageGroup,
+        *,
+        run_id: str = "",
+        end_user_id: str = "",
+        agent: str = "",
+        provider: str = "",
+        kind: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sandbox_id: str = "",
+        page_size: int = 0,
+    ) -> ledger_pb2.SummarizeUsageResponse:
+        """Every group of :meth:`summarize`, all pages merged into one response."""
+        merged = ledger_pb2.SummarizeUsageResponse()
+        page_token = ""
+        while True:
+            page = await self.summarize(
+                by,
+                run_id=run_id,
+                end_user_id=end_user_id,
+                agent=agent,
+                provider=provider,
+                kind=kind,
+                since=since,
+                until=until,
+                sandbox_id=sandbox_id,
+                page_size=page_size,
+                page_token=page_token,
+            )
+            merged.summaries.extend(page.summaries)
+            merged.total.CopyFrom(page.total)
+            page_token = page.next_page_token
+            if not page_token:
+                return merged

@@ -21,7 +21,13 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from interlock.outcome import RunOutcome
-from interlock.v1 import conversations_pb2, events_pb2, integrations_pb2, sandboxes_pb2
+from interlock.v1 import (
+    conversations_pb2,
+    events_pb2,
+    integrations_pb2,
+    ledger_pb2,
+    sandboxes_pb2,
+)
 
 __all__ = [
     "RunRenderer",
@@ -38,8 +44,10 @@ __all__ = [
     "render_conversation_header",
     "render_conversations",
     "render_integrations",
+    "render_ledger_entries",
     "render_sandbox",
     "render_sandboxes",
+    "render_usage",
     "to_json",
 ]
 
@@ -505,4 +513,85 @@ def render_integrations(integrations: Iterable[integrations_pb2.Integration], ou
             )
         )
     headers = ("ID", "APP", "KIND", "END USER", "STATUS", "CREATED", "LAST USED", "ACCOUNT")
+    out.write(format_table(headers, rows))
+
+
+# -- the ledger ------------------------------------------------------------
+
+#: The key column's header of each usage grouping.
+USAGE_KEY_HEADERS = {
+    "end_user": "END USER",
+    "agent": "AGENT",
+    "run": "RUN",
+    "provider": "PROVIDER",
+    "day": "DAY (UTC)",
+}
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}s" if value else "-"
+
+
+def _ledger_kind(value: ledger_pb2.LedgerEntryKind.ValueType) -> str:
+    return _enum_label(ledger_pb2.LedgerEntryKind.Name, value, "LEDGER_ENTRY_KIND_")
+
+
+def render_ledger_entries(entries: Iterable[ledger_pb2.LedgerEntry], out: TextIO) -> None:
+    """Ledger entries as a table, in the order given (newest first).
+
+    A tokens entry shows its input/output tokens, a compute entry its active seconds.
+    """
+    rows = []
+    for e in entries:
+        if e.kind == ledger_pb2.LEDGER_ENTRY_KIND_COMPUTE:
+            billed = _seconds(e.compute_seconds)
+        else:
+            billed = f"{e.usage.input_tokens} in / {e.usage.output_tokens} out"
+        rows.append(
+            (
+                format_timestamp(e.create_time),
+                e.run_id,
+                _ledger_kind(e.kind),
+                _provider_model(e.provider, e.model) if e.model else e.provider or "-",
+                e.end_user_id,
+                e.agent or "-",
+                billed,
+                format_usd(e.cost_usd),
+            )
+        )
+    headers = ("TIME", "RUN", "KIND", "PROVIDER/MODEL", "END USER", "AGENT", "BILLED", "COST")
+    out.write(format_table(headers, rows))
+
+
+def _usage_row(label: str, s: ledger_pb2.UsageSummary) -> tuple[str, ...]:
+    return (
+        label,
+        str(s.run_count),
+        str(s.usage.input_tokens),
+        str(s.usage.output_tokens),
+        _seconds(s.compute_seconds),
+        format_usd(s.token_cost_usd),
+        format_usd(s.compute_cost_usd),
+        format_usd(s.total_cost_usd),
+    )
+
+
+def render_usage(summary: ledger_pb2.SummarizeUsageResponse, by: str, out: TextIO) -> None:
+    """Usage per group as a table, in the order given, then a TOTAL line for everything.
+
+    ``by`` is the grouping ("end_user", "agent", "run", "provider", "day"); runs
+    of no saved agent show as ``(none)``.
+    """
+    rows = [_usage_row(s.key or "(none)", s) for s in summary.summaries]
+    rows.append(_usage_row("TOTAL", summary.total))
+    headers = (
+        USAGE_KEY_HEADERS.get(by, by.upper()),
+        "RUNS",
+        "INPUT",
+        "OUTPUT",
+        "COMPUTE",
+        "TOKENS $",
+        "COMPUTE $",
+        "TOTAL $",
+    )
     out.write(format_table(headers, rows))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -40,6 +41,7 @@ from interlock.calls import (
     pause_scope,
     run_request,
 )
+from interlock.client import UsageGroup, ledger_filter, ledger_metadata, usage_group
 from interlock.errors import Unavailable, from_rpc_error
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
@@ -50,6 +52,8 @@ from interlock.v1 import (
     events_pb2,
     integrations_pb2,
     integrations_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
     router_pb2_grpc,
     sandboxes_pb2,
     sandboxes_pb2_grpc,
@@ -60,6 +64,7 @@ __all__ = [
     "SyncCompute",
     "SyncConversations",
     "SyncIntegrations",
+    "SyncLedger",
     "SyncRunStream",
     "SyncSandboxes",
 ]
@@ -175,6 +180,7 @@ class SyncClient:
         self.conversations = SyncConversations(self._channel, self._api_key)
         self.integrations = SyncIntegrations(self._channel, self._api_key)
         self.compute = SyncCompute(self._channel, operator)
+        self.ledger = SyncLedger(self._channel, self._api_key, operator)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -635,3 +641,161 @@ class SyncCompute:
                 lambda: self._stub.ListPauses(request, timeout=timeout, metadata=self._metadata())
             ).pauses
         )
+
+
+class SyncLedger:
+    """Ledger entries and usage summaries (API key, or operator key with ``sandbox_id``);
+    see :class:`interlock.Ledger`."""
+
+    def __init__(
+        self, channel: grpc.Channel, api_key: str | None, operator_key: str | None
+    ) -> None:
+        self._stub = ledger_pb2_grpc.LedgerStub(channel)
+        self._api_key = api_key
+        self._operator_key = operator_key
+
+    def list(
+        self,
+        *,
+        run_id: str = "",
+        end_user_id: str = "",
+        agent: str = "",
+        provider: str = "",
+        kind: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sandbox_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> ledger_pb2.ListLedgerEntriesResponse:
+        """One page of ledger entries, newest first; see :meth:`list_all` for all of them."""
+        request = ledger_pb2.ListLedgerEntriesRequest(
+            sandbox_id=sandbox_id,
+            filter=ledger_filter(
+                run_id=run_id,
+                end_user_id=end_user_id,
+                agent=agent,
+                provider=provider,
+                kind=kind,
+                since=since,
+                until=until,
+            ),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        metadata = ledger_metadata(self._api_key, self._operator_key, sandbox_id)
+        return _unary(
+            lambda: self._stub.ListLedgerEntries(request, timeout=timeout, metadata=metadata)
+        )
+
+    def list_all(
+        self,
+        *,
+        run_id: str = "",
+        end_user_id: str = "",
+        agent: str = "",
+        provider: str = "",
+        kind: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sandbox_id: str = "",
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[ledger_pb2.LedgerEntry]:
+        """Every matching ledger entry, newest first, fetching pages as the iteration needs."""
+        page_token = ""
+        while True:
+            page = self.list(
+                run_id=run_id,
+                end_user_id=end_user_id,
+                agent=agent,
+                provider=provider,
+                kind=kind,
+                since=since,
+                until=until,
+                sandbox_id=sandbox_id,
+                page_size=page_size,
+                page_token=page_token,
+                timeout=timeout,
+            )
+            yield from page.entries
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    def summarize(
+        self,
+        by: UsageGroup,
+        *,
+        run_id: str = "",
+        end_user_id: str = "",
+        agent: str = "",
+        provider: str = "",
+        kind: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sandbox_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> ledger_pb2.SummarizeUsageResponse:
+        """One page of usage and cost per ``by`` group, with the total of everything matched."""
+        request = ledger_pb2.SummarizeUsageRequest(
+            sandbox_id=sandbox_id,
+            filter=ledger_filter(
+                run_id=run_id,
+                end_user_id=end_user_id,
+                agent=agent,
+                provider=provider,
+                kind=kind,
+                since=since,
+                until=until,
+            ),
+            group_by=usage_group(by),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        metadata = ledger_metadata(self._api_key, self._operator_key, sandbox_id)
+        return _unary(
+            lambda: self._stub.SummarizeUsage(request, timeout=timeout, metadata=metadata)
+        )
+
+    def summarize_all(
+        self,
+        by: UsageGroup,
+        *,
+        run_id: str = "",
+        end_user_id: str = "",
+        agent: str = "",
+        provider: str = "",
+        kind: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sandbox_id: str = "",
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> ledger_pb2.SummarizeUsageResponse:
+        """Every group of :meth:`summarize`, all pages merged into one response."""
+        merged = ledger_pb2.SummarizeUsageResponse()
+        page_token = ""
+        while True:
+            page = self.summarize(
+                by,
+                run_id=run_id,
+                end_user_id=end_user_id,
+                agent=agent,
+                provider=provider,
+                kind=kind,
+                since=since,
+                until=until,
+                sandbox_id=sandbox_id,
+                page_size=page_size,
+                page_token=page_token,
+                timeout=timeout,
+            )
+            merged.summaries.extend(page.summaries)
+            merged.total.CopyFrom(page.total)
+            page_token = page.next_page_token
+            if not page_token:
+                return merged

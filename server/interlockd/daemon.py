@@ -351,7 +351,7 @@ class Daemon:
             ),
             "interlock.v1.Agents": AgentsServicer(auth, self.store, s.runs.max_run_seconds),
             "interlock.v1.Compute": ComputeServicer(
-                auth, self.store, self.pauses, self.orchestrator
+                auth, self.store, self.pauses, self.orchestrator, self.compute
             ),
             "interlock.v1.Ledger": LedgerServicer(auth, self.store),
         }

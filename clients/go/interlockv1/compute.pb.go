@@ -85,6 +85,75 @@ func (PauseScope) EnumDescriptor() ([]byte, []int) {
 	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{0}
 }
 
+// Where a compute session is.
+type ComputeSessionStatus int32
+
+const (
+	// Not set (in a filter: any status but destroyed).
+	ComputeSessionStatus_COMPUTE_SESSION_STATUS_UNSPECIFIED ComputeSessionStatus = 0
+	// Being created.
+	ComputeSessionStatus_COMPUTE_SESSION_STATUS_CREATING ComputeSessionStatus = 1
+	// Running: serves runs at once.
+	ComputeSessionStatus_COMPUTE_SESSION_STATUS_RUNNING ComputeSessionStatus = 2
+	// Stopped with its state kept; resumes in seconds.
+	ComputeSessionStatus_COMPUTE_SESSION_STATUS_SUSPENDED ComputeSessionStatus = 3
+	// State in cold storage; resumes slowly.
+	ComputeSessionStatus_COMPUTE_SESSION_STATUS_ARCHIVED ComputeSessionStatus = 4
+	// Gone, with its state.
+	ComputeSessionStatus_COMPUTE_SESSION_STATUS_DESTROYED ComputeSessionStatus = 5
+	// Failed or abandoned; destroyed at its provider by the reaper.
+	ComputeSessionStatus_COMPUTE_SESSION_STATUS_FAILED ComputeSessionStatus = 6
+)
+
+// Enum value maps for ComputeSessionStatus.
+var (
+	ComputeSessionStatus_name = map[int32]string{
+		0: "COMPUTE_SESSION_STATUS_UNSPECIFIED",
+		1: "COMPUTE_SESSION_STATUS_CREATING",
+		2: "COMPUTE_SESSION_STATUS_RUNNING",
+		3: "COMPUTE_SESSION_STATUS_SUSPENDED",
+		4: "COMPUTE_SESSION_STATUS_ARCHIVED",
+		5: "COMPUTE_SESSION_STATUS_DESTROYED",
+		6: "COMPUTE_SESSION_STATUS_FAILED",
+	}
+	ComputeSessionStatus_value = map[string]int32{
+		"COMPUTE_SESSION_STATUS_UNSPECIFIED": 0,
+		"COMPUTE_SESSION_STATUS_CREATING":    1,
+		"COMPUTE_SESSION_STATUS_RUNNING":     2,
+		"COMPUTE_SESSION_STATUS_SUSPENDED":   3,
+		"COMPUTE_SESSION_STATUS_ARCHIVED":    4,
+		"COMPUTE_SESSION_STATUS_DESTROYED":   5,
+		"COMPUTE_SESSION_STATUS_FAILED":      6,
+	}
+)
+
+func (x ComputeSessionStatus) Enum() *ComputeSessionStatus {
+	p := new(ComputeSessionStatus)
+	*p = x
+	return p
+}
+
+func (x ComputeSessionStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ComputeSessionStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_interlock_v1_compute_proto_enumTypes[1].Descriptor()
+}
+
+func (ComputeSessionStatus) Type() protoreflect.EnumType {
+	return &file_interlock_v1_compute_proto_enumTypes[1]
+}
+
+func (x ComputeSessionStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ComputeSessionStatus.Descriptor instead.
+func (ComputeSessionStatus) EnumDescriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{1}
+}
+
 // A pause in force.
 type Pause struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -489,6 +558,1031 @@ func (x *ListPausesResponse) GetPauses() []*Pause {
 	return nil
 }
 
+// One long-lived compute session: a self-hosted runtime kept for one end
+// user and agent of a sandbox.
+type ComputeSession struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its id (`cs_...`).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The sandbox it belongs to.
+	SandboxId string `protobuf:"bytes,2,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// The end user it serves.
+	EndUserId string `protobuf:"bytes,3,opt,name=end_user_id,json=endUserId,proto3" json:"end_user_id,omitempty"`
+	// The saved agent's slug, or "<provider>/<model>" for runs without one.
+	Agent string `protobuf:"bytes,4,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The runtime running in it (the agent provider, e.g. "hermes").
+	Runtime string `protobuf:"bytes,5,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	// The compute provider it runs on (e.g. "local", "daytona").
+	Provider string `protobuf:"bytes,6,opt,name=provider,proto3" json:"provider,omitempty"`
+	// The provider's id of it.
+	ExternalId string `protobuf:"bytes,7,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
+	// Where it is.
+	Status ComputeSessionStatus `protobuf:"varint,8,opt,name=status,proto3,enum=interlock.v1.ComputeSessionStatus" json:"status,omitempty"`
+	// Its region ("" when the provider has one).
+	Region string `protobuf:"bytes,9,opt,name=region,proto3" json:"region,omitempty"`
+	// Its runtime's base URL while running (never credentials).
+	Endpoint string `protobuf:"bytes,10,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// user_id, sandbox_id, agent_id and the latest run_id.
+	Tags map[string]string `protobuf:"bytes,11,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Seconds it was active for runs, in all.
+	ActiveSeconds float64 `protobuf:"fixed64,12,opt,name=active_seconds,json=activeSeconds,proto3" json:"active_seconds,omitempty"`
+	// When it was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When it last changed.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When its last run ended (idle stop counts from here).
+	LastActiveTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=last_active_time,json=lastActiveTime,proto3" json:"last_active_time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ComputeSession) Reset() {
+	*x = ComputeSession{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComputeSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComputeSession) ProtoMessage() {}
+
+func (x *ComputeSession) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComputeSession.ProtoReflect.Descriptor instead.
+func (*ComputeSession) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ComputeSession) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ComputeSession) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ComputeSession) GetEndUserId() string {
+	if x != nil {
+		return x.EndUserId
+	}
+	return ""
+}
+
+func (x *ComputeSession) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ComputeSession) GetRuntime() string {
+	if x != nil {
+		return x.Runtime
+	}
+	return ""
+}
+
+func (x *ComputeSession) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *ComputeSession) GetExternalId() string {
+	if x != nil {
+		return x.ExternalId
+	}
+	return ""
+}
+
+func (x *ComputeSession) GetStatus() ComputeSessionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ComputeSessionStatus_COMPUTE_SESSION_STATUS_UNSPECIFIED
+}
+
+func (x *ComputeSession) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ComputeSession) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ComputeSession) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *ComputeSession) GetActiveSeconds() float64 {
+	if x != nil {
+		return x.ActiveSeconds
+	}
+	return 0
+}
+
+func (x *ComputeSession) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *ComputeSession) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *ComputeSession) GetLastActiveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastActiveTime
+	}
+	return nil
+}
+
+// Request of ListComputeSessions. Every filter is optional.
+type ListComputeSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Operator key: one sandbox's sessions (empty for all). A sandbox key: empty
+	// or its own sandbox.
+	SandboxId string `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// Only this end user's.
+	EndUserId string `protobuf:"bytes,2,opt,name=end_user_id,json=endUserId,proto3" json:"end_user_id,omitempty"`
+	// Only this agent's (a slug, or "<provider>/<model>").
+	Agent string `protobuf:"bytes,3,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Only sessions in this status (unset: all but destroyed).
+	Status ComputeSessionStatus `protobuf:"varint,4,opt,name=status,proto3,enum=interlock.v1.ComputeSessionStatus" json:"status,omitempty"`
+	// Only sessions on this compute provider.
+	Provider      string `protobuf:"bytes,5,opt,name=provider,proto3" json:"provider,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListComputeSessionsRequest) Reset() {
+	*x = ListComputeSessionsRequest{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListComputeSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListComputeSessionsRequest) ProtoMessage() {}
+
+func (x *ListComputeSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListComputeSessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListComputeSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListComputeSessionsRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ListComputeSessionsRequest) GetEndUserId() string {
+	if x != nil {
+		return x.EndUserId
+	}
+	return ""
+}
+
+func (x *ListComputeSessionsRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ListComputeSessionsRequest) GetStatus() ComputeSessionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ComputeSessionStatus_COMPUTE_SESSION_STATUS_UNSPECIFIED
+}
+
+func (x *ListComputeSessionsRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+// Response of ListComputeSessions.
+type ListComputeSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first.
+	Sessions      []*ComputeSession `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListComputeSessionsResponse) Reset() {
+	*x = ListComputeSessionsResponse{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListComputeSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListComputeSessionsResponse) ProtoMessage() {}
+
+func (x *ListComputeSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListComputeSessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListComputeSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListComputeSessionsResponse) GetSessions() []*ComputeSession {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// Request of SuspendComputeSession.
+type SuspendComputeSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session (`cs_...`).
+	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendComputeSessionRequest) Reset() {
+	*x = SuspendComputeSessionRequest{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendComputeSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendComputeSessionRequest) ProtoMessage() {}
+
+func (x *SuspendComputeSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendComputeSessionRequest.ProtoReflect.Descriptor instead.
+func (*SuspendComputeSessionRequest) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SuspendComputeSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// Response of SuspendComputeSession.
+type SuspendComputeSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session now.
+	Session       *ComputeSession `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendComputeSessionResponse) Reset() {
+	*x = SuspendComputeSessionResponse{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendComputeSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendComputeSessionResponse) ProtoMessage() {}
+
+func (x *SuspendComputeSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendComputeSessionResponse.ProtoReflect.Descriptor instead.
+func (*SuspendComputeSessionResponse) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SuspendComputeSessionResponse) GetSession() *ComputeSession {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// Request of ResumeComputeSession.
+type ResumeComputeSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session (`cs_...`).
+	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeComputeSessionRequest) Reset() {
+	*x = ResumeComputeSessionRequest{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeComputeSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeComputeSessionRequest) ProtoMessage() {}
+
+func (x *ResumeComputeSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeComputeSessionRequest.ProtoReflect.Descriptor instead.
+func (*ResumeComputeSessionRequest) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ResumeComputeSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// Response of ResumeComputeSession.
+type ResumeComputeSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session now.
+	Session       *ComputeSession `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeComputeSessionResponse) Reset() {
+	*x = ResumeComputeSessionResponse{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeComputeSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeComputeSessionResponse) ProtoMessage() {}
+
+func (x *ResumeComputeSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeComputeSessionResponse.ProtoReflect.Descriptor instead.
+func (*ResumeComputeSessionResponse) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ResumeComputeSessionResponse) GetSession() *ComputeSession {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// Request of DestroyComputeSession.
+type DestroyComputeSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session (`cs_...`).
+	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyComputeSessionRequest) Reset() {
+	*x = DestroyComputeSessionRequest{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyComputeSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyComputeSessionRequest) ProtoMessage() {}
+
+func (x *DestroyComputeSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyComputeSessionRequest.ProtoReflect.Descriptor instead.
+func (*DestroyComputeSessionRequest) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DestroyComputeSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// Response of DestroyComputeSession.
+type DestroyComputeSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session now (destroyed).
+	Session       *ComputeSession `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyComputeSessionResponse) Reset() {
+	*x = DestroyComputeSessionResponse{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyComputeSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyComputeSessionResponse) ProtoMessage() {}
+
+func (x *DestroyComputeSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyComputeSessionResponse.ProtoReflect.Descriptor instead.
+func (*DestroyComputeSessionResponse) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DestroyComputeSessionResponse) GetSession() *ComputeSession {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// Request of ListComputeProviders.
+type ListComputeProvidersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListComputeProvidersRequest) Reset() {
+	*x = ListComputeProvidersRequest{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListComputeProvidersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListComputeProvidersRequest) ProtoMessage() {}
+
+func (x *ListComputeProvidersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListComputeProvidersRequest.ProtoReflect.Descriptor instead.
+func (*ListComputeProvidersRequest) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{16}
+}
+
+// One compute provider as the scheduler sees it.
+type ComputeProviderStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its configured name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Whether placement may use it (its circuit breaker is closed).
+	Healthy bool `protobuf:"varint,2,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// "closed", "open" (failing: skipped) or "half_open" (one trial allowed).
+	Breaker string `protobuf:"bytes,3,opt,name=breaker,proto3" json:"breaker,omitempty"`
+	// The last failure of a probe or a session start, if any.
+	LastError string `protobuf:"bytes,4,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Sessions running on it.
+	RunningSessions int32 `protobuf:"varint,5,opt,name=running_sessions,json=runningSessions,proto3" json:"running_sessions,omitempty"`
+	// Most sessions it may run (0: no limit).
+	Capacity int32 `protobuf:"varint,6,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// Measured (or declared) seconds to a new session's runtime answering.
+	ColdStartSeconds float64 `protobuf:"fixed64,7,opt,name=cold_start_seconds,json=coldStartSeconds,proto3" json:"cold_start_seconds,omitempty"`
+	// Measured (or declared) seconds to resume a suspended session.
+	ResumeSeconds float64 `protobuf:"fixed64,8,opt,name=resume_seconds,json=resumeSeconds,proto3" json:"resume_seconds,omitempty"`
+	// What an active session costs per hour, in US dollars.
+	ActiveUsdPerHour float64 `protobuf:"fixed64,9,opt,name=active_usd_per_hour,json=activeUsdPerHour,proto3" json:"active_usd_per_hour,omitempty"`
+	// Whether it can suspend (else sessions idle by themselves) and archive.
+	CanSuspend bool `protobuf:"varint,10,opt,name=can_suspend,json=canSuspend,proto3" json:"can_suspend,omitempty"`
+	// Whether it can archive suspended sessions.
+	CanArchive bool `protobuf:"varint,11,opt,name=can_archive,json=canArchive,proto3" json:"can_archive,omitempty"`
+	// The regions it serves (for `compute.region`).
+	Regions       []string `protobuf:"bytes,12,rep,name=regions,proto3" json:"regions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComputeProviderStatus) Reset() {
+	*x = ComputeProviderStatus{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComputeProviderStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComputeProviderStatus) ProtoMessage() {}
+
+func (x *ComputeProviderStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComputeProviderStatus.ProtoReflect.Descriptor instead.
+func (*ComputeProviderStatus) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ComputeProviderStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ComputeProviderStatus) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *ComputeProviderStatus) GetBreaker() string {
+	if x != nil {
+		return x.Breaker
+	}
+	return ""
+}
+
+func (x *ComputeProviderStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ComputeProviderStatus) GetRunningSessions() int32 {
+	if x != nil {
+		return x.RunningSessions
+	}
+	return 0
+}
+
+func (x *ComputeProviderStatus) GetCapacity() int32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *ComputeProviderStatus) GetColdStartSeconds() float64 {
+	if x != nil {
+		return x.ColdStartSeconds
+	}
+	return 0
+}
+
+func (x *ComputeProviderStatus) GetResumeSeconds() float64 {
+	if x != nil {
+		return x.ResumeSeconds
+	}
+	return 0
+}
+
+func (x *ComputeProviderStatus) GetActiveUsdPerHour() float64 {
+	if x != nil {
+		return x.ActiveUsdPerHour
+	}
+	return 0
+}
+
+func (x *ComputeProviderStatus) GetCanSuspend() bool {
+	if x != nil {
+		return x.CanSuspend
+	}
+	return false
+}
+
+func (x *ComputeProviderStatus) GetCanArchive() bool {
+	if x != nil {
+		return x.CanArchive
+	}
+	return false
+}
+
+func (x *ComputeProviderStatus) GetRegions() []string {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
+// Response of ListComputeProviders.
+type ListComputeProvidersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In order of preference.
+	Providers     []*ComputeProviderStatus `protobuf:"bytes,1,rep,name=providers,proto3" json:"providers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListComputeProvidersResponse) Reset() {
+	*x = ListComputeProvidersResponse{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListComputeProvidersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListComputeProvidersResponse) ProtoMessage() {}
+
+func (x *ListComputeProvidersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListComputeProvidersResponse.ProtoReflect.Descriptor instead.
+func (*ListComputeProvidersResponse) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListComputeProvidersResponse) GetProviders() []*ComputeProviderStatus {
+	if x != nil {
+		return x.Providers
+	}
+	return nil
+}
+
+// Request of ExplainPlacement.
+type ExplainPlacementRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A run of a self-hosted runtime.
+	RunId         string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainPlacementRequest) Reset() {
+	*x = ExplainPlacementRequest{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainPlacementRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainPlacementRequest) ProtoMessage() {}
+
+func (x *ExplainPlacementRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainPlacementRequest.ProtoReflect.Descriptor instead.
+func (*ExplainPlacementRequest) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExplainPlacementRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+// One provider considered for a placement.
+type PlacementCandidate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The provider.
+	Provider string `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	// "chosen", "eligible" (could have taken it) or "skipped".
+	Verdict string `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// Why: expected start time and cost, or what excluded it.
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlacementCandidate) Reset() {
+	*x = PlacementCandidate{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementCandidate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementCandidate) ProtoMessage() {}
+
+func (x *PlacementCandidate) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementCandidate.ProtoReflect.Descriptor instead.
+func (*PlacementCandidate) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PlacementCandidate) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *PlacementCandidate) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *PlacementCandidate) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// Response of ExplainPlacement.
+type ExplainPlacementResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run.
+	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The session it ran in.
+	ComputeSessionId string `protobuf:"bytes,2,opt,name=compute_session_id,json=computeSessionId,proto3" json:"compute_session_id,omitempty"`
+	// The compute provider it ran on.
+	Provider string `protobuf:"bytes,3,opt,name=provider,proto3" json:"provider,omitempty"`
+	// "pinned", "latency-aware" or "cost-aware".
+	Policy string `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Why that provider, in words.
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Every provider considered, in order of preference.
+	Candidates []*PlacementCandidate `protobuf:"bytes,6,rep,name=candidates,proto3" json:"candidates,omitempty"`
+	// Seconds until the runtime answered (0 for a warm session).
+	ReadySeconds float64 `protobuf:"fixed64,7,opt,name=ready_seconds,json=readySeconds,proto3" json:"ready_seconds,omitempty"`
+	// When it was placed.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainPlacementResponse) Reset() {
+	*x = ExplainPlacementResponse{}
+	mi := &file_interlock_v1_compute_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainPlacementResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainPlacementResponse) ProtoMessage() {}
+
+func (x *ExplainPlacementResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_compute_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainPlacementResponse.ProtoReflect.Descriptor instead.
+func (*ExplainPlacementResponse) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_compute_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ExplainPlacementResponse) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *ExplainPlacementResponse) GetComputeSessionId() string {
+	if x != nil {
+		return x.ComputeSessionId
+	}
+	return ""
+}
+
+func (x *ExplainPlacementResponse) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *ExplainPlacementResponse) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *ExplainPlacementResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ExplainPlacementResponse) GetCandidates() []*PlacementCandidate {
+	if x != nil {
+		return x.Candidates
+	}
+	return nil
+}
+
+func (x *ExplainPlacementResponse) GetReadySeconds() float64 {
+	if x != nil {
+		return x.ReadySeconds
+	}
+	return 0
+}
+
+func (x *ExplainPlacementResponse) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
 var File_interlock_v1_compute_proto protoreflect.FileDescriptor
 
 const file_interlock_v1_compute_proto_rawDesc = "" +
@@ -520,20 +1614,120 @@ const file_interlock_v1_compute_proto_rawDesc = "" +
 	"\acleared\x18\x01 \x01(\bR\acleared\"\x13\n" +
 	"\x11ListPausesRequest\"A\n" +
 	"\x12ListPausesResponse\x12+\n" +
-	"\x06pauses\x18\x01 \x03(\v2\x13.interlock.v1.PauseR\x06pauses*\x9d\x01\n" +
+	"\x06pauses\x18\x01 \x03(\v2\x13.interlock.v1.PauseR\x06pauses\"\x98\x05\n" +
+	"\x0eComputeSession\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x1e\n" +
+	"\vend_user_id\x18\x03 \x01(\tR\tendUserId\x12\x14\n" +
+	"\x05agent\x18\x04 \x01(\tR\x05agent\x12\x18\n" +
+	"\aruntime\x18\x05 \x01(\tR\aruntime\x12\x1a\n" +
+	"\bprovider\x18\x06 \x01(\tR\bprovider\x12\x1f\n" +
+	"\vexternal_id\x18\a \x01(\tR\n" +
+	"externalId\x12:\n" +
+	"\x06status\x18\b \x01(\x0e2\".interlock.v1.ComputeSessionStatusR\x06status\x12\x16\n" +
+	"\x06region\x18\t \x01(\tR\x06region\x12\x1a\n" +
+	"\bendpoint\x18\n" +
+	" \x01(\tR\bendpoint\x12:\n" +
+	"\x04tags\x18\v \x03(\v2&.interlock.v1.ComputeSession.TagsEntryR\x04tags\x12%\n" +
+	"\x0eactive_seconds\x18\f \x01(\x01R\ractiveSeconds\x12;\n" +
+	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x12D\n" +
+	"\x10last_active_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x0elastActiveTime\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x01\n" +
+	"\x1aListComputeSessionsRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1e\n" +
+	"\vend_user_id\x18\x02 \x01(\tR\tendUserId\x12\x14\n" +
+	"\x05agent\x18\x03 \x01(\tR\x05agent\x12:\n" +
+	"\x06status\x18\x04 \x01(\x0e2\".interlock.v1.ComputeSessionStatusR\x06status\x12\x1a\n" +
+	"\bprovider\x18\x05 \x01(\tR\bprovider\"W\n" +
+	"\x1bListComputeSessionsResponse\x128\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1c.interlock.v1.ComputeSessionR\bsessions\"=\n" +
+	"\x1cSuspendComputeSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"W\n" +
+	"\x1dSuspendComputeSessionResponse\x126\n" +
+	"\asession\x18\x01 \x01(\v2\x1c.interlock.v1.ComputeSessionR\asession\"<\n" +
+	"\x1bResumeComputeSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"V\n" +
+	"\x1cResumeComputeSessionResponse\x126\n" +
+	"\asession\x18\x01 \x01(\v2\x1c.interlock.v1.ComputeSessionR\asession\"=\n" +
+	"\x1cDestroyComputeSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"W\n" +
+	"\x1dDestroyComputeSessionResponse\x126\n" +
+	"\asession\x18\x01 \x01(\v2\x1c.interlock.v1.ComputeSessionR\asession\"\x1d\n" +
+	"\x1bListComputeProvidersRequest\"\xa5\x03\n" +
+	"\x15ComputeProviderStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\ahealthy\x18\x02 \x01(\bR\ahealthy\x12\x18\n" +
+	"\abreaker\x18\x03 \x01(\tR\abreaker\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x04 \x01(\tR\tlastError\x12)\n" +
+	"\x10running_sessions\x18\x05 \x01(\x05R\x0frunningSessions\x12\x1a\n" +
+	"\bcapacity\x18\x06 \x01(\x05R\bcapacity\x12,\n" +
+	"\x12cold_start_seconds\x18\a \x01(\x01R\x10coldStartSeconds\x12%\n" +
+	"\x0eresume_seconds\x18\b \x01(\x01R\rresumeSeconds\x12-\n" +
+	"\x13active_usd_per_hour\x18\t \x01(\x01R\x10activeUsdPerHour\x12\x1f\n" +
+	"\vcan_suspend\x18\n" +
+	" \x01(\bR\n" +
+	"canSuspend\x12\x1f\n" +
+	"\vcan_archive\x18\v \x01(\bR\n" +
+	"canArchive\x12\x18\n" +
+	"\aregions\x18\f \x03(\tR\aregions\"a\n" +
+	"\x1cListComputeProvidersResponse\x12A\n" +
+	"\tproviders\x18\x01 \x03(\v2#.interlock.v1.ComputeProviderStatusR\tproviders\"0\n" +
+	"\x17ExplainPlacementRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"^\n" +
+	"\x12PlacementCandidate\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x18\n" +
+	"\averdict\x18\x02 \x01(\tR\averdict\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"\xcf\x02\n" +
+	"\x18ExplainPlacementResponse\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12,\n" +
+	"\x12compute_session_id\x18\x02 \x01(\tR\x10computeSessionId\x12\x1a\n" +
+	"\bprovider\x18\x03 \x01(\tR\bprovider\x12\x16\n" +
+	"\x06policy\x18\x04 \x01(\tR\x06policy\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12@\n" +
+	"\n" +
+	"candidates\x18\x06 \x03(\v2 .interlock.v1.PlacementCandidateR\n" +
+	"candidates\x12#\n" +
+	"\rready_seconds\x18\a \x01(\x01R\freadySeconds\x12;\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime*\x9d\x01\n" +
 	"\n" +
 	"PauseScope\x12\x1b\n" +
 	"\x17PAUSE_SCOPE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PAUSE_SCOPE_GLOBAL\x10\x01\x12\x18\n" +
 	"\x14PAUSE_SCOPE_END_USER\x10\x02\x12\x1e\n" +
 	"\x1aPAUSE_SCOPE_AGENT_PROVIDER\x10\x03\x12 \n" +
-	"\x1cPAUSE_SCOPE_COMPUTE_PROVIDER\x10\x042\xf6\x01\n" +
+	"\x1cPAUSE_SCOPE_COMPUTE_PROVIDER\x10\x04*\x9b\x02\n" +
+	"\x14ComputeSessionStatus\x12&\n" +
+	"\"COMPUTE_SESSION_STATUS_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fCOMPUTE_SESSION_STATUS_CREATING\x10\x01\x12\"\n" +
+	"\x1eCOMPUTE_SESSION_STATUS_RUNNING\x10\x02\x12$\n" +
+	" COMPUTE_SESSION_STATUS_SUSPENDED\x10\x03\x12#\n" +
+	"\x1fCOMPUTE_SESSION_STATUS_ARCHIVED\x10\x04\x12$\n" +
+	" COMPUTE_SESSION_STATUS_DESTROYED\x10\x05\x12!\n" +
+	"\x1dCOMPUTE_SESSION_STATUS_FAILED\x10\x062\x87\a\n" +
 	"\aCompute\x12I\n" +
 	"\bSetPause\x12\x1d.interlock.v1.SetPauseRequest\x1a\x1e.interlock.v1.SetPauseResponse\x12O\n" +
 	"\n" +
 	"ClearPause\x12\x1f.interlock.v1.ClearPauseRequest\x1a .interlock.v1.ClearPauseResponse\x12O\n" +
 	"\n" +
-	"ListPauses\x12\x1f.interlock.v1.ListPausesRequest\x1a .interlock.v1.ListPausesResponseb\x06proto3"
+	"ListPauses\x12\x1f.interlock.v1.ListPausesRequest\x1a .interlock.v1.ListPausesResponse\x12j\n" +
+	"\x13ListComputeSessions\x12(.interlock.v1.ListComputeSessionsRequest\x1a).interlock.v1.ListComputeSessionsResponse\x12p\n" +
+	"\x15SuspendComputeSession\x12*.interlock.v1.SuspendComputeSessionRequest\x1a+.interlock.v1.SuspendComputeSessionResponse\x12m\n" +
+	"\x14ResumeComputeSession\x12).interlock.v1.ResumeComputeSessionRequest\x1a*.interlock.v1.ResumeComputeSessionResponse\x12p\n" +
+	"\x15DestroyComputeSession\x12*.interlock.v1.DestroyComputeSessionRequest\x1a+.interlock.v1.DestroyComputeSessionResponse\x12m\n" +
+	"\x14ListComputeProviders\x12).interlock.v1.ListComputeProvidersRequest\x1a*.interlock.v1.ListComputeProvidersResponse\x12a\n" +
+	"\x10ExplainPlacement\x12%.interlock.v1.ExplainPlacementRequest\x1a&.interlock.v1.ExplainPlacementResponseb\x06proto3"
 
 var (
 	file_interlock_v1_compute_proto_rawDescOnce sync.Once
@@ -547,37 +1741,79 @@ func file_interlock_v1_compute_proto_rawDescGZIP() []byte {
 	return file_interlock_v1_compute_proto_rawDescData
 }
 
-var file_interlock_v1_compute_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_interlock_v1_compute_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_interlock_v1_compute_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_interlock_v1_compute_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_interlock_v1_compute_proto_goTypes = []any{
-	(PauseScope)(0),               // 0: interlock.v1.PauseScope
-	(*Pause)(nil),                 // 1: interlock.v1.Pause
-	(*SetPauseRequest)(nil),       // 2: interlock.v1.SetPauseRequest
-	(*SetPauseResponse)(nil),      // 3: interlock.v1.SetPauseResponse
-	(*ClearPauseRequest)(nil),     // 4: interlock.v1.ClearPauseRequest
-	(*ClearPauseResponse)(nil),    // 5: interlock.v1.ClearPauseResponse
-	(*ListPausesRequest)(nil),     // 6: interlock.v1.ListPausesRequest
-	(*ListPausesResponse)(nil),    // 7: interlock.v1.ListPausesResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(PauseScope)(0),                       // 0: interlock.v1.PauseScope
+	(ComputeSessionStatus)(0),             // 1: interlock.v1.ComputeSessionStatus
+	(*Pause)(nil),                         // 2: interlock.v1.Pause
+	(*SetPauseRequest)(nil),               // 3: interlock.v1.SetPauseRequest
+	(*SetPauseResponse)(nil),              // 4: interlock.v1.SetPauseResponse
+	(*ClearPauseRequest)(nil),             // 5: interlock.v1.ClearPauseRequest
+	(*ClearPauseResponse)(nil),            // 6: interlock.v1.ClearPauseResponse
+	(*ListPausesRequest)(nil),             // 7: interlock.v1.ListPausesRequest
+	(*ListPausesResponse)(nil),            // 8: interlock.v1.ListPausesResponse
+	(*ComputeSession)(nil),                // 9: interlock.v1.ComputeSession
+	(*ListComputeSessionsRequest)(nil),    // 10: interlock.v1.ListComputeSessionsRequest
+	(*ListComputeSessionsResponse)(nil),   // 11: interlock.v1.ListComputeSessionsResponse
+	(*SuspendComputeSessionRequest)(nil),  // 12: interlock.v1.SuspendComputeSessionRequest
+	(*SuspendComputeSessionResponse)(nil), // 13: interlock.v1.SuspendComputeSessionResponse
+	(*ResumeComputeSessionRequest)(nil),   // 14: interlock.v1.ResumeComputeSessionRequest
+	(*ResumeComputeSessionResponse)(nil),  // 15: interlock.v1.ResumeComputeSessionResponse
+	(*DestroyComputeSessionRequest)(nil),  // 16: interlock.v1.DestroyComputeSessionRequest
+	(*DestroyComputeSessionResponse)(nil), // 17: interlock.v1.DestroyComputeSessionResponse
+	(*ListComputeProvidersRequest)(nil),   // 18: interlock.v1.ListComputeProvidersRequest
+	(*ComputeProviderStatus)(nil),         // 19: interlock.v1.ComputeProviderStatus
+	(*ListComputeProvidersResponse)(nil),  // 20: interlock.v1.ListComputeProvidersResponse
+	(*ExplainPlacementRequest)(nil),       // 21: interlock.v1.ExplainPlacementRequest
+	(*PlacementCandidate)(nil),            // 22: interlock.v1.PlacementCandidate
+	(*ExplainPlacementResponse)(nil),      // 23: interlock.v1.ExplainPlacementResponse
+	nil,                                   // 24: interlock.v1.ComputeSession.TagsEntry
+	(*timestamppb.Timestamp)(nil),         // 25: google.protobuf.Timestamp
 }
 var file_interlock_v1_compute_proto_depIdxs = []int32{
-	0, // 0: interlock.v1.Pause.scope:type_name -> interlock.v1.PauseScope
-	8, // 1: interlock.v1.Pause.create_time:type_name -> google.protobuf.Timestamp
-	0, // 2: interlock.v1.SetPauseRequest.scope:type_name -> interlock.v1.PauseScope
-	1, // 3: interlock.v1.SetPauseResponse.pause:type_name -> interlock.v1.Pause
-	0, // 4: interlock.v1.ClearPauseRequest.scope:type_name -> interlock.v1.PauseScope
-	1, // 5: interlock.v1.ListPausesResponse.pauses:type_name -> interlock.v1.Pause
-	2, // 6: interlock.v1.Compute.SetPause:input_type -> interlock.v1.SetPauseRequest
-	4, // 7: interlock.v1.Compute.ClearPause:input_type -> interlock.v1.ClearPauseRequest
-	6, // 8: interlock.v1.Compute.ListPauses:input_type -> interlock.v1.ListPausesRequest
-	3, // 9: interlock.v1.Compute.SetPause:output_type -> interlock.v1.SetPauseResponse
-	5, // 10: interlock.v1.Compute.ClearPause:output_type -> interlock.v1.ClearPauseResponse
-	7, // 11: interlock.v1.Compute.ListPauses:output_type -> interlock.v1.ListPausesResponse
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: interlock.v1.Pause.scope:type_name -> interlock.v1.PauseScope
+	25, // 1: interlock.v1.Pause.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 2: interlock.v1.SetPauseRequest.scope:type_name -> interlock.v1.PauseScope
+	2,  // 3: interlock.v1.SetPauseResponse.pause:type_name -> interlock.v1.Pause
+	0,  // 4: interlock.v1.ClearPauseRequest.scope:type_name -> interlock.v1.PauseScope
+	2,  // 5: interlock.v1.ListPausesResponse.pauses:type_name -> interlock.v1.Pause
+	1,  // 6: interlock.v1.ComputeSession.status:type_name -> interlock.v1.ComputeSessionStatus
+	24, // 7: interlock.v1.ComputeSession.tags:type_name -> interlock.v1.ComputeSession.TagsEntry
+	25, // 8: interlock.v1.ComputeSession.create_time:type_name -> google.protobuf.Timestamp
+	25, // 9: interlock.v1.ComputeSession.update_time:type_name -> google.protobuf.Timestamp
+	25, // 10: interlock.v1.ComputeSession.last_active_time:type_name -> google.protobuf.Timestamp
+	1,  // 11: interlock.v1.ListComputeSessionsRequest.status:type_name -> interlock.v1.ComputeSessionStatus
+	9,  // 12: interlock.v1.ListComputeSessionsResponse.sessions:type_name -> interlock.v1.ComputeSession
+	9,  // 13: interlock.v1.SuspendComputeSessionResponse.session:type_name -> interlock.v1.ComputeSession
+	9,  // 14: interlock.v1.ResumeComputeSessionResponse.session:type_name -> interlock.v1.ComputeSession
+	9,  // 15: interlock.v1.DestroyComputeSessionResponse.session:type_name -> interlock.v1.ComputeSession
+	19, // 16: interlock.v1.ListComputeProvidersResponse.providers:type_name -> interlock.v1.ComputeProviderStatus
+	22, // 17: interlock.v1.ExplainPlacementResponse.candidates:type_name -> interlock.v1.PlacementCandidate
+	25, // 18: interlock.v1.ExplainPlacementResponse.create_time:type_name -> google.protobuf.Timestamp
+	3,  // 19: interlock.v1.Compute.SetPause:input_type -> interlock.v1.SetPauseRequest
+	5,  // 20: interlock.v1.Compute.ClearPause:input_type -> interlock.v1.ClearPauseRequest
+	7,  // 21: interlock.v1.Compute.ListPauses:input_type -> interlock.v1.ListPausesRequest
+	10, // 22: interlock.v1.Compute.ListComputeSessions:input_type -> interlock.v1.ListComputeSessionsRequest
+	12, // 23: interlock.v1.Compute.SuspendComputeSession:input_type -> interlock.v1.SuspendComputeSessionRequest
+	14, // 24: interlock.v1.Compute.ResumeComputeSession:input_type -> interlock.v1.ResumeComputeSessionRequest
+	16, // 25: interlock.v1.Compute.DestroyComputeSession:input_type -> interlock.v1.DestroyComputeSessionRequest
+	18, // 26: interlock.v1.Compute.ListComputeProviders:input_type -> interlock.v1.ListComputeProvidersRequest
+	21, // 27: interlock.v1.Compute.ExplainPlacement:input_type -> interlock.v1.ExplainPlacementRequest
+	4,  // 28: interlock.v1.Compute.SetPause:output_type -> interlock.v1.SetPauseResponse
+	6,  // 29: interlock.v1.Compute.ClearPause:output_type -> interlock.v1.ClearPauseResponse
+	8,  // 30: interlock.v1.Compute.ListPauses:output_type -> interlock.v1.ListPausesResponse
+	11, // 31: interlock.v1.Compute.ListComputeSessions:output_type -> interlock.v1.ListComputeSessionsResponse
+	13, // 32: interlock.v1.Compute.SuspendComputeSession:output_type -> interlock.v1.SuspendComputeSessionResponse
+	15, // 33: interlock.v1.Compute.ResumeComputeSession:output_type -> interlock.v1.ResumeComputeSessionResponse
+	17, // 34: interlock.v1.Compute.DestroyComputeSession:output_type -> interlock.v1.DestroyComputeSessionResponse
+	20, // 35: interlock.v1.Compute.ListComputeProviders:output_type -> interlock.v1.ListComputeProvidersResponse
+	23, // 36: interlock.v1.Compute.ExplainPlacement:output_type -> interlock.v1.ExplainPlacementResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_interlock_v1_compute_proto_init() }
@@ -590,8 +1826,8 @@ func file_interlock_v1_compute_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_interlock_v1_compute_proto_rawDesc), len(file_interlock_v1_compute_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   7,
+			NumEnums:      2,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

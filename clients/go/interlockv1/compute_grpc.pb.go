@@ -19,17 +19,25 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Compute_SetPause_FullMethodName   = "/interlock.v1.Compute/SetPause"
-	Compute_ClearPause_FullMethodName = "/interlock.v1.Compute/ClearPause"
-	Compute_ListPauses_FullMethodName = "/interlock.v1.Compute/ListPauses"
+	Compute_SetPause_FullMethodName              = "/interlock.v1.Compute/SetPause"
+	Compute_ClearPause_FullMethodName            = "/interlock.v1.Compute/ClearPause"
+	Compute_ListPauses_FullMethodName            = "/interlock.v1.Compute/ListPauses"
+	Compute_ListComputeSessions_FullMethodName   = "/interlock.v1.Compute/ListComputeSessions"
+	Compute_SuspendComputeSession_FullMethodName = "/interlock.v1.Compute/SuspendComputeSession"
+	Compute_ResumeComputeSession_FullMethodName  = "/interlock.v1.Compute/ResumeComputeSession"
+	Compute_DestroyComputeSession_FullMethodName = "/interlock.v1.Compute/DestroyComputeSession"
+	Compute_ListComputeProviders_FullMethodName  = "/interlock.v1.Compute/ListComputeProviders"
+	Compute_ExplainPlacement_FullMethodName      = "/interlock.v1.Compute/ExplainPlacement"
 )
 
 // ComputeClient is the client API for Compute service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Operating the daemon's runs and compute: kill switches today. Authenticate
-// with the operator key.
+// Operating the daemon's runs and compute: kill switches, compute sessions
+// and providers, placement explanations. Pauses need the operator key; the
+// session and placement calls take a sandbox API key (its own sandbox) or the
+// operator key (every sandbox).
 type ComputeClient interface {
 	// Set a pause (kill switch). New runs it covers are refused with
 	// FAILED_PRECONDITION naming it; runs in flight end with an Error event.
@@ -39,6 +47,20 @@ type ComputeClient interface {
 	ClearPause(ctx context.Context, in *ClearPauseRequest, opts ...grpc.CallOption) (*ClearPauseResponse, error)
 	// List the pauses in force.
 	ListPauses(ctx context.Context, in *ListPausesRequest, opts ...grpc.CallOption) (*ListPausesResponse, error)
+	// List compute sessions, oldest first (destroyed ones only when asked).
+	ListComputeSessions(ctx context.Context, in *ListComputeSessionsRequest, opts ...grpc.CallOption) (*ListComputeSessionsResponse, error)
+	// Stop a running session now, keeping its state; waits for a run using it.
+	SuspendComputeSession(ctx context.Context, in *SuspendComputeSessionRequest, opts ...grpc.CallOption) (*SuspendComputeSessionResponse, error)
+	// Start a suspended or archived session again, ahead of a run.
+	ResumeComputeSession(ctx context.Context, in *ResumeComputeSessionRequest, opts ...grpc.CallOption) (*ResumeComputeSessionResponse, error)
+	// Delete a session and its state at its provider; the key's next run
+	// starts a new one. Waits for a run using it.
+	DestroyComputeSession(ctx context.Context, in *DestroyComputeSessionRequest, opts ...grpc.CallOption) (*DestroyComputeSessionResponse, error)
+	// The compute providers in order of preference: health, load, measured
+	// start times and prices.
+	ListComputeProviders(ctx context.Context, in *ListComputeProvidersRequest, opts ...grpc.CallOption) (*ListComputeProvidersResponse, error)
+	// Where a run's runtime was placed and why (`interlock compute explain`).
+	ExplainPlacement(ctx context.Context, in *ExplainPlacementRequest, opts ...grpc.CallOption) (*ExplainPlacementResponse, error)
 }
 
 type computeClient struct {
@@ -79,12 +101,74 @@ func (c *computeClient) ListPauses(ctx context.Context, in *ListPausesRequest, o
 	return out, nil
 }
 
+func (c *computeClient) ListComputeSessions(ctx context.Context, in *ListComputeSessionsRequest, opts ...grpc.CallOption) (*ListComputeSessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListComputeSessionsResponse)
+	err := c.cc.Invoke(ctx, Compute_ListComputeSessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *computeClient) SuspendComputeSession(ctx context.Context, in *SuspendComputeSessionRequest, opts ...grpc.CallOption) (*SuspendComputeSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SuspendComputeSessionResponse)
+	err := c.cc.Invoke(ctx, Compute_SuspendComputeSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *computeClient) ResumeComputeSession(ctx context.Context, in *ResumeComputeSessionRequest, opts ...grpc.CallOption) (*ResumeComputeSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeComputeSessionResponse)
+	err := c.cc.Invoke(ctx, Compute_ResumeComputeSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *computeClient) DestroyComputeSession(ctx context.Context, in *DestroyComputeSessionRequest, opts ...grpc.CallOption) (*DestroyComputeSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DestroyComputeSessionResponse)
+	err := c.cc.Invoke(ctx, Compute_DestroyComputeSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *computeClient) ListComputeProviders(ctx context.Context, in *ListComputeProvidersRequest, opts ...grpc.CallOption) (*ListComputeProvidersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListComputeProvidersResponse)
+	err := c.cc.Invoke(ctx, Compute_ListComputeProviders_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *computeClient) ExplainPlacement(ctx context.Context, in *ExplainPlacementRequest, opts ...grpc.CallOption) (*ExplainPlacementResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainPlacementResponse)
+	err := c.cc.Invoke(ctx, Compute_ExplainPlacement_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ComputeServer is the server API for Compute service.
 // All implementations must embed UnimplementedComputeServer
 // for forward compatibility.
 //
-// Operating the daemon's runs and compute: kill switches today. Authenticate
-// with the operator key.
+// Operating the daemon's runs and compute: kill switches, compute sessions
+// and providers, placement explanations. Pauses need the operator key; the
+// session and placement calls take a sandbox API key (its own sandbox) or the
+// operator key (every sandbox).
 type ComputeServer interface {
 	// Set a pause (kill switch). New runs it covers are refused with
 	// FAILED_PRECONDITION naming it; runs in flight end with an Error event.
@@ -94,6 +178,20 @@ type ComputeServer interface {
 	ClearPause(context.Context, *ClearPauseRequest) (*ClearPauseResponse, error)
 	// List the pauses in force.
 	ListPauses(context.Context, *ListPausesRequest) (*ListPausesResponse, error)
+	// List compute sessions, oldest first (destroyed ones only when asked).
+	ListComputeSessions(context.Context, *ListComputeSessionsRequest) (*ListComputeSessionsResponse, error)
+	// Stop a running session now, keeping its state; waits for a run using it.
+	SuspendComputeSession(context.Context, *SuspendComputeSessionRequest) (*SuspendComputeSessionResponse, error)
+	// Start a suspended or archived session again, ahead of a run.
+	ResumeComputeSession(context.Context, *ResumeComputeSessionRequest) (*ResumeComputeSessionResponse, error)
+	// Delete a session and its state at its provider; the key's next run
+	// starts a new one. Waits for a run using it.
+	DestroyComputeSession(context.Context, *DestroyComputeSessionRequest) (*DestroyComputeSessionResponse, error)
+	// The compute providers in order of preference: health, load, measured
+	// start times and prices.
+	ListComputeProviders(context.Context, *ListComputeProvidersRequest) (*ListComputeProvidersResponse, error)
+	// Where a run's runtime was placed and why (`interlock compute explain`).
+	ExplainPlacement(context.Context, *ExplainPlacementRequest) (*ExplainPlacementResponse, error)
 	mustEmbedUnimplementedComputeServer()
 }
 
@@ -112,6 +210,24 @@ func (UnimplementedComputeServer) ClearPause(context.Context, *ClearPauseRequest
 }
 func (UnimplementedComputeServer) ListPauses(context.Context, *ListPausesRequest) (*ListPausesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPauses not implemented")
+}
+func (UnimplementedComputeServer) ListComputeSessions(context.Context, *ListComputeSessionsRequest) (*ListComputeSessionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListComputeSessions not implemented")
+}
+func (UnimplementedComputeServer) SuspendComputeSession(context.Context, *SuspendComputeSessionRequest) (*SuspendComputeSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SuspendComputeSession not implemented")
+}
+func (UnimplementedComputeServer) ResumeComputeSession(context.Context, *ResumeComputeSessionRequest) (*ResumeComputeSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeComputeSession not implemented")
+}
+func (UnimplementedComputeServer) DestroyComputeSession(context.Context, *DestroyComputeSessionRequest) (*DestroyComputeSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DestroyComputeSession not implemented")
+}
+func (UnimplementedComputeServer) ListComputeProviders(context.Context, *ListComputeProvidersRequest) (*ListComputeProvidersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListComputeProviders not implemented")
+}
+func (UnimplementedComputeServer) ExplainPlacement(context.Context, *ExplainPlacementRequest) (*ExplainPlacementResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExplainPlacement not implemented")
 }
 func (UnimplementedComputeServer) mustEmbedUnimplementedComputeServer() {}
 func (UnimplementedComputeServer) testEmbeddedByValue()                 {}
@@ -188,6 +304,114 @@ func _Compute_ListPauses_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Compute_ListComputeSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListComputeSessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ComputeServer).ListComputeSessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Compute_ListComputeSessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ComputeServer).ListComputeSessions(ctx, req.(*ListComputeSessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Compute_SuspendComputeSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SuspendComputeSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ComputeServer).SuspendComputeSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Compute_SuspendComputeSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ComputeServer).SuspendComputeSession(ctx, req.(*SuspendComputeSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Compute_ResumeComputeSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeComputeSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ComputeServer).ResumeComputeSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Compute_ResumeComputeSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ComputeServer).ResumeComputeSession(ctx, req.(*ResumeComputeSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Compute_DestroyComputeSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroyComputeSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ComputeServer).DestroyComputeSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Compute_DestroyComputeSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ComputeServer).DestroyComputeSession(ctx, req.(*DestroyComputeSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Compute_ListComputeProviders_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListComputeProvidersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ComputeServer).ListComputeProviders(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Compute_ListComputeProviders_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ComputeServer).ListComputeProviders(ctx, req.(*ListComputeProvidersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Compute_ExplainPlacement_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainPlacementRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ComputeServer).ExplainPlacement(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Compute_ExplainPlacement_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ComputeServer).ExplainPlacement(ctx, req.(*ExplainPlacementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Compute_ServiceDesc is the grpc.ServiceDesc for Compute service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -206,6 +430,30 @@ var Compute_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPauses",
 			Handler:    _Compute_ListPauses_Handler,
+		},
+		{
+			MethodName: "ListComputeSessions",
+			Handler:    _Compute_ListComputeSessions_Handler,
+		},
+		{
+			MethodName: "SuspendComputeSession",
+			Handler:    _Compute_SuspendComputeSession_Handler,
+		},
+		{
+			MethodName: "ResumeComputeSession",
+			Handler:    _Compute_ResumeComputeSession_Handler,
+		},
+		{
+			MethodName: "DestroyComputeSession",
+			Handler:    _Compute_DestroyComputeSession_Handler,
+		},
+		{
+			MethodName: "ListComputeProviders",
+			Handler:    _Compute_ListComputeProviders_Handler,
+		},
+		{
+			MethodName: "ExplainPlacement",
+			Handler:    _Compute_ExplainPlacement_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -25,15 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainterlock/v1/compute.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x01\n\x05Pause\x12.\n\x05scope\x18\x01 \x01(\x0e\x32\x18.interlock.v1.PauseScopeR\x05scope\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x16\n\x06target\x18\x03 \x01(\tR\x06target\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\x12;\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\x90\x01\n\x0fSetPauseRequest\x12.\n\x05scope\x18\x01 \x01(\x0e\x32\x18.interlock.v1.PauseScopeR\x05scope\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x16\n\x06target\x18\x03 \x01(\tR\x06target\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"`\n\x10SetPauseResponse\x12)\n\x05pause\x18\x01 \x01(\x0b\x32\x13.interlock.v1.PauseR\x05pause\x12!\n\x0cstopped_runs\x18\x02 \x01(\x05R\x0bstoppedRuns\"z\n\x11\x43learPauseRequest\x12.\n\x05scope\x18\x01 \x01(\x0e\x32\x18.interlock.v1.PauseScopeR\x05scope\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x16\n\x06target\x18\x03 \x01(\tR\x06target\".\n\x12\x43learPauseResponse\x12\x18\n\x07\x63leared\x18\x01 \x01(\x08R\x07\x63leared\"\x13\n\x11ListPausesRequest\"A\n\x12ListPausesResponse\x12+\n\x06pauses\x18\x01 \x03(\x0b\x32\x13.interlock.v1.PauseR\x06pauses*\x9d\x01\n\nPauseScope\x12\x1b\n\x17PAUSE_SCOPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PAUSE_SCOPE_GLOBAL\x10\x01\x12\x18\n\x14PAUSE_SCOPE_END_USER\x10\x02\x12\x1e\n\x1aPAUSE_SCOPE_AGENT_PROVIDER\x10\x03\x12 \n\x1cPAUSE_SCOPE_COMPUTE_PROVIDER\x10\x04\x32\xf6\x01\n\x07\x43ompute\x12I\n\x08SetPause\x12\x1d.interlock.v1.SetPauseRequest\x1a\x1e.interlock.v1.SetPauseResponse\x12O\n\nClearPause\x12\x1f.interlock.v1.ClearPauseRequest\x1a .interlock.v1.ClearPauseResponse\x12O\n\nListPauses\x12\x1f.interlock.v1.ListPausesRequest\x1a .interlock.v1.ListPausesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainterlock/v1/compute.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x01\n\x05Pause\x12.\n\x05scope\x18\x01 \x01(\x0e\x32\x18.interlock.v1.PauseScopeR\x05scope\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x16\n\x06target\x18\x03 \x01(\tR\x06target\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\x12;\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\x90\x01\n\x0fSetPauseRequest\x12.\n\x05scope\x18\x01 \x01(\x0e\x32\x18.interlock.v1.PauseScopeR\x05scope\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x16\n\x06target\x18\x03 \x01(\tR\x06target\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"`\n\x10SetPauseResponse\x12)\n\x05pause\x18\x01 \x01(\x0b\x32\x13.interlock.v1.PauseR\x05pause\x12!\n\x0cstopped_runs\x18\x02 \x01(\x05R\x0bstoppedRuns\"z\n\x11\x43learPauseRequest\x12.\n\x05scope\x18\x01 \x01(\x0e\x32\x18.interlock.v1.PauseScopeR\x05scope\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x16\n\x06target\x18\x03 \x01(\tR\x06target\".\n\x12\x43learPauseResponse\x12\x18\n\x07\x63leared\x18\x01 \x01(\x08R\x07\x63leared\"\x13\n\x11ListPausesRequest\"A\n\x12ListPausesResponse\x12+\n\x06pauses\x18\x01 \x03(\x0b\x32\x13.interlock.v1.PauseR\x06pauses\"\x98\x05\n\x0e\x43omputeSession\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n\nsandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x1e\n\x0b\x65nd_user_id\x18\x03 \x01(\tR\tendUserId\x12\x14\n\x05\x61gent\x18\x04 \x01(\tR\x05\x61gent\x12\x18\n\x07runtime\x18\x05 \x01(\tR\x07runtime\x12\x1a\n\x08provider\x18\x06 \x01(\tR\x08provider\x12\x1f\n\x0b\x65xternal_id\x18\x07 \x01(\tR\nexternalId\x12:\n\x06status\x18\x08 \x01(\x0e\x32\".interlock.v1.ComputeSessionStatusR\x06status\x12\x16\n\x06region\x18\t \x01(\tR\x06region\x12\x1a\n\x08\x65ndpoint\x18\n \x01(\tR\x08\x65ndpoint\x12:\n\x04tags\x18\x0b \x03(\x0b\x32&.interlock.v1.ComputeSession.TagsEntryR\x04tags\x12%\n\x0e\x61\x63tive_seconds\x18\x0c \x01(\x01R\ractiveSeconds\x12;\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x44\n\x10last_active_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0elastActiveTime\x1a\x37\n\tTagsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xc9\x01\n\x1aListComputeSessionsRequest\x12\x1d\n\nsandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1e\n\x0b\x65nd_user_id\x18\x02 \x01(\tR\tendUserId\x12\x14\n\x05\x61gent\x18\x03 \x01(\tR\x05\x61gent\x12:\n\x06status\x18\x04 \x01(\x0e\x32\".interlock.v1.ComputeSessionStatusR\x06status\x12\x1a\n\x08provider\x18\x05 \x01(\tR\x08provider\"W\n\x1bListComputeSessionsResponse\x12\x38\n\x08sessions\x18\x01 \x03(\x0b\x32\x1c.interlock.v1.ComputeSessionR\x08sessions\"=\n\x1cSuspendComputeSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"W\n\x1dSuspendComputeSessionResponse\x12\x36\n\x07session\x18\x01 \x01(\x0b\x32\x1c.interlock.v1.ComputeSessionR\x07session\"<\n\x1bResumeComputeSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"V\n\x1cResumeComputeSessionResponse\x12\x36\n\x07session\x18\x01 \x01(\x0b\x32\x1c.interlock.v1.ComputeSessionR\x07session\"=\n\x1c\x44\x65stroyComputeSessionRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\"W\n\x1d\x44\x65stroyComputeSessionResponse\x12\x36\n\x07session\x18\x01 \x01(\x0b\x32\x1c.interlock.v1.ComputeSessionR\x07session\"\x1d\n\x1bListComputeProvidersRequest\"\xa5\x03\n\x15\x43omputeProviderStatus\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07healthy\x18\x02 \x01(\x08R\x07healthy\x12\x18\n\x07\x62reaker\x18\x03 \x01(\tR\x07\x62reaker\x12\x1d\n\nlast_error\x18\x04 \x01(\tR\tlastError\x12)\n\x10running_sessions\x18\x05 \x01(\x05R\x0frunningSessions\x12\x1a\n\x08\x63\x61pacity\x18\x06 \x01(\x05R\x08\x63\x61pacity\x12,\n\x12\x63old_start_seconds\x18\x07 \x01(\x01R\x10\x63oldStartSeconds\x12%\n\x0eresume_seconds\x18\x08 \x01(\x01R\rresumeSeconds\x12-\n\x13\x61\x63tive_usd_per_hour\x18\t \x01(\x01R\x10\x61\x63tiveUsdPerHour\x12\x1f\n\x0b\x63\x61n_suspend\x18\n \x01(\x08R\ncanSuspend\x12\x1f\n\x0b\x63\x61n_archive\x18\x0b \x01(\x08R\ncanArchive\x12\x18\n\x07regions\x18\x0c \x03(\tR\x07regions\"a\n\x1cListComputeProvidersResponse\x12\x41\n\tproviders\x18\x01 \x03(\x0b\x32#.interlock.v1.ComputeProviderStatusR\tproviders\"0\n\x17\x45xplainPlacementRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"^\n\x12PlacementCandidate\x12\x1a\n\x08provider\x18\x01 \x01(\tR\x08provider\x12\x18\n\x07verdict\x18\x02 \x01(\tR\x07verdict\x12\x12\n\x04note\x18\x03 \x01(\tR\x04note\"\xcf\x02\n\x18\x45xplainPlacementResponse\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12,\n\x12\x63ompute_session_id\x18\x02 \x01(\tR\x10\x63omputeSessionId\x12\x1a\n\x08provider\x18\x03 \x01(\tR\x08provider\x12\x16\n\x06policy\x18\x04 \x01(\tR\x06policy\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reason\x12@\n\ncandidates\x18\x06 \x03(\x0b\x32 .interlock.v1.PlacementCandidateR\ncandidates\x12#\n\rready_seconds\x18\x07 \x01(\x01R\x0creadySeconds\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime*\x9d\x01\n\nPauseScope\x12\x1b\n\x17PAUSE_SCOPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PAUSE_SCOPE_GLOBAL\x10\x01\x12\x18\n\x14PAUSE_SCOPE_END_USER\x10\x02\x12\x1e\n\x1aPAUSE_SCOPE_AGENT_PROVIDER\x10\x03\x12 \n\x1cPAUSE_SCOPE_COMPUTE_PROVIDER\x10\x04*\x9b\x02\n\x14\x43omputeSessionStatus\x12&\n\"COMPUTE_SESSION_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1f\x43OMPUTE_SESSION_STATUS_CREATING\x10\x01\x12\"\n\x1e\x43OMPUTE_SESSION_STATUS_RUNNING\x10\x02\x12$\n COMPUTE_SESSION_STATUS_SUSPENDED\x10\x03\x12#\n\x1f\x43OMPUTE_SESSION_STATUS_ARCHIVED\x10\x04\x12$\n COMPUTE_SESSION_STATUS_DESTROYED\x10\x05\x12!\n\x1d\x43OMPUTE_SESSION_STATUS_FAILED\x10\x06\x32\x87\x07\n\x07\x43ompute\x12I\n\x08SetPause\x12\x1d.interlock.v1.SetPauseRequest\x1a\x1e.interlock.v1.SetPauseResponse\x12O\n\nClearPause\x12\x1f.interlock.v1.ClearPauseRequest\x1a .interlock.v1.ClearPauseResponse\x12O\n\nListPauses\x12\x1f.interlock.v1.ListPausesRequest\x1a .interlock.v1.ListPausesResponse\x12j\n\x13ListComputeSessions\x12(.interlock.v1.ListComputeSessionsRequest\x1a).interlock.v1.ListComputeSessionsResponse\x12p\n\x15SuspendComputeSession\x12*.interlock.v1.SuspendComputeSessionRequest\x1a+.interlock.v1.SuspendComputeSessionResponse\x12m\n\x14ResumeComputeSession\x12).interlock.v1.ResumeComputeSessionRequest\x1a*.interlock.v1.ResumeComputeSessionResponse\x12p\n\x15\x44\x65stroyComputeSession\x12*.interlock.v1.DestroyComputeSessionRequest\x1a+.interlock.v1.DestroyComputeSessionResponse\x12m\n\x14ListComputeProviders\x12).interlock.v1.ListComputeProvidersRequest\x1a*.interlock.v1.ListComputeProvidersResponse\x12\x61\n\x10\x45xplainPlacement\x12%.interlock.v1.ExplainPlacementRequest\x1a&.interlock.v1.ExplainPlacementResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interlock.v1.compute_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAUSESCOPE']._serialized_start=781
-  _globals['_PAUSESCOPE']._serialized_end=938
+  _globals['_COMPUTESESSION_TAGSENTRY']._loaded_options = None
+  _globals['_COMPUTESESSION_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_PAUSESCOPE']._serialized_start=3233
+  _globals['_PAUSESCOPE']._serialized_end=3390
+  _globals['_COMPUTESESSIONSTATUS']._serialized_start=3393
+  _globals['_COMPUTESESSIONSTATUS']._serialized_end=3676
   _globals['_PAUSE']._serialized_start=78
   _globals['_PAUSE']._serialized_end=273
   _globals['_SETPAUSEREQUEST']._serialized_start=276
@@ -48,6 +52,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPAUSESREQUEST']._serialized_end=711
   _globals['_LISTPAUSESRESPONSE']._serialized_start=713
   _globals['_LISTPAUSESRESPONSE']._serialized_end=778
-  _globals['_COMPUTE']._serialized_start=941
-  _globals['_COMPUTE']._serialized_end=1187
+  _globals['_COMPUTESESSION']._serialized_start=781
+  _globals['_COMPUTESESSION']._serialized_end=1445
+  _globals['_COMPUTESESSION_TAGSENTRY']._serialized_start=1390
+  _globals['_COMPUTESESSION_TAGSENTRY']._serialized_end=1445
+  _globals['_LISTCOMPUTESESSIONSREQUEST']._serialized_start=1448
+  _globals['_LISTCOMPUTESESSIONSREQUEST']._serialized_end=1649
+  _globals['_LISTCOMPUTESESSIONSRESPONSE']._serialized_start=1651
+  _globals['_LISTCOMPUTESESSIONSRESPONSE']._serialized_end=1738
+  _globals['_SUSPENDCOMPUTESESSIONREQUEST']._serialized_start=1740
+  _globals['_SUSPENDCOMPUTESESSIONREQUEST']._serialized_end=1801
+  _globals['_SUSPENDCOMPUTESESSIONRESPONSE']._serialized_start=1803
+  _globals['_SUSPENDCOMPUTESESSIONRESPONSE']._serialized_end=1890
+  _globals['_RESUMECOMPUTESESSIONREQUEST']._serialized_start=1892
+  _globals['_RESUMECOMPUTESESSIONREQUEST']._serialized_end=1952
+  _globals['_RESUMECOMPUTESESSIONRESPONSE']._serialized_start=1954
+  _globals['_RESUMECOMPUTESESSIONRESPONSE']._serialized_end=2040
+  _globals['_DESTROYCOMPUTESESSIONREQUEST']._serialized_start=2042
+  _globals['_DESTROYCOMPUTESESSIONREQUEST']._serialized_end=2103
+  _globals['_DESTROYCOMPUTESESSIONRESPONSE']._serialized_start=2105
+  _globals['_DESTROYCOMPUTESESSIONRESPONSE']._serialized_end=2192
+  _globals['_LISTCOMPUTEPROVIDERSREQUEST']._serialized_start=2194
+  _globals['_LISTCOMPUTEPROVIDERSREQUEST']._serialized_end=2223
+  _globals['_COMPUTEPROVIDERSTATUS']._serialized_start=2226
+  _globals['_COMPUTEPROVIDERSTATUS']._serialized_end=2647
+  _globals['_LISTCOMPUTEPROVIDERSRESPONSE']._serialized_start=2649
+  _globals['_LISTCOMPUTEPROVIDERSRESPONSE']._serialized_end=2746
+  _globals['_EXPLAINPLACEMENTREQUEST']._serialized_start=2748
+  _globals['_EXPLAINPLACEMENTREQUEST']._serialized_end=2796
+  _globals['_PLACEMENTCANDIDATE']._serialized_start=2798
+  _globals['_PLACEMENTCANDIDATE']._serialized_end=2892
+  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_start=2895
+  _globals['_EXPLAINPLACEMENTRESPONSE']._serialized_end=3230
+  _globals['_COMPUTE']._serialized_start=3679
+  _globals['_COMPUTE']._serialized_end=4582
 # @@protoc_insertion_point(module_scope)

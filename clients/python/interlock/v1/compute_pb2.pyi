@@ -60,6 +60,46 @@ sandbox or all of them.
 """
 Global___PauseScope: _TypeAlias = PauseScope  # noqa: Y015
 
+class _ComputeSessionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ComputeSessionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ComputeSessionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPUTE_SESSION_STATUS_UNSPECIFIED: _ComputeSessionStatus.ValueType  # 0
+    """Not set (in a filter: any status but destroyed)."""
+    COMPUTE_SESSION_STATUS_CREATING: _ComputeSessionStatus.ValueType  # 1
+    """Being created."""
+    COMPUTE_SESSION_STATUS_RUNNING: _ComputeSessionStatus.ValueType  # 2
+    """Running: serves runs at once."""
+    COMPUTE_SESSION_STATUS_SUSPENDED: _ComputeSessionStatus.ValueType  # 3
+    """Stopped with its state kept; resumes in seconds."""
+    COMPUTE_SESSION_STATUS_ARCHIVED: _ComputeSessionStatus.ValueType  # 4
+    """State in cold storage; resumes slowly."""
+    COMPUTE_SESSION_STATUS_DESTROYED: _ComputeSessionStatus.ValueType  # 5
+    """Gone, with its state."""
+    COMPUTE_SESSION_STATUS_FAILED: _ComputeSessionStatus.ValueType  # 6
+    """Failed or abandoned; destroyed at its provider by the reaper."""
+
+class ComputeSessionStatus(_ComputeSessionStatus, metaclass=_ComputeSessionStatusEnumTypeWrapper):
+    """Where a compute session is."""
+
+COMPUTE_SESSION_STATUS_UNSPECIFIED: ComputeSessionStatus.ValueType  # 0
+"""Not set (in a filter: any status but destroyed)."""
+COMPUTE_SESSION_STATUS_CREATING: ComputeSessionStatus.ValueType  # 1
+"""Being created."""
+COMPUTE_SESSION_STATUS_RUNNING: ComputeSessionStatus.ValueType  # 2
+"""Running: serves runs at once."""
+COMPUTE_SESSION_STATUS_SUSPENDED: ComputeSessionStatus.ValueType  # 3
+"""Stopped with its state kept; resumes in seconds."""
+COMPUTE_SESSION_STATUS_ARCHIVED: ComputeSessionStatus.ValueType  # 4
+"""State in cold storage; resumes slowly."""
+COMPUTE_SESSION_STATUS_DESTROYED: ComputeSessionStatus.ValueType  # 5
+"""Gone, with its state."""
+COMPUTE_SESSION_STATUS_FAILED: ComputeSessionStatus.ValueType  # 6
+"""Failed or abandoned; destroyed at its provider by the reaper."""
+Global___ComputeSessionStatus: _TypeAlias = ComputeSessionStatus  # noqa: Y015
+
 @_typing.final
 class Pause(_message.Message):
     """A pause in force."""
@@ -256,3 +296,528 @@ class ListPausesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPausesResponse: _TypeAlias = ListPausesResponse  # noqa: Y015
+
+@_typing.final
+class ComputeSession(_message.Message):
+    """One long-lived compute session: a self-hosted runtime kept for one end
+    user and agent of a sandbox.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    END_USER_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    RUNTIME_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    ACTIVE_SECONDS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_ACTIVE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Its id (`cs_...`)."""
+    sandbox_id: _builtins.str
+    """The sandbox it belongs to."""
+    end_user_id: _builtins.str
+    """The end user it serves."""
+    agent: _builtins.str
+    """The saved agent's slug, or "<provider>/<model>" for runs without one."""
+    runtime: _builtins.str
+    """The runtime running in it (the agent provider, e.g. "hermes")."""
+    provider: _builtins.str
+    """The compute provider it runs on (e.g. "local", "daytona")."""
+    external_id: _builtins.str
+    """The provider's id of it."""
+    status: Global___ComputeSessionStatus.ValueType
+    """Where it is."""
+    region: _builtins.str
+    """Its region ("" when the provider has one)."""
+    endpoint: _builtins.str
+    """Its runtime's base URL while running (never credentials)."""
+    active_seconds: _builtins.float
+    """Seconds it was active for runs, in all."""
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """user_id, sandbox_id, agent_id and the latest run_id."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed."""
+
+    @_builtins.property
+    def last_active_time(self) -> _timestamp_pb2.Timestamp:
+        """When its last run ended (idle stop counts from here)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        sandbox_id: _builtins.str = ...,
+        end_user_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        runtime: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        external_id: _builtins.str = ...,
+        status: Global___ComputeSessionStatus.ValueType = ...,
+        region: _builtins.str = ...,
+        endpoint: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        active_seconds: _builtins.float = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        last_active_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_active_time", b"last_active_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_seconds", b"active_seconds", "agent", b"agent", "create_time", b"create_time", "end_user_id", b"end_user_id", "endpoint", b"endpoint", "external_id", b"external_id", "id", b"id", "last_active_time", b"last_active_time", "provider", b"provider", "region", b"region", "runtime", b"runtime", "sandbox_id", b"sandbox_id", "status", b"status", "tags", b"tags", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComputeSession: _TypeAlias = ComputeSession  # noqa: Y015
+
+@_typing.final
+class ListComputeSessionsRequest(_message.Message):
+    """Request of ListComputeSessions. Every filter is optional."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    END_USER_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    """Operator key: one sandbox's sessions (empty for all). A sandbox key: empty
+    or its own sandbox.
+    """
+    end_user_id: _builtins.str
+    """Only this end user's."""
+    agent: _builtins.str
+    """Only this agent's (a slug, or "<provider>/<model>")."""
+    status: Global___ComputeSessionStatus.ValueType
+    """Only sessions in this status (unset: all but destroyed)."""
+    provider: _builtins.str
+    """Only sessions on this compute provider."""
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+        end_user_id: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        status: Global___ComputeSessionStatus.ValueType = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "end_user_id", b"end_user_id", "provider", b"provider", "sandbox_id", b"sandbox_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListComputeSessionsRequest: _TypeAlias = ListComputeSessionsRequest  # noqa: Y015
+
+@_typing.final
+class ListComputeSessionsResponse(_message.Message):
+    """Response of ListComputeSessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComputeSession]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___ComputeSession] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListComputeSessionsResponse: _TypeAlias = ListComputeSessionsResponse  # noqa: Y015
+
+@_typing.final
+class SuspendComputeSessionRequest(_message.Message):
+    """Request of SuspendComputeSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session (`cs_...`)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendComputeSessionRequest: _TypeAlias = SuspendComputeSessionRequest  # noqa: Y015
+
+@_typing.final
+class SuspendComputeSessionResponse(_message.Message):
+    """Response of SuspendComputeSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___ComputeSession:
+        """The session now."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___ComputeSession | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendComputeSessionResponse: _TypeAlias = SuspendComputeSessionResponse  # noqa: Y015
+
+@_typing.final
+class ResumeComputeSessionRequest(_message.Message):
+    """Request of ResumeComputeSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session (`cs_...`)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeComputeSessionRequest: _TypeAlias = ResumeComputeSessionRequest  # noqa: Y015
+
+@_typing.final
+class ResumeComputeSessionResponse(_message.Message):
+    """Response of ResumeComputeSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___ComputeSession:
+        """The session now."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___ComputeSession | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeComputeSessionResponse: _TypeAlias = ResumeComputeSessionResponse  # noqa: Y015
+
+@_typing.final
+class DestroyComputeSessionRequest(_message.Message):
+    """Request of DestroyComputeSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session (`cs_...`)."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DestroyComputeSessionRequest: _TypeAlias = DestroyComputeSessionRequest  # noqa: Y015
+
+@_typing.final
+class DestroyComputeSessionResponse(_message.Message):
+    """Response of DestroyComputeSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___ComputeSession:
+        """The session now (destroyed)."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___ComputeSession | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DestroyComputeSessionResponse: _TypeAlias = DestroyComputeSessionResponse  # noqa: Y015
+
+@_typing.final
+class ListComputeProvidersRequest(_message.Message):
+    """Request of ListComputeProviders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListComputeProvidersRequest: _TypeAlias = ListComputeProvidersRequest  # noqa: Y015
+
+@_typing.final
+class ComputeProviderStatus(_message.Message):
+    """One compute provider as the scheduler sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    BREAKER_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    RUNNING_SESSIONS_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    COLD_START_SECONDS_FIELD_NUMBER: _builtins.int
+    RESUME_SECONDS_FIELD_NUMBER: _builtins.int
+    ACTIVE_USD_PER_HOUR_FIELD_NUMBER: _builtins.int
+    CAN_SUSPEND_FIELD_NUMBER: _builtins.int
+    CAN_ARCHIVE_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Its configured name."""
+    healthy: _builtins.bool
+    """Whether placement may use it (its circuit breaker is closed)."""
+    breaker: _builtins.str
+    """"closed", "open" (failing: skipped) or "half_open" (one trial allowed)."""
+    last_error: _builtins.str
+    """The last failure of a probe or a session start, if any."""
+    running_sessions: _builtins.int
+    """Sessions running on it."""
+    capacity: _builtins.int
+    """Most sessions it may run (0: no limit)."""
+    cold_start_seconds: _builtins.float
+    """Measured (or declared) seconds to a new session's runtime answering."""
+    resume_seconds: _builtins.float
+    """Measured (or declared) seconds to resume a suspended session."""
+    active_usd_per_hour: _builtins.float
+    """What an active session costs per hour, in US dollars."""
+    can_suspend: _builtins.bool
+    """Whether it can suspend (else sessions idle by themselves) and archive."""
+    can_archive: _builtins.bool
+    """Whether it can archive suspended sessions."""
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The regions it serves (for `compute.region`)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        healthy: _builtins.bool = ...,
+        breaker: _builtins.str = ...,
+        last_error: _builtins.str = ...,
+        running_sessions: _builtins.int = ...,
+        capacity: _builtins.int = ...,
+        cold_start_seconds: _builtins.float = ...,
+        resume_seconds: _builtins.float = ...,
+        active_usd_per_hour: _builtins.float = ...,
+        can_suspend: _builtins.bool = ...,
+        can_archive: _builtins.bool = ...,
+        regions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_usd_per_hour", b"active_usd_per_hour", "breaker", b"breaker", "can_archive", b"can_archive", "can_suspend", b"can_suspend", "capacity", b"capacity", "cold_start_seconds", b"cold_start_seconds", "healthy", b"healthy", "last_error", b"last_error", "name", b"name", "regions", b"regions", "resume_seconds", b"resume_seconds", "running_sessions", b"running_sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComputeProviderStatus: _TypeAlias = ComputeProviderStatus  # noqa: Y015
+
+@_typing.final
+class ListComputeProvidersResponse(_message.Message):
+    """Response of ListComputeProviders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComputeProviderStatus]:
+        """In order of preference."""
+
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[Global___ComputeProviderStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListComputeProvidersResponse: _TypeAlias = ListComputeProvidersResponse  # noqa: Y015
+
+@_typing.final
+class ExplainPlacementRequest(_message.Message):
+    """Request of ExplainPlacement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """A run of a self-hosted runtime."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainPlacementRequest: _TypeAlias = ExplainPlacementRequest  # noqa: Y015
+
+@_typing.final
+class PlacementCandidate(_message.Message):
+    """One provider considered for a placement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider."""
+    verdict: _builtins.str
+    """"chosen", "eligible" (could have taken it) or "skipped"."""
+    note: _builtins.str
+    """Why: expected start time and cost, or what excluded it."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        verdict: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "provider", b"provider", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlacementCandidate: _TypeAlias = PlacementCandidate  # noqa: Y015
+
+@_typing.final
+class ExplainPlacementResponse(_message.Message):
+    """Response of ExplainPlacement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    COMPUTE_SESSION_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    READY_SECONDS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run."""
+    compute_session_id: _builtins.str
+    """The session it ran in."""
+    provider: _builtins.str
+    """The compute provider it ran on."""
+    policy: _builtins.str
+    """"pinned", "latency-aware" or "cost-aware"."""
+    reason: _builtins.str
+    """Why that provider, in words."""
+    ready_seconds: _builtins.float
+    """Seconds until the runtime answered (0 for a warm session)."""
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementCandidate]:
+        """Every provider considered, in order of preference."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was placed."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        compute_session_id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        policy: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        candidates: _abc.Iterable[Global___PlacementCandidate] | None = ...,
+        ready_seconds: _builtins.float = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "compute_session_id", b"compute_session_id", "create_time", b"create_time", "policy", b"policy", "provider", b"provider", "ready_seconds", b"ready_seconds", "reason", b"reason", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainPlacementResponse: _TypeAlias = ExplainPlacementResponse  # noqa: Y015

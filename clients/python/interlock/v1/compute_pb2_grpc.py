@@ -26,8 +26,10 @@ if _version_not_supported:
 
 
 class ComputeStub:
-    """Operating the daemon's runs and compute: kill switches today. Authenticate
-    with the operator key.
+    """Operating the daemon's runs and compute: kill switches, compute sessions
+    and providers, placement explanations. Pauses need the operator key; the
+    session and placement calls take a sandbox API key (its own sandbox) or the
+    operator key (every sandbox).
     """
 
     def __init__(self, channel):
@@ -51,11 +53,43 @@ class ComputeStub:
                 request_serializer=interlock_dot_v1_dot_compute__pb2.ListPausesRequest.SerializeToString,
                 response_deserializer=interlock_dot_v1_dot_compute__pb2.ListPausesResponse.FromString,
                 _registered_method=True)
+        self.ListComputeSessions = channel.unary_unary(
+                '/interlock.v1.Compute/ListComputeSessions',
+                request_serializer=interlock_dot_v1_dot_compute__pb2.ListComputeSessionsRequest.SerializeToString,
+                response_deserializer=interlock_dot_v1_dot_compute__pb2.ListComputeSessionsResponse.FromString,
+                _registered_method=True)
+        self.SuspendComputeSession = channel.unary_unary(
+                '/interlock.v1.Compute/SuspendComputeSession',
+                request_serializer=interlock_dot_v1_dot_compute__pb2.SuspendComputeSessionRequest.SerializeToString,
+                response_deserializer=interlock_dot_v1_dot_compute__pb2.SuspendComputeSessionResponse.FromString,
+                _registered_method=True)
+        self.ResumeComputeSession = channel.unary_unary(
+                '/interlock.v1.Compute/ResumeComputeSession',
+                request_serializer=interlock_dot_v1_dot_compute__pb2.ResumeComputeSessionRequest.SerializeToString,
+                response_deserializer=interlock_dot_v1_dot_compute__pb2.ResumeComputeSessionResponse.FromString,
+                _registered_method=True)
+        self.DestroyComputeSession = channel.unary_unary(
+                '/interlock.v1.Compute/DestroyComputeSession',
+                request_serializer=interlock_dot_v1_dot_compute__pb2.DestroyComputeSessionRequest.SerializeToString,
+                response_deserializer=interlock_dot_v1_dot_compute__pb2.DestroyComputeSessionResponse.FromString,
+                _registered_method=True)
+        self.ListComputeProviders = channel.unary_unary(
+                '/interlock.v1.Compute/ListComputeProviders',
+                request_serializer=interlock_dot_v1_dot_compute__pb2.ListComputeProvidersRequest.SerializeToString,
+                response_deserializer=interlock_dot_v1_dot_compute__pb2.ListComputeProvidersResponse.FromString,
+                _registered_method=True)
+        self.ExplainPlacement = channel.unary_unary(
+                '/interlock.v1.Compute/ExplainPlacement',
+                request_serializer=interlock_dot_v1_dot_compute__pb2.ExplainPlacementRequest.SerializeToString,
+                response_deserializer=interlock_dot_v1_dot_compute__pb2.ExplainPlacementResponse.FromString,
+                _registered_method=True)
 
 
 class ComputeServicer:
-    """Operating the daemon's runs and compute: kill switches today. Authenticate
-    with the operator key.
+    """Operating the daemon's runs and compute: kill switches, compute sessions
+    and providers, placement explanations. Pauses need the operator key; the
+    session and placement calls take a sandbox API key (its own sandbox) or the
+    operator key (every sandbox).
     """
 
     def SetPause(self, request, context):
@@ -81,6 +115,50 @@ class ComputeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListComputeSessions(self, request, context):
+        """List compute sessions, oldest first (destroyed ones only when asked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendComputeSession(self, request, context):
+        """Stop a running session now, keeping its state; waits for a run using it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeComputeSession(self, request, context):
+        """Start a suspended or archived session again, ahead of a run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DestroyComputeSession(self, request, context):
+        """Delete a session and its state at its provider; the key's next run
+        starts a new one. Waits for a run using it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListComputeProviders(self, request, context):
+        """The compute providers in order of preference: health, load, measured
+        start times and prices.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainPlacement(self, request, context):
+        """Where a run's runtime was placed and why (`interlock compute explain`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ComputeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +177,36 @@ def add_ComputeServicer_to_server(servicer, server):
                     request_deserializer=interlock_dot_v1_dot_compute__pb2.ListPausesRequest.FromString,
                     response_serializer=interlock_dot_v1_dot_compute__pb2.ListPausesResponse.SerializeToString,
             ),
+            'ListComputeSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListComputeSessions,
+                    request_deserializer=interlock_dot_v1_dot_compute__pb2.ListComputeSessionsRequest.FromString,
+                    response_serializer=interlock_dot_v1_dot_compute__pb2.ListComputeSessionsResponse.SerializeToString,
+            ),
+            'SuspendComputeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendComputeSession,
+                    request_deserializer=interlock_dot_v1_dot_compute__pb2.SuspendComputeSessionRequest.FromString,
+                    response_serializer=interlock_dot_v1_dot_compute__pb2.SuspendComputeSessionResponse.SerializeToString,
+            ),
+            'ResumeComputeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeComputeSession,
+                    request_deserializer=interlock_dot_v1_dot_compute__pb2.ResumeComputeSessionRequest.FromString,
+                    response_serializer=interlock_dot_v1_dot_compute__pb2.ResumeComputeSessionResponse.SerializeToString,
+            ),
+            'DestroyComputeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DestroyComputeSession,
+                    request_deserializer=interlock_dot_v1_dot_compute__pb2.DestroyComputeSessionRequest.FromString,
+                    response_serializer=interlock_dot_v1_dot_compute__pb2.DestroyComputeSessionResponse.SerializeToString,
+            ),
+            'ListComputeProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListComputeProviders,
+                    request_deserializer=interlock_dot_v1_dot_compute__pb2.ListComputeProvidersRequest.FromString,
+                    response_serializer=interlock_dot_v1_dot_compute__pb2.ListComputeProvidersResponse.SerializeToString,
+            ),
+            'ExplainPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainPlacement,
+                    request_deserializer=interlock_dot_v1_dot_compute__pb2.ExplainPlacementRequest.FromString,
+                    response_serializer=interlock_dot_v1_dot_compute__pb2.ExplainPlacementResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'interlock.v1.Compute', rpc_method_handlers)
@@ -108,8 +216,10 @@ def add_ComputeServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Compute:
-    """Operating the daemon's runs and compute: kill switches today. Authenticate
-    with the operator key.
+    """Operating the daemon's runs and compute: kill switches, compute sessions
+    and providers, placement explanations. Pauses need the operator key; the
+    session and placement calls take a sandbox API key (its own sandbox) or the
+    operator key (every sandbox).
     """
 
     @staticmethod
@@ -183,6 +293,168 @@ class Compute:
             '/interlock.v1.Compute/ListPauses',
             interlock_dot_v1_dot_compute__pb2.ListPausesRequest.SerializeToString,
             interlock_dot_v1_dot_compute__pb2.ListPausesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListComputeSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interlock.v1.Compute/ListComputeSessions',
+            interlock_dot_v1_dot_compute__pb2.ListComputeSessionsRequest.SerializeToString,
+            interlock_dot_v1_dot_compute__pb2.ListComputeSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendComputeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interlock.v1.Compute/SuspendComputeSession',
+            interlock_dot_v1_dot_compute__pb2.SuspendComputeSessionRequest.SerializeToString,
+            interlock_dot_v1_dot_compute__pb2.SuspendComputeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeComputeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interlock.v1.Compute/ResumeComputeSession',
+            interlock_dot_v1_dot_compute__pb2.ResumeComputeSessionRequest.SerializeToString,
+            interlock_dot_v1_dot_compute__pb2.ResumeComputeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DestroyComputeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interlock.v1.Compute/DestroyComputeSession',
+            interlock_dot_v1_dot_compute__pb2.DestroyComputeSessionRequest.SerializeToString,
+            interlock_dot_v1_dot_compute__pb2.DestroyComputeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListComputeProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interlock.v1.Compute/ListComputeProviders',
+            interlock_dot_v1_dot_compute__pb2.ListComputeProvidersRequest.SerializeToString,
+            interlock_dot_v1_dot_compute__pb2.ListComputeProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interlock.v1.Compute/ExplainPlacement',
+            interlock_dot_v1_dot_compute__pb2.ExplainPlacementRequest.SerializeToString,
+            interlock_dot_v1_dot_compute__pb2.ExplainPlacementResponse.FromString,
             options,
             channel_credentials,
             insecure,

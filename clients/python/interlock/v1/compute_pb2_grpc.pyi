@@ -27,8 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ComputeStub:
-    """Operating the daemon's runs and compute: kill switches today. Authenticate
-    with the operator key.
+    """Operating the daemon's runs and compute: kill switches, compute sessions
+    and providers, placement explanations. Pauses need the operator key; the
+    session and placement calls take a sandbox API key (its own sandbox) or the
+    operator key (every sandbox).
     """
 
     @_typing.overload
@@ -44,11 +46,29 @@ class ComputeStub:
     """Clear a pause; runs it covered are admitted again."""
     ListPauses: _grpc.UnaryUnaryMultiCallable[_compute_pb2.ListPausesRequest, _compute_pb2.ListPausesResponse]
     """List the pauses in force."""
+    ListComputeSessions: _grpc.UnaryUnaryMultiCallable[_compute_pb2.ListComputeSessionsRequest, _compute_pb2.ListComputeSessionsResponse]
+    """List compute sessions, oldest first (destroyed ones only when asked)."""
+    SuspendComputeSession: _grpc.UnaryUnaryMultiCallable[_compute_pb2.SuspendComputeSessionRequest, _compute_pb2.SuspendComputeSessionResponse]
+    """Stop a running session now, keeping its state; waits for a run using it."""
+    ResumeComputeSession: _grpc.UnaryUnaryMultiCallable[_compute_pb2.ResumeComputeSessionRequest, _compute_pb2.ResumeComputeSessionResponse]
+    """Start a suspended or archived session again, ahead of a run."""
+    DestroyComputeSession: _grpc.UnaryUnaryMultiCallable[_compute_pb2.DestroyComputeSessionRequest, _compute_pb2.DestroyComputeSessionResponse]
+    """Delete a session and its state at its provider; the key's next run
+    starts a new one. Waits for a run using it.
+    """
+    ListComputeProviders: _grpc.UnaryUnaryMultiCallable[_compute_pb2.ListComputeProvidersRequest, _compute_pb2.ListComputeProvidersResponse]
+    """The compute providers in order of preference: health, load, measured
+    start times and prices.
+    """
+    ExplainPlacement: _grpc.UnaryUnaryMultiCallable[_compute_pb2.ExplainPlacementRequest, _compute_pb2.ExplainPlacementResponse]
+    """Where a run's runtime was placed and why (`interlock compute explain`)."""
 
 @_typing.type_check_only
 class ComputeAsyncStub(ComputeStub):
-    """Operating the daemon's runs and compute: kill switches today. Authenticate
-    with the operator key.
+    """Operating the daemon's runs and compute: kill switches, compute sessions
+    and providers, placement explanations. Pauses need the operator key; the
+    session and placement calls take a sandbox API key (its own sandbox) or the
+    operator key (every sandbox).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -61,10 +81,28 @@ class ComputeAsyncStub(ComputeStub):
     """Clear a pause; runs it covered are admitted again."""
     ListPauses: _aio.UnaryUnaryMultiCallable[_compute_pb2.ListPausesRequest, _compute_pb2.ListPausesResponse]  # type: ignore[assignment]
     """List the pauses in force."""
+    ListComputeSessions: _aio.UnaryUnaryMultiCallable[_compute_pb2.ListComputeSessionsRequest, _compute_pb2.ListComputeSessionsResponse]  # type: ignore[assignment]
+    """List compute sessions, oldest first (destroyed ones only when asked)."""
+    SuspendComputeSession: _aio.UnaryUnaryMultiCallable[_compute_pb2.SuspendComputeSessionRequest, _compute_pb2.SuspendComputeSessionResponse]  # type: ignore[assignment]
+    """Stop a running session now, keeping its state; waits for a run using it."""
+    ResumeComputeSession: _aio.UnaryUnaryMultiCallable[_compute_pb2.ResumeComputeSessionRequest, _compute_pb2.ResumeComputeSessionResponse]  # type: ignore[assignment]
+    """Start a suspended or archived session again, ahead of a run."""
+    DestroyComputeSession: _aio.UnaryUnaryMultiCallable[_compute_pb2.DestroyComputeSessionRequest, _compute_pb2.DestroyComputeSessionResponse]  # type: ignore[assignment]
+    """Delete a session and its state at its provider; the key's next run
+    starts a new one. Waits for a run using it.
+    """
+    ListComputeProviders: _aio.UnaryUnaryMultiCallable[_compute_pb2.ListComputeProvidersRequest, _compute_pb2.ListComputeProvidersResponse]  # type: ignore[assignment]
+    """The compute providers in order of preference: health, load, measured
+    start times and prices.
+    """
+    ExplainPlacement: _aio.UnaryUnaryMultiCallable[_compute_pb2.ExplainPlacementRequest, _compute_pb2.ExplainPlacementResponse]  # type: ignore[assignment]
+    """Where a run's runtime was placed and why (`interlock compute explain`)."""
 
 class ComputeServicer(metaclass=_abc_1.ABCMeta):
-    """Operating the daemon's runs and compute: kill switches today. Authenticate
-    with the operator key.
+    """Operating the daemon's runs and compute: kill switches, compute sessions
+    and providers, placement explanations. Pauses need the operator key; the
+    session and placement calls take a sandbox API key (its own sandbox) or the
+    operator key (every sandbox).
     """
 
     @_abc_1.abstractmethod
@@ -93,5 +131,57 @@ class ComputeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_compute_pb2.ListPausesResponse, _abc.Awaitable[_compute_pb2.ListPausesResponse]]:
         """List the pauses in force."""
+
+    @_abc_1.abstractmethod
+    def ListComputeSessions(
+        self,
+        request: _compute_pb2.ListComputeSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compute_pb2.ListComputeSessionsResponse, _abc.Awaitable[_compute_pb2.ListComputeSessionsResponse]]:
+        """List compute sessions, oldest first (destroyed ones only when asked)."""
+
+    @_abc_1.abstractmethod
+    def SuspendComputeSession(
+        self,
+        request: _compute_pb2.SuspendComputeSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compute_pb2.SuspendComputeSessionResponse, _abc.Awaitable[_compute_pb2.SuspendComputeSessionResponse]]:
+        """Stop a running session now, keeping its state; waits for a run using it."""
+
+    @_abc_1.abstractmethod
+    def ResumeComputeSession(
+        self,
+        request: _compute_pb2.ResumeComputeSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compute_pb2.ResumeComputeSessionResponse, _abc.Awaitable[_compute_pb2.ResumeComputeSessionResponse]]:
+        """Start a suspended or archived session again, ahead of a run."""
+
+    @_abc_1.abstractmethod
+    def DestroyComputeSession(
+        self,
+        request: _compute_pb2.DestroyComputeSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compute_pb2.DestroyComputeSessionResponse, _abc.Awaitable[_compute_pb2.DestroyComputeSessionResponse]]:
+        """Delete a session and its state at its provider; the key's next run
+        starts a new one. Waits for a run using it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListComputeProviders(
+        self,
+        request: _compute_pb2.ListComputeProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compute_pb2.ListComputeProvidersResponse, _abc.Awaitable[_compute_pb2.ListComputeProvidersResponse]]:
+        """The compute providers in order of preference: health, load, measured
+        start times and prices.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainPlacement(
+        self,
+        request: _compute_pb2.ExplainPlacementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_compute_pb2.ExplainPlacementResponse, _abc.Awaitable[_compute_pb2.ExplainPlacementResponse]]:
+        """Where a run's runtime was placed and why (`interlock compute explain`)."""
 
 def add_ComputeServicer_to_server(servicer: ComputeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file interlock/v1/compute.proto.
  */
 export const file_interlock_v1_compute: GenFile = /*@__PURE__*/
-  fileDesc("ChppbnRlcmxvY2svdjEvY29tcHV0ZS5wcm90bxIMaW50ZXJsb2NrLnYxIpUBCgVQYXVzZRInCgVzY29wZRgBIAEoDjIYLmludGVybG9jay52MS5QYXVzZVNjb3BlEhIKCnNhbmRib3hfaWQYAiABKAkSDgoGdGFyZ2V0GAMgASgJEg4KBnJlYXNvbhgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibgoPU2V0UGF1c2VSZXF1ZXN0EicKBXNjb3BlGAEgASgOMhguaW50ZXJsb2NrLnYxLlBhdXNlU2NvcGUSEgoKc2FuZGJveF9pZBgCIAEoCRIOCgZ0YXJnZXQYAyABKAkSDgoGcmVhc29uGAQgASgJIkwKEFNldFBhdXNlUmVzcG9uc2USIgoFcGF1c2UYASABKAsyEy5pbnRlcmxvY2sudjEuUGF1c2USFAoMc3RvcHBlZF9ydW5zGAIgASgFImAKEUNsZWFyUGF1c2VSZXF1ZXN0EicKBXNjb3BlGAEgASgOMhguaW50ZXJsb2NrLnYxLlBhdXNlU2NvcGUSEgoKc2FuZGJveF9pZBgCIAEoCRIOCgZ0YXJnZXQYAyABKAkiJQoSQ2xlYXJQYXVzZVJlc3BvbnNlEg8KB2NsZWFyZWQYASABKAgiEwoRTGlzdFBhdXNlc1JlcXVlc3QiOQoSTGlzdFBhdXNlc1Jlc3BvbnNlEiMKBnBhdXNlcxgBIAMoCzITLmludGVybG9jay52MS5QYXVzZSqdAQoKUGF1c2VTY29wZRIbChdQQVVTRV9TQ09QRV9VTlNQRUNJRklFRBAAEhYKElBBVVNFX1NDT1BFX0dMT0JBTBABEhgKFFBBVVNFX1NDT1BFX0VORF9VU0VSEAISHgoaUEFVU0VfU0NPUEVfQUdFTlRfUFJPVklERVIQAxIgChxQQVVTRV9TQ09QRV9DT01QVVRFX1BST1ZJREVSEAQy9gEKB0NvbXB1dGUSSQoIU2V0UGF1c2USHS5pbnRlcmxvY2sudjEuU2V0UGF1c2VSZXF1ZXN0Gh4uaW50ZXJsb2NrLnYxLlNldFBhdXNlUmVzcG9uc2USTwoKQ2xlYXJQYXVzZRIfLmludGVybG9jay52MS5DbGVhclBhdXNlUmVxdWVzdBogLmludGVybG9jay52MS5DbGVhclBhdXNlUmVzcG9uc2USTwoKTGlzdFBhdXNlcxIfLmludGVybG9jay52MS5MaXN0UGF1c2VzUmVxdWVzdBogLmludGVybG9jay52MS5MaXN0UGF1c2VzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChppbnRlcmxvY2svdjEvY29tcHV0ZS5wcm90bxIMaW50ZXJsb2NrLnYxIpUBCgVQYXVzZRInCgVzY29wZRgBIAEoDjIYLmludGVybG9jay52MS5QYXVzZVNjb3BlEhIKCnNhbmRib3hfaWQYAiABKAkSDgoGdGFyZ2V0GAMgASgJEg4KBnJlYXNvbhgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibgoPU2V0UGF1c2VSZXF1ZXN0EicKBXNjb3BlGAEgASgOMhguaW50ZXJsb2NrLnYxLlBhdXNlU2NvcGUSEgoKc2FuZGJveF9pZBgCIAEoCRIOCgZ0YXJnZXQYAyABKAkSDgoGcmVhc29uGAQgASgJIkwKEFNldFBhdXNlUmVzcG9uc2USIgoFcGF1c2UYASABKAsyEy5pbnRlcmxvY2sudjEuUGF1c2USFAoMc3RvcHBlZF9ydW5zGAIgASgFImAKEUNsZWFyUGF1c2VSZXF1ZXN0EicKBXNjb3BlGAEgASgOMhguaW50ZXJsb2NrLnYxLlBhdXNlU2NvcGUSEgoKc2FuZGJveF9pZBgCIAEoCRIOCgZ0YXJnZXQYAyABKAkiJQoSQ2xlYXJQYXVzZVJlc3BvbnNlEg8KB2NsZWFyZWQYASABKAgiEwoRTGlzdFBhdXNlc1JlcXVlc3QiOQoSTGlzdFBhdXNlc1Jlc3BvbnNlEiMKBnBhdXNlcxgBIAMoCzITLmludGVybG9jay52MS5QYXVzZSL1AwoOQ29tcHV0ZVNlc3Npb24SCgoCaWQYASABKAkSEgoKc2FuZGJveF9pZBgCIAEoCRITCgtlbmRfdXNlcl9pZBgDIAEoCRINCgVhZ2VudBgEIAEoCRIPCgdydW50aW1lGAUgASgJEhAKCHByb3ZpZGVyGAYgASgJEhMKC2V4dGVybmFsX2lkGAcgASgJEjIKBnN0YXR1cxgIIAEoDjIiLmludGVybG9jay52MS5Db21wdXRlU2Vzc2lvblN0YXR1cxIOCgZyZWdpb24YCSABKAkSEAoIZW5kcG9pbnQYCiABKAkSNAoEdGFncxgLIAMoCzImLmludGVybG9jay52MS5Db21wdXRlU2Vzc2lvbi5UYWdzRW50cnkSFgoOYWN0aXZlX3NlY29uZHMYDCABKAESLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBsYXN0X2FjdGl2ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKaAQoaTGlzdENvbXB1dGVTZXNzaW9uc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgtlbmRfdXNlcl9pZBgCIAEoCRINCgVhZ2VudBgDIAEoCRIyCgZzdGF0dXMYBCABKA4yIi5pbnRlcmxvY2sudjEuQ29tcHV0ZVNlc3Npb25TdGF0dXMSEAoIcHJvdmlkZXIYBSABKAkiTQobTGlzdENvbXB1dGVTZXNzaW9uc1Jlc3BvbnNlEi4KCHNlc3Npb25zGAEgAygLMhwuaW50ZXJsb2NrLnYxLkNvbXB1dGVTZXNzaW9uIjIKHFN1c3BlbmRDb21wdXRlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSJOCh1TdXNwZW5kQ29tcHV0ZVNlc3Npb25SZXNwb25zZRItCgdzZXNzaW9uGAEgASgLMhwuaW50ZXJsb2NrLnYxLkNvbXB1dGVTZXNzaW9uIjEKG1Jlc3VtZUNvbXB1dGVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIk0KHFJlc3VtZUNvbXB1dGVTZXNzaW9uUmVzcG9uc2USLQoHc2Vzc2lvbhgBIAEoCzIcLmludGVybG9jay52MS5Db21wdXRlU2Vzc2lvbiIyChxEZXN0cm95Q29tcHV0ZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiTgodRGVzdHJveUNvbXB1dGVTZXNzaW9uUmVzcG9uc2USLQoHc2Vzc2lvbhgBIAEoCzIcLmludGVybG9jay52MS5Db21wdXRlU2Vzc2lvbiIdChtMaXN0Q29tcHV0ZVByb3ZpZGVyc1JlcXVlc3QikwIKFUNvbXB1dGVQcm92aWRlclN0YXR1cxIMCgRuYW1lGAEgASgJEg8KB2hlYWx0aHkYAiABKAgSDwoHYnJlYWtlchgDIAEoCRISCgpsYXN0X2Vycm9yGAQgASgJEhgKEHJ1bm5pbmdfc2Vzc2lvbnMYBSABKAUSEAoIY2FwYWNpdHkYBiABKAUSGgoSY29sZF9zdGFydF9zZWNvbmRzGAcgASgBEhYKDnJlc3VtZV9zZWNvbmRzGAggASgBEhsKE2FjdGl2ZV91c2RfcGVyX2hvdXIYCSABKAESEwoLY2FuX3N1c3BlbmQYCiABKAgSEwoLY2FuX2FyY2hpdmUYCyABKAgSDwoHcmVnaW9ucxgMIAMoCSJWChxMaXN0Q29tcHV0ZVByb3ZpZGVyc1Jlc3BvbnNlEjYKCXByb3ZpZGVycxgBIAMoCzIjLmludGVybG9jay52MS5Db21wdXRlUHJvdmlkZXJTdGF0dXMiKQoXRXhwbGFpblBsYWNlbWVudFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIkUKElBsYWNlbWVudENhbmRpZGF0ZRIQCghwcm92aWRlchgBIAEoCRIPCgd2ZXJkaWN0GAIgASgJEgwKBG5vdGUYAyABKAki9gEKGEV4cGxhaW5QbGFjZW1lbnRSZXNwb25zZRIOCgZydW5faWQYASABKAkSGgoSY29tcHV0ZV9zZXNzaW9uX2lkGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEg4KBnBvbGljeRgEIAEoCRIOCgZyZWFzb24YBSABKAkSNAoKY2FuZGlkYXRlcxgGIAMoCzIgLmludGVybG9jay52MS5QbGFjZW1lbnRDYW5kaWRhdGUSFQoNcmVhZHlfc2Vjb25kcxgHIAEoARIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqnQEKClBhdXNlU2NvcGUSGwoXUEFVU0VfU0NPUEVfVU5TUEVDSUZJRUQQABIWChJQQVVTRV9TQ09QRV9HTE9CQUwQARIYChRQQVVTRV9TQ09QRV9FTkRfVVNFUhACEh4KGlBBVVNFX1NDT1BFX0FHRU5UX1BST1ZJREVSEAMSIAocUEFVU0VfU0NPUEVfQ09NUFVURV9QUk9WSURFUhAEKpsCChRDb21wdXRlU2Vzc2lvblN0YXR1cxImCiJDT01QVVRFX1NFU1NJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASIwofQ09NUFVURV9TRVNTSU9OX1NUQVRVU19DUkVBVElORxABEiIKHkNPTVBVVEVfU0VTU0lPTl9TVEFUVVNfUlVOTklORxACEiQKIENPTVBVVEVfU0VTU0lPTl9TVEFUVVNfU1VTUEVOREVEEAMSIwofQ09NUFVURV9TRVNTSU9OX1NUQVRVU19BUkNISVZFRBAEEiQKIENPTVBVVEVfU0VTU0lPTl9TVEFUVVNfREVTVFJPWUVEEAUSIQodQ09NUFVURV9TRVNTSU9OX1NUQVRVU19GQUlMRUQQBjKHBwoHQ29tcHV0ZRJJCghTZXRQYXVzZRIdLmludGVybG9jay52MS5TZXRQYXVzZVJlcXVlc3QaHi5pbnRlcmxvY2sudjEuU2V0UGF1c2VSZXNwb25zZRJPCgpDbGVhclBhdXNlEh8uaW50ZXJsb2NrLnYxLkNsZWFyUGF1c2VSZXF1ZXN0GiAuaW50ZXJsb2NrLnYxLkNsZWFyUGF1c2VSZXNwb25zZRJPCgpMaXN0UGF1c2VzEh8uaW50ZXJsb2NrLnYxLkxpc3RQYXVzZXNSZXF1ZXN0GiAuaW50ZXJsb2NrLnYxLkxpc3RQYXVzZXNSZXNwb25zZRJqChNMaXN0Q29tcHV0ZVNlc3Npb25zEiguaW50ZXJsb2NrLnYxLkxpc3RDb21wdXRlU2Vzc2lvbnNSZXF1ZXN0GikuaW50ZXJsb2NrLnYxLkxpc3RDb21wdXRlU2Vzc2lvbnNSZXNwb25zZRJwChVTdXNwZW5kQ29tcHV0ZVNlc3Npb24SKi5pbnRlcmxvY2sudjEuU3VzcGVuZENvbXB1dGVTZXNzaW9uUmVxdWVzdBorLmludGVybG9jay52MS5TdXNwZW5kQ29tcHV0ZVNlc3Npb25SZXNwb25zZRJtChRSZXN1bWVDb21wdXRlU2Vzc2lvbhIpLmludGVybG9jay52MS5SZXN1bWVDb21wdXRlU2Vzc2lvblJlcXVlc3QaKi5pbnRlcmxvY2sudjEuUmVzdW1lQ29tcHV0ZVNlc3Npb25SZXNwb25zZRJwChVEZXN0cm95Q29tcHV0ZVNlc3Npb24SKi5pbnRlcmxvY2sudjEuRGVzdHJveUNvbXB1dGVTZXNzaW9uUmVxdWVzdBorLmludGVybG9jay52MS5EZXN0cm95Q29tcHV0ZVNlc3Npb25SZXNwb25zZRJtChRMaXN0Q29tcHV0ZVByb3ZpZGVycxIpLmludGVybG9jay52MS5MaXN0Q29tcHV0ZVByb3ZpZGVyc1JlcXVlc3QaKi5pbnRlcmxvY2sudjEuTGlzdENvbXB1dGVQcm92aWRlcnNSZXNwb25zZRJhChBFeHBsYWluUGxhY2VtZW50EiUuaW50ZXJsb2NrLnYxLkV4cGxhaW5QbGFjZW1lbnRSZXF1ZXN0GiYuaW50ZXJsb2NrLnYxLkV4cGxhaW5QbGFjZW1lbnRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A pause in force.
@@ -228,6 +228,583 @@ export const ListPausesResponseSchema: GenMessage<ListPausesResponse> = /*@__PUR
   messageDesc(file_interlock_v1_compute, 6);
 
 /**
+ * One long-lived compute session: a self-hosted runtime kept for one end
+ * user and agent of a sandbox.
+ *
+ * @generated from message interlock.v1.ComputeSession
+ */
+export type ComputeSession = Message<"interlock.v1.ComputeSession"> & {
+  /**
+   * Its id (`cs_...`).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The sandbox it belongs to.
+   *
+   * @generated from field: string sandbox_id = 2;
+   */
+  sandboxId: string;
+
+  /**
+   * The end user it serves.
+   *
+   * @generated from field: string end_user_id = 3;
+   */
+  endUserId: string;
+
+  /**
+   * The saved agent's slug, or "<provider>/<model>" for runs without one.
+   *
+   * @generated from field: string agent = 4;
+   */
+  agent: string;
+
+  /**
+   * The runtime running in it (the agent provider, e.g. "hermes").
+   *
+   * @generated from field: string runtime = 5;
+   */
+  runtime: string;
+
+  /**
+   * The compute provider it runs on (e.g. "local", "daytona").
+   *
+   * @generated from field: string provider = 6;
+   */
+  provider: string;
+
+  /**
+   * The provider's id of it.
+   *
+   * @generated from field: string external_id = 7;
+   */
+  externalId: string;
+
+  /**
+   * Where it is.
+   *
+   * @generated from field: interlock.v1.ComputeSessionStatus status = 8;
+   */
+  status: ComputeSessionStatus;
+
+  /**
+   * Its region ("" when the provider has one).
+   *
+   * @generated from field: string region = 9;
+   */
+  region: string;
+
+  /**
+   * Its runtime's base URL while running (never credentials).
+   *
+   * @generated from field: string endpoint = 10;
+   */
+  endpoint: string;
+
+  /**
+   * user_id, sandbox_id, agent_id and the latest run_id.
+   *
+   * @generated from field: map<string, string> tags = 11;
+   */
+  tags: { [key: string]: string };
+
+  /**
+   * Seconds it was active for runs, in all.
+   *
+   * @generated from field: double active_seconds = 12;
+   */
+  activeSeconds: number;
+
+  /**
+   * When it was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 13;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When it last changed.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 14;
+   */
+  updateTime?: Timestamp | undefined;
+
+  /**
+   * When its last run ended (idle stop counts from here).
+   *
+   * @generated from field: google.protobuf.Timestamp last_active_time = 15;
+   */
+  lastActiveTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message interlock.v1.ComputeSession.
+ * Use `create(ComputeSessionSchema)` to create a new message.
+ */
+export const ComputeSessionSchema: GenMessage<ComputeSession> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 7);
+
+/**
+ * Request of ListComputeSessions. Every filter is optional.
+ *
+ * @generated from message interlock.v1.ListComputeSessionsRequest
+ */
+export type ListComputeSessionsRequest = Message<"interlock.v1.ListComputeSessionsRequest"> & {
+  /**
+   * Operator key: one sandbox's sessions (empty for all). A sandbox key: empty
+   * or its own sandbox.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Only this end user's.
+   *
+   * @generated from field: string end_user_id = 2;
+   */
+  endUserId: string;
+
+  /**
+   * Only this agent's (a slug, or "<provider>/<model>").
+   *
+   * @generated from field: string agent = 3;
+   */
+  agent: string;
+
+  /**
+   * Only sessions in this status (unset: all but destroyed).
+   *
+   * @generated from field: interlock.v1.ComputeSessionStatus status = 4;
+   */
+  status: ComputeSessionStatus;
+
+  /**
+   * Only sessions on this compute provider.
+   *
+   * @generated from field: string provider = 5;
+   */
+  provider: string;
+};
+
+/**
+ * Describes the message interlock.v1.ListComputeSessionsRequest.
+ * Use `create(ListComputeSessionsRequestSchema)` to create a new message.
+ */
+export const ListComputeSessionsRequestSchema: GenMessage<ListComputeSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 8);
+
+/**
+ * Response of ListComputeSessions.
+ *
+ * @generated from message interlock.v1.ListComputeSessionsResponse
+ */
+export type ListComputeSessionsResponse = Message<"interlock.v1.ListComputeSessionsResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated interlock.v1.ComputeSession sessions = 1;
+   */
+  sessions: ComputeSession[];
+};
+
+/**
+ * Describes the message interlock.v1.ListComputeSessionsResponse.
+ * Use `create(ListComputeSessionsResponseSchema)` to create a new message.
+ */
+export const ListComputeSessionsResponseSchema: GenMessage<ListComputeSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 9);
+
+/**
+ * Request of SuspendComputeSession.
+ *
+ * @generated from message interlock.v1.SuspendComputeSessionRequest
+ */
+export type SuspendComputeSessionRequest = Message<"interlock.v1.SuspendComputeSessionRequest"> & {
+  /**
+   * The session (`cs_...`).
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message interlock.v1.SuspendComputeSessionRequest.
+ * Use `create(SuspendComputeSessionRequestSchema)` to create a new message.
+ */
+export const SuspendComputeSessionRequestSchema: GenMessage<SuspendComputeSessionRequest> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 10);
+
+/**
+ * Response of SuspendComputeSession.
+ *
+ * @generated from message interlock.v1.SuspendComputeSessionResponse
+ */
+export type SuspendComputeSessionResponse = Message<"interlock.v1.SuspendComputeSessionResponse"> & {
+  /**
+   * The session now.
+   *
+   * @generated from field: interlock.v1.ComputeSession session = 1;
+   */
+  session?: ComputeSession | undefined;
+};
+
+/**
+ * Describes the message interlock.v1.SuspendComputeSessionResponse.
+ * Use `create(SuspendComputeSessionResponseSchema)` to create a new message.
+ */
+export const SuspendComputeSessionResponseSchema: GenMessage<SuspendComputeSessionResponse> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 11);
+
+/**
+ * Request of ResumeComputeSession.
+ *
+ * @generated from message interlock.v1.ResumeComputeSessionRequest
+ */
+export type ResumeComputeSessionRequest = Message<"interlock.v1.ResumeComputeSessionRequest"> & {
+  /**
+   * The session (`cs_...`).
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message interlock.v1.ResumeComputeSessionRequest.
+ * Use `create(ResumeComputeSessionRequestSchema)` to create a new message.
+ */
+export const ResumeComputeSessionRequestSchema: GenMessage<ResumeComputeSessionRequest> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 12);
+
+/**
+ * Response of ResumeComputeSession.
+ *
+ * @generated from message interlock.v1.ResumeComputeSessionResponse
+ */
+export type ResumeComputeSessionResponse = Message<"interlock.v1.ResumeComputeSessionResponse"> & {
+  /**
+   * The session now.
+   *
+   * @generated from field: interlock.v1.ComputeSession session = 1;
+   */
+  session?: ComputeSession | undefined;
+};
+
+/**
+ * Describes the message interlock.v1.ResumeComputeSessionResponse.
+ * Use `create(ResumeComputeSessionResponseSchema)` to create a new message.
+ */
+export const ResumeComputeSessionResponseSchema: GenMessage<ResumeComputeSessionResponse> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 13);
+
+/**
+ * Request of DestroyComputeSession.
+ *
+ * @generated from message interlock.v1.DestroyComputeSessionRequest
+ */
+export type DestroyComputeSessionRequest = Message<"interlock.v1.DestroyComputeSessionRequest"> & {
+  /**
+   * The session (`cs_...`).
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message interlock.v1.DestroyComputeSessionRequest.
+ * Use `create(DestroyComputeSessionRequestSchema)` to create a new message.
+ */
+export const DestroyComputeSessionRequestSchema: GenMessage<DestroyComputeSessionRequest> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 14);
+
+/**
+ * Response of DestroyComputeSession.
+ *
+ * @generated from message interlock.v1.DestroyComputeSessionResponse
+ */
+export type DestroyComputeSessionResponse = Message<"interlock.v1.DestroyComputeSessionResponse"> & {
+  /**
+   * The session now (destroyed).
+   *
+   * @generated from field: interlock.v1.ComputeSession session = 1;
+   */
+  session?: ComputeSession | undefined;
+};
+
+/**
+ * Describes the message interlock.v1.DestroyComputeSessionResponse.
+ * Use `create(DestroyComputeSessionResponseSchema)` to create a new message.
+ */
+export const DestroyComputeSessionResponseSchema: GenMessage<DestroyComputeSessionResponse> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 15);
+
+/**
+ * Request of ListComputeProviders.
+ *
+ * @generated from message interlock.v1.ListComputeProvidersRequest
+ */
+export type ListComputeProvidersRequest = Message<"interlock.v1.ListComputeProvidersRequest"> & {
+};
+
+/**
+ * Describes the message interlock.v1.ListComputeProvidersRequest.
+ * Use `create(ListComputeProvidersRequestSchema)` to create a new message.
+ */
+export const ListComputeProvidersRequestSchema: GenMessage<ListComputeProvidersRequest> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 16);
+
+/**
+ * One compute provider as the scheduler sees it.
+ *
+ * @generated from message interlock.v1.ComputeProviderStatus
+ */
+export type ComputeProviderStatus = Message<"interlock.v1.ComputeProviderStatus"> & {
+  /**
+   * Its configured name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Whether placement may use it (its circuit breaker is closed).
+   *
+   * @generated from field: bool healthy = 2;
+   */
+  healthy: boolean;
+
+  /**
+   * "closed", "open" (failing: skipped) or "half_open" (one trial allowed).
+   *
+   * @generated from field: string breaker = 3;
+   */
+  breaker: string;
+
+  /**
+   * The last failure of a probe or a session start, if any.
+   *
+   * @generated from field: string last_error = 4;
+   */
+  lastError: string;
+
+  /**
+   * Sessions running on it.
+   *
+   * @generated from field: int32 running_sessions = 5;
+   */
+  runningSessions: number;
+
+  /**
+   * Most sessions it may run (0: no limit).
+   *
+   * @generated from field: int32 capacity = 6;
+   */
+  capacity: number;
+
+  /**
+   * Measured (or declared) seconds to a new session's runtime answering.
+   *
+   * @generated from field: double cold_start_seconds = 7;
+   */
+  coldStartSeconds: number;
+
+  /**
+   * Measured (or declared) seconds to resume a suspended session.
+   *
+   * @generated from field: double resume_seconds = 8;
+   */
+  resumeSeconds: number;
+
+  /**
+   * What an active session costs per hour, in US dollars.
+   *
+   * @generated from field: double active_usd_per_hour = 9;
+   */
+  activeUsdPerHour: number;
+
+  /**
+   * Whether it can suspend (else sessions idle by themselves) and archive.
+   *
+   * @generated from field: bool can_suspend = 10;
+   */
+  canSuspend: boolean;
+
+  /**
+   * Whether it can archive suspended sessions.
+   *
+   * @generated from field: bool can_archive = 11;
+   */
+  canArchive: boolean;
+
+  /**
+   * The regions it serves (for `compute.region`).
+   *
+   * @generated from field: repeated string regions = 12;
+   */
+  regions: string[];
+};
+
+/**
+ * Describes the message interlock.v1.ComputeProviderStatus.
+ * Use `create(ComputeProviderStatusSchema)` to create a new message.
+ */
+export const ComputeProviderStatusSchema: GenMessage<ComputeProviderStatus> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 17);
+
+/**
+ * Response of ListComputeProviders.
+ *
+ * @generated from message interlock.v1.ListComputeProvidersResponse
+ */
+export type ListComputeProvidersResponse = Message<"interlock.v1.ListComputeProvidersResponse"> & {
+  /**
+   * In order of preference.
+   *
+   * @generated from field: repeated interlock.v1.ComputeProviderStatus providers = 1;
+   */
+  providers: ComputeProviderStatus[];
+};
+
+/**
+ * Describes the message interlock.v1.ListComputeProvidersResponse.
+ * Use `create(ListComputeProvidersResponseSchema)` to create a new message.
+ */
+export const ListComputeProvidersResponseSchema: GenMessage<ListComputeProvidersResponse> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 18);
+
+/**
+ * Request of ExplainPlacement.
+ *
+ * @generated from message interlock.v1.ExplainPlacementRequest
+ */
+export type ExplainPlacementRequest = Message<"interlock.v1.ExplainPlacementRequest"> & {
+  /**
+   * A run of a self-hosted runtime.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message interlock.v1.ExplainPlacementRequest.
+ * Use `create(ExplainPlacementRequestSchema)` to create a new message.
+ */
+export const ExplainPlacementRequestSchema: GenMessage<ExplainPlacementRequest> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 19);
+
+/**
+ * One provider considered for a placement.
+ *
+ * @generated from message interlock.v1.PlacementCandidate
+ */
+export type PlacementCandidate = Message<"interlock.v1.PlacementCandidate"> & {
+  /**
+   * The provider.
+   *
+   * @generated from field: string provider = 1;
+   */
+  provider: string;
+
+  /**
+   * "chosen", "eligible" (could have taken it) or "skipped".
+   *
+   * @generated from field: string verdict = 2;
+   */
+  verdict: string;
+
+  /**
+   * Why: expected start time and cost, or what excluded it.
+   *
+   * @generated from field: string note = 3;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message interlock.v1.PlacementCandidate.
+ * Use `create(PlacementCandidateSchema)` to create a new message.
+ */
+export const PlacementCandidateSchema: GenMessage<PlacementCandidate> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 20);
+
+/**
+ * Response of ExplainPlacement.
+ *
+ * @generated from message interlock.v1.ExplainPlacementResponse
+ */
+export type ExplainPlacementResponse = Message<"interlock.v1.ExplainPlacementResponse"> & {
+  /**
+   * The run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The session it ran in.
+   *
+   * @generated from field: string compute_session_id = 2;
+   */
+  computeSessionId: string;
+
+  /**
+   * The compute provider it ran on.
+   *
+   * @generated from field: string provider = 3;
+   */
+  provider: string;
+
+  /**
+   * "pinned", "latency-aware" or "cost-aware".
+   *
+   * @generated from field: string policy = 4;
+   */
+  policy: string;
+
+  /**
+   * Why that provider, in words.
+   *
+   * @generated from field: string reason = 5;
+   */
+  reason: string;
+
+  /**
+   * Every provider considered, in order of preference.
+   *
+   * @generated from field: repeated interlock.v1.PlacementCandidate candidates = 6;
+   */
+  candidates: PlacementCandidate[];
+
+  /**
+   * Seconds until the runtime answered (0 for a warm session).
+   *
+   * @generated from field: double ready_seconds = 7;
+   */
+  readySeconds: number;
+
+  /**
+   * When it was placed.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 8;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message interlock.v1.ExplainPlacementResponse.
+ * Use `create(ExplainPlacementResponseSchema)` to create a new message.
+ */
+export const ExplainPlacementResponseSchema: GenMessage<ExplainPlacementResponse> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_compute, 21);
+
+/**
  * What a pause covers.
  *
  * @generated from enum interlock.v1.PauseScope
@@ -278,8 +855,72 @@ export const PauseScopeSchema: GenEnum<PauseScope> = /*@__PURE__*/
   enumDesc(file_interlock_v1_compute, 0);
 
 /**
- * Operating the daemon's runs and compute: kill switches today. Authenticate
- * with the operator key.
+ * Where a compute session is.
+ *
+ * @generated from enum interlock.v1.ComputeSessionStatus
+ */
+export enum ComputeSessionStatus {
+  /**
+   * Not set (in a filter: any status but destroyed).
+   *
+   * @generated from enum value: COMPUTE_SESSION_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Being created.
+   *
+   * @generated from enum value: COMPUTE_SESSION_STATUS_CREATING = 1;
+   */
+  CREATING = 1,
+
+  /**
+   * Running: serves runs at once.
+   *
+   * @generated from enum value: COMPUTE_SESSION_STATUS_RUNNING = 2;
+   */
+  RUNNING = 2,
+
+  /**
+   * Stopped with its state kept; resumes in seconds.
+   *
+   * @generated from enum value: COMPUTE_SESSION_STATUS_SUSPENDED = 3;
+   */
+  SUSPENDED = 3,
+
+  /**
+   * State in cold storage; resumes slowly.
+   *
+   * @generated from enum value: COMPUTE_SESSION_STATUS_ARCHIVED = 4;
+   */
+  ARCHIVED = 4,
+
+  /**
+   * Gone, with its state.
+   *
+   * @generated from enum value: COMPUTE_SESSION_STATUS_DESTROYED = 5;
+   */
+  DESTROYED = 5,
+
+  /**
+   * Failed or abandoned; destroyed at its provider by the reaper.
+   *
+   * @generated from enum value: COMPUTE_SESSION_STATUS_FAILED = 6;
+   */
+  FAILED = 6,
+}
+
+/**
+ * Describes the enum interlock.v1.ComputeSessionStatus.
+ */
+export const ComputeSessionStatusSchema: GenEnum<ComputeSessionStatus> = /*@__PURE__*/
+  enumDesc(file_interlock_v1_compute, 1);
+
+/**
+ * Operating the daemon's runs and compute: kill switches, compute sessions
+ * and providers, placement explanations. Pauses need the operator key; the
+ * session and placement calls take a sandbox API key (its own sandbox) or the
+ * operator key (every sandbox).
  *
  * @generated from service interlock.v1.Compute
  */
@@ -315,6 +956,68 @@ export const Compute: GenService<{
     methodKind: "unary";
     input: typeof ListPausesRequestSchema;
     output: typeof ListPausesResponseSchema;
+  },
+  /**
+   * List compute sessions, oldest first (destroyed ones only when asked).
+   *
+   * @generated from rpc interlock.v1.Compute.ListComputeSessions
+   */
+  listComputeSessions: {
+    methodKind: "unary";
+    input: typeof ListComputeSessionsRequestSchema;
+    output: typeof ListComputeSessionsResponseSchema;
+  },
+  /**
+   * Stop a running session now, keeping its state; waits for a run using it.
+   *
+   * @generated from rpc interlock.v1.Compute.SuspendComputeSession
+   */
+  suspendComputeSession: {
+    methodKind: "unary";
+    input: typeof SuspendComputeSessionRequestSchema;
+    output: typeof SuspendComputeSessionResponseSchema;
+  },
+  /**
+   * Start a suspended or archived session again, ahead of a run.
+   *
+   * @generated from rpc interlock.v1.Compute.ResumeComputeSession
+   */
+  resumeComputeSession: {
+    methodKind: "unary";
+    input: typeof ResumeComputeSessionRequestSchema;
+    output: typeof ResumeComputeSessionResponseSchema;
+  },
+  /**
+   * Delete a session and its state at its provider; the key's next run
+   * starts a new one. Waits for a run using it.
+   *
+   * @generated from rpc interlock.v1.Compute.DestroyComputeSession
+   */
+  destroyComputeSession: {
+    methodKind: "unary";
+    input: typeof DestroyComputeSessionRequestSchema;
+    output: typeof DestroyComputeSessionResponseSchema;
+  },
+  /**
+   * The compute providers in order of preference: health, load, measured
+   * start times and prices.
+   *
+   * @generated from rpc interlock.v1.Compute.ListComputeProviders
+   */
+  listComputeProviders: {
+    methodKind: "unary";
+    input: typeof ListComputeProvidersRequestSchema;
+    output: typeof ListComputeProvidersResponseSchema;
+  },
+  /**
+   * Where a run's runtime was placed and why (`interlock compute explain`).
+   *
+   * @generated from rpc interlock.v1.Compute.ExplainPlacement
+   */
+  explainPlacement: {
+    methodKind: "unary";
+    input: typeof ExplainPlacementRequestSchema;
+    output: typeof ExplainPlacementResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_interlock_v1_compute, 0);

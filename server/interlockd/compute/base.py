@@ -64,7 +64,14 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class SessionSpec:
-    """What to run in a compute session."""
+    """What to run in a compute session.
+
+    Portable across providers: in ``command`` arguments and ``env`` values,
+    ``{port}`` stands for the port the runtime must serve HTTP on (``port``
+    where the session has a network of its own; a free port of the host on
+    ``local``) and ``{host}`` for the address it must bind (``127.0.0.1`` on
+    ``local``; ``0.0.0.0`` where the provider routes traffic in from outside).
+    """
 
     key: str  # stable, unique per (sandbox, end user, agent); providers name sessions from it
     command: Sequence[str]  # the runtime server to start (argv)

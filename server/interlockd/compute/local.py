@@ -17,7 +17,8 @@ The launch protocol, for any runtime:
 - The provider picks a free port on 127.0.0.1 (the one the session had before
   when it is still free) and passes it in: ``{port}`` is replaced in the
   command's arguments and in ``spec.env`` values, and ``PORT`` is set.
-  ``{state_dir}`` is replaced likewise. ``spec.port`` is not used: sessions
+  ``{state_dir}`` is replaced likewise, and ``{host}`` by ``127.0.0.1`` (the
+  address to bind: only this host reaches it). ``spec.port`` is not used: sessions
   share the host's network, so each needs a port of its own.
 - The environment is ``spec.env`` over ``HOME`` (the state directory), ``PORT``
   and a few variables inherited from the daemon (``PATH``, locale, ``TMPDIR``);
@@ -740,7 +741,11 @@ def _valid_name(name: str) -> bool:
 
 
 def _fill(value: str, port: int, state: Path) -> str:
-    return value.replace("{port}", str(port)).replace("{state_dir}", str(state))
+    return (
+        value.replace("{port}", str(port))
+        .replace("{host}", _HOST)
+        .replace("{state_dir}", str(state))
+    )
 
 
 def _file_path(state: Path, relative: str) -> Path:

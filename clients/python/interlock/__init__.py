@@ -20,6 +20,7 @@ from interlock.client import (
     Compute,
     Conversations,
     Integrations,
+    Ledger,
     RunStream,
     Sandboxes,
 )
@@ -51,6 +52,7 @@ from interlock.sync import (
     SyncCompute,
     SyncConversations,
     SyncIntegrations,
+    SyncLedger,
     SyncRunStream,
     SyncSandboxes,
 )
@@ -73,6 +75,7 @@ __all__ = [
     "InterlockError",
     "Internal",
     "InvalidArgument",
+    "Ledger",
     "MissingCredentials",
     "NotFound",
     "OutOfRange",
@@ -86,6 +89,7 @@ __all__ = [
     "SyncCompute",
     "SyncConversations",
     "SyncIntegrations",
+    "SyncLedger",
     "SyncRunStream",
     "SyncSandboxes",
     "Unauthenticated",

@@ -15,18 +15,24 @@ from interlock.errors import ConnectFailed, MissingCredentials
 from interlock.v1 import compute_pb2, integrations_pb2, router_pb2
 
 __all__ = [
+    "COMPUTE_STATUSES",
     "DEFAULT_ADDRESS",
     "ENV_ADDRESS",
     "ENV_API_KEY",
     "ENV_OPERATOR_KEY",
+    "PAUSE_SCOPES",
     "ConnectScope",
     "Metadata",
     "add_mcp_server_request",
     "api_key_metadata",
+    "api_key_or_operator_metadata",
+    "compute_status",
     "connect_request",
     "connect_result",
     "from_env",
+    "list_compute_sessions_request",
     "operator_metadata",
+    "pause_scope",
     "run_request",
 ]
 
@@ -70,6 +76,20 @@ def api_key_metadata(key: str | None) -> Metadata:
 def operator_metadata(key: str | None) -> Metadata:
     """Metadata of a call made with the operator key; MissingCredentials without one."""
     return _bearer(key, "operator key", f"pass operator_key= or set {ENV_OPERATOR_KEY}")
+
+
+def api_key_or_operator_metadata(api_key: str | None, operator_key: str | None) -> Metadata:
+    """Metadata of a call either key may make: the sandbox API key when there is one
+    (the call is confined to its sandbox), else the operator key (every sandbox);
+    MissingCredentials without either."""
+    if api_key:
+        return api_key_metadata(api_key)
+    if operator_key:
+        return operator_metadata(operator_key)
+    raise MissingCredentials(
+        "no sandbox API key or operator key configured: pass api_key= or operator_key=, "
+        f"or set {ENV_API_KEY} or {ENV_OPERATOR_KEY}"
+    )
 
 
 def run_request(
@@ -170,3 +190,45 @@ def pause_scope(scope: str) -> compute_pb2.PauseScope.ValueType:
         raise ValueError(
             f"unknown pause scope {scope!r}; one of {', '.join(PAUSE_SCOPES)}"
         ) from None
+
+
+#: Compute session statuses by the names the clients and CLI take.
+COMPUTE_STATUSES: dict[str, compute_pb2.ComputeSessionStatus.ValueType] = {
+    "creating": compute_pb2.COMPUTE_SESSION_STATUS_CREATING,
+    "running": compute_pb2.COMPUTE_SESSION_STATUS_RUNNING,
+    "suspended": compute_pb2.COMPUTE_SESSION_STATUS_SUSPENDED,
+    "archived": compute_pb2.COMPUTE_SESSION_STATUS_ARCHIVED,
+    "failed": compute_pb2.COMPUTE_SESSION_STATUS_FAILED,
+    "destroyed": compute_pb2.COMPUTE_SESSION_STATUS_DESTROYED,
+}
+
+
+def compute_status(status: str) -> compute_pb2.ComputeSessionStatus.ValueType:
+    """The proto value of a session status name ("" for any but destroyed); ValueError for
+    an unknown one."""
+    if not status:
+        return compute_pb2.COMPUTE_SESSION_STATUS_UNSPECIFIED
+    try:
+        return COMPUTE_STATUSES[status]
+    except KeyError:
+        raise ValueError(
+            f"unknown compute session status {status!r}; one of {', '.join(COMPUTE_STATUSES)}"
+        ) from None
+
+
+def list_compute_sessions_request(
+    *,
+    sandbox_id: str = "",
+    end_user_id: str = "",
+    agent: str = "",
+    status: str = "",
+    provider: str = "",
+) -> compute_pb2.ListComputeSessionsRequest:
+    """The ListComputeSessionsRequest of ``Compute.sessions`` (ValueError for a bad status)."""
+    return compute_pb2.ListComputeSessionsRequest(
+        sandbox_id=sandbox_id,
+        end_user_id=end_user_id,
+        agent=agent,
+        status=compute_status(status),
+        provider=provider,
+    )

@@ -59,11 +59,14 @@ from interlock.render import (
     format_timestamp,
     render_api_keys,
     render_catalog,
+    render_compute_providers,
+    render_compute_sessions,
     render_conversation_entries,
     render_conversation_header,
     render_conversations,
     render_integrations,
     render_ledger_entries,
+    render_placement,
     render_sandbox,
     render_sandboxes,
     render_usage,
@@ -87,6 +90,12 @@ _API_KEY = "api"
 _OPERATOR_KEY = "operator"
 # The API key for its own sandbox, the operator key for the one --sandbox names.
 _API_OR_OPERATOR_KEY = "api-or-operator"
+# The API key when there is one (its own sandbox), else the operator key (every sandbox).
+_API_ELSE_OPERATOR_KEY = "api-else-operator"
+
+#: The session statuses `interlock compute sessions --status` takes ("creating" is a
+#: moment's state, not worth a filter).
+_SESSION_STATUSES = ("running", "suspended", "archived", "failed", "destroyed")
 
 
 @dataclass(frozen=True)
@@ -578,8 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent_delete = leaf(agents, "delete", "delete an agent", _agents_delete, _API_KEY)
     agent_delete.add_argument("slug", metavar="SLUG")
 
-    # compute (kill switches)
-    compute = group_of("compute", "pause and resume runs by scope: kill switches (operator key)")
+    # compute: kill switches, sessions, providers, placements
+    compute = group_of(
+        "compute",
+        "kill switches (operator key); compute sessions, providers and placements "
+        "(API key for its sandbox, else operator key for all)",
+    )
     scope_help = "global | end_user | agent_provider | compute_provider"
     paused = leaf(
         compute,
@@ -604,6 +617,57 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(
         compute, "pauses", "list the pauses in force", _compute_pauses, _OPERATOR_KEY, [json_output]
     )
+    sessions = leaf(
+        compute,
+        "sessions",
+        "list compute sessions, oldest first (destroyed ones only with --status destroyed)",
+        _compute_sessions,
+        _API_ELSE_OPERATOR_KEY,
+        [json_output],
+    )
+    sessions.add_argument("--user", default="", metavar="ID", help="only this end user's")
+    sessions.add_argument(
+        "--agent", default="", metavar="AGENT", help="only this agent's (a slug, or PROVIDER/MODEL)"
+    )
+    sessions.add_argument(
+        "--status",
+        default="",
+        choices=_SESSION_STATUSES,
+        help="only sessions in this status (default: all but destroyed)",
+    )
+    sessions.add_argument("--provider", default="", help="only sessions on this compute provider")
+    sessions.add_argument(
+        "--sandbox",
+        default="",
+        metavar="ID",
+        help="only this sandbox's (operator key; an API key sees its own sandbox only)",
+    )
+    for name, help_text in (
+        ("suspend", "stop a running session now, keeping its state"),
+        ("resume", "start a suspended or archived session again, ahead of a run"),
+        ("destroy", "delete a session and its state at its provider (irreversible)"),
+    ):
+        operate = leaf(
+            compute, name, help_text, _compute_operate, _API_ELSE_OPERATOR_KEY, [json_output]
+        )
+        operate.add_argument("session_id", metavar="SESSION_ID", help="the session (cs_...)")
+    leaf(
+        compute,
+        "providers",
+        "list the compute providers in order of preference: health, load, start times, prices",
+        _compute_providers,
+        _API_ELSE_OPERATOR_KEY,
+        [json_output],
+    )
+    explain = leaf(
+        compute,
+        "explain",
+        "show where a run's runtime was placed and why",
+        _compute_explain,
+        _API_ELSE_OPERATOR_KEY,
+        [json_output],
+    )
+    explain.add_argument("run_id", metavar="RUN_ID", help="a run of a self-hosted runtime")
 
     # the ledger: usage and ledger entries
     ledger_filter = argparse.ArgumentParser(add_help=False)
@@ -858,6 +922,64 @@ async def _compute_pauses(client: Client, args: argparse.Namespace, io: _Io) -> 
         io.out.writelines(_describe_pause(p) + "\n" for p in pauses)
     else:
         io.err.write("no pauses\n")
+    return EXIT_OK
+
+
+async def _compute_sessions(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    found = await client.compute.sessions(
+        end_user_id=args.user,
+        agent=args.agent,
+        status=args.status,
+        provider=args.provider,
+        sandbox_id=args.sandbox,
+    )
+    if args.json:
+        io.out.writelines(to_json(c) + "\n" for c in found)
+    elif found:
+        render_compute_sessions(found, io.out)
+    else:
+        io.err.write("no compute sessions for this selection\n")
+    return EXIT_OK
+
+
+_PAST = {"suspend": "suspended", "resume": "resumed", "destroy": "destroyed"}
+
+
+async def _compute_operate(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    operations = {
+        "suspend": client.compute.suspend,
+        "resume": client.compute.resume,
+        "destroy": client.compute.destroy,
+    }
+    session = await operations[args.action](args.session_id)
+    if args.json:
+        io.out.write(to_json(session) + "\n")
+    else:
+        status = compute_pb2.ComputeSessionStatus.Name(session.status)
+        io.out.write(
+            f"{_PAST[args.action]} compute session {session.id}: now "
+            f"{status.removeprefix('COMPUTE_SESSION_STATUS_').lower()}\n"
+        )
+    return EXIT_OK
+
+
+async def _compute_providers(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    providers = await client.compute.providers()
+    if args.json:
+        io.out.writelines(to_json(p) + "\n" for p in providers)
+    elif providers:
+        render_compute_providers(providers, io.out)
+    else:
+        io.err.write("no compute providers configured\n")
+    return EXIT_OK
+
+
+async def _compute_explain(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    placement = await client.compute.explain(args.run_id)
+    if args.json:
+        io.out.write(to_json(placement) + "\n")
+    else:
+        render_placement(placement, io.out)
     return EXIT_OK
 
 
@@ -1276,6 +1398,14 @@ async def amain(argv: Sequence[str] | None = None) -> int:
     key = args.key
     if key == _API_OR_OPERATOR_KEY:
         key = _OPERATOR_KEY if args.sandbox else _API_KEY
+    if key == _API_ELSE_OPERATOR_KEY:
+        if not api_key and not operator_key:
+            io.err.write(
+                "error: no key: pass --api-key (its own sandbox) or --operator-key "
+                f"(every sandbox), or set {ENV_API_KEY} or {ENV_OPERATOR_KEY}\n"
+            )
+            return EXIT_USAGE
+        key = _API_KEY if api_key else _OPERATOR_KEY
     if key == _API_KEY and not api_key:
         io.err.write(f"error: no sandbox API key: pass --api-key or set {ENV_API_KEY}\n")
         return EXIT_USAGE

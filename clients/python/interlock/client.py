@@ -43,9 +43,11 @@ from interlock.calls import (
     Metadata,
     add_mcp_server_request,
     api_key_metadata,
+    api_key_or_operator_metadata,
     connect_request,
     connect_result,
     from_env,
+    list_compute_sessions_request,
     operator_metadata,
     pause_scope,
     run_request,
@@ -177,8 +179,11 @@ class Client:
     ``INTERLOCK_ADDRESS``, then ``127.0.0.1:7600``. ``api_key`` (a sandbox key;
     default ``INTERLOCK_API_KEY``) authenticates :meth:`run`,
     :attr:`conversations` and :attr:`integrations`; ``operator_key`` (default
-    ``INTERLOCK_OPERATOR_KEY``) authenticates :attr:`sandboxes`. :attr:`ledger`
-    uses the API key, or the operator key when a call names a ``sandbox_id``.
+    ``INTERLOCK_OPERATOR_KEY``) authenticates :attr:`sandboxes` and the pauses of
+    :attr:`compute`. :attr:`ledger` uses the API key, or the operator key when a
+    call names a ``sandbox_id``. Compute sessions, providers and placements use
+    the API key when there is one (its own sandbox), else the operator key (every
+    sandbox).
     A key that is needed but missing raises :class:`~interlock.errors.MissingCredentials`
     before anything is sent.
 
@@ -203,7 +208,7 @@ class Client:
         self.sandboxes = Sandboxes(self._channel, self._operator_key)
         self.conversations = Conversations(self._channel, self._api_key)
         self.integrations = Integrations(self._channel, self._api_key)
-        self.compute = Compute(self._channel, self._operator_key)
+        self.compute = Compute(self._channel, self._operator_key, self._api_key)
         self.agents = Agents(self._channel, self._api_key)
         self.ledger = Ledger(self._channel, self._api_key, self._operator_key)
 
@@ -632,14 +637,28 @@ class Integrations:
 
 
 class Compute:
-    """Kill switches (operator key): pause runs by scope, clear pauses, list them."""
+    """Operating runs and compute: kill switches, compute sessions, providers, placements.
 
-    def __init__(self, channel: grpc.aio.Channel, operator_key: str | None) -> None:
+    Pauses need the operator key. The other calls use the sandbox API key when
+    the client has one, and then see only that sandbox; a client with only the
+    operator key (and ``INTERLOCK_API_KEY`` unset) sees every sandbox::
+
+        for session in await client.compute.sessions(status="running"):
+            await client.compute.suspend(session.id)
+    """
+
+    def __init__(
+        self, channel: grpc.aio.Channel, operator_key: str | None, api_key: str | None = None
+    ) -> None:
         self._stub = compute_pb2_grpc.ComputeStub(channel)
         self._key = operator_key
+        self._api_key = api_key
 
     def _metadata(self) -> Metadata:
         return operator_metadata(self._key)
+
+    def _either(self) -> Metadata:
+        return api_key_or_operator_metadata(self._api_key, self._key)
 
     async def pause(
         self, scope: str, *, target: str = "", sandbox_id: str = "", reason: str = ""
@@ -664,6 +683,64 @@ class Compute:
         request = compute_pb2.ListPausesRequest()
         response = await _unary(self._stub.ListPauses(request, metadata=self._metadata()))
         return list(response.pauses)
+
+    async def sessions(
+        self,
+        *,
+        end_user_id: str = "",
+        agent: str = "",
+        status: str = "",
+        provider: str = "",
+        sandbox_id: str = "",
+    ) -> builtins.list[compute_pb2.ComputeSession]:
+        """Compute sessions, oldest first, narrowed by the filters given.
+
+        ``status`` is "creating", "running", "suspended", "archived", "failed"
+        or "destroyed" (ValueError for another); empty means every status but
+        destroyed. ``sandbox_id`` narrows the operator's view to one sandbox;
+        with an API key it may only name the key's own (else InvalidArgument).
+        """
+        request = list_compute_sessions_request(
+            sandbox_id=sandbox_id,
+            end_user_id=end_user_id,
+            agent=agent,
+            status=status,
+            provider=provider,
+        )
+        response = await _unary(self._stub.ListComputeSessions(request, metadata=self._either()))
+        return list(response.sessions)
+
+    async def suspend(self, session_id: str) -> compute_pb2.ComputeSession:
+        """Stop a running session now, keeping its state (waits for a run using it);
+        return the session. Another sandbox's session is NotFound."""
+        request = compute_pb2.SuspendComputeSessionRequest(session_id=session_id)
+        response = await _unary(self._stub.SuspendComputeSession(request, metadata=self._either()))
+        return response.session
+
+    async def resume(self, session_id: str) -> compute_pb2.ComputeSession:
+        """Start a suspended or archived session again, ahead of a run; return it."""
+        request = compute_pb2.ResumeComputeSessionRequest(session_id=session_id)
+        response = await _unary(self._stub.ResumeComputeSession(request, metadata=self._either()))
+        return response.session
+
+    async def destroy(self, session_id: str) -> compute_pb2.ComputeSession:
+        """Delete a session and its state at its provider (waits for a run using it);
+        return it, destroyed. The key's next run starts a new session."""
+        request = compute_pb2.DestroyComputeSessionRequest(session_id=session_id)
+        response = await _unary(self._stub.DestroyComputeSession(request, metadata=self._either()))
+        return response.session
+
+    async def providers(self) -> builtins.list[compute_pb2.ComputeProviderStatus]:
+        """The compute providers in order of preference: health, load, start times, prices."""
+        request = compute_pb2.ListComputeProvidersRequest()
+        response = await _unary(self._stub.ListComputeProviders(request, metadata=self._either()))
+        return list(response.providers)
+
+    async def explain(self, run_id: str) -> compute_pb2.ExplainPlacementResponse:
+        """Where a run's runtime was placed and why, with every provider considered.
+        A run that was not placed on compute (or of another sandbox) is NotFound."""
+        request = compute_pb2.ExplainPlacementRequest(run_id=run_id)
+        return await _unary(self._stub.ExplainPlacement(request, metadata=self._either()))
 
 
 class Agents:

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
+    compute_pb2,
     conversations_pb2,
     events_pb2,
     integrations_pb2,
@@ -40,11 +41,14 @@ __all__ = [
     "format_usd",
     "render_api_keys",
     "render_catalog",
+    "render_compute_providers",
+    "render_compute_sessions",
     "render_conversation_entries",
     "render_conversation_header",
     "render_conversations",
     "render_integrations",
     "render_ledger_entries",
+    "render_placement",
     "render_sandbox",
     "render_sandboxes",
     "render_usage",
@@ -595,3 +599,91 @@ def render_usage(summary: ledger_pb2.SummarizeUsageResponse, by: str, out: TextI
         "TOTAL $",
     )
     out.write(format_table(headers, rows))
+
+
+# -- compute -----------------------------------------------------------------
+
+
+def _compute_status(value: compute_pb2.ComputeSessionStatus.ValueType) -> str:
+    return _enum_label(compute_pb2.ComputeSessionStatus.Name, value, "COMPUTE_SESSION_STATUS_")
+
+
+def render_compute_sessions(sessions: Iterable[compute_pb2.ComputeSession], out: TextIO) -> None:
+    """Compute sessions as a table, in the order given (oldest first)."""
+    rows = [
+        (
+            c.id,
+            c.end_user_id,
+            c.agent,
+            c.provider,
+            _compute_status(c.status),
+            c.region or "-",
+            _seconds(c.active_seconds),
+            format_timestamp(c.last_active_time),
+        )
+        for c in sessions
+    ]
+    headers = ("ID", "END USER", "AGENT", "PROVIDER", "STATUS", "REGION", "ACTIVE", "LAST ACTIVE")
+    out.write(format_table(headers, rows))
+
+
+def _health(p: compute_pb2.ComputeProviderStatus) -> str:
+    return "healthy" if p.healthy else f"unhealthy ({p.breaker or 'unknown'})"
+
+
+def _can(p: compute_pb2.ComputeProviderStatus) -> str:
+    able = [what for what, can in (("suspend", p.can_suspend), ("archive", p.can_archive)) if can]
+    return "+".join(able) or "-"
+
+
+def render_compute_providers(
+    providers: Iterable[compute_pb2.ComputeProviderStatus], out: TextIO
+) -> None:
+    """Compute providers as a table, in order of preference; then the last error of each
+    provider that has one."""
+    listed = list(providers)
+    rows = [
+        (
+            p.name,
+            _health(p),
+            f"{p.running_sessions}/{p.capacity or 'unlimited'}",
+            f"{p.cold_start_seconds:.1f}s",
+            f"{p.resume_seconds:.1f}s",
+            format_usd(p.active_usd_per_hour),
+            _can(p),
+            ",".join(p.regions) or "-",
+        )
+        for p in listed
+    ]
+    headers = (
+        "NAME",
+        "HEALTH",
+        "RUNNING",
+        "COLD START",
+        "RESUME",
+        "$/HOUR",
+        "CAN",
+        "REGIONS",
+    )
+    out.write(format_table(headers, rows))
+    out.writelines(f"{p.name}: {p.last_error}\n" for p in listed if p.last_error)
+
+
+def render_placement(placement: compute_pb2.ExplainPlacementResponse, out: TextIO) -> None:
+    """Where a run was placed as ``field  value`` lines, then every provider considered."""
+    p = placement
+    rows = [
+        ("run", p.run_id),
+        ("provider", p.provider),
+        ("session", p.compute_session_id or "-"),
+        ("policy", p.policy),
+        ("reason", p.reason),
+        ("ready", f"{p.ready_seconds:.1f}s" if p.ready_seconds else "warm (0s)"),
+        ("placed", format_timestamp(p.create_time)),
+    ]
+    width = max(len(key) for key, _ in rows)
+    out.write("".join(f"{key.ljust(width)}  {value}\n" for key, value in rows))
+    if p.candidates:
+        out.write("\n")
+        candidates = [(c.provider, c.verdict, c.note or "-") for c in p.candidates]
+        out.write(format_table(("CANDIDATE", "VERDICT", "NOTE"), candidates))

@@ -34,9 +34,11 @@ from interlock.calls import (
     Metadata,
     add_mcp_server_request,
     api_key_metadata,
+    api_key_or_operator_metadata,
     connect_request,
     connect_result,
     from_env,
+    list_compute_sessions_request,
     operator_metadata,
     pause_scope,
     run_request,
@@ -179,7 +181,7 @@ class SyncClient:
         self.sandboxes = SyncSandboxes(self._channel, operator)
         self.conversations = SyncConversations(self._channel, self._api_key)
         self.integrations = SyncIntegrations(self._channel, self._api_key)
-        self.compute = SyncCompute(self._channel, operator)
+        self.compute = SyncCompute(self._channel, operator, self._api_key)
         self.ledger = SyncLedger(self._channel, self._api_key, operator)
 
     def __enter__(self) -> SyncClient:
@@ -596,14 +598,21 @@ class SyncIntegrations:
 
 
 class SyncCompute:
-    """Kill switches (operator key); see :class:`interlock.Compute`."""
+    """Kill switches (operator key), compute sessions, providers and placements (the API
+    key when there is one, else the operator key); see :class:`interlock.Compute`."""
 
-    def __init__(self, channel: grpc.Channel, operator_key: str | None) -> None:
+    def __init__(
+        self, channel: grpc.Channel, operator_key: str | None, api_key: str | None = None
+    ) -> None:
         self._stub = compute_pb2_grpc.ComputeStub(channel)
         self._key = operator_key
+        self._api_key = api_key
 
     def _metadata(self) -> Metadata:
         return operator_metadata(self._key)
+
+    def _either(self) -> Metadata:
+        return api_key_or_operator_metadata(self._api_key, self._key)
 
     def pause(
         self,
@@ -640,6 +649,87 @@ class SyncCompute:
             _unary(
                 lambda: self._stub.ListPauses(request, timeout=timeout, metadata=self._metadata())
             ).pauses
+        )
+
+    def sessions(
+        self,
+        *,
+        end_user_id: str = "",
+        agent: str = "",
+        status: str = "",
+        provider: str = "",
+        sandbox_id: str = "",
+        timeout: float | None = None,
+    ) -> builtins.list[compute_pb2.ComputeSession]:
+        """Compute sessions, oldest first; see :meth:`interlock.Compute.sessions`."""
+        request = list_compute_sessions_request(
+            sandbox_id=sandbox_id,
+            end_user_id=end_user_id,
+            agent=agent,
+            status=status,
+            provider=provider,
+        )
+        return list(
+            _unary(
+                lambda: self._stub.ListComputeSessions(
+                    request, timeout=timeout, metadata=self._either()
+                )
+            ).sessions
+        )
+
+    def suspend(
+        self, session_id: str, *, timeout: float | None = None
+    ) -> compute_pb2.ComputeSession:
+        """Stop a running session now, keeping its state; return the session."""
+        request = compute_pb2.SuspendComputeSessionRequest(session_id=session_id)
+        return _unary(
+            lambda: self._stub.SuspendComputeSession(
+                request, timeout=timeout, metadata=self._either()
+            )
+        ).session
+
+    def resume(
+        self, session_id: str, *, timeout: float | None = None
+    ) -> compute_pb2.ComputeSession:
+        """Start a suspended or archived session again, ahead of a run; return it."""
+        request = compute_pb2.ResumeComputeSessionRequest(session_id=session_id)
+        return _unary(
+            lambda: self._stub.ResumeComputeSession(
+                request, timeout=timeout, metadata=self._either()
+            )
+        ).session
+
+    def destroy(
+        self, session_id: str, *, timeout: float | None = None
+    ) -> compute_pb2.ComputeSession:
+        """Delete a session and its state at its provider; return it, destroyed."""
+        request = compute_pb2.DestroyComputeSessionRequest(session_id=session_id)
+        return _unary(
+            lambda: self._stub.DestroyComputeSession(
+                request, timeout=timeout, metadata=self._either()
+            )
+        ).session
+
+    def providers(
+        self, *, timeout: float | None = None
+    ) -> builtins.list[compute_pb2.ComputeProviderStatus]:
+        """The compute providers in order of preference: health, load, start times, prices."""
+        request = compute_pb2.ListComputeProvidersRequest()
+        return list(
+            _unary(
+                lambda: self._stub.ListComputeProviders(
+                    request, timeout=timeout, metadata=self._either()
+                )
+            ).providers
+        )
+
+    def explain(
+        self, run_id: str, *, timeout: float | None = None
+    ) -> compute_pb2.ExplainPlacementResponse:
+        """Where a run's runtime was placed and why; see :meth:`interlock.Compute.explain`."""
+        request = compute_pb2.ExplainPlacementRequest(run_id=run_id)
+        return _unary(
+            lambda: self._stub.ExplainPlacement(request, timeout=timeout, metadata=self._either())
         )
 
 

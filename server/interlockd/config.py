@@ -52,13 +52,17 @@ class KeySettings(_Strict):
 class ProviderSettings(_Strict):
     """One configured provider; its table name is the provider string of RunRequest."""
 
-    kind: Literal["openai", "local", "anthropic", "google"]
+    kind: Literal["openai", "local", "anthropic", "google", "hermes"]
     #: kind = "openai": the OpenAI-compatible base URL ending in /v1 (required).
     #: kind = "anthropic": the API's base URL (default: the SDK's, api.anthropic.com).
     #: kind = "google": the Vertex AI root URL (default: from the engine's location).
+    #: kind = "hermes": the OpenAI-compatible base URL (ending in /v1) of the model
+    #: Hermes calls, as Hermes' compute sessions reach it (default: the daemon's
+    #: local model server, started when Hermes needs it).
     base_url: str = ""
     #: The deployment's key for the provider. For kind = "anthropic" a sandbox's
-    #: own key (its secret ``anthropic_api_key``) takes precedence.
+    #: own key (its secret ``anthropic_api_key``) takes precedence. For kind =
+    #: "hermes": the key of the model at ``base_url``.
     api_key: SecretStr | None = None
     #: Model used when a request names none.
     default_model: str = ""
@@ -94,6 +98,16 @@ class ProviderSettings(_Strict):
     #: kind = "google": lifetime of the run-scoped token the deployed agent's
     #: dispatch tool calls back with (it is revoked when the turn ends anyway).
     dispatch_token_seconds: float = Field(default=900.0, gt=0)
+    #: kind = "hermes": the ``hermes`` executable (a path, or a name on PATH);
+    #: empty: ``.runtimes/hermes/bin/hermes`` under the working directory when
+    #: present (``make`` installs it there), else ``hermes`` on PATH.
+    executable: str = ""
+    #: kind = "hermes": the address Hermes' API server binds inside its compute
+    #: session: 127.0.0.1 for local processes, 0.0.0.0 where the compute
+    #: provider routes to it from outside (Fly.io Sprites).
+    listen_host: str = "127.0.0.1"
+    #: kind = "hermes": the cap on each of Hermes' model calls, in tokens.
+    max_output_tokens: int = Field(default=4096, ge=1)
 
 
 class GitHubAppSettings(_Strict):
@@ -255,10 +269,23 @@ def load_settings(
     providers = data.setdefault("providers", {})
     if isinstance(providers, dict):
         providers.setdefault("local", {"kind": "local"})
+        # Hermes on the local model, when its runtime is installed (`make` does).
+        if "hermes" not in providers and (hermes := _installed_hermes()) is not None:
+            providers["hermes"] = hermes
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def _installed_hermes() -> dict[str, Any] | None:
+    """The default ``hermes`` provider (on the local model) when its runtime is found."""
+    from interlockd.backends.catalog import LOCAL_MODEL
+    from interlockd.backends.hermes.config import find_executable
+
+    if find_executable() is None:
+        return None
+    return {"kind": "hermes", "default_model": LOCAL_MODEL}
 
 
 def _set_path(data: dict[str, Any], keys: list[str], value: Any, origin: str) -> None:

@@ -45,6 +45,7 @@ from interlockd.compute.base import ComputeProvider
 from interlockd.compute.scheduler import ComputeScheduler, SchedulerSettings
 from interlockd.config import ConfigError, ProviderSettings, Settings
 from interlockd.context.search_tool import SearchConversationsTool
+from interlockd.errors import FailedPrecondition
 from interlockd.http.dispatch import DispatchRegistry
 from interlockd.http.mcp_access import McpAccessRegistry
 from interlockd.http.oauth_callback import callback_route
@@ -155,6 +156,56 @@ def _google_backend(
     )
 
 
+def _hermes_backend(
+    name: str, p: ProviderSettings, backends: BackendRegistry | None
+) -> AgentBackend:
+    from interlockd.backends.hermes import HermesBackend, HermesSettings, find_executable
+    from interlockd.backends.local import LocalBackend
+
+    executable = find_executable(p.executable)
+    if executable is None:
+        raise ConfigError(
+            f"providers.{name}: no hermes executable found ({p.executable or 'hermes'}); "
+            "run `make` to install it into .runtimes/hermes, or set "
+            f"providers.{name}.executable"
+        )
+
+    async def local_model() -> str:
+        # The local provider's model server: one process, whichever provider starts it.
+        found = [backends.get(n) for n in backends.providers()] if backends is not None else []
+        for backend in found:
+            if isinstance(backend, LocalBackend):
+                return await backend.server.ensure_started()
+        raise FailedPrecondition(
+            f"providers.{name}.base_url is empty and no local provider runs the model: "
+            "set the model's base_url"
+        )
+
+    return HermesBackend(
+        HermesSettings(
+            executable=executable,
+            model_base_url=p.base_url,
+            model_api_key=p.api_key.get_secret_value() if p.api_key else "",
+            listen_host=p.listen_host,
+            context_length=max(p.default_context_window, *p.models.values(), 0),
+            max_output_tokens=p.max_output_tokens,
+        ),
+        name,
+        local_model=None if p.base_url else local_model,
+        models={
+            m: ModelInfo(context_window=cw, max_output_tokens=min(p.max_output_tokens, cw // 4))
+            for m, cw in p.models.items()
+        }
+        or None,
+        default_model_info=ModelInfo(
+            context_window=p.default_context_window,
+            max_output_tokens=min(p.max_output_tokens, p.default_context_window // 4),
+        ),
+        connect_timeout=p.connect_timeout_seconds,
+        read_timeout=p.read_timeout_seconds,
+    )
+
+
 def build_apps(settings: Settings) -> dict[str, App]:
     """The connectable apps the operator configured, by name."""
     apps: dict[str, App] = {}
@@ -172,8 +223,14 @@ def build_apps(settings: Settings) -> dict[str, App]:
 
 
 def build_backend(
-    name: str, p: ProviderSettings, settings: Settings, dispatch: DispatchRegistry
+    name: str,
+    p: ProviderSettings,
+    settings: Settings,
+    dispatch: DispatchRegistry,
+    backends: BackendRegistry | None = None,
 ) -> AgentBackend:
+    """The backend of provider ``name``; ``backends`` is the registry it joins (Hermes
+    borrows the local provider's model server from it)."""
     if p.kind == "local":
         from interlockd.backends.local import LocalBackend, LocalModelServer
 
@@ -187,6 +244,8 @@ def build_backend(
         return _anthropic_backend(name, p)
     if p.kind == "google":
         return _google_backend(name, p, settings, dispatch)
+    if p.kind == "hermes":
+        return _hermes_backend(name, p, backends)
     from interlockd.backends.openai_compat import OpenAICompatibleBackend
 
     default_info = ModelInfo(
@@ -303,7 +362,7 @@ class Daemon:
         if interrupted:
             log.warning("runs_interrupted", count=interrupted)
         for name, provider in s.providers.items():
-            self.backends.register(build_backend(name, provider, s, self.dispatch))
+            self.backends.register(build_backend(name, provider, s, self.dispatch, self.backends))
         default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
         default_models.setdefault("local", "smollm2-135m")
         self.apps = build_apps(s)

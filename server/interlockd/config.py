@@ -153,14 +153,14 @@ class RunSettings(_Strict):
 class ComputeProviderSettings(_Strict):
     """One place self-hosted runtimes run; its table name is the provider's name."""
 
-    kind: Literal["local", "daytona"]
+    kind: Literal["local", "daytona", "fly_sprites"]
     #: Most sessions running on it at once (0: no limit); placement spills past it.
     capacity: int = Field(default=0, ge=0)
     #: kind = "local": where sessions' state directories live (under data_dir).
     root: Path = Path("compute")
-    #: kind = "daytona": the API's base URL (default: the public one).
+    #: kind = "daytona" / "fly_sprites": the API's base URL (default: the public one).
     api_url: str = ""
-    #: kind = "daytona": the API key.
+    #: kind = "daytona" / "fly_sprites": the API key (Sprites: the organization's token).
     api_key: SecretStr | None = None
     #: kind = "daytona": the region of sessions that ask for none.
     target: str = ""

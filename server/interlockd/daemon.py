@@ -276,6 +276,14 @@ def build_compute_providers(settings: Settings) -> list[ComputeProvider]:
             from interlockd.compute.local import LocalComputeProvider
 
             provider = LocalComputeProvider(settings.resolve(c.root))
+        elif c.kind == "fly_sprites":
+            from interlockd.compute.sprites import FlySpritesProvider
+
+            token = c.api_key.get_secret_value() if c.api_key else ""
+            if c.api_url:
+                provider = FlySpritesProvider(token=token, base_url=c.api_url)
+            else:
+                provider = FlySpritesProvider(token=token)
         else:
             from interlockd.compute.daytona import DaytonaProvider
 

@@ -4,7 +4,6 @@ with a clock the tests move."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,15 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from interlockd.backends.base import (
-    AgentBackend,
-    BackendEvent,
-    ModelInfo,
-    RuntimeContext,
-    ToolRunner,
-    TurnRequest,
-)
-from interlockd.compute.base import ComputeError, SessionSpec
+from interlockd.compute.base import ComputeError
+from interlockd.compute.daytona import DaytonaProvider
 from interlockd.compute.local import LocalComputeProvider
 from interlockd.compute.scheduler import (
     ComputeScheduler,
@@ -28,50 +20,15 @@ from interlockd.compute.scheduler import (
     PlacementRequest,
     SchedulerSettings,
 )
+from interlockd.compute.sprites import FlySpritesProvider
 from interlockd.errors import InvalidArgument, NotFound, ResourceExhausted
 from interlockd.ids import new_id
 from interlockd.store.base import NewRun, Quotas
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
-
-RUNTIME = Path(__file__).with_name("runtime.py")
-
-
-class CounterRuntime(AgentBackend):
-    """A self-hosted runtime for these tests: runtime.py, which keeps a counter on disk."""
-
-    provider = "counter"
-    runtime = True
-
-    def __init__(self) -> None:
-        self.flags: list[str] = []
-
-    def model_info(self, model: str) -> ModelInfo:
-        return ModelInfo(context_window=4096, max_output_tokens=512)
-
-    def session_spec(self, context: RuntimeContext) -> SessionSpec:
-        return SessionSpec(
-            key=context.key,
-            command=[sys.executable, str(RUNTIME), "--port", "{port}", *self.flags],
-            port=8642,
-            env={"RUNTIME_TOKEN": context.api_key},
-            files={"config.json": f'{{"model": "{context.model}"}}'.encode()},
-            labels=context.labels,
-        )
-
-    async def stream_turn(
-        self, request: TurnRequest, tools: ToolRunner
-    ) -> AsyncIterator[BackendEvent]:
-        raise NotImplementedError  # the scheduler never runs turns
-        yield  # pragma: no cover
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.compute.counter import Clock, CounterRuntime
+from tests.fakes.daytona import FakeDaytona
+from tests.fakes.sprites import FakeSprites
 
 
 @pytest.fixture
@@ -371,3 +328,109 @@ async def test_operator_destroy_and_resume(make: Make, store: SqliteStore, sandb
     assert (await scheduler.destroy(session_id)).status == "destroyed"
     with pytest.raises(NotFound, match="destroyed"):
         await scheduler.resume(session_id)
+
+
+# ---- placement across the Daytona and Sprites fakes ---------------------------------------
+
+Clouds = tuple[ComputeScheduler, FakeDaytona, FakeSprites, Clock]
+
+
+@pytest.fixture
+async def clouds(
+    store: SqliteStore,
+) -> AsyncIterator[tuple[ComputeScheduler, FakeDaytona, FakeSprites, Clock]]:
+    """A scheduler over the Daytona fake (preferred) and the Sprites fake, real SDKs inside."""
+    async with FakeDaytona(api_key="dtn_test") as daytona, FakeSprites(token="spr_test") as sprites:
+        clock = Clock()
+        runtime = CounterRuntime()
+        scheduler = ComputeScheduler(
+            store,
+            [
+                DaytonaProvider(
+                    api_key="dtn_test",
+                    api_url=daytona.api_url,
+                    ready_timeout=10.0,
+                    transition_timeout=10.0,
+                ),
+                FlySpritesProvider(
+                    token="spr_test",
+                    base_url=sprites.api_url,
+                    ready_timeout=10.0,
+                    service_watch_seconds=0.2,
+                ),
+            ],
+            lambda _name: runtime,
+            settings=SchedulerSettings(
+                breaker_failures=2, capacity={"daytona": 1}, max_active_sessions_per_user=5
+            ),
+            clock=clock,
+        )
+        try:
+            yield scheduler, daytona, sprites, clock
+        finally:
+            await scheduler.stop()
+
+
+async def test_latency_aware_on_the_fakes_spills_when_the_primary_is_full(
+    clouds: Clouds,
+    store: SqliteStore,
+    sandbox_id: str,
+) -> None:
+    """The first session goes to Daytona; Daytona at capacity spills the next to Sprites, and
+    both runtimes are really reached through their providers' endpoints."""
+    scheduler, daytona, _, _ = clouds
+    first, count = await run_once(scheduler, store, sandbox_id, agent="support")
+    assert (first.provider.name, count) == ("daytona", 1)
+    assert daytona.only_sandbox.runtime_running
+    second, count = await run_once(scheduler, store, sandbox_id, agent="sales")
+    assert (second.provider.name, count) == ("fly_sprites", 1)
+    placement = await store.get_placement(second.record.tags["run_id"])
+    assert placement.policy == "latency-aware"
+    assert "at capacity (1 of 1" in placement.candidates[0]["note"]
+    # The first key keeps its warm Daytona session.
+    again, count = await run_once(scheduler, store, sandbox_id, agent="support")
+    assert (again.provider.name, count) == ("daytona", 2)
+
+
+async def test_cost_aware_and_region_on_the_fakes(
+    clouds: Clouds,
+    store: SqliteStore,
+    sandbox_id: str,
+) -> None:
+    """Cost-aware prices both providers (Daytona's rate is lower); a region only Daytona
+    serves pins the run there; a region none serves is INVALID_ARGUMENT."""
+    scheduler, _, _, _ = clouds
+    plan = await scheduler.plan(request(sandbox_id, policy="cost-aware"))
+    assert plan.choice.provider == "daytona"
+    assert plan.choice.reason.startswith("cheapest for a 60 s run")
+    assert {v.provider for v in plan.choice.verdicts} == {"daytona", "fly_sprites"}
+    scheduler.abandon(plan)
+    plan = await scheduler.plan(request(sandbox_id, region="eu"))
+    assert plan.choice.provider == "daytona"
+    assert "does not serve region 'eu'" in plan.choice.verdicts[1].note
+    scheduler.abandon(plan)
+    with pytest.raises(InvalidArgument, match="no compute provider serves 'ap'"):
+        await scheduler.plan(request(sandbox_id, region="ap"))
+
+
+async def test_unhealthy_daytona_fails_over_to_sprites(
+    clouds: Clouds,
+    store: SqliteStore,
+    sandbox_id: str,
+) -> None:
+    """Failing health probes open Daytona's breaker: runs go to Sprites until a probe after the
+    cooldown succeeds."""
+    scheduler, daytona, _, clock = clouds
+    daytona.fail("list", 503, times=2)
+    await scheduler.probe()
+    await scheduler.probe()
+    lease, count = await run_once(scheduler, store, sandbox_id)
+    assert (lease.provider.name, count) == ("fly_sprites", 1)
+    placement = await store.get_placement(lease.record.tags["run_id"])
+    assert "daytona is unhealthy" in placement.candidates[0]["note"]
+    assert placement.reason.startswith("daytona skipped")
+    clock.now += 61
+    await scheduler.probe()
+    plan = await scheduler.plan(request(sandbox_id, agent="other"))
+    assert plan.choice.provider == "daytona"
+    scheduler.abandon(plan)

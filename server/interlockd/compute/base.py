@@ -16,6 +16,7 @@ message an operator can act on.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -82,6 +83,20 @@ class SessionSpec:
     region: str = ""
     size: str = ""
     health_path: str = "/health"
+
+
+def fill_placeholders(spec: SessionSpec, *, host: str, port: int) -> SessionSpec:
+    """``spec`` with ``{host}`` and ``{port}`` replaced in its command and env values
+    (for providers whose sessions have a network of their own)."""
+
+    def fill(value: str) -> str:
+        return value.replace("{host}", host).replace("{port}", str(port))
+
+    return dataclasses.replace(
+        spec,
+        command=[fill(arg) for arg in spec.command],
+        env={name: fill(value) for name, value in spec.env.items()},
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,7 @@ from interlockd.compute.base import (
     Endpoint,
     SessionSpec,
     SessionStatus,
+    fill_placeholders,
 )
 
 if TYPE_CHECKING:
@@ -297,6 +298,7 @@ class DaytonaProvider(ComputeProvider):
     async def ensure(self, spec: SessionSpec, external_id: str | None = None) -> ComputeSession:
         """Resume the key's sandbox (``external_id`` first) or create it, start the runtime
         unless it already runs this spec, and return once its health path answers."""
+        spec = fill_placeholders(spec, host="0.0.0.0", port=spec.port)
         _validate(spec)
         region = spec.region or self._target
         if region not in self.capabilities.regions:

@@ -92,6 +92,7 @@ from interlockd.compute.base import (
     Endpoint,
     SessionSpec,
     SessionStatus,
+    fill_placeholders,
 )
 
 log = structlog.get_logger(__name__)
@@ -223,6 +224,7 @@ class FlySpritesProvider(ComputeProvider):
     async def ensure(self, spec: SessionSpec, external_id: str | None = None) -> ComputeSession:
         """Get or create the key's sprite, define the runtime's service unless it is
         defined with this very spec, and return once its health path answers."""
+        spec = fill_placeholders(spec, host="0.0.0.0", port=spec.port)
         self._validate(spec)
         env = {**self._extra_env, **spec.env}
         async with self._lock(spec.key):

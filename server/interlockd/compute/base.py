@@ -70,8 +70,10 @@ class SessionSpec:
     Portable across providers: in ``command`` arguments and ``env`` values,
     ``{port}`` stands for the port the runtime must serve HTTP on (``port``
     where the session has a network of its own; a free port of the host on
-    ``local``) and ``{host}`` for the address it must bind (``127.0.0.1`` on
-    ``local``; ``0.0.0.0`` where the provider routes traffic in from outside).
+    ``local``), ``{host}`` for the address it must bind (``127.0.0.1`` on
+    ``local``; ``0.0.0.0`` where the provider routes traffic in from outside)
+    and ``{state_dir}`` for the directory ``files`` are written to, which is
+    also the runtime's working directory.
     """
 
     key: str  # stable, unique per (sandbox, end user, agent); providers name sessions from it
@@ -85,12 +87,16 @@ class SessionSpec:
     health_path: str = "/health"
 
 
-def fill_placeholders(spec: SessionSpec, *, host: str, port: int) -> SessionSpec:
-    """``spec`` with ``{host}`` and ``{port}`` replaced in its command and env values
-    (for providers whose sessions have a network of their own)."""
+def fill_placeholders(spec: SessionSpec, *, host: str, port: int, state_dir: str) -> SessionSpec:
+    """``spec`` with ``{host}``, ``{port}`` and ``{state_dir}`` replaced in its command and
+    env values (for providers whose sessions have a machine of their own)."""
 
     def fill(value: str) -> str:
-        return value.replace("{host}", host).replace("{port}", str(port))
+        return (
+            value.replace("{host}", host)
+            .replace("{port}", str(port))
+            .replace("{state_dir}", state_dir)
+        )
 
     return dataclasses.replace(
         spec,

@@ -298,7 +298,8 @@ class DaytonaProvider(ComputeProvider):
     async def ensure(self, spec: SessionSpec, external_id: str | None = None) -> ComputeSession:
         """Resume the key's sandbox (``external_id`` first) or create it, start the runtime
         unless it already runs this spec, and return once its health path answers."""
-        spec = fill_placeholders(spec, host="0.0.0.0", port=spec.port)
+        # Files land in the sandbox's work directory, where the runtime starts.
+        spec = fill_placeholders(spec, host="0.0.0.0", port=spec.port, state_dir=".")
         _validate(spec)
         region = spec.region or self._target
         if region not in self.capabilities.regions:

@@ -224,7 +224,7 @@ class FlySpritesProvider(ComputeProvider):
     async def ensure(self, spec: SessionSpec, external_id: str | None = None) -> ComputeSession:
         """Get or create the key's sprite, define the runtime's service unless it is
         defined with this very spec, and return once its health path answers."""
-        spec = fill_placeholders(spec, host="0.0.0.0", port=spec.port)
+        spec = fill_placeholders(spec, host="0.0.0.0", port=spec.port, state_dir=self._workdir)
         self._validate(spec)
         env = {**self._extra_env, **spec.env}
         async with self._lock(spec.key):

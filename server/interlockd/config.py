@@ -103,9 +103,9 @@ class ProviderSettings(_Strict):
     #: present (``make`` installs it there), else ``hermes`` on PATH.
     executable: str = ""
     #: kind = "hermes": the address Hermes' API server binds inside its compute
-    #: session: 127.0.0.1 for local processes, 0.0.0.0 where the compute
-    #: provider routes to it from outside (Fly.io Sprites).
-    listen_host: str = "127.0.0.1"
+    #: session; empty: the one the compute provider gives (127.0.0.1 for a
+    #: local process, an outside address on Daytona and Fly.io Sprites).
+    listen_host: str = ""
     #: kind = "hermes": the cap on each of Hermes' model calls, in tokens.
     max_output_tokens: int = Field(default=4096, ge=1)
 

@@ -186,7 +186,7 @@ def _hermes_backend(
             executable=executable,
             model_base_url=p.base_url,
             model_api_key=p.api_key.get_secret_value() if p.api_key else "",
-            listen_host=p.listen_host,
+            listen_host=p.listen_host or "{host}",
             context_length=max(p.default_context_window, *p.models.values(), 0),
             max_output_tokens=p.max_output_tokens,
         ),

@@ -32,12 +32,12 @@ def config_of(settings: HermesSettings = SETTINGS, url: str = "http://m/v1") -> 
 
 
 def test_spec_runs_the_gateway_with_the_api_server_configured() -> None:
-    """The spec runs `hermes gateway run` with the API server's key, host and {port}."""
+    """The spec runs `hermes gateway run` with the API server's key, {host} and {port}."""
     spec = render_spec(CONTEXT, SETTINGS, "http://m/v1")
     assert list(spec.command) == ["/opt/hermes/bin/hermes", "gateway", "run"]
     assert dict(spec.env) == {
         "API_SERVER_ENABLED": "true",
-        "API_SERVER_HOST": "127.0.0.1",
+        "API_SERVER_HOST": "{host}",
         "API_SERVER_KEY": CONTEXT.api_key,
         "API_SERVER_PORT": "{port}",
         "HERMES_HOME": "{state_dir}/hermes",

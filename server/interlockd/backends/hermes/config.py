@@ -11,9 +11,9 @@ The session (hermes-agent 0.19, read from its source):
 - the OpenAI-compatible API server is configured from the environment:
   ``API_SERVER_ENABLED=true``, ``API_SERVER_KEY`` (the compute session's key;
   Hermes refuses to start with one shorter than 16 characters or a
-  placeholder), ``API_SERVER_HOST`` (127.0.0.1 for local processes, 0.0.0.0
-  where the compute provider routes from outside) and ``API_SERVER_PORT``
-  (``{port}``, filled in by the compute provider). ``GET /health`` answers
+  placeholder), ``API_SERVER_HOST`` and ``API_SERVER_PORT`` (``{host}`` and
+  ``{port}`` unless configured: the compute provider fills them in, 127.0.0.1
+  for a local process, an outside address where it routes from outside). ``GET /health`` answers
   without a key.
 - ``hermes/config.yaml`` (JSON, which YAML reads as is: sorted keys, so the
   same context always gives the same bytes):
@@ -91,15 +91,15 @@ class HermesSettings:
     ``model_base_url`` is the OpenAI-compatible root the model is served at,
     ending in ``/v1``; empty means the daemon's local model server (the
     backend resolves it). ``listen_host`` is the API server's bind address
-    inside the session. ``context_length`` is what Hermes is told about the
-    model's window (raised to its floor); ``max_output_tokens`` caps each of
-    its model calls.
+    inside the session (``{host}``: the compute provider's). ``context_length``
+    is what Hermes is told about the model's window (raised to its floor);
+    ``max_output_tokens`` caps each of its model calls.
     """
 
     executable: str
     model_base_url: str = ""
     model_api_key: str = ""
-    listen_host: str = "127.0.0.1"
+    listen_host: str = "{host}"
     port: int = DEFAULT_PORT
     context_length: int = MIN_CONTEXT_LENGTH
     max_output_tokens: int = 4096

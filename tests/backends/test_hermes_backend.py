@@ -127,10 +127,11 @@ async def test_text_turn_streams_deltas_usage_and_binds_the_session(
     assert hermes.session_lookups == []  # nothing to look up for a new session
 
 
-async def test_tool_progress_becomes_provider_executed_calls_named_back(
+async def test_tool_progress_of_the_daemons_tools_is_streamed_not_recorded_again(
     backend: HermesBackend, hermes: FakeHermes
 ) -> None:
-    """hermes.tool.progress frames become provider-executed calls named as the run's tools."""
+    """Progress of the daemon's MCP tools becomes calls named as the run's tools, not marked
+    provider-executed (the MCP endpoint's runner records them), never run by the backend."""
     hermes.enqueue(
         HermesReply().tool("github_search", call_id="call_9").text("Found it.").usage(10, 2)
     )
@@ -138,8 +139,8 @@ async def test_tool_progress_becomes_provider_executed_calls_named_back(
     spec = ToolSpec("github.search", "Search GitHub.", {"type": "object"})
     events = await collect(backend, request(hermes, tools=(spec,)), runner)
     assert events[1:3] == [
-        ToolCall("call_9", "github.search", "{}", provider_executed=True),
-        ToolResult("call_9", "github.search", "null", provider_executed=True),
+        ToolCall("call_9", "github.search", "{}"),
+        ToolResult("call_9", "github.search", "null"),
     ]
     assert events[3] == TextDelta("Found it.")
     assert runner.calls == []
@@ -148,7 +149,7 @@ async def test_tool_progress_becomes_provider_executed_calls_named_back(
 async def test_a_tool_of_hermes_itself_keeps_its_name(
     backend: HermesBackend, hermes: FakeHermes
 ) -> None:
-    """A tool that is not the daemon's MCP tool is reported under Hermes' name for it."""
+    """A tool that is not the daemon's MCP tool is provider-executed, under Hermes' name."""
     hermes.enqueue(HermesReply().tool("todo", call_id="c1", mcp=False))
     events = await collect(backend, request(hermes))
     assert ToolCall("c1", "todo", "{}", provider_executed=True) in events
@@ -310,7 +311,7 @@ async def test_leaving_the_turn_closes_the_upstream_answer(
     hermes.enqueue(HermesReply().text("Thinking").tool_start("slow", "c1").stall())
     events = backend.stream_turn(request(hermes), RefusingRunner())
     seen = [await anext(events) for _ in range(3)]
-    assert seen[1:] == [TextDelta("Thinking"), ToolCall("c1", "slow", "{}", provider_executed=True)]
+    assert seen[1:] == [TextDelta("Thinking"), ToolCall("c1", "slow", "{}")]
     await events.aclose()  # type: ignore[attr-defined]
     await hermes.wait_for_disconnects(1)
 

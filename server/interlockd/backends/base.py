@@ -304,6 +304,11 @@ class AgentBackend(abc.ABC):
     #: in :attr:`TurnRequest.runtime`.
     runtime: bool = False
 
+    async def prepare_runtime(self) -> None:  # noqa: B027 - optional hook
+        """Get ready to describe a session (runtime backends only): e.g. start the local
+        model server whose URL goes into the spec. The scheduler awaits it before every
+        :meth:`session_spec`; it must be cheap once done."""
+
     def session_spec(self, context: RuntimeContext) -> SessionSpec:
         """The compute session to start for this runtime (runtime backends only).
 

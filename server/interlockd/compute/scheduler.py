@@ -333,8 +333,18 @@ class ComputeScheduler:
             resume_seconds=self._resume[name],
         )
 
-    async def acquire(self, plan: Plan, run_id: str) -> Lease:
+    async def acquire(
+        self,
+        plan: Plan,
+        run_id: str,
+        on_session: Callable[[ComputeSessionRecord], None] | None = None,
+    ) -> Lease:
         """A running session for the plan's key on the chosen provider, for run ``run_id``.
+
+        ``on_session`` is called with the session's record once the key's turn
+        has come and before the runtime is started or resumed: the moment to
+        open what the runtime reaches at start (the run's MCP grant on the
+        session's token).
 
         Waits while another run of the same key holds it. ComputeError when the
         provider cannot start it (its breaker counts the failure); the caller
@@ -347,17 +357,25 @@ class ComputeScheduler:
         )
         await lock.acquire()
         try:
-            lease = await self._ensure(plan, run_id, started, lock)
+            lease = await self._ensure(plan, run_id, started, lock, on_session)
         except BaseException:
             lock.release()
             raise
         return lease
 
-    async def _ensure(self, plan: Plan, run_id: str, started: float, lock: asyncio.Lock) -> Lease:
+    async def _ensure(
+        self,
+        plan: Plan,
+        run_id: str,
+        started: float,
+        lock: asyncio.Lock,
+        on_session: Callable[[ComputeSessionRecord], None] | None,
+    ) -> Lease:
         req = plan.request
         name = plan.choice.provider
         provider = self._providers[name]
         backend = self._runtimes(req.runtime)
+        await backend.prepare_runtime()
         record = await self._store.find_compute_session(
             req.sandbox_id, req.end_user_id, req.agent_key
         )
@@ -398,6 +416,8 @@ class ComputeScheduler:
                     name, "another replica is starting this session; retry"
                 ) from None
         assert spec is not None
+        if on_session is not None:
+            on_session(record)
         was = record.status
         breaker = self._breakers[name]
         if not breaker.claim():
@@ -553,7 +573,9 @@ class ComputeScheduler:
                 runtime=record.runtime,
                 model=record.tags.get("model", ""),
             )
-            spec = self._runtimes(record.runtime).session_spec(
+            backend = self._runtimes(record.runtime)
+            await backend.prepare_runtime()
+            spec = backend.session_spec(
                 self._context(req, record.id, record.api_key, record.mcp_token)
             )
             t0 = self._clock()

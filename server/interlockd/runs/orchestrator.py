@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +76,15 @@ from interlockd.runs.pauses import PauseBoard, applies
 from interlockd.runs.provider_state import StoreProviderState
 from interlockd.runs.recording import SandboxToolRunner, TurnRecorder, user_entry
 from interlockd.runs.request import ComputeChoice, RunInput
-from interlockd.store.base import LedgerRow, NewRun, Pause, Run, RunStatus, Store
+from interlockd.store.base import (
+    ComputeSessionRecord,
+    LedgerRow,
+    NewRun,
+    Pause,
+    Run,
+    RunStatus,
+    Store,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -333,13 +341,16 @@ class Orchestrator:
                 limit = min(limit, req.max_runtime_seconds)
             async with asyncio.timeout(limit):
                 if plan is not None:
-                    lease = progress.lease = await self._lease(plan, run.id)
-                    inflight.compute_provider = lease.provider.name
+                    inflight.compute_provider = plan.choice.provider
+                    mcp = self._mcp
+
+                    def open_tools(record: ComputeSessionRecord) -> None:
+                        # Before the runtime starts: it lists its MCP tools at start.
+                        if mcp is not None:
+                            progress.grant = mcp.bind(record.mcp_token, tools, runner, limit)
+
+                    lease = progress.lease = await self._lease(plan, run.id, open_tools)
                     request = dataclasses.replace(request, runtime=lease.access)
-                    if self._mcp is not None:
-                        progress.grant = self._mcp.bind(
-                            lease.record.mcp_token, tools, runner, limit
-                        )
                 events = self._provider_events(run, backend, request, runner, budget, progress)
                 async with contextlib.aclosing(events):
                     async for event in events:
@@ -435,12 +446,14 @@ class Orchestrator:
                 compute_usd=progress.charge.cost_usd if progress.charge else 0.0,
             )
 
-    async def _lease(self, plan: Plan, run_id: str) -> Lease:
+    async def _lease(
+        self, plan: Plan, run_id: str, on_session: Callable[[ComputeSessionRecord], None]
+    ) -> Lease:
         """The run's compute session; a provider that cannot start it fails the run as
         UNAVAILABLE (retryable: the next attempt may be placed elsewhere)."""
         assert self._compute is not None
         try:
-            return await self._compute.acquire(plan, run_id)
+            return await self._compute.acquire(plan, run_id, on_session)
         except ComputeError as exc:
             raise ProviderUnavailable(exc.provider, exc.message) from exc
 

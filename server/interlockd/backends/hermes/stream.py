@@ -138,22 +138,31 @@ class TurnStream:
             self._finish = reason
 
     def _tool_progress(self, frame: dict[str, Any]) -> Iterator[BackendEvent]:
+        """Tool progress as ToolCall/ToolResult events for the client's stream.
+
+        The daemon's own tools (Hermes calls them through its MCP endpoint) are
+        recorded there, by the run's ToolRunner, with their real arguments and
+        results; their events here only report progress (``provider_executed``
+        False: the orchestrator streams them without recording them again).
+        Any other tool ran inside Hermes and is recorded as provider-executed.
+        """
         call_id = frame.get("toolCallId")
         tool = frame.get("tool")
         if not call_id or not isinstance(call_id, str) or not isinstance(tool, str):
             return  # an older Hermes' progress line without an id: nothing to pair
         name = self._name(tool)
+        inside = not (tool in self._names or tool.startswith(_MCP_PREFIX))
         status = frame.get("status")
         if status == "running":
             self._running[call_id] = name
-            yield ToolCall(call_id, name, "{}", provider_executed=True)
+            yield ToolCall(call_id, name, "{}", provider_executed=inside)
         elif status == "completed":
             name = self._running.pop(call_id, name)
-            yield ToolResult(call_id, name, "null", provider_executed=True)
+            yield ToolResult(call_id, name, "null", provider_executed=inside)
         elif status in ("failed", "error"):
             name = self._running.pop(call_id, name)
             yield ToolResult(
-                call_id, name, "", error=_detail(frame.get("error")), provider_executed=True
+                call_id, name, "", error=_detail(frame.get("error")), provider_executed=inside
             )
 
     def _name(self, tool: str) -> str:

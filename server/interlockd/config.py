@@ -156,6 +156,9 @@ class ComputeProviderSettings(_Strict):
     kind: Literal["local", "daytona", "fly_sprites"]
     #: Most sessions running on it at once (0: no limit); placement spills past it.
     capacity: int = Field(default=0, ge=0)
+    #: What an active session costs, in US dollars per hour, for the ledger; unset:
+    #: the provider's published price (local: 0 — set your host's cost here).
+    usd_per_hour: float | None = Field(default=None, ge=0)
     #: kind = "local": where sessions' state directories live (under data_dir).
     root: Path = Path("compute")
     #: kind = "daytona" / "fly_sprites": the API's base URL (default: the public one).
@@ -272,10 +275,18 @@ def load_settings(
         # Hermes on the local model, when its runtime is installed (`make` does).
         if "hermes" not in providers and (hermes := _installed_hermes()) is not None:
             providers["hermes"] = hermes
+            local = providers.get("local")
+            if isinstance(local, dict) and local.get("kind") == "local":
+                # Hermes' own prompt is ~1,000 tokens: the model needs more than 2,048.
+                local.setdefault("context_size", HERMES_LOCAL_CONTEXT)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+#: The local model's context when Hermes runs on it by default.
+HERMES_LOCAL_CONTEXT = 8192
 
 
 def _installed_hermes() -> dict[str, Any] | None:

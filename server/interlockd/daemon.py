@@ -11,6 +11,7 @@ finish, the rest are cancelled and record what they produced, then backends
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from dataclasses import dataclass
 from typing import Any
@@ -296,6 +297,12 @@ def build_compute_providers(settings: Settings) -> list[ComputeProvider]:
                 **options,
             )
         provider.name = name
+        if c.usd_per_hour is not None:
+            provider.price = dataclasses.replace(
+                provider.price,
+                active_usd_per_second=c.usd_per_hour / 3600,
+                price_version=f"config-{name}",
+            )
         providers.append(provider)
     return providers
 

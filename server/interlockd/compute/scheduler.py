@@ -104,6 +104,8 @@ class Plan:
     request: PlacementRequest
     choice: Choice
     released: bool = False
+    #: (compute session id, clock at acquire) once a session was asked to run.
+    metered: tuple[str, float] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -418,6 +420,7 @@ class ComputeScheduler:
         assert spec is not None
         if on_session is not None:
             on_session(record)
+        plan.metered = (record.id, started)
         was = record.status
         breaker = self._breakers[name]
         if not breaker.claim():
@@ -435,6 +438,12 @@ class ComputeScheduler:
                 "compute_start_failed", provider=name, session=record.id, error=error.message
             )
             raise error from exc
+        except asyncio.CancelledError:
+            # The run ended (its ceiling, a pause, the client) while the runtime was
+            # starting: a new session may be half made; the reaper destroys it.
+            if was == "creating":
+                await asyncio.shield(self._store.update_compute_session(record.id, status="failed"))
+            raise
         breaker.success()
         ready = self._clock() - t0
         self._measure(name, was, ready)
@@ -478,26 +487,34 @@ class ComputeScheduler:
 
     async def release(self, lease: Lease | None, plan: Plan) -> ComputeCharge | None:
         """End a run's hold: stamp the idle timer, give back the slot and the key's lock,
-        and return the run's compute charge (None when no session was acquired)."""
+        and return the run's compute charge.
+
+        The meter runs from the start of :meth:`acquire` — a provider bills the start
+        too — so a run cut off while its runtime was starting (its ceiling, a pause,
+        the client) is charged for those seconds; None when it never reached a session.
+        """
         self.abandon(plan)
-        if lease is None:
-            return None
         try:
+            if plan.metered is None:
+                return None
+            session_id, started = plan.metered
+            provider = self._providers[plan.choice.provider]
             now = self._clock()
-            seconds = max(0.0, now - lease.started)
+            # Billed to the millisecond; the cost is of exactly the seconds recorded.
+            seconds = round(max(0.0, now - started), 3)
             await self._store.update_compute_session(
-                lease.record.id, add_active_seconds=seconds, last_active_at=_datetime(now)
+                session_id, add_active_seconds=seconds, last_active_at=_datetime(now)
             )
-            price = lease.provider.price
             return ComputeCharge(
-                provider=lease.provider.name,
-                seconds=round(seconds, 3),
-                cost_usd=seconds * price.active_usd_per_second,
-                price_version=price.price_version,
-                compute_session_id=lease.record.id,
+                provider=provider.name,
+                seconds=seconds,
+                cost_usd=seconds * provider.price.active_usd_per_second,
+                price_version=provider.price.price_version,
+                compute_session_id=session_id,
             )
         finally:
-            lease.lock.release()
+            if lease is not None:
+                lease.lock.release()
 
     def _context(
         self, req: PlacementRequest, session_id: str, api_key: str, mcp_token: str

@@ -20,10 +20,12 @@ import pytest
 from interlock.v1 import agents_pb2 as apb
 from interlock.v1 import agents_pb2_grpc, compute_pb2_grpc
 from interlock.v1 import compute_pb2 as cpb
+from interlock.v1 import conversations_pb2 as conv_pb
 from interlockd.backends.catalog import LOCAL_MODEL
 from interlockd.backends.hermes.config import DEFAULT_EXECUTABLE
 from tests.conftest import DaemonFactory, RunningDaemon
 from tests.eventually import eventually
+from tests.fakes.openai import FakeOpenAI, Reply
 
 REPO = Path(__file__).resolve().parents[2]
 HERMES = REPO / DEFAULT_EXECUTABLE
@@ -204,3 +206,42 @@ async def test_a_compute_provider_pause_stops_a_run_in_flight_and_refuses_new_on
     assert "pause of compute provider local" in str(refused.value.details())
     # Other providers are not covered by it.
     assert kinds(await daemon.run("hi", provider="local", deadline=120))[-1] == "finish"
+
+
+async def test_hermes_calls_the_runs_tools_through_the_daemons_mcp_endpoint(
+    start_daemon: DaemonFactory, fake_a: FakeOpenAI
+) -> None:
+    """The real Hermes, its model scripted to call a tool, reaches the run's tool through the
+    daemon's MCP endpoint with the session's token: the call runs once, is recorded with its
+    real arguments and result, and streams as a tool call and result."""
+    require_runtime()
+    daemon = await start_daemon(
+        providers={
+            "fake": {"kind": "openai", "base_url": fake_a.base_url},
+            "hermes": {
+                "kind": "hermes",
+                "executable": str(HERMES),
+                "base_url": fake_a.base_url,
+                "default_model": "fake-model",
+            },
+        },
+    )
+    fake_a.enqueue(Reply().tool_call("mcp__interlock__search_conversations", '{"query": "quokka"}'))
+    fake_a.enqueue(Reply().text("Nothing found."))
+    events = await daemon.run(
+        "Search for quokka.", provider="hermes", tools=["search_conversations"], deadline=120
+    )
+    assert kinds(events)[-1] == "finish", events[-1]
+    names = [e.tool_call.name for e in events if e.WhichOneof("event") == "tool_call"]
+    assert names == ["search_conversations"]
+    assert "Nothing found." in "".join(e.text_delta.text for e in events)
+    window = await daemon.window(events[0].run_started.session_id)
+    recorded = [e for e in window if e.kind == conv_pb.ENTRY_KIND_TOOL_CALL]
+    assert [e.tool_name for e in recorded] == ["search_conversations"]
+    assert "quokka" in recorded[0].text
+    results = [e for e in window if e.kind == conv_pb.ENTRY_KIND_TOOL_RESULT]
+    assert len(results) == 1
+    assert not results[0].is_error
+    # Hermes offered the model exactly the run's tool, named for its MCP server.
+    offered = [t["function"]["name"] for t in fake_a.requests[0].body["tools"]]
+    assert offered == ["mcp__interlock__search_conversations"]

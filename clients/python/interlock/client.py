@@ -697,8 +697,9 @@ class Compute:
 
         ``status`` is "creating", "running", "suspended", "archived", "failed"
         or "destroyed" (ValueError for another); empty means every status but
-        destroyed. ``sandbox_id`` narrows the operator's view to one sandbox;
-        with an API key it may only name the key's own (else InvalidArgument).
+        destroyed. ``sandbox_id`` narrows the operator's view to one sandbox
+        (the operator key is used when the client has one, as for the ledger;
+        an API key alone may only name its own sandbox, else InvalidArgument).
         """
         request = list_compute_sessions_request(
             sandbox_id=sandbox_id,
@@ -707,7 +708,8 @@ class Compute:
             status=status,
             provider=provider,
         )
-        response = await _unary(self._stub.ListComputeSessions(request, metadata=self._either()))
+        metadata = self._metadata() if sandbox_id and self._key else self._either()
+        response = await _unary(self._stub.ListComputeSessions(request, metadata=metadata))
         return list(response.sessions)
 
     async def suspend(self, session_id: str) -> compute_pb2.ComputeSession:

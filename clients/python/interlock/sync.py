@@ -672,7 +672,9 @@ class SyncCompute:
         return list(
             _unary(
                 lambda: self._stub.ListComputeSessions(
-                    request, timeout=timeout, metadata=self._either()
+                    request,
+                    timeout=timeout,
+                    metadata=self._metadata() if sandbox_id and self._key else self._either(),
                 )
             ).sessions
         )

@@ -23,6 +23,7 @@ from interlock.v1 import compute_pb2 as cpb
 from interlock.v1 import conversations_pb2 as conv_pb
 from interlockd.backends.catalog import LOCAL_MODEL
 from interlockd.backends.hermes.config import DEFAULT_EXECUTABLE
+from interlockd.store.base import LedgerFilter
 from tests.conftest import DaemonFactory, RunningDaemon
 from tests.eventually import eventually
 from tests.fakes.openai import FakeOpenAI, Reply
@@ -213,7 +214,8 @@ async def test_hermes_calls_the_runs_tools_through_the_daemons_mcp_endpoint(
 ) -> None:
     """The real Hermes, its model scripted to call a tool, reaches the run's tool through the
     daemon's MCP endpoint with the session's token: the call runs once, is recorded with its
-    real arguments and result, and streams as a tool call and result."""
+    real arguments and result, and streams as a tool call and result; the run's tokens and
+    compute rows add up to what its Finish said."""
     require_runtime()
     daemon = await start_daemon(
         providers={
@@ -225,6 +227,7 @@ async def test_hermes_calls_the_runs_tools_through_the_daemons_mcp_endpoint(
                 "default_model": "fake-model",
             },
         },
+        compute={"providers": {"local": {"kind": "local", "usd_per_hour": 0.36}}},
     )
     fake_a.enqueue(Reply().tool_call("mcp__interlock__search_conversations", '{"query": "quokka"}'))
     fake_a.enqueue(Reply().text("Nothing found."))
@@ -245,3 +248,13 @@ async def test_hermes_calls_the_runs_tools_through_the_daemons_mcp_endpoint(
     # Hermes offered the model exactly the run's tool, named for its MCP server.
     offered = [t["function"]["name"] for t in fake_a.requests[0].body["tools"]]
     assert offered == ["mcp__interlock__search_conversations"]
+    finish = events[-1].finish
+    totals = await daemon.daemon.store.usage_total(
+        daemon.sandbox_id, LedgerFilter(run_id=events[0].run_id)
+    )
+    assert (totals.run_count, totals.entry_count) == (1, 2)
+    assert totals.compute_seconds > 0
+    assert totals.compute_cost_usd == pytest.approx(finish.cost.compute_usd)
+    assert totals.token_cost_usd == pytest.approx(finish.cost.token_usd)
+    assert totals.total_cost_usd == pytest.approx(finish.cost.token_usd + finish.cost.compute_usd)
+    assert totals.usage.input_tokens == finish.usage.input_tokens > 0

@@ -114,3 +114,4 @@ bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --smoke
 	$(BIN)/python benchmarks/context_assembly.py --smoke
 	$(BIN)/python benchmarks/paced.py --smoke
+	$(BIN)/python benchmarks/memory.py --smoke

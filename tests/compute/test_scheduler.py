@@ -434,3 +434,23 @@ async def test_unhealthy_daytona_fails_over_to_sprites(
     plan = await scheduler.plan(request(sandbox_id, agent="other"))
     assert plan.choice.provider == "daytona"
     scheduler.abandon(plan)
+
+
+async def test_a_restarted_scheduler_reconciles_and_resumes_with_state(
+    make: Make, store: SqliteStore, sandbox_id: str
+) -> None:
+    """After a restart (the local runtimes stopped with the old scheduler), start() marks the
+    session suspended, and the next run resumes it with its state."""
+    before = make()
+    lease, count = await run_once(before, store, sandbox_id)
+    assert count == 1
+    await before.stop()
+    session_id = lease.access.compute_session_id
+    assert (await store.get_compute_session(session_id)).status == "running"
+
+    after = make()
+    await after.start()
+    assert (await store.get_compute_session(session_id)).status == "suspended"
+    lease, count = await run_once(after, store, sandbox_id)
+    assert lease.access.compute_session_id == session_id
+    assert count == 2

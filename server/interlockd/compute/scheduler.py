@@ -204,7 +204,8 @@ class ComputeScheduler:
     # ---- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the reaper and the health probes."""
+        """Bring the store in line with the providers, then start the reaper and probes."""
+        await self.reconcile()
         self._tasks = [
             asyncio.create_task(
                 self._every(self._settings.reaper_interval_seconds, self.reap), name="reaper"
@@ -227,6 +228,47 @@ class ComputeScheduler:
                 await provider.aclose()
             except Exception:
                 log.exception("compute_provider_close_failed", provider=provider.name)
+
+    async def reconcile(self) -> int:
+        """Correct what the store believes about sessions from what each provider reports
+        (after a restart, local runtimes are stopped; a session deleted out of band is
+        gone). Return how many records changed. A provider that does not answer is
+        left alone."""
+        changed = 0
+        for name, provider in self._providers.items():
+            try:
+                reported = {s.external_id: s for s in await provider.list()}
+            except Exception as exc:
+                log.warning("compute_reconcile_failed", provider=name, error=str(exc))
+                continue
+            records = await self._store.list_compute_sessions(
+                provider=name, statuses=("creating", "running", "suspended", "archived")
+            )
+            for record in records:
+                if not record.external_id:
+                    continue
+                seen = reported.get(record.external_id)
+                status: ComputeStatus | None = None
+                if seen is None:
+                    status = "failed"  # gone at its provider: the reaper forgets it
+                elif seen.status != record.status and seen.status in (
+                    "running",
+                    "suspended",
+                    "archived",
+                    "failed",
+                ):
+                    status = seen.status
+                if status is not None:
+                    await self._store.update_compute_session(record.id, status=status)
+                    changed += 1
+                    log.info(
+                        "compute_session_reconciled",
+                        session=record.id,
+                        provider=name,
+                        was=record.status,
+                        now=status,
+                    )
+        return changed
 
     async def _every(self, seconds: float, work: Callable[[], object]) -> None:
         while True:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TextIO, TypedDict
 
 from interlock import __version__
+from interlock.bench.command import add_compare_arguments, bench_compare
 from interlock.calls import PAUSE_SCOPES, connect_result
 from interlock.client import (
     DEFAULT_ADDRESS,
@@ -725,6 +726,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="show at most N entries (default 100; 0: all of them)",
     )
 
+    # bench
+    bench = group_of("bench", "benchmark providers through the daemon (API key)")
+    bench_compare_parser = leaf(
+        bench,
+        "compare",
+        "run one scripted workload on each provider in turn and compare them",
+        _bench_compare,
+        _API_KEY,
+        [json_output],
+    )
+    add_compare_arguments(bench_compare_parser)
+
     # google
     google = group_of("google", "Vertex AI Agent Engine (needs the google extra)")
     help_text = "deploy the agent that runs Interlock turns on Agent Engine"
@@ -821,6 +834,10 @@ async def _run_json(stream: RunStream, io: _Io) -> int:
         io.err.write("error: the stream ended before the run finished\n")
         return EXIT_ERROR
     return EXIT_OK
+
+
+async def _bench_compare(client: Client, args: argparse.Namespace, io: _Io) -> int:
+    return await bench_compare(client, args, io.out, io.err)
 
 
 async def _sandbox_create(client: Client, args: argparse.Namespace, io: _Io) -> int:

@@ -70,6 +70,9 @@ class ProviderSettings(_Strict):
     models: dict[str, int] = Field(default_factory=dict)
     #: Context window assumed for models not listed.
     default_context_window: int = Field(default=8192, ge=512)
+    #: kind = "openai": concurrent streams to the endpoint (its connection pool); a
+    #: turn beyond it waits briefly, then fails UNAVAILABLE.
+    max_connections: int = Field(default=1000, ge=1)
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     read_timeout_seconds: float = Field(default=300.0, gt=0)
     #: kind = "local": context size and threads of the embedded model server.

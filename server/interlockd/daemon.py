@@ -265,6 +265,7 @@ def build_backend(
         default_model_info=default_info,
         connect_timeout=p.connect_timeout_seconds,
         read_timeout=p.read_timeout_seconds,
+        max_connections=p.max_connections,
     )
 
 

@@ -116,3 +116,17 @@ bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/paced.py --smoke
 	$(BIN)/python benchmarks/memory.py --smoke
 	$(BIN)/python -m interlock.bench.loopback --budget 30 -- bench compare --providers anthropic:claude-sonnet-4-6,google:gemini-3.1-flash,local:smollm2-135m --workload benchmarks/workloads/support.yaml --users 1
+	$(BIN)/python benchmarks/litellm_side_by_side.py --smoke --install
+
+# LiteLLM's proxy in a virtualenv of its own, from the versions pinned in
+# benchmarks/litellm/requirements.txt, for benchmarks/litellm_side_by_side.py
+# (~1 min and ~750 MB here; its --install runs this target when needed).
+LITELLM       := .bench/litellm
+LITELLM_STAMP := $(LITELLM)/.installed
+.PHONY: bench-litellm
+bench-litellm: $(LITELLM_STAMP)
+$(LITELLM_STAMP): benchmarks/litellm/requirements.txt
+	test -x $(LITELLM)/bin/python || $(PY) -m venv $(LITELLM)
+	$(LITELLM)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(LITELLM)/bin/python -m pip install --quiet -r benchmarks/litellm/requirements.txt
+	touch $@

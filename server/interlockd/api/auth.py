@@ -90,6 +90,18 @@ class Authenticator:
                 "invalid operator key: sandbox administration needs the operator key"
             )
 
+    async def sandbox_or_operator(self, context: Context) -> str | None:
+        """The sandbox a sandbox API key confines the call to, or None for the operator
+        key; Unauthenticated (the sandbox key's reason) when it is neither."""
+        try:
+            return (await self.sandbox(context)).sandbox_id
+        except Unauthenticated as not_a_sandbox_key:
+            try:
+                await self.operator(context)
+            except Unauthenticated:
+                raise not_a_sandbox_key from None
+            return None
+
     def forget_key(self, key_id: str) -> None:
         """Drop a revoked key from the cache at once."""
         for digest, (_, principal) in list(self._cache.items()):

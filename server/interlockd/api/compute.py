@@ -14,7 +14,7 @@ from interlockd.api.auth import Authenticator
 from interlockd.api.handlers import Context, unary
 from interlockd.api.sandboxes import timestamp
 from interlockd.compute.scheduler import ComputeScheduler
-from interlockd.errors import InvalidArgument, NotFound, Unauthenticated
+from interlockd.errors import InvalidArgument, NotFound
 from interlockd.runs.orchestrator import Orchestrator
 from interlockd.runs.pauses import PauseBoard
 from interlockd.store.base import ComputeSessionRecord, ComputeStatus, Pause, PauseScope, Store
@@ -103,17 +103,9 @@ class ComputeServicer:
         self._orchestrator = orchestrator
         self._scheduler = scheduler
 
-    async def _caller(self, context: Context) -> str | None:
-        """The sandbox a sandbox key confines the call to; None for the operator key."""
-        try:
-            return (await self._auth.sandbox(context)).sandbox_id
-        except Unauthenticated:
-            await self._auth.operator(context)
-            return None
-
     async def _session(self, session_id: str, context: Context) -> ComputeSessionRecord:
         """The session the caller may operate; NOT_FOUND for another sandbox's."""
-        caller = await self._caller(context)
+        caller = await self._auth.sandbox_or_operator(context)
         v.identifier(session_id, "session_id")
         record = await self._store.get_compute_session(session_id)
         if caller is not None and record.sandbox_id != caller:
@@ -157,7 +149,7 @@ class ComputeServicer:
     async def ListComputeSessions(
         self, request: pb.ListComputeSessionsRequest, context: Context
     ) -> pb.ListComputeSessionsResponse:
-        caller = await self._caller(context)
+        caller = await self._auth.sandbox_or_operator(context)
         sandbox_id = v.identifier(request.sandbox_id, "sandbox_id", required=False)
         if caller is not None and sandbox_id and sandbox_id != caller:
             raise InvalidArgument(
@@ -211,7 +203,7 @@ class ComputeServicer:
     async def ListComputeProviders(
         self, request: pb.ListComputeProvidersRequest, context: Context
     ) -> pb.ListComputeProvidersResponse:
-        await self._caller(context)
+        await self._auth.sandbox_or_operator(context)
         out = []
         for h in await self._scheduler.health():
             provider = self._scheduler.provider(h.name)
@@ -237,7 +229,7 @@ class ComputeServicer:
     async def ExplainPlacement(
         self, request: pb.ExplainPlacementRequest, context: Context
     ) -> pb.ExplainPlacementResponse:
-        caller = await self._caller(context)
+        caller = await self._auth.sandbox_or_operator(context)
         run_id = v.identifier(request.run_id, "run_id")
         placement = await self._store.get_placement(run_id)
         if caller is not None and placement.sandbox_id != caller:

@@ -16,7 +16,7 @@ from interlockd.api.auth import Authenticator
 from interlockd.api.handlers import Context, unary
 from interlockd.api.router import usage_proto
 from interlockd.api.sandboxes import timestamp
-from interlockd.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from interlockd.errors import InvalidArgument, PermissionDenied
 from interlockd.store.base import (
     LedgerEntry,
     LedgerFilter,
@@ -123,26 +123,21 @@ class LedgerServicer:
 
     async def _sandbox(self, request: _Scoped, context: Context) -> str:
         """The sandbox the call may read: the key's own, or the operator's choice."""
-        try:
-            principal = await self._auth.sandbox(context)
-        except Unauthenticated as not_a_sandbox_key:
-            try:
-                await self._auth.operator(context)
-            except Unauthenticated:
-                raise not_a_sandbox_key from None
+        caller = await self._auth.sandbox_or_operator(context)
+        if caller is None:
             if not request.sandbox_id:
                 raise InvalidArgument(
                     "sandbox_id", "is required with the operator key: name the sandbox to read"
-                ) from None
+                )
             sandbox_id = v.identifier(request.sandbox_id, "sandbox_id")
             await self._store.get_sandbox(sandbox_id)  # NOT_FOUND for an unknown sandbox
             return sandbox_id
-        if request.sandbox_id and request.sandbox_id != principal.sandbox_id:
+        if request.sandbox_id and request.sandbox_id != caller:
             raise PermissionDenied(
                 "sandbox_id: a sandbox API key reads only its own sandbox's ledger; "
                 "leave sandbox_id empty, or use the operator key"
             )
-        return principal.sandbox_id
+        return caller
 
     @unary
     async def ListLedgerEntries(

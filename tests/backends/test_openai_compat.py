@@ -459,6 +459,25 @@ async def test_silent_provider_times_out(fake: FakeOpenAI) -> None:
     await fake.wait_for_disconnects(1)
 
 
+async def test_full_pool_is_unavailable_naming_the_limit(fake: FakeOpenAI) -> None:
+    """With every pooled connection held, a further turn waits connect_timeout and says why."""
+    backend = OpenAICompatibleBackend(
+        "fake", fake.base_url, "sk-test-secret", max_connections=1, connect_timeout=0.2
+    )
+    fake.enqueue(Reply().text("Held").stall())
+    held = backend.stream_turn(turn(), FunctionToolRunner())
+    try:
+        assert await anext(held) == TextDelta("Held")
+        with pytest.raises(ProviderUnavailable) as info:
+            await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await held.aclose()  # type: ignore[attr-defined]
+        await backend.aclose()
+
+    assert "all 1 connections to 127.0.0.1:" in info.value.message
+    assert "are busy" in info.value.message
+
+
 # ---- cancellation ------------------------------------------------------------------------
 
 

@@ -1,33 +1,29 @@
 """The stream parser sees the same events however the network splits the bytes.
 
 TCP decides where one read ends and the next begins; over loopback that is
-hard to steer, so these properties feed the byte stream through httpx's own
-transport seam (:class:`httpx.MockTransport`) cut at arbitrary points.
+hard to steer, so these properties feed the parser the byte stream cut at
+arbitrary points, as the backend feeds it each read.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 
-import httpx
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interlockd.backends.base import (
-    Message,
     StepEnd,
     TextDelta,
     ThinkingDelta,
     ToolCall,
-    TurnRequest,
     Usage,
     UsageReport,
 )
-from interlockd.backends.openai_compat import OpenAICompatibleBackend, StepEvent
-
-REQUEST = TurnRequest(model="m", messages=[Message("user", "hi")])
+from interlockd.backends.chat_stream import ChatStreamParser, StepEvent
+from interlockd.errors import ProviderProtocolError
 
 texts = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=8)
 
@@ -47,17 +43,14 @@ def cut(data: bytes, points: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
-async def parse(pieces: list[bytes]) -> list[StepEvent]:
-    async def body() -> AsyncIterator[bytes]:
-        for piece in pieces:
-            yield piece
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
-        backend = OpenAICompatibleBackend("p", "http://provider.test/v1", http=http)
-        return [event async for event in backend.step(REQUEST)]
+def parse(pieces: list[bytes]) -> list[StepEvent]:
+    parser = ChatStreamParser("p")
+    events: list[StepEvent] = []
+    for piece in pieces:
+        events += parser.feed(piece)
+        parser.check()
+    assert parser.done
+    return [*events, parser.end()]
 
 
 @settings(max_examples=60, deadline=None)
@@ -68,7 +61,7 @@ async def parse(pieces: list[bytes]) -> list[StepEvent]:
     crlf=st.booleans(),
     comments=st.booleans(),
 )
-async def test_text_survives_any_split(
+def test_text_survives_any_split(
     pieces: list[str], thinking: list[str], points: list[int], crlf: bool, comments: bool
 ) -> None:
     """Text, thinking and usage come out whole and in order for every cut of the stream."""
@@ -79,7 +72,7 @@ async def test_text_survives_any_split(
     chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     chunks.append({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}})
 
-    events = await parse(cut(encode(chunks, crlf=crlf, comments=comments), points))
+    events = parse(cut(encode(chunks, crlf=crlf, comments=comments), points))
 
     assert events == [
         *(ThinkingDelta(t) for t in thinking),
@@ -94,7 +87,7 @@ async def test_text_survives_any_split(
     arguments=st.lists(st.text(max_size=6), min_size=1, max_size=8),
     points=st.lists(st.integers(min_value=0), max_size=12),
 )
-async def test_tool_arguments_survive_any_split(arguments: list[str], points: list[int]) -> None:
+def test_tool_arguments_survive_any_split(arguments: list[str], points: list[int]) -> None:
     """Tool-call fragments joined from any cut of the stream give the arguments as sent."""
     first = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
     chunks: list[dict[str, object]] = [
@@ -110,6 +103,19 @@ async def test_tool_arguments_survive_any_split(arguments: list[str], points: li
     ]
     chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
 
-    events = await parse(cut(encode(chunks, crlf=False, comments=False), points))
+    events = parse(cut(encode(chunks, crlf=False, comments=False), points))
 
     assert events == [StepEnd("tool_calls", (ToolCall("c1", "f", "".join(arguments) or "{}"),))]
+
+
+def test_events_before_a_malformed_chunk_come_out_first() -> None:
+    """A bad chunk in one read keeps the deltas before it; check() then raises."""
+    parser = ChatStreamParser("p")
+    events = parser.feed(
+        b'data: {"choices":[{"index":0,"delta":{"content":"ok"}}]}\n\ndata: {not json\n\n'
+    )
+
+    assert events == [TextDelta("ok")]
+    with pytest.raises(ProviderProtocolError):
+        parser.check()
+    assert parser.feed(b'data: {"choices":[]}\n\n') == []

@@ -359,7 +359,6 @@ class LocalBackend(OpenAICompatibleBackend):
         provider: str = "local",
         *,
         read_timeout: float = 120.0,
-        http: httpx.AsyncClient | None = None,
     ) -> None:
         self._server = server or LocalModelServer()
         ctx = self._server.context_size
@@ -378,7 +377,6 @@ class LocalBackend(OpenAICompatibleBackend):
             read_timeout=read_timeout,
             max_connections=64,
             trust_env=False,  # never send loopback traffic through a proxy
-            http=http,
         )
 
     @property

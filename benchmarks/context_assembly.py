@@ -10,6 +10,8 @@ as the baseline: if cost is bounded by the budget, both take about as long.
 
     python benchmarks/context_assembly.py            # 10,000 turns
     python benchmarks/context_assembly.py --smoke    # 500 turns, few repetitions
+
+Every run also writes a results directory (report, JSON, a plot; ``results.py``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import asyncio
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from interlockd.backends.base import ModelInfo
 from interlockd.context.tokens import estimate_tokens
@@ -30,7 +34,12 @@ from interlockd.store.base import NewEntry, Quotas
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results as bench_results
+
 WINDOWS = (8_192, 32_768, 131_072)
+BASELINE_TURNS = 100
+TARGET_MS = 20.0
 SENTENCE = "The quick brown fox jumps over the lazy dog while the router keeps count. "
 
 
@@ -73,15 +82,9 @@ async def measure(
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))], turns
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--turns", type=int, default=10_000)
-    parser.add_argument("--reps", type=int, default=50)
-    parser.add_argument("--smoke", action="store_true", help="500 turns, 5 repetitions")
-    args = parser.parse_args()
-    turns, reps = (500, 5) if args.smoke else (args.turns, args.reps)
-    print(f"machine: {os.cpu_count()} cpus, python {platform.python_version()}")
-    print(f"history: {turns} turns (baseline: 100 turns); {reps} repetitions per window\n")
+async def run(turns: int, reps: int) -> list[dict[str, Any]]:
+    """Time assembly for every window, over the long and the baseline conversation."""
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(
             Path(tmp) / "bench.db", MasterKeyring.load_or_create(Path(tmp) / "master.key")
@@ -90,17 +93,105 @@ async def main() -> None:
         try:
             sandbox = await store.create_sandbox("bench", Quotas())
             long_id = await fill(store, sandbox.id, turns)
-            short_id = await fill(store, sandbox.id, 100)
+            short_id = await fill(store, sandbox.id, BASELINE_TURNS)
             print(f"{'window':>8} {'history':>8} {'p50 ms':>8} {'p99 ms':>8} {'turns fitted':>13}")
             for window in WINDOWS:
-                for name, conversation_id in ((str(turns), long_id), ("100", short_id)):
+                for history, conversation_id in ((turns, long_id), (BASELINE_TURNS, short_id)):
                     p50, p99, fitted = await measure(
                         store, sandbox.id, conversation_id, window, reps
                     )
-                    print(f"{window:>8} {name:>8} {p50:>8.2f} {p99:>8.2f} {fitted:>13}")
+                    print(f"{window:>8} {history:>8} {p50:>8.2f} {p99:>8.2f} {fitted:>13}")
+                    rows.append(
+                        {
+                            "window": window,
+                            "history_turns": history,
+                            "p50_ms": p50,
+                            "p99_ms": p99,
+                            "turns_fitted": fitted,
+                        }
+                    )
         finally:
             await store.close()
+    return rows
+
+
+def plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """p50 and p99 by window, one line per history, with the 20 ms target."""
+    rows = report["rows"]
+    fig, (ax,) = bench_results.figure(width=7.0)
+    for history, color in zip(
+        sorted({r["history_turns"] for r in rows}, reverse=True),
+        ("tab:blue", "tab:gray"),
+        strict=False,
+    ):
+        mine = sorted(
+            (r["window"], r["p50_ms"], r["p99_ms"]) for r in rows if r["history_turns"] == history
+        )
+        xs = [m[0] for m in mine]
+        ax.plot(xs, [m[1] for m in mine], marker="o", color=color, label=f"{history:,} turns p50")
+        ax.plot(
+            xs,
+            [m[2] for m in mine],
+            marker="o",
+            linestyle="--",
+            color=color,
+            label=f"{history:,} turns p99",
+        )
+    ax.axhline(
+        TARGET_MS, color="tab:red", linestyle=":", label=f"target {TARGET_MS:g} ms (10,000 turns)"
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(WINDOWS))
+    ax.set_xticklabels([f"{w:,}" for w in WINDOWS])
+    ax.minorticks_off()
+    ax.set_yscale("log")
+    bench_results.plain_numbers(ax)
+    ax.set_xlabel("context window, tokens")
+    ax.set_ylabel("assembly time, ms")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return [bench_results.save(fig, out, "assembly", "Context assembly by window and history")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=10_000)
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--smoke", action="store_true", help="500 turns, 5 repetitions")
+    bench_results.add_options(parser)
+    args = parser.parse_args()
+    turns, reps = (500, 5) if args.smoke else (args.turns, args.reps)
+    print(f"machine: {os.cpu_count()} cpus, python {platform.python_version()}")
+    print(
+        f"history: {turns} turns (baseline: {BASELINE_TURNS} turns); "
+        f"{reps} repetitions per window\n"
+    )
+    rows = asyncio.run(run(turns, reps))
+    if out := bench_results.directory("context-assembly", args):
+        report = {
+            "machine": bench_results.machine_info(),
+            "config": {
+                "turns": turns,
+                "reps": reps,
+                "baseline_turns": BASELINE_TURNS,
+                "windows": list(WINDOWS),
+            },
+            "rows": rows,
+        }
+        headers = ["window (tokens)", "history", "p50 ms", "p99 ms", "turns fitted"]
+        cells = [
+            [
+                f"{r['window']:,}",
+                f"{r['history_turns']:,} turns",
+                f"{r['p50_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['turns_fitted']:,}",
+            ]
+            for r in rows
+        ]
+        body = "## Results\n\n" + bench_results.md_table(headers, cells)
+        bench_results.publish(out, "Context assembly", report, body, lambda d: plots(report, d))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -34,6 +34,8 @@ streams per target, interleaved, for time to first delta at one stream.
     .venv/bin/python benchmarks/litellm_side_by_side.py --smoke    # CI: C in {1, 10}
     .venv/bin/python benchmarks/litellm_side_by_side.py --markdown report.md
 
+Every run also writes a results directory (report, JSON, plots; ``results.py``).
+
 Without ``.bench/litellm`` it says to run ``make bench-litellm`` (or pass
 ``--install``), or ``--targets direct,interlockd`` leaves LiteLLM out. Every
 loop has a count and a time limit; the subprocesses are stopped on exit (the
@@ -70,7 +72,9 @@ import orjson
 from interlock.v1 import router_pb2, router_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results as bench_results
 from paced import PacedResult, via_stream
+from results import machine_info, without_nan
 from throughput import (
     HERE,
     MESSAGE,
@@ -84,13 +88,11 @@ from throughput import (
     _table,
     cpu_seconds,
     log,
-    machine_info,
     percentile,
     signals_interrupt,
     start_interlockd,
     start_script,
     wait_for_port,
-    without_nan,
 )
 
 TARGETS = ("direct", "interlockd", "litellm")
@@ -874,16 +876,80 @@ def print_report(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
         print(line, file=out)
 
 
-def markdown(report: dict[str, Any]) -> str:
-    def row(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    lines = ["# LiteLLM side by side", "", "```", *header_lines(report), "```"]
+def markdown(report: dict[str, Any], header: bool = True) -> str:
+    lines = ["# LiteLLM side by side", "", "```", *header_lines(report), "```"] if header else []
     for title, headers, cells in tables(report):
-        lines += ["", title + ":", "", row(headers), row(["---"] * len(headers))]
-        lines += [row(c) for c in cells]
+        lines += ["", title + ":", "", bench_results.md_table(headers, cells)]
     lines += [""] + [f"- {line}" for line in report["side_by_side"] + failure_lines(report)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def publish(report: dict[str, Any], out: Path) -> Path:
+    body = "## Results\n" + markdown(report, header=False)
+    extra = {"litellm": report["machine"]["litellm"]} if "litellm" in report["machine"] else {}
+    return bench_results.publish(
+        out, "LiteLLM side by side", report, body, lambda d: plots(report, d), extra
+    )
+
+
+STYLE = {
+    "direct": {"color": "tab:green", "marker": "^"},
+    "interlockd": {"color": "tab:blue", "marker": "o"},
+    "litellm": {"color": "tab:orange", "marker": "D"},
+}
+
+
+def plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """Added TTFD and throughput vs direct by C per proxy; RSS by C and over the run."""
+    add = report["added"]
+    if not add:
+        return []
+    cs = sorted({a["streams"] for a in add})
+    proxies = [p for p in PROXIES if any(a["target"] == p for a in add)]
+    paths = []
+
+    def series(proxy: str, key: str) -> tuple[list[int], list[float]]:
+        mine = sorted((a["streams"], a[key]) for a in add if a["target"] == proxy)
+        return [m[0] for m in mine], [m[1] for m in mine]
+
+    fig, (p50, p99, thr) = bench_results.figure(ncols=3, width=5.0)
+    for p in proxies:
+        p50.plot(*series(p, "added_ttfd_p50_ms"), label=p, **STYLE[p])
+        p99.plot(*series(p, "added_ttfd_p99_ms"), label=p, **STYLE[p])
+        thr.plot(*series(p, "throughput_vs_direct"), label=p, **STYLE[p])
+    for ax, label in ((p50, "added TTFD p50, ms"), (p99, "added TTFD p99, ms")):
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylabel(f"{label} (vs direct, same rep)")
+    thr.axhline(0.9, color="tab:red", linestyle="--", label="target 0.9 at C=100")
+    thr.set_ylabel("deltas/s over direct's (same rep)")
+    thr.set_ylim(0, 1.1)
+    for ax in (p50, p99, thr):
+        bench_results.concurrency_axis(ax, cs)
+        ax.legend(fontsize="small")
+    cfg = report["config"]
+    pace = f"{cfg['deltas']} deltas every {cfg['interval_ms']:g} ms"
+    paths.append(bench_results.save(fig, out, "added", f"What each proxy adds ({pace})"))
+
+    fig, (peak, run) = bench_results.figure(ncols=2)
+    for p in proxies:
+        peak.plot(*series(p, "peak_rss_mb"), label=p, **STYLE[p])
+    peak.set_ylabel("peak RSS of the process tree during the phase, MiB")
+    peak.set_ylim(bottom=0)
+    bench_results.concurrency_axis(peak, cs)
+    peak.legend(fontsize="small")
+    rss = report["rss_mb"]
+    names = [t for t in TARGETS if t in rss]
+    width = 0.25
+    for k, (key, label) in enumerate((("start", "at start"), ("end", "at end"), ("hwm", "VmHWM"))):
+        xs = [i + (k - 1) * width for i in range(len(names))]
+        run.bar(xs, [rss[t][key] for t in names], width, label=label)
+    run.set_xticks(range(len(names)))
+    run.set_xticklabels(["upstream (direct)" if t == "direct" else t for t in names])
+    run.set_ylabel("RSS of the process tree, MiB")
+    run.grid(True, axis="y", alpha=0.3)
+    run.legend(fontsize="small")
+    paths.append(bench_results.save(fig, out, "rss", "Memory"))
+    return paths
 
 
 # --- main ---------------------------------------------------------------------------
@@ -895,6 +961,7 @@ class Args:
     as_json: bool
     markdown: Path | None
     install: bool
+    namespace: argparse.Namespace  # --smoke, --results, --no-results
 
 
 def parse_args(argv: Sequence[str] | None) -> Args:
@@ -902,6 +969,7 @@ def parse_args(argv: Sequence[str] | None) -> Args:
     parser.add_argument("--smoke", action="store_true", help="C in {1, 10}, 16 deltas (CI)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
+    bench_results.add_options(parser)
     parser.add_argument("--install", action="store_true", help="run `make bench-litellm` first")
     parser.add_argument("--targets", help="comma-separated, of direct,interlockd,litellm")
     parser.add_argument("--deltas", type=int, help="N, deltas per stream (default 64)")
@@ -933,7 +1001,7 @@ def parse_args(argv: Sequence[str] | None) -> Args:
         parser.error("concurrency and reps must be >= 1, deltas >= 2, interval > 0")
     if cfg.ttfe_deltas < 2 or cfg.litellm_workers < 1:
         parser.error("--ttfe-deltas must be >= 2, --litellm-workers >= 1")
-    return Args(cfg, args.json, args.markdown, args.install)
+    return Args(cfg, args.json, args.markdown, args.install, args)
 
 
 def ensure_litellm(install: bool) -> bool:
@@ -990,6 +1058,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown:
         args.markdown.write_text(markdown(report))
         log(f"report written to {args.markdown}")
+    if out := bench_results.directory("litellm", args.namespace):
+        publish(report, out)
     return 0 if report["ok"] else 1
 
 

@@ -35,6 +35,9 @@ of the same fake, and stream i uses ``up{i mod P}``.
     .venv/bin/python benchmarks/memory.py --json       # results as JSON on stdout
     .venv/bin/python benchmarks/memory.py --csv rss.csv  # and every RSS sample as CSV
 
+Every run also writes a results directory (report, JSON, the RSS samples as
+CSV, plots; ``results.py``).
+
 Every loop has a count and a time limit; the subprocesses are stopped on exit.
 The soft limit of open files is raised to the hard limit (the daemon and the
 fake inherit it). Exits 1 if a stream or turn fails (a gRPC status, an
@@ -48,11 +51,11 @@ import argparse
 import asyncio
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
 import re
-import resource
 import signal
 import statistics
 import sys
@@ -70,7 +73,9 @@ from interlock.v1 import router_pb2, router_pb2_grpc
 from interlock.v1.events_pb2 import AgentEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results as bench_results
 import upstream
+from results import MB, MIB, machine_info, without_nan
 from throughput import (
     API_KEY,
     MESSAGE,
@@ -87,11 +92,10 @@ from throughput import (
     grpc_stream,
     interlockd_argv,
     log,
-    machine_info,
     model_for,
+    raise_open_files,
     signals_interrupt,
     wait_for_port,
-    without_nan,
 )
 
 HOLD_MODEL = "bench-hold"
@@ -198,18 +202,6 @@ async def serve_upstream() -> None:
 
 
 # --- subprocesses and /proc -------------------------------------------------------
-
-
-def raise_open_files(needed: int) -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
-    if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft < needed:
-        log(f"warning: {soft} open files allowed, about {needed} needed: streams may fail")
-    return soft, hard
 
 
 def start_upstream(children: Children) -> int:
@@ -605,19 +597,21 @@ def summarize_turns(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------
 
 
-def print_report(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
+def print_report(report: dict[str, Any], out: IO[str] = sys.stdout, header: bool = True) -> None:
     m, cfg = report["machine"], report["config"]
-    print(f"date     {m['date']}   git {m['git']}", file=out)
-    print(
-        f"machine  nproc {m['nproc']} (cpu_count {m['cpu_count']}), {m['cpu_model']}, "
-        f"{m['platform']}, open files {m['open_files']}",
-        file=out,
-    )
-    print(
-        f"versions python {m['python']}, grpcio {m['grpcio']}, protobuf {m['protobuf']}", file=out
-    )
-    print(f"command  {m['command']}", file=out)
-    print(f"config   {json.dumps(cfg)}", file=out)
+    if header:
+        print(f"date     {m['date']}   git {m['git']}", file=out)
+        print(
+            f"machine  nproc {m['nproc']} (cpu_count {m['cpu_count']}), {m['cpu_model']}, "
+            f"{m['platform']}, open files {m['open_files']}",
+            file=out,
+        )
+        print(
+            f"versions python {m['python']}, grpcio {m['grpcio']}, protobuf {m['protobuf']}",
+            file=out,
+        )
+        print(f"command  {m['command']}", file=out)
+        print(f"config   {json.dumps(cfg)}", file=out)
     if s := report.get("streams"):
         print(
             f"\nIdle open streams: Run streams whose upstream sent its first delta and holds "
@@ -753,6 +747,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--smoke", action="store_true", help="200 streams, 100 + 300 turns, < 30 s")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--csv", type=Path, help="also write every RSS sample to this CSV file")
+    bench_results.add_options(parser)
     parser.add_argument("--streams", help="comma-separated N values (default 1000,5000,10000)")
     parser.add_argument("--turns", type=int, help="measured turns after the warm-up (10000)")
     parser.add_argument("--warmup-turns", type=int, help="(default 1000)")
@@ -821,7 +816,92 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(without_nan(report), indent=2, allow_nan=False))
     else:
         print_report(report)
+    if out := bench_results.directory("memory", args):
+        write_csv(report, out / "rss.csv")
+        publish(report, out)
     return 0 if report["ok"] else 1
+
+
+def publish(report: dict[str, Any], out: Path) -> Path:
+    buf = io.StringIO()
+    print_report(report, buf, header=False)
+    body = (
+        f"Open files allowed: {report['machine']['open_files']}. Every RSS sample: `rss.csv`.\n\n"
+    )
+    body += "## Results\n\n" + bench_results.text_block(buf.getvalue())
+    title = "Memory: RSS per idle open stream and growth over turns"
+    return bench_results.publish(out, title, report, body, lambda d: plots(report, d))
+
+
+TARGET_MB = 600  # 10,000 idle open streams under 600 MB RSS (PERFORMANCE.md)
+FLOOR_KB_PER_STREAM = 24  # a bare grpc.aio server's idle stream here (PERFORMANCE.md)
+
+
+def plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """RSS against N idle streams with the target; RSS over turns."""
+    paths = []
+    if (s := report.get("streams")) and s["rows"]:
+        fig, (ax,) = bench_results.figure(width=7.0)
+        rows = s["rows"]
+        ns = [0] + [r["streams"] for r in rows]
+        ax.plot(ns, [s["baseline_mib"]] + [r["rss_mib"] for r in rows], marker="o", label="held")
+        ax.plot(
+            [r["streams"] for r in rows],
+            [r["rss_closed_mib"] for r in rows],
+            marker="x",
+            linestyle="",
+            label="after closing them",
+        )
+        top = max(ns[-1], 10_000)
+        floor = [s["baseline_mib"], s["baseline_mib"] + top * FLOOR_KB_PER_STREAM * 1000 / MIB]
+        ax.plot(
+            [0, top],
+            floor,
+            color="tab:gray",
+            linestyle=":",
+            label="baseline + bare floor's 24 KB/stream (PERFORMANCE.md)",
+        )
+        ax.axhline(
+            TARGET_MB * MB / MIB,
+            color="tab:red",
+            linestyle="--",
+            label=f"target: {TARGET_MB} MB at 10,000",
+        )
+        ax.set_xlabel("idle open streams (N)")
+        ax.set_ylabel("interlockd RSS, MiB")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        paths.append(bench_results.save(fig, out, "rss_streams", "RSS with N idle open streams"))
+    if (t := report.get("turns")) and t["samples"]:
+        fig, (ax,) = bench_results.figure(width=7.0)
+        samples = t["samples"]
+        ax.plot(
+            [x["turns"] for x in samples],
+            [x["rss_mib"] for x in samples],
+            marker=".",
+            label="VmRSS",
+        )
+        ax.plot(
+            [x["turns"] for x in samples],
+            [x["rss_anon_mib"] for x in samples],
+            marker=".",
+            label="RssAnon",
+        )
+        warm = report["config"]["warmup_turns"]
+        if warm:
+            ax.axvspan(0, warm, color="tab:orange", alpha=0.15, label="warm-up")
+        ax.set_xlabel("turns completed")
+        ax.set_ylabel("interlockd memory, MiB")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        growth = t["growth_mib"]
+        title = "RSS over turns" + (
+            f" (growth after warm-up {growth:+.2f} MiB)" if not math.isnan(growth) else ""
+        )
+        paths.append(bench_results.save(fig, out, "rss_turns", title))
+    return paths
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ fails, ends without a Finish event, or the time budget runs out.
     .venv/bin/python benchmarks/throughput.py            # the real run (~4 min on 2 cores)
     .venv/bin/python benchmarks/throughput.py --smoke    # CI: a few streams, < 30 s
     .venv/bin/python benchmarks/throughput.py --json     # results as JSON on stdout
+
+Every run also writes a results directory (report, JSON, plots; ``results.py``).
 """
 
 from __future__ import annotations
@@ -40,12 +42,12 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
-import platform
 import re
-import shlex
+import resource
 import signal
 import statistics
 import subprocess
@@ -54,16 +56,18 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import grpc
 import orjson
-from google import protobuf
 
 from interlock.v1 import router_pb2, router_pb2_grpc
 from interlock.v1.events_pb2 import AgentEvent
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results as bench_results
+from results import machine_info, without_nan
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -263,6 +267,18 @@ def cpu_seconds(pid: int) -> float:
         return math.nan
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raise_open_files(needed: int) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < needed:
+        log(f"warning: {soft} open files allowed, about {needed} needed: streams may fail")
+    return soft, hard
 
 
 # --- one stream ------------------------------------------------------------------
@@ -621,6 +637,12 @@ def summarize_throughput(phases: Sequence[Phase]) -> list[dict[str, Any]]:
                 "ratio_vs_bare": statistics.median(ratios) if ratios else None,
                 "ttfe_p50_ms": _ms((r.first_event for r in results), 50),
                 "ttfe_p99_ms": _ms((r.first_event for r in results), 99),
+                # whole streams, call to end: what a load generator like ghz reports
+                "streams_per_s": statistics.median(
+                    len(p.results) / p.wall if p.wall else 0.0 for p in group
+                ),
+                "stream_p50_ms": _ms((r.duration for r in results), 50),
+                "stream_p99_ms": _ms((r.duration for r in results), 99),
                 "server_cpu_us_per_event": _us_per_event(group, "server"),
                 "upstream_cpu_us_per_event": _us_per_event(group, "upstream"),
                 "client_cpu_us_per_event": _us_per_event(group, "client"),
@@ -649,30 +671,6 @@ def summarize_ttfe(phases: Sequence[Phase]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: TARGET_ORDER.index(r["target"]))
 
 
-def machine_info() -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    git = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
-    )
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "protobuf": protobuf.__version__,
-        "git": git.stdout.strip(),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-    }
-
-
 # --- report --------------------------------------------------------------------
 
 
@@ -698,8 +696,8 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], out: IO[str]) 
         print("  ".join(cells), file=out)
 
 
-def print_report(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
-    m, cfg = report["machine"], report["config"]
+def print_header(m: dict[str, Any], cfg: dict[str, Any], out: IO[str] = sys.stdout) -> None:
+    """The run's date, commit, machine, versions, command and config."""
     print(f"date     {m['date']}   git {m['git']}", file=out)
     print(
         f"machine  nproc {m['nproc']} (cpu_count {m['cpu_count']}), {m['cpu_model']}, "
@@ -711,6 +709,12 @@ def print_report(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
     )
     print(f"command  {m['command']}", file=out)
     print(f"config   {json.dumps(cfg)}", file=out)
+
+
+def print_report(report: dict[str, Any], out: IO[str] = sys.stdout, header: bool = True) -> None:
+    cfg = report["config"]
+    if header:
+        print_header(report["machine"], cfg, out)
     print(
         f"\nThroughput: K={cfg['deltas']} deltas per stream, C concurrent streams, "
         f"median of {cfg['reps']} reps; ratio = deltas/s vs bare in the same rep (median); "
@@ -879,23 +883,13 @@ def build_report(phases: Sequence[Phase], cfg: Config, errors: list[str]) -> dic
     }
 
 
-def without_nan(value: Any) -> Any:
-    """``value`` with NaN floats as None, for strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: without_nan(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [without_nan(v) for v in value]
-    return value
-
-
-def parse_args(argv: Sequence[str] | None) -> tuple[Config, bool]:
+def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     parser = argparse.ArgumentParser(
         description="interlockd Run vs a bare grpc.aio floor: throughput and time to first event"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny and fast (CI), < 30 s")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench_results.add_options(parser)
     parser.add_argument("--deltas", type=int, help="K, text deltas per throughput stream")
     parser.add_argument("--concurrency", help="comma-separated C values, e.g. 1,10,100")
     parser.add_argument("--reps", type=int, help="repetitions of each (target, C)")
@@ -924,7 +918,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, bool]:
     cfg = dataclasses.replace(cfg, **overrides)
     if min(cfg.concurrency) < 1 or cfg.deltas < 1 or cfg.reps < 1 or not cfg.targets:
         parser.error("concurrency, deltas and reps must be >= 1, and targets not empty")
-    return cfg, args.json
+    return cfg, args
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -947,7 +941,9 @@ def signals_interrupt() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg, as_json = parse_args(argv)
+    cfg, args = parse_args(argv)
+    # Every upstream stream is a connection of its own (C at the most).
+    raise_open_files(max(cfg.concurrency) + 1000)
     with (
         signals_interrupt(),
         tempfile.TemporaryDirectory(prefix="interlock-bench-") as tmp,
@@ -960,11 +956,102 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"benchmark: {exc}")
             return 1
         report = asyncio.run(run_benchmark(specs, cfg))
-    if as_json:
+    if args.json:
         print(json.dumps(without_nan(report), indent=2, allow_nan=False))
     else:
         print_report(report)
+    if out := bench_results.directory("throughput", args):
+        publish(report, out)
     return 0 if report["ok"] else 1
+
+
+def report_text(report: dict[str, Any]) -> str:
+    """The tables print_report prints (the header is the results directory's own)."""
+    buf = io.StringIO()
+    print_report(report, buf, header=False)
+    return buf.getvalue()
+
+
+def publish(report: dict[str, Any], out: Path) -> Path:
+    """The results directory: report.md with the tables, results.json, the plots."""
+    body = "## Results\n\n" + bench_results.text_block(report_text(report))
+    return bench_results.publish(
+        out, "Throughput: interlockd vs the bare floor", report, body, lambda d: plots(report, d)
+    )
+
+
+# --- plots -------------------------------------------------------------------------
+
+STYLE = {
+    "bare": {"color": "tab:gray", "marker": "s"},
+    "interlockd": {"color": "tab:blue", "marker": "o"},
+    "upstream": {"color": "tab:green", "marker": "^"},
+}
+
+
+def plots(report: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
+    """events/s and deltas/s by C per target; interlockd/bare; time to first event by C."""
+    rows = report["throughput"]
+    if not rows:
+        return []
+    targets = [t for t in TARGET_ORDER if any(r["target"] == t for r in rows)]
+    cs = sorted({r["streams"] for r in rows})
+    paths = []
+    fig, axes = bench_results.figure(ncols=3, width=5.0)
+    panels = (
+        ("events_per_s", 1, "events/s, all streams"),
+        ("deltas_per_s", 1, "deltas/s, all streams"),
+        ("deltas_per_s", 0, "deltas/s per stream (all ÷ C)"),
+    )
+    for ax, (key, aggregate, label) in zip(axes, panels, strict=True):
+        for t in targets:
+            mine = sorted(
+                (r["streams"], r[key] if aggregate else r[key] / r["streams"])
+                for r in rows
+                if r["target"] == t
+            )
+            ax.plot(*zip(*mine, strict=True), label=t, **STYLE.get(t, {}))
+        bench_results.concurrency_axis(ax, cs)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{label} (median of reps)")
+        ax.legend()
+    cfg = report["config"]
+    title = f"Zero-latency upstream, K={cfg['deltas']} deltas per stream"
+    paths.append(bench_results.save(fig, out, prefix + "throughput", title))
+    ratios = sorted(
+        (r["streams"], r["ratio_vs_bare"])
+        for r in rows
+        if r["target"] == "interlockd" and r["ratio_vs_bare"] is not None
+    )
+    if ratios:
+        fig, (ax,) = bench_results.figure()
+        ax.plot(*zip(*ratios, strict=True), label="interlockd / bare", **STYLE["interlockd"])
+        ax.axhline(0.70, color="tab:red", linestyle="--", label="target 0.70 (no coalescing)")
+        ax.axhline(2.0, color="tab:purple", linestyle=":", label="target 2.0 (coalescing)")
+        bench_results.concurrency_axis(ax, cs)
+        bench_results.plain_numbers(ax)
+        ax.set_ylabel("deltas/s ratio, same rep (median)")
+        ax.set_ylim(bottom=0)
+        ax.legend()
+        paths.append(
+            bench_results.save(fig, out, prefix + "ratio_vs_bare", "interlockd / bare floor")
+        )
+    fig, (ax,) = bench_results.figure()
+    for t in targets:
+        ttfe = sorted(
+            (r["streams"], r["ttfe_p50_ms"], r["ttfe_p99_ms"]) for r in rows if r["target"] == t
+        )
+        xs = [m[0] for m in ttfe]
+        ax.plot(xs, [m[1] for m in ttfe], label=f"{t} p50", **STYLE.get(t, {}))
+        ax.plot(xs, [m[2] for m in ttfe], linestyle="--", label=f"{t} p99", **STYLE.get(t, {}))
+    bench_results.concurrency_axis(ax, cs)
+    ax.set_yscale("log")
+    ax.set_ylabel("time to first event, ms")
+    ax.legend(fontsize="small")
+    paths.append(
+        bench_results.save(fig, out, prefix + "ttfe", "Time to first event of C concurrent streams")
+    )
+    return paths
 
 
 if __name__ == "__main__":

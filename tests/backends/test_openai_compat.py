@@ -478,6 +478,40 @@ async def test_full_pool_is_unavailable_naming_the_limit(fake: FakeOpenAI) -> No
     assert "are busy" in info.value.message
 
 
+async def test_proxy_from_the_environment_carries_the_request(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With trust_env, HTTP_PROXY carries the request (the provider's host never resolves)."""
+    proxy = fake.base_url.removesuffix("/v1")
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    backend = OpenAICompatibleBackend("fake", "http://provider.invalid/v1", "sk-test-secret")
+    fake.enqueue(Reply().text("Via the proxy."))
+    try:
+        events = await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await backend.aclose()
+
+    assert TextDelta("Via the proxy.") in events
+
+
+async def test_no_proxy_without_trust_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trust_env=False ignores HTTP_PROXY: the unresolvable host fails to connect."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    backend = OpenAICompatibleBackend(
+        "fake", "http://provider.invalid/v1", "sk-test-secret", trust_env=False
+    )
+    try:
+        with pytest.raises(ProviderUnavailable) as info:
+            await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await backend.aclose()
+
+    assert "could not connect to provider.invalid:80" in info.value.message
+
+
 # ---- cancellation ------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import orjson
@@ -81,7 +82,8 @@ class OpenAICompatibleBackend(ChatLoopBackend):
     for a free connection). ``default_max_tokens`` is sent as ``max_tokens``
     when a request sets no output limit (otherwise the provider's default
     applies). ``trust_env`` honours proxy variables such as ``HTTPS_PROXY``
-    and ``NO_PROXY``.
+    and ``NO_PROXY``, read once per endpoint (aiohttp's own ``trust_env``
+    would also read ``~/.netrc`` on a worker thread for every request).
 
     Tool-call arguments are passed on exactly as the model produced them, even
     when the joined fragments are not valid JSON: the tool runner reports that
@@ -128,6 +130,7 @@ class OpenAICompatibleBackend(ChatLoopBackend):
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str | None] = {}  # endpoint URL -> its proxy
         self._in_flight = 0  # requests holding or waiting for a connection
 
     # ---- AgentBackend ------------------------------------------------------
@@ -170,9 +173,16 @@ class OpenAICompatibleBackend(ChatLoopBackend):
                     sock_connect=self._connect_timeout,
                     sock_read=self._read_timeout,
                 ),
-                trust_env=self._trust_env,
             )
         return session
+
+    def _proxy(self, url: str) -> str | None:
+        try:
+            return self._proxies[url]
+        except KeyError:
+            proxy = _env_proxy(url) if self._trust_env else None
+            self._proxies[url] = proxy
+            return proxy
 
     async def _endpoint(self) -> str:
         """The chat completions URL of the next call (a hook for supervised servers)."""
@@ -185,7 +195,9 @@ class OpenAICompatibleBackend(ChatLoopBackend):
         busy = self._in_flight >= self._max_connections
         self._in_flight += 1
         try:
-            async with self._http().post(url, data=body, headers=self._headers) as response:
+            async with self._http().post(
+                url, data=body, headers=self._headers, proxy=self._proxy(url)
+            ) as response:
                 if response.status != 200:
                     raise await self._status_error(response)
                 content_type = response.headers.get("content-type", "")
@@ -375,6 +387,15 @@ def _where(url: str) -> str:
     u = urlsplit(url)
     port = u.port or (443 if u.scheme == "https" else 80)
     return f"{u.hostname}:{port}"
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``*_PROXY``, ``NO_PROXY``)."""
+    parts = urlsplit(url)
+    proxy = getproxies().get(parts.scheme)
+    if proxy is None or proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
 
 
 def _reason(exc: Exception) -> str:

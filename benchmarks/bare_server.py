@@ -8,6 +8,13 @@ interlockd's. K comes from the request's model name (``"bench-k2000"`` streams
 2000 deltas) or else from ``--deltas``. The handler is an async generator,
 like interlockd's, so both pay the same grpc per-message cost.
 
+A model name with ``-pMms`` (``"bench-p20ms-k64"``) paces the deltas as
+``upstream.py`` does: the ``run_started`` and the first delta at once, then one
+delta every M milliseconds (delta i is due at i x M from the call, so no
+drift), the ``finish`` right after the last. That is the floor of a paced
+stream: what grpc alone adds to the provider's schedule, measured by
+``paced.py`` in the same run as interlockd.
+
     python benchmarks/bare_server.py [--port 0] [--deltas 2000]
 
 prints ``bare listening on 127.0.0.1:PORT`` once it serves and runs until
@@ -36,6 +43,8 @@ MAX_DELTAS = 1_000_000
 RUN_ID = "run_" + "0" * 26
 SESSION_ID = "ses_" + "0" * 26
 _MODEL_DELTAS = re.compile(r"-k(\d+)$")
+_MODEL_PACE = re.compile(r"-p(\d+(?:\.\d+)?)ms")
+MAX_PACE_MS = 60_000.0
 
 
 def deltas_for(model: str, default: int) -> int:
@@ -48,6 +57,12 @@ def _event(seq: int, **fields: object) -> ev.AgentEvent:
     time = Timestamp()
     time.GetCurrentTime()
     return ev.AgentEvent(run_id=RUN_ID, seq=seq, time=time, **fields)  # type: ignore[arg-type]
+
+
+def pace_for(model: str) -> float | None:
+    """Seconds between deltas from a model name with ``-pMms``, else None (unpaced)."""
+    match = _MODEL_PACE.search(model)
+    return min(float(match.group(1)), MAX_PACE_MS) / 1000 if match else None
 
 
 @functools.lru_cache(maxsize=16)
@@ -74,8 +89,20 @@ class BareRouter(router_pb2_grpc.AgentRouterServicer):
         request: router_pb2.RunRequest,
         context: grpc.aio.ServicerContext[router_pb2.RunRequest, ev.AgentEvent],
     ) -> AsyncIterator[ev.AgentEvent]:
-        for event in prebuilt_events(deltas_for(request.model, self._default)):
+        events = prebuilt_events(deltas_for(request.model, self._default))
+        pace = pace_for(request.model)
+        if pace is None:
+            for event in events:
+                yield event
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        yield events[0]  # run_started, with the first delta as interlockd sends it
+        for i, event in enumerate(events[1:-1]):  # delta i is due at start + i * pace
+            if (delay := start + i * pace - loop.time()) > 0:
+                await asyncio.sleep(delay)
             yield event
+        yield events[-1]
 
 
 def _wait_for_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

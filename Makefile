@@ -117,6 +117,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/memory.py --smoke
 	$(BIN)/python -m interlock.bench.loopback --budget 30 -- bench compare --providers anthropic:claude-sonnet-4-6,google:gemini-3.1-flash,local:smollm2-135m --workload benchmarks/workloads/support.yaml --users 1
 	$(BIN)/python benchmarks/litellm_side_by_side.py --smoke --install
+	$(BIN)/python benchmarks/overhead.py --smoke --install
 
 # LiteLLM's proxy in a virtualenv of its own, from the versions pinned in
 # benchmarks/litellm/requirements.txt, for benchmarks/litellm_side_by_side.py
@@ -129,4 +130,17 @@ $(LITELLM_STAMP): benchmarks/litellm/requirements.txt
 	test -x $(LITELLM)/bin/python || $(PY) -m venv $(LITELLM)
 	$(LITELLM)/bin/python -m pip install --quiet --upgrade pip==26.3
 	$(LITELLM)/bin/python -m pip install --quiet -r benchmarks/litellm/requirements.txt
+	touch $@
+
+# ghz, an independent gRPC load generator (Go), for benchmarks/overhead.py: built
+# from source at the pinned release into .bench/bin (~100 s and ~580 MB of Go
+# caches the first time, here; its --install runs this target when needed).
+GHZ_VERSION := v0.121.0
+GHZ_STAMP   := .bench/bin/.ghz-$(GHZ_VERSION)
+.PHONY: bench-ghz
+bench-ghz: $(GHZ_STAMP)
+$(GHZ_STAMP):
+	GOBIN="$(CURDIR)/.bench/bin" go install -ldflags "-X main.version=$(GHZ_VERSION)" \
+	  github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	rm -f .bench/bin/.ghz-*
 	touch $@

@@ -149,6 +149,10 @@ class RunSettings(_Strict):
     #: written into one event. Never delays an event; under load it cuts the
     #: per-message cost of gRPC, the main cost of streaming.
     coalesce_deltas: bool = True
+    #: With coalescing on, also hold a text delta up to this many milliseconds
+    #: for more text to join it: fewer, larger messages at the price of up to
+    #: this much added latency per delta. 0 (the default) never delays.
+    coalesce_window_ms: float = Field(default=0.0, ge=0, le=1000)
     #: Upper bound of a whole turn in seconds (the client's deadline may be shorter).
     max_run_seconds: float = Field(default=600.0, gt=0)
 

@@ -90,3 +90,51 @@ async def test_producer_stays_within_the_limit() -> None:
     assert produced <= 2 * 10 + 1
     with contextlib.suppress(StopAsyncIteration):
         await stream.aclose()
+
+
+async def test_a_window_merges_deltas_that_arrive_within_it() -> None:
+    """With a window, deltas spaced closer than it merge; a later one starts a new message."""
+
+    async def spaced() -> AsyncIterator[RunEvent]:
+        yield TextDelta("a")
+        await asyncio.sleep(0.01)
+        yield TextDelta("b")
+        await asyncio.sleep(0.3)
+        yield TextDelta("c")
+
+    out = [event async for event in coalesced(spaced(), window=0.15)]
+    assert out == [TextDelta("ab"), TextDelta("c")]
+
+
+async def test_a_window_never_holds_text_past_another_event() -> None:
+    """A non-text event sends the held text at once, in order, however long the window."""
+    call = ToolCall("c1", "t", "{}")
+    gate = asyncio.Event()
+
+    async def source() -> AsyncIterator[RunEvent]:
+        yield TextDelta("a")
+        yield call
+        await gate.wait()
+
+    stream = coalesced(source(), window=60.0)
+    assert await asyncio.wait_for(anext(stream), 5) == TextDelta("a")
+    assert await asyncio.wait_for(anext(stream), 5) == call
+    gate.set()
+    assert [event async for event in stream] == []
+
+
+async def test_a_window_sends_held_text_when_it_closes() -> None:
+    """Text with nothing after it goes out once the window has passed, not at the run's end."""
+    gate = asyncio.Event()
+
+    async def source() -> AsyncIterator[RunEvent]:
+        yield TextDelta("a")
+        await gate.wait()
+
+    stream = coalesced(source(), window=0.05)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await asyncio.wait_for(anext(stream), 5) == TextDelta("a")
+    assert loop.time() - start >= 0.04
+    gate.set()
+    assert [event async for event in stream] == []

@@ -312,3 +312,15 @@ async def test_coalesced_deltas_carry_the_same_text(
     assert 1 <= len(deltas) <= len(pieces)
     window = await daemon.window(events[0].run_started.session_id)
     assert window[1].text == "".join(pieces)
+
+
+async def test_a_coalescing_window_merges_spaced_deltas(
+    start_daemon: DaemonFactory, fake_a: FakeOpenAI
+) -> None:
+    """coalesce_window_ms merges deltas that arrive within it even when the client keeps up."""
+    daemon = await start_daemon(runs={"coalesce_deltas": True, "coalesce_window_ms": 500})
+    fake_a.enqueue(Reply().text("a ").delay(0.02).text("b ").delay(0.02).text("c"))
+    events = await daemon.run("spaced deltas")
+    assert_well_formed(events)
+    deltas = [e.text_delta.text for e in events if e.HasField("text_delta")]
+    assert deltas == ["a b c"]

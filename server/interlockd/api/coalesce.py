@@ -8,6 +8,11 @@ consecutive text deltas merged into one. Nothing ever waits for more input:
 when the consumer keeps up, each delta still goes out alone, immediately; only
 deltas that queued up while the previous message was being written are merged.
 
+With a ``window`` (seconds, opt-in) a text delta also waits up to that long
+from its arrival for more text to join it: deltas arriving within ``window``
+of each other's first go out as one message, at most ``window`` late. Any
+other event, or the end of the run, sends the text at once.
+
 The producer runs at most about two batches of ``limit`` events ahead of the
 consumer (one being handed out, one buffered), so a slow
 client applies backpressure to the provider stream instead of growing memory.
@@ -29,13 +34,15 @@ _DONE = object()
 
 
 async def coalesced(
-    source: AsyncIterator[RunEvent], *, limit: int = 256
+    source: AsyncIterator[RunEvent], *, limit: int = 256, window: float = 0.0
 ) -> AsyncGenerator[RunEvent, None]:
     """Yield ``source``'s events, merging consecutive TextDeltas that queued up.
 
-    Exceptions raised by ``source`` are re-raised here after the events that
-    preceded them.
+    With ``window`` > 0, text is also held up to ``window`` seconds from its
+    first delta for more to join it. Exceptions raised by ``source`` are
+    re-raised here after the events that preceded them.
     """
+    loop = asyncio.get_running_loop()
     buffer: deque[object] = deque()
     ready = asyncio.Event()  # the buffer has something for the consumer
     room = asyncio.Event()  # the buffer has room for the producer
@@ -59,16 +66,29 @@ async def coalesced(
             ready.set()
 
     producer = asyncio.create_task(produce())
+    text: list[TextDelta] = []  # held for the window (only when window > 0)
+    due = 0.0  # when the held text goes out
     try:
         while True:
+            if text and not ready.is_set():
+                remaining = due - loop.time()
+                if remaining > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remaining):
+                            await ready.wait()
+                if not ready.is_set():  # the window closed with nothing new
+                    yield _merge(text)
+                    text = []
+                    continue
             await ready.wait()
             ready.clear()
             batch = list(buffer)
             buffer.clear()
             room.set()
-            text: list[TextDelta] = []
             for item in batch:
                 if isinstance(item, TextDelta):
+                    if not text:
+                        due = loop.time() + window
                     text.append(item)
                     continue
                 if text:
@@ -79,8 +99,9 @@ async def coalesced(
                         raise failure[0]
                     return
                 yield item  # type: ignore[misc]
-            if text:
+            if text and (window <= 0 or loop.time() >= due):
                 yield _merge(text)
+                text = []
     finally:
         if not producer.done():
             producer.cancel()

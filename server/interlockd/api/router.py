@@ -73,7 +73,7 @@ class AgentRouterServicer:
         seq = 0
         events = self._orchestrator.run(run_input)
         if self._settings.coalesce_deltas:
-            events = coalesced(events)
+            events = coalesced(events, window=self._settings.coalesce_window_ms / 1000)
         async for event in events:
             if isinstance(event, RunStarted):
                 run_id = event.run_id

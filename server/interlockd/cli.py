@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from interlockd import logs
 from interlockd.config import ConfigError, Settings, load_settings
 from interlockd.daemon import BootstrapCredentials, Daemon, bootstrap, open_keyring, open_store
-from interlockd.errors import InterlockError
+from interlockd.errors import FailedPrecondition, InterlockError
 
 
 def _print_credentials(creds: BootstrapCredentials, port: int | None = None) -> None:
@@ -102,6 +102,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``serve`` runs on (settings.event_loop)."""
+    if settings.event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise FailedPrecondition(
+            "event_loop = \"uvloop\" needs uvloop: pip install 'interlockd[uvloop]'"
+        ) from None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides: dict[str, object] = {}
@@ -113,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, overrides=overrides)
         logs.configure(settings.log_level, settings.log_format)
         if args.command == "serve":
-            return asyncio.run(_serve(settings, args.bootstrap))
+            with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+                return runner.run(_serve(settings, args.bootstrap))
         if args.command == "setup":
             return asyncio.run(_setup(settings))
         return asyncio.run(_rotate(settings))

@@ -215,6 +215,11 @@ class Settings(_Strict):
     default_provider: str = "local"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+    #: The event loop: asyncio's own, or uvloop (the ``uvloop`` extra). Measured
+    #: on the benchmarks' run path, uvloop changed the CPU per turn and per
+    #: delta by less than the run-to-run noise (benchmarks/README.md), so the
+    #: default stays asyncio.
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     #: On SIGTERM, seconds during which health says NOT_SERVING and new runs are
     #: refused while the port stays open, so balancers and meshes polling health
     #: move traffic away before connections close.

@@ -472,6 +472,7 @@ class Daemon:
             address=s.listen.rsplit(":", 1)[0],
             port=self.port,
             providers=sorted(s.providers),
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         return self.port
 

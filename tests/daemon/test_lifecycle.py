@@ -260,3 +260,31 @@ async def test_setup_prints_secrets_once(tmp_path: Path) -> None:
     second = await setup()
     assert "already set up" in second
     assert "ilk_" not in second
+
+
+async def test_serves_runs_on_uvloop(tmp_path: Path, fake_a: FakeOpenAI) -> None:
+    """event_loop = "uvloop" serves a whole turn (grpc.aio and the store on uvloop's loop)."""
+    config = write_config(
+        tmp_path / "interlock.toml",
+        tmp_path / "data",
+        {"fake": {"kind": "openai", "base_url": fake_a.base_url, "default_model": "m"}},
+        default_provider="fake",
+        event_loop="uvloop",
+    )
+    daemon = await DaemonProcess(config).start()
+    try:
+        fake_a.enqueue(Reply().text("on ", "uvloop"))
+        async with daemon.channel() as channel:
+            router = router_pb2_grpc.AgentRouterStub(channel)
+            events = [
+                e
+                async for e in router.Run(
+                    router_pb2.RunRequest(end_user_id="u", message="hi"),
+                    metadata=daemon.metadata(),
+                )
+            ]
+    finally:
+        await daemon.kill()
+    assert "".join(e.text_delta.text for e in events if e.HasField("text_delta")) == "on uvloop"
+    assert events[-1].HasField("finish")
+    assert '"event_loop": "uvloop"' in daemon.logs()

@@ -41,7 +41,6 @@ from interlockd.backends.base import (
 )
 from interlockd.backends.chat_stream import ChatStreamParser, StepEvent
 from interlockd.errors import (
-    InvalidArgument,
     ProviderError,
     ProviderProtocolError,
     ProviderTimeout,
@@ -136,19 +135,7 @@ class OpenAICompatibleBackend(ChatLoopBackend):
     # ---- AgentBackend ------------------------------------------------------
 
     def model_info(self, model: str) -> ModelInfo:
-        if not model:
-            raise InvalidArgument("model", f"provider {self.provider!r} needs a model name")
-        if self._models is not None:
-            info = self._models.get(model)
-            if info is None:
-                known = ", ".join(sorted(self._models)) or "none"
-                raise InvalidArgument(
-                    "model",
-                    f"provider {self.provider!r} does not serve model {model!r}; "
-                    f"known models: {known}",
-                )
-            return info
-        return catalog.model_info(model) or self._default_info
+        return catalog.served_model_info(self.provider, model, self._models, self._default_info)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

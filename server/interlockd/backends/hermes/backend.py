@@ -52,7 +52,6 @@ from interlockd.backends.hermes.config import HermesSettings, render_spec
 from interlockd.backends.hermes.stream import TurnStream
 from interlockd.compute.base import SessionSpec
 from interlockd.errors import (
-    InvalidArgument,
     ProviderCredentialsRejected,
     ProviderError,
     ProviderPermissionDenied,
@@ -152,19 +151,7 @@ class HermesBackend(AgentBackend):
     # ---- the AgentBackend contract ---------------------------------------------
 
     def model_info(self, model: str) -> ModelInfo:
-        if not model:
-            raise InvalidArgument("model", f"provider {self.provider!r} needs a model name")
-        if self._models is not None:
-            info = self._models.get(model)
-            if info is None:
-                known = ", ".join(sorted(self._models)) or "none"
-                raise InvalidArgument(
-                    "model",
-                    f"provider {self.provider!r} does not serve model {model!r}; "
-                    f"known models: {known}",
-                )
-            return info
-        return catalog.model_info(model) or self._default_info
+        return catalog.served_model_info(self.provider, model, self._models, self._default_info)
 
     async def prepare_runtime(self) -> None:
         """Resolve what :meth:`session_spec` needs: start the local model server when

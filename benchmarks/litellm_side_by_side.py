@@ -67,13 +67,12 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import grpc
-import orjson
 
 from interlock.v1 import router_pb2, router_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results as bench_results
-from paced import PacedResult, via_stream
+from paced import PacedResult, SseConnection, via_stream
 from results import machine_info, without_nan
 from throughput import (
     HERE,
@@ -100,7 +99,6 @@ PROXIES = ("interlockd", "litellm")
 LITELLM_VENV = REPO / ".bench" / "litellm"
 LITELLM_REQUIREMENTS = HERE / "litellm" / "requirements.txt"
 LITELLM_CONFIG = HERE / "litellm" / "config.yaml"
-TOKEN_JSON = b'"tok "'  # the text of every delta, as it appears in an SSE event's JSON
 LATE_S = 1.0  # a stream is late once a delta arrives this long after the upstream sent it
 RSS_EVERY_S = 0.2
 
@@ -272,89 +270,6 @@ def wait_for_litellm(child: Child, timeout: float) -> int:
 
 
 # --- clients ---------------------------------------------------------------------
-
-
-class SseConnection:
-    """A keep-alive raw HTTP/1.1 client of an OpenAI-compatible stream, timestamping deltas.
-
-    The same for the upstream and LiteLLM: its per-event cost is what a client
-    would pay either way, and small (no HTTP library, no JSON decoding).
-    """
-
-    def __init__(self, port: int, api_key: str = "") -> None:
-        self._port = port
-        self._auth = f"authorization: Bearer {api_key}\r\n" if api_key else ""
-        self._requests: dict[str, bytes] = {}
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    def _request(self, model: str) -> bytes:
-        if model not in self._requests:
-            body = orjson.dumps(
-                {
-                    "model": model,
-                    "stream": True,
-                    "stream_options": {"include_usage": True},
-                    "messages": [{"role": "user", "content": MESSAGE}],
-                }
-            )
-            head = (
-                f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n{self._auth}"
-                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-            )
-            self._requests[model] = head.encode() + body
-        return self._requests[model]
-
-    async def connect(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self._port)
-
-    async def close(self) -> None:
-        if self._writer:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-        self._reader = self._writer = None
-
-    async def stream(self, model: str, deltas: int, time_limit: float) -> PacedResult:
-        result = PacedResult()
-        try:
-            if self._reader is None or self._reader.at_eof():  # the server closed it idle
-                await self.close()
-                await asyncio.wait_for(self.connect(), 10)
-            await asyncio.wait_for(self._read(model, result), time_limit)
-        except (OSError, TimeoutError, ValueError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            await self.close()  # whatever was left unread would confuse the next stream
-        if result.ok and result.deltas != deltas:
-            result.error = f"received {result.deltas} of {deltas} deltas"
-        return result
-
-    async def _read(self, model: str, result: PacedResult) -> None:
-        assert self._reader is not None
-        assert self._writer is not None
-        start = time.perf_counter()
-        self._writer.write(self._request(model))
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0]
-        if b" 200 " not in status or b"chunked" not in head.lower():
-            body = await asyncio.wait_for(self._reader.read(1 << 12), 1)
-            raise ValueError(f"{status.decode(errors='replace')}: {body[:300]!r}")
-        buf, last, done = b"", None, False
-        while True:
-            data = await self._reader.read(1 << 16)
-            now = time.perf_counter()
-            if not data:
-                raise ConnectionError("the server closed the connection mid-stream")
-            buf += data
-            *events, buf = buf.split(b"\n\n")  # whole SSE events; the rest waits
-            result.events += len(events)
-            text = sum(e.count(TOKEN_JSON) for e in events)
-            if text:
-                last = result.received(text, now, start, last)
-            done = done or any(b"[DONE]" in e for e in events)
-            if buf.endswith(b"0\r\n\r\n"):  # the end of the chunked body
-                break
-        result.finished = done
 
 
 class Target(Protocol):

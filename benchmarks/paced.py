@@ -86,6 +86,7 @@ from throughput import (
     wait_for_port,
 )
 
+TOKEN_JSON = b'"tok "'  # the text of every delta, as it appears in an SSE event's JSON
 TARGETS = ("direct", "bare", "interlockd")
 SERVER = {"direct": "upstream", "bare": "bare", "interlockd": "interlockd"}  # whose CPU and RSS
 # Where the gap distribution at the largest C is sampled, for its CDF (percent).
@@ -185,26 +186,36 @@ async def via_stream(
     return result
 
 
-class DirectConnection:
-    """A keep-alive raw HTTP/1.1 client of upstream.py timestamping each SSE delta."""
+class SseConnection:
+    """A keep-alive raw HTTP/1.1 client of an OpenAI-compatible stream, timestamping deltas.
 
-    def __init__(self, port: int, model: str) -> None:
+    The same for the upstream and LiteLLM: its per-event cost is what a client
+    would pay either way, and small (no HTTP library, no JSON decoding).
+    """
+
+    def __init__(self, port: int, api_key: str = "") -> None:
         self._port = port
-        body = orjson.dumps(
-            {
-                "model": model,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-                "messages": [{"role": "user", "content": MESSAGE}],
-            }
-        )
-        head = (
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-        )
-        self._request = head.encode() + body
+        self._auth = f"authorization: Bearer {api_key}\r\n" if api_key else ""
+        self._requests: dict[str, bytes] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+
+    def _request(self, model: str) -> bytes:
+        if model not in self._requests:
+            body = orjson.dumps(
+                {
+                    "model": model,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                    "messages": [{"role": "user", "content": MESSAGE}],
+                }
+            )
+            head = (
+                f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n{self._auth}"
+                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+            )
+            self._requests[model] = head.encode() + body
+        return self._requests[model]
 
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self._port)
@@ -214,38 +225,48 @@ class DirectConnection:
             self._writer.close()
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
+        self._reader = self._writer = None
 
-    async def stream(self, deltas: int, time_limit: float) -> PacedResult:
+    async def stream(self, model: str, deltas: int, time_limit: float) -> PacedResult:
         result = PacedResult()
         start = time.perf_counter()
         try:
-            await asyncio.wait_for(self._read(result), time_limit)
-        except (OSError, TimeoutError) as exc:
+            if self._reader is None or self._reader.at_eof():  # the server closed it idle
+                await self.close()
+                await asyncio.wait_for(self.connect(), 10)
+            await asyncio.wait_for(self._read(model, result), time_limit)
+        except (OSError, TimeoutError, ValueError) as exc:
             result.error = f"{type(exc).__name__}: {exc}"
+            await self.close()  # whatever was left unread would confuse the next stream
         result.duration = time.perf_counter() - start
         if result.ok and result.deltas != deltas:
             result.error = f"received {result.deltas} of {deltas} deltas"
         return result
 
-    async def _read(self, result: PacedResult) -> None:
+    async def _read(self, model: str, result: PacedResult) -> None:
         assert self._reader is not None
         assert self._writer is not None
         start = time.perf_counter()
-        self._writer.write(self._request)
+        self._writer.write(self._request(model))
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
+        if b" 200 " not in status or b"chunked" not in head.lower():
+            body = await asyncio.wait_for(self._reader.read(1 << 12), 1)
+            raise ValueError(f"{status.decode(errors='replace')}: {body[:300]!r}")
         buf, last, done = b"", None, False
         while True:
             data = await self._reader.read(1 << 16)
             now = time.perf_counter()
             if not data:
-                raise ConnectionError("upstream closed the connection")
+                raise ConnectionError("the server closed the connection mid-stream")
             buf += data
             *events, buf = buf.split(b"\n\n")  # whole SSE events; the rest waits
             result.events += len(events)
-            text = sum(b'"content"' in e for e in events)
+            text = sum(e.count(TOKEN_JSON) for e in events)
             if text:
                 last = result.received(text, now, start, last)
             done = done or any(b"[DONE]" in e for e in events)
-            if buf.endswith(b"\r\n0\r\n\r\n"):  # the end of the chunked body
+            if buf.endswith(b"0\r\n\r\n"):  # the end of the chunked body
                 break
         result.finished = done
 
@@ -268,15 +289,17 @@ class Direct:
 
     def __init__(self, port: int) -> None:
         self._port = port
-        self._connections: list[DirectConnection] = []
+        self._model = ""
+        self._connections: list[SseConnection] = []
 
     async def open(self, streams: int, model: str) -> None:
-        self._connections = [DirectConnection(self._port, model) for _ in range(streams)]
+        self._model = model
+        self._connections = [SseConnection(self._port) for _ in range(streams)]
         for c in self._connections:
             await asyncio.wait_for(c.connect(), 10)
 
     async def stream(self, index: int, deltas: int, time_limit: float) -> PacedResult:
-        return await self._connections[index].stream(deltas, time_limit)
+        return await self._connections[index].stream(self._model, deltas, time_limit)
 
     async def close(self) -> None:
         for c in self._connections:

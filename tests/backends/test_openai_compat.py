@@ -497,12 +497,16 @@ async def test_proxy_from_the_environment_carries_the_request(
     assert TextDelta("Via the proxy.") in events
 
 
-async def test_no_proxy_without_trust_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """trust_env=False ignores HTTP_PROXY: the unresolvable host fails to connect."""
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+async def test_no_proxy_without_trust_env(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trust_env=False ignores HTTP_PROXY: the request goes to the (unresolvable) host itself."""
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, fake.base_url.removesuffix("/v1"))
     backend = OpenAICompatibleBackend(
         "fake", "http://provider.invalid/v1", "sk-test-secret", trust_env=False
     )
+    fake.enqueue(Reply().text("Via the proxy."))
     try:
         with pytest.raises(ProviderUnavailable) as info:
             await collect(backend.stream_turn(turn(), FunctionToolRunner()))

@@ -52,12 +52,19 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """A tool the model may call: JSON-schema'd, executed by the router."""
+    """A tool the model may call: JSON-schema'd, executed by the router.
+
+    ``side_effecting`` is True unless the tool's source says it only reads
+    (MCP ``readOnlyHint: true``, the built-in search, GitHub's read tools): a
+    side-effecting call that may have started is never executed again (its
+    outcome is reported unknown instead), so the safe default is to assume
+    it has effects.
+    """
 
     name: str
     description: str
     parameters: dict[str, Any]
-    side_effecting: bool = False
+    side_effecting: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ _OVERFETCH = 8
 class SearchConversationsTool(Tool):
     spec = ToolSpec(
         name="search_conversations",
+        side_effecting=False,
         description=(
             "Search this user's earlier conversations (and older parts of this one) "
             "for messages containing all the given words. Returns matching snippets, "

@@ -266,6 +266,7 @@ class GitHubTool(Tool):
 class WhoAmI(GitHubTool):
     spec = ToolSpec(
         name="github__whoami",
+        side_effecting=False,
         description=(
             "Who the connected GitHub account is: login, name, profile URL and, for "
             "OAuth tokens, the granted scopes."
@@ -293,6 +294,7 @@ class WhoAmI(GitHubTool):
 class ListRepos(GitHubTool):
     spec = ToolSpec(
         name="github__list_repos",
+        side_effecting=False,
         description=(
             "List repositories the connected GitHub account owns, collaborates on or reaches "
             "through its organizations, most recently updated first unless sorted otherwise."
@@ -332,6 +334,7 @@ class ListRepos(GitHubTool):
 class SearchIssues(GitHubTool):
     spec = ToolSpec(
         name="github__search_issues",
+        side_effecting=False,
         description=(
             "Search GitHub issues (not pull requests) with GitHub's search syntax: words plus "
             "qualifiers such as repo:owner/name, author:login, label:bug, in:title, "
@@ -417,6 +420,7 @@ class SearchIssues(GitHubTool):
 class GetIssue(GitHubTool):
     spec = ToolSpec(
         name="github__get_issue",
+        side_effecting=False,
         description=(
             "Read one issue (or pull request) of a repository by number: its text, labels, "
             "assignees and state, with its comments oldest first."
@@ -495,6 +499,7 @@ class GetIssue(GitHubTool):
 class GetFile(GitHubTool):
     spec = ToolSpec(
         name="github__get_file",
+        side_effecting=False,
         description=(
             "Read a file of a repository (text, up to "
             f"{FILE_CHARS} characters per call; pass offset for more), or list a directory."

@@ -27,6 +27,11 @@ def model(*parts: dict[str, Any], id: str = "e1", partial: bool = False, **extra
     return event
 
 
+def tool_results(*parts: dict[str, Any], id: str = "e2") -> Any:
+    """The event ADK emits with a tool's result: role "user", author the agent."""
+    return {"id": id, "author": "agent", "content": {"role": "user", "parts": list(parts)}}
+
+
 def test_partial_chunks_stream_and_the_aggregate_is_not_repeated() -> None:
     """Partial text chunks stream; the final repeat under the same id adds only what is new."""
     t = AdkTranslator()
@@ -64,12 +69,32 @@ def test_agent_tools_are_provider_executed_and_dispatch_is_skipped() -> None:
     )
     assert out == [ToolCall("f1", "google_search", '{"q":"x"}', provider_executed=True)]
     out = t.translate(
-        model(
+        tool_results(
             {"function_response": {"id": "f1", "name": "google_search", "response": {"r": 1}}},
             {"function_response": {"id": "f2", "name": "dispatch", "response": {"result": 2}}},
         )
     )
     assert out == [ToolResult("f1", "google_search", '{"r":1}', provider_executed=True)]
+
+
+def test_tool_results_in_role_user_events_of_the_agent_are_kept() -> None:
+    """ADK puts a tool's function_response in an event whose role is "user" but whose author
+    is the agent: its results are the agent's own, not an echo of the caller's message."""
+    t = AdkTranslator()
+    response = {"id": "adk-1", "name": "google_search", "response": {"hits": ["a"]}}
+    assert t.translate(tool_results({"function_response": response})) == [
+        ToolResult("adk-1", "google_search", '{"hits":["a"]}', provider_executed=True)
+    ]
+
+
+def test_only_tool_results_of_role_user_events_are_kept() -> None:
+    """Text in a role-"user" event of the agent is model input, not answer text."""
+    t = AdkTranslator()
+    event = tool_results(
+        {"text": "for the model"},
+        {"function_response": {"id": "f1", "name": "lookup", "response": {}}},
+    )
+    assert t.translate(event) == [ToolResult("f1", "lookup", "{}", provider_executed=True)]
 
 
 def test_usage_keeps_thoughts_and_cached_tokens() -> None:
@@ -112,7 +137,11 @@ def test_in_stream_error_object() -> None:
 
 
 def test_user_events_are_not_echoed() -> None:
-    """The user's own message, if the engine streams it, yields nothing."""
+    """The user's own message, if the engine streams it, yields nothing (its author is
+    "user"), whatever its parts."""
     t = AdkTranslator()
     event = {"id": "u", "author": "user", "content": {"role": "user", "parts": [{"text": "hi"}]}}
     assert t.translate(event) == []
+    response = {"function_response": {"id": "f1", "name": "lookup", "response": {}}}
+    echoed = {"id": "u2", "author": "user", "content": {"role": "user", "parts": [response]}}
+    assert t.translate(echoed) == []

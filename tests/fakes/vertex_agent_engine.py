@@ -334,7 +334,11 @@ class Turn:
     def function_response(
         self, name: str, response: Mapping[str, Any] | None = None, *, id: str | None = None
     ) -> Self:
-        """The ``function_response`` part answering the turn's latest call of ``name``."""
+        """The ``function_response`` part answering the turn's latest call of ``name``.
+
+        As real ADK event dumps show, its event has ``content.role: "user"`` while its
+        ``author`` is the agent (not ``"user"``, which only the caller's message has).
+        """
         return self._add(_FunctionResponse(name, dict(response or {}), id))
 
     def dispatch(

@@ -176,6 +176,45 @@ async def test_tool_call_through_dispatch(daemon: RunningDaemon, engine: FakeAge
     ]
 
 
+async def test_agent_tool_result_is_streamed_recorded_and_handed_on(
+    daemon: RunningDaemon, engine: FakeAgentEngine, fake_a: FakeOpenAI
+) -> None:
+    """The deployed agent's own tool result (ADK: role "user", author the agent) reaches
+    the stream and the window, and a next turn on another provider sees the call with
+    that result, not "outcome unknown"."""
+    engine.enqueue(
+        Turn()
+        .function_call("google_search", {"q": "order 42"}, id="adk-7")
+        .function_response("google_search", {"status": "shipped"})
+        .text("It shipped.")
+    )
+    events = await daemon.run("where is order 42?")
+    assert_well_formed(events)
+    assert kinds(events) == ["run_started", "tool_call", "tool_result", "text_delta", "finish"]
+    call, result = events[1].tool_call, events[2].tool_result
+    assert (call.call_id, call.name, call.provider_executed) == ("adk-7", "google_search", True)
+    assert (result.call_id, result.provider_executed) == ("adk-7", True)
+    assert orjson.loads(result.result_json) == {"status": "shipped"}
+    (shape,) = [e for e in engine.last_session.events if "function_response" in str(e)]
+    assert (shape["content"]["role"], shape["author"]) == ("user", "interlock")
+    session_id = events[0].run_started.session_id
+    window = await daemon.window(session_id)
+    assert [e.kind for e in window] == [
+        cpb.ENTRY_KIND_USER,
+        cpb.ENTRY_KIND_TOOL_CALL,
+        cpb.ENTRY_KIND_TOOL_RESULT,
+        cpb.ENTRY_KIND_ASSISTANT,
+    ]
+    fake_a.enqueue(Reply().text("Yes."))
+    await daemon.run("shipped?", provider="fake", session_id=session_id)
+    messages = fake_a.requests[-1].body["messages"]
+    (asked,) = [m for m in messages if m.get("tool_calls")]
+    assert [c["id"] for c in asked["tool_calls"]] == ["adk-7"]
+    (answer,) = [m for m in messages if m["role"] == "tool"]
+    assert answer["tool_call_id"] == "adk-7"
+    assert orjson.loads(answer["content"]) == {"status": "shipped"}
+
+
 async def test_forged_dispatch_token_runs_nothing(
     daemon: RunningDaemon, engine: FakeAgentEngine
 ) -> None:

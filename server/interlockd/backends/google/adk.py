@@ -10,6 +10,11 @@ event and returns what to yield. Rules (PROVIDERS.md §2):
 - ``function_call`` / ``function_response`` of the agent's own tools are
   provider-executed ToolCall / ToolResult; those of the ``dispatch`` proxy
   tool are skipped, as the router reports the real call it dispatched;
+- an event is the caller's message echoed only when its ``author`` is
+  ``"user"``: ADK files a tool's ``function_response`` under
+  ``content.role: "user"`` with the agent as author, and those results are
+  kept (of such an event only its ``function_response`` parts, the rest being
+  model input);
 - ``usage_metadata`` of each complete model response is summed (cached and
   thoughts tokens kept); the last ``finish_reason`` decides the stop reason;
 - a top-level ``{code, message}`` without content is an in-stream error.
@@ -77,10 +82,15 @@ class AdkTranslator:
         event_id = str(event.get("id", ""))
         partial = bool(event.get("partial"))
         content = event.get("content") or {}
-        if event.get("author") == "user" or content.get("role") == "user":
+        if event.get("author") == "user":
             return out  # the message we sent, echoed
+        # Role "user" from the agent carries what the model is given back: its
+        # tools' results (real ADK dumps), never answer text.
+        tool_results_only = content.get("role") == "user"
         for part in content.get("parts") or []:
             if not isinstance(part, dict):
+                continue
+            if tool_results_only and "function_response" not in part:
                 continue
             if "text" in part and isinstance(part["text"], str):
                 out.extend(self._text(event_id, partial, part["text"], bool(part.get("thought"))))

@@ -10,13 +10,23 @@ they never print in logs or reprs.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from interlockd.errors import InterlockError
 
@@ -134,8 +144,24 @@ class IntegrationSettings(_Strict):
     #: Let MCP servers be stdio commands run on this host (an operator's
     #: decision: a sandbox could run anything the daemon's user can).
     allow_stdio_mcp: bool = False
+    #: Networks (CIDRs) where MCP servers may be reached besides public addresses,
+    #: e.g. ``["10.1.0.0/16"]`` for servers on a private network; plain ``http://``
+    #: only inside these. Env: ``INTERLOCK_INTEGRATIONS__MCP_ALLOWED_NETWORKS``, a
+    #: JSON list. Loopback, link-local and the like are refused unless listed here.
+    mcp_allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
     #: GitHub; unset: not in the catalog.
     github: GitHubAppSettings | None = None
+
+    @field_validator("mcp_allowed_networks", mode="before")
+    @classmethod
+    def _networks_from_json(cls, value: Any) -> Any:
+        # From the environment the list arrives as text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError('must be a JSON list of CIDRs, e.g. ["10.1.0.0/16"]') from None
+        return value
 
 
 class RunSettings(_Strict):

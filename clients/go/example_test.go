@@ -91,27 +91,24 @@ func ExampleClient_WaitConnected() {
 	// Output: connected github as octocat
 }
 
-// TestReadmeExamplesAreTheExamples pins that every Go block of README.md is
-// the body of an example of this file, as written, so that the README shows
-// code the suite runs.
+// TestReadmeExamplesAreTheExamples pins that every Go block of README.md
+// after the quickstart (see TestReadmeQuickstartIsTheExample) is the body of
+// an example of this file, as written, so that the README shows code the
+// suite runs.
 func TestReadmeExamplesAreTheExamples(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
 	source, err := os.ReadFile("example_test.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllSubmatch(readme, -1)
+	blocks := readmeBlocks(t, "go")
 	if len(blocks) < 2 {
-		t.Fatalf("README.md has %d Go blocks, want the two examples", len(blocks))
+		t.Fatalf("README.md has %d Go blocks, want the quickstart and an example", len(blocks))
 	}
-	for _, block := range blocks {
+	for _, block := range blocks[1:] {
 		// The block de-indented by one tab: indent it back, blank lines stay empty.
-		indented := regexp.MustCompile("(?m)^(.)").ReplaceAllString(string(block[1]), "\t$1")
+		indented := regexp.MustCompile("(?m)^(.)").ReplaceAllString(block, "\t$1")
 		if !strings.Contains(string(source), "{\n"+indented) {
-			t.Errorf("this README block is no example's body:\n%s", block[1])
+			t.Errorf("this README block is no example's body:\n%s", block)
 		}
 	}
 }

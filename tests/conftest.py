@@ -111,6 +111,8 @@ def daemon_settings(
         "shutdown_grace_seconds": 2,
         # One event per upstream delta, so tests can assert exact sequences.
         "runs": {"coalesce_deltas": False},
+        # The MCP fakes listen on 127.0.0.1, which the egress policy refuses by default.
+        "integrations": {"mcp_allowed_networks": ["127.0.0.0/8"]},
         "providers": {
             "fake": {
                 "kind": "openai",
@@ -127,7 +129,8 @@ def daemon_settings(
             "local": {"kind": "local"},
         },
     }
-    base.update(overrides)
+    integrations = {**base["integrations"], **overrides.pop("integrations", {})}
+    base.update(overrides, integrations=integrations)
     return load_settings(env={}, overrides=base)
 
 

@@ -53,6 +53,7 @@ from interlockd.http.oauth_callback import callback_route
 from interlockd.http.server import HttpServer
 from interlockd.integrations.base import App
 from interlockd.integrations.connect import ConnectFlows
+from interlockd.integrations.egress import EgressPolicy
 from interlockd.integrations.mcp import McpSources
 from interlockd.integrations.registry import RunTools
 from interlockd.integrations.tools import ToolRegistry
@@ -363,6 +364,9 @@ class Daemon:
         self.orchestrator: Orchestrator | None = None
         self.dispatch = DispatchRegistry()
         self.mcp_access = McpAccessRegistry()
+        # Where MCP servers may be: checked at registration and at every connect
+        # (tests replace its resolver to play DNS rebinding).
+        self.egress = EgressPolicy(settings.integrations.mcp_allowed_networks)
         self.apps: dict[str, App] = {}
         self.pauses: PauseBoard | None = None
         self.compute: ComputeScheduler | None = None
@@ -386,7 +390,7 @@ class Daemon:
             self.store,
             ToolRegistry([SearchConversationsTool()]),
             self.apps,
-            mcp_tools=McpSources(allow_stdio=s.integrations.allow_stdio_mcp),
+            mcp_tools=McpSources(allow_stdio=s.integrations.allow_stdio_mcp, egress=self.egress),
         )
         self.orchestrator = Orchestrator(
             self.store, self.backends, tools, s.runs, s.default_provider, default_models
@@ -422,7 +426,7 @@ class Daemon:
             "interlock.v1.Sandboxes": SandboxesServicer(auth, self.store),
             "interlock.v1.Conversations": ConversationsServicer(auth, self.store),
             "interlock.v1.Integrations": IntegrationsServicer(
-                auth, self.store, self.apps, self.connect_flows
+                auth, self.store, self.apps, self.connect_flows, egress=self.egress
             ),
             "interlock.v1.Agents": AgentsServicer(auth, self.store, s.runs.max_run_seconds),
             "interlock.v1.Compute": ComputeServicer(
@@ -451,6 +455,7 @@ class Daemon:
         self.port = server.add_insecure_port(s.listen)
         if self.port == 0:
             raise OSError(f"could not bind {s.listen}")
+        self.egress.add_listener(s.listen.rpartition(":")[0], self.port)
         await server.start()
         self.server = server
         host, _, port = s.http_listen.rpartition(":")
@@ -464,6 +469,7 @@ class Daemon:
             routes=[callback_route(self.connect_flows)],
         )
         self.http_port = await self.http.start()
+        self.egress.add_listener(host or "127.0.0.1", self.http_port)
         await self.compute.start()
         for name in ("", *_SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

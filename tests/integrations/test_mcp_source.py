@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import socket
 import sys
@@ -17,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from interlockd.integrations.base import Connection, ConnectionBroken, Credentials
+from interlockd.integrations.egress import EgressPolicy
 from interlockd.integrations.mcp.naming import tool_names
 from interlockd.integrations.mcp.source import McpSource, McpSources, McpUnavailable
 from interlockd.integrations.tools import Tool, ToolContext, ToolError
@@ -29,6 +31,8 @@ SEARCH_SCHEMA: dict[str, Any] = {
     "required": ["q"],
 }
 CTX = ToolContext(cast(Any, None), "sb_1", "u-1", "conv_1", "run_1")
+#: The fakes listen on 127.0.0.1: opened the way an operator opens a private range.
+LOOPBACK = EgressPolicy([ipaddress.ip_network("127.0.0.0/8")])
 
 
 class MemoryCredentials(Credentials):
@@ -78,7 +82,11 @@ def http_source(
 ) -> McpSource:
     creds = creds or MemoryCredentials({"bearer": "s3cret", "headers": {"X-Tenant": "acme"}})
     return McpSource(
-        connection("tracker", transport="http", url=fake.url), creds, allow_stdio=False, **kw
+        connection("tracker", transport="http", url=fake.url),
+        creds,
+        allow_stdio=False,
+        egress=LOOPBACK,
+        **kw,
     )
 
 
@@ -157,7 +165,7 @@ async def test_the_listing_is_cached_for_a_while(fake: FakeMcpServer) -> None:
 
 async def test_sources_keep_one_listing_per_connection(fake: FakeMcpServer) -> None:
     """A connection's source (and listing) is reused until the connection's config changes."""
-    sources = McpSources(allow_stdio=False)
+    sources = McpSources(allow_stdio=False, egress=LOOPBACK)
     creds = MemoryCredentials({"bearer": "s3cret"})
     tracker = connection("tracker", transport="http", url=fake.url)
     first = await sources(tracker, creds)
@@ -186,9 +194,10 @@ async def test_an_unreachable_server_is_a_tool_error_saying_so() -> None:
         connection("tracker", transport="http", url=f"http://127.0.0.1:{port}/mcp"),
         MemoryCredentials({}),
         allow_stdio=False,
+        egress=LOOPBACK,
         timeout=10,
     )
-    with pytest.raises(McpUnavailable, match="the MCP server 'tracker' is unreachable"):
+    with pytest.raises(McpUnavailable, match="the MCP server 'tracker' could not be connected to"):
         await source.tools()
 
 

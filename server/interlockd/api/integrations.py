@@ -7,10 +7,8 @@ disconnected integration never leaves a live grant behind it.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import AsyncIterator, Mapping
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -22,6 +20,8 @@ from interlockd.api.sandboxes import timestamp
 from interlockd.errors import FailedPrecondition, InvalidArgument
 from interlockd.integrations.base import App, OAuthApp, OAuthError
 from interlockd.integrations.connect import ConnectFlows
+from interlockd.integrations.egress import EgressPolicy, UrlRefused
+from interlockd.integrations.mcp import TRANSPORT_HEADERS
 from interlockd.store.base import ConnectFlow, Integration, Store
 
 log = structlog.get_logger(__name__)
@@ -40,6 +40,7 @@ _STATES = {
 }
 _SERVER_NAME = re.compile(r"[a-z0-9-]{1,32}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 _MAX_HEADERS = 16
 
 
@@ -66,30 +67,34 @@ def _flow_update(flow: ConnectFlow, integration: Integration | None) -> pb.Watch
     return out
 
 
-def _mcp_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidArgument("url", "must be an https URL (http only to a loopback address)")
-    if parts.scheme == "http":
-        try:
-            loopback = ipaddress.ip_address(parts.hostname).is_loopback
-        except ValueError:
-            loopback = parts.hostname == "localhost"
-        if not loopback:
-            raise InvalidArgument("url", "plain http is allowed only to a loopback address")
-    if len(url) > 2048:
-        raise InvalidArgument("url", "exceeds 2048 characters")
-    return url
+async def _mcp_url(url: str, egress: EgressPolicy) -> str:
+    try:
+        return (await egress.check_new_url(url)).url
+    except UrlRefused as exc:
+        raise InvalidArgument("url", str(exc)) from None
 
 
-def _headers(headers: Mapping[str, str]) -> dict[str, str]:
+def _headers(headers: Mapping[str, str], *, bearer: bool) -> dict[str, str]:
     if len(headers) > _MAX_HEADERS:
         raise InvalidArgument("headers", f"at most {_MAX_HEADERS} headers")
+    seen: set[str] = set()
     for name, value in headers.items():
         if not _HEADER_NAME.fullmatch(name):
             raise InvalidArgument("headers", f"invalid header name {name!r}")
-        if len(value) > 8192 or any(c in value for c in "\r\n"):
-            raise InvalidArgument("headers", f"invalid value for header {name!r}")
+        lower = name.lower()
+        # Refused now rather than at the first run: the transport sets these, and a
+        # tenant-chosen Host or Content-Length would let one request smuggle another.
+        if lower in TRANSPORT_HEADERS or lower.startswith("proxy-"):
+            raise InvalidArgument("headers", f"{name} is set by the transport; leave it out")
+        if lower == "authorization" and bearer:
+            raise InvalidArgument("headers", "Authorization conflicts with bearer_token; send one")
+        if lower in seen:
+            raise InvalidArgument("headers", f"{name} is given twice")
+        seen.add(lower)
+        if len(value) > 8192 or not _HEADER_VALUE.fullmatch(value):
+            raise InvalidArgument(
+                "headers", f"value of {name} must be at most 8192 printable ASCII characters"
+            )
     return dict(headers)
 
 
@@ -100,11 +105,15 @@ class IntegrationsServicer:
         store: Store,
         apps: Mapping[str, App],
         flows: ConnectFlows,
+        *,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        """``egress``: where MCP servers may be registered (default: public addresses only)."""
         self._auth = auth
         self._store = store
         self._apps = dict(apps)
         self._flows = flows
+        self._egress = egress or EgressPolicy()
 
     @unary
     async def Catalog(self, request: pb.CatalogRequest, context: Context) -> pb.CatalogResponse:
@@ -162,8 +171,8 @@ class IntegrationsServicer:
         if not _SERVER_NAME.fullmatch(request.name):
             raise InvalidArgument("name", "must be 1-32 of a-z, 0-9 and '-'")
         end_user = v.end_user_id(request.end_user_id) if request.end_user_id else ""
-        url = _mcp_url(request.url)
-        headers = _headers(request.headers)
+        url = await _mcp_url(request.url, self._egress)
+        headers = _headers(request.headers, bearer=bool(request.bearer_token))
         if request.bearer_token:
             headers["Authorization"] = (
                 f"Bearer {v.secret_value(request.bearer_token, 'bearer_token')}"

@@ -632,22 +632,47 @@ class Store(abc.ABC):
         cost_usd: float = 0.0,
         ledger: Sequence[LedgerRow] = (),
         entries: Sequence[NewEntry] = (),
+        withdraw: bool = False,
     ) -> Run:
         """Close a running run, in one write transaction, and return it.
 
         In that transaction: set the run's final ``status`` (not ``running``),
-        ``finished_at`` (now) and outcome fields; append ``entries`` (the run's
-        remaining output, typically its final assistant text) to the run's
-        conversation exactly as :meth:`append_entries` would with the run's
-        provider and model; write the ``ledger`` rows; add the run's input +
-        output tokens to the sandbox's count for the current UTC day (see
+        ``finished_at`` (now) and outcome fields; add ``usage`` and
+        ``cost_usd`` to the run's totals (a resumed run closes more than once:
+        see :meth:`resume_run`); append ``entries`` (the run's remaining
+        output, typically its final assistant text) to the run's conversation
+        exactly as :meth:`append_entries` would with the run's provider and
+        model; write the ``ledger`` rows; add ``usage``'s input + output tokens
+        to the sandbox's count for the current UTC day (see
         ``max_tokens_per_day``). If the conversation was deleted while the run
         was running, ``entries`` are dropped and the run still closes.
+
+        ``withdraw``: the run never produced an event, so as far as its caller
+        knows it did not happen. Its ``request_id`` is released (a retry with
+        it runs again), and if the conversation holds nothing of the run but
+        its user message, that message is deleted (and the conversation too,
+        when it holds nothing else: a first turn that never started leaves no
+        empty conversation behind). A run that recorded more than its user
+        message (a tool call) keeps everything, its request_id included.
 
         Raise NotFound for an unknown run, FailedPrecondition if it has already
         ended (a run is finished exactly once), ValueError for ``status``
         ``running`` or a ledger row or entry that is not this run's; in every
         such case nothing is written. Durable when this returns.
+        """
+
+    @abc.abstractmethod
+    async def resume_run(self, sandbox_id: str, run_id: str) -> Run:
+        """Admit an ended run of this sandbox again, as ``running``, and return it.
+
+        Only a run that did not end on its own can resume: status
+        ``interrupted`` (the daemon stopped under it) or ``cancelled`` (its
+        caller went away); anything else raises FailedPrecondition. Admission is
+        :meth:`begin_run`'s, in one write transaction: NotFound if the run,
+        sandbox or conversation is gone, FailedPrecondition if the
+        conversation has another turn running, ResourceExhausted for a quota.
+        The run keeps its id, request_id, entries and totals; ``finished_at``
+        and the error fields are cleared. Nothing is written when it raises.
         """
 
     @abc.abstractmethod

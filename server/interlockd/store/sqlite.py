@@ -48,7 +48,7 @@ import os
 import re
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -1245,6 +1245,7 @@ class SqliteStore(Store):
         cost_usd: float = 0.0,
         ledger: Sequence[LedgerRow] = (),
         entries: Sequence[NewEntry] = (),
+        withdraw: bool = False,
     ) -> Run:
         if status == "running":
             raise ValueError("finish_run needs a final status, not 'running'")
@@ -1254,10 +1255,14 @@ class SqliteStore(Store):
         async with self._transaction() as db:
             rows = list(
                 await db.execute_fetchall(
+                    # Totals add up: a resumed run closes once per attempt.
                     "UPDATE runs SET status = ?, finished_at = ?, stop_reason = ?, "
-                    "error_code = ?, error_message = ?, input_tokens = ?, output_tokens = ?, "
-                    "cache_read_tokens = ?, cache_write_tokens = ?, reasoning_tokens = ?, "
-                    f"cost_usd = ? WHERE id = ? AND status = 'running' RETURNING {_RUN_COLUMNS}",
+                    "error_code = ?, error_message = ?, input_tokens = input_tokens + ?, "
+                    "output_tokens = output_tokens + ?, "
+                    "cache_read_tokens = cache_read_tokens + ?, "
+                    "cache_write_tokens = cache_write_tokens + ?, "
+                    "reasoning_tokens = reasoning_tokens + ?, cost_usd = cost_usd + ? "
+                    f"WHERE id = ? AND status = 'running' RETURNING {_RUN_COLUMNS}",
                     (
                         status,
                         now,
@@ -1285,6 +1290,8 @@ class SqliteStore(Store):
                     "a run is finished exactly once"
                 )
             finished = _run(rows[0])
+            if withdraw:
+                finished = await _withdraw_run(db, finished)
             for row in ledger:
                 if (row.run_id, row.sandbox_id) != (finished.id, finished.sandbox_id):
                     raise ValueError(
@@ -1338,6 +1345,58 @@ class SqliteStore(Store):
                     (finished.sandbox_id, now // _US_PER_DAY, tokens),
                 )
         return finished
+
+    async def resume_run(self, sandbox_id: str, run_id: str) -> Run:
+        async with self._transaction() as db:
+            found = list(
+                await db.execute_fetchall(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ? AND sandbox_id = ?",
+                    (run_id, sandbox_id),
+                )
+            )
+            if not found:
+                raise NotFound(f"run {run_id} not found")
+            run = _run(found[0])
+            if run.status not in ("interrupted", "cancelled"):
+                raise FailedPrecondition(
+                    f"run {run_id} ended {run.status}; only an interrupted or cancelled run resumes"
+                )
+            now = _now_us()
+            params = {
+                "id": run.id,
+                "sbx": run.sandbox_id,
+                "user": run.end_user_id,
+                "conv": run.conversation_id,
+                "rid": "",  # the run holds its own request_id: not a duplicate
+                "day": now // _US_PER_DAY,
+            }
+            rows = list(
+                await db.execute_fetchall(
+                    _ADMISSION + "UPDATE runs SET status = 'running', finished_at = NULL, "
+                    "stop_reason = '', error_code = '', error_message = '' "
+                    "WHERE id = :id AND (SELECT refusal FROM admission) IS NULL "
+                    f"RETURNING {_RUN_COLUMNS}",
+                    params,
+                )
+            )
+            if not rows:
+                facts = list(
+                    await db.execute_fetchall(_ADMISSION + "SELECT * FROM admission", params)
+                )
+        if not rows:
+            _refuse(
+                NewRun(
+                    id=run.id,
+                    sandbox_id=run.sandbox_id,
+                    end_user_id=run.end_user_id,
+                    conversation_id=run.conversation_id,
+                    provider=run.provider,
+                    model=run.model,
+                    request_id=run.request_id,
+                ),
+                facts[0],
+            )
+        return _run(rows[0])
 
     async def get_run(self, sandbox_id: str, run_id: str) -> Run:
         rows = await self._fetch(
@@ -2405,6 +2464,33 @@ async def _insert_admitted_run(db: aiosqlite.Connection, run: NewRun, now: int) 
         return
     rows = list(await db.execute_fetchall(_ADMISSION + "SELECT * FROM admission", params))
     _refuse(run, rows[0])
+
+
+async def _withdraw_run(db: aiosqlite.Connection, run: Run) -> Run:
+    """Release ``run``'s request_id and take back its user message (see Store.finish_run)."""
+    await db.execute("UPDATE runs SET request_id = '' WHERE id = ?", (run.id,))
+    mine = list(
+        await db.execute_fetchall(
+            "SELECT id, seq, kind FROM entries WHERE run_id = ? ORDER BY seq", (run.id,)
+        )
+    )
+    if len(mine) == 1 and mine[0]["kind"] == "user":
+        conversation = list(
+            await db.execute_fetchall(
+                "SELECT entry_count FROM conversations WHERE id = ?", (run.conversation_id,)
+            )
+        )
+        if conversation and conversation[0]["entry_count"] == mine[0]["seq"]:
+            # The newest entry (one turn at a time): seqs stay gapless.
+            await db.execute("DELETE FROM entries WHERE id = ?", (mine[0]["id"],))
+            if mine[0]["seq"] == 1:
+                await db.execute("DELETE FROM conversations WHERE id = ?", (run.conversation_id,))
+            else:
+                await db.execute(
+                    "UPDATE conversations SET entry_count = entry_count - 1 WHERE id = ?",
+                    (run.conversation_id,),
+                )
+    return replace(run, request_id="")
 
 
 def _refuse(run: NewRun, facts: sqlite3.Row) -> NoReturn:

@@ -8,6 +8,12 @@
   by the daemon's own MCP endpoint).
 """
 
-from interlockd.integrations.mcp.source import McpSource, McpSources, McpTool, McpUnavailable
+from interlockd.integrations.mcp.source import (
+    TRANSPORT_HEADERS,
+    McpSource,
+    McpSources,
+    McpTool,
+    McpUnavailable,
+)
 
-__all__ = ["McpSource", "McpSources", "McpTool", "McpUnavailable"]
+__all__ = ["TRANSPORT_HEADERS", "McpSource", "McpSources", "McpTool", "McpUnavailable"]

@@ -45,6 +45,7 @@ from mcp.shared.exceptions import MCPError
 
 from interlockd.backends.base import ToolSpec
 from interlockd.integrations.base import Connection, ConnectionBroken, Credentials
+from interlockd.integrations.egress import EgressPolicy, EgressRefused, GuardedTransport, UrlRefused
 from interlockd.integrations.mcp.naming import tool_names
 from interlockd.integrations.mcp.schema import ArgumentValidator
 from interlockd.integrations.tools import Tool, ToolContext, ToolError
@@ -53,10 +54,33 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-#: Header names a connection's credentials may not set (the transport owns them).
-_RESERVED_HEADERS = frozenset(
-    {"host", "content-type", "content-length", "accept", "mcp-session-id", "mcp-protocol-version"}
+#: Header names (lower-case) a connection's credentials may not set: HTTP and the MCP
+#: transport set them, and a tenant's Host, Content-Length or Transfer-Encoding could
+#: aim or split requests. ``Proxy-*`` names are refused as well.
+TRANSPORT_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "expect",
+        "accept",
+        "accept-encoding",
+        "last-event-id",
+        "mcp-session-id",
+        "mcp-protocol-version",
+    }
 )
+
+
+#: Longest server error message handed on.
+_MAX_MESSAGE = 300
 
 
 class McpUnavailable(ToolError):
@@ -83,18 +107,21 @@ class McpSource:
         credentials: Credentials,
         *,
         allow_stdio: bool,
+        egress: EgressPolicy | None = None,
         list_ttl: float = 60.0,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``allow_stdio``: whether this daemon may start stdio servers (operator config).
 
+        ``egress``: where HTTP servers may be (default: public addresses only);
         ``list_ttl``: how long a listing is reused; ``timeout``: the longest a
         listing or a call (connecting included) may take.
         """
         self.connection = connection
         self.credentials = credentials
         self._allow_stdio = allow_stdio
+        self._egress = egress or EgressPolicy()
         self._list_ttl = list_ttl
         self._timeout = timeout
         self._clock = clock
@@ -128,7 +155,12 @@ class McpSource:
                         "mcp_tool_skipped", server=self.name, tool=remote.name, reason=str(exc)
                     )
                     continue
-                spec = ToolSpec(names[remote.name], remote.description or "", remote.input_schema)
+                spec = ToolSpec(
+                    names[remote.name],
+                    remote.description or "",
+                    remote.input_schema,
+                    side_effecting=_side_effecting(remote),
+                )
                 tools.append(McpTool(self, remote.name, spec, validator))
             self._listed, self._listed_until = tools, self._clock() + self._list_ttl
             return list(tools)
@@ -169,7 +201,10 @@ class McpSource:
             url = config.get("url")
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 raise ToolError(f"{self.name}: config.url must be an http(s) URL")
-            return _Http(url)
+            try:  # again here: the URL may predate the policy, or the policy may have changed
+                return _Http(self._egress.check_url(url).url)
+            except UrlRefused as exc:
+                raise McpUnavailable(f"{self.name}: config.url {exc}") from None
         if transport == "stdio":
             if not self._allow_stdio:
                 raise McpUnavailable(
@@ -199,21 +234,36 @@ class McpSource:
             async with asyncio.timeout(self._timeout), connect as client:
                 return await operation(client)
         except Exception as exc:
+            # What a tenant learns here (tool errors, the integration's status) must not
+            # map the network for them. The policy already keeps every target public or
+            # inside a range the operator opened, so what remains to hide is *why* a
+            # connection was not made: refused by the policy after DNS (which would tell
+            # what an internal name resolves to), no such name, nothing listening, a TLS
+            # failure — all read "could not connect". A timeout is told apart (the
+            # server exists but is slow: worth a retry), and so is a 401 (the user must
+            # reconnect; only a server that was reached, at an allowed address, says it).
+            # Remote bodies are quoted nowhere: not in errors, not in the log.
             if 401 in statuses:
                 reason = "the MCP server refused the credentials (HTTP 401)"
                 await self.credentials.mark_broken(reason)
                 raise ConnectionBroken(f"{self.name}: {reason}; reconnect it") from None
             error = _find(exc, MCPError)
             if error is not None:
-                raise ToolError(f"{self.name}: {error.message}") from None
-            if _find(exc, TimeoutError) is not None:
-                why = f"did not answer within {self._timeout:g} s"
+                raise ToolError(f"{self.name}: {_server_message(error)}") from None
+            why = "could not be connected to; check its URL, or try again later"
+            if _find(exc, EgressRefused) is not None:
+                cause = "egress_refused"  # the operator's log says it; the tenant's message doesn't
+            elif _find(exc, TimeoutError) is not None:
+                why, cause = (
+                    f"did not answer within {self._timeout:g} s; try again later",
+                    "timeout",
+                )
             elif isinstance(target, _Stdio) and _find(exc, OSError) is not None:
-                why = "could not be started"
+                why, cause = "could not be started", "not_started"
             else:
-                why = "is unreachable"
-            log.warning("mcp_unavailable", server=self.name, error=type(exc).__name__)
-            raise McpUnavailable(f"the MCP server {self.name!r} {why}; try again later") from None
+                cause = "unreachable"
+            log.warning("mcp_unavailable", server=self.name, cause=cause, error=type(exc).__name__)
+            raise McpUnavailable(f"the MCP server {self.name!r} {why}") from None
 
     @asynccontextmanager
     async def _stdio(self, params: StdioServerParameters) -> AsyncIterator[Client]:
@@ -232,6 +282,11 @@ class McpSource:
                 headers=headers,
                 timeout=httpx2.Timeout(self._timeout),
                 event_hooks={"response": [note]},
+                # Every connection goes through the egress check; no proxy, no .netrc,
+                # no redirects (a redirect would be a second, unregistered target).
+                transport=GuardedTransport(self._egress),
+                trust_env=False,
+                follow_redirects=False,
             ) as http,
             Client(
                 streamable_http_client(url, http_client=http), read_timeout_seconds=self._timeout
@@ -259,6 +314,29 @@ class McpTool(Tool):
         return await self.source.call(self.remote_name, arguments)
 
 
+def _side_effecting(tool: types.Tool) -> bool:
+    """Whether calling ``tool`` may change something: yes unless the server says ``readOnlyHint``.
+
+    ``idempotentHint`` alone does not make a tool safe to run again after an
+    unknown outcome: idempotent means "the same call twice leaves the same
+    state", which holds only when nothing ran in between — a retry after a
+    crash can land after other calls (a delete re-applied after a re-create),
+    and a hint from a remote server is a claim, not a guarantee. So only a
+    read-only tool is treated as free of effects.
+    """
+    hints = tool.annotations
+    return not (hints is not None and hints.read_only_hint is True)
+
+
+def _server_message(error: MCPError) -> str:
+    """What the server said in a JSON-RPC error, fit to hand to the model."""
+    if error.error.code == types.PARSE_ERROR:
+        # The SDK's parse errors quote the body it could not parse.
+        return "the server answered something that is not MCP"
+    message = " ".join(error.message.split())
+    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 1] + "…"
+
+
 async def _list_all(client: Client) -> list[types.Tool]:
     tools: list[types.Tool] = []
     cursor: str | None = None
@@ -274,7 +352,7 @@ async def _list_all(client: Client) -> list[types.Tool]:
 def _headers(credentials: Mapping[str, Any]) -> dict[str, str]:
     headers = _strings(credentials.get("headers") or {}, "headers")
     for name in headers:
-        if name.lower() in _RESERVED_HEADERS:
+        if name.lower() in TRANSPORT_HEADERS or name.lower().startswith("proxy-"):
             raise ToolError(f"credentials.headers: {name} is set by the transport")
     bearer = credentials.get("bearer")
     if bearer:
@@ -335,11 +413,14 @@ class McpSources:
         self,
         *,
         allow_stdio: bool,
+        egress: EgressPolicy | None = None,
         list_ttl: float = 60.0,
         timeout: float = 30.0,
         max_sources: int = 1024,
     ) -> None:
+        """``egress``: where HTTP servers may be (the policy registration checks against)."""
         self._allow_stdio = allow_stdio
+        self._egress = egress or EgressPolicy()
         self._list_ttl = list_ttl
         self._timeout = timeout
         self._max = max_sources
@@ -357,6 +438,7 @@ class McpSources:
                 connection,
                 credentials,
                 allow_stdio=self._allow_stdio,
+                egress=self._egress,
                 list_ttl=self._list_ttl,
                 timeout=self._timeout,
             )

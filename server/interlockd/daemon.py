@@ -267,6 +267,7 @@ def build_backend(
         connect_timeout=p.connect_timeout_seconds,
         read_timeout=p.read_timeout_seconds,
         max_connections=p.max_connections,
+        max_attempts=p.max_attempts,
     )
 
 

@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import grpc
 import httpx
 import orjson
 import pytest
@@ -34,6 +35,7 @@ from interlockd.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from tests.conftest import DaemonFactory
 from tests.fakes.openai import FakeOpenAI, Reply
 
 LOOKUP = ToolSpec(
@@ -550,6 +552,239 @@ async def test_cancelling_the_task_closes_the_upstream(
         await task
 
     await fake.wait_for_disconnects(1)
+
+
+# ---- retries before the first event -----------------------------------------------------
+
+NOW = {"retry-after": "0"}  # a refusal that asks for an immediate retry
+
+
+async def retrying_backend(fake: FakeOpenAI, **options: Any) -> OpenAICompatibleBackend:
+    return OpenAICompatibleBackend("fake", fake.base_url, "sk-test-secret", **options)
+
+
+async def test_transient_failures_are_retried_until_one_succeeds(fake: FakeOpenAI) -> None:
+    """503, 429 and 500 before anything streamed are retried; the turn then streams once."""
+    fake.enqueue(
+        Reply.error(503, "Overloaded.", type="server_error", headers=NOW),
+        Reply.error(429, "Rate limit reached.", type="requests", headers=NOW),
+        Reply.error(500, "Internal error.", type="server_error", headers=NOW),
+        Reply().text("Fine ", "now."),
+    )
+    backend = await retrying_backend(fake, max_attempts=4)
+    try:
+        events = await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await backend.aclose()
+
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Fine ", "now."]
+    assert events[-1] == TurnEnd("end_turn")
+    assert len(fake.requests) == 4
+    assert len({orjson.dumps(r.body) for r in fake.requests}) == 1  # the same request each time
+
+
+async def test_retries_stop_at_max_attempts(fake: FakeOpenAI) -> None:
+    """After max_attempts refusals the last one is the error; no further request is made."""
+    fake.enqueue(*[Reply.error(503, f"Overloaded {i}.", headers=NOW) for i in range(3)])
+    backend = await retrying_backend(fake, max_attempts=2)
+    try:
+        with pytest.raises(ProviderUnavailable) as info:
+            await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await backend.aclose()
+
+    assert info.value.message == "fake: HTTP 503: Overloaded 1."
+    assert len(fake.requests) == 2
+
+
+async def test_without_a_hint_retries_back_off(fake: FakeOpenAI) -> None:
+    """A refusal without Retry-After is retried after a short backoff."""
+    fake.enqueue(Reply.error(502, "Bad gateway.", type="server_error"), Reply().text("ok"))
+    backend = await retrying_backend(fake, max_attempts=2)
+    try:
+        events = await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await backend.aclose()
+
+    assert events[-1] == TurnEnd("end_turn")
+    first, second = fake.requests
+    assert second.at - first.at >= 0.2
+
+
+async def test_retry_after_is_honoured(fake: FakeOpenAI) -> None:
+    """A 429's Retry-After (seconds) is waited out before the retry, beyond the backoff."""
+    fake.enqueue(
+        Reply.error(429, "Rate limit reached.", type="requests", headers={"retry-after": "2"}),
+        Reply().text("ok"),
+    )
+    backend = await retrying_backend(fake, max_attempts=2)
+    try:
+        events = await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await backend.aclose()
+
+    assert events[-1] == TurnEnd("end_turn")
+    first, second = fake.requests
+    # The backoff alone waits at most 1.25 s before a second attempt.
+    assert second.at - first.at >= 1.9
+
+
+async def test_retry_after_ms_is_honoured(fake: FakeOpenAI) -> None:
+    """retry-after-ms, when sent, takes precedence over Retry-After."""
+    fake.enqueue(
+        Reply.error(429, "Slow down.", headers={"retry-after-ms": "1500", "retry-after": "60"}),
+        Reply().text("ok"),
+    )
+    backend = await retrying_backend(fake, max_attempts=2)
+    try:
+        await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await backend.aclose()
+
+    first, second = fake.requests
+    assert 1.4 <= second.at - first.at < 10
+
+
+async def test_retry_after_is_capped(fake: FakeOpenAI) -> None:
+    """A Retry-After longer than max_retry_after is cut to it, not waited out."""
+    fake.enqueue(
+        Reply.error(503, "Back in an hour.", headers={"retry-after": "3600"}),
+        Reply().text("ok"),
+    )
+    backend = await retrying_backend(fake, max_attempts=2, max_retry_after=0.1)
+    try:
+        events = await asyncio.wait_for(
+            collect(backend.stream_turn(turn(), FunctionToolRunner())), timeout=10
+        )
+    finally:
+        await backend.aclose()
+
+    assert events[-1] == TurnEnd("end_turn")
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, None), (401, "invalid_api_key"), (404, "model_not_found"), (429, "insufficient_quota")],
+)
+async def test_permanent_failures_are_not_retried(
+    fake: FakeOpenAI, status: int, code: str | None
+) -> None:
+    """400, 401, 404 and a 429 for exhausted quota fail at once: retrying cannot help."""
+    fake.enqueue(Reply.error(status, "No.", code=code, headers=NOW), Reply().text("never"))
+    backend = await retrying_backend(fake, max_attempts=3)
+    try:
+        with pytest.raises(ProviderError) as info:
+            await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await backend.aclose()
+
+    assert f"HTTP {status}" in info.value.message
+    assert len(fake.requests) == 1
+
+
+async def test_nothing_is_retried_once_the_answer_started(fake: FakeOpenAI) -> None:
+    """A stream cut after its first delta is an error, never a second request."""
+    fake.enqueue(Reply().text("Half").disconnect(), Reply().text("never"))
+    backend = await retrying_backend(fake, max_attempts=3)
+    seen: list[BackendEvent] = []
+    try:
+        with pytest.raises(ProviderUnavailable):
+            await collect_into(seen, backend.stream_turn(turn(), FunctionToolRunner()))
+    finally:
+        await backend.aclose()
+
+    assert seen == [TextDelta("Half")]
+    assert len(fake.requests) == 1
+
+
+async def test_a_dropped_connection_is_retried(fake: FakeOpenAI) -> None:
+    """A connection closed before any answer is retried, and the turn then streams."""
+    port = int(fake.base_url.split(":")[2].split("/")[0])
+    async with DroppingProxy(port, drops=2) as proxy:
+        backend = OpenAICompatibleBackend(
+            "fake", f"http://127.0.0.1:{proxy.port}/v1", "sk-test-secret", max_attempts=3
+        )
+        fake.enqueue(Reply().text("Through."))
+        try:
+            events = await collect(backend.stream_turn(turn(), FunctionToolRunner()))
+        finally:
+            await backend.aclose()
+
+    assert proxy.connections == 3
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Through."]
+    assert len(fake.requests) == 1
+
+
+class DroppingProxy:
+    """A TCP proxy to 127.0.0.1:``port`` that closes its first ``drops`` connections unanswered."""
+
+    def __init__(self, port: int, drops: int) -> None:
+        self.target = port
+        self.drops = drops
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> DroppingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pipe in self._pipes:
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.connections <= self.drops:
+            await reader.read(1)  # the request started arriving: then hang up
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(task)
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+
+async def test_the_daemon_retries_as_configured(
+    start_daemon: DaemonFactory, fake_a: FakeOpenAI
+) -> None:
+    """providers.<name>.max_attempts reaches the backend: refusals within it are invisible
+    to the client (one user message in the window), one more is the run's status."""
+    fake = {
+        "kind": "openai",
+        "base_url": fake_a.base_url,
+        "default_model": "fake-model",
+        "max_attempts": 2,
+    }
+    daemon = await start_daemon(providers={"fake": fake})
+    fake_a.enqueue(Reply.error(503, "Busy.", headers=NOW), Reply().text("Hi."))
+    events = await daemon.run("hello")
+    assert events[-1].HasField("finish")
+    window = await daemon.window(events[0].run_started.session_id)
+    assert [e.text for e in window] == ["hello", "Hi."]
+    fake_a.enqueue(*[Reply.error(503, "Still busy.", headers=NOW) for _ in range(2)])
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await daemon.run("again")
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(fake_a.requests) == 4
 
 
 # ---- models ------------------------------------------------------------------------------

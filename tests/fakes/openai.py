@@ -23,8 +23,8 @@ filled in the way real servers do: a first ``role`` chunk, a finish reason
 (``tool_calls`` if the reply called a tool, else ``stop``), a usage chunk when
 the request asked for one, and ``[DONE]``.
 
-The fake records every request (:attr:`FakeOpenAI.requests`: parsed body and
-headers) and every client that went away before its answer ended
+The fake records every request (:attr:`FakeOpenAI.requests`: parsed body,
+headers and arrival time) and every client that went away before its answer ended
 (:attr:`FakeOpenAI.disconnects`); tests wait on those with
 :meth:`FakeOpenAI.wait_for_requests` / :meth:`FakeOpenAI.wait_for_disconnects`
 instead of sleeping. With no delays scripted it streams as fast as the socket
@@ -101,6 +101,7 @@ class Reply:
         self.steps: list[_Step] = []
         self.status = 200
         self.error_body: dict[str, Any] | None = None
+        self.error_headers: dict[str, str] = {}
         self._tool_calls = 0
 
     @classmethod
@@ -111,10 +112,16 @@ class Reply:
         *,
         type: str = "invalid_request_error",
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
-        """An HTTP error with an OpenAI-style ``{"error": {...}}`` body."""
+        """An HTTP error with an OpenAI-style ``{"error": {...}}`` body.
+
+        ``headers`` go on the answer too, e.g. ``{"retry-after": "2"}`` as OpenAI sends
+        with a 429.
+        """
         reply = cls()
         reply.status = status
+        reply.error_headers = dict(headers or {})
         reply.error_body = {
             "error": {"message": message, "type": type, "param": None, "code": code}
         }
@@ -211,6 +218,7 @@ class RecordedRequest:
 
     body: Any  # the parsed JSON body (a dict for any well-formed request)
     headers: dict[str, str]  # names lower-cased
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic)
 
 
 @dataclass
@@ -303,7 +311,9 @@ class FakeOpenAI:
             return _error(400, problem)
         reply = self._queue.popleft() if self._queue else self.default
         if reply.error_body is not None:
-            return web.json_response(reply.error_body, status=reply.status, dumps=_dumps)
+            return web.json_response(
+                reply.error_body, status=reply.status, headers=reply.error_headers, dumps=_dumps
+            )
 
         response = web.StreamResponse(
             headers={"content-type": "text/event-stream", "cache-control": "no-cache"}

@@ -6,7 +6,9 @@ request body, reading the server-sent-event stream (parsed by
 :class:`~interlockd.backends.chat_stream.ChatStreamParser`), and mapping every
 transport and protocol failure to the daemon's
 :class:`~interlockd.errors.ProviderError` tree in one place
-(:meth:`OpenAICompatibleBackend.step`). The tool loop itself is inherited from
+(:meth:`OpenAICompatibleBackend.step`), and the retry of a call refused
+before any of its answer arrived (:meth:`OpenAICompatibleBackend._open`). The
+tool loop itself is inherited from
 :class:`~interlockd.backends.base.ChatLoopBackend`.
 
 It must never put the API key, request bodies or whole provider payloads into
@@ -24,13 +26,23 @@ each request and its per-read path runs through anyio cancel scopes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import orjson
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from interlockd.backends import catalog
 from interlockd.backends.base import (
@@ -47,7 +59,9 @@ from interlockd.errors import (
     ProviderUnavailable,
 )
 
-__all__ = ["DEFAULT_MODEL_INFO", "OpenAICompatibleBackend", "StepEvent"]
+__all__ = ["DEFAULT_MODEL_INFO", "MAX_RETRY_AFTER", "OpenAICompatibleBackend", "StepEvent"]
+
+log = structlog.get_logger(__name__)
 
 #: Limits assumed for a model neither the configuration nor the catalog knows.
 DEFAULT_MODEL_INFO = ModelInfo(context_window=8192, max_output_tokens=2048)
@@ -60,6 +74,28 @@ _ERROR_MESSAGE_LIMIT = 200
 # connection return to the pool (a new TLS handshake per tool-loop step costs
 # far more). A server that keeps the body open past [DONE] is not waited for.
 _DRAIN_SECONDS = 1.0
+#: Longest wait a Retry-After header may impose on a retry (by default).
+MAX_RETRY_AFTER = 30.0
+# Answers after which the same request may well succeed: timeouts, rate limits,
+# overload and gateway failures. A chat completion holds no server-side state, so
+# sending it again duplicates nothing as long as none of its answer was read.
+_TRANSIENT = frozenset({408, 429, 500, 502, 503, 504, 529})
+# A 429 for exhausted credit is not a rate limit: no retry can succeed.
+_PERMANENT_CODES = frozenset({"insufficient_quota"})
+_backoff = wait_exponential_jitter(initial=0.25, max=4.0)
+
+
+class _Refused(Exception):
+    """A non-200 answer: the error it means, whether a retry may help, the wait asked for."""
+
+    def __init__(
+        self, status: int, error: ProviderError, *, transient: bool, retry_after: float | None
+    ) -> None:
+        super().__init__(error.message)
+        self.status = status
+        self.error = error
+        self.transient = transient
+        self.retry_after = retry_after
 
 
 class OpenAICompatibleBackend(ChatLoopBackend):
@@ -89,6 +125,14 @@ class OpenAICompatibleBackend(ChatLoopBackend):
     to the model as a tool error, which lets it correct itself. Only an empty
     argument string is normalised to ``{}`` (servers send it for tools without
     parameters).
+
+    A call that fails before any of its answer arrived — a transient status
+    (408, 429, 5xx) or a connection that broke or was refused — is sent again,
+    up to ``max_attempts`` calls in all, after the provider's ``retry-after-ms``
+    / ``Retry-After`` (capped at ``max_retry_after`` seconds) or else a short
+    jittered backoff. Once a byte of the answer was read nothing is retried:
+    the failure is the caller's. Timeouts are not retried either (each would
+    cost a whole timeout again).
     """
 
     def __init__(
@@ -104,7 +148,11 @@ class OpenAICompatibleBackend(ChatLoopBackend):
         default_max_tokens: int | None = None,
         max_connections: int = 1000,
         trust_env: bool = True,
+        max_attempts: int = 1,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts of provider {provider!r} must be at least 1")
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(
                 f"base_url of provider {provider!r} must start with http:// or https://"
@@ -119,6 +167,8 @@ class OpenAICompatibleBackend(ChatLoopBackend):
         self._default_max_tokens = default_max_tokens
         self._max_connections = max_connections
         self._trust_env = trust_env
+        self._attempts = max_attempts
+        self._max_retry_after = max_retry_after
         self._headers = {
             "accept": "text/event-stream",
             # A compressed event stream may be buffered by proxies until it ends.
@@ -182,11 +232,7 @@ class OpenAICompatibleBackend(ChatLoopBackend):
         busy = self._in_flight >= self._max_connections
         self._in_flight += 1
         try:
-            async with self._http().post(
-                url, data=body, headers=self._headers, proxy=self._proxy(url)
-            ) as response:
-                if response.status != 200:
-                    raise await self._status_error(response)
+            async with await self._open(url, body) as response:
                 content_type = response.headers.get("content-type", "")
                 if content_type and "event-stream" not in content_type:
                     raise ProviderProtocolError(
@@ -213,6 +259,8 @@ class OpenAICompatibleBackend(ChatLoopBackend):
                         "stream ended early: the connection closed before the answer finished",
                     )
                 yield parser.end()
+        except _Refused as refused:
+            raise refused.error from None
         except aiohttp.ConnectionTimeoutError:
             raise self._connect_timeout_error(url, busy) from None
         except aiohttp.ServerTimeoutError:
@@ -230,6 +278,52 @@ class OpenAICompatibleBackend(ChatLoopBackend):
         finally:
             self._in_flight -= 1
 
+    async def _open(self, url: str, body: bytes) -> aiohttp.ClientResponse:
+        """POST ``body`` and return the 200 answer, its body unread.
+
+        Retried while retrying can help and nothing of an answer was read; a
+        non-200 answer raises :class:`_Refused` (its body read and released).
+        """
+
+        def wait(state: RetryCallState) -> float:
+            failure = state.outcome.exception() if state.outcome else None
+            if isinstance(failure, _Refused) and failure.retry_after is not None:
+                return min(failure.retry_after, self._max_retry_after)
+            return _backoff(state)
+
+        def announce(state: RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome else None
+            log.info(
+                "provider_call_retried",
+                provider=self.provider,
+                attempt=state.attempt_number,
+                # The status, or the kind of connection failure: never a body.
+                failure=f"HTTP {failure.status}"
+                if isinstance(failure, _Refused)
+                else type(failure).__name__,
+                wait_seconds=round(state.upcoming_sleep, 3),
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait,
+            retry=retry_if_exception(_retryable),
+            before_sleep=announce,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                response = await self._http().post(
+                    url, data=body, headers=self._headers, proxy=self._proxy(url)
+                )
+                if response.status == 200:
+                    return response
+                try:
+                    raise await self._refusal(response)
+                finally:
+                    response.release()
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
     # ---- error mapping: every failure of a step becomes a ProviderError here ----
 
     def _clean(self, message: str) -> str:
@@ -241,7 +335,7 @@ class OpenAICompatibleBackend(ChatLoopBackend):
             message = message[: _ERROR_MESSAGE_LIMIT - 1] + "…"
         return message
 
-    async def _status_error(self, response: aiohttp.ClientResponse) -> ProviderError:
+    async def _refusal(self, response: aiohttp.ClientResponse) -> _Refused:
         status = response.status
         body = b""
         try:
@@ -254,13 +348,18 @@ class OpenAICompatibleBackend(ChatLoopBackend):
             pass  # the status says enough
         message = self._clean(_error_message(body))
         text = f"HTTP {status}" + (f": {message}" if message else "")
+        transient = status in _TRANSIENT and _error_code(body) not in _PERMANENT_CODES
+        hint = _retry_after(response.headers)
+        error: ProviderError
         if status >= 500 or status in (408, 429):
-            return ProviderUnavailable(self.provider, text)
-        if status in (401, 403):
-            text += " (check the provider's api_key)"
-        elif status == 404:
-            text += " (check that base_url ends with /v1 and the model exists)"
-        return ProviderError(self.provider, text)
+            error = ProviderUnavailable(self.provider, text)
+        else:
+            if status in (401, 403):
+                text += " (check the provider's api_key)"
+            elif status == 404:
+                text += " (check that base_url ends with /v1 and the model exists)"
+            error = ProviderError(self.provider, text)
+        return _Refused(status, error, transient=transient, retry_after=hint)
 
     def _connect_timeout_error(self, url: str, busy: bool) -> ProviderError:
         if busy:
@@ -366,6 +465,50 @@ def _error_message(body: bytes) -> str:
                 value = error.get(key)
                 if isinstance(value, str):
                     return value
+    return ""
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Whether sending the request again may succeed (nothing of an answer was read)."""
+    if isinstance(exc, _Refused):
+        return exc.transient
+    # Refused, reset or closed before an answer: the request was not answered.
+    # A timeout is not retried: another attempt would cost a whole timeout again.
+    return isinstance(exc, aiohttp.ClientConnectionError) and not isinstance(exc, TimeoutError)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the provider asked to wait (``retry-after-ms``, else ``Retry-After``)."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(float(value) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:  # the other form: an HTTP date
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_code(body: bytes) -> str:
+    """``error.code`` (or ``error.type``) of an OpenAI-style error body, or ""."""
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    if not isinstance(error, dict):
+        return ""
+    for key in ("code", "type"):
+        if isinstance(error.get(key), str):
+            return str(error[key])
     return ""
 
 

@@ -1,23 +1,16 @@
 // Stream one turn, then continue the conversation.
 //
-//   INTERLOCK_API_KEY=ilk_... node dist/examples/quickstart.js
+//   INTERLOCK_API_KEY=ilk_... node quickstart.js
 //
 // INTERLOCK_ADDRESS (default 127.0.0.1:7600) says where the daemon listens;
-// INTERLOCK_PROVIDER and INTERLOCK_MODEL pick where the turn runs (default:
-// the daemon's default provider and its default model).
-import { Interlock, InterlockError } from "@interlock/client";
+// the turn runs on the daemon's default provider and model.
+import { Interlock, InterlockError, RunFailed } from "@interlock/client";
 
-const apiKey = process.env.INTERLOCK_API_KEY;
-const router = new Interlock({
-  baseUrl: `http://${process.env.INTERLOCK_ADDRESS ?? "127.0.0.1:7600"}`,
-  apiKey,
-});
+const router = new Interlock(); // INTERLOCK_ADDRESS, INTERLOCK_API_KEY
 
 try {
   let sessionId = "";
   for await (const event of router.run({
-    provider: process.env.INTERLOCK_PROVIDER,
-    model: process.env.INTERLOCK_MODEL,
     system: "You are a support agent.",
     message: "Where is my order?",
     endUserId: "u-123",
@@ -36,15 +29,14 @@ try {
         process.stdout.write("\n");
         console.error(`${event.stopReason}: ${event.usage.inputTokens} in, ${event.usage.outputTokens} out`);
         break;
-      case "error":
-        console.error(`error: ${event.code}: ${event.message}`);
-        process.exitCode = 1;
-        break;
+      case "error": // a failure after the run started: the stream's last event
+        throw new RunFailed(event.code, event.message, event.retryable, event.provider);
     }
   }
 
+  // The same conversation: sessionId from the first turn's runStarted event.
   const next = await router.runText({ message: "Thanks!", endUserId: "u-123", sessionId });
-  next.throwIfFailed();
+  next.throwIfFailed(); // RunFailed if it ended with an error event
   console.log(next.text);
 } catch (err) {
   if (!(err instanceof InterlockError)) throw err;

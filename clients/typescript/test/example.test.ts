@@ -1,9 +1,14 @@
-/** The README's runnable examples (examples/*.ts) against a real interlockd. */
+/**
+ * The README's runnable examples (examples/*.ts) and its install steps against
+ * a real interlockd; the README's blocks are the example files as they are.
+ */
 
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -14,6 +19,8 @@ import { Harness } from "./harness.js";
 const QUICKSTART = fileURLToPath(new URL("../examples/quickstart.js", import.meta.url));
 const CONNECT_GITHUB = fileURLToPath(new URL("../examples/connect_github.js", import.meta.url));
 const SOURCES = fileURLToPath(new URL("../../", import.meta.url));
+// Where README.md's install steps say the checkout is.
+const CHECKOUT_PLACEHOLDER = "/path/to/interlock";
 const run = promisify(execFile);
 
 let harness: Harness;
@@ -41,6 +48,57 @@ test("the quickstart streams a turn and continues the conversation", async () =>
     upstream.at(-1)?.messages.map((m) => m.role),
     ["user", "assistant", "user"],
   );
+});
+
+test("the README's first ts block is examples/quickstart.ts as it is", () => {
+  const readme = readFileSync(`${SOURCES}README.md`, "utf8");
+  const example = readFileSync(`${SOURCES}examples/quickstart.ts`, "utf8");
+  assert.equal(/```ts\n([\s\S]*?)```/.exec(readme)?.[1], example);
+});
+
+const INSTALL = "the README's install steps pack the client into a new project whose quickstart runs";
+test(INSTALL, { timeout: 300_000 }, async () => {
+  const readme = readFileSync(`${SOURCES}README.md`, "utf8");
+  const blocks = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1] ?? "");
+  const steps = blocks.find((block) => block.includes("npm pack"));
+  if (steps === undefined || !steps.includes(CHECKOUT_PLACEHOLDER)) {
+    assert.fail("README.md has an sh block with the npm pack steps from the checkout");
+  }
+  // The steps pack a copy of the package's sources: packing builds it, and
+  // building this checkout in place would rewrite dist/ under the running suite.
+  const root = mkdtempSync(join(tmpdir(), "interlock-readme-"));
+  try {
+    const copy = join(root, "interlock", "clients", "typescript");
+    for (const name of ["package.json", "package-lock.json", "tsconfig.json", "README.md", "src", "examples"]) {
+      cpSync(`${SOURCES}${name}`, join(copy, name), { recursive: true });
+    }
+    symlinkSync(`${SOURCES}node_modules`, join(copy, "node_modules"));
+    const project = join(root, "project");
+    mkdirSync(project);
+    await harness.enqueue([["text", "It shipped ", "yesterday."]], [["text", "You're welcome."]]);
+    const script = steps.replaceAll(CHECKOUT_PLACEHOLDER, join(root, "interlock"));
+    const { stdout } = await run("sh", ["-e", "-c", script], {
+      cwd: project,
+      env: {
+        ...env(harness.daemon.apiKey),
+        HOME: process.env.HOME,
+        // npm's cache answers what it can (the registry is asked only for what it lacks).
+        npm_config_prefer_offline: "true",
+        npm_config_audit: "false",
+        npm_config_fund: "false",
+        npm_config_update_notifier: "false",
+      },
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    assert.ok(stdout.endsWith("It shipped yesterday.\nYou're welcome.\n"), stdout);
+    const upstream = await harness.requests();
+    assert.deepEqual(
+      upstream.at(-1)?.messages.map((m) => m.role),
+      ["user", "assistant", "user"],
+    );
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });
 
 test("the quickstart reports a wrong key as UNAUTHENTICATED and exits 1", async () => {

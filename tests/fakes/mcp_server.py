@@ -12,7 +12,8 @@ server runs::
         assert fake.calls[0].arguments == {"q": "x"}
 
 A tool answers text, a structured result, an ``isError`` result with a message,
-or whatever its ``handler`` returns. Every call is recorded (:attr:`calls`:
+or whatever its ``handler`` returns, and may carry annotations (``readOnlyHint``
+and the other hints, spelled as on the wire). Every call is recorded (:attr:`calls`:
 name, arguments, the HTTP headers it came with), and so is every HTTP request
 (:attr:`requests`); with ``token`` set, a request without that bearer token
 is answered 401 and reaches nothing.
@@ -29,7 +30,7 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -38,6 +39,7 @@ import mcp_types as types
 import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -57,6 +59,7 @@ class _FakeTool:
     structured: Any
     error: str | None
     handler: Callable[[dict[str, Any]], Any] | None
+    annotations: dict[str, Any] | None = None  # as on the wire: {"readOnlyHint": true, ...}
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,14 @@ class _Tools:
         self.listings += 1
         return types.ListToolsResult(
             tools=[
-                types.Tool(name=t.name, description=t.description, input_schema=t.schema)
+                types.Tool(
+                    name=t.name,
+                    description=t.description,
+                    input_schema=t.schema,
+                    annotations=None
+                    if t.annotations is None
+                    else types.ToolAnnotations.model_validate(t.annotations),
+                )
                 for t in self.tools.values()
             ]
         )
@@ -120,8 +130,11 @@ class _Tools:
 class FakeMcpServer:
     """The SDK's Streamable HTTP server on 127.0.0.1:0 with scripted tools."""
 
-    def __init__(self, *, token: str | None = None) -> None:
+    def __init__(self, *, token: str | None = None, hosts: Sequence[str] = ()) -> None:
+        """``hosts``: names (``"tools.corp.test:*"``) accepted in ``Host`` beside loopback ones,
+        as a real server lists its own name against DNS rebinding."""
         self.token = token
+        self._hosts = list(hosts)
         self._tools = _Tools()
         self.requests: list[dict[str, str]] = []  # headers of every HTTP request, lower-cased
         self._server: uvicorn.Server | None = None
@@ -152,12 +165,16 @@ class FakeMcpServer:
         structured: Any = None,
         error: str | None = None,
         handler: Callable[[dict[str, Any]], Any] | None = None,
+        annotations: dict[str, Any] | None = None,
     ) -> None:
         """Add (or replace) a tool answering ``error`` (isError), ``handler(arguments)``,
         ``structured`` (structured content, its JSON as text too) or ``text``.
+
+        ``annotations`` are the tool's hints as they go on the wire
+        (``{"readOnlyHint": True, "idempotentHint": False}``); None lists none.
         """
         self._tools.tools[name] = _FakeTool(
-            name, description, schema or _OBJECT, text, structured, error, handler
+            name, description, schema or _OBJECT, text, structured, error, handler, annotations
         )
 
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -179,8 +196,13 @@ class FakeMcpServer:
 
     async def __aenter__(self) -> Self:
         server = self._tools.server()
+        loopback = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
         self._starlette: Starlette = server.streamable_http_app(
-            streamable_http_path="/mcp", host="127.0.0.1"
+            streamable_http_path="/mcp",
+            transport_security=TransportSecuritySettings(
+                allowed_hosts=loopback + self._hosts,
+                allowed_origins=[f"http://{host}" for host in loopback + self._hosts],
+            ),
         )
         sock = socket.create_server(("127.0.0.1", 0))
         config = uvicorn.Config(

@@ -4,7 +4,10 @@ Precedence: built-in defaults < the TOML file (``--config`` or
 ``INTERLOCK_CONFIG``) < environment variables. Nested keys use ``__`` in env
 names: ``INTERLOCK_STORE__PATH``, ``INTERLOCK_PROVIDERS__OPENAI__API_KEY``.
 Unknown keys are rejected — in the file and in the environment — so a typo
-fails at start instead of being silently ignored. Secrets are ``SecretStr`` so
+fails at start instead of being silently ignored; a provider table accepts
+only the keys of its ``kind`` (one model per kind). A variable sets one key:
+it is merged into the file's table (or the built-in ``local`` provider's)
+before anything is validated. Secrets are ``SecretStr`` so
 they never print in logs or reprs.
 """
 
@@ -15,7 +18,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -59,68 +62,146 @@ class KeySettings(_Strict):
     master_key: SecretStr | None = None
 
 
-class ProviderSettings(_Strict):
-    """One configured provider; its table name is the provider string of RunRequest."""
+class _Provider(_Strict):
+    """What every provider kind has; each kind's table accepts only its own keys."""
 
-    kind: Literal["openai", "local", "anthropic", "google", "hermes"]
-    #: kind = "openai": the OpenAI-compatible base URL ending in /v1 (required).
-    #: kind = "anthropic": the API's base URL (default: the SDK's, api.anthropic.com).
-    #: kind = "google": the Vertex AI root URL (default: from the engine's location).
-    #: kind = "hermes": the OpenAI-compatible base URL (ending in /v1) of the model
-    #: Hermes calls, as Hermes' compute sessions reach it (default: the daemon's
-    #: local model server, started when Hermes needs it).
-    base_url: str = ""
-    #: The deployment's key for the provider. For kind = "anthropic" a sandbox's
-    #: own key (its secret ``anthropic_api_key``) takes precedence. For kind =
-    #: "hermes": the key of the model at ``base_url``.
-    api_key: SecretStr | None = None
     #: Model used when a request names none.
     default_model: str = ""
+
+
+class _RemoteProvider(_Provider):
+    """A provider reached over HTTP."""
+
     #: Allow-list of models with their context windows (tokens); empty allows any.
     models: dict[str, int] = Field(default_factory=dict)
-    #: Context window assumed for models not listed.
-    default_context_window: int = Field(default=8192, ge=512)
-    #: kind = "openai": concurrent streams to the endpoint (its connection pool); a
-    #: turn beyond it waits briefly, then fails UNAVAILABLE.
-    max_connections: int = Field(default=1000, ge=1)
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     read_timeout_seconds: float = Field(default=300.0, gt=0)
-    #: kind = "local": context size and threads of the embedded model server.
+
+
+class OpenAIProviderSettings(_RemoteProvider):
+    """``kind = "openai"``: any OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+
+    kind: Literal["openai"] = "openai"
+    #: The OpenAI-compatible base URL ending in /v1 (required).
+    base_url: str
+    #: The deployment's key for the endpoint.
+    api_key: SecretStr | None = None
+    #: Context window assumed for models not listed.
+    default_context_window: int = Field(default=8192, ge=512)
+    #: Concurrent streams to the endpoint (its connection pool); a turn beyond it
+    #: waits briefly, then fails UNAVAILABLE.
+    max_connections: int = Field(default=1000, ge=1)
+    #: Attempts for a model call that fails transiently before any of its answer
+    #: arrived (408, 429, 5xx, a refused or dropped connection), with backoff and
+    #: the provider's Retry-After honoured. Nothing is retried once it streams.
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        if not value:
+            raise ValueError("is required for kind 'openai' (the endpoint's URL ending in /v1)")
+        return value
+
+
+class LocalProviderSettings(_Provider):
+    """``kind = "local"``: the embedded model server (no credentials, no internet)."""
+
+    kind: Literal["local"] = "local"
+    #: Context size and threads of the embedded model server.
     context_size: int = Field(default=2048, ge=256)
     threads: int = Field(default=1, ge=1)
-    #: kind = "anthropic": agent and environment creates allowed per minute per
-    #: daemon; a create beyond the budget waits for room instead of failing.
+
+
+class AnthropicProviderSettings(_RemoteProvider):
+    """``kind = "anthropic"``: Claude Managed Agents."""
+
+    kind: Literal["anthropic"] = "anthropic"
+    #: The API's base URL (default: the SDK's, api.anthropic.com).
+    base_url: str = ""
+    #: The deployment's key; a sandbox's own key (its secret ``anthropic_api_key``)
+    #: takes precedence.
+    api_key: SecretStr | None = None
+    #: Agent and environment creates allowed per minute per daemon; a create
+    #: beyond the budget waits for room instead of failing.
     creates_per_minute: float = Field(default=60.0, ge=1)
-    #: kind = "anthropic": the managed environment's network access.
+    #: The managed environment's network access.
     networking: Literal["unrestricted", "limited"] = "unrestricted"
-    #: kind = "anthropic": ask for token deltas (``event_deltas[]=agent.message``)
-    #: so text streams as it is produced, not a whole message at a time.
+    #: Ask for token deltas (``event_deltas[]=agent.message``) so text streams as
+    #: it is produced, not a whole message at a time.
     token_deltas: bool = True
     #: Attempts for a provider call that fails transiently before the turn's
     #: first event (429, 5xx, overloaded, connection errors), with backoff and
     #: the provider's retry-after honoured. Nothing is retried after it.
     max_attempts: int = Field(default=3, ge=1, le=10)
-    #: kind = "google": the project and location of engines named by bare ID,
-    #: and the engine used when a request names none.
+
+
+class GoogleProviderSettings(_RemoteProvider):
+    """``kind = "google"``: a deployed ADK agent on Vertex AI Agent Engine."""
+
+    kind: Literal["google"] = "google"
+    #: The Vertex AI root URL (default: from the engine's location).
+    base_url: str = ""
+    #: The project and location of engines named by bare ID, and the engine used
+    #: when a request names none.
     project: str = ""
     location: str = "us-central1"
     reasoning_engine_id: str = ""
-    #: kind = "google": a static OAuth access token; without it, Application
-    #: Default Credentials (the google extra), refreshed before they expire.
+    #: A static OAuth access token; without it, Application Default Credentials
+    #: (the google extra), refreshed before they expire.
     access_token: SecretStr | None = None
-    #: kind = "google": lifetime of the run-scoped token the deployed agent's
-    #: dispatch tool calls back with (it is revoked when the turn ends anyway).
+    #: Lifetime of the run-scoped token the deployed agent's dispatch tool calls
+    #: back with (it is revoked when the turn ends anyway).
     dispatch_token_seconds: float = Field(default=900.0, gt=0)
-    #: kind = "hermes": the ``hermes`` executable (a path, or a name on PATH);
-    #: empty: ``.runtimes/hermes/bin/hermes`` under the working directory when
-    #: present (``make`` installs it there), else ``hermes`` on PATH.
+    #: Attempts for a call that fails transiently before the turn's first event
+    #: (429, 503, connection errors), with backoff. Nothing is retried after it.
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+
+class HermesProviderSettings(_RemoteProvider):
+    """``kind = "hermes"``: the self-hosted Hermes runtime, run on a compute provider."""
+
+    kind: Literal["hermes"] = "hermes"
+    #: The OpenAI-compatible base URL (ending in /v1) of the model Hermes calls, as
+    #: Hermes' compute sessions reach it (default: the daemon's local model server,
+    #: started when Hermes needs it).
+    base_url: str = ""
+    #: The key of the model at ``base_url``.
+    api_key: SecretStr | None = None
+    #: Context window assumed for models not listed.
+    default_context_window: int = Field(default=8192, ge=512)
+    #: The ``hermes`` executable (a path, or a name on PATH); empty:
+    #: ``.runtimes/hermes/bin/hermes`` under the working directory when present
+    #: (``make`` installs it there), else ``hermes`` on PATH.
     executable: str = ""
-    #: kind = "hermes": the address Hermes' API server binds inside its compute
-    #: session; empty: the one the compute provider gives (127.0.0.1 for a
-    #: local process, an outside address on Daytona and Fly.io Sprites).
+    #: The address Hermes' API server binds inside its compute session; empty: the
+    #: one the compute provider gives (127.0.0.1 for a local process, an outside
+    #: address on Daytona and Fly.io Sprites).
     listen_host: str = ""
-    #: kind = "hermes": the cap on each of Hermes' model calls, in tokens.
+    #: The cap on each of Hermes' model calls, in tokens.
     max_output_tokens: int = Field(default=4096, ge=1)
+
+
+#: One configured provider; its table name is the provider string of RunRequest,
+#: its ``kind`` says which keys the table may hold.
+ProviderSettings = Annotated[
+    OpenAIProviderSettings
+    | LocalProviderSettings
+    | AnthropicProviderSettings
+    | GoogleProviderSettings
+    | HermesProviderSettings,
+    Field(discriminator="kind"),
+]
+PROVIDER_KINDS: tuple[str, ...] = tuple(
+    str(m.model_fields["kind"].default)
+    for m in (
+        OpenAIProviderSettings,
+        LocalProviderSettings,
+        AnthropicProviderSettings,
+        GoogleProviderSettings,
+        HermesProviderSettings,
+    )
+)
 
 
 class GitHubAppSettings(_Strict):
@@ -229,6 +310,10 @@ class ComputeSettings(_Strict):
     expected_run_seconds: float = Field(default=60.0, gt=0)
 
 
+def _builtin_providers() -> dict[str, ProviderSettings]:
+    return {"local": LocalProviderSettings()}
+
+
 class Settings(_Strict):
     #: host:port of the gRPC server. Port 0 picks a free port.
     listen: str = "127.0.0.1:7600"
@@ -257,9 +342,7 @@ class Settings(_Strict):
     runs: RunSettings = RunSettings()
     integrations: IntegrationSettings = IntegrationSettings()
     compute: ComputeSettings = ComputeSettings()
-    providers: dict[str, ProviderSettings] = Field(
-        default_factory=lambda: {"local": ProviderSettings(kind="local")}
-    )
+    providers: dict[str, ProviderSettings] = Field(default_factory=_builtin_providers)
 
     @model_validator(mode="after")
     def _check_providers(self) -> Settings:
@@ -268,9 +351,6 @@ class Settings(_Strict):
                 f"default_provider {self.default_provider!r} is not among providers "
                 f"({', '.join(sorted(self.providers)) or 'none'})"
             )
-        for name, p in self.providers.items():
-            if p.kind == "openai" and not p.base_url:
-                raise ValueError(f"providers.{name}.base_url is required for kind 'openai'")
         return self
 
     def resolve(self, path: Path) -> Path:
@@ -306,13 +386,15 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         _set_path(data, dotted.split("."), value, dotted)
     # The zero-credential local provider is always available (it starts lazily,
-    # on its first run), whatever else is configured.
+    # on its first run), whatever else is configured. Built-in providers are
+    # defaults under what the file and the environment set, key by key: one
+    # INTERLOCK_PROVIDERS__LOCAL__CONTEXT_SIZE changes one key of it.
     providers = data.setdefault("providers", {})
     if isinstance(providers, dict):
-        providers.setdefault("local", {"kind": "local"})
+        _default_table(providers, "local", {"kind": "local"})
         # Hermes on the local model, when its runtime is installed (`make` does).
-        if "hermes" not in providers and (hermes := _installed_hermes()) is not None:
-            providers["hermes"] = hermes
+        if _lacks_kind(providers, "hermes") and (hermes := _installed_hermes()) is not None:
+            _default_table(providers, "hermes", hermes)
             local = providers.get("local")
             if isinstance(local, dict) and local.get("kind") == "local":
                 # Hermes' own prompt is ~1,000 tokens: the model needs more than 2,048.
@@ -337,6 +419,18 @@ def _installed_hermes() -> dict[str, Any] | None:
     return {"kind": "hermes", "default_model": LOCAL_MODEL}
 
 
+def _lacks_kind(providers: dict[str, Any], name: str) -> bool:
+    """Whether ``name`` is unconfigured, or has keys (from the environment) but no kind."""
+    table = providers.get(name)
+    return table is None or (isinstance(table, dict) and "kind" not in table)
+
+
+def _default_table(providers: dict[str, Any], name: str, defaults: dict[str, Any]) -> None:
+    """Put the built-in provider ``name`` under what was configured for it, if kindless."""
+    if _lacks_kind(providers, name):
+        providers[name] = {**defaults, **providers.get(name, {})}
+
+
 def _set_path(data: dict[str, Any], keys: list[str], value: Any, origin: str) -> None:
     node = data
     for key in keys[:-1]:
@@ -350,9 +444,25 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any, origin: str) ->
 def _describe(exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
+        loc = list(err["loc"])
+        kind = ""
+        # A provider table's errors carry its kind after its name: keep it for
+        # the message, not in the key's dotted name.
+        if len(loc) >= 3 and loc[0] == "providers" and loc[2] in PROVIDER_KINDS:
+            kind = str(loc.pop(2))
+        where = ".".join(str(p) for p in loc) or "config"
         if err["type"] == "extra_forbidden":
-            problems.append(f"{where}: unknown key")
+            problem = "unknown key"
+            if kind:
+                problem += f" (not a setting of kind {kind!r})"
+            problems.append(f"{where}: {problem}")
+        elif err["type"] == "union_tag_not_found":
+            problems.append(f"{where}.kind: required, one of {', '.join(PROVIDER_KINDS)}")
+        elif err["type"] == "union_tag_invalid":
+            given = (err.get("ctx") or {}).get("tag", "")
+            problems.append(f"{where}.kind: {given!r} is not one of {', '.join(PROVIDER_KINDS)}")
+        elif err["type"] == "value_error":
+            problems.append(f"{where}: {(err.get('ctx') or {}).get('error', err['msg'])}")
         else:
             problems.append(f"{where}: {err['msg']}")
     return "invalid configuration: " + "; ".join(problems)

@@ -44,7 +44,14 @@ from interlockd.backends.base import AgentBackend, ModelInfo
 from interlockd.backends.registry import BackendRegistry
 from interlockd.compute.base import ComputeProvider
 from interlockd.compute.scheduler import ComputeScheduler, SchedulerSettings
-from interlockd.config import ConfigError, ProviderSettings, Settings
+from interlockd.config import (
+    AnthropicProviderSettings,
+    ConfigError,
+    GoogleProviderSettings,
+    HermesProviderSettings,
+    ProviderSettings,
+    Settings,
+)
 from interlockd.context.search_tool import SearchConversationsTool
 from interlockd.errors import FailedPrecondition
 from interlockd.http.dispatch import DispatchRegistry
@@ -106,7 +113,7 @@ def open_store(settings: Settings) -> SqliteStore:
     return SqliteStore(settings.resolve(settings.store.path), open_keyring(settings))
 
 
-def _anthropic_backend(name: str, p: ProviderSettings) -> AgentBackend:
+def _anthropic_backend(name: str, p: AnthropicProviderSettings) -> AgentBackend:
     try:
         from interlockd.backends.anthropic import AnthropicBackend
     except ImportError as exc:
@@ -133,7 +140,7 @@ def _anthropic_backend(name: str, p: ProviderSettings) -> AgentBackend:
 
 
 def _google_backend(
-    name: str, p: ProviderSettings, settings: Settings, dispatch: DispatchRegistry
+    name: str, p: GoogleProviderSettings, settings: Settings, dispatch: DispatchRegistry
 ) -> AgentBackend:
     from interlockd.backends.google import GoogleAgentEngineBackend
 
@@ -159,7 +166,7 @@ def _google_backend(
 
 
 def _hermes_backend(
-    name: str, p: ProviderSettings, backends: BackendRegistry | None
+    name: str, p: HermesProviderSettings, backends: BackendRegistry | None
 ) -> AgentBackend:
     from interlockd.backends.hermes import HermesBackend, HermesSettings, find_executable
     from interlockd.backends.local import LocalBackend

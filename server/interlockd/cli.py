@@ -6,20 +6,52 @@
 
 Secrets created by ``setup``/``--bootstrap`` are printed once, to stdout, and
 stored only as hashes (API keys) or in the 0600 key file (the master key).
+
+``serve`` writes its logs to stderr, every line structured (see ``logs.py``),
+including the one line saying why it could not start; stdout holds only the
+start banner (the secrets above and the ``interlockd listening on`` line
+scripts wait for).
 """
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C core reads these once, when grpc is first imported (below, through
+# the daemon's modules). Its own lines are absl-format text, not the JSON log:
+# keep it to errors and never let an inherited GRPC_TRACE turn tracing on.
+os.environ["GRPC_VERBOSITY"] = "ERROR"
+os.environ.pop("GRPC_TRACE", None)
+
 import argparse
 import asyncio
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from interlockd import logs
 from interlockd.config import ConfigError, Settings, load_settings
-from interlockd.daemon import BootstrapCredentials, Daemon, bootstrap, open_keyring, open_store
 from interlockd.errors import FailedPrecondition, InterlockError
+from interlockd.listen import HTTP_LISTEN_SETTING, LISTEN_SETTING, check_listen_address
+
+if TYPE_CHECKING:
+    from interlockd.daemon import BootstrapCredentials
+
+
+def client_command() -> str:
+    """How to run the ``interlock`` client from here: the script installed beside this
+    interpreter (``make`` installs both into .venv/bin, which is not on PATH), relative
+    to the working directory when inside it; plain ``interlock`` when there is none."""
+    script = Path(sys.executable).parent / "interlock"
+    if not script.is_file():
+        return "interlock"
+    try:
+        shown = str(script.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(script)
+    return shlex.quote(shown)
 
 
 def _print_credentials(creds: BootstrapCredentials, port: int | None = None) -> None:
@@ -32,21 +64,27 @@ def _print_credentials(creds: BootstrapCredentials, port: int | None = None) -> 
         lines.append(f"  export INTERLOCK_API_KEY={creds.api_key}   # sandbox {creds.sandbox_id}")
     if port is not None:
         lines.append(f"  export INTERLOCK_ADDRESS=127.0.0.1:{port}")
-    lines += ['Then: interlock run "Hello!"', ""]
+    lines += [f'Then: {client_command()} run "Hello!"', ""]
     print("\n".join(lines), flush=True)
 
 
 async def _serve(settings: Settings, do_bootstrap: bool) -> int:
+    from interlockd.daemon import Daemon, bootstrap
+
     daemon = Daemon(settings)
     port = await daemon.start()
     if do_bootstrap:
         _print_credentials(await bootstrap(daemon.store), port)
-    print(f"interlockd listening on {settings.listen.rsplit(':', 1)[0]}:{port}", flush=True)
-    await daemon.serve_until_signalled()
+    address = f"{settings.listen.rsplit(':', 1)[0]}:{port}"
+    await daemon.serve_until_signalled(
+        ready=lambda: print(f"interlockd listening on {address}", flush=True)
+    )
     return 0
 
 
 async def _setup(settings: Settings) -> int:
+    from interlockd.daemon import bootstrap, open_store
+
     store = open_store(settings)
     await store.open()
     try:
@@ -62,6 +100,8 @@ async def _setup(settings: Settings) -> int:
 async def _rotate(settings: Settings) -> int:
     if settings.keys.master_key is not None:
         raise ConfigError("the master key comes from configuration; rotate it at its source")
+    from interlockd.daemon import open_keyring, open_store
+
     path = settings.resolve(settings.keys.master_key_file)
     keyring = open_keyring(settings)
     keyring.rotate(path)
@@ -126,13 +166,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, overrides=overrides)
         logs.configure(settings.log_level, settings.log_format)
         if args.command == "serve":
+            # Before the daemon's modules load (seconds): a taken port fails at once.
+            check_listen_address(settings.listen, LISTEN_SETTING)
+            check_listen_address(settings.http_listen, HTTP_LISTEN_SETTING)
             with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
                 return runner.run(_serve(settings, args.bootstrap))
         if args.command == "setup":
             return asyncio.run(_setup(settings))
         return asyncio.run(_rotate(settings))
     except (InterlockError, OSError) as exc:
-        print(f"interlockd: {exc}", file=sys.stderr)
+        if args.command == "serve":
+            logs.fatal(str(exc))  # the daemon's stderr is its log: one structured line
+        else:
+            print(f"interlockd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

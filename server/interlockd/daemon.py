@@ -1,8 +1,12 @@
 """Build, run and stop the daemon: the grpc.aio server and everything behind it.
 
-Start: open the store (creating the master key file on first start), mark
-runs a previous process left running as interrupted, build the provider
-registry and the servicers, bind. Stop (SIGTERM/SIGINT): health goes
+Start: check that both listen addresses are free, prove the master key opens
+the keys the store already holds (the key file is created only for a store
+holding none), open the store, mark runs a previous process left running as
+interrupted, build the provider registry and the servicers, bind. A start
+that fails closes whatever it had opened, so the process exits instead of
+hanging on the store's threads; a refused address or master key fails before
+anything is written. Stop (SIGTERM/SIGINT): health goes
 NOT_SERVING, new runs are refused, in-flight streams get the grace period to
 finish, the rest are cancelled and record what they produced, then backends
 (the local model server among them) and the store close.
@@ -12,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +70,17 @@ from interlockd.integrations.egress import EgressPolicy
 from interlockd.integrations.mcp import McpSources
 from interlockd.integrations.registry import RunTools
 from interlockd.integrations.tools import ToolRegistry
+from interlockd.listen import (
+    HTTP_LISTEN_SETTING,
+    LISTEN_SETTING,
+    check_listen_address,
+    listen_refused,
+)
 from interlockd.runs.orchestrator import Orchestrator
 from interlockd.runs.pauses import PauseBoard
 from interlockd.store.base import Quotas, Store
-from interlockd.store.crypto import MasterKeyring
-from interlockd.store.sqlite import SqliteStore
+from interlockd.store.crypto import KeyringError, MasterKeyring
+from interlockd.store.sqlite import SqliteStore, stored_key_samples
 
 log = structlog.get_logger(__name__)
 
@@ -101,11 +113,57 @@ def _messages() -> dict[str, type]:
     return found
 
 
+#: The environment variable that gives the master key directly.
+MASTER_KEY_ENV = "INTERLOCK_KEYS__MASTER_KEY"
+
+
 def open_keyring(settings: Settings) -> MasterKeyring:
+    """The master keyring, proven to open every master key id the store already holds.
+
+    The key file is created only when the store holds no wrapped key: with
+    keys stored, a new master key would leave every sandbox unreadable (and
+    one created meanwhile unusable with the right key), so a missing or wrong
+    key is a KeyringError naming its source, raised before anything is written.
+    """
+    database = settings.resolve(settings.store.path)
+    stored = stored_key_samples(database)
+    key_file = settings.resolve(settings.keys.master_key_file)
     if settings.keys.master_key is not None:
-        return MasterKeyring.from_env_value(settings.keys.master_key.get_secret_value())
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return MasterKeyring.load_or_create(settings.resolve(settings.keys.master_key_file))
+        name = MASTER_KEY_ENV if MASTER_KEY_ENV in os.environ else "keys.master_key"
+        source = (
+            f"the master key in {MASTER_KEY_ENV}"
+            if name == MASTER_KEY_ENV
+            else "the master key in keys.master_key of the configuration"
+        )
+        remedy = (
+            f"set {name} to the key {database} was created with (or unset it to use {key_file})"
+        )
+        ring = MasterKeyring.from_env_value(settings.keys.master_key.get_secret_value())
+    elif not stored:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return MasterKeyring.load_or_create(key_file)
+    else:
+        source = f"the master key file {key_file}"
+        remedy = (
+            f"put back the key file {database} was created with (from your backup), "
+            f"or give that key in {MASTER_KEY_ENV}"
+        )
+        try:
+            ring = MasterKeyring.load(key_file)
+        except FileNotFoundError:
+            held = ", ".join(sorted({w.master_key_id for _, w in stored}))
+            raise KeyringError(
+                f"{source} is missing, but {database} holds keys wrapped by master key {held}: "
+                f"{remedy}. No new key was created: it could not open the stored data"
+            ) from None
+    try:
+        ring.prove_opens(stored)
+    except KeyringError as exc:
+        raise KeyringError(
+            f"{source} does not open the keys stored in {database} ({exc}): {remedy}. "
+            "Nothing was written"
+        ) from None
+    return ring
 
 
 def open_store(settings: Settings) -> SqliteStore:
@@ -383,8 +441,29 @@ class Daemon:
         self._stopped = asyncio.Event()
 
     async def start(self) -> int:
-        """Open everything and bind; return the bound port."""
+        """Open everything and bind; return the bound port.
+
+        On failure everything opened so far is closed again before the error
+        propagates: the store's threads would otherwise keep the process alive.
+        """
+        try:
+            return await self._start()
+        except BaseException:
+            self._stopped.set()
+            try:
+                if self.server is not None:
+                    await self.server.stop(0)
+                await self._close()
+            except Exception:  # the start's own error is the one to report
+                log.exception("close_after_failed_start_failed")
+            raise
+
+    async def _start(self) -> int:
         s = self.settings
+        # Before anything opens: a taken port is one clear line, not a C-core
+        # error and a traceback after the store has started its threads.
+        check_listen_address(s.listen, LISTEN_SETTING)
+        check_listen_address(s.http_listen, HTTP_LISTEN_SETTING)
         await self.store.open()
         interrupted = await self.store.interrupt_running_runs()
         if interrupted:
@@ -460,12 +539,15 @@ class Daemon:
             ],
             server,
         )
-        self.port = server.add_insecure_port(s.listen)
+        self.server = server  # from here on, a failed start stops it
+        try:
+            self.port = server.add_insecure_port(s.listen)
+        except RuntimeError:  # grpc's "Failed to bind": taken since the check above
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"could not bind {s.listen}")
+            raise ConfigError(listen_refused(s.listen, None, LISTEN_SETTING))
         self.egress.add_listener(s.listen.rpartition(":")[0], self.port)
         await server.start()
-        self.server = server
         host, _, port = s.http_listen.rpartition(":")
         self.http = HttpServer(
             host or "127.0.0.1",
@@ -476,7 +558,10 @@ class Daemon:
             public_url=s.integrations.public_url,
             routes=[callback_route(self.connect_flows)],
         )
-        self.http_port = await self.http.start()
+        try:
+            self.http_port = await self.http.start()
+        except OSError as exc:
+            raise ConfigError(listen_refused(s.http_listen, exc, HTTP_LISTEN_SETTING)) from None
         self.egress.add_listener(host or "127.0.0.1", self.http_port)
         await self.compute.start()
         for name in ("", *_SERVICES):
@@ -508,6 +593,11 @@ class Daemon:
             await asyncio.sleep(announce)
         if self.server is not None:
             await self.server.stop(grace)
+        await self._close()
+        log.info("stopped")
+
+    async def _close(self) -> None:
+        """Close everything behind the gRPC server (each part tolerates never having started)."""
         if self.http is not None:
             await self.http.stop()
         if self.orchestrator is not None:
@@ -521,18 +611,23 @@ class Daemon:
         for app in self.apps.values():
             await app.aclose()
         await self.store.close()
-        log.info("stopped")
 
     def _mcp_url(self) -> str:
         """The MCP endpoint as runtimes reach it: the public URL, else this host's."""
         base = self.settings.integrations.public_url or f"http://127.0.0.1:{self.http_port}"
         return base.rstrip("/") + "/mcp/"
 
-    async def serve_until_signalled(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully."""
+    async def serve_until_signalled(self, ready: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully.
+
+        ``ready`` runs once the handlers are in place: a supervisor that signals
+        as soon as the daemon says it listens gets a graceful stop, not a kill.
+        """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready()
         await stop.wait()
         await self.stop()

@@ -6,6 +6,9 @@ import asyncio
 import os
 import signal
 import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +35,70 @@ def write_config(
     return path
 
 
-class DaemonProcess:
-    """A child interlockd; ``start()`` waits for its listening line and keys."""
+def _env(extra: Mapping[str, str | None]) -> dict[str, str]:
+    """The test's environment with ``extra`` applied (None removes a variable)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
-    def __init__(self, config: Path) -> None:
+
+@dataclass(frozen=True)
+class Exited:
+    """A child interlockd that ended on its own: how, what it printed, how long it took."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+async def serve_until_exit(
+    config: Path, *, env: Mapping[str, str | None] | None = None, within: float = 30
+) -> Exited:
+    """Run ``interlockd serve --bootstrap`` expecting it to exit by itself within ``within`` s."""
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "interlockd.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--bootstrap",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(env or {}),
+    )
+    try:
+        async with asyncio.timeout(within):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return Exited(proc.returncode, out.decode(), err.decode(), time.monotonic() - started)
+
+
+class DaemonProcess:
+    """A child interlockd; ``start()`` waits for its listening line and keys.
+
+    ``env`` changes the child's environment (None removes a variable);
+    ``banner`` holds the stdout lines read up to the listening line.
+    """
+
+    def __init__(self, config: Path, env: Mapping[str, str | None] | None = None) -> None:
         self.config = config
+        self.env = dict(env or {})
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
         self.api_key = ""
         self.operator_key = ""
+        self.banner: list[str] = []
         self.log_path = config.parent / "interlockd.log"
 
     async def start(self) -> DaemonProcess:
@@ -56,7 +114,7 @@ class DaemonProcess:
                 "--bootstrap",
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=_env(self.env),
             )
         assert self.proc.stdout is not None
         async with asyncio.timeout(30):
@@ -64,6 +122,7 @@ class DaemonProcess:
                 line = (await self.proc.stdout.readline()).decode()
                 if not line:
                     raise RuntimeError(f"interlockd exited: {self.logs()[-2000:]}")
+                self.banner.append(line.rstrip("\n"))
                 if "INTERLOCK_API_KEY=" in line:
                     self.api_key = line.split("=", 1)[1].split()[0]
                 elif "INTERLOCK_OPERATOR_KEY=" in line:

@@ -168,6 +168,11 @@ class MasterKeyring:
         return ring
 
     @classmethod
+    def load(cls, path: Path) -> MasterKeyring:
+        """Load the keyring file; FileNotFoundError if there is none (nothing is created)."""
+        return cls._load(path)
+
+    @classmethod
     def from_env_value(cls, value: str) -> MasterKeyring:
         """One master key given as base64 of 32 bytes (e.g. from a secret manager)."""
         try:
@@ -316,9 +321,20 @@ class MasterKeyring:
         except InvalidTag:
             raise KeyringError(
                 f"{wrapped.kind} key {wrapped.key_id} of sandbox {sandbox_id} failed to unwrap "
-                f"with master key {master_id!r}: the key file is not the one it was wrapped "
+                f"with master key {master_id!r}: that key is not the one it was wrapped "
                 "with, or the row was altered or moved from another sandbox"
             ) from None
+
+    def prove_opens(self, stored: Iterable[tuple[str, WrappedKey]]) -> None:
+        """KeyringError unless every given ``(sandbox id, wrapped key)`` unwraps.
+
+        AES-GCM unwraps only under the exact master key that wrapped, so one
+        stored key per master key id a store holds proves this keyring is the
+        one the store was written with, before anything is sealed under a
+        wrong key.
+        """
+        for sandbox_id, wrapped in stored:
+            self.unwrap(wrapped, sandbox_id=sandbox_id)
 
     def rewrap(self, wrapped: WrappedKey, *, sandbox_id: str) -> WrappedKey:
         """The same key wrapped under the current master key."""

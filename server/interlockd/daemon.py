@@ -83,6 +83,8 @@ from interlockd.store.crypto import KeyringError, MasterKeyring
 from interlockd.store.sqlite import SqliteStore, stored_key_samples
 
 log = structlog.get_logger(__name__)
+#: After the runs' grace: how long other calls in flight get before the server stops.
+_LAST_CALLS_SECONDS = 1.0
 
 _SERVICES = {
     "interlock.v1.AgentRouter": router_pb2,
@@ -591,8 +593,15 @@ class Daemon:
             # grpc's stop() closes the listener at once; until then health
             # answers NOT_SERVING on the open port and Run answers UNAVAILABLE.
             await asyncio.sleep(announce)
+        if self.orchestrator is not None:
+            # Runs still open after the grace end with an Error event (UNAVAILABLE,
+            # retryable: their request_id resumes them), not a cut stream.
+            interrupted = await self.orchestrator.interrupt(grace)
+            if interrupted:
+                log.warning("runs_stopped_by_shutdown", count=interrupted)
         if self.server is not None:
-            await self.server.stop(grace)
+            # Streams have ended; other calls get a moment to complete.
+            await self.server.stop(_LAST_CALLS_SECONDS)
         await self._close()
         log.info("stopped")
 

@@ -231,6 +231,9 @@ class FakeOpenAI:
     api_key: str | None = None
     token_interval: float = 0.0
     default: Reply = field(default_factory=_default_reply)
+    #: When set, answers requests nothing is enqueued for, from the request's body
+    #: (a model that reacts to its context: tests whose request order is not fixed).
+    responder: Callable[[Any], Reply] | None = None
     requests: list[RecordedRequest] = field(default_factory=list, init=False)
     disconnects: int = field(default=0, init=False)
     base_url: str = field(default="", init=False)
@@ -309,7 +312,12 @@ class FakeOpenAI:
         problem = _validate(body) if body is not None else "the body is not valid JSON"
         if problem is not None:
             return _error(400, problem)
-        reply = self._queue.popleft() if self._queue else self.default
+        if self._queue:
+            reply = self._queue.popleft()
+        elif self.responder is not None:
+            reply = self.responder(body)
+        else:
+            reply = self.default
         if reply.error_body is not None:
             return web.json_response(
                 reply.error_body, status=reply.status, headers=reply.error_headers, dumps=_dumps

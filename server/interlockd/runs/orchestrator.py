@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,12 +84,20 @@ from interlockd.store.base import (
     Run,
     RunStatus,
     Store,
+    WindowEntry,
 )
 
 log = structlog.get_logger(__name__)
 
 #: The message of the cancellation a pause sends into a run's task.
 _PAUSED = "interlock: stopped by a pause"
+#: The message of the cancellation the daemon's shutdown sends into a run's task.
+_SHUTDOWN = "interlock: stopped by the daemon's shutdown"
+#: Statuses of runs that did not end on their own: a retry with their request_id
+#: resumes them instead of replaying them.
+_RESUMABLE = frozenset({"interrupted", "cancelled"})
+#: How long stopped runs get to record their output and send their Error event.
+_STOP_WAIT_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -107,6 +115,7 @@ class _Progress:
     grant: McpGrant | None = None
     charge: ComputeCharge | None = None
     agent: str = ""  # the saved agent's slug, for the ledger
+    resumed: bool = False  # an earlier attempt of this run recorded entries
 
 
 @dataclass(slots=True)
@@ -118,7 +127,21 @@ class _InFlight:
     provider: str
     task: asyncio.Task[Any] | None
     paused: Pause | None = None  # set when a pause stops it
+    shutdown: bool = False  # set when the daemon's shutdown stops it
     compute_provider: str = ""  # where its runtime was placed (self-hosted runtimes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """A turn resolved and checked, before anything is stored."""
+
+    provider: str
+    model: str
+    backend: AgentBackend
+    tools: list[Tool]
+    budget: Budget
+    max_output: int | None
+    plan: Plan | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +206,24 @@ class Orchestrator:
         """Refuse new runs from now on (shutdown); running ones continue."""
         self._accepting = False
 
+    async def interrupt(self, grace: float) -> int:
+        """Give the runs in flight ``grace`` seconds to end, then stop the rest, each
+        with an Error event (UNAVAILABLE, retryable: the same request_id resumes it),
+        and wait for them to record what they produced; return how many were stopped.
+        """
+        tasks = {r.task for r in self._inflight.values() if r.task is not None}
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        stopping = set()
+        for run in self._inflight.values():
+            if run.task is not None and not run.task.done() and run.paused is None:
+                run.shutdown = True
+                run.task.cancel(_SHUTDOWN)
+                stopping.add(run.task)
+        if stopping:
+            await asyncio.wait(stopping, timeout=_STOP_WAIT_SECONDS)
+        return len(stopping)
+
     async def drain(self, within: float) -> None:
         """Wait for cancelled runs to finish recording what they produced."""
         if self._closing:
@@ -195,12 +236,51 @@ class Orchestrator:
         if req.request_id:
             previous = await self._store.find_run_by_request_id(req.sandbox_id, req.request_id)
             if previous is not None:
-                async for event in self._replay(previous, req):
+                events = (
+                    self._resume(previous, req)
+                    if previous.status in _RESUMABLE
+                    else self._replay(previous, req)
+                )
+                async for event in events:
                     yield event
                 return
 
+        turn = await self._prepare(req)
+        run_id = new_id("run")
+        conversation_id = req.session_id or new_id("conv")
+        user = user_entry(req.message, run_id, turn.provider, turn.model)
+        # Admission, the conversation (when new) and the user message in one
+        # transaction: durable before the provider sees it, nothing stored if refused.
+        try:
+            run = await self._store.begin_run(
+                NewRun(
+                    id=run_id,
+                    sandbox_id=req.sandbox_id,
+                    end_user_id=req.end_user_id,
+                    conversation_id=conversation_id,
+                    provider=turn.provider,
+                    model=turn.model,
+                    request_id=req.request_id,
+                    labels=req.labels,
+                ),
+                create_conversation=not req.session_id,
+                entries=[user],
+            )
+        except BaseException:
+            if turn.plan is not None and self._compute is not None:
+                self._compute.abandon(turn.plan)
+            raise
+        async for event in self._execute(run, req, turn):
+            yield event
+
+    async def _prepare(self, req: RunInput, pinned: Run | None = None) -> _Turn:
+        """Resolve the backend, model, tools, budget and compute plan of a turn; every
+        check that can refuse it runs here, before anything is stored. ``pinned``: the
+        run being resumed, whose provider and model stay what they were."""
         if req.agent:
             req = await self._with_agent(req)
+        if pinned is not None:
+            req = dataclasses.replace(req, provider=pinned.provider, model=pinned.model)
         provider = req.provider or self._default_provider
         backend = self._backends.get(provider)
         if self._pauses is not None:
@@ -217,35 +297,31 @@ class Orchestrator:
         budget = Budget.for_model(
             info, system=req.system, tools=specs, max_output_tokens=max_output
         )
-        check_message_fits(estimate_tokens(req.message), budget, model)
-
+        if pinned is None:
+            check_message_fits(estimate_tokens(req.message), budget, model)
         plan = await self._plan_compute(req, provider, model) if backend.runtime else None
+        return _Turn(provider, model, backend, tools, budget, max_output, plan)
 
-        run_id = new_id("run")
-        conversation_id = req.session_id or new_id("conv")
-        user = user_entry(req.message, run_id, provider, model)
-        # Admission, the conversation (when new) and the user message in one
-        # transaction: durable before the provider sees it, nothing stored if refused.
-        try:
-            run = await self._store.begin_run(
-                NewRun(
-                    id=run_id,
-                    sandbox_id=req.sandbox_id,
-                    end_user_id=req.end_user_id,
-                    conversation_id=conversation_id,
-                    provider=provider,
-                    model=model,
-                    request_id=req.request_id,
-                    labels=req.labels,
-                ),
-                create_conversation=not req.session_id,
-                entries=[user],
+    async def _resume(self, run: Run, req: RunInput) -> AsyncIterator[RunEvent]:
+        """Carry on a run that did not end on its own (the daemon stopped under it, or its
+        caller went away), under its request_id: its user message and recorded tool
+        results are kept, its calls left without a result are reported "outcome unknown"
+        and never run again, and the stream repeats what was recorded, then continues."""
+        if run.end_user_id != req.end_user_id:
+            raise FailedPrecondition(
+                f"request_id {req.request_id!r} was already used for another end user; "
+                "use a new request_id"
             )
+        turn = await self._prepare(req, pinned=run)
+        try:
+            resumed = await self._store.resume_run(run.sandbox_id, run.id)
         except BaseException:
-            if plan is not None and self._compute is not None:
-                self._compute.abandon(plan)
+            if turn.plan is not None and self._compute is not None:
+                self._compute.abandon(turn.plan)
             raise
-        async for event in self._execute(run, req, backend, model, tools, budget, max_output, plan):
+        log.info("run_resumed", run_id=run.id, provider=run.provider, was=run.status)
+        earlier = await self._store.read_run_entries(run.sandbox_id, run.id)
+        async for event in self._execute(resumed, req, turn, earlier):
             yield event
 
     async def _plan_compute(self, req: RunInput, provider: str, model: str) -> Plan:
@@ -293,22 +369,22 @@ class Orchestrator:
         self,
         run: Run,
         req: RunInput,
-        backend: AgentBackend,
-        model: str,
-        tools: list[Tool],
-        budget: Budget,
-        max_output: int | None,
-        plan: Plan | None = None,
+        turn: _Turn,
+        earlier: Sequence[WindowEntry] = (),
     ) -> AsyncIterator[RunEvent]:
+        """Stream the turn and close the run. ``earlier``: what an earlier attempt of
+        this run recorded (a resumed run), streamed again ahead of the new events."""
+        backend, model, tools, plan = turn.backend, turn.model, turn.tools, turn.plan
         log_ = log.bind(run_id=run.id, provider=run.provider, model=model)
         recorder = TurnRecorder(
             self._store, run.sandbox_id, run.conversation_id, run.id, run.provider, model
         )
-        progress = _Progress(plan=plan, agent=req.agent)
+        progress = _Progress(plan=plan, agent=req.agent, resumed=bool(earlier))
         started = False
         outcome = _Outcome(status="cancelled", error=None)
         inflight = _InFlight(run.sandbox_id, run.end_user_id, run.provider, asyncio.current_task())
         self._inflight[run.id] = inflight
+        prefix: list[RunEvent] = []
         try:
             runner = SandboxToolRunner(
                 tools,
@@ -318,11 +394,17 @@ class Orchestrator:
                 recorder,
                 self._settings.tool_timeout_seconds,
             )
+            if earlier:
+                for owed in runner.resume(list(earlier)):
+                    await recorder.record_tool_result(owed)
+                prefix = _recorded_events(
+                    await self._store.read_run_entries(run.sandbox_id, run.id)
+                )
             request = TurnRequest(
                 model=model,
                 messages=(),
                 tools=[t.spec for t in tools],
-                max_output_tokens=max_output,
+                max_output_tokens=turn.max_output,
                 max_tool_iterations=self._settings.max_tool_iterations,
                 options=req.options,
                 system=req.system,
@@ -351,15 +433,20 @@ class Orchestrator:
 
                     lease = progress.lease = await self._lease(plan, run.id, open_tools)
                     request = dataclasses.replace(request, runtime=lease.access)
-                events = self._provider_events(run, backend, request, runner, budget, progress)
+                events = self._provider_events(run, backend, request, runner, turn.budget, progress)
                 async with contextlib.aclosing(events):
                     async for event in events:
                         if isinstance(event, SessionBound):
                             progress.session = event.session_id
                             continue
+                        if isinstance(event, ToolCall) and not event.provider_executed:
+                            # Recorded before the client is shown it.
+                            await runner.announce(event)
                         if not started:
                             started = True
                             yield start
+                            for replayed in prefix:
+                                yield replayed
                         if isinstance(event, TextDelta):
                             recorder.add_text(event.text)
                             yield event
@@ -383,7 +470,7 @@ class Orchestrator:
             )
             log_.warning("run_provider_failed", code=exc.code.name, error=exc.message)
             if not started:
-                await self._close(run, recorder, outcome, progress, model)
+                await self._close_unstarted(run, recorder, outcome, progress, model)
                 raise
         except TimeoutError:
             outcome = _Outcome(
@@ -397,26 +484,42 @@ class Orchestrator:
             )
         except (asyncio.CancelledError, GeneratorExit) as exc:
             task = asyncio.current_task()
-            paused = inflight.paused
+            paused, shutdown = inflight.paused, inflight.shutdown
             if (
-                paused is None
+                (paused is None and not shutdown)
                 or not isinstance(exc, asyncio.CancelledError)
                 or task is None
                 or task.uncancel() > 0  # cancelled for another reason as well
             ):
                 outcome = _Outcome(status="cancelled")
-                await self._shielded(self._close(run, recorder, outcome, progress, model))
+                close = self._close_unstarted if not started else self._close
+                await self._shielded(close(run, recorder, outcome, progress, model))
                 log_.info("run_cancelled")
                 raise
-            message = f"the run was stopped by {paused.describe()}"
-            log_.warning("run_paused", scope=paused.scope, target=paused.target)
-            outcome = _Outcome(
-                status="failed",
-                error=RunFailed("FAILED_PRECONDITION", message, False, run.provider),
-            )
-            if not started:
-                await self._close(run, recorder, outcome, progress, model)
-                raise FailedPrecondition(message) from None
+            if shutdown:
+                # Resumable: the retry with the same request_id carries the turn on.
+                message = (
+                    "interlockd is shutting down; retry with the same request_id to resume "
+                    "this turn (on another replica, or once the daemon is back)"
+                )
+                log_.warning("run_interrupted_by_shutdown")
+                outcome = _Outcome(
+                    status="interrupted", error=RunFailed("UNAVAILABLE", message, True, "")
+                )
+                if not started:
+                    await self._close_unstarted(run, recorder, outcome, progress, model)
+                    raise Unavailable(message) from None
+            else:
+                assert paused is not None
+                message = f"the run was stopped by {paused.describe()}"
+                log_.warning("run_paused", scope=paused.scope, target=paused.target)
+                outcome = _Outcome(
+                    status="failed",
+                    error=RunFailed("FAILED_PRECONDITION", message, False, run.provider),
+                )
+                if not started:
+                    await self._close_unstarted(run, recorder, outcome, progress, model)
+                    raise FailedPrecondition(message) from None
         except Exception:
             log_.exception("run_crashed")
             outcome = _Outcome(
@@ -429,11 +532,13 @@ class Orchestrator:
                 ),
             )
             if not started:
-                await self._close(run, recorder, outcome, progress, model)
+                await self._close_unstarted(run, recorder, outcome, progress, model)
                 raise
         finished = await self._close(run, recorder, outcome, progress, model)
         if not started:
             yield start
+            for replayed in prefix:
+                yield replayed
         if outcome.error is not None:
             yield outcome.error
         else:
@@ -515,8 +620,37 @@ class Orchestrator:
                 if isinstance(events, AsyncGenerator):
                     await events.aclose()
 
-    async def _close(
+    async def _close_unstarted(
         self, run: Run, recorder: TurnRecorder, outcome: _Outcome, progress: _Progress, model: str
+    ) -> Run:
+        """Close a run that ends before its first event: its caller gets a status, so as
+        far as it knows the run did not happen. A run that recorded nothing is withdrawn
+        (request_id released, user message taken back: a retry runs it afresh, once); one
+        that recorded something (a resumed run, a runtime's tool call) is left
+        ``interrupted``, so a retry with its request_id resumes it."""
+        if progress.resumed or recorder.recorded:
+            err = outcome.error
+            outcome = _Outcome(
+                status="interrupted",
+                error=RunFailed(
+                    err.code if err else "CANCELLED",
+                    err.message if err else "the caller went away before the run started",
+                    True,
+                    err.provider if err else "",
+                ),
+            )
+            return await self._close(run, recorder, outcome, progress, model)
+        return await self._close(run, recorder, outcome, progress, model, withdraw=True)
+
+    async def _close(
+        self,
+        run: Run,
+        recorder: TurnRecorder,
+        outcome: _Outcome,
+        progress: _Progress,
+        model: str,
+        *,
+        withdraw: bool = False,
     ) -> Run:
         """Write what the turn produced and its final state, ledger included."""
         self._inflight.pop(run.id, None)
@@ -570,6 +704,7 @@ class Orchestrator:
             cost_usd=cost,
             ledger=ledger,
             entries=recorder.take_text(),
+            withdraw=withdraw,
         )
         if progress.session == "":
             # The backend let go of the session (e.g. the provider terminated it).
@@ -641,15 +776,8 @@ class Orchestrator:
             request_id=run.request_id,
             replayed=True,
         )
-        for entry in await self._store.read_run_entries(run.sandbox_id, run.id):
-            if entry.kind == "assistant":
-                yield TextDelta(entry.text)
-            elif entry.kind == "tool_call":
-                yield ToolCall(entry.tool_call_id, entry.tool_name, entry.text)
-            elif entry.kind == "tool_result":
-                yield _stored_result(
-                    entry.tool_call_id, entry.tool_name, entry.text, entry.is_error
-                )
+        for event in _recorded_events(await self._store.read_run_entries(run.sandbox_id, run.id)):
+            yield event
         if run.status == "finished":
             ledger = await self._store.list_ledger(run.sandbox_id, run.id)
             yield RunFinished(
@@ -673,6 +801,21 @@ def _user_ref(sandbox_id: str, end_user_id: str) -> str:
     """An opaque, stable id of an end user for providers that keep per-user state."""
     digest = hashlib.sha256(f"{sandbox_id}\0{end_user_id}".encode()).hexdigest()
     return f"u-{digest[:32]}"
+
+
+def _recorded_events(entries: Sequence[WindowEntry]) -> list[RunEvent]:
+    """The stream events of what a run recorded (its user message is not one)."""
+    events: list[RunEvent] = []
+    for entry in entries:
+        if entry.kind == "assistant":
+            events.append(TextDelta(entry.text))
+        elif entry.kind == "tool_call":
+            events.append(ToolCall(entry.tool_call_id, entry.tool_name, entry.text))
+        elif entry.kind == "tool_result":
+            events.append(
+                _stored_result(entry.tool_call_id, entry.tool_name, entry.text, entry.is_error)
+            )
+    return events
 
 
 def _stored_result(call_id: str, name: str, text: str, is_error: bool) -> ToolResult:

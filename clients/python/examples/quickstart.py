@@ -1,29 +1,23 @@
 """Stream one turn, then continue the conversation, with the blocking client.
 
-    INTERLOCK_API_KEY=ilk_... python clients/python/examples/quickstart.py
+    INTERLOCK_API_KEY=ilk_... python quickstart.py
 
-INTERLOCK_ADDRESS (default 127.0.0.1:7600) says where the daemon listens;
-INTERLOCK_PROVIDER and INTERLOCK_MODEL pick where the turn runs (default: the
-daemon's default provider and its default model).
+INTERLOCK_ADDRESS (default 127.0.0.1:7600) says where the daemon listens; the
+turn runs on the daemon's default provider and model.
 """
 
-import os
 import sys
 
 from interlock import InterlockError, SyncClient
 
 
 def main() -> int:
-    provider = os.environ.get("INTERLOCK_PROVIDER", "")
-    model = os.environ.get("INTERLOCK_MODEL", "")
     try:
         with SyncClient() as client:  # INTERLOCK_ADDRESS, INTERLOCK_API_KEY
             session_id = ""
             stream = client.run(
                 "Where is my order?",
                 end_user_id="u-123",
-                provider=provider,
-                model=model,
                 system="You are a support agent.",
             )
             with stream:
@@ -42,6 +36,7 @@ def main() -> int:
                         print(f"error: {event.error.code}: {event.error.message}", file=sys.stderr)
                         return 1
 
+            # The same conversation: session_id from the first turn's run_started event.
             outcome = client.run_text("Thanks!", end_user_id="u-123", session_id=session_id)
             outcome.raise_for_error()  # RunFailed if it ended with an error event
             print(outcome.text)

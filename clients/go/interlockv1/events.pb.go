@@ -872,7 +872,9 @@ type Error struct {
 	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
 	// What went wrong and what to do, without secrets or raw provider payloads.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	// True when running the same turn again may succeed.
+	// True when running the same turn again may succeed. A retry with the same
+	// request_id resumes a run that ended with a retryable interruption (the
+	// daemon shutting down) instead of replaying it.
 	Retryable bool `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
 	// The provider at fault, when the failure came from one.
 	Provider      string `protobuf:"bytes,4,opt,name=provider,proto3" json:"provider,omitempty"`

@@ -44,8 +44,16 @@ type RunRequest struct {
 	// tools of the sandbox.
 	Tools []string `protobuf:"bytes,7,rep,name=tools,proto3" json:"tools,omitempty"`
 	// Idempotency key (at most 128 characters). A Run repeated with the same
-	// request_id in the same sandbox replays the recorded run instead of running
-	// it again.
+	// request_id in the same sandbox:
+	//   - replays the recorded run (RunStarted.replayed) when it ended on its own
+	//     (finished, or failed after its first event), instead of running it again;
+	//   - resumes it when it did not (the daemon stopped under it, or its caller
+	//     went away): the stream repeats what was recorded, then carries the turn
+	//     on; the user message stays stored once, recorded tool results are reused
+	//     and a side-effecting call that may have started is never run again (its
+	//     result is "outcome unknown");
+	//   - runs it afresh when it failed with a status before its first event:
+	//     such a run left nothing behind.
 	RequestId string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Free-form labels recorded with the run (cohorts, experiments). At most 16
 	// entries; keys up to 64 and values up to 256 characters.

@@ -440,7 +440,10 @@ class Error(_message.Message):
     message: _builtins.str
     """What went wrong and what to do, without secrets or raw provider payloads."""
     retryable: _builtins.bool
-    """True when running the same turn again may succeed."""
+    """True when running the same turn again may succeed. A retry with the same
+    request_id resumes a run that ended with a retryable interruption (the
+    daemon shutting down) instead of replaying it.
+    """
     provider: _builtins.str
     """The provider at fault, when the failure came from one."""
     def __init__(

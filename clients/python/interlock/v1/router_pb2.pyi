@@ -79,8 +79,16 @@ class RunRequest(_message.Message):
     """
     request_id: _builtins.str
     """Idempotency key (at most 128 characters). A Run repeated with the same
-    request_id in the same sandbox replays the recorded run instead of running
-    it again.
+    request_id in the same sandbox:
+    - replays the recorded run (RunStarted.replayed) when it ended on its own
+      (finished, or failed after its first event), instead of running it again;
+    - resumes it when it did not (the daemon stopped under it, or its caller
+      went away): the stream repeats what was recorded, then carries the turn
+      on; the user message stays stored once, recorded tool results are reused
+      and a side-effecting call that may have started is never run again (its
+      result is "outcome unknown");
+    - runs it afresh when it failed with a status before its first event:
+      such a run left nothing behind.
     """
     max_output_tokens: _builtins.int
     """Upper bound on output tokens per provider call; 0 uses the model's default."""

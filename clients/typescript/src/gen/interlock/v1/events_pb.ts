@@ -467,7 +467,9 @@ export type Error = Message<"interlock.v1.Error"> & {
   message: string;
 
   /**
-   * True when running the same turn again may succeed.
+   * True when running the same turn again may succeed. A retry with the same
+   * request_id resumes a run that ended with a retryable interruption (the
+   * daemon shutting down) instead of replaying it.
    *
    * @generated from field: bool retryable = 3;
    */

@@ -77,8 +77,16 @@ export type RunRequest = Message<"interlock.v1.RunRequest"> & {
 
   /**
    * Idempotency key (at most 128 characters). A Run repeated with the same
-   * request_id in the same sandbox replays the recorded run instead of running
-   * it again.
+   * request_id in the same sandbox:
+   * - replays the recorded run (RunStarted.replayed) when it ended on its own
+   *   (finished, or failed after its first event), instead of running it again;
+   * - resumes it when it did not (the daemon stopped under it, or its caller
+   *   went away): the stream repeats what was recorded, then carries the turn
+   *   on; the user message stays stored once, recorded tool results are reused
+   *   and a side-effecting call that may have started is never run again (its
+   *   result is "outcome unknown");
+   * - runs it afresh when it failed with a status before its first event:
+   *   such a run left nothing behind.
    *
    * @generated from field: string request_id = 8;
    */

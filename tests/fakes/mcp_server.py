@@ -130,11 +130,19 @@ class _Tools:
 class FakeMcpServer:
     """The SDK's Streamable HTTP server on 127.0.0.1:0 with scripted tools."""
 
-    def __init__(self, *, token: str | None = None, hosts: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        hosts: Sequence[str] = (),
+        tls: tuple[str, str] | None = None,
+    ) -> None:
         """``hosts``: names (``"tools.corp.test:*"``) accepted in ``Host`` beside loopback ones,
-        as a real server lists its own name against DNS rebinding."""
+        as a real server lists its own name against DNS rebinding. ``tls``: (certificate
+        file, key file) to serve https with."""
         self.token = token
         self._hosts = list(hosts)
+        self._tls = tls
         self._tools = _Tools()
         self.requests: list[dict[str, str]] = []  # headers of every HTTP request, lower-cased
         self._server: uvicorn.Server | None = None
@@ -144,7 +152,7 @@ class FakeMcpServer:
     @property
     def url(self) -> str:
         """The MCP endpoint."""
-        return f"http://127.0.0.1:{self.port}/mcp"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}/mcp"
 
     @property
     def calls(self) -> list[RecordedCall]:
@@ -208,6 +216,8 @@ class FakeMcpServer:
         config = uvicorn.Config(
             self._app, interface="asgi3", lifespan="on", http="h11", ws="none", log_config=None,
             log_level=logging.WARNING, access_log=False, timeout_graceful_shutdown=1,
+            ssl_certfile=self._tls[0] if self._tls else None,
+            ssl_keyfile=self._tls[1] if self._tls else None,
         )  # fmt: skip
         config.load()
         self._server = uvicorn.Server(config)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from interlock.v1 import integrations_pb2 as ipb
 from interlock.v1 import integrations_pb2_grpc
@@ -497,3 +504,64 @@ async def test_only_read_only_tools_are_free_of_side_effects() -> None:
         "mcp__docs__unannotated": True,
         "mcp__docs__write": True,
     }
+
+
+# ---- https by checked address ------------------------------------------------------------
+
+
+def issue_certificate(directory: Path, name: str) -> tuple[ssl.SSLContext, tuple[str, str]]:
+    """A throwaway CA (as a client trust store) and a certificate for ``name`` it signed."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, issuer: x509.Name, key: Any, signer: Any, ca: bool) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egress test CA")])
+    ca = build("egress test CA", ca_name, ca_key, ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = build(name, ca_name, key, ca_key, False)
+    cert_file, key_file = directory / "server.pem", directory / "server.key"
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    trust = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
+    return trust, (str(cert_file), str(key_file))
+
+
+async def test_https_by_checked_address_keeps_the_name_for_sni_and_the_certificate(
+    tmp_path: Path,
+) -> None:
+    """Connecting to the checked address over https still verifies the certificate against the
+    URL's name (SNI and Host are the name), and a name the certificate does not cover fails."""
+    trust, files = issue_certificate(tmp_path, "tools.corp.test")
+    dns = Dns({"tools.corp.test": [["127.0.0.1"]], "other.corp.test": [["127.0.0.1"]]})
+    policy = EgressPolicy(LOOPBACK, resolver=dns, tls=trust)
+    async with FakeMcpServer(hosts=["tools.corp.test:*"], tls=files) as fake:
+        fake.tool("lookup", text="found")
+        tools = await source(f"https://tools.corp.test:{fake.port}/mcp", policy).tools()
+        assert [t.spec.name for t in tools] == ["mcp__docs__lookup"]
+        assert {r["host"] for r in fake.requests} == {f"tools.corp.test:{fake.port}"}
+        seen = len(fake.requests)
+        with pytest.raises(McpUnavailable):
+            await source(f"https://other.corp.test:{fake.port}/mcp", policy).tools()
+        assert len(fake.requests) == seen

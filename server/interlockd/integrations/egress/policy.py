@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -128,14 +129,20 @@ class EgressPolicy:
     never the daemon's own listeners.
 
     ``resolver`` turns names into addresses at connect time (the system's by
-    default; a test replaces it to play DNS rebinding).
+    default; a test replaces it to play DNS rebinding). ``tls`` is the trust
+    store of outbound https (default: the CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR).
     """
 
     def __init__(
-        self, allowed_networks: Iterable[IPNetwork] = (), *, resolver: Resolver | None = None
+        self,
+        allowed_networks: Iterable[IPNetwork] = (),
+        *,
+        resolver: Resolver | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.allowed_networks: tuple[IPNetwork, ...] = tuple(allowed_networks)
         self.resolver: Resolver = resolver or system_resolver
+        self.tls = tls
         # (address, port) of each listener; None: bound to every address.
         self._listeners: set[tuple[IPAddress | None, int]] = set()
 

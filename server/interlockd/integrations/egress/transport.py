@@ -18,7 +18,9 @@ connection on our behalf, past the check.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -99,24 +101,31 @@ class _GuardedBackend(httpcore2.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    # One context for every connection: building one loads the CA bundle, too slow
+    # for each call. SSL_CERT_FILE / SSL_CERT_DIR are honoured (an operator's own
+    # CA for servers on their network).
+    return httpx2.create_ssl_context(trust_env=True)
+
+
 class _Pooled(httpx2.AsyncHTTPTransport):
     """httpx2's own transport over a pool that connects through ``backend``."""
 
-    def __init__(self, backend: httpcore2.AsyncNetworkBackend) -> None:
-        super().__init__(trust_env=False)
+    def __init__(self, backend: httpcore2.AsyncNetworkBackend, tls: ssl.SSLContext) -> None:
+        super().__init__(verify=tls, trust_env=False)
         # AsyncHTTPTransport takes no network backend, but its pool does: keep
         # its request/response mapping and give it a pool that connects through ours.
-        self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(trust_env=False), network_backend=backend
-        )
+        self._pool = httpcore2.AsyncConnectionPool(ssl_context=tls, network_backend=backend)
 
 
 class GuardedTransport(httpx2.AsyncBaseTransport):
     """HTTP(S) to where ``policy`` allows: plain http only into the operator's networks."""
 
     def __init__(self, policy: EgressPolicy) -> None:
-        self._https = _Pooled(_GuardedBackend(policy, plain_http=False))
-        self._http = _Pooled(_GuardedBackend(policy, plain_http=True))
+        tls = policy.tls or _tls()
+        self._https = _Pooled(_GuardedBackend(policy, plain_http=False), tls)
+        self._http = _Pooled(_GuardedBackend(policy, plain_http=True), tls)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         scheme = request.url.scheme

@@ -1,6 +1,6 @@
 """Context assembly time for a conversation with a long history.
 
-Target (PERFORMANCE.md): with 10,000 stored turns, the next turn's context is
+Target (benchmarks/README.md): with 10,000 stored turns, the next turn's context is
 assembled in <= 20 ms, its cost bounded by the model's budget, not by the
 history. This fills an encrypted SQLite store with N turns (a user message and
 an assistant answer each, ~60 tokens per turn) and times `assemble()` for a few

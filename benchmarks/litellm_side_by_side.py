@@ -588,7 +588,7 @@ def sequential_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def side_by_side(report: dict[str, Any]) -> list[str]:
-    """LiteLLM's figures over interlockd's, and PERFORMANCE.md's targets."""
+    """LiteLLM's figures over interlockd's, and benchmarks/README.md's targets."""
     lines = []
     by = {(a["target"], a["streams"]): a for a in report["added"]}
     for streams in dict.fromkeys(a["streams"] for a in report["added"]):

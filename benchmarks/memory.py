@@ -833,8 +833,8 @@ def publish(report: dict[str, Any], out: Path) -> Path:
     return bench_results.publish(out, title, report, body, lambda d: plots(report, d))
 
 
-TARGET_MB = 600  # 10,000 idle open streams under 600 MB RSS (PERFORMANCE.md)
-FLOOR_KB_PER_STREAM = 24  # a bare grpc.aio server's idle stream here (PERFORMANCE.md)
+TARGET_MB = 600  # 10,000 idle open streams under 600 MB RSS (benchmarks/README.md)
+FLOOR_KB_PER_STREAM = 24  # a bare grpc.aio server's idle stream here (benchmarks/README.md)
 
 
 def plots(report: dict[str, Any], out: Path) -> list[Path]:
@@ -859,7 +859,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
             floor,
             color="tab:gray",
             linestyle=":",
-            label="baseline + bare floor's 24 KB/stream (PERFORMANCE.md)",
+            label="baseline + bare floor's 24 KB/stream (benchmarks/README.md)",
         )
         ax.axhline(
             TARGET_MB * MB / MIB,

@@ -610,7 +610,7 @@ def print_report(report: dict[str, Any], out: IO[str] = sys.stdout, parts: bool 
 def notes(report: dict[str, Any]) -> list[str]:
     lines = list(report.get("notes", []))
     lines.append(
-        "targets (PERFORMANCE.md): zero-latency deltas/s >= 0.70x bare, >= 2x with "
+        "targets (benchmarks/README.md): zero-latency deltas/s >= 0.70x bare, >= 2x with "
         "coalescing; paced added TTFD p50 <= 1.5 ms and p99 <= 5 ms at C=100, added gap "
         "p99 <= 0.5 ms at C=500, >= 1,000 streams without a stall"
     )

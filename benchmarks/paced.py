@@ -1,9 +1,10 @@
 """Paced streams: what interlockd adds to a stream whose provider paces its deltas.
 
 The upstream (``upstream.py``, model ``bench-p20ms-k64``) streams N deltas
-spaced by a fixed interval (default 64 every 20 ms, PERFORMANCE.md's "method
-worth copying"). For every concurrency C, in one run and interleaved (the
-first target rotating), the same C streams are made
+spaced by a fixed interval (default 64 every 20 ms, the method of
+benchmarks/README.md's "The floor, the peers and the targets"). For every
+concurrency C, in one run and interleaved (the first target rotating), the
+same C streams are made
 
 ``direct``
     to the upstream itself, by a raw keep-alive HTTP/1.1 client that timestamps

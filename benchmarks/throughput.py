@@ -1,7 +1,7 @@
 """Streaming throughput and time to first event: interlockd's ``Run`` against the floor.
 
 One run measures, on the same machine and interleaved so that noise hits every
-target alike (PERFORMANCE.md: compare ratios from the same run, quote medians):
+target alike (benchmarks/README.md: compare ratios from the same run, quote medians):
 
 ``bare``
     the floor: a bare ``grpc.aio`` server (``bare_server.py``) streaming
@@ -767,7 +767,7 @@ def _ttfe_cells(r: dict[str, Any]) -> list[str]:
 
 
 def notes(throughput: Sequence[dict[str, Any]], ttfe: Sequence[dict[str, Any]]) -> list[str]:
-    """The figures PERFORMANCE.md sets targets for, and the upstream's headroom."""
+    """The figures benchmarks/README.md sets targets for, and the upstream's headroom."""
     lines = []
     by = {(r["target"], r["streams"]): r for r in throughput}
     for (target, streams), r in by.items():

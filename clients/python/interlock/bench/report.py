@@ -45,7 +45,7 @@ HOW_MEASURED = (
 
 
 def machine_info() -> dict[str, Any]:
-    """Where the client ran: what PERFORMANCE.md asks to record beside a result."""
+    """Where the client ran: what benchmarks/README.md asks to record beside a result."""
     return {
         "nproc": os.cpu_count(),
         "platform": platform.platform(),

@@ -2,7 +2,8 @@
 
 - :mod:`.source`: :class:`McpSource` (one connected server's tools, over the
   official SDK's Streamable HTTP or stdio client) and :class:`McpSources`
-  (one source per connection, as the run's tool registry asks for them);
+  (one source per connection, as the run's tool registry asks for them),
+  reaching HTTP servers only where :mod:`interlockd.integrations.egress` allows;
 - :mod:`.naming`: ``mcp__<server>__<tool>`` names every provider accepts;
 - :mod:`.schema`: arguments checked against a tool's JSON schema (also used
   by the daemon's own MCP endpoint).

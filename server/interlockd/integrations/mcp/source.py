@@ -9,16 +9,22 @@ reach the server::
 and its credentials (sealed) what to send: ``{"bearer": "...", "headers":
 {"X-Api-Key": "..."}}`` over HTTP, ``{"env": {"API_KEY": "..."}}`` for a stdio
 command. A stdio server is a process the daemon starts, so it runs only where
-the operator allows it (``allow_stdio``).
+the operator allows it (``allow_stdio``). An HTTP server is reached only
+where the egress policy allows (:mod:`interlockd.integrations.egress`:
+public addresses and the operator's networks, checked again after DNS at
+every connect), without proxies or redirects.
 
 :meth:`McpSource.tools` lists the server's tools as :class:`Tool` objects named
-``mcp__<server>__<tool>`` (:mod:`.naming`), cached for a short while. Their
+``mcp__<server>__<tool>`` (:mod:`.naming`), cached for a short while, each
+side-effecting unless the server marks it ``readOnlyHint: true``. Their
 ``execute`` checks the arguments against the tool's schema before anything
 is sent, calls the tool and returns a JSON-able value; a result flagged
 ``isError`` becomes a :class:`ToolError` with the server's text, a server
 that cannot be reached (or a command that cannot be started) a
 :class:`McpUnavailable` saying so, and a server that refuses the credentials
-(401) marks the connection broken (:class:`ConnectionBroken`).
+(401) marks the connection broken (:class:`ConnectionBroken`). Why a
+connection failed is logged for the operator, not told to the tenant, and no
+remote body is quoted in either.
 
 Each listing and each call opens its own short MCP connection (for stdio, its
 own process): nothing is held open between runs, and no state is shared
@@ -150,9 +156,13 @@ class McpSource:
             for remote in sorted(listed, key=lambda tool: tool.name):
                 try:
                     validator = ArgumentValidator(remote.input_schema)
-                except ValueError as exc:
+                except ValueError:
+                    # The reason would quote the remote schema: the log names the tool only.
                     log.warning(
-                        "mcp_tool_skipped", server=self.name, tool=remote.name, reason=str(exc)
+                        "mcp_tool_skipped",
+                        server=self.name,
+                        tool=remote.name[:64],
+                        reason="its input schema is not a valid JSON schema",
                     )
                     continue
                 spec = ToolSpec(

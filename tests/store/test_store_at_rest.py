@@ -9,24 +9,39 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import re
 import sqlite3
 import stat
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import orjson
 import pytest
 
 from interlockd.backends.base import Usage
-from interlockd.errors import DecryptionError, ResourceExhausted, StoreError
+from interlockd.errors import AlreadyExists, DecryptionError, ResourceExhausted, StoreError
 from interlockd.ids import new_id
 from interlockd.store import sqlite as sqlite_module
-from interlockd.store.base import LedgerRow, NewEntry, NewRun, Quotas, RotationReport
-from interlockd.store.crypto import MasterKeyring, new_key
+from interlockd.store.base import (
+    LedgerFilter,
+    LedgerRow,
+    NewEntry,
+    NewRun,
+    Quotas,
+    RotationReport,
+)
+from interlockd.store.crypto import (
+    MasterKeyring,
+    WrappedKey,
+    blind_terms,
+    new_key,
+    open_sandbox_keys,
+)
 from interlockd.store.sqlite import SqliteStore, load_migrations
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
     from pathlib import Path
 
 SECRET_WORDS = ("quokka", "Bartholomew", "zucchini", "Überraschung")
@@ -490,22 +505,162 @@ async def test_secrets_survive_master_key_rotation(db_path: Path, key_path: Path
         await fresh.close()
 
 
+class PlainWriter:
+    """Writes rows as interlockd did before migration 8: sealed content, but end user ids,
+    request ids, labels and compute tags in clear. Plain sqlite3 plus crypto's sealing,
+    exactly the columns and values the store of that schema wrote."""
+
+    def __init__(self, db: sqlite3.Connection, key_path: Path, sandbox_id: str) -> None:
+        rows = db.execute(
+            "SELECT key_id, kind, wrapped_key, master_key_id, is_current FROM data_keys "
+            "WHERE sandbox_id = ?",
+            (sandbox_id,),
+        ).fetchall()
+        wrapped = [WrappedKey(k, kind, w, m, bool(c)) for k, kind, w, m, c in rows]
+        ring = MasterKeyring.load_or_create(key_path)
+        self.keys = open_sandbox_keys(ring, sandbox_id, wrapped)
+        self.db = db
+        self.sandbox_id = sandbox_id
+        self.now = int(datetime.now(UTC).timestamp() * 1_000_000)
+
+    def conversation(self, end_user: str, title: str = "", text: str = "", run_id: str = "") -> str:
+        conversation_id = new_id("conv")
+        sbx, now = self.sandbox_id, self.now
+        self.db.execute(
+            "INSERT INTO end_users (sandbox_id, id, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (sbx, end_user, now),
+        )
+        sealed = self.keys.seal(title, table="conversations", row=conversation_id, column="title")
+        self.db.execute(
+            "INSERT INTO conversations (id, sandbox_id, end_user_id, title_sealed, entry_count, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, sbx, end_user, sealed if title else None, int(bool(text)), now, now),
+        )
+        if text:
+            entry = self.db.execute(
+                "INSERT INTO entries (conversation_id, sandbox_id, seq, kind, text_sealed, tokens, "
+                "run_id, provider, model, tool_call_id, tool_name, is_error, created_at) "
+                "VALUES (?, ?, 1, 'user', ?, 3, ?, 'fake', 'm', '', '', 0, ?)",
+                (
+                    conversation_id,
+                    sbx,
+                    self.keys.seal(
+                        text, table="entries", row=f"{conversation_id}/1", column="text"
+                    ),
+                    run_id,
+                    now,
+                ),
+            )
+            terms = blind_terms(self.keys.end_user_index_key(end_user), text)
+            self.db.execute(
+                "INSERT INTO entry_terms (rowid, terms) VALUES (?, ?)",
+                (entry.lastrowid, " ".join(terms)),
+            )
+        return conversation_id
+
+    def run(
+        self, run_id: str, conversation_id: str, end_user: str, request_id: str, labels: str
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO runs (id, sandbox_id, end_user_id, conversation_id, provider, model, "
+            "request_id, labels, status, started_at, finished_at, input_tokens, output_tokens, "
+            "cost_usd) VALUES (?, ?, ?, ?, 'fake', 'm', ?, ?, 'finished', ?, ?, 10, 5, 0.25)",
+            (
+                run_id,
+                self.sandbox_id,
+                end_user,
+                conversation_id,
+                request_id,
+                labels,
+                self.now,
+                self.now,
+            ),
+        )
+        self.db.execute(
+            "INSERT INTO ledger (run_id, sandbox_id, end_user_id, kind, provider, model, "
+            "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+            "reasoning_tokens, cost_usd, price_version, created_at) "
+            "VALUES (?, ?, ?, 'tokens', 'fake', 'm', 10, 5, 0, 0, 0, 0.25, 'v1', ?)",
+            (run_id, self.sandbox_id, end_user, self.now),
+        )
+
+    def integration(self, end_user: str) -> str:
+        integration_id = new_id("int")
+        seal = functools.partial(self.keys.seal, table="integrations", row=integration_id)
+        self.db.execute(
+            "INSERT INTO integrations (id, sandbox_id, kind, app, end_user_id, status, "
+            "status_reason, config_sealed, credentials_sealed, created_at, updated_at) "
+            "VALUES (?, ?, 'mcp', 'docs', ?, 'active', '', ?, ?, ?, ?)",
+            (
+                integration_id,
+                self.sandbox_id,
+                end_user,
+                seal("{}", column="config"),
+                seal("{}", column="credentials"),
+                self.now,
+                self.now,
+            ),
+        )
+        return integration_id
+
+    def connect_flow(self, end_user: str) -> str:
+        flow_id = new_id("flow")
+        verifier = self.keys.seal("v", table="connect_flows", row=flow_id, column="verifier")
+        self.db.execute(
+            "INSERT INTO connect_flows (id, sandbox_id, app, end_user_id, for_end_user, "
+            "state_hash, verifier_sealed, status, reason, integration_id, created_at, "
+            "expires_at) VALUES (?, ?, 'github', ?, 1, ?, ?, 'pending', '', '', ?, ?)",
+            (flow_id, self.sandbox_id, end_user, f"state-{flow_id}", verifier, self.now, self.now),
+        )
+        return flow_id
+
+    def compute_session(self, end_user: str, tags: str) -> str:
+        session_id = new_id("cs")
+        secrets_ = self.keys.seal(
+            '{"api_key": "k", "mcp_token": "t"}',
+            table="compute_sessions",
+            row=session_id,
+            column="secrets",
+        )
+        self.db.execute(
+            "INSERT INTO compute_sessions (id, sandbox_id, end_user_id, agent_key, runtime, "
+            "provider, status, spec_fingerprint, secrets_sealed, tags, created_at, updated_at, "
+            "last_active_at) VALUES (?, ?, ?, 'hermes/m', 'hermes', 'local', 'running', 'fp', "
+            "?, ?, ?, ?, ?)",
+            (session_id, self.sandbox_id, end_user, secrets_, tags, self.now, self.now, self.now),
+        )
+        return session_id
+
+    def pause(self, end_user: str) -> None:
+        self.db.execute(
+            "INSERT INTO pauses (scope, sandbox_id, target, reason, created_at) "
+            "VALUES ('end_user', ?, ?, 'abuse', ?)",
+            (self.sandbox_id, end_user, self.now),
+        )
+
+
+async def create_at_version(
+    db_path: Path, key_path: Path, version: int, names: list[str]
+) -> list[str]:
+    """A database at schema ``version`` holding new sandboxes of these names; their ids."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite_module, "load_migrations", lambda: load_migrations()[:version])
+        old = await open_store(db_path, key_path)
+        try:
+            return [(await old.create_sandbox(name, Quotas())).id for name in names]
+        finally:
+            await old.close()
+
+
 async def test_later_migrations_apply_to_a_version_1_database(
-    db_path: Path, key_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_path: Path, key_path: Path
 ) -> None:
     """A database created at schema version 1 gains the provider and integration tables and
     keeps its data."""
-    with monkeypatch.context() as patch:
-        patch.setattr(sqlite_module, "load_migrations", lambda: load_migrations()[:1])
-        old = await open_store(db_path, key_path)
-        try:
-            sandbox = await old.create_sandbox("acme", Quotas())
-            conversation = await old.create_conversation(sandbox.id, "alice")
-            await old.set_conversation_title(sandbox.id, "alice", conversation.id, TITLE)
-            conversation = await old.get_conversation(sandbox.id, "alice", conversation.id)
-        finally:
-            await old.close()
+    [sandbox_id] = await create_at_version(db_path, key_path, 1, ["acme"])
     with raw_db(db_path) as db:
+        conversation_id = PlainWriter(db, key_path, sandbox_id).conversation("alice", TITLE)
         assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
         assert not db.execute(
             "SELECT name FROM sqlite_master WHERE name = 'provider_sessions'"
@@ -513,16 +668,17 @@ async def test_later_migrations_apply_to_a_version_1_database(
 
     store = await open_store(db_path, key_path)
     try:
-        assert await store.get_conversation(sandbox.id, "alice", conversation.id) == conversation
-        await store.append_entries(sandbox.id, conversation.id, [user_entry(MESSAGE)])
-        assert [e.text for e in await store.read_entries(sandbox.id, conversation.id)] == [MESSAGE]
+        conversation = await store.get_conversation(sandbox_id, "alice", conversation_id)
+        assert (conversation.title, conversation.end_user_id) == (TITLE, "alice")
+        await store.append_entries(sandbox_id, conversation_id, [user_entry(MESSAGE)])
+        assert [e.text for e in await store.read_entries(sandbox_id, conversation_id)] == [MESSAGE]
         await store.create_integration(
-            sandbox.id, kind="mcp", app="docs", end_user_id="", config={}, credentials={}
+            sandbox_id, kind="mcp", app="docs", end_user_id="", config={}, credentials={}
         )
-        await store.set_provider_session(sandbox.id, conversation.id, "anthropic", SESSION_ID, 1)
-        await store.put_provider_resource(sandbox.id, "anthropic", "agent", "fp", "agent_1")
-        await store.set_secret(sandbox.id, "anthropic_api_key", SECRET_VALUE)
-        assert await store.get_secret(sandbox.id, "anthropic_api_key") == SECRET_VALUE
+        await store.set_provider_session(sandbox_id, conversation_id, "anthropic", SESSION_ID, 1)
+        await store.put_provider_resource(sandbox_id, "anthropic", "agent", "fp", "agent_1")
+        await store.set_secret(sandbox_id, "anthropic_api_key", SECRET_VALUE)
+        assert await store.get_secret(sandbox_id, "anthropic_api_key") == SECRET_VALUE
     finally:
         await store.close()
     with raw_db(db_path) as db:
@@ -595,3 +751,304 @@ async def test_integration_secrets_are_sealed(sqlite_store: SqliteStore, db_path
     raw = file_bytes(db_path)
     for marker in (b"octocat-login-marker", b"TOKENMARKER", b"REFRESHMARKER", b"VERIFIERMARKER"):
         assert marker not in raw
+
+
+# ---- identifiers the tenant chooses ---------------------------------------------------
+
+#: Distinctive strings in every tenant-chosen identifier and label.
+END_USER = "quintessa.Pangolin@example.org"
+OTHER_END_USER = "Marzipan-Okapi-42"
+REQUEST_ID = "req-Xylophone-4711"
+LABELS = {"cohort-Narwhal": "Tangerine-Omega"}
+IDENTIFIER_MARKERS = (END_USER, OTHER_END_USER, REQUEST_ID, "Narwhal", "Tangerine", "Pangolin")
+
+
+def assert_absent(raw: bytes, markers: Iterable[str]) -> None:
+    """No marker, in any case, in these bytes (UTF-8 or UTF-16, as SQLite could store text)."""
+    for marker in markers:
+        for form in {marker, marker.lower(), marker.upper()}:
+            assert form.encode() not in raw, form
+            assert form.encode("utf-16-le") not in raw, form
+
+
+async def store_every_identifier(store: SqliteStore, sandbox_id: str) -> dict[str, str]:
+    """Write END_USER, OTHER_END_USER, REQUEST_ID and LABELS through every store call that
+    keeps an end user, a request id or labels; the ids of what was made."""
+    run_id, conversation_id = new_id("run"), new_id("conv")
+    await store.begin_run(
+        NewRun(
+            run_id, sandbox_id, END_USER, conversation_id, "fake", "m", REQUEST_ID, dict(LABELS)
+        ),
+        create_conversation=True,
+        entries=[user_entry(MESSAGE, run_id)],
+    )
+    ledger = [
+        LedgerRow(run_id, sandbox_id, END_USER, "tokens", "fake", "m", Usage(10, 5), 0.25, "v1")
+    ]
+    await store.finish_run(run_id, status="finished", usage=Usage(10, 5), ledger=ledger)
+    integration = await store.create_integration(
+        sandbox_id, kind="mcp", app="docs", end_user_id=END_USER, config={}, credentials={}
+    )
+    flow = await store.create_connect_flow(
+        sandbox_id,
+        app="github",
+        end_user_id=OTHER_END_USER,
+        for_end_user=True,
+        state_hash=f"state-{sandbox_id}",
+        code_verifier="verifier",
+        expires_at=datetime.now(UTC),
+    )
+    session_id = new_id("cs")
+    await store.create_compute_session(
+        session_id=session_id,
+        sandbox_id=sandbox_id,
+        end_user_id=END_USER,
+        agent_key="hermes/m",
+        runtime="hermes",
+        provider="local",
+        region="",
+        spec_fingerprint="fp",
+        api_key="k",
+        mcp_token="t",
+        tags={"user_id": END_USER, "sandbox_id": sandbox_id},
+        now=datetime.now(UTC),
+    )
+    await store.set_pause("end_user", sandbox_id=sandbox_id, target=OTHER_END_USER)
+    return {
+        "run": run_id,
+        "conversation": conversation_id,
+        "integration": integration.id,
+        "flow": flow.id,
+        "compute_session": session_id,
+    }
+
+
+async def test_file_holds_no_tenant_identifier(sqlite_store: SqliteStore, db_path: Path) -> None:
+    """End user ids, request ids and labels reach neither the database, its WAL nor its
+    shared memory, and every store call still gives them back as they were sent."""
+    store = sqlite_store
+    sandbox = await store.create_sandbox("acme", Quotas())
+    made = await store_every_identifier(store, sandbox.id)
+
+    raw = file_bytes(db_path)
+    assert made["run"].encode() in raw  # the probe works: router-made ids are visible
+    assert_absent(raw, IDENTIFIER_MARKERS)
+
+    run = await store.find_run_by_request_id(sandbox.id, REQUEST_ID)
+    assert run is not None
+    assert (run.id, run.end_user_id, run.request_id, run.labels) == (
+        made["run"],
+        END_USER,
+        REQUEST_ID,
+        LABELS,
+    )
+    assert await store.get_run(sandbox.id, run.id) == run
+    [row] = await store.list_ledger(sandbox.id)
+    assert row.end_user_id == END_USER
+    [group] = (await store.summarize_usage(sandbox.id, "end_user", LedgerFilter(), 10, "")).items
+    assert (group.key, group.run_count) == (END_USER, 1)
+    mine = await store.usage_total(sandbox.id, LedgerFilter(end_user_id=END_USER))
+    assert mine.entry_count == 1
+    [conversation] = (await store.list_conversations(sandbox.id, END_USER, 10, "")).items
+    assert (conversation.id, conversation.end_user_id) == (made["conversation"], END_USER)
+    assert len(await store.search_entries(sandbox.id, END_USER, "quokka")) == 1
+    [integration] = await store.list_integrations(sandbox.id, end_user_id=END_USER)
+    assert (integration.id, integration.end_user_id) == (made["integration"], END_USER)
+    assert await store.list_integrations(sandbox.id, end_user_id=OTHER_END_USER) == []
+    assert (await store.get_connect_flow(sandbox.id, made["flow"])).end_user_id == OTHER_END_USER
+    found = await store.find_connect_flow(f"state-{sandbox.id}")
+    assert found is not None
+    assert found[0].end_user_id == OTHER_END_USER
+    session = await store.find_compute_session(sandbox.id, END_USER, "hermes/m")
+    assert session is not None
+    assert (session.id, session.end_user_id, session.tags["user_id"]) == (
+        made["compute_session"],
+        END_USER,
+        END_USER,
+    )
+    [listed] = await store.list_compute_sessions(end_user_id=END_USER)
+    assert listed.id == session.id
+    assert await store.list_compute_sessions(sandbox.id, end_user_id=OTHER_END_USER) == []
+    [pause] = await store.list_pauses(sandbox.id)
+    assert (pause.scope, pause.target) == ("end_user", OTHER_END_USER)
+    assert await store.clear_pause("end_user", sandbox_id=sandbox.id, target=OTHER_END_USER)
+
+    with raw_db(db_path) as db:
+        stored = {u for (u,) in db.execute("SELECT id FROM end_users")}
+        (request,) = db.execute("SELECT request_id FROM runs").fetchone()
+    assert len(stored) == 2
+    assert all(re.fullmatch(r"[0-9a-f]{32}", blind) for blind in (*stored, request))
+
+
+async def test_a_request_id_is_refused_twice_and_per_sandbox(sqlite_store: SqliteStore) -> None:
+    """Blind request ids keep their uniqueness within a sandbox, and another sandbox may
+    reuse the same request id (its blind id differs)."""
+    store = sqlite_store
+    sandboxes = [await store.create_sandbox(n, Quotas()) for n in ("a", "b")]
+    for sandbox in sandboxes:
+        await store.begin_run(
+            NewRun(new_id("run"), sandbox.id, END_USER, new_id("conv"), "fake", "m", REQUEST_ID),
+            create_conversation=True,
+        )
+    with pytest.raises(AlreadyExists, match=REQUEST_ID):
+        await store.begin_run(
+            NewRun(
+                new_id("run"), sandboxes[0].id, END_USER, new_id("conv"), "fake", "m", REQUEST_ID
+            ),
+            create_conversation=True,
+        )
+    found = [await store.find_run_by_request_id(s.id, REQUEST_ID) for s in sandboxes]
+    assert [run.sandbox_id for run in found if run is not None] == [s.id for s in sandboxes]
+
+
+async def test_identifier_lookups_use_indexes(sqlite_store: SqliteStore, db_path: Path) -> None:
+    """Lookups by blind end user or request id are index searches, never table scans."""
+    store = sqlite_store
+    sandbox = await store.create_sandbox("acme", Quotas())
+    await store_every_identifier(store, sandbox.id)
+    lookups = {
+        "conversations of an end user": (
+            "SELECT id FROM conversations WHERE sandbox_id = ? AND end_user_id = ? "
+            "AND (updated_at, id) < (?, ?) ORDER BY updated_at DESC, id DESC LIMIT 10",
+            "conversations_by_end_user",
+        ),
+        "a run by request id": (
+            "SELECT id FROM runs WHERE sandbox_id = ? AND request_id = ? AND request_id <> ''",
+            "runs_request_id",
+        ),
+        "running runs of an end user": (
+            "SELECT count(*) FROM runs WHERE sandbox_id = ? AND end_user_id = ? "
+            "AND status = 'running'",
+            "runs_running_by_end_user",
+        ),
+        "integrations of an end user": (
+            "SELECT id FROM integrations WHERE sandbox_id = ? AND end_user_id IN ('', ?)",
+            "integrations_by_user",
+        ),
+        "a compute session by key": (
+            "SELECT id FROM compute_sessions WHERE sandbox_id = ? AND end_user_id = ? "
+            "AND agent_key = 'k' AND status NOT IN ('destroyed', 'failed')",
+            "compute_sessions_by_key",
+        ),
+        "an end user's sealed id": (
+            "SELECT id_sealed FROM end_users WHERE sandbox_id = ? AND id = ?",
+            "sqlite_autoindex_end_users_1",
+        ),
+    }
+    with raw_db(db_path) as db:
+        for what, (sql, index) in lookups.items():
+            params: tuple[object, ...] = (sandbox.id, "0" * 32)
+            if "(updated_at, id)" in sql:
+                params += (0, "")
+            plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, (
+                what,
+                plan,
+            )
+
+
+async def test_migration_blinds_the_identifiers_of_an_existing_database(
+    db_path: Path, key_path: Path
+) -> None:
+    """A database written before migration 8 (identifiers in clear) is converted on open: no
+    end user id, request id, label or tag is left in its files, and everything reads back,
+    is found by end user and request id, and is searchable as before."""
+    labels = orjson.dumps(LABELS).decode()
+    sandbox_id, other_id, gone_id = await create_at_version(
+        db_path, key_path, 7, ["acme", "other", "gone"]
+    )
+    with raw_db(db_path) as db:
+        old = PlainWriter(db, key_path, sandbox_id)
+        run_id = new_id("run")
+        conversation_id = old.conversation(END_USER, TITLE, MESSAGE, run_id)
+        old.run(run_id, conversation_id, END_USER, REQUEST_ID, labels)
+        integration_id = old.integration(END_USER)
+        flow_id = old.connect_flow(OTHER_END_USER)
+        session_id = old.compute_session(END_USER, orjson.dumps({"user_id": END_USER}).decode())
+        old.pause(OTHER_END_USER)
+        # The same end user in another sandbox, and a pause left by a deleted sandbox.
+        other = PlainWriter(db, key_path, other_id)
+        other_conversation = other.conversation(END_USER, text="the other quokka")
+        PlainWriter(db, key_path, gone_id).pause(END_USER)
+        db.execute("DELETE FROM sandboxes WHERE id = ?", (gone_id,))
+        assert END_USER.encode() in file_bytes(db_path)  # the probe works
+
+    store = await open_store(db_path, key_path)
+    try:
+        assert_absent(file_bytes(db_path), IDENTIFIER_MARKERS)
+        run = await store.find_run_by_request_id(sandbox_id, REQUEST_ID)
+        assert run is not None
+        assert (run.id, run.end_user_id, run.request_id, run.labels) == (
+            run_id,
+            END_USER,
+            REQUEST_ID,
+            LABELS,
+        )
+        with pytest.raises(AlreadyExists, match=REQUEST_ID):
+            await store.begin_run(
+                NewRun(
+                    new_id("run"), sandbox_id, END_USER, conversation_id, "fake", "m", REQUEST_ID
+                )
+            )
+        conversation = await store.get_conversation(sandbox_id, END_USER, conversation_id)
+        assert (conversation.title, conversation.entry_count) == (TITLE, 1)
+        assert [
+            c.id for c in (await store.list_conversations(sandbox_id, END_USER, 9, "")).items
+        ] == [conversation_id]
+        [hit] = await store.search_entries(sandbox_id, END_USER, "quokka")
+        assert hit.conversation_id == conversation_id
+        [hit] = await store.search_entries(other_id, END_USER, "quokka")
+        assert hit.conversation_id == other_conversation
+        [row] = await store.list_ledger(sandbox_id)
+        assert (row.run_id, row.end_user_id) == (run_id, END_USER)
+        [group] = (await store.summarize_usage(sandbox_id, "end_user", LedgerFilter(), 9, "")).items
+        assert (group.key, group.entry_count) == (END_USER, 1)
+        [integration] = await store.list_integrations(sandbox_id, end_user_id=END_USER)
+        assert (integration.id, integration.end_user_id) == (integration_id, END_USER)
+        assert (await store.get_connect_flow(sandbox_id, flow_id)).end_user_id == OTHER_END_USER
+        session = await store.find_compute_session(sandbox_id, END_USER, "hermes/m")
+        assert session is not None
+        assert (session.id, session.end_user_id, session.tags) == (
+            session_id,
+            END_USER,
+            {"user_id": END_USER},
+        )
+        assert [(p.sandbox_id, p.target) for p in await store.list_pauses()] == [
+            (sandbox_id, OTHER_END_USER)
+        ]
+        # New writes for a converted end user join its converted rows.
+        await store.append_entries(sandbox_id, conversation_id, [user_entry("platypus later")])
+        assert len(await store.search_entries(sandbox_id, END_USER, "platypus")) == 1
+        second = await store.create_conversation(sandbox_id, END_USER)
+        listed = (await store.list_conversations(sandbox_id, END_USER, 9, "")).items
+        assert {c.id for c in listed} == {conversation_id, second.id}
+    finally:
+        await store.close()
+    assert_absent(file_bytes(db_path), IDENTIFIER_MARKERS)
+    with raw_db(db_path) as db:
+        blind = {(s, u) for s, u in db.execute("SELECT sandbox_id, id FROM end_users")}
+        columns = {c for (c,) in db.execute("SELECT name FROM pragma_table_info('runs')")}
+    assert len(blind) == 3  # END_USER in two sandboxes, unlinkable; OTHER_END_USER
+    assert len({u for _, u in blind}) == 3
+    assert "labels" not in columns
+
+
+async def test_migration_with_another_master_key_changes_nothing(
+    db_path: Path, key_path: Path, tmp_path: Path
+) -> None:
+    """Converting identifiers needs the sandboxes' keys: with a master key that cannot open
+    them, open fails naming the key and the database is left as it was."""
+    [sandbox_id] = await create_at_version(db_path, key_path, 7, ["acme"])
+    with raw_db(db_path) as db:
+        PlainWriter(db, key_path, sandbox_id).conversation(END_USER, text=MESSAGE)
+    before = file_bytes(db_path)
+    intruder = SqliteStore(db_path, MasterKeyring.load_or_create(tmp_path / "other.key"))
+    with pytest.raises(StoreError, match="failed to unwrap with master key 'mk1'"):
+        await intruder.open()
+    await intruder.close()
+    with raw_db(db_path) as db:
+        assert [v for (v,) in db.execute("SELECT version FROM schema_migrations")] == list(
+            range(1, 8)
+        )
+        assert db.execute("SELECT id FROM end_users").fetchall() == [(END_USER,)]
+    assert END_USER.encode() in before

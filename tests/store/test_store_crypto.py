@@ -229,6 +229,19 @@ def test_end_user_index_keys_differ() -> None:
     assert alice == blind_terms(keys.end_user_index_key("alice"), "TUNA")
 
 
+def test_blind_ids_are_per_sandbox_and_kind() -> None:
+    """A blind id is 32 hex characters, stable within a sandbox, and differs across sandboxes,
+    across kinds of identifier, and from the end user's search key."""
+    keys = keys_for()
+    alice = keys.blind_id("end_user", "alice")
+    assert re.fullmatch(r"[0-9a-f]{32}", alice)
+    assert alice == keys.blind_id("end_user", "alice")
+    assert alice != keys.blind_id("end_user", "Alice")
+    assert alice != keys_for().blind_id("end_user", "alice")
+    assert alice != keys.blind_id("request_id", "alice")
+    assert alice not in keys.end_user_index_key("alice").hex()
+
+
 # ---- the key cache ----------------------------------------------------------------
 
 

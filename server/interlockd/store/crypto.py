@@ -4,7 +4,8 @@ Three layers of keys::
 
     master keyring (file 0600, or one key from the environment)
       └── wraps, per sandbox: data keys 1, 2, ... (one current)   -> seal values
-                              the index key (key id 0, never rotated) -> blind search terms
+                              the index key (key id 0, never rotated) -> blind search terms,
+                                                                         blind identifiers
 
 This module owns key generation, wrapping, the sealed-value format and the
 keyed hashing of search terms. It is dialect-free: a store persists the
@@ -66,6 +67,9 @@ MAX_TERMS_PER_ENTRY = 512
 #: Hex characters kept of each term's HMAC (64 bits: collisions are negligible
 #: at any realistic vocabulary, and the index stays small).
 TERM_HEX_CHARS = 16
+#: Hex characters kept of a blind identifier (128 bits: no collision among the
+#: end users or request ids of any one sandbox).
+BLIND_ID_HEX_CHARS = 32
 #: Environment-given master keys get this id.
 ENV_MASTER_KEY_ID = "env"
 
@@ -465,6 +469,17 @@ class SandboxKeys:
         equal words of two users are unlinkable in the index.
         """
         return hmac.digest(self._index_key, b"end-user\x00" + end_user_id.encode(), "sha256")
+
+    def blind_id(self, kind: str, value: str) -> str:
+        """The keyed hash that stands in for a tenant-chosen identifier at rest.
+
+        ``kind`` names what it identifies ("end_user", "request_id"), so equal
+        strings of two kinds hash apart. Deterministic per sandbox (lookups
+        and grouping match on it) and unlinkable across sandboxes; 128 bits in
+        hex. The domain label keeps it apart from :meth:`end_user_index_key`.
+        """
+        message = b"blind-id\x00" + kind.encode() + b"\x00" + value.encode()
+        return hmac.digest(self._index_key, message, "sha256").hex()[:BLIND_ID_HEX_CHARS]
 
 
 def blind_terms(index_key: bytes, text: str, *, limit: int = MAX_TERMS_PER_ENTRY) -> list[str]:

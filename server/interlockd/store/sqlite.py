@@ -43,6 +43,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import importlib.resources
 import os
 import re
@@ -113,7 +114,7 @@ from interlockd.store.crypto import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 T = TypeVar("T")
 
@@ -249,16 +250,69 @@ _ENTRY_COLUMNS = (
     "tool_call_id, tool_name, is_error, source_id"
 )
 _ENTRY_COLUMNS_OF_E = ", ".join(f"e.{column}" for column in _ENTRY_COLUMNS.split(", "))
+
+
+def _end_user_sealed(table: str) -> str:
+    """A result column: the sealed id of the end user a row of ``table`` names by blind id.
+
+    A scalar subquery rather than a join, so it also works in RETURNING.
+    """
+    return (
+        f"(SELECT u.id_sealed FROM end_users u WHERE u.sandbox_id = {table}.sandbox_id "
+        f"AND u.id = {table}.end_user_id) AS end_user_sealed"
+    )
+
+
 _RUN_COLUMNS = (
-    "id, sandbox_id, end_user_id, conversation_id, provider, model, request_id, labels, "
-    "status, started_at, finished_at, stop_reason, error_code, error_message, input_tokens, "
-    "output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd"
+    "id, sandbox_id, end_user_id, conversation_id, provider, model, request_id_sealed, "
+    "labels_sealed, status, started_at, finished_at, stop_reason, error_code, error_message, "
+    "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, "
+    f"cost_usd, {_end_user_sealed('runs')}"
 )
 _LEDGER_COLUMNS = (
     "run_id, sandbox_id, end_user_id, kind, provider, model, input_tokens, output_tokens, "
     "cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, price_version, "
     "compute_seconds, agent_id"
 )
+_LEDGER_SELECT = f"{_LEDGER_COLUMNS}, {_end_user_sealed('ledger')}"
+
+
+def _blind_end_user(keys: SandboxKeys, end_user_id: str) -> str:
+    """The blind id stored for an end user ('' stays '': "no end user")."""
+    return keys.blind_id("end_user", end_user_id) if end_user_id else ""
+
+
+def _blind_request_id(keys: SandboxKeys, request_id: str) -> str:
+    """The blind id stored for a request id ('' stays '': "no idempotency key")."""
+    return keys.blind_id("request_id", request_id) if request_id else ""
+
+
+def _end_user(keys: SandboxKeys, r: sqlite3.Row) -> str:
+    """The end user id a row names by blind id, opened from its end_users row."""
+    blind: str = r["end_user_id"]
+    if not blind:
+        return ""
+    sealed: bytes | None = r["end_user_sealed"]
+    if sealed is None:
+        raise StoreError(
+            f"end user {blind} of sandbox {keys.sandbox_id} has no end_users row; "
+            "the database was changed outside interlockd"
+        )
+    return _open_end_user(keys, sealed=sealed, blind=blind)
+
+
+def _open_end_user(keys: SandboxKeys, *, sealed: bytes, blind: str) -> str:
+    """An end user's own id, from its end_users row's sealed copy."""
+    return keys.open(sealed, table="end_users", row=blind, column="id")
+
+
+def _open_json(
+    keys: SandboxKeys, sealed: bytes | None, *, table: str, row: str, column: str
+) -> Any:
+    """A sealed JSON document, or {} for NULL."""
+    if sealed is None:
+        return {}
+    return orjson.loads(keys.open(sealed, table=table, row=row, column=column))
 
 
 def _sandbox(r: sqlite3.Row) -> Sandbox:
@@ -292,11 +346,12 @@ def _title(keys: SandboxKeys, r: sqlite3.Row) -> str:
     return keys.open(sealed, table="conversations", row=r["id"], column="title")
 
 
-def _conversation(r: sqlite3.Row, title: str = "") -> Conversation:
+def _conversation(r: sqlite3.Row, end_user_id: str, title: str = "") -> Conversation:
+    # The caller named the end user: its own id, rather than opening the stored one.
     return Conversation(
         id=r["id"],
         sandbox_id=r["sandbox_id"],
-        end_user_id=r["end_user_id"],
+        end_user_id=end_user_id,
         created_at=_time(r["created_at"]),
         updated_at=_time(r["updated_at"]),
         title=title,
@@ -337,7 +392,7 @@ def _integration(keys: SandboxKeys, r: sqlite3.Row) -> Integration:
         sandbox_id=r["sandbox_id"],
         kind=r["kind"],
         app=r["app"],
-        end_user_id=r["end_user_id"],
+        end_user_id=_end_user(keys, r),
         status=r["status"],
         status_reason=r["status_reason"],
         config=orjson.loads(config),
@@ -360,8 +415,8 @@ def _agent(keys: SandboxKeys, r: sqlite3.Row) -> SavedAgent:
 
 _COMPUTE_COLUMNS = (
     "id, sandbox_id, end_user_id, agent_key, runtime, provider, external_id, status, region, "
-    "endpoint, spec_fingerprint, secrets_sealed, tags, active_seconds, created_at, updated_at, "
-    "last_active_at"
+    "endpoint, spec_fingerprint, secrets_sealed, tags_sealed, active_seconds, created_at, "
+    f"updated_at, last_active_at, {_end_user_sealed('compute_sessions')}"
 )
 
 
@@ -377,7 +432,7 @@ def _compute_session(keys: SandboxKeys, r: sqlite3.Row) -> ComputeSessionRecord:
     return ComputeSessionRecord(
         id=r["id"],
         sandbox_id=r["sandbox_id"],
-        end_user_id=r["end_user_id"],
+        end_user_id=_end_user(keys, r),
         agent_key=r["agent_key"],
         runtime=r["runtime"],
         provider=r["provider"],
@@ -388,11 +443,23 @@ def _compute_session(keys: SandboxKeys, r: sqlite3.Row) -> ComputeSessionRecord:
         spec_fingerprint=r["spec_fingerprint"],
         api_key=secrets_["api_key"],
         mcp_token=secrets_["mcp_token"],
-        tags=orjson.loads(r["tags"]),
+        tags=_open_json(
+            keys, r["tags_sealed"], table="compute_sessions", row=r["id"], column="tags"
+        ),
         active_seconds=r["active_seconds"],
         created_at=_time(r["created_at"]),
         updated_at=_time(r["updated_at"]),
         last_active_at=_time(r["last_active_at"]),
+    )
+
+
+def _seal_tags(keys: SandboxKeys, session_id: str, tags: Mapping[str, str]) -> bytes:
+    # Tags name the end user (user_id): sealed like the rest of what it chose.
+    return keys.seal(
+        orjson.dumps(dict(tags), option=orjson.OPT_SORT_KEYS).decode(),
+        table="compute_sessions",
+        row=session_id,
+        column="tags",
     )
 
 
@@ -414,11 +481,19 @@ def _placement(r: sqlite3.Row) -> Placement:
     )
 
 
-def _pause(r: sqlite3.Row) -> Pause:
+#: An end_user pause's target is the end user's blind id; its sealed id comes along.
+_PAUSE_COLUMNS = (
+    "scope, sandbox_id, target, reason, created_at, "
+    "(SELECT u.id_sealed FROM end_users u WHERE pauses.scope = 'end_user' "
+    "AND u.sandbox_id = pauses.sandbox_id AND u.id = pauses.target) AS target_sealed"
+)
+
+
+def _pause(r: sqlite3.Row, target: str) -> Pause:
     return Pause(
         scope=r["scope"],
         sandbox_id=r["sandbox_id"],
-        target=r["target"],
+        target=target,
         reason=r["reason"],
         created_at=_time(r["created_at"]),
     )
@@ -435,12 +510,12 @@ def _check_pause(scope: str, sandbox_id: str, target: str) -> None:
         raise ValueError("an end_user pause needs its sandbox")
 
 
-def _flow(r: sqlite3.Row) -> ConnectFlow:
+def _flow(keys: SandboxKeys, r: sqlite3.Row) -> ConnectFlow:
     return ConnectFlow(
         id=r["id"],
         sandbox_id=r["sandbox_id"],
         app=r["app"],
-        end_user_id=r["end_user_id"],
+        end_user_id=_end_user(keys, r),
         for_end_user=bool(r["for_end_user"]),
         status=r["status"],
         reason=r["reason"],
@@ -461,16 +536,19 @@ def _usage(r: sqlite3.Row) -> Usage:
     )
 
 
-def _run(r: sqlite3.Row) -> Run:
+def _run(keys: SandboxKeys, r: sqlite3.Row) -> Run:
+    request_id: bytes | None = r["request_id_sealed"]
     return Run(
         id=r["id"],
         sandbox_id=r["sandbox_id"],
-        end_user_id=r["end_user_id"],
+        end_user_id=_end_user(keys, r),
         conversation_id=r["conversation_id"],
         provider=r["provider"],
         model=r["model"],
-        request_id=r["request_id"],
-        labels=orjson.loads(r["labels"]),
+        request_id=""
+        if request_id is None
+        else keys.open(request_id, table="runs", row=r["id"], column="request_id"),
+        labels=_open_json(keys, r["labels_sealed"], table="runs", row=r["id"], column="labels"),
         status=r["status"],
         started_at=_time(r["started_at"]),
         finished_at=_time_or_none(r["finished_at"]),
@@ -482,11 +560,11 @@ def _run(r: sqlite3.Row) -> Run:
     )
 
 
-def _ledger_row(r: sqlite3.Row) -> LedgerRow:
+def _ledger_row(keys: SandboxKeys, r: sqlite3.Row) -> LedgerRow:
     return LedgerRow(
         run_id=r["run_id"],
         sandbox_id=r["sandbox_id"],
-        end_user_id=r["end_user_id"],
+        end_user_id=_end_user(keys, r),
         kind=r["kind"],
         provider=r["provider"],
         model=r["model"],
@@ -532,13 +610,18 @@ def _ledger_time(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _ledger_where(sandbox_id: str, where: LedgerFilter) -> tuple[list[str], list[Any]]:
-    """The WHERE clauses (to be ANDed) and parameters selecting ``where``'s rows."""
+def _ledger_where(
+    sandbox_id: str, where: LedgerFilter, blind_end_user: str
+) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (to be ANDed) and parameters selecting ``where``'s rows.
+
+    ``blind_end_user`` is the blind id of ``where.end_user_id`` (the column holds blind ids).
+    """
     clauses = ["sandbox_id = ?"]
     params: list[Any] = [sandbox_id]
     for column, value in (
         ("run_id", where.run_id),
-        ("end_user_id", where.end_user_id),
+        ("end_user_id", blind_end_user),
         ("agent_id", where.agent_id),
         ("provider", where.provider),
         ("kind", where.kind or ""),
@@ -719,15 +802,22 @@ class SqliteStore(Store):
                     f"database {self._path} has schema version {max(newer)}, newer than this "
                     f"interlockd knows ({len(migrations)}); upgrade interlockd"
                 )
-            for migration in migrations:
-                if migration.version in applied:
-                    continue
+            pending = [m for m in migrations if m.version not in applied]
+            for migration in pending:
                 for statement in migration.statements:
                     await tx.execute(statement)
+                step = _DATA_STEPS.get(migration.version)
+                if step is not None:
+                    await step(tx, self._ring)
                 await tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, _now_us()),
                 )
+        if pending and applied:
+            # A migration may have replaced values that must leave the file
+            # (plaintext identifiers): secure_delete zeroed their cells, and
+            # this moves the new pages into the file and empties the WAL.
+            await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader
@@ -813,6 +903,18 @@ class SqliteStore(Store):
             # Sealed with a data key added after we cached the set (a rotation
             # by another process): reload once.
             return convert(await self._sandbox_keys(sandbox_id, refresh=True))
+
+    async def _blind_end_user(self, sandbox_id: str, end_user_id: str) -> str:
+        """The blind id an end user of this sandbox is stored under.
+
+        For an unknown sandbox, '': no row of that sandbox exists, so a query
+        scoped by it finds nothing, as it did before ids were blinded.
+        """
+        try:
+            keys = await self._sandbox_keys(sandbox_id)
+        except NotFound:
+            return ""
+        return _blind_end_user(keys, end_user_id)
 
     async def _require_conversation(self, sandbox_id: str, conversation_id: str) -> None:
         rows = await self._fetch(
@@ -924,6 +1026,8 @@ class SqliteStore(Store):
             cursor = await db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
             if cursor.rowcount == 0:
                 raise NotFound(f"sandbox {sandbox_id} not found")
+            # Pauses name their sandbox without a foreign key (global ones name none).
+            await db.execute("DELETE FROM pauses WHERE sandbox_id = ?", (sandbox_id,))
         self._keys.evict(sandbox_id)
         # Copy the zeroed pages into the database file and empty the WAL, so
         # the old frames holding the wrapped keys do not linger there. Best
@@ -983,10 +1087,11 @@ class SqliteStore(Store):
     # ---- conversations and the window ----------------------------------------------
 
     async def create_conversation(self, sandbox_id: str, end_user_id: str) -> Conversation:
+        keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         conversation_id = ids.new_id("conv")
         now = _now_us()
         async with self._transaction() as db:
-            await _insert_conversation(db, sandbox_id, end_user_id, conversation_id, now)
+            await _insert_conversation(db, keys, sandbox_id, end_user_id, conversation_id, now)
         return Conversation(conversation_id, sandbox_id, end_user_id, _time(now), _time(now))
 
     async def get_conversation(
@@ -995,21 +1100,25 @@ class SqliteStore(Store):
         rows = await self._fetch(
             f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
             "WHERE id = ? AND sandbox_id = ? AND end_user_id = ?",
-            (conversation_id, sandbox_id, end_user_id),
+            (conversation_id, sandbox_id, await self._blind_end_user(sandbox_id, end_user_id)),
         )
         if not rows:
             raise NotFound(f"conversation {conversation_id} not found")
-        return await self._conversation(sandbox_id, rows[0])
+        return await self._conversation(sandbox_id, end_user_id, rows[0])
 
-    async def _conversation(self, sandbox_id: str, row: sqlite3.Row) -> Conversation:
+    async def _conversation(
+        self, sandbox_id: str, end_user_id: str, row: sqlite3.Row
+    ) -> Conversation:
         if row["title_sealed"] is None:
-            return _conversation(row)
-        return _conversation(row, await self._opened(sandbox_id, lambda keys: _title(keys, row)))
+            return _conversation(row, end_user_id)
+        title = await self._opened(sandbox_id, lambda keys: _title(keys, row))
+        return _conversation(row, end_user_id, title)
 
     async def set_conversation_title(
         self, sandbox_id: str, end_user_id: str, conversation_id: str, title: str
     ) -> Conversation:
         sealed: bytes | None = None
+        blind = await self._blind_end_user(sandbox_id, end_user_id)
         if title:
             try:
                 keys = await self._sandbox_keys(sandbox_id)
@@ -1022,12 +1131,12 @@ class SqliteStore(Store):
                     "UPDATE conversations SET title_sealed = ? "
                     "WHERE id = ? AND sandbox_id = ? AND end_user_id = ? "
                     f"RETURNING {_CONVERSATION_COLUMNS}",
-                    (sealed, conversation_id, sandbox_id, end_user_id),
+                    (sealed, conversation_id, sandbox_id, blind),
                 )
             )
         if not rows:
             raise NotFound(f"conversation {conversation_id} not found")
-        return await self._conversation(sandbox_id, rows[0])
+        return await self._conversation(sandbox_id, end_user_id, rows[0])
 
     async def list_conversations(
         self, sandbox_id: str, end_user_id: str, page_size: int, page_token: str
@@ -1038,13 +1147,13 @@ class SqliteStore(Store):
             f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
             "WHERE sandbox_id = ? AND end_user_id = ? AND (updated_at, id) < (?, ?) "
             "ORDER BY updated_at DESC, id DESC LIMIT ?",
-            (sandbox_id, end_user_id, *before, size + 1),
+            (sandbox_id, await self._blind_end_user(sandbox_id, end_user_id), *before, size + 1),
         )
         page = rows[:size]
         titles = [""] * len(page)
         if any(r["title_sealed"] is not None for r in page):
             titles = await self._opened(sandbox_id, lambda keys: [_title(keys, r) for r in page])
-        items = [_conversation(r, t) for r, t in zip(page, titles, strict=True)]
+        items = [_conversation(r, end_user_id, t) for r, t in zip(page, titles, strict=True)]
         token = ""
         if len(rows) > size:
             last = page[-1]
@@ -1054,11 +1163,12 @@ class SqliteStore(Store):
     async def delete_conversation(
         self, sandbox_id: str, end_user_id: str, conversation_id: str
     ) -> None:
+        blind = await self._blind_end_user(sandbox_id, end_user_id)
         async with self._transaction() as db:
             # Entries cascade; their search rows go with them (trigger entries_drop_terms).
             cursor = await db.execute(
                 "DELETE FROM conversations WHERE id = ? AND sandbox_id = ? AND end_user_id = ?",
-                (conversation_id, sandbox_id, end_user_id),
+                (conversation_id, sandbox_id, blind),
             )
             if cursor.rowcount == 0:
                 raise NotFound(f"conversation {conversation_id} not found")
@@ -1169,7 +1279,14 @@ class SqliteStore(Store):
             "WHERE entry_terms MATCH ? AND e.sandbox_id = ? AND c.sandbox_id = ? "
             "AND c.end_user_id = ? AND e.conversation_id <> ? "
             "ORDER BY entry_terms.rank LIMIT ?",
-            (match, sandbox_id, sandbox_id, end_user_id, exclude_conversation_id, limit),
+            (
+                match,
+                sandbox_id,
+                sandbox_id,
+                _blind_end_user(keys, end_user_id),
+                exclude_conversation_id,
+                limit,
+            ),
         )
         if not rows:
             return []
@@ -1187,7 +1304,7 @@ class SqliteStore(Store):
     ) -> Run:
         _check_entries_belong(run.id, entries)
         # Unknown sandbox: NotFound before anything is written.
-        keys = await self._sandbox_keys(run.sandbox_id) if entries else None
+        keys = await self._sandbox_keys(run.sandbox_id)
         now = _now_us()
         async with self._transaction() as db:
             if create_conversation:
@@ -1195,6 +1312,7 @@ class SqliteStore(Store):
                 # below), which spares the seq-reserving UPDATE of an append.
                 await _insert_conversation(
                     db,
+                    keys,
                     run.sandbox_id,
                     run.end_user_id,
                     run.conversation_id,
@@ -1203,12 +1321,12 @@ class SqliteStore(Store):
                     provider=run.provider if entries else "",
                     model=run.model if entries else "",
                 )
-            await _insert_admitted_run(db, run, now)
-            if keys is not None and create_conversation:
+            await _insert_admitted_run(db, keys, run, now)
+            if entries and create_conversation:
                 await _insert_entries(
                     db, keys, run.sandbox_id, run.conversation_id, run.end_user_id, 1, entries, now
                 )
-            elif keys is not None:
+            elif entries:
                 # Admission has just found the conversation, in this transaction.
                 await _append_entries(
                     db,
@@ -1289,7 +1407,8 @@ class SqliteStore(Store):
                     f"run {run_id} already ended ({previous[0]['status']}); "
                     "a run is finished exactly once"
                 )
-            finished = _run(rows[0])
+            keys = await self._sandbox_keys(rows[0]["sandbox_id"])
+            finished = _run(keys, rows[0])
             if withdraw:
                 finished = await _withdraw_run(db, finished)
             for row in ledger:
@@ -1303,7 +1422,7 @@ class SqliteStore(Store):
                 # have nowhere to go, but the run must still close.
                 await _append_entries(
                     db,
-                    await self._sandbox_keys(finished.sandbox_id),
+                    keys,
                     finished.sandbox_id,
                     finished.conversation_id,
                     entries,
@@ -1312,6 +1431,10 @@ class SqliteStore(Store):
                     now,
                 )
             if ledger:
+                # A row is the run's end user's (whose end_users row exists);
+                # one naming another end user gets that user's row first.
+                for end_user_id in {row.end_user_id for row in ledger} - {finished.end_user_id}:
+                    await _insert_end_user(db, keys, finished.sandbox_id, end_user_id, now)
                 await db.executemany(
                     f"INSERT INTO ledger ({_LEDGER_COLUMNS}, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1319,7 +1442,7 @@ class SqliteStore(Store):
                         (
                             row.run_id,
                             row.sandbox_id,
-                            row.end_user_id,
+                            _blind_end_user(keys, row.end_user_id),
                             row.kind,
                             row.provider,
                             row.model,
@@ -1356,7 +1479,8 @@ class SqliteStore(Store):
             )
             if not found:
                 raise NotFound(f"run {run_id} not found")
-            run = _run(found[0])
+            keys = await self._sandbox_keys(sandbox_id)
+            run = _run(keys, found[0])
             if run.status not in ("interrupted", "cancelled"):
                 raise FailedPrecondition(
                     f"run {run_id} ended {run.status}; only an interrupted or cancelled run resumes"
@@ -1365,7 +1489,7 @@ class SqliteStore(Store):
             params = {
                 "id": run.id,
                 "sbx": run.sandbox_id,
-                "user": run.end_user_id,
+                "user": _blind_end_user(keys, run.end_user_id),
                 "conv": run.conversation_id,
                 "rid": "",  # the run holds its own request_id: not a duplicate
                 "day": now // _US_PER_DAY,
@@ -1396,7 +1520,7 @@ class SqliteStore(Store):
                 ),
                 facts[0],
             )
-        return _run(rows[0])
+        return _run(keys, rows[0])
 
     async def get_run(self, sandbox_id: str, run_id: str) -> Run:
         rows = await self._fetch(
@@ -1405,17 +1529,23 @@ class SqliteStore(Store):
         )
         if not rows:
             raise NotFound(f"run {run_id} not found")
-        return _run(rows[0])
+        return await self._opened(sandbox_id, lambda keys: _run(keys, rows[0]))
 
     async def find_run_by_request_id(self, sandbox_id: str, request_id: str) -> Run | None:
         if not request_id:
             return None
+        try:
+            keys = await self._sandbox_keys(sandbox_id)
+        except NotFound:
+            return None
         rows = await self._fetch(
             f"SELECT {_RUN_COLUMNS} FROM runs "
             "WHERE sandbox_id = ? AND request_id = ? AND request_id <> ''",
-            (sandbox_id, request_id),
+            (sandbox_id, _blind_request_id(keys, request_id)),
         )
-        return _run(rows[0]) if rows else None
+        if not rows:
+            return None
+        return await self._opened(sandbox_id, lambda keys: _run(keys, rows[0]))
 
     async def read_run_entries(self, sandbox_id: str, run_id: str) -> list[WindowEntry]:
         rows = await self._fetch(
@@ -1442,16 +1572,18 @@ class SqliteStore(Store):
     async def list_ledger(self, sandbox_id: str, run_id: str = "") -> list[LedgerRow]:
         if run_id:
             rows = await self._fetch(
-                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE run_id = ? AND sandbox_id = ? "
+                f"SELECT {_LEDGER_SELECT} FROM ledger WHERE run_id = ? AND sandbox_id = ? "
                 "ORDER BY id",
                 (run_id, sandbox_id),
             )
         else:
             rows = await self._fetch(
-                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE sandbox_id = ? ORDER BY id",
+                f"SELECT {_LEDGER_SELECT} FROM ledger WHERE sandbox_id = ? ORDER BY id",
                 (sandbox_id,),
             )
-        return [_ledger_row(r) for r in rows]
+        if not rows:
+            return []
+        return await self._opened(sandbox_id, lambda keys: [_ledger_row(keys, r) for r in rows])
 
     # ---- ledger queries (the Ledger service) -------------------------------------
 
@@ -1467,15 +1599,24 @@ class SqliteStore(Store):
                     "page_token", "is not a token from a previous page of this listing"
                 )
             before = (at, int(row_id))
-        clauses, params = _ledger_where(sandbox_id, where)
+        blind = await self._blind_end_user(sandbox_id, where.end_user_id)
+        clauses, params = _ledger_where(sandbox_id, where, blind)
         # Rows are ordered by (created_at, id): id breaks ties in the order written.
         rows = await self._fetch(
-            f"SELECT id, created_at, {_LEDGER_COLUMNS} FROM ledger "
+            f"SELECT id, created_at, {_LEDGER_SELECT} FROM ledger "
             f"WHERE {' AND '.join(clauses)} AND (created_at, id) < (?, ?) "
             "ORDER BY created_at DESC, id DESC LIMIT ?",
             (*params, *before, size + 1),
         )
-        items = [LedgerEntry(_ledger_row(r), _time(r["created_at"])) for r in rows[:size]]
+        page = rows[:size]
+        items = []
+        if page:
+            items = await self._opened(
+                sandbox_id,
+                lambda keys: [
+                    LedgerEntry(_ledger_row(keys, r), _time(r["created_at"])) for r in page
+                ],
+            )
         token = ""
         if len(rows) > size:
             last = rows[size - 1]
@@ -1495,7 +1636,10 @@ class SqliteStore(Store):
         if key is None:
             raise ValueError(f"group_by must be one of {sorted(_USAGE_KEYS)}, got {group_by!r}")
         listing = f"usage/{group_by}"
-        clauses, params = _ledger_where(sandbox_id, where)
+        blind = await self._blind_end_user(sandbox_id, where.end_user_id)
+        clauses, params = _ledger_where(sandbox_id, where, blind)
+        if group_by == "end_user":
+            return await self._summarize_by_end_user(sandbox_id, clauses, params, size, page_token)
         if page_token:
             _, after = _read_page_token(page_token, listing)
             clauses.append(f"{key} > ?")
@@ -1511,8 +1655,47 @@ class SqliteStore(Store):
             token = _page_token(listing, 0, rows[size - 1]["group_key"])
         return Page(items, token)
 
+    async def _summarize_by_end_user(
+        self,
+        sandbox_id: str,
+        clauses: list[str],
+        params: list[Any],
+        size: int,
+        page_token: str,
+    ) -> Page[UsageTotals]:
+        """Groups by end user, in the order of the end users' own ids.
+
+        The column holds blind ids, whose order means nothing, so every group
+        is read, its end user opened, and the groups sorted and paged here.
+        The database has already visited every matching row to add the groups
+        up, so this adds work in proportion to the groups, not the rows.
+        """
+        listing = "usage/end_user"
+        after = _read_page_token(page_token, listing)[1] if page_token else None
+        rows = await self._fetch(
+            f"SELECT end_user_id, {_USAGE_SUMS}, "
+            "(SELECT u.id_sealed FROM end_users u WHERE u.sandbox_id = ? "
+            "AND u.id = ledger.end_user_id) AS end_user_sealed FROM ledger "
+            f"WHERE {' AND '.join(clauses)} GROUP BY end_user_id",
+            (sandbox_id, *params),
+        )
+        if not rows:
+            return Page([])
+        groups = await self._opened(
+            sandbox_id,
+            lambda keys: sorted(((_end_user(keys, r), r) for r in rows), key=lambda g: g[0]),
+        )
+        if after is not None:
+            groups = [(key, r) for key, r in groups if key > after]
+        items = [_usage_totals(r, key) for key, r in groups[:size]]
+        token = ""
+        if len(groups) > size:
+            token = _page_token(listing, 0, items[-1].key)
+        return Page(items, token)
+
     async def usage_total(self, sandbox_id: str, where: LedgerFilter) -> UsageTotals:
-        clauses, params = _ledger_where(sandbox_id, where)
+        blind = await self._blind_end_user(sandbox_id, where.end_user_id)
+        clauses, params = _ledger_where(sandbox_id, where, blind)
         rows = await self._fetch(
             f"SELECT {_USAGE_SUMS} FROM ledger WHERE {' AND '.join(clauses)}", params
         )
@@ -1751,24 +1934,31 @@ class SqliteStore(Store):
         self, scope: PauseScope, *, sandbox_id: str = "", target: str = "", reason: str = ""
     ) -> Pause:
         _check_pause(scope, sandbox_id, target)
+        # An end user is stored by blind id (NotFound for an unknown sandbox).
+        keys = await self._sandbox_keys(sandbox_id) if scope == "end_user" else None
         now = _now_us()
+        stored = target
         async with self._transaction() as db:
+            if keys is not None:
+                stored = await _insert_end_user(db, keys, sandbox_id, target, now)
             await db.execute(
                 "INSERT INTO pauses (scope, sandbox_id, target, reason, created_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, sandbox_id, target) "
                 "DO UPDATE SET reason = excluded.reason",
-                (scope, sandbox_id, target, reason, now),
+                (scope, sandbox_id, stored, reason, now),
             )
         rows = await self._fetch(
-            "SELECT scope, sandbox_id, target, reason, created_at FROM pauses "
+            f"SELECT {_PAUSE_COLUMNS} FROM pauses "
             "WHERE scope = ? AND sandbox_id = ? AND target = ?",
-            (scope, sandbox_id, target),
+            (scope, sandbox_id, stored),
         )
-        return _pause(rows[0])
+        return (await self._pauses(rows))[0]
 
     async def clear_pause(
         self, scope: PauseScope, *, sandbox_id: str = "", target: str = ""
     ) -> bool:
+        if scope == "end_user":
+            target = await self._blind_end_user(sandbox_id, target)
         async with self._transaction() as db:
             cursor = await db.execute(
                 "DELETE FROM pauses WHERE scope = ? AND sandbox_id = ? AND target = ?",
@@ -1777,18 +1967,36 @@ class SqliteStore(Store):
             return cursor.rowcount > 0
 
     async def list_pauses(self, sandbox_id: str | None = None) -> list[Pause]:
+        # Ordered by creation: blind targets sort meaninglessly.
         if sandbox_id is None:
             rows = await self._fetch(
-                "SELECT scope, sandbox_id, target, reason, created_at FROM pauses "
-                "ORDER BY created_at, scope, target"
+                f"SELECT {_PAUSE_COLUMNS} FROM pauses ORDER BY created_at, scope, rowid"
             )
         else:
             rows = await self._fetch(
-                "SELECT scope, sandbox_id, target, reason, created_at FROM pauses "
-                "WHERE sandbox_id IN ('', ?) ORDER BY created_at, scope, target",
+                f"SELECT {_PAUSE_COLUMNS} FROM pauses "
+                "WHERE sandbox_id IN ('', ?) ORDER BY created_at, scope, rowid",
                 (sandbox_id,),
             )
-        return [_pause(r) for r in rows]
+        return await self._pauses(rows)
+
+    async def _pauses(self, rows: Sequence[sqlite3.Row]) -> list[Pause]:
+        """Pauses of these rows, an end_user pause's target opened in its sandbox."""
+        pauses = []
+        for r in rows:
+            target: str = r["target"]
+            if r["scope"] == "end_user":
+                sealed: bytes | None = r["target_sealed"]
+                if sealed is None:
+                    raise StoreError(
+                        f"the end_user pause {target} of sandbox {r['sandbox_id']} has no "
+                        "end_users row; the database was changed outside interlockd"
+                    )
+                target = await self._opened(
+                    r["sandbox_id"], functools.partial(_open_end_user, sealed=sealed, blind=target)
+                )
+            pauses.append(_pause(r, target))
+        return pauses
 
     # ---- compute sessions and placements -----------------------------------------
 
@@ -1815,25 +2023,27 @@ class SqliteStore(Store):
             row=session_id,
             column="secrets",
         )
+        tags_sealed = _seal_tags(keys, session_id, tags)
         at = _us(now)
         async with self._transaction() as db:
             try:
+                blind = await _insert_end_user(db, keys, sandbox_id, end_user_id, at)
                 await db.execute(
                     "INSERT INTO compute_sessions (id, sandbox_id, end_user_id, agent_key, "
-                    "runtime, provider, status, region, spec_fingerprint, secrets_sealed, tags, "
-                    "created_at, updated_at, last_active_at) "
+                    "runtime, provider, status, region, spec_fingerprint, secrets_sealed, "
+                    "tags_sealed, created_at, updated_at, last_active_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)",
                     (
                         session_id,
                         sandbox_id,
-                        end_user_id,
+                        blind,
                         agent_key,
                         runtime,
                         provider,
                         region,
                         spec_fingerprint,
                         sealed,
-                        orjson.dumps(dict(tags), option=orjson.OPT_SORT_KEYS).decode(),
+                        tags_sealed,
                         at,
                         at,
                         at,
@@ -1864,7 +2074,7 @@ class SqliteStore(Store):
         rows = await self._fetch(
             f"SELECT {_COMPUTE_COLUMNS} FROM compute_sessions WHERE sandbox_id = ? "
             "AND end_user_id = ? AND agent_key = ? AND status NOT IN ('destroyed', 'failed')",
-            (sandbox_id, end_user_id, agent_key),
+            (sandbox_id, await self._blind_end_user(sandbox_id, end_user_id), agent_key),
         )
         if not rows:
             return None
@@ -1895,8 +2105,14 @@ class SqliteStore(Store):
                 sets.append(f"{column} = ?")
                 params.append(value)
         if tags is not None:
-            sets.append("tags = ?")
-            params.append(orjson.dumps(dict(tags), option=orjson.OPT_SORT_KEYS).decode())
+            owner = await self._fetch(
+                "SELECT sandbox_id FROM compute_sessions WHERE id = ?", (session_id,)
+            )
+            if not owner:
+                raise NotFound(f"compute session {session_id} not found")
+            keys = await self._sandbox_keys(owner[0]["sandbox_id"])
+            sets.append("tags_sealed = ?")
+            params.append(_seal_tags(keys, session_id, tags))
         if last_active_at is not None:
             sets.append("last_active_at = ?")
             params.append(_us(last_active_at))
@@ -1921,9 +2137,11 @@ class SqliteStore(Store):
     ) -> list[ComputeSessionRecord]:
         where: list[str] = []
         params: list[Any] = []
+        # Blind ids differ per sandbox: across sandboxes the end user is matched once opened.
+        blind = await self._blind_end_user(sandbox_id, end_user_id) if sandbox_id else ""
         for column, value in (
             ("sandbox_id", sandbox_id),
-            ("end_user_id", end_user_id),
+            ("end_user_id", blind),
             ("agent_key", agent_key),
             ("provider", provider),
         ):
@@ -1943,7 +2161,9 @@ class SqliteStore(Store):
         )
         sessions = []
         for row in rows:
-            sessions.append(await self._opened(row["sandbox_id"], _opener(row)))
+            session = await self._opened(row["sandbox_id"], _opener(row))
+            if not end_user_id or session.end_user_id == end_user_id:
+                sessions.append(session)
         return sessions
 
     async def record_placement(self, placement: Placement) -> None:
@@ -2000,11 +2220,12 @@ class SqliteStore(Store):
             column="credentials",
         )
         async with self._transaction() as db:
+            blind = await _insert_end_user(db, keys, sandbox_id, end_user_id, now)
             await db.execute(
                 "UPDATE integrations SET status = 'disconnected', "
                 "status_reason = 'replaced by a new connection', updated_at = ? "
                 "WHERE sandbox_id = ? AND app = ? AND end_user_id = ? AND status <> 'disconnected'",
-                (now, sandbox_id, app, end_user_id),
+                (now, sandbox_id, app, blind),
             )
             try:
                 await db.execute(
@@ -2016,7 +2237,7 @@ class SqliteStore(Store):
                         sandbox_id,
                         kind,
                         app,
-                        end_user_id,
+                        blind,
                         config_sealed,
                         credentials_sealed,
                         now,
@@ -2032,7 +2253,8 @@ class SqliteStore(Store):
     async def _integration_rows(self, where: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         return await self._fetch(
             "SELECT id, sandbox_id, kind, app, end_user_id, status, status_reason, config_sealed, "
-            f"created_at, updated_at, last_used_at FROM integrations WHERE {where}",
+            f"created_at, updated_at, last_used_at, {_end_user_sealed('integrations')} "
+            f"FROM integrations WHERE {where}",
             params,
         )
 
@@ -2051,7 +2273,7 @@ class SqliteStore(Store):
         params: list[Any] = [sandbox_id]
         if end_user_id is not None:
             where += " AND end_user_id IN ('', ?)"
-            params.append(end_user_id)
+            params.append(await self._blind_end_user(sandbox_id, end_user_id))
         if not include_disconnected:
             where += " AND status <> 'disconnected'"
         rows = await self._integration_rows(f"{where} ORDER BY created_at, id", params)
@@ -2137,8 +2359,10 @@ class SqliteStore(Store):
         keys = await self._sandbox_keys(sandbox_id)
         flow_id = ids.new_id("flow")
         sealed = keys.seal(code_verifier, table="connect_flows", row=flow_id, column="verifier")
+        now = _now_us()
         async with self._transaction() as db:
             try:
+                blind = await _insert_end_user(db, keys, sandbox_id, end_user_id, now)
                 await db.execute(
                     "INSERT INTO connect_flows (id, sandbox_id, app, end_user_id, for_end_user, "
                     "state_hash, verifier_sealed, status, reason, integration_id, created_at, "
@@ -2147,11 +2371,11 @@ class SqliteStore(Store):
                         flow_id,
                         sandbox_id,
                         app,
-                        end_user_id,
+                        blind,
                         int(for_end_user),
                         state_hash,
                         sealed,
-                        _now_us(),
+                        now,
                         int(expires_at.timestamp() * 1_000_000),
                     ),
                 )
@@ -2163,7 +2387,7 @@ class SqliteStore(Store):
 
     _FLOW_COLUMNS = (
         "id, sandbox_id, app, end_user_id, for_end_user, status, reason, integration_id, "
-        "created_at, expires_at, finished_at"
+        f"created_at, expires_at, finished_at, {_end_user_sealed('connect_flows')}"
     )
 
     async def get_connect_flow(self, sandbox_id: str, flow_id: str) -> ConnectFlow:
@@ -2173,7 +2397,7 @@ class SqliteStore(Store):
         )
         if not rows:
             raise NotFound(f"connect flow {flow_id} not found")
-        return _flow(rows[0])
+        return await self._opened(sandbox_id, lambda keys: _flow(keys, rows[0]))
 
     async def find_connect_flow(self, state_hash: str) -> tuple[ConnectFlow, str] | None:
         rows = await self._fetch(
@@ -2182,13 +2406,16 @@ class SqliteStore(Store):
         )
         if not rows:
             return None
-        flow = _flow(rows[0])
-        sealed: bytes = rows[0]["verifier_sealed"]
-        verifier = await self._opened(
-            flow.sandbox_id,
-            lambda keys: keys.open(sealed, table="connect_flows", row=flow.id, column="verifier"),
+        row = rows[0]
+        flow_id: str = row["id"]
+        sealed: bytes = row["verifier_sealed"]
+        return await self._opened(
+            row["sandbox_id"],
+            lambda keys: (
+                _flow(keys, row),
+                keys.open(sealed, table="connect_flows", row=flow_id, column="verifier"),
+            ),
         )
-        return flow, verifier
 
     async def finish_connect_flow(
         self,
@@ -2265,14 +2492,135 @@ class SqliteStore(Store):
         )
 
 
+# ---- data steps of migrations -----------------------------------------------------
+# A migration whose rows need keys (to seal or blind them) has a Python step,
+# run after its SQL inside the same transaction: all or nothing.
+
+
+async def _blind_identifiers(db: aiosqlite.Connection, ring: MasterKeyring) -> None:
+    """Migration 8: end user ids and request ids to blind ids, labels and tags sealed.
+
+    Every sandbox's keys are opened first, so a master key that cannot open
+    them fails the migration (and the store's open) before anything changes.
+    The rows are then rewritten table by table, one UPDATE each, through SQL
+    functions that blind and seal with those keys.
+    """
+    # conversations reference end_users by (sandbox, end user): both change
+    # here, so the foreign key is checked at COMMIT instead of per row.
+    await db.execute("PRAGMA defer_foreign_keys = ON")
+    # A pause of a deleted sandbox can never apply again; nothing could open its target.
+    await db.execute(
+        "DELETE FROM pauses WHERE sandbox_id <> '' AND sandbox_id NOT IN (SELECT id FROM sandboxes)"
+    )
+    opened: dict[str, SandboxKeys] = {}
+    for (sandbox_id,) in await db.execute_fetchall("SELECT id FROM sandboxes"):
+        rows = await db.execute_fetchall(
+            "SELECT key_id, kind, wrapped_key, master_key_id, is_current "
+            "FROM data_keys WHERE sandbox_id = ?",
+            (sandbox_id,),
+        )
+        opened[sandbox_id] = open_sandbox_keys(ring, sandbox_id, map(_wrapped, rows))
+
+    def blind(kind: str, sandbox_id: str, value: str) -> str:
+        return opened[sandbox_id].blind_id(kind, value) if value else ""
+
+    def seal(sandbox_id: str, table: str, row: str, column: str, value: str | None) -> bytes | None:
+        if not value:
+            return None
+        return opened[sandbox_id].seal(value, table=table, row=row, column=column)
+
+    await db.create_function("interlock_blind", 3, blind, deterministic=True)
+    await db.create_function("interlock_seal", 5, seal)
+    try:
+        # Every end user named anywhere gets its row (integrations, flows,
+        # pauses and compute sessions could name one that never conversed).
+        await db.execute(
+            "INSERT INTO end_users (sandbox_id, id, created_at) "
+            "SELECT sandbox_id, end_user_id, ? FROM ("
+            "SELECT sandbox_id, end_user_id FROM runs UNION "
+            "SELECT sandbox_id, end_user_id FROM ledger UNION "
+            "SELECT sandbox_id, end_user_id FROM integrations UNION "
+            "SELECT sandbox_id, end_user_id FROM connect_flows UNION "
+            "SELECT sandbox_id, end_user_id FROM compute_sessions UNION "
+            "SELECT sandbox_id, target FROM pauses WHERE scope = 'end_user') "
+            "WHERE end_user_id <> '' AND sandbox_id IN (SELECT id FROM sandboxes) "
+            "ON CONFLICT (sandbox_id, id) DO NOTHING",
+            (_now_us(),),
+        )
+        await db.execute(
+            "UPDATE end_users SET "
+            "id_sealed = interlock_seal(sandbox_id, 'end_users', "
+            "interlock_blind('end_user', sandbox_id, id), 'id', id), "
+            "id = interlock_blind('end_user', sandbox_id, id)"
+        )
+        for table in ("conversations", "ledger", "integrations", "connect_flows"):
+            await db.execute(
+                f"UPDATE {table} SET end_user_id = interlock_blind('end_user', sandbox_id, "
+                "end_user_id) WHERE end_user_id <> ''"
+            )
+        await db.execute(
+            "UPDATE runs SET "
+            "end_user_id = interlock_blind('end_user', sandbox_id, end_user_id), "
+            "request_id = interlock_blind('request_id', sandbox_id, request_id), "
+            "request_id_sealed = interlock_seal(sandbox_id, 'runs', id, 'request_id', request_id), "
+            "labels_sealed = CASE WHEN labels = '{}' THEN NULL "
+            "ELSE interlock_seal(sandbox_id, 'runs', id, 'labels', labels) END"
+        )
+        await db.execute(
+            "UPDATE compute_sessions SET "
+            "end_user_id = interlock_blind('end_user', sandbox_id, end_user_id), "
+            "tags_sealed = interlock_seal(sandbox_id, 'compute_sessions', id, 'tags', tags)"
+        )
+        await db.execute(
+            "UPDATE pauses SET target = interlock_blind('end_user', sandbox_id, target) "
+            "WHERE scope = 'end_user'"
+        )
+    finally:
+        # None removes a function (the stub does not say so); the writer stays open.
+        await db.create_function("interlock_blind", 3, None)  # type: ignore[arg-type]
+        await db.create_function("interlock_seal", 5, None)  # type: ignore[arg-type]
+
+
+#: Python steps of migrations, by version: run right after that migration's SQL.
+_DATA_STEPS: dict[int, Callable[[aiosqlite.Connection, MasterKeyring], Awaitable[None]]] = {
+    8: _blind_identifiers,
+}
+
+
 # ---- transaction bodies -----------------------------------------------------------
 # SQL shared by several store methods, run inside the caller's write
 # transaction (``db``): the caller owns BEGIN/COMMIT, so these compose into one
 # atomic, durable unit.
 
 
+async def _insert_end_user(
+    db: aiosqlite.Connection, keys: SandboxKeys, sandbox_id: str, end_user_id: str, now: int
+) -> str:
+    """Make sure the end user has its row (its id sealed there); return its blind id."""
+    blind = _blind_end_user(keys, end_user_id)
+    if not blind:
+        return blind
+    try:
+        await db.execute(
+            "INSERT INTO end_users (sandbox_id, id, id_sealed, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (sandbox_id, id) DO NOTHING",
+            (
+                sandbox_id,
+                blind,
+                keys.seal(end_user_id, table="end_users", row=blind, column="id"),
+                now,
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        if _is_constraint(exc, "FOREIGNKEY"):
+            raise NotFound(f"sandbox {sandbox_id} not found") from None
+        raise
+    return blind
+
+
 async def _insert_conversation(
     db: aiosqlite.Connection,
+    keys: SandboxKeys,
     sandbox_id: str,
     end_user_id: str,
     conversation_id: str,
@@ -2287,21 +2635,12 @@ async def _insert_conversation(
     ``entry_count`` > 0 creates it already holding the seqs 1..entry_count,
     for the caller to fill with :func:`_insert_entries` in the same transaction.
     """
-    try:
-        await db.execute(
-            "INSERT INTO end_users (sandbox_id, id, created_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (sandbox_id, id) DO NOTHING",
-            (sandbox_id, end_user_id, now),
-        )
-    except sqlite3.IntegrityError as exc:
-        if _is_constraint(exc, "FOREIGNKEY"):
-            raise NotFound(f"sandbox {sandbox_id} not found") from None
-        raise
+    blind = await _insert_end_user(db, keys, sandbox_id, end_user_id, now)
     try:
         await db.execute(
             "INSERT INTO conversations (id, sandbox_id, end_user_id, last_provider, last_model, "
             "entry_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (conversation_id, sandbox_id, end_user_id, provider, model, entry_count, now, now),
+            (conversation_id, sandbox_id, blind, provider, model, entry_count, now, now),
         )
     except sqlite3.IntegrityError as exc:
         if _is_constraint(exc, "PRIMARYKEY"):
@@ -2329,7 +2668,7 @@ async def _append_entries(
             "last_provider = CASE WHEN :provider = '' THEN last_provider ELSE :provider END, "
             "last_model = CASE WHEN :model = '' THEN last_model ELSE :model END "
             "WHERE id = :id AND sandbox_id = :sandbox_id "
-            "RETURNING entry_count, end_user_id",
+            f"RETURNING entry_count, end_user_id, {_end_user_sealed('conversations')}",
             {
                 "n": len(entries),
                 "now": now,
@@ -2342,7 +2681,9 @@ async def _append_entries(
     )
     if not rows:
         return None
-    last_seq, end_user_id = rows[0]
+    last_seq = rows[0]["entry_count"]
+    # Search terms are keyed by the end user's own id (crypto.end_user_index_key).
+    end_user_id = _end_user(keys, rows[0])
     first_seq = last_seq - len(entries) + 1
     await _insert_entries(
         db, keys, sandbox_id, conversation_id, end_user_id, first_seq, entries, now
@@ -2435,17 +2776,28 @@ _ADMISSION = (
 )
 
 
-async def _insert_admitted_run(db: aiosqlite.Connection, run: NewRun, now: int) -> None:
+async def _insert_admitted_run(
+    db: aiosqlite.Connection, keys: SandboxKeys, run: NewRun, now: int
+) -> None:
     """Insert ``run`` as running if admission allows it, else raise why not (nothing inserted)."""
     params = {
         "id": run.id,
         "sbx": run.sandbox_id,
-        "user": run.end_user_id,
+        "user": _blind_end_user(keys, run.end_user_id),
         "conv": run.conversation_id,
         "provider": run.provider,
         "model": run.model,
-        "rid": run.request_id,
-        "labels": orjson.dumps(run.labels).decode(),
+        "rid": _blind_request_id(keys, run.request_id),
+        "rid_sealed": (
+            keys.seal(run.request_id, table="runs", row=run.id, column="request_id")
+            if run.request_id
+            else None
+        ),
+        "labels": (
+            keys.seal(orjson.dumps(run.labels).decode(), table="runs", row=run.id, column="labels")
+            if run.labels
+            else None
+        ),
         "now": now,
         "day": now // _US_PER_DAY,
     }
@@ -2454,9 +2806,9 @@ async def _insert_admitted_run(db: aiosqlite.Connection, run: NewRun, now: int) 
     inserted = list(
         await db.execute_fetchall(
             _ADMISSION + "INSERT INTO runs (id, sandbox_id, end_user_id, conversation_id, "
-            "provider, model, request_id, labels, status, started_at) "
-            "SELECT :id, :sbx, :user, :conv, :provider, :model, :rid, :labels, 'running', :now "
-            "FROM admission WHERE refusal IS NULL RETURNING 1",
+            "provider, model, request_id, request_id_sealed, labels_sealed, status, started_at) "
+            "SELECT :id, :sbx, :user, :conv, :provider, :model, :rid, :rid_sealed, :labels, "
+            "'running', :now FROM admission WHERE refusal IS NULL RETURNING 1",
             params,
         )
     )
@@ -2468,7 +2820,9 @@ async def _insert_admitted_run(db: aiosqlite.Connection, run: NewRun, now: int) 
 
 async def _withdraw_run(db: aiosqlite.Connection, run: Run) -> Run:
     """Release ``run``'s request_id and take back its user message (see Store.finish_run)."""
-    await db.execute("UPDATE runs SET request_id = '' WHERE id = ?", (run.id,))
+    await db.execute(
+        "UPDATE runs SET request_id = '', request_id_sealed = NULL WHERE id = ?", (run.id,)
+    )
     mine = list(
         await db.execute_fetchall(
             "SELECT id, seq, kind FROM entries WHERE run_id = ? ORDER BY seq", (run.id,)

@@ -185,6 +185,8 @@ async def serve(out: TextIO) -> None:
                         }
                     },
                     "integrations": {
+                        # The suites register MCP servers on 127.0.0.1 (refused by default).
+                        "mcp_allowed_networks": ["127.0.0.0/8"],
                         "public_url": public_url,
                         "github": {
                             "client_id": github.client_id,

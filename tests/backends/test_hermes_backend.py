@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -33,6 +34,9 @@ from interlockd.errors import (
     ProviderSessionLost,
     ProviderUnavailable,
 )
+from interlockd.http.dispatch import DispatchRegistry
+from interlockd.http.server import HttpServer
+from interlockd.integrations.tools import Tool, ToolContext
 from tests.fakes.hermes import FakeHermes, HermesReply
 
 COMPUTE = "cs-1"
@@ -47,6 +51,47 @@ class RefusingRunner(ToolRunner):
     async def run(self, call: ToolCall) -> ToolResult:
         self.calls.append(call)
         return ToolResult(call.call_id, call.name, "", error="not here")
+
+
+class Search(Tool):
+    """A daemon tool as the MCP endpoint lists it; its runner executes it."""
+
+    spec = ToolSpec(
+        "github.search",
+        "Search GitHub.",
+        {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+    )
+
+    async def execute(self, ctx: ToolContext, arguments: dict[str, Any]) -> Any:
+        raise AssertionError("the run's runner executes the endpoint's calls")
+
+
+class Executing(ToolRunner):
+    """The run's runner as the MCP endpoint uses it: executes and answers each call."""
+
+    def __init__(self, error: str = "") -> None:
+        self.calls: list[ToolCall] = []
+        self._error = error
+
+    async def run(self, call: ToolCall) -> ToolResult:
+        self.calls.append(call)
+        if self._error:
+            return ToolResult(call.call_id, call.name, "", error=self._error)
+        found = orjson.loads(call.arguments)["q"]
+        return ToolResult(call.call_id, call.name, orjson.dumps({"found": found}).decode())
+
+
+@pytest.fixture
+async def mcp_side() -> AsyncIterator[HttpServer]:
+    """The daemon's HTTP side, whose MCP endpoint Hermes calls the run's tools on."""
+    server = HttpServer("127.0.0.1", 0, DispatchRegistry(), call_timeout=5, shutdown_timeout=1)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def mcp_url(server: HttpServer) -> str:
+    return f"http://127.0.0.1:{server.port}/mcp/"
 
 
 @pytest.fixture
@@ -127,23 +172,87 @@ async def test_text_turn_streams_deltas_usage_and_binds_the_session(
     assert hermes.session_lookups == []  # nothing to look up for a new session
 
 
-async def test_tool_progress_of_the_daemons_tools_is_streamed_not_recorded_again(
-    backend: HermesBackend, hermes: FakeHermes
+async def test_the_daemons_tool_calls_stream_as_the_mcp_endpoint_executed_them(
+    backend: HermesBackend, hermes: FakeHermes, mcp_side: HttpServer
 ) -> None:
-    """Progress of the daemon's MCP tools becomes calls named as the run's tools, not marked
-    provider-executed (the MCP endpoint's runner records them), never run by the backend."""
+    """A daemon tool Hermes calls through the MCP endpoint streams under the id, with the
+    arguments and the result, its runner executed and recorded it with (not Hermes' empty
+    progress frames), between the text before and after it, not marked provider-executed."""
+    runner = Executing()
+    grant = mcp_side.mcp_access.open([Search()], runner, ttl=60)
+    hermes.mcp_url, hermes.mcp_token = mcp_url(mcp_side), grant.token
     hermes.enqueue(
-        HermesReply().tool("github_search", call_id="call_9").text("Found it.").usage(10, 2)
+        HermesReply()
+        .text("Looking.")
+        .mcp_tool("github.search", {"q": "quokka"}, call_id="call_9")
+        .text("Found it.")
+        .usage(10, 2)
     )
-    runner = RefusingRunner()
-    spec = ToolSpec("github.search", "Search GitHub.", {"type": "object"})
-    events = await collect(backend, request(hermes, tools=(spec,)), runner)
-    assert events[1:3] == [
-        ToolCall("call_9", "github.search", "{}"),
-        ToolResult("call_9", "github.search", "null"),
+    events = await collect(backend, request(hermes, tools=(Search.spec,)), runner)
+    [executed] = runner.calls
+    assert executed.call_id != "call_9"  # the endpoint's id, which the runner recorded
+    assert events[1:5] == [
+        TextDelta("Looking."),
+        ToolCall(executed.call_id, "github.search", '{"q":"quokka"}'),
+        ToolResult(executed.call_id, "github.search", '{"found":"quokka"}'),
+        TextDelta("Found it."),
     ]
-    assert events[3] == TextDelta("Found it.")
+    assert hermes.mcp_results == [("github.search", False, '{"found":"quokka"}')]
+    grant.close()
+
+
+async def test_a_failed_daemon_tool_streams_its_error(
+    backend: HermesBackend, hermes: FakeHermes, mcp_side: HttpServer
+) -> None:
+    """A daemon tool that fails streams the error its runner recorded, as Hermes' model got it."""
+    runner = Executing(error="the index is offline")
+    grant = mcp_side.mcp_access.open([Search()], runner, ttl=60)
+    hermes.mcp_url, hermes.mcp_token = mcp_url(mcp_side), grant.token
+    hermes.enqueue(HermesReply().mcp_tool("github.search", {"q": "x"}).text("Sorry."))
+    events = await collect(backend, request(hermes, tools=(Search.spec,)), runner)
+    [executed] = runner.calls
+    assert ToolResult(executed.call_id, "github.search", "", error="the index is offline") in events
+    assert hermes.mcp_results == [("github.search", True, "the index is offline")]
+    grant.close()
+
+
+async def test_calls_made_before_the_agent_failed_still_stream(
+    backend: HermesBackend, hermes: FakeHermes, mcp_side: HttpServer
+) -> None:
+    """When Hermes' agent fails after a daemon tool ran, the recorded call streams before
+    the failure is raised."""
+    runner = Executing()
+    grant = mcp_side.mcp_access.open([Search()], runner, ttl=60)
+    hermes.mcp_url, hermes.mcp_token = mcp_url(mcp_side), grant.token
+    hermes.enqueue(HermesReply().mcp_tool("github.search", {"q": "x"}).fail("model crashed"))
+    events: list[BackendEvent] = []
+
+    async def drain() -> None:
+        async for event in backend.stream_turn(request(hermes, tools=(Search.spec,)), runner):
+            events.append(event)
+
+    with pytest.raises(ProviderUnavailable, match="the agent failed: model crashed"):
+        await drain()
+    [executed] = runner.calls
+    assert [type(e) for e in events[1:]] == [ToolCall, ToolResult]
+    assert events[1] == ToolCall(executed.call_id, "github.search", '{"q":"x"}')
+    grant.close()
+
+
+async def test_progress_of_a_call_the_endpoint_refused_streams_nothing(
+    backend: HermesBackend, hermes: FakeHermes, mcp_side: HttpServer
+) -> None:
+    """A daemon tool call the MCP endpoint refused (arguments against the schema) ran and
+    was recorded nowhere: its progress frames stream no empty call."""
+    runner = Executing()
+    grant = mcp_side.mcp_access.open([Search()], runner, ttl=60)
+    hermes.mcp_url, hermes.mcp_token = mcp_url(mcp_side), grant.token
+    hermes.enqueue(HermesReply().mcp_tool("github.search", {"q": 3}).text("Hm."))
+    events = await collect(backend, request(hermes, tools=(Search.spec,)), runner)
     assert runner.calls == []
+    assert not [e for e in events if isinstance(e, (ToolCall, ToolResult))]
+    assert hermes.mcp_results[0][1] is True  # Hermes' model was told
+    grant.close()
 
 
 async def test_a_tool_of_hermes_itself_keeps_its_name(
@@ -279,6 +388,28 @@ async def test_an_agent_failure_after_text_is_unavailable(
     assert TextDelta("Partial") in seen
 
 
+async def test_a_hermes_without_a_model_names_the_daemons_settings(
+    backend: HermesBackend, hermes: FakeHermes
+) -> None:
+    """Hermes' "No inference provider configured" (it read no configuration) fails the turn as
+    FAILED_PRECONDITION naming the provider's settings, not Hermes' own advice."""
+    hermes.enqueue(
+        HermesReply().fail(
+            "No inference provider configured. Run 'hermes model' to choose a provider and "
+            "model, or set an API key (OPENROUTER_API_KEY, OPENAI_API_KEY, etc.) in "
+            "~/.hermes/.env."
+        )
+    )
+    with pytest.raises(ProviderCredentialsRejected) as failed:
+        await collect(backend, request(hermes))
+    message = failed.value.message
+    assert "providers.hermes.base_url" in message
+    assert "providers.hermes.default_model" in message
+    assert "~/.hermes" not in message
+    assert "hermes model" not in message
+    assert not failed.value.retryable
+
+
 async def test_a_cut_answer_is_length(backend: HermesBackend, hermes: FakeHermes) -> None:
     """finish_reason "length" ends the turn with max_tokens."""
     hermes.enqueue(HermesReply().text("Long").finish("length"))
@@ -310,8 +441,8 @@ async def test_leaving_the_turn_closes_the_upstream_answer(
     """Closing the event iterator mid-turn closes Hermes' stream (which interrupts its agent)."""
     hermes.enqueue(HermesReply().text("Thinking").tool_start("slow", "c1").stall())
     events = backend.stream_turn(request(hermes), RefusingRunner())
-    seen = [await anext(events) for _ in range(3)]
-    assert seen[1:] == [TextDelta("Thinking"), ToolCall("c1", "slow", "{}")]
+    seen = [await anext(events) for _ in range(2)]
+    assert seen[1:] == [TextDelta("Thinking")]
     await events.aclose()  # type: ignore[attr-defined]
     await hermes.wait_for_disconnects(1)
 

@@ -21,6 +21,13 @@ so a backend tested through it reads the real wire format::
   failed), ``data: [DONE]`` — each frame written as Python's ``json.dumps``
   writes it, as Hermes does.
 - ``GET /api/sessions/{id}``: the session, or 404 ``session_not_found``.
+- the daemon's MCP tools: as Hermes does (``tools/mcp_tool.py``), a
+  :meth:`HermesReply.mcp_tool` step writes the ``running`` frame, calls the tool
+  on the MCP server of its configuration (:attr:`FakeHermes.mcp_url` with
+  ``Authorization: Bearer`` :attr:`FakeHermes.mcp_token`, set by the test as
+  the generated ``config.yaml`` would) through the official MCP client, and
+  writes the ``completed`` frame once the server has answered; the answers
+  are recorded (:attr:`FakeHermes.mcp_results`).
 
 Each request takes the next scripted :class:`HermesReply` (else a short text).
 Requests are recorded (:attr:`FakeHermes.requests`), as are sessions
@@ -33,13 +40,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import httpx2
+import mcp_types as types
 from aiohttp import web
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 __all__ = ["FakeHermes", "HermesReply", "HermesRequest"]
 
@@ -65,6 +77,12 @@ class HermesReply:
         wire = f"mcp__interlock__{name}" if mcp else name
         call = call_id or f"call_{next(_call_ids)}"
         self.steps += [("tool_start", (wire, call)), ("tool_done", (wire, call))]
+        return self
+
+    def mcp_tool(self, name: str, arguments: dict[str, Any], *, call_id: str | None = None) -> Self:
+        """A call of the daemon's MCP tool ``name``, made on the MCP server as Hermes makes it."""
+        call = call_id or f"call_{next(_call_ids)}"
+        self.steps.append(("mcp_tool", (name, arguments, call)))
         return self
 
     def tool_start(self, name: str, call_id: str) -> Self:
@@ -131,6 +149,11 @@ class FakeHermes:
     session_lookups: list[str] = field(default_factory=list, init=False)
     disconnects: int = field(default=0, init=False)
     base_url: str = field(default="", init=False)
+    #: The MCP server of Hermes' configuration (``mcp_servers.interlock``).
+    mcp_url: str = ""
+    mcp_token: str = ""
+    #: What each MCP tool call answered: (tool, is_error, text of its content).
+    mcp_results: list[tuple[str, bool, str]] = field(default_factory=list, init=False)
     _queue: deque[HermesReply] = field(default_factory=deque, init=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _runner: web.AppRunner | None = field(default=None, init=False)
@@ -317,6 +340,24 @@ class FakeHermes:
                 await response.write(
                     progress({"tool": wire, "toolCallId": call, "status": "completed"})
                 )
+            elif kind == "mcp_tool":
+                name, arguments, call = value
+                wire = "mcp__interlock__" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+                await response.write(
+                    progress(
+                        {
+                            "tool": wire,
+                            "emoji": "⚡",
+                            "label": wire,
+                            "toolCallId": call,
+                            "status": "running",
+                        }
+                    )
+                )
+                self.mcp_results.append(await self._call_mcp(name, arguments))
+                await response.write(
+                    progress({"tool": wire, "toolCallId": call, "status": "completed"})
+                )
             elif kind == "usage":
                 prompt, completion = value
             elif kind == "finish":
@@ -351,6 +392,17 @@ class FakeHermes:
         await response.write(chunk({}, finish, **extra))
         await response.write(b"data: [DONE]\n\n")
         return True
+
+    async def _call_mcp(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool, str]:
+        if not self.mcp_url:
+            raise AssertionError("set FakeHermes.mcp_url (and mcp_token) before an MCP tool call")
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {self.mcp_token}"}) as http,
+            Client(streamable_http_client(self.mcp_url, http_client=http)) as client,
+        ):
+            result = await client.call_tool(name, arguments)
+        text = "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+        return name, bool(result.is_error), text
 
 
 def _invalid(message: str) -> web.Response:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import orjson
 import pytest
 
 from interlock.v1 import agents_pb2 as apb
@@ -216,8 +217,9 @@ async def test_hermes_calls_the_runs_tools_through_the_daemons_mcp_endpoint(
 ) -> None:
     """The real Hermes, its model scripted to call a tool, reaches the run's tool through the
     daemon's MCP endpoint with the session's token: the call runs once, is recorded with its
-    real arguments and result, and streams as a tool call and result; the run's tokens and
-    compute rows add up to what its Finish said."""
+    real arguments and result, and streams as recorded (same id, arguments and result, not
+    Hermes' empty progress); the run's tokens and compute rows add up to what its Finish
+    said."""
     require_runtime()
     daemon = await start_daemon(
         providers={
@@ -247,6 +249,13 @@ async def test_hermes_calls_the_runs_tools_through_the_daemons_mcp_endpoint(
     results = [e for e in window if e.kind == conv_pb.ENTRY_KIND_TOOL_RESULT]
     assert len(results) == 1
     assert not results[0].is_error
+    [call] = [e.tool_call for e in events if e.WhichOneof("event") == "tool_call"]
+    [result] = [e.tool_result for e in events if e.WhichOneof("event") == "tool_result"]
+    assert call.call_id == recorded[0].tool_call_id == result.call_id == results[0].tool_call_id
+    assert (
+        orjson.loads(call.arguments_json) == orjson.loads(recorded[0].text) == {"query": "quokka"}
+    )
+    assert orjson.loads(result.result_json) == orjson.loads(results[0].text)
     # Hermes offered the model exactly the run's tool, named for its MCP server.
     offered = [t["function"]["name"] for t in fake_a.requests[0].body["tools"]]
     assert offered == ["mcp__interlock__search_conversations"]
@@ -260,3 +269,53 @@ async def test_hermes_calls_the_runs_tools_through_the_daemons_mcp_endpoint(
     assert totals.token_cost_usd == pytest.approx(finish.cost.token_usd)
     assert totals.total_cost_usd == pytest.approx(finish.cost.token_usd + finish.cost.compute_usd)
     assert totals.usage.input_tokens == finish.usage.input_tokens > 0
+
+    # The next turn, on another provider, is handed the call and its result.
+    fake_a.enqueue(Reply().text("Still nothing."))
+    session_id = events[0].run_started.session_id
+    after = await daemon.run("And now?", provider="fake", model="fake-model", session_id=session_id)
+    assert kinds(after)[-1] == "finish", after[-1]
+    messages = fake_a.requests[-1].body["messages"]
+    [asked] = [m for m in messages if m["role"] == "assistant" and m.get("tool_calls")]
+    assert asked["tool_calls"][0]["id"] == call.call_id
+    assert asked["tool_calls"][0]["function"]["name"] == "search_conversations"
+    assert orjson.loads(asked["tool_calls"][0]["function"]["arguments"]) == {"query": "quokka"}
+    [answered] = [m for m in messages if m["role"] == "tool"]
+    assert answered["tool_call_id"] == call.call_id
+
+
+async def test_hermes_runs_with_the_default_relative_data_dir(
+    start_daemon: DaemonFactory,
+    fake_a: FakeOpenAI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``data_dir = "data"`` relative to the daemon's working directory (as under
+    ``make serve``), Hermes reads the configuration the daemon generated: the turn is answered
+    by the configured model, and Hermes' home is the session's state directory, not a copy
+    nested one level deeper."""
+    require_runtime()
+    monkeypatch.chdir(tmp_path)
+    daemon = await start_daemon(
+        data_dir=Path("data"),
+        providers={
+            "fake": {"kind": "openai", "base_url": fake_a.base_url},
+            "hermes": {
+                "kind": "hermes",
+                "executable": str(HERMES),
+                "base_url": fake_a.base_url,
+                "default_model": "fake-model",
+            },
+        },
+        compute={"providers": {"local": {"kind": "local"}}},
+    )
+    fake_a.enqueue(Reply().text("Configured."))
+    events = await daemon.run("Hello.", provider="hermes", deadline=120)
+    assert kinds(events)[-1] == "finish", events[-1]
+    assert "Configured." in "".join(e.text_delta.text for e in events)
+    [session] = await daemon.daemon.store.list_compute_sessions(daemon.sandbox_id)
+    [state] = (tmp_path / "data" / "compute").glob("*/state")
+    assert (state / "hermes" / "config.yaml").is_file()
+    assert (state / "hermes" / "state.db").is_file()  # Hermes' own sessions: the same home
+    assert not (state / "data").exists()
+    assert session.status == "running"

@@ -145,7 +145,8 @@ class _Record:
 class LocalComputeProvider(ComputeProvider):
     """Compute sessions as supervised subprocesses under ``root``.
 
-    ``root`` holds one directory per session (created on first use);
+    ``root`` holds one directory per session (created on first use; a relative
+    ``root`` is taken from the working directory at construction and kept absolute);
     ``price`` defaults to free. ``startup_timeout`` bounds each start (until
     the health path answers); ``stop_grace`` is the wait between SIGTERM and
     SIGKILL; ``health_interval`` the period of the supervisor's probes. A
@@ -180,7 +181,10 @@ class LocalComputeProvider(ComputeProvider):
         resume_seconds: float = 5.0,
         inherit_env: Sequence[str] = DEFAULT_INHERITED_ENV,
     ) -> None:
-        self.root = root
+        # Absolute: a session's state directory is its runtime's working directory,
+        # so a relative one (the default data_dir is "data") would be read there,
+        # one level deeper, by every path handed to the runtime ({state_dir}, HOME).
+        self.root = Path(os.path.abspath(root))
         self.price = price
         self.capabilities = Capabilities(
             suspend=True,

@@ -6,7 +6,9 @@ run's bearer token (:mod:`interlockd.http.mcp_access`); without an open,
 unexpired one it is answered 401 before the SDK sees it and nothing runs.
 ``tools/list`` returns exactly the grant's tools; ``tools/call`` checks the
 arguments against the tool's schema (the low-level server does not) and
-executes through the grant's runner, which records the call like any other.
+executes through the grant's runner, which records the call like any other;
+each executed call is then handed to the turn's backend
+(:mod:`interlockd.backends.tool_relay`), which streams it as recorded.
 
 The endpoint is stateless and answers JSON, not SSE: each POST is one
 self-contained exchange, so there is no session to lose between replicas of a
@@ -33,6 +35,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from interlockd.backends.base import ToolCall
+from interlockd.backends.tool_relay import executed_calls
 from interlockd.http.mcp_access import McpAccessRegistry, McpGrant
 from interlockd.ids import new_id
 
@@ -154,6 +157,9 @@ class McpEndpoint:
             return _text(problem, error=True)
         call = ToolCall(new_id("call"), params.name, orjson.dumps(arguments).decode())
         result = await grant.runner.run(call)
+        # The runtime's own stream reports the call without its arguments or
+        # result: the backend streaming the turn streams this (recorded) one.
+        executed_calls(grant.runner).add(call, result)
         if result.error:
             return _text(result.error, error=True)
         return _text(result.result, error=False)

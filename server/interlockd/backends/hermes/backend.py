@@ -11,8 +11,10 @@ this turn only) and one user message: the handover transcript of what the
 session has not seen, then the new message (see ``backends/handover.py``).
 
 Tools run inside Hermes, which calls the daemon's MCP endpoint for them; the
-turn only reports them (provider-executed ToolCall/ToolResult) and never uses
-the ToolRunner it is handed.
+endpoint executes and records them with the run's ToolRunner, the one the
+turn is handed, and the turn streams the calls that runner executed, as
+recorded (:mod:`interlockd.backends.tool_relay`). The turn never runs a tool
+itself.
 
 A conversation's binding — the Hermes session id and the compute session it
 lives in — is what the orchestrator stores (:class:`SessionBound`). The
@@ -50,6 +52,7 @@ from interlockd.backends.base import (
 from interlockd.backends.handover import split
 from interlockd.backends.hermes.config import HermesSettings, render_spec
 from interlockd.backends.hermes.stream import TurnStream
+from interlockd.backends.tool_relay import executed_calls
 from interlockd.compute.base import SessionSpec
 from interlockd.errors import (
     ProviderCredentialsRejected,
@@ -208,7 +211,7 @@ class HermesBackend(AgentBackend):
                 if response.status_code != 200:
                     raise await self._status_error(response, "the turn")
                 yield SessionBound(binding.encode())
-                turn = TurnStream(self.provider, request.tools)
+                turn = TurnStream(self.provider, request.tools, executed_calls(tools))
                 frames = EventSource(response).aiter_sse()
                 try:
                     async for sse in frames:
@@ -219,6 +222,8 @@ class HermesBackend(AgentBackend):
                             break
                 finally:
                     await frames.aclose()  # before the response closes, also when abandoned
+                for event in turn.rest():
+                    yield event
                 yield turn.end()
         except SSEError:
             raise ProviderProtocolError(

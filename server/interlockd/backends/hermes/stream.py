@@ -15,10 +15,14 @@ HTTP or sessions:
 - tool progress as frames of their own, ``event: hermes.tool.progress``:
   ``{"tool", "emoji", "label", "toolCallId", "status": "running"}`` when a
   tool starts and ``{"tool", "toolCallId", "status": "completed"}`` when it
-  returns. They carry neither the arguments nor the output (the daemon's MCP
-  endpoint, which runs the call, records both): a ToolCall here has ``{}`` as
-  its arguments and a ToolResult ``null`` as its result, both marked
-  provider-executed.
+  returns. They carry neither the arguments nor the output. For the daemon's
+  own tools, which Hermes calls through the daemon's MCP endpoint, the calls
+  the endpoint executed and recorded (:mod:`interlockd.backends.tool_relay`)
+  are streamed instead, with their real arguments, results and recorded ids,
+  when Hermes reports one finished (it reports that only once the endpoint has
+  answered) and at the end of the answer. A tool that ran inside Hermes itself
+  is reported from its frames alone: ``{}`` as its arguments, ``null`` as its
+  result, both marked provider-executed.
 - ``: keepalive`` comments every 30 s of silence (skipped by the SSE reader).
 
 Tools of the daemon's MCP server arrive named ``mcp__interlock__<tool>``
@@ -47,7 +51,13 @@ from interlockd.backends.base import (
     UsageReport,
 )
 from interlockd.backends.hermes.config import MCP_SERVER
-from interlockd.errors import ProviderProtocolError, ProviderUnavailable
+from interlockd.backends.tool_relay import ExecutedCalls
+from interlockd.errors import (
+    ProviderCredentialsRejected,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderUnavailable,
+)
 
 TOOL_PROGRESS: Final = "hermes.tool.progress"
 _MCP_PREFIX: Final = f"mcp__{MCP_SERVER}__"
@@ -59,6 +69,9 @@ _STOPS: dict[str, StopReason] = {
 }
 _MAX_DETAIL = 300
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+#: How Hermes says it found no model configuration (hermes_cli/auth.py): it did
+#: not read the config.yaml the daemon writes into its HERMES_HOME.
+_NOT_CONFIGURED = "No inference provider configured"
 
 
 def wire_tool_name(name: str) -> str:
@@ -67,14 +80,25 @@ def wire_tool_name(name: str) -> str:
 
 
 class TurnStream:
-    """Translates the frames of one streamed answer; :meth:`end` once it is over."""
+    """Translates the frames of one streamed answer; :meth:`rest` and :meth:`end` once it
+    is over.
 
-    def __init__(self, provider: str, tools: Sequence[ToolSpec] = ()) -> None:
+    ``executed`` holds the calls the daemon's MCP endpoint executed for this
+    run (see :func:`interlockd.backends.tool_relay.executed_calls`).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        tools: Sequence[ToolSpec] = (),
+        executed: ExecutedCalls | None = None,
+    ) -> None:
         self.provider = provider
         self.done = False  # [DONE] was received: nothing else is read
         self._finish: str | None = None
         self._names = {wire_tool_name(t.name): t.name for t in tools}
         self._running: dict[str, str] = {}  # toolCallId -> name, between running and completed
+        self._executed = executed if executed is not None else ExecutedCalls()
 
     def frame(self, event: str, data: str) -> Iterator[BackendEvent]:
         """The events of one SSE frame (``event`` is ``"message"`` when it had none)."""
@@ -86,6 +110,10 @@ class TurnStream:
                 return
             yield from self._chunk(_object(self.provider, data, "a stream chunk"))
         # Other named events: added by a later Hermes, nothing we know to report.
+
+    def rest(self) -> Iterator[BackendEvent]:
+        """The daemon's tool calls executed but not streamed yet (before :meth:`end`)."""
+        return self._relayed()
 
     def end(self) -> TurnEnd:
         """The turn's end once the stream is over; a provider error when it did not finish."""
@@ -112,9 +140,8 @@ class TurnStream:
         choice = choices[0] if isinstance(choices, list) and choices else None
         reason = choice.get("finish_reason") if isinstance(choice, dict) else None
         if reason == "error" or (chunk.get("error") and not choice):
-            raise ProviderUnavailable(
-                self.provider, f"the agent failed: {_detail(chunk.get('error'))}"
-            )
+            yield from self._relayed()  # what ran before the failure is recorded: show it
+            raise self._agent_failure(chunk.get("error"))
         if choice is None:
             return
         if not isinstance(choice, dict):
@@ -141,10 +168,12 @@ class TurnStream:
         """Tool progress as ToolCall/ToolResult events for the client's stream.
 
         The daemon's own tools (Hermes calls them through its MCP endpoint) are
-        recorded there, by the run's ToolRunner, with their real arguments and
-        results; their events here only report progress (``provider_executed``
-        False: the orchestrator streams them without recording them again).
-        Any other tool ran inside Hermes and is recorded as provider-executed.
+        executed and recorded there, by the run's ToolRunner, with their real
+        arguments and results: once Hermes reports one finished, the calls the
+        endpoint executed so far are streamed as recorded (``provider_executed``
+        False: the orchestrator streams them without recording them again), and
+        their own frames are not. Any other tool ran inside Hermes and is
+        recorded as provider-executed, from its frames.
         """
         call_id = frame.get("toolCallId")
         tool = frame.get("tool")
@@ -153,17 +182,44 @@ class TurnStream:
         name = self._name(tool)
         inside = not (tool in self._names or tool.startswith(_MCP_PREFIX))
         status = frame.get("status")
+        if not inside:
+            if status != "running":
+                # Finished: Hermes had the endpoint's answer, so the call is recorded.
+                yield from self._relayed()
+            return
         if status == "running":
             self._running[call_id] = name
-            yield ToolCall(call_id, name, "{}", provider_executed=inside)
+            yield ToolCall(call_id, name, "{}", provider_executed=True)
         elif status == "completed":
             name = self._running.pop(call_id, name)
-            yield ToolResult(call_id, name, "null", provider_executed=inside)
+            yield ToolResult(call_id, name, "null", provider_executed=True)
         elif status in ("failed", "error"):
             name = self._running.pop(call_id, name)
             yield ToolResult(
-                call_id, name, "", error=_detail(frame.get("error")), provider_executed=inside
+                call_id, name, "", error=_detail(frame.get("error")), provider_executed=True
             )
+
+    def _relayed(self) -> Iterator[BackendEvent]:
+        """The calls the MCP endpoint executed and recorded since the last time, as recorded."""
+        for call, result in self._executed.take():
+            yield ToolCall(call.call_id, call.name, call.arguments)
+            yield ToolResult(call.call_id, call.name, result.result, error=result.error)
+
+    def _agent_failure(self, error: Any) -> ProviderError:
+        detail = _detail(error)
+        if detail.startswith(_NOT_CONFIGURED):
+            # Hermes' own advice (`hermes model`, ~/.hermes/.env) does not apply: the
+            # daemon writes its configuration, from the provider's settings.
+            return ProviderCredentialsRejected(
+                self.provider,
+                "Hermes found no model to call: it did not read the configuration the daemon "
+                "wrote into its compute session. The model comes from the daemon's settings "
+                f"providers.{self.provider}.base_url (empty: the daemon's local model "
+                f"server), providers.{self.provider}.api_key and "
+                f"providers.{self.provider}.default_model; the runtime's log "
+                "(runtime.log in its compute session's directory) says what it read",
+            )
+        return ProviderUnavailable(self.provider, f"the agent failed: {detail}")
 
     def _name(self, tool: str) -> str:
         known = self._names.get(tool)

@@ -17,11 +17,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from interlock.v1 import integrations_pb2 as ipb
 from interlock.v1 import integrations_pb2_grpc
 from interlockd.config import ConfigError, load_settings
-from interlockd.integrations.egress import EgressPolicy, refused_class
+from interlockd.integrations.egress import EgressPolicy, UrlRefused, refused_class
 from interlockd.integrations.egress.policy import IPAddress
 from interlockd.integrations.mcp.source import McpSource, McpUnavailable
 from interlockd.integrations.tools import ToolError
@@ -322,8 +324,8 @@ def test_allowed_networks_come_from_the_environment_as_json() -> None:
     """INTERLOCK_INTEGRATIONS__MCP_ALLOWED_NETWORKS is a JSON list of CIDRs; anything else is a
     ConfigError naming the key."""
     env = {"INTERLOCK_INTEGRATIONS__MCP_ALLOWED_NETWORKS": '["10.1.0.0/16", "fd00::/8"]'}
-    settings = load_settings(env=env)
-    assert settings.integrations.mcp_allowed_networks == [
+    loaded = load_settings(env=env)
+    assert loaded.integrations.mcp_allowed_networks == [
         ipaddress.ip_network("10.1.0.0/16"),
         ipaddress.ip_network("fd00::/8"),
     ]
@@ -331,6 +333,31 @@ def test_allowed_networks_come_from_the_environment_as_json() -> None:
         env = {"INTERLOCK_INTEGRATIONS__MCP_ALLOWED_NETWORKS": bad}
         with pytest.raises(ConfigError, match=r"integrations\.mcp_allowed_networks"):
             load_settings(env=env)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    url=st.one_of(
+        st.text(max_size=300),
+        st.builds(
+            "{}://{}{}{}".format,
+            st.sampled_from(["https", "http", "HTTPS", "ftp", ""]),
+            st.text(max_size=40),
+            st.sampled_from(["", ":443", ":0", ":99999", ":abc", ":-1", ":"]),
+            st.text(max_size=40),
+        ),
+    )
+)
+def test_any_url_is_accepted_or_refused_never_an_error(url: str) -> None:
+    """Whatever the text, checking it gives a Target or UrlRefused; an accepted one is http(s)
+    with a host and a port in range."""
+    try:
+        target = EgressPolicy(LOOPBACK).check_url(url)
+    except UrlRefused:
+        return
+    assert target.scheme in ("http", "https")
+    assert target.host
+    assert 1 <= target.port <= 65535
 
 
 # ---- at connect time -----------------------------------------------------------------

@@ -26,6 +26,7 @@ serves a fixed set of tools — ``echo`` (text), ``add`` (structured), ``fail``
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import socket
@@ -118,6 +119,8 @@ class _Tools:
             return _text(tool.error, error=True)
         if tool.handler is not None:
             value = tool.handler(arguments)
+            if inspect.isawaitable(value):  # an async handler: a tool that takes time
+                value = await value
             return _text(value if isinstance(value, str) else json.dumps(value))
         if tool.structured is not None:
             return types.CallToolResult(

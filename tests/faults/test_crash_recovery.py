@@ -7,7 +7,8 @@ What must hold whatever the moment of the fault: a side-effecting call runs at m
 a result or "outcome unknown", every tool call a client was shown is in the record, and a
 retry with the interrupted run's request_id finishes the turn.
 
-``INTERLOCK_FAULT_ROUNDS`` sets the kill -9 rounds (3 by default).
+``FAULT_ROUNDS`` sets the kill -9 rounds (3 by default) and ``FAULT_SEED`` the moments'
+seed (not ``INTERLOCK_*``: the daemon reads those as settings).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tests.fakes.mcp_server import FakeMcpServer
 from tests.fakes.openai import FakeOpenAI, Reply
 
 TURNS = 20
-ROUNDS = int(os.environ.get("INTERLOCK_FAULT_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("FAULT_ROUNDS", "3"))
 TOOL = "mcp__fx__send"
 USER = "u-fault"
 #: Words of the runner's "outcome unknown" result, as the model reads it.
@@ -61,6 +62,13 @@ def model(body: Any) -> Reply:
     return Reply().text("sent").delay(pause).text(", ").delay(pause).text("done.").finish()
 
 
+async def send(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The side effect: counted on arrival (FakeMcpServer.calls), then a moment's work, so
+    a kill can land between a call's start and its result."""
+    await asyncio.sleep(random.uniform(0, 0.2))
+    return {"sent": arguments["n"]}
+
+
 @pytest.fixture
 async def fakes() -> AsyncIterator[tuple[FakeOpenAI, FakeMcpServer]]:
     async with FakeOpenAI() as upstream, FakeMcpServer() as mcp:
@@ -69,7 +77,7 @@ async def fakes() -> AsyncIterator[tuple[FakeOpenAI, FakeMcpServer]]:
             "send",
             description="Send a message (a side effect).",
             schema={"type": "object", "properties": {"n": {"type": "string"}}, "required": ["n"]},
-            handler=lambda arguments: {"sent": arguments["n"]},
+            handler=send,
         )
         yield upstream, mcp
 
@@ -91,8 +99,7 @@ def daemon_config(tmp_path: Path, upstream: FakeOpenAI, **top: Any) -> Path:
     )
     with config.open("a") as out:
         # The MCP fake listens on loopback, which the egress policy refuses by default.
-        out.write('[integrations]\nmcp_allowed_networks = ["127.0.0.0/8"]\n[runs]\n')
-        out.write("coalesce_deltas = false\n")
+        out.write('[integrations]\nmcp_allowed_networks = ["127.0.0.0/8"]\n')
     return config
 
 
@@ -145,9 +152,10 @@ async def test_kill9_under_concurrent_tool_turns_never_repeats_a_side_effect(
     answered, every shown call recorded, every turn finished by its retry."""
     upstream, mcp = fakes
     daemon = await DaemonProcess(daemon_config(tmp_path, upstream)).start()
-    rng = random.Random(os.environ.get("INTERLOCK_FAULT_SEED", "interlock"))
+    rng = random.Random(os.environ.get("FAULT_SEED", "interlock"))
     try:
         await add_mcp(daemon, mcp)
+        unknown = 0  # calls answered "outcome unknown": the case the rounds are for
         for round_ in range(ROUNDS):
             turns = {f"r{round_}-{i}": f"please send turn {round_}-{i}" for i in range(TURNS)}
 
@@ -178,6 +186,9 @@ async def test_kill9_under_concurrent_tool_turns_never_repeats_a_side_effect(
                 recorded = {e.tool_call_id for e in entries if e.kind == cpb.ENTRY_KIND_TOOL_CALL}
                 shown = {e.tool_call.call_id for e in first[rid][0] if e.HasField("tool_call")}
                 assert shown <= recorded, f"{rid}: streamed calls not in the record"
+                unknown += sum(
+                    1 for e in entries if e.kind == cpb.ENTRY_KIND_TOOL_RESULT and UNKNOWN in e.text
+                )
             sent = Counter(call.arguments["n"] for call in mcp.calls)
             repeated = {n: k for n, k in sent.items() if k > 1}
             assert not repeated, f"side effects repeated: {repeated}"
@@ -186,6 +197,7 @@ async def test_kill9_under_concurrent_tool_turns_never_repeats_a_side_effect(
             events, status = await collect(daemon.address, daemon.metadata(), request(rid))
             assert status is None
             assert events[0].run_started.replayed
+        print(f"{ROUNDS} rounds, {len(mcp.calls)} side effects, {unknown} outcomes unknown")
     finally:
         await daemon.kill()
 

@@ -168,7 +168,13 @@ type LedgerEntry struct {
 	// The version of the price table that priced it.
 	PriceVersion string `protobuf:"bytes,11,opt,name=price_version,json=priceVersion,proto3" json:"price_version,omitempty"`
 	// When it was written (when its run ended).
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The agent provider of the run (e.g. "hermes"), for both kinds: a compute
+	// entry's `provider` is the compute provider its runtime ran on (e.g. "local").
+	AgentProvider string `protobuf:"bytes,13,opt,name=agent_provider,json=agentProvider,proto3" json:"agent_provider,omitempty"`
+	// True when the run failed (it ended with an error event or status); what it
+	// used is billed all the same.
+	RunFailed     bool `protobuf:"varint,14,opt,name=run_failed,json=runFailed,proto3" json:"run_failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -285,6 +291,20 @@ func (x *LedgerEntry) GetCreateTime() *timestamppb.Timestamp {
 		return x.CreateTime
 	}
 	return nil
+}
+
+func (x *LedgerEntry) GetAgentProvider() string {
+	if x != nil {
+		return x.AgentProvider
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetRunFailed() bool {
+	if x != nil {
+		return x.RunFailed
+	}
+	return false
 }
 
 // Which entries a listing or a summary covers. Every field set must match;
@@ -536,9 +556,11 @@ type UsageSummary struct {
 	// How many distinct runs the entries belong to.
 	RunCount int64 `protobuf:"varint,7,opt,name=run_count,json=runCount,proto3" json:"run_count,omitempty"`
 	// How many ledger entries were added up.
-	EntryCount    int64 `protobuf:"varint,8,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	EntryCount int64 `protobuf:"varint,8,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
+	// How many of the run_count runs failed (billed all the same).
+	FailedRunCount int64 `protobuf:"varint,9,opt,name=failed_run_count,json=failedRunCount,proto3" json:"failed_run_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *UsageSummary) Reset() {
@@ -623,6 +645,13 @@ func (x *UsageSummary) GetRunCount() int64 {
 func (x *UsageSummary) GetEntryCount() int64 {
 	if x != nil {
 		return x.EntryCount
+	}
+	return 0
+}
+
+func (x *UsageSummary) GetFailedRunCount() int64 {
+	if x != nil {
+		return x.FailedRunCount
 	}
 	return 0
 }
@@ -779,7 +808,7 @@ var File_interlock_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_interlock_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x19interlock/v1/ledger.proto\x12\finterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19interlock/v1/events.proto\"\xaf\x03\n" +
+	"\x19interlock/v1/ledger.proto\x12\finterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19interlock/v1/events.proto\"\xf5\x03\n" +
 	"\vLedgerEntry\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x15\n" +
@@ -795,7 +824,10 @@ const file_interlock_v1_ledger_proto_rawDesc = "" +
 	" \x01(\x01R\acostUsd\x12#\n" +
 	"\rprice_version\x18\v \x01(\tR\fpriceVersion\x12;\n" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x9c\x02\n" +
+	"createTime\x12%\n" +
+	"\x0eagent_provider\x18\r \x01(\tR\ragentProvider\x12\x1d\n" +
+	"\n" +
+	"run_failed\x18\x0e \x01(\bR\trunFailed\"\x9c\x02\n" +
 	"\fLedgerFilter\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n" +
 	"\vend_user_id\x18\x02 \x01(\tR\tendUserId\x12\x14\n" +
@@ -814,7 +846,7 @@ const file_interlock_v1_ledger_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"x\n" +
 	"\x19ListLedgerEntriesResponse\x123\n" +
 	"\aentries\x18\x01 \x03(\v2\x19.interlock.v1.LedgerEntryR\aentries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa8\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd2\x02\n" +
 	"\fUsageSummary\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12$\n" +
 	"\x0etoken_cost_usd\x18\x02 \x01(\x01R\ftokenCostUsd\x12(\n" +
@@ -824,7 +856,8 @@ const file_interlock_v1_ledger_proto_rawDesc = "" +
 	"\x0fcompute_seconds\x18\x06 \x01(\x01R\x0ecomputeSeconds\x12\x1b\n" +
 	"\trun_count\x18\a \x01(\x03R\brunCount\x12\x1f\n" +
 	"\ventry_count\x18\b \x01(\x03R\n" +
-	"entryCount\"\xdd\x01\n" +
+	"entryCount\x12(\n" +
+	"\x10failed_run_count\x18\t \x01(\x03R\x0efailedRunCount\"\xdd\x01\n" +
 	"\x15SummarizeUsageRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x122\n" +

@@ -26,31 +26,31 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from interlock.v1 import events_pb2 as interlock_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19interlock/v1/ledger.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19interlock/v1/events.proto\"\xaf\x03\n\x0bLedgerEntry\x12\x1d\n\nsandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x1e\n\x0b\x65nd_user_id\x18\x03 \x01(\tR\tendUserId\x12\x14\n\x05\x61gent\x18\x04 \x01(\tR\x05\x61gent\x12\x31\n\x04kind\x18\x05 \x01(\x0e\x32\x1d.interlock.v1.LedgerEntryKindR\x04kind\x12\x1a\n\x08provider\x18\x06 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x07 \x01(\tR\x05model\x12)\n\x05usage\x18\x08 \x01(\x0b\x32\x13.interlock.v1.UsageR\x05usage\x12\'\n\x0f\x63ompute_seconds\x18\t \x01(\x01R\x0e\x63omputeSeconds\x12\x19\n\x08\x63ost_usd\x18\n \x01(\x01R\x07\x63ostUsd\x12#\n\rprice_version\x18\x0b \x01(\tR\x0cpriceVersion\x12;\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\x9c\x02\n\x0cLedgerFilter\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n\x0b\x65nd_user_id\x18\x02 \x01(\tR\tendUserId\x12\x14\n\x05\x61gent\x18\x03 \x01(\tR\x05\x61gent\x12\x1a\n\x08provider\x18\x04 \x01(\tR\x08provider\x12\x31\n\x04kind\x18\x05 \x01(\x0e\x32\x1d.interlock.v1.LedgerEntryKindR\x04kind\x12\x39\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"\xa9\x01\n\x18ListLedgerEntriesRequest\x12\x1d\n\nsandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x32\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1a.interlock.v1.LedgerFilterR\x06\x66ilter\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\"x\n\x19ListLedgerEntriesResponse\x12\x33\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.interlock.v1.LedgerEntryR\x07\x65ntries\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa8\x02\n\x0cUsageSummary\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12$\n\x0etoken_cost_usd\x18\x02 \x01(\x01R\x0ctokenCostUsd\x12(\n\x10\x63ompute_cost_usd\x18\x03 \x01(\x01R\x0e\x63omputeCostUsd\x12$\n\x0etotal_cost_usd\x18\x04 \x01(\x01R\x0ctotalCostUsd\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x13.interlock.v1.UsageR\x05usage\x12\'\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01R\x0e\x63omputeSeconds\x12\x1b\n\trun_count\x18\x07 \x01(\x03R\x08runCount\x12\x1f\n\x0b\x65ntry_count\x18\x08 \x01(\x03R\nentryCount\"\xdd\x01\n\x15SummarizeUsageRequest\x12\x1d\n\nsandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x32\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1a.interlock.v1.LedgerFilterR\x06\x66ilter\x12\x35\n\x08group_by\x18\x03 \x01(\x0e\x32\x1a.interlock.v1.UsageGroupByR\x07groupBy\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"\xac\x01\n\x16SummarizeUsageResponse\x12\x38\n\tsummaries\x18\x01 \x03(\x0b\x32\x1a.interlock.v1.UsageSummaryR\tsummaries\x12\x30\n\x05total\x18\x02 \x01(\x0b\x32\x1a.interlock.v1.UsageSummaryR\x05total\x12&\n\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken*q\n\x0fLedgerEntryKind\x12!\n\x1dLEDGER_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18LEDGER_ENTRY_KIND_TOKENS\x10\x01\x12\x1d\n\x19LEDGER_ENTRY_KIND_COMPUTE\x10\x02*\xb2\x01\n\x0cUsageGroupBy\x12\x1e\n\x1aUSAGE_GROUP_BY_UNSPECIFIED\x10\x00\x12\x1b\n\x17USAGE_GROUP_BY_END_USER\x10\x01\x12\x18\n\x14USAGE_GROUP_BY_AGENT\x10\x02\x12\x16\n\x12USAGE_GROUP_BY_RUN\x10\x03\x12\x1b\n\x17USAGE_GROUP_BY_PROVIDER\x10\x04\x12\x16\n\x12USAGE_GROUP_BY_DAY\x10\x05\x32\xcb\x01\n\x06Ledger\x12\x64\n\x11ListLedgerEntries\x12&.interlock.v1.ListLedgerEntriesRequest\x1a\'.interlock.v1.ListLedgerEntriesResponse\x12[\n\x0eSummarizeUsage\x12#.interlock.v1.SummarizeUsageRequest\x1a$.interlock.v1.SummarizeUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19interlock/v1/ledger.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19interlock/v1/events.proto\"\xf5\x03\n\x0bLedgerEntry\x12\x1d\n\nsandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x1e\n\x0b\x65nd_user_id\x18\x03 \x01(\tR\tendUserId\x12\x14\n\x05\x61gent\x18\x04 \x01(\tR\x05\x61gent\x12\x31\n\x04kind\x18\x05 \x01(\x0e\x32\x1d.interlock.v1.LedgerEntryKindR\x04kind\x12\x1a\n\x08provider\x18\x06 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x07 \x01(\tR\x05model\x12)\n\x05usage\x18\x08 \x01(\x0b\x32\x13.interlock.v1.UsageR\x05usage\x12\'\n\x0f\x63ompute_seconds\x18\t \x01(\x01R\x0e\x63omputeSeconds\x12\x19\n\x08\x63ost_usd\x18\n \x01(\x01R\x07\x63ostUsd\x12#\n\rprice_version\x18\x0b \x01(\tR\x0cpriceVersion\x12;\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12%\n\x0e\x61gent_provider\x18\r \x01(\tR\ragentProvider\x12\x1d\n\nrun_failed\x18\x0e \x01(\x08R\trunFailed\"\x9c\x02\n\x0cLedgerFilter\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1e\n\x0b\x65nd_user_id\x18\x02 \x01(\tR\tendUserId\x12\x14\n\x05\x61gent\x18\x03 \x01(\tR\x05\x61gent\x12\x1a\n\x08provider\x18\x04 \x01(\tR\x08provider\x12\x31\n\x04kind\x18\x05 \x01(\x0e\x32\x1d.interlock.v1.LedgerEntryKindR\x04kind\x12\x39\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\"\xa9\x01\n\x18ListLedgerEntriesRequest\x12\x1d\n\nsandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x32\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1a.interlock.v1.LedgerFilterR\x06\x66ilter\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\"x\n\x19ListLedgerEntriesResponse\x12\x33\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.interlock.v1.LedgerEntryR\x07\x65ntries\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd2\x02\n\x0cUsageSummary\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12$\n\x0etoken_cost_usd\x18\x02 \x01(\x01R\x0ctokenCostUsd\x12(\n\x10\x63ompute_cost_usd\x18\x03 \x01(\x01R\x0e\x63omputeCostUsd\x12$\n\x0etotal_cost_usd\x18\x04 \x01(\x01R\x0ctotalCostUsd\x12)\n\x05usage\x18\x05 \x01(\x0b\x32\x13.interlock.v1.UsageR\x05usage\x12\'\n\x0f\x63ompute_seconds\x18\x06 \x01(\x01R\x0e\x63omputeSeconds\x12\x1b\n\trun_count\x18\x07 \x01(\x03R\x08runCount\x12\x1f\n\x0b\x65ntry_count\x18\x08 \x01(\x03R\nentryCount\x12(\n\x10\x66\x61iled_run_count\x18\t \x01(\x03R\x0e\x66\x61iledRunCount\"\xdd\x01\n\x15SummarizeUsageRequest\x12\x1d\n\nsandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x32\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1a.interlock.v1.LedgerFilterR\x06\x66ilter\x12\x35\n\x08group_by\x18\x03 \x01(\x0e\x32\x1a.interlock.v1.UsageGroupByR\x07groupBy\x12\x1b\n\tpage_size\x18\x04 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x05 \x01(\tR\tpageToken\"\xac\x01\n\x16SummarizeUsageResponse\x12\x38\n\tsummaries\x18\x01 \x03(\x0b\x32\x1a.interlock.v1.UsageSummaryR\tsummaries\x12\x30\n\x05total\x18\x02 \x01(\x0b\x32\x1a.interlock.v1.UsageSummaryR\x05total\x12&\n\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken*q\n\x0fLedgerEntryKind\x12!\n\x1dLEDGER_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18LEDGER_ENTRY_KIND_TOKENS\x10\x01\x12\x1d\n\x19LEDGER_ENTRY_KIND_COMPUTE\x10\x02*\xb2\x01\n\x0cUsageGroupBy\x12\x1e\n\x1aUSAGE_GROUP_BY_UNSPECIFIED\x10\x00\x12\x1b\n\x17USAGE_GROUP_BY_END_USER\x10\x01\x12\x18\n\x14USAGE_GROUP_BY_AGENT\x10\x02\x12\x16\n\x12USAGE_GROUP_BY_RUN\x10\x03\x12\x1b\n\x17USAGE_GROUP_BY_PROVIDER\x10\x04\x12\x16\n\x12USAGE_GROUP_BY_DAY\x10\x05\x32\xcb\x01\n\x06Ledger\x12\x64\n\x11ListLedgerEntries\x12&.interlock.v1.ListLedgerEntriesRequest\x1a\'.interlock.v1.ListLedgerEntriesResponse\x12[\n\x0eSummarizeUsage\x12#.interlock.v1.SummarizeUsageRequest\x1a$.interlock.v1.SummarizeUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interlock.v1.ledger_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEDGERENTRYKIND']._serialized_start=1816
-  _globals['_LEDGERENTRYKIND']._serialized_end=1929
-  _globals['_USAGEGROUPBY']._serialized_start=1932
-  _globals['_USAGEGROUPBY']._serialized_end=2110
+  _globals['_LEDGERENTRYKIND']._serialized_start=1928
+  _globals['_LEDGERENTRYKIND']._serialized_end=2041
+  _globals['_USAGEGROUPBY']._serialized_start=2044
+  _globals['_USAGEGROUPBY']._serialized_end=2222
   _globals['_LEDGERENTRY']._serialized_start=104
-  _globals['_LEDGERENTRY']._serialized_end=535
-  _globals['_LEDGERFILTER']._serialized_start=538
-  _globals['_LEDGERFILTER']._serialized_end=822
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=825
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=994
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=996
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=1116
-  _globals['_USAGESUMMARY']._serialized_start=1119
-  _globals['_USAGESUMMARY']._serialized_end=1415
-  _globals['_SUMMARIZEUSAGEREQUEST']._serialized_start=1418
-  _globals['_SUMMARIZEUSAGEREQUEST']._serialized_end=1639
-  _globals['_SUMMARIZEUSAGERESPONSE']._serialized_start=1642
-  _globals['_SUMMARIZEUSAGERESPONSE']._serialized_end=1814
-  _globals['_LEDGER']._serialized_start=2113
-  _globals['_LEDGER']._serialized_end=2316
+  _globals['_LEDGERENTRY']._serialized_end=605
+  _globals['_LEDGERFILTER']._serialized_start=608
+  _globals['_LEDGERFILTER']._serialized_end=892
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=895
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=1064
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=1066
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=1186
+  _globals['_USAGESUMMARY']._serialized_start=1189
+  _globals['_USAGESUMMARY']._serialized_end=1527
+  _globals['_SUMMARIZEUSAGEREQUEST']._serialized_start=1530
+  _globals['_SUMMARIZEUSAGEREQUEST']._serialized_end=1751
+  _globals['_SUMMARIZEUSAGERESPONSE']._serialized_start=1754
+  _globals['_SUMMARIZEUSAGERESPONSE']._serialized_end=1926
+  _globals['_LEDGER']._serialized_start=2225
+  _globals['_LEDGER']._serialized_end=2428
 # @@protoc_insertion_point(module_scope)

@@ -107,6 +107,8 @@ class LedgerEntry(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     PRICE_VERSION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    AGENT_PROVIDER_FIELD_NUMBER: _builtins.int
+    RUN_FAILED_FIELD_NUMBER: _builtins.int
     sandbox_id: _builtins.str
     """The sandbox it was billed to."""
     run_id: _builtins.str
@@ -127,6 +129,14 @@ class LedgerEntry(_message.Message):
     """Its cost in US dollars."""
     price_version: _builtins.str
     """The version of the price table that priced it."""
+    agent_provider: _builtins.str
+    """The agent provider of the run (e.g. "hermes"), for both kinds: a compute
+    entry's `provider` is the compute provider its runtime ran on (e.g. "local").
+    """
+    run_failed: _builtins.bool
+    """True when the run failed (it ended with an error event or status); what it
+    used is billed all the same.
+    """
     @_builtins.property
     def usage(self) -> _events_pb2.Usage:
         """Tokens billed (zero for compute entries)."""
@@ -150,10 +160,12 @@ class LedgerEntry(_message.Message):
         cost_usd: _builtins.float = ...,
         price_version: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        agent_provider: _builtins.str = ...,
+        run_failed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "compute_seconds", b"compute_seconds", "cost_usd", b"cost_usd", "create_time", b"create_time", "end_user_id", b"end_user_id", "kind", b"kind", "model", b"model", "price_version", b"price_version", "provider", b"provider", "run_id", b"run_id", "sandbox_id", b"sandbox_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "agent_provider", b"agent_provider", "compute_seconds", b"compute_seconds", "cost_usd", b"cost_usd", "create_time", b"create_time", "end_user_id", b"end_user_id", "kind", b"kind", "model", b"model", "price_version", b"price_version", "provider", b"provider", "run_failed", b"run_failed", "run_id", b"run_id", "sandbox_id", b"sandbox_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -293,6 +305,7 @@ class UsageSummary(_message.Message):
     COMPUTE_SECONDS_FIELD_NUMBER: _builtins.int
     RUN_COUNT_FIELD_NUMBER: _builtins.int
     ENTRY_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_RUN_COUNT_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The group (see UsageGroupBy); empty in the total."""
     token_cost_usd: _builtins.float
@@ -307,6 +320,8 @@ class UsageSummary(_message.Message):
     """How many distinct runs the entries belong to."""
     entry_count: _builtins.int
     """How many ledger entries were added up."""
+    failed_run_count: _builtins.int
+    """How many of the run_count runs failed (billed all the same)."""
     @_builtins.property
     def usage(self) -> _events_pb2.Usage:
         """Tokens of the entries, added up (compute entries bill none)."""
@@ -322,10 +337,11 @@ class UsageSummary(_message.Message):
         compute_seconds: _builtins.float = ...,
         run_count: _builtins.int = ...,
         entry_count: _builtins.int = ...,
+        failed_run_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_cost_usd", b"compute_cost_usd", "compute_seconds", b"compute_seconds", "entry_count", b"entry_count", "key", b"key", "run_count", b"run_count", "token_cost_usd", b"token_cost_usd", "total_cost_usd", b"total_cost_usd", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_cost_usd", b"compute_cost_usd", "compute_seconds", b"compute_seconds", "entry_count", b"entry_count", "failed_run_count", b"failed_run_count", "key", b"key", "run_count", b"run_count", "token_cost_usd", b"token_cost_usd", "total_cost_usd", b"total_cost_usd", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

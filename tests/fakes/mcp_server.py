@@ -79,6 +79,7 @@ class _Tools:
         self.tools: dict[str, _FakeTool] = {}
         self.calls: list[RecordedCall] = []
         self.listings = 0  # tools/list requests answered
+        self.list_error: str | None = None  # answer tools/list with this JSON-RPC error
         self.record = record  # a file to append each call to, as a JSON line
 
     def server(self) -> Server[Any]:
@@ -88,6 +89,8 @@ class _Tools:
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         self.listings += 1
+        if self.list_error is not None:
+            raise MCPError(types.INTERNAL_ERROR, self.list_error)
         return types.ListToolsResult(
             tools=[
                 types.Tool(
@@ -187,6 +190,10 @@ class FakeMcpServer:
         self._tools.tools[name] = _FakeTool(
             name, description, schema or _OBJECT, text, structured, error, handler, annotations
         )
+
+    def fail_listings(self, message: str | None) -> None:
+        """Answer tools/list with a JSON-RPC error carrying ``message`` (None: list again)."""
+        self._tools.list_error = message
 
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

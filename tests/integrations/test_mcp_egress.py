@@ -511,6 +511,20 @@ async def test_a_remote_body_reaches_neither_the_error_nor_the_log() -> None:
     assert "SECRET-BODY" not in repr(logged)
 
 
+async def test_a_listing_error_keeps_the_servers_words_out_a_call_error_hands_them_on(
+    fake: FakeMcpServer,
+) -> None:
+    """A JSON-RPC error to tools/list (which only the log sees) is reported by code; one to a
+    call (which the model reads) keeps the server's message."""
+    docs = source(fake.url, EgressPolicy(LOOPBACK))
+    fake.fail_listings("SECRET-LIST-7f3a backend at 10.0.0.7 down")
+    with pytest.raises(ToolError) as listing:
+        await docs.tools()
+    assert str(listing.value) == "docs: the server answered JSON-RPC error -32603"
+    with pytest.raises(ToolError, match="no tool named gone"):
+        await docs.call("gone", {})
+
+
 # ---- side effects ----------------------------------------------------------------------
 
 

@@ -150,7 +150,8 @@ class McpSource:
         async with self._listing:
             if self._clock() < self._listed_until:
                 return list(self._listed)
-            listed = await self._using(_list_all)
+            # A listing's failure only reaches the daemon's log: no server text in it.
+            listed = await self._using(_list_all, quote_server=False)
             names = tool_names(self.name, [tool.name for tool in listed])
             tools: list[Tool] = []
             for remote in sorted(listed, key=lambda tool: tool.name):
@@ -229,8 +230,15 @@ class McpSource:
             return _Stdio(command, tuple(args))
         raise ToolError(f"{self.name}: config.transport must be 'http' or 'stdio'")
 
-    async def _using(self, operation: Callable[[Client], Awaitable[T]]) -> T:
-        """Run ``operation`` on a fresh connection to the server, mapping every failure."""
+    async def _using(
+        self, operation: Callable[[Client], Awaitable[T]], *, quote_server: bool = True
+    ) -> T:
+        """Run ``operation`` on a fresh connection to the server, mapping every failure.
+
+        ``quote_server``: whether a JSON-RPC error's message (the server's words)
+        goes into the ToolError — yes when it answers a model's call, no when
+        the error can only end up in the log.
+        """
         target = self._target()
         credentials = await self.credentials.read()
         statuses: list[int] = []  # of the HTTP responses: the SDK reports any 4xx alike
@@ -259,7 +267,7 @@ class McpSource:
                 raise ConnectionBroken(f"{self.name}: {reason}; reconnect it") from None
             error = _find(exc, MCPError)
             if error is not None:
-                raise ToolError(f"{self.name}: {_server_message(error)}") from None
+                raise ToolError(f"{self.name}: {_server_message(error, quote_server)}") from None
             why = "could not be connected to; check its URL, or try again later"
             if _find(exc, EgressRefused) is not None:
                 cause = "egress_refused"  # the operator's log says it; the tenant's message doesn't
@@ -338,11 +346,13 @@ def _side_effecting(tool: types.Tool) -> bool:
     return not (hints is not None and hints.read_only_hint is True)
 
 
-def _server_message(error: MCPError) -> str:
-    """What the server said in a JSON-RPC error, fit to hand to the model."""
+def _server_message(error: MCPError, quote: bool) -> str:
+    """What the server said in a JSON-RPC error, fit to hand to the model (``quote``) or to log."""
     if error.error.code == types.PARSE_ERROR:
         # The SDK's parse errors quote the body it could not parse.
         return "the server answered something that is not MCP"
+    if not quote:
+        return f"the server answered JSON-RPC error {error.code}"
     message = " ".join(error.message.split())
     return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 1] + "…"
 

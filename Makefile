@@ -8,6 +8,8 @@
 #   make serve    install everything and start the daemon on its embedded defaults
 #   make test     install everything and run lint, the generated-code and API
 #                 compatibility checks and all tests, the clients' included
+#   make examples run the clients' quickstarts against the daemon make serve
+#                 started (INTERLOCK_ADDRESS, INTERLOCK_API_KEY from its banner)
 
 PY      ?= python3
 VENV    := .venv
@@ -26,7 +28,7 @@ GO_GEN  := $(TOOLS)/.installed
 GENERATED := clients/python/interlock/v1 $(TS)/src/gen $(GO)/interlockv1
 
 .PHONY: serve test install lint format generate checkgenerate breaking pytest \
-	test-typescript test-go bench-smoke
+	test-typescript test-go bench-smoke examples
 
 serve: $(STAMP) $(HERMES_STAMP)
 	$(BIN)/interlockd serve --bootstrap
@@ -109,6 +111,15 @@ test-typescript: $(STAMP) $(TS_DEPS)
 
 test-go: $(STAMP)
 	cd $(GO) && go vet ./... && INTERLOCK_PYTHON="$(CURDIR)/$(BIN)/python" go test -count=1 ./...
+
+# The clients' quickstarts (clients/*/examples/, the first example of each
+# client's README) against the daemon INTERLOCK_ADDRESS and INTERLOCK_API_KEY
+# name, e.g. the one `make serve` started; the client suites above run the
+# same files against daemons of their own.
+examples: $(STAMP) $(TS_DEPS)
+	$(BIN)/python clients/python/examples/quickstart_async.py
+	cd $(TS) && npm run --silent build && node dist/examples/quickstart.js
+	cd $(GO) && go run ./examples/quickstart
 
 bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --smoke

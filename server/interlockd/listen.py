@@ -3,8 +3,9 @@
 ``serve`` probes both addresses before anything opens, so a taken port ends
 the process at once with one line naming the address and the setting that
 moves it, instead of a gRPC C-core error, a traceback and a process kept
-alive by threads already started. Cheap to import on purpose: the probe runs
-before the daemon's modules load.
+alive by threads already started. It imports nothing but the settings'
+module, so ``cli.py`` runs the probe before the daemon's modules load (a
+second or more): a refused port is reported within a second of the start.
 """
 
 from __future__ import annotations

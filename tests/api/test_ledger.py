@@ -551,10 +551,10 @@ async def test_usage_and_ledger_commands(
     code, out, err = await cli(daemon, capsys, "usage", "--by", "user")
     assert (code, err) == (0, "")
     header, alice, bob, total = out.splitlines()
-    assert header.split()[:3] == ["END", "USER", "RUNS"]
-    assert alice.split()[:4] == ["alice", "2", "3000", "300"]
-    assert bob.split()[:4] == ["bob", "1", "500", "50"]
-    assert total.split()[:4] == ["TOTAL", "3", "3500", "350"]
+    assert header.split()[:4] == ["END", "USER", "RUNS", "FAILED"]
+    assert alice.split()[:5] == ["alice", "2", "0", "3000", "300"]
+    assert bob.split()[:5] == ["bob", "1", "0", "500", "50"]
+    assert total.split()[:5] == ["TOTAL", "3", "0", "3500", "350"]
     cost = f"${by_user.total.total_cost_usd:.6f}"
     assert total.split()[-1] == cost
 
@@ -609,3 +609,63 @@ async def test_usage_command_reads_another_sandbox_with_the_operator_key(
     code, out, err = await cli(daemon, capsys, "usage", "--since", "last tuesday")
     assert code == 2
     assert "--since" in err
+
+
+async def test_a_failed_hermes_run_is_billed_under_hermes_on_its_compute_provider(
+    start_daemon: DaemonFactory, fake_a: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Hermes run that fails (its runtime never starts) bills its compute seconds in an
+    entry naming the agent provider (hermes), the compute provider (local) and the failure;
+    summaries count it among the runs and as failed, and `interlock usage` / `ledger` show
+    both."""
+    daemon = await start_daemon(
+        providers={
+            "fake": {"kind": "openai", "base_url": fake_a.base_url, "default_model": MODEL},
+            "hermes": {
+                "kind": "hermes",
+                "executable": "/bin/false",  # exits at once: the session never starts
+                "base_url": fake_a.base_url,
+                "default_model": "hermes-model",
+            },
+        },
+        compute={"providers": {"local": {"kind": "local", "usd_per_hour": 3600.0}}},
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await daemon.run("Hello.", provider="hermes", deadline=60)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    ok = await run(daemon, fake_a, "u-1", 100, 10, provider="fake")
+
+    [tokens, compute] = await list_all(daemon)  # newest first
+    assert compute.kind == ledger_pb2.LEDGER_ENTRY_KIND_COMPUTE
+    assert (compute.agent_provider, compute.provider, compute.model) == (
+        "hermes",
+        "local",
+        "hermes-model",
+    )
+    assert compute.run_failed
+    assert compute.cost_usd > 0
+    assert (tokens.run_id, tokens.agent_provider, tokens.provider) == (ok, "fake", "fake")
+    assert not tokens.run_failed
+
+    by_provider = await summarize(daemon, ledger_pb2.USAGE_GROUP_BY_PROVIDER)
+    assert [(s.key, s.run_count, s.failed_run_count) for s in by_provider.summaries] == [
+        ("fake", 1, 0),
+        ("local", 1, 1),
+    ]
+    assert (by_provider.total.run_count, by_provider.total.failed_run_count) == (2, 1)
+
+    code, out, err = await cli(daemon, capsys, "usage", "--by", "provider")
+    assert code == 0, err
+    header, fake, local, total = out.splitlines()
+    assert header.split()[:3] == ["PROVIDER", "RUNS", "FAILED"]
+    assert fake.split()[:3] == ["fake", "1", "0"]
+    assert local.split()[:3] == ["local", "1", "1"]
+    assert total.split()[:3] == ["TOTAL", "2", "1"]
+
+    code, out, err = await cli(daemon, capsys, "ledger")
+    assert code == 0, err
+    header, newest, oldest = out.splitlines()
+    assert header.split()[-1] == "FAILED"
+    assert newest.split()[-1] == "-"
+    assert "hermes/hermes-model on local" in oldest
+    assert oldest.split()[-1] == "yes"

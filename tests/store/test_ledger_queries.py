@@ -48,11 +48,19 @@ def compute(provider: str, seconds: float, cost: float, *, agent: str = "") -> d
     }
 
 
-async def finished_run(store: Store, sandbox_id: str, end_user: str, *rows: dict[str, Any]) -> str:
-    """Begin and finish a run whose ledger holds ``rows``; return its id."""
+async def finished_run(
+    store: Store,
+    sandbox_id: str,
+    end_user: str,
+    *rows: dict[str, Any],
+    agent_provider: str = "fake",
+    status: Any = "finished",
+) -> str:
+    """Begin and finish (with ``status``) a run of ``agent_provider`` whose ledger holds
+    ``rows``; return its id."""
     run_id = new_id("run")
     await store.begin_run(
-        NewRun(run_id, sandbox_id, end_user, new_id("conv"), "fake", "m"),
+        NewRun(run_id, sandbox_id, end_user, new_id("conv"), agent_provider, "m"),
         create_conversation=True,
     )
     ledger = [
@@ -66,7 +74,7 @@ async def finished_run(store: Store, sandbox_id: str, end_user: str, *rows: dict
         for row in rows
     ]
     usage = sum((r.usage for r in ledger), Usage())
-    await store.finish_run(run_id, status="finished", usage=usage, ledger=ledger)
+    await store.finish_run(run_id, status=status, usage=usage, ledger=ledger)
     return run_id
 
 
@@ -273,3 +281,45 @@ async def test_days_and_time_ranges_use_the_utc_write_time(
     since = await store.usage_total(sid, LedgerFilter(since=midnight))
     until = await store.usage_total(sid, LedgerFilter(until=midnight))
     assert (since.total_cost_usd, until.total_cost_usd) == (0.25, 0.5)
+
+
+async def test_entries_name_their_runs_agent_provider_and_failure(store: Store) -> None:
+    """A listed entry carries its run's agent provider (a compute row's own provider is the
+    compute provider) and whether the run failed; summaries count failed runs once each,
+    per group and in the total, among the runs."""
+    sandbox = await store.create_sandbox("s", Quotas())
+    sid = sandbox.id
+    failed = await finished_run(
+        store,
+        sid,
+        "u",
+        tokens("hermes", Usage(10, 1), 0.5),
+        compute("local", 2.0, 0.25),
+        agent_provider="hermes",
+        status="failed",
+    )
+    ok = await finished_run(store, sid, "u", compute("local", 1.0, 0.125), agent_provider="hermes")
+    cancelled = await finished_run(
+        store, sid, "u", tokens("fake", Usage(1, 1), 0.0625), status="cancelled"
+    )
+    page = await store.list_ledger_entries(sid, LedgerFilter(), 100, "")
+    seen = {
+        (e.row.run_id, e.row.kind): (e.agent_provider, e.row.provider, e.run_failed)
+        for e in page.items
+    }
+    assert seen == {
+        (failed, "tokens"): ("hermes", "hermes", True),
+        (failed, "compute"): ("hermes", "local", True),
+        (ok, "compute"): ("hermes", "local", False),
+        (cancelled, "tokens"): ("fake", "fake", False),
+    }
+    by_provider = await summary(store, sid, "provider")
+    assert [(t.key, t.run_count, t.failed_run_count) for t in by_provider] == [
+        ("fake", 1, 0),
+        ("hermes", 1, 1),
+        ("local", 2, 1),
+    ]
+    total = await store.usage_total(sid, LedgerFilter())
+    assert (total.run_count, total.failed_run_count, total.entry_count) == (3, 1, 4)
+    by_user = await summary(store, sid, "end_user")
+    assert [(t.key, t.failed_run_count) for t in by_user] == [("u", 1)]

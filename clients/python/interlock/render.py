@@ -543,7 +543,9 @@ def _ledger_kind(value: ledger_pb2.LedgerEntryKind.ValueType) -> str:
 def render_ledger_entries(entries: Iterable[ledger_pb2.LedgerEntry], out: TextIO) -> None:
     """Ledger entries as a table, in the order given (newest first).
 
-    A tokens entry shows its input/output tokens, a compute entry its active seconds.
+    A tokens entry shows its input/output tokens, a compute entry its active seconds;
+    a compute entry names its run's agent provider and model and the compute provider
+    it ran on (``hermes/model on local``). FAILED says which entries' runs failed.
     """
     rows = []
     for e in entries:
@@ -556,21 +558,42 @@ def render_ledger_entries(entries: Iterable[ledger_pb2.LedgerEntry], out: TextIO
                 format_timestamp(e.create_time),
                 e.run_id,
                 _ledger_kind(e.kind),
-                _provider_model(e.provider, e.model) if e.model else e.provider or "-",
+                _ledger_provider(e),
                 e.end_user_id,
                 e.agent or "-",
                 billed,
                 format_usd(e.cost_usd),
+                "yes" if e.run_failed else "-",
             )
         )
-    headers = ("TIME", "RUN", "KIND", "PROVIDER/MODEL", "END USER", "AGENT", "BILLED", "COST")
+    headers = (
+        "TIME",
+        "RUN",
+        "KIND",
+        "PROVIDER/MODEL",
+        "END USER",
+        "AGENT",
+        "BILLED",
+        "COST",
+        "FAILED",
+    )
     out.write(format_table(headers, rows))
+
+
+def _ledger_provider(e: ledger_pb2.LedgerEntry) -> str:
+    """Who billed an entry: a tokens entry's provider/model; a compute entry's agent
+    provider/model on its compute provider (a daemon that names no agent provider: the
+    compute provider alone, as it wrote it)."""
+    if e.kind == ledger_pb2.LEDGER_ENTRY_KIND_COMPUTE and e.agent_provider:
+        return f"{_provider_model(e.agent_provider, e.model)} on {e.provider or '-'}"
+    return _provider_model(e.provider, e.model) if e.model else e.provider or "-"
 
 
 def _usage_row(label: str, s: ledger_pb2.UsageSummary) -> tuple[str, ...]:
     return (
         label,
         str(s.run_count),
+        str(s.failed_run_count),
         str(s.usage.input_tokens),
         str(s.usage.output_tokens),
         _seconds(s.compute_seconds),
@@ -584,13 +607,15 @@ def render_usage(summary: ledger_pb2.SummarizeUsageResponse, by: str, out: TextI
     """Usage per group as a table, in the order given, then a TOTAL line for everything.
 
     ``by`` is the grouping ("end_user", "agent", "run", "provider", "day"); runs
-    of no saved agent show as ``(none)``.
+    of no saved agent show as ``(none)``. FAILED counts the runs among RUNS that
+    failed (what they used is billed all the same).
     """
     rows = [_usage_row(s.key or "(none)", s) for s in summary.summaries]
     rows.append(_usage_row("TOTAL", summary.total))
     headers = (
         USAGE_KEY_HEADERS.get(by, by.upper()),
         "RUNS",
+        "FAILED",
         "INPUT",
         "OUTPUT",
         "COMPUTE",

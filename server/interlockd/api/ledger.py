@@ -100,6 +100,8 @@ def entry_proto(e: LedgerEntry) -> pb.LedgerEntry:
         cost_usd=r.cost_usd,
         price_version=r.price_version,
         create_time=timestamp(e.created_at),
+        agent_provider=e.agent_provider,
+        run_failed=e.run_failed,
     )
 
 
@@ -113,6 +115,7 @@ def summary_proto(t: UsageTotals) -> pb.UsageSummary:
         compute_seconds=t.compute_seconds,
         run_count=t.run_count,
         entry_count=t.entry_count,
+        failed_run_count=t.failed_run_count,
     )
 
 

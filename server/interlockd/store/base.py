@@ -197,10 +197,17 @@ class LedgerFilter:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """A ledger row as stored: the row and when it was written (its run's end)."""
+    """A ledger row as stored: the row and when it was written (its run's end).
+
+    ``agent_provider`` and ``run_failed`` are read from the row's run: its agent
+    provider (a compute row's ``provider`` is the compute provider) and whether
+    it ended failed.
+    """
 
     row: LedgerRow
     created_at: datetime
+    agent_provider: str = ""
+    run_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +221,7 @@ class UsageTotals:
     compute_seconds: float  # of the compute rows
     run_count: int  # distinct runs
     entry_count: int  # rows
+    failed_run_count: int = 0  # distinct runs among them that ended failed
 
     @property
     def total_cost_usd(self) -> float:

@@ -599,7 +599,9 @@ _USAGE_SUMS = (
     "COALESCE(SUM(reasoning_tokens), 0) AS reasoning_tokens, "
     "TOTAL(compute_seconds) AS compute_seconds, "
     "COUNT(DISTINCT run_id) AS run_count, "
-    "COUNT(*) AS entry_count"
+    "COUNT(*) AS entry_count, "
+    "COUNT(DISTINCT CASE WHEN (SELECT r.status FROM runs r WHERE r.id = ledger.run_id) "
+    "= 'failed' THEN run_id END) AS failed_run_count"
 )
 _LEDGER_ROW_ID = re.compile(r"[0-9]{1,18}")
 
@@ -647,6 +649,7 @@ def _usage_totals(r: sqlite3.Row, key: str) -> UsageTotals:
         compute_seconds=r["compute_seconds"],
         run_count=r["run_count"],
         entry_count=r["entry_count"],
+        failed_run_count=r["failed_run_count"],
     )
 
 
@@ -1603,7 +1606,9 @@ class SqliteStore(Store):
         clauses, params = _ledger_where(sandbox_id, where, blind)
         # Rows are ordered by (created_at, id): id breaks ties in the order written.
         rows = await self._fetch(
-            f"SELECT id, created_at, {_LEDGER_SELECT} FROM ledger "
+            f"SELECT id, created_at, {_LEDGER_SELECT}, "
+            "(SELECT r.provider FROM runs r WHERE r.id = ledger.run_id) AS run_provider, "
+            "(SELECT r.status FROM runs r WHERE r.id = ledger.run_id) AS run_status FROM ledger "
             f"WHERE {' AND '.join(clauses)} AND (created_at, id) < (?, ?) "
             "ORDER BY created_at DESC, id DESC LIMIT ?",
             (*params, *before, size + 1),
@@ -1614,7 +1619,13 @@ class SqliteStore(Store):
             items = await self._opened(
                 sandbox_id,
                 lambda keys: [
-                    LedgerEntry(_ledger_row(keys, r), _time(r["created_at"])) for r in page
+                    LedgerEntry(
+                        _ledger_row(keys, r),
+                        _time(r["created_at"]),
+                        agent_provider=r["run_provider"] or "",
+                        run_failed=r["run_status"] == "failed",
+                    )
+                    for r in page
                 ],
             )
         token = ""

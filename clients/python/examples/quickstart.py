@@ -15,12 +15,9 @@ def main() -> int:
     try:
         with SyncClient() as client:  # INTERLOCK_ADDRESS, INTERLOCK_API_KEY
             session_id = ""
-            stream = client.run(
-                "Where is my order?",
-                end_user_id="u-123",
-                system="You are a support agent.",
-            )
-            with stream:
+            with client.run(
+                "Where is my order?", end_user_id="u-123", system="You are a support agent."
+            ) as stream:
                 for event in stream:
                     kind = event.WhichOneof("event")
                     if kind == "run_started":

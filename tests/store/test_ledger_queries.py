@@ -323,3 +323,8 @@ async def test_entries_name_their_runs_agent_provider_and_failure(store: Store) 
     assert (total.run_count, total.failed_run_count, total.entry_count) == (3, 1, 4)
     by_user = await summary(store, sid, "end_user")
     assert [(t.key, t.failed_run_count) for t in by_user] == [("u", 1)]
+    # The agent provider selects its runs' compute rows too; the compute provider its own.
+    hermes = await summary(store, sid, "run", provider="hermes")
+    assert sorted((t.key, t.entry_count) for t in hermes) == sorted([(failed, 2), (ok, 1)])
+    local = await store.list_ledger_entries(sid, LedgerFilter(provider="local"), 100, "")
+    assert sorted(e.row.run_id for e in local.items) == sorted([failed, ok])

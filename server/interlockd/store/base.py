@@ -183,7 +183,9 @@ class LedgerFilter:
     """Which ledger rows a listing or a summary covers: every field set must match.
 
     Empty strings and None match everything. ``since`` is inclusive, ``until``
-    exclusive; both compare with the time a row was written.
+    exclusive; both compare with the time a row was written. ``provider`` matches
+    a row's own provider or its run's agent provider (so a Hermes run's compute
+    rows on ``local`` match both "hermes" and "local").
     """
 
     run_id: str = ""

@@ -625,12 +625,17 @@ def _ledger_where(
         ("run_id", where.run_id),
         ("end_user_id", blind_end_user),
         ("agent_id", where.agent_id),
-        ("provider", where.provider),
         ("kind", where.kind or ""),
     ):
         if value:
             clauses.append(f"{column} = ?")
             params.append(value)
+    if where.provider:
+        # A compute row's provider is the compute provider; its run's, the agent provider.
+        clauses.append(
+            "(provider = ? OR (SELECT r.provider FROM runs r WHERE r.id = ledger.run_id) = ?)"
+        )
+        params += [where.provider, where.provider]
     if where.since is not None:
         clauses.append("created_at >= ?")
         params.append(_ledger_time(where.since))

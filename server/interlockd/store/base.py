@@ -9,8 +9,11 @@ atomically, never in caller memory.
 
 Conversation content and secrets go in as plaintext and come out as
 plaintext; the store seals them with the sandbox's data key on the way in
-(see ``crypto.py``). The store knows nothing of providers or gRPC: provider
-names, resource kinds, fingerprints and ids are opaque strings to it.
+(see ``crypto.py``). So do the identifiers a tenant chooses (end user ids,
+request ids, labels): the store keeps them sealed or as keyed hashes, never
+in clear, and gives them back as they were sent. The store knows nothing of
+providers or gRPC: provider names, resource kinds, fingerprints and ids are
+opaque strings to it.
 """
 
 from __future__ import annotations

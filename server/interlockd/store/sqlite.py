@@ -6,6 +6,15 @@ runner, the SQL, and the mapping between rows and the dataclasses of
 wrapped keys and sealed bytes in and out of rows and never writes conversation
 content, titles or search words in clear.
 
+Tenant-chosen identifiers. An end user id or a request id is stored as its
+blind id (``SandboxKeys.blind_id``, a keyed hash), which equality lookups,
+unique indexes, admission counts and GROUP BY use as they would the id
+itself; labels and compute tags are sealed. An end user's own id is sealed
+once, in its ``end_users`` row; a row naming the end user is read with that
+sealed copy (``_end_user_sealed``) and opened, while calls addressed by an end
+user give back the caller's own id. A copied file names no end user, request
+or label.
+
 Connections. One writer and one reader connection, each served by its own
 aiosqlite thread. Write transactions are serialized in-process by an
 :class:`asyncio.Lock` and start with ``BEGIN IMMEDIATE``, which also

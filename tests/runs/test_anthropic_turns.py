@@ -434,11 +434,15 @@ async def test_terminal_session_error_ends_the_turn_and_the_session(
 async def test_retries_exhausted_before_any_event_is_a_status(
     daemon: RunningDaemon, claude: FakeManagedAgents
 ) -> None:
-    """A session that gives up before producing anything fails the call with UNAVAILABLE."""
+    """A session that gives up before producing anything fails the call with UNAVAILABLE;
+    the session that saw the withdrawn message is not continued by the next turn."""
     claude.enqueue(Turn().error("model_overloaded_error", "too busy", retry_status="exhausted"))
     error = await run_status(daemon, "go")
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert "too busy" in (error.details() or "")
+    events = await daemon.run("go")
+    assert events[-1].HasField("finish")
+    assert len(claude.requests_to("sessions.create")) == 2
 
 
 async def test_rate_limited_create_is_retried_after_retry_after(

@@ -135,6 +135,7 @@ class _InFlight:
 class _Turn:
     """A turn resolved and checked, before anything is stored."""
 
+    request: RunInput  # with the saved agent's settings filled in
     provider: str
     model: str
     backend: AgentBackend
@@ -270,7 +271,7 @@ class Orchestrator:
             if turn.plan is not None and self._compute is not None:
                 self._compute.abandon(turn.plan)
             raise
-        async for event in self._execute(run, req, turn):
+        async for event in self._execute(run, turn):
             yield event
 
     async def _prepare(self, req: RunInput, pinned: Run | None = None) -> _Turn:
@@ -300,7 +301,7 @@ class Orchestrator:
         if pinned is None:
             check_message_fits(estimate_tokens(req.message), budget, model)
         plan = await self._plan_compute(req, provider, model) if backend.runtime else None
-        return _Turn(provider, model, backend, tools, budget, max_output, plan)
+        return _Turn(req, provider, model, backend, tools, budget, max_output, plan)
 
     async def _resume(self, run: Run, req: RunInput) -> AsyncIterator[RunEvent]:
         """Carry on a run that did not end on its own (the daemon stopped under it, or its
@@ -321,7 +322,7 @@ class Orchestrator:
             raise
         log.info("run_resumed", run_id=run.id, provider=run.provider, was=run.status)
         earlier = await self._store.read_run_entries(run.sandbox_id, run.id)
-        async for event in self._execute(resumed, req, turn, earlier):
+        async for event in self._execute(resumed, turn, earlier):
             yield event
 
     async def _plan_compute(self, req: RunInput, provider: str, model: str) -> Plan:
@@ -366,14 +367,11 @@ class Orchestrator:
         )
 
     async def _execute(
-        self,
-        run: Run,
-        req: RunInput,
-        turn: _Turn,
-        earlier: Sequence[WindowEntry] = (),
+        self, run: Run, turn: _Turn, earlier: Sequence[WindowEntry] = ()
     ) -> AsyncIterator[RunEvent]:
         """Stream the turn and close the run. ``earlier``: what an earlier attempt of
         this run recorded (a resumed run), streamed again ahead of the new events."""
+        req = turn.request
         backend, model, tools, plan = turn.backend, turn.model, turn.tools, turn.plan
         log_ = log.bind(run_id=run.id, provider=run.provider, model=model)
         recorder = TurnRecorder(
@@ -706,8 +704,10 @@ class Orchestrator:
             entries=recorder.take_text(),
             withdraw=withdraw,
         )
-        if progress.session == "":
-            # The backend let go of the session (e.g. the provider terminated it).
+        if progress.session == "" or (withdraw and progress.session is not None):
+            # The backend let go of the session (e.g. the provider terminated it),
+            # or the session holds a user message the withdrawn run took back from
+            # the window: the next turn starts a new one with the window as it is.
             await self._store.clear_provider_session(
                 run.sandbox_id, run.conversation_id, run.provider
             )

@@ -9,7 +9,9 @@ Three shapes of request, mixed:
   request gets past "not found" into the code behind it;
 - such a message serialized and then byte-mutated (flipped, inserted,
   deleted bytes, truncation): invalid UTF-8, broken lengths, wrong wire types;
-- random bytes, parsed by the daemon as the request type.
+- random bytes, parsed by the daemon as the request type;
+- given templates (requests known to work), a template with a field or two
+  changed, and that mutated: these get past validation into what is behind.
 """
 
 from __future__ import annotations
@@ -180,13 +182,55 @@ def _mutated(draw: st.DrawFn, valid: st.SearchStrategy[message.Message]) -> byte
     return bytes(data)
 
 
+@st.composite
+def tweaked(
+    draw: st.DrawFn, template: message.Message, pool: Sequence[str] = (), depth: int = 0
+) -> message.Message:
+    """``template`` (a request that works) with one or two of its fields, at any depth,
+    given a random value: mostly valid requests reach the code behind validation."""
+    out = type(template)()
+    out.CopyFrom(template)
+    desc = out.DESCRIPTOR
+    if not desc.fields:
+        return out
+    for _ in range(draw(st.integers(1, 2))):
+        field = draw(st.sampled_from(list(desc.fields)))
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if (
+            field.type == FD.TYPE_MESSAGE
+            and not field.is_repeated
+            and depth < _MAX_DEPTH
+            and draw(st.booleans())
+        ):
+            inner = draw(tweaked(getattr(out, field.name), pool, depth + 1))
+            getattr(out, field.name).CopyFrom(inner)
+            continue
+        out.ClearField(field.name)
+        if field.is_repeated or is_map or field.type == FD.TYPE_MESSAGE:
+            _assign(out, field, draw(_field(field, pool, depth)))
+        else:
+            _assign(out, field, draw(_scalar(field, pool)))
+    return out
+
+
 def request_bytes(
-    request: type[message.Message], pool: Sequence[str] = ()
+    request: type[message.Message],
+    pool: Sequence[str] = (),
+    templates: Sequence[message.Message] = (),
 ) -> st.SearchStrategy[bytes]:
-    """The bytes of a request to an RPC taking ``request``: valid, mutated or random."""
+    """The bytes of a request to an RPC taking ``request``: valid, mutated or random;
+    with ``templates`` (requests that work), also those with a field or two changed."""
     valid = messages(request.DESCRIPTOR, pool)
-    return st.one_of(
+    shapes = [
         valid.map(lambda m: m.SerializeToString()),
         _mutated(valid),
         st.binary(max_size=256),
-    )
+    ]
+    if templates:
+        near = st.sampled_from(list(templates)).flatmap(lambda t: tweaked(t, pool))
+        shapes += [
+            near.map(lambda m: m.SerializeToString()),
+            near.map(lambda m: m.SerializeToString()),
+            _mutated(near),
+        ]
+    return st.one_of(shapes)

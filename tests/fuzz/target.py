@@ -76,7 +76,12 @@ class ChildDaemon:
                 ],
                 stdout=subprocess.PIPE,
                 stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # The daemon reads INTERLOCK_* as settings: the fuzz's own knobs and a
+                # developer's shell must not configure it.
+                env={
+                    **{k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")},
+                    "PYTHONUNBUFFERED": "1",
+                },
             )
         ready: Future[None] = Future()
 

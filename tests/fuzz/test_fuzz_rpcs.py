@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import message
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -34,8 +35,10 @@ from interlock.v1 import (
     agents_pb2,
     compute_pb2,
     compute_pb2_grpc,
+    conversations_pb2,
     events_pb2,
     integrations_pb2,
+    ledger_pb2,
     router_pb2,
     sandboxes_pb2,
 )
@@ -66,6 +69,8 @@ class Target:
     channel: grpc.Channel
     keys: tuple[str, str]  # (sandbox API key, operator key)
     pool: list[str] = field(default_factory=list)
+    #: Requests that work, by RPC: fuzzed with a field or two changed.
+    templates: dict[str, list[message.Message]] = field(default_factory=dict)
     #: How the requests of the current RPC were answered (printed: what the fuzz reached).
     answers: Counter[str] = field(default_factory=Counter)
 
@@ -90,7 +95,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             daemon.address, options=[("grpc.max_send_message_length", 64 << 20)]
         )
         target = Target(daemon, channel, (daemon.api_key, daemon.operator_key))
-        target.pool = _seed(target)
+        target.pool, target.templates = _seed(target)
         assert daemon.problems() == []
         yield target
         channel.close()
@@ -99,9 +104,10 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         daemon.stop()
 
 
-def _seed(t: Target) -> list[str]:
+def _seed(t: Target) -> tuple[list[str], dict[str, list[message.Message]]]:
     """Make things for fuzzed requests to find: a spare sandbox (the one sandbox RPCs
-    may delete or reconfigure), a conversation, a run, an agent, an MCP server."""
+    may delete or reconfigure), a conversation, a run, an agent, an MCP server; return
+    the pool of strings that name them and the templates that use them."""
     sandbox, operator = t.metadata(t.keys[0]), t.metadata(t.keys[1])
     spare = t.channel.unary_unary(
         "/interlock.v1.Sandboxes/CreateSandbox",
@@ -109,6 +115,12 @@ def _seed(t: Target) -> list[str]:
         response_deserializer=sandboxes_pb2.CreateSandboxResponse.FromString,
     )(sandboxes_pb2.CreateSandboxRequest(name="spare"), metadata=operator)
     spare_id = spare.sandbox.sandbox_id
+    # DeleteSandbox's own victim: the spare must outlive it (SetQuotas and others come after).
+    doomed = t.channel.unary_unary(
+        "/interlock.v1.Sandboxes/CreateSandbox",
+        request_serializer=sandboxes_pb2.CreateSandboxRequest.SerializeToString,
+        response_deserializer=sandboxes_pb2.CreateSandboxResponse.FromString,
+    )(sandboxes_pb2.CreateSandboxRequest(name="doomed"), metadata=operator)
     key = t.channel.unary_unary(
         "/interlock.v1.Sandboxes/CreateApiKey",
         request_serializer=sandboxes_pb2.CreateApiKeyRequest.SerializeToString,
@@ -164,11 +176,96 @@ def _seed(t: Target) -> list[str]:
             ),
             metadata=sandbox,
         )
-        pool.append(added.integration.integration_id)
+        integration_id = added.integration.integration_id
+        pool.append(integration_id)
     except grpc.RpcError as exc:  # a registration-time check may refuse a name it can't resolve
         refused = exc.code()  # type: ignore[attr-defined]
         assert refused == grpc.StatusCode.INVALID_ARGUMENT, refused
-    return pool
+        integration_id = "intg_none"
+    return [*pool, doomed.sandbox.sandbox_id], _templates(
+        spare_id,
+        doomed.sandbox.sandbox_id,
+        key.api_key.key_id,
+        events[0].run_id,
+        events[0].run_started.session_id,
+        integration_id,
+    )
+
+
+def _templates(
+    spare: str, doomed: str, key_id: str, run_id: str, session_id: str, integration_id: str
+) -> dict[str, list[message.Message]]:
+    """A request that works (or nearly) for each RPC, naming what :func:`_seed` made."""
+    a, c, i, g, s = agents_pb2, compute_pb2, integrations_pb2, ledger_pb2, sandboxes_pb2
+    r, v = router_pb2, conversations_pb2
+    agent = a.Agent(slug="helpdesk", provider="fake", model="fake-model", system="be brief")
+    filt = g.LedgerFilter(run_id=run_id, end_user_id="u-1", provider="fake")
+    pause = {"scope": c.PAUSE_SCOPE_END_USER, "sandbox_id": spare, "target": "u-1"}
+    return {
+        "interlock.v1.AgentRouter.Run": [
+            r.RunRequest(end_user_id="u-1", message="hello"),
+            r.RunRequest(end_user_id="u-1", session_id=session_id, message="again"),
+            r.RunRequest(end_user_id="u-2", message="hi", request_id="rq", labels={"k": "v"}),
+            r.RunRequest(end_user_id="u-1", message="hi", agent="helpdesk"),
+            r.RunRequest(end_user_id="u-1", message="hi", tools=["search_conversations"]),
+        ],
+        "interlock.v1.Agents.PutAgent": [a.PutAgentRequest(agent=agent)],
+        "interlock.v1.Agents.GetAgent": [a.GetAgentRequest(slug="helpdesk")],
+        "interlock.v1.Agents.DeleteAgent": [a.DeleteAgentRequest(slug="helpdesk")],
+        "interlock.v1.Compute.SetPause": [c.SetPauseRequest(**pause, reason="fuzz")],
+        "interlock.v1.Compute.ClearPause": [c.ClearPauseRequest(**pause)],
+        "interlock.v1.Compute.ListComputeSessions": [
+            c.ListComputeSessionsRequest(end_user_id="u-1", provider="local")
+        ],
+        "interlock.v1.Compute.ExplainPlacement": [c.ExplainPlacementRequest(run_id=run_id)],
+        "interlock.v1.Conversations.ListConversations": [
+            v.ListConversationsRequest(end_user_id="u-1", page_size=1)
+        ],
+        "interlock.v1.Conversations.GetConversation": [
+            v.GetConversationRequest(end_user_id="u-1", session_id=session_id, page_size=1)
+        ],
+        "interlock.v1.Integrations.Connect": [i.ConnectRequest(app="github", end_user_id="u-1")],
+        "interlock.v1.Integrations.AddMcpServer": [
+            i.AddMcpServerRequest(
+                name="docs", url="https://mcp.example.com/mcp", headers={"X-Team": "a"}
+            )
+        ],
+        "interlock.v1.Integrations.ListIntegrations": [
+            i.ListIntegrationsRequest(end_user_id="u-1", include_disconnected=True)
+        ],
+        "interlock.v1.Integrations.Disconnect": [
+            i.DisconnectRequest(integration_id=integration_id)
+        ],
+        "interlock.v1.Ledger.ListLedgerEntries": [
+            g.ListLedgerEntriesRequest(filter=filt, page_size=2),
+            g.ListLedgerEntriesRequest(sandbox_id=spare),
+        ],
+        "interlock.v1.Ledger.SummarizeUsage": [
+            g.SummarizeUsageRequest(filter=filt, group_by=g.USAGE_GROUP_BY_DAY),
+            g.SummarizeUsageRequest(sandbox_id=spare, group_by=g.USAGE_GROUP_BY_RUN),
+        ],
+        "interlock.v1.Sandboxes.CreateSandbox": [
+            s.CreateSandboxRequest(name="more", quotas=s.Quotas(max_concurrent_runs=3))
+        ],
+        "interlock.v1.Sandboxes.GetSandbox": [s.GetSandboxRequest(sandbox_id=spare)],
+        "interlock.v1.Sandboxes.ListSandboxes": [s.ListSandboxesRequest(page_size=1)],
+        "interlock.v1.Sandboxes.SetQuotas": [
+            s.SetQuotasRequest(sandbox_id=spare, quotas=s.Quotas(max_tokens_per_day=10))
+        ],
+        "interlock.v1.Sandboxes.CreateApiKey": [s.CreateApiKeyRequest(sandbox_id=spare)],
+        "interlock.v1.Sandboxes.ListApiKeys": [s.ListApiKeysRequest(sandbox_id=spare)],
+        "interlock.v1.Sandboxes.RevokeApiKey": [
+            s.RevokeApiKeyRequest(sandbox_id=spare, key_id=key_id)
+        ],
+        "interlock.v1.Sandboxes.SetSecret": [
+            s.SetSecretRequest(sandbox_id=spare, name="token", value="v")
+        ],
+        "interlock.v1.Sandboxes.ListSecrets": [s.ListSecretsRequest(sandbox_id=spare)],
+        "interlock.v1.Sandboxes.DeleteSecret": [
+            s.DeleteSecretRequest(sandbox_id=spare, name="token")
+        ],
+        "interlock.v1.Sandboxes.DeleteSandbox": [s.DeleteSandboxRequest(sandbox_id=doomed)],
+    }
 
 
 def _check(t: Target, rpc: Rpc, payload: bytes, key: str) -> None:
@@ -216,7 +313,8 @@ def test_fuzzed_requests_never_crash_the_daemon(target: Target, rpc: Rpc) -> Non
     """Random, mutated and garbage requests to an RPC are answered with a status that says
     what was wrong (never INTERNAL or UNKNOWN), leave no traceback or unstructured line in
     the log, and never kill the daemon."""
-    examples = st.tuples(request_bytes(rpc.request, target.pool), st.sampled_from(target.keys))
+    requests = request_bytes(rpc.request, target.pool, target.templates.get(str(rpc), []))
+    examples = st.tuples(requests, st.sampled_from(target.keys))
 
     def one(example: tuple[bytes, str]) -> None:
         _check(target, rpc, *example)

@@ -203,7 +203,9 @@ class TurnStream:
         """The calls the MCP endpoint executed and recorded since the last time, as recorded."""
         for call, result in self._executed.take():
             yield ToolCall(call.call_id, call.name, call.arguments)
-            yield ToolResult(call.call_id, call.name, result.result, error=result.error)
+            yield ToolResult(
+                call.call_id, call.name, result.result, error=result.error, reused=result.reused
+            )
 
     def _agent_failure(self, error: Any) -> ProviderError:
         detail = _detail(error)

@@ -251,6 +251,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     building it is most of a test's time."""
     async with FakeOpenAI() as fake, FakeGitHub() as github:
         w = await build_world(tmp_path_factory.mktemp("world"), fake, github)
+        w.extra["github"] = github
         try:
             yield w
         finally:

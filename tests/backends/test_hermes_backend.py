@@ -239,22 +239,6 @@ async def test_calls_made_before_the_agent_failed_still_stream(
     grant.close()
 
 
-async def test_progress_of_a_call_the_endpoint_refused_streams_nothing(
-    backend: HermesBackend, hermes: FakeHermes, mcp_side: HttpServer
-) -> None:
-    """A daemon tool call the MCP endpoint refused (arguments against the schema) ran and
-    was recorded nowhere: its progress frames stream no empty call."""
-    runner = Executing()
-    grant = mcp_side.mcp_access.open([Search()], runner, ttl=60)
-    hermes.mcp_url, hermes.mcp_token = mcp_url(mcp_side), grant.token
-    hermes.enqueue(HermesReply().mcp_tool("github.search", {"q": 3}).text("Hm."))
-    events = await collect(backend, request(hermes, tools=(Search.spec,)), runner)
-    assert runner.calls == []
-    assert not [e for e in events if isinstance(e, (ToolCall, ToolResult))]
-    assert hermes.mcp_results[0][1] is True  # Hermes' model was told
-    grant.close()
-
-
 async def test_a_tool_of_hermes_itself_keeps_its_name(
     backend: HermesBackend, hermes: FakeHermes
 ) -> None:

@@ -165,17 +165,21 @@ async def test_a_tool_error_is_an_error_result(daemon: RunningDaemon) -> None:
         ({"text": ""}, "arguments.text: '' should be non-empty"),
     ],
 )
-async def test_arguments_that_break_the_schema_run_nothing(
+async def test_arguments_that_break_the_schema_run_nothing_and_are_recorded(
     daemon: RunningDaemon, arguments: dict[str, Any], message: str
 ) -> None:
-    """Arguments breaking the tool's schema get an isError naming the field; nothing runs."""
+    """Arguments breaking the tool's schema get an isError naming the field from the run's
+    runner (the one check every provider's calls go through); nothing runs, and the call
+    and its error are recorded, so the turn shows them."""
     grant, conversation_id = await open_run(daemon)
     async with mcp_client(endpoint(daemon.daemon.http_port), grant.token) as client:
         result = await client.call_tool("shout", arguments)
     assert result.is_error
     assert isinstance(result.content[0], types.TextContent)
     assert result.content[0].text.startswith(message)
-    assert await entries(daemon, conversation_id) == []
+    recorded = await entries(daemon, conversation_id)
+    assert [(e.kind, e.is_error) for e in recorded] == [("tool_call", False), ("tool_result", True)]
+    assert "shouted" not in recorded[1].text
     grant.close()
 
 

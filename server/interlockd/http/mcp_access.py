@@ -18,10 +18,9 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from interlockd.backends.base import ToolRunner
-from interlockd.integrations.mcp.schema import ArgumentValidator
 from interlockd.integrations.tools import Tool
 
 #: Bytes of randomness in an MCP token.
@@ -36,7 +35,6 @@ class McpGrant:
     tools: Mapping[str, Tool]  # by name, in the run's (stable) order
     runner: ToolRunner
     expires_at: float  # the registry's clock (time.monotonic by default)
-    validators: Mapping[str, ArgumentValidator] = field(default_factory=dict)
     _registry: McpAccessRegistry | None = None
 
     @property
@@ -61,9 +59,8 @@ class McpAccessRegistry:
         """A new grant (and token) for one run's ``tools``, valid for ``ttl`` seconds at most.
 
         ``tools`` are exactly what the token may list and call; ``runner``
-        executes the calls (a run's SandboxToolRunner). ValueError for a
-        non-positive ``ttl``, duplicate tool names or a tool whose parameter
-        schema is not a valid JSON schema.
+        executes the calls (a run's SandboxToolRunner, which also checks their
+        arguments). ValueError for a non-positive ``ttl`` or duplicate tool names.
         """
         return self.bind(secrets.token_urlsafe(_TOKEN_BYTES), tools, runner, ttl)
 
@@ -85,12 +82,11 @@ class McpAccessRegistry:
             if tool.spec.name in by_name:
                 raise ValueError(f"tool {tool.spec.name!r} given twice")
             by_name[tool.spec.name] = tool
-        validators = {name: ArgumentValidator(t.spec.parameters) for name, t in by_name.items()}
         self._expire()
         digest = _digest(token)
         if digest in self._grants:
             raise ValueError("token: already bound to a run in progress")
-        grant = McpGrant(token, by_name, runner, self._clock() + ttl, validators, _registry=self)
+        grant = McpGrant(token, by_name, runner, self._clock() + ttl, _registry=self)
         self._grants[digest] = grant
         return grant
 

@@ -152,9 +152,8 @@ class McpEndpoint:
                 f"{', '.join(grant.tools) or 'none'}",
             )
         arguments = params.arguments or {}
-        problem = grant.validators[params.name].problem(arguments)
-        if problem is not None:
-            return _text(problem, error=True)
+        # The runner checks the arguments against the tool's schema (as for every
+        # provider), and records even a call it refuses, so the turn shows it.
         call = ToolCall(new_id("call"), params.name, orjson.dumps(arguments).decode())
         result = await grant.runner.run(call)
         # The runtime's own stream reports the call without its arguments or

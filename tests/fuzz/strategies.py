@@ -65,6 +65,44 @@ _NASTY = [
 ]
 
 
+def _urls() -> st.SearchStrategy[str]:
+    """URLs, mostly broken: odd schemes, hosts (IPv6 unclosed, private, scoped), ports."""
+    return st.builds(
+        "{}://{}{}{}{}".format,
+        st.sampled_from(["https", "http", "HTTPS", "ftp", "file", "", "javascript"]),
+        st.sampled_from(["", "user:pass@", "@", "a@b@"]),
+        st.sampled_from(
+            [
+                "mcp.example.com",
+                "[::1",
+                "[::1]",
+                "::1",
+                "127.0.0.1",
+                "10.0.0.1",
+                "0",
+                "169.254.169.254",
+                "localhost",
+                "",
+                "ex ample.com",
+                "[fe80::1%25eth0]",
+                "[::ffff:127.0.0.1]",
+                "xn--",
+                "a" * 300,
+                "2130706433",
+                "0x7f.1",
+                "[",
+                "]",
+            ]
+        ),
+        st.sampled_from(["", ":99999", ":abc", ":-1", ":0", ":443", ":", ":65536"]),
+        st.sampled_from(["", "/", "/mcp", "/../etc/passwd", "/mcp?x=1#f", "/%00", "\\x"]),
+    )
+
+
+#: Field names whose values follow a grammar: a dictionary of tricky values for each.
+_BY_NAME: dict[str, st.SearchStrategy[str]] = {"url": _urls()}
+
+
 def _text() -> st.SearchStrategy[str]:
     # codec="utf-8": every string protobuf can carry (no lone surrogates).
     chars = st.characters(codec="utf-8")
@@ -82,7 +120,12 @@ def _text() -> st.SearchStrategy[str]:
 def _scalar(field: descriptor.FieldDescriptor, pool: Sequence[str]) -> st.SearchStrategy[Any]:
     t = field.type
     if t == FD.TYPE_STRING:
-        return st.one_of(st.sampled_from(list(pool)), _text()) if pool else _text()
+        shapes = [_text()]
+        if pool:
+            shapes.append(st.sampled_from(list(pool)))
+        if field.name in _BY_NAME:
+            shapes += [_BY_NAME[field.name]] * 4
+        return st.one_of(shapes)
     if t == FD.TYPE_BYTES:
         return st.binary(max_size=64)
     if t == FD.TYPE_BOOL:
@@ -194,7 +237,9 @@ def tweaked(
     if not desc.fields:
         return out
     for _ in range(draw(st.integers(1, 2))):
-        field = draw(st.sampled_from(list(desc.fields)))
+        # Fields with a grammar (a URL) are where parsers break: pick them more often.
+        fields = list(desc.fields) + [f for f in desc.fields if f.name in _BY_NAME] * 3
+        field = draw(st.sampled_from(fields))
         is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
         if (
             field.type == FD.TYPE_MESSAGE
@@ -221,16 +266,17 @@ def request_bytes(
     """The bytes of a request to an RPC taking ``request``: valid, mutated or random;
     with ``templates`` (requests that work), also those with a field or two changed."""
     valid = messages(request.DESCRIPTOR, pool)
+    if not templates:
+        return st.one_of(
+            valid.map(lambda m: m.SerializeToString()), _mutated(valid), st.binary(max_size=256)
+        )
+    near = st.sampled_from(list(templates)).flatmap(lambda t: tweaked(t, pool))
+    # Mostly near-valid: garbage bytes all end in the same parse error, random messages
+    # mostly in the first field check; a working request with one field changed goes deep.
     shapes = [
+        *[near.map(lambda m: m.SerializeToString())] * 5,
         valid.map(lambda m: m.SerializeToString()),
-        _mutated(valid),
+        _mutated(st.one_of(near, valid)),
         st.binary(max_size=256),
     ]
-    if templates:
-        near = st.sampled_from(list(templates)).flatmap(lambda t: tweaked(t, pool))
-        shapes += [
-            near.map(lambda m: m.SerializeToString()),
-            near.map(lambda m: m.SerializeToString()),
-            _mutated(near),
-        ]
     return st.one_of(shapes)

@@ -114,6 +114,8 @@ async def build_world(tmp: Path, fake: FakeOpenAI, github: FakeGitHub) -> World:
         fake,
         http_listen=f"127.0.0.1:{port}",
         integrations={
+            # The default policy (tests/conftest.py opens loopback for the MCP fakes).
+            "mcp_allowed_networks": [],
             "public_url": public,
             "connect_flow_seconds": 600,
             "github": {

@@ -128,6 +128,15 @@ async def build_world(tmp: Path, fake: FakeOpenAI, github: FakeGitHub) -> World:
     )
     daemon = Daemon(settings)
     grpc_port = await daemon.start()
+    try:
+        return await _populate(daemon, grpc_port)
+    except BaseException:
+        # A half-built world must not leave a daemon (and its threads) behind.
+        await daemon.stop(grace=0, announce=0)
+        raise
+
+
+async def _populate(daemon: Daemon, grpc_port: int) -> World:
     creds = await bootstrap(daemon.store)
     assert creds.operator_key
     assert creds.api_key

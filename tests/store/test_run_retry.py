@@ -77,7 +77,7 @@ async def test_resume_admits_an_interrupted_run_again(store: Store) -> None:
     assert (resumed.id, resumed.status, resumed.request_id) == (run.id, "running", "r4")
     assert resumed.error_code == ""
     assert resumed.finished_at is None
-    with pytest.raises(FailedPrecondition, match="ended running"):
+    with pytest.raises(FailedPrecondition, match="in progress"):
         await store.resume_run(sandbox.id, run.id)
     await store.finish_run(run.id, status="finished")
     with pytest.raises(FailedPrecondition, match="ended finished"):

@@ -1498,6 +1498,10 @@ class SqliteStore(Store):
                 raise NotFound(f"run {run_id} not found")
             keys = await self._sandbox_keys(sandbox_id)
             run = _run(keys, found[0])
+            if run.status == "running":
+                raise FailedPrecondition(
+                    f"run {run_id} is in progress; retry when it has ended to get its replay"
+                )
             if run.status not in ("interrupted", "cancelled"):
                 raise FailedPrecondition(
                     f"run {run_id} ended {run.status}; only an interrupted or cancelled run resumes"

@@ -37,78 +37,111 @@ import grpc
 
 
 class InterlockError(Exception):
-    """Root of every error the daemon raises on purpose."""
+    """Root of every error the daemon raises on purpose.
+
+    ``reason`` is a stable UPPER_SNAKE_CASE name of the error that clients may
+    branch on (sent as ``google.rpc.ErrorInfo.reason``); messages may change,
+    reasons do not. ``metadata`` holds its machine-readable facts.
+    """
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    reason: ClassVar[str] = "INTERNAL"
     retryable: ClassVar[bool] = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Facts a client can act on without parsing the message (ErrorInfo.metadata)."""
+        return {}
+
 
 class InvalidArgument(InterlockError):
     """The request is malformed; ``field`` names the offending field."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"field": self.field}
 
 
 class NotFound(InterlockError):
     code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
 
 
 class AlreadyExists(InterlockError):
     code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
 
 
 class Unauthenticated(InterlockError):
     code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(InterlockError):
     code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
 
 
 class ResourceExhausted(InterlockError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
     retryable = True
 
 
 class FailedPrecondition(InterlockError):
     code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
 
 
 class Unavailable(InterlockError):
     code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
     retryable = True
 
 
 class StoreError(InterlockError):
     code = grpc.StatusCode.INTERNAL
+    reason = "STORE_FAILED"
 
 
 class DecryptionError(StoreError):
     """A sealed value failed authentication: wrong key, or moved to another row."""
+
+    reason = "DECRYPTION_FAILED"
 
 
 class ProviderError(InterlockError):
     """The provider answered with an error. ``provider`` names it."""
 
     code = grpc.StatusCode.UNKNOWN
+    reason = "PROVIDER_FAILED"
 
     def __init__(self, provider: str, message: str) -> None:
         super().__init__(f"{provider}: {message}")
         self.provider = provider
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"provider": self.provider}
 
 
 class ProviderUnavailable(ProviderError):
     """The provider could not be reached, or answered 5xx/429: try again later."""
 
     code = grpc.StatusCode.UNAVAILABLE
+    reason = "PROVIDER_UNAVAILABLE"
     retryable = True
 
 
@@ -116,10 +149,12 @@ class ProviderProtocolError(ProviderError):
     """The provider answered something that does not follow its protocol."""
 
     code = grpc.StatusCode.INTERNAL
+    reason = "PROVIDER_PROTOCOL_ERROR"
 
 
 class ProviderTimeout(ProviderError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "PROVIDER_TIMEOUT"
     retryable = True
 
 
@@ -127,6 +162,7 @@ class ProviderRateLimited(ProviderError):
     """The provider's rate limit for our credentials is spent (429): slow down, retry."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "PROVIDER_RATE_LIMITED"
     retryable = True
 
 
@@ -137,18 +173,21 @@ class ProviderCredentialsRejected(ProviderError):
     """
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "PROVIDER_CREDENTIALS_REJECTED"
 
 
 class ProviderPermissionDenied(ProviderError):
     """The credentials are valid but not allowed to do this at the provider (403)."""
 
     code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PROVIDER_PERMISSION_DENIED"
 
 
 class ProviderRejected(ProviderError):
     """The provider refused the request as made (400/404/413/422), e.g. an unknown model."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "PROVIDER_REJECTED"
 
 
 class ProviderSessionLost(ProviderError):
@@ -159,4 +198,5 @@ class ProviderSessionLost(ProviderError):
     """
 
     code = grpc.StatusCode.UNAVAILABLE
+    reason = "PROVIDER_SESSION_LOST"
     retryable = True

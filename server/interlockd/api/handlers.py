@@ -13,12 +13,13 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 import structlog
 from google.protobuf import descriptor, message
 
+from interlockd.api.status import details_trailer
 from interlockd.errors import InterlockError, InvalidArgument
 
 log = structlog.get_logger(__name__)
@@ -115,11 +116,11 @@ def unary(
     @functools.wraps(fn)
     async def handler(self: Any, request: Req, context: Context) -> Resp:
         if isinstance(request, MalformedRequest):
-            await context.abort(request.error.code, request.error.message)
+            await _abort(context, request.error)
         try:
             return await fn(self, request, context)
         except InterlockError as exc:
-            await context.abort(exc.code, exc.message)
+            await _abort(context, exc)
             raise  # unreachable: abort raises
         except grpc.aio.AbortError:
             raise
@@ -143,12 +144,12 @@ def streaming(
     @functools.wraps(fn)
     async def handler(self: Any, request: Req, context: Context) -> AsyncIterator[Resp]:
         if isinstance(request, MalformedRequest):
-            await context.abort(request.error.code, request.error.message)
+            await _abort(context, request.error)
         try:
             async for item in fn(self, request, context):
                 yield item
         except InterlockError as exc:
-            await context.abort(exc.code, exc.message)
+            await _abort(context, exc)
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -157,6 +158,12 @@ def streaming(
             await context.abort(grpc.StatusCode.INTERNAL, _CRASHED)
 
     return handler
+
+
+async def _abort(context: Context, exc: InterlockError) -> NoReturn:
+    """End the call with ``exc``'s status, its details in the trailer (api/status.py)."""
+    await context.abort(exc.code, exc.message, details_trailer(exc))
+    raise AssertionError("unreachable: abort raises")
 
 
 def generic_handler(

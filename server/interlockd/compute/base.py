@@ -32,9 +32,15 @@ SessionStatus = Literal["creating", "running", "suspended", "archived", "destroy
 class ComputeError(Unavailable):
     """The provider could not do what was asked (UNAVAILABLE: another provider may)."""
 
+    reason = "COMPUTE_UNAVAILABLE"
+
     def __init__(self, provider: str, message: str) -> None:
         InterlockError.__init__(self, f"compute provider {provider}: {message}")
         self.provider = provider
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"compute_provider": self.provider}
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ try {
   console.log(`${endUserId} has ${apps.join(", ")}`);
 } catch (err) {
   if (err instanceof ConnectFailed) {
-    console.error(`not connected: ${err.state}: ${err.reason}`); // e.g. "failed: ... access_denied"
+    console.error(`not connected: ${err.state}: ${err.explanation}`); // e.g. "failed: ... access_denied"
   } else if (err instanceof InterlockError) {
     console.error(`error: ${err.message}`); // e.g. "INVALID_ARGUMENT: app: unknown app 'github'; ..."
   } else {

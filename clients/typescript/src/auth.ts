@@ -24,3 +24,18 @@ export function bearer({ key, what, hint }: KeySource): Record<string, string> {
 export function fromEnv(value: string | undefined, variable: string): string | undefined {
   return value || process.env[variable] || undefined;
 }
+
+/**
+ * The key of a call either key may make: the sandbox API key when there is
+ * one (the call then sees only its sandbox), else the operator key (every
+ * sandbox). A client with neither throws MissingCredentials naming both.
+ */
+export function apiKeyElseOperator(apiKey: KeySource, operatorKey: KeySource): KeySource {
+  if (apiKey.key) return apiKey;
+  if (operatorKey.key) return operatorKey;
+  return {
+    key: undefined,
+    what: "sandbox API key or operator key",
+    hint: `pass apiKey or operatorKey, or set ${ENV_API_KEY} or ${ENV_OPERATOR_KEY}`,
+  };
+}

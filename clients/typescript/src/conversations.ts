@@ -4,7 +4,7 @@
  * answers NOT_FOUND for a session that belongs to someone else.
  */
 
-import type { Client, Transport } from "@connectrpc/connect";
+import type { Client } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 
 import type { KeySource } from "./auth.js";
@@ -15,14 +15,16 @@ import {
   type ListConversationsResponse,
 } from "./gen/interlock/v1/conversations_pb.js";
 import type { CallOptions } from "./options.js";
+import { connectTransport } from "./internal.js";
+import type { ConnectTransport } from "./transport.js";
 import { unary } from "./unary.js";
 
 export class Conversations {
   readonly #stub: Client<typeof ConversationsService>;
   readonly #key: KeySource;
 
-  constructor(transport: Transport, key: KeySource) {
-    this.#stub = createClient(ConversationsService, transport);
+  constructor(transport: ConnectTransport, key: KeySource) {
+    this.#stub = createClient(ConversationsService, connectTransport(transport));
     this.#key = key;
   }
 

@@ -4,10 +4,17 @@
  * Every failure the client reports is an {@link InterlockError} carrying the
  * gRPC status `code` (its name, e.g. `"UNAUTHENTICATED"`) and `grpcCode` (its
  * number, 16); a subclass per status code lets callers branch with
- * `instanceof` instead of comparing codes:
+ * `instanceof` instead of comparing codes. The daemon's structured details
+ * (google.rpc `ErrorInfo`, `BadRequest`, `RetryInfo` in the
+ * `grpc-status-details-bin` trailer) become typed fields: `reason` (a stable
+ * UPPER_SNAKE name such as `PROVIDER_UNAVAILABLE`), `metadata` (e.g.
+ * `{ provider: "openai" }`), `fieldViolations` (the request field at fault, as
+ * the proto spells it and as this client's request objects do) and
+ * `retryDelayMs`:
  *
  * ```
- * InterlockError            code, grpcCode, details, retryable
+ * InterlockError            code, grpcCode, details, retryable,
+ * │                         reason, metadata, fieldViolations, retryDelayMs
  * ├── Cancelled             CANCELLED          (the caller's AbortSignal fired)
  * ├── Unknown               UNKNOWN
  * ├── InvalidArgument       INVALID_ARGUMENT   (details name the field)
@@ -38,6 +45,12 @@
  */
 
 import { ConnectError } from "@connectrpc/connect";
+
+import {
+  BadRequestSchema,
+  ErrorInfoSchema,
+  RetryInfoSchema,
+} from "./rpc/google/rpc/error_details_pb.js";
 
 /** gRPC status code names, as the router also uses them in `error` events. */
 export type StatusCode =
@@ -80,11 +93,29 @@ const NAMES: readonly (StatusCode | "OK")[] = [
   "UNAUTHENTICATED",
 ];
 
+/** One request field the daemon refused (a google.rpc `BadRequest` field violation). */
+export interface FieldViolation {
+  /** The field's path as the proto spells it, e.g. `end_user_id`, `compute.policy`. */
+  field: string;
+  /** The same path as this client's request objects spell it: `endUserId`, `compute.policy`. */
+  jsonField: string;
+  /** What is wrong with it and what is accepted. */
+  description: string;
+}
+
 export interface ErrorOptions {
   /** Overrides the class's default (whether the same request may succeed later). */
   retryable?: boolean;
   /** The lower-level error, for debugging. */
   cause?: unknown;
+  /** The error's stable name (google.rpc `ErrorInfo.reason`). */
+  reason?: string;
+  /** What the error is about (`ErrorInfo.metadata`), e.g. `{ field: "end_user_id" }`. */
+  metadata?: Record<string, string>;
+  /** The fields at fault (google.rpc `BadRequest`). */
+  fieldViolations?: FieldViolation[];
+  /** How long to wait before trying again (google.rpc `RetryInfo`); implies retryable. */
+  retryDelayMs?: number;
 }
 
 /** Root of every error the client throws: a gRPC status code and its details. */
@@ -100,6 +131,19 @@ export class InterlockError extends Error {
   readonly details: string;
   /** Whether sending the same request again may succeed. */
   readonly retryable: boolean;
+  /**
+   * The error's stable name from the daemon (e.g. `"INVALID_ARGUMENT"`,
+   * `"NOT_FOUND"`, `"PROVIDER_UNAVAILABLE"`); branch on it rather than on
+   * `details`. Empty when the failure did not come from the daemon (a
+   * connection that failed, a deadline this client enforced).
+   */
+  readonly reason: string;
+  /** What the error is about, e.g. `{ field: "end_user_id" }` or `{ provider: "openai" }`. */
+  readonly metadata: Record<string, string>;
+  /** For `InvalidArgument`: the request fields at fault; empty otherwise. */
+  readonly fieldViolations: FieldViolation[];
+  /** When the daemon says a retry may succeed: how long to wait first, in milliseconds. */
+  readonly retryDelayMs: number | undefined;
 
   constructor(code: StatusCode, details: string, options: ErrorOptions = {}) {
     super(details ? `${code}: ${details}` : code, { cause: options.cause });
@@ -108,11 +152,20 @@ export class InterlockError extends Error {
     this.grpcCode = NAMES.indexOf(code);
     this.details = details;
     const defaults = new.target as unknown as typeof InterlockError;
-    this.retryable = options.retryable ?? defaults.defaultRetryable;
+    this.retryDelayMs = options.retryDelayMs;
+    this.retryable =
+      options.retryable ?? (options.retryDelayMs !== undefined || defaults.defaultRetryable);
+    this.reason = options.reason ?? "";
+    this.metadata = options.metadata ?? {};
+    this.fieldViolations = options.fieldViolations ?? [];
   }
 }
 
-/** The caller cancelled the call (its AbortSignal fired, or it left the loop). */
+/**
+ * The caller's `AbortSignal` cancelled the call; the daemon stopped the run
+ * (recorded `cancelled`). Not a failure of the call: tell it apart with
+ * `instanceof Cancelled`. (Leaving a loop early cancels too, but throws nothing.)
+ */
 export class Cancelled extends InterlockError {}
 /** The server failed in a way it could not classify. */
 export class Unknown extends InterlockError {}
@@ -142,7 +195,11 @@ export class OutOfRange extends InterlockError {}
 export class Unimplemented extends InterlockError {}
 /** The router failed; what was recorded is kept. */
 export class Internal extends InterlockError {}
-/** The daemon or the provider could not be reached before anything happened. */
+/**
+ * The daemon or the provider could not be reached, or the connection to the
+ * daemon was lost mid-call (it restarted). Retryable: a `run` repeated with
+ * the same `requestId` resumes the turn where it stopped.
+ */
 export class Unavailable extends InterlockError {
   static override readonly defaultRetryable = true;
 }
@@ -167,7 +224,10 @@ export class RunFailed extends InterlockError {
   readonly provider: string;
 
   constructor(code: string, details: string, retryable: boolean, provider = "") {
-    super(statusCodeNamed(code), details, { retryable });
+    super(statusCodeNamed(code), details, {
+      retryable,
+      metadata: provider ? { provider } : {},
+    });
     this.provider = provider;
   }
 }
@@ -175,20 +235,25 @@ export class RunFailed extends InterlockError {
 /**
  * A connect flow ended without a connection. `state` is `"failed"` (the end
  * user declined, or the provider refused the grant) or `"expired"` (the end
- * user did not finish in time); `reason` is the router's one-line explanation.
+ * user did not finish in time); `explanation` is the router's one-line
+ * account of it, and `reason` the stable `CONNECT_FAILED` or `CONNECT_EXPIRED`.
  * `code` is always `FAILED_PRECONDITION`: the flow is over, and only a new
  * `connect` can succeed.
  */
 export class ConnectFailed extends InterlockError {
   readonly flowId: string;
   readonly state: "failed" | "expired";
-  readonly reason: string;
+  readonly explanation: string;
 
-  constructor(flowId: string, state: "failed" | "expired", reason: string) {
-    super("FAILED_PRECONDITION", `connect flow ${flowId} ${state}${reason ? `: ${reason}` : ""}`);
+  constructor(flowId: string, state: "failed" | "expired", explanation: string) {
+    super(
+      "FAILED_PRECONDITION",
+      `connect flow ${flowId} ${state}${explanation ? `: ${explanation}` : ""}`,
+      { reason: state === "failed" ? "CONNECT_FAILED" : "CONNECT_EXPIRED", metadata: { flow_id: flowId } },
+    );
     this.flowId = flowId;
     this.state = state;
-    this.reason = reason;
+    this.explanation = explanation;
   }
 }
 
@@ -217,9 +282,19 @@ export function statusCodeNamed(name: string): StatusCode {
 }
 
 /**
- * The most specific {@link InterlockError} for a failed call. Errors that are
- * already InterlockErrors pass through; anything that is not a gRPC failure
- * becomes `Unknown` with the original as its `cause`.
+ * A proto field path in lowerCamelCase, as protobuf's JSON mapping and this
+ * client's request objects spell it: `end_user_id` → `endUserId`,
+ * `agent.max_output_tokens` → `agent.maxOutputTokens`.
+ */
+export function jsonFieldPath(field: string): string {
+  return field.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+/**
+ * The most specific {@link InterlockError} for a failed call, with the
+ * google.rpc details the daemon sent as typed fields. Errors that are already
+ * InterlockErrors pass through; anything that is not a gRPC failure becomes
+ * `Unknown` with the original as its `cause`.
  */
 export function toInterlockError(reason: unknown): InterlockError {
   if (reason instanceof InterlockError) {
@@ -228,6 +303,30 @@ export function toInterlockError(reason: unknown): InterlockError {
   const error = ConnectError.from(reason);
   const code = NAMES[error.code] ?? "UNKNOWN";
   const name: StatusCode = code === "OK" ? "UNKNOWN" : code;
-  return new BY_CODE[name](name, error.rawMessage, { cause: reason });
+  return new BY_CODE[name](name, error.rawMessage, { cause: reason, ...statusDetails(error) });
+}
+
+/** The google.rpc details of a status; a detail that is absent or does not decode is left out. */
+function statusDetails(error: ConnectError): ErrorOptions {
+  const options: ErrorOptions = {};
+  const [info] = error.findDetails(ErrorInfoSchema);
+  if (info !== undefined) {
+    options.reason = info.reason;
+    options.metadata = { ...info.metadata };
+  }
+  const violations = error.findDetails(BadRequestSchema).flatMap((b) => b.fieldViolations);
+  if (violations.length > 0) {
+    options.fieldViolations = violations.map((v) => ({
+      field: v.field,
+      jsonField: jsonFieldPath(v.field),
+      description: v.description,
+    }));
+  }
+  const [retry] = error.findDetails(RetryInfoSchema);
+  if (retry !== undefined) {
+    const delay = retry.retryDelay;
+    options.retryDelayMs = delay ? Number(delay.seconds) * 1000 + delay.nanos / 1e6 : 0;
+  }
+  return options;
 }
 

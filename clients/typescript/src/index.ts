@@ -11,7 +11,22 @@
  * The generated messages and service descriptors are exported as `v1`.
  */
 
-export { DEFAULT_ADDRESS, Interlock, type InterlockOptions, type RunRequest } from "./client.js";
+export { type AgentInit, Agents } from "./agents.js";
+export {
+  type ConnectTransport,
+  DEFAULT_ADDRESS,
+  Interlock,
+  type InterlockOptions,
+  type KeyName,
+  type RunRequest,
+} from "./client.js";
+export {
+  Compute,
+  type ComputeSessionsInit,
+  type ComputeSessionStatusName,
+  type PauseScopeName,
+  type PauseTarget,
+} from "./compute.js";
 export { Conversations } from "./conversations.js";
 export * from "./errors.js";
 export type * from "./events.js";
@@ -22,6 +37,14 @@ export {
   type ListIntegrationsInit,
   type McpServerInit,
 } from "./integrations.js";
+export {
+  Ledger,
+  type LedgerFilterInit,
+  type LedgerKindName,
+  type PageInit,
+  type UsageGroupName,
+  type UsageSummaries,
+} from "./ledger.js";
 export type { CallOptions } from "./options.js";
 export { RunOutcome } from "./outcome.js";
 export { type QuotasInit, Sandboxes } from "./sandboxes.js";

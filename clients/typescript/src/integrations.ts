@@ -9,7 +9,7 @@
  * {@link Integrations.watchConnect}) follows the flow until they have finished.
  */
 
-import type { Client, Transport } from "@connectrpc/connect";
+import type { Client } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 
 import { bearer, type KeySource } from "./auth.js";
@@ -26,6 +26,8 @@ import {
 import type { CallOptions } from "./options.js";
 import { required } from "./sandboxes.js";
 import { serverStream } from "./stream.js";
+import { connectTransport } from "./internal.js";
+import type { ConnectTransport } from "./transport.js";
 import { unary } from "./unary.js";
 
 /** Who a connection serves: the end user who grants it, or every end user of the sandbox. */
@@ -72,8 +74,8 @@ export class Integrations {
   readonly #stub: Client<typeof IntegrationsService>;
   readonly #key: KeySource;
 
-  constructor(transport: Transport, key: KeySource) {
-    this.#stub = createClient(IntegrationsService, transport);
+  constructor(transport: ConnectTransport, key: KeySource) {
+    this.#stub = createClient(IntegrationsService, connectTransport(transport));
     this.#key = key;
   }
 
@@ -125,7 +127,7 @@ export class Integrations {
   /**
    * Wait until the connect flow ends and resolve to the new integration. A
    * flow that failed (the end user declined, the provider refused) or expired
-   * throws {@link ConnectFailed} with its `state` and `reason`.
+   * throws {@link ConnectFailed} with its `state` and `explanation`.
    * `options.timeoutMs` bounds the wait, not the flow: `DeadlineExceeded`
    * leaves the flow open until it expires, and waiting again picks it up.
    */

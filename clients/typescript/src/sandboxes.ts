@@ -1,7 +1,7 @@
 /** Administration of sandboxes, their API keys and quotas (operator key). */
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { Client, Transport } from "@connectrpc/connect";
+import type { Client } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 
 import type { KeySource } from "./auth.js";
@@ -14,6 +14,8 @@ import {
   Sandboxes as SandboxesService,
 } from "./gen/interlock/v1/sandboxes_pb.js";
 import type { CallOptions } from "./options.js";
+import { connectTransport } from "./internal.js";
+import type { ConnectTransport } from "./transport.js";
 import { unary } from "./unary.js";
 
 /** Quotas as a plain object; unset or zero fields mean unlimited. */
@@ -23,8 +25,8 @@ export class Sandboxes {
   readonly #stub: Client<typeof SandboxesService>;
   readonly #key: KeySource;
 
-  constructor(transport: Transport, key: KeySource) {
-    this.#stub = createClient(SandboxesService, transport);
+  constructor(transport: ConnectTransport, key: KeySource) {
+    this.#stub = createClient(SandboxesService, connectTransport(transport));
     this.#key = key;
   }
 

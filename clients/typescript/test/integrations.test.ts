@@ -171,7 +171,7 @@ test("connecting GitHub: the user approves at GitHub, the callback connects, wai
   assert.equal(gone.status, v1.IntegrationStatus.DISCONNECTED);
 });
 
-test("a sandbox-wide connection the user declines throws ConnectFailed with the state and reason", async () => {
+test("a sandbox-wide connection the user declines throws ConnectFailed with the state and explanation", async () => {
   const router = await sandbox("connect-declined");
   const started = await router.integrations.connect({ app: "github", endUserId: "u-1", scope: "sandbox" });
   const waiting = router.integrations.waitConnected(started.flowId, { timeoutMs: 20_000 });
@@ -179,7 +179,8 @@ test("a sandbox-wide connection the user declines throws ConnectFailed with the 
   await assert.rejects(waiting, (err: unknown) => {
     assert.ok(err instanceof ConnectFailed);
     assert.deepEqual([err.flowId, err.state, err.code], [started.flowId, "failed", "FAILED_PRECONDITION"]);
-    assert.match(err.reason, /access_denied/);
+    assert.match(err.explanation, /access_denied/);
+    assert.equal(err.reason, "CONNECT_FAILED");
     assert.match(err.message, new RegExp(`^FAILED_PRECONDITION: connect flow ${started.flowId} failed: `));
     return true;
   });

@@ -17,7 +17,8 @@ import (
 var live *harness
 
 // TestMain starts one live daemon for the package's tests and examples; the
-// examples find it through INTERLOCK_ADDRESS and INTERLOCK_API_KEY.
+// examples find it through INTERLOCK_ADDRESS, INTERLOCK_API_KEY and
+// INTERLOCK_OPERATOR_KEY, as make serve's banner exports them.
 func TestMain(m *testing.M) {
 	h, err := startHarness()
 	if err != nil {
@@ -27,6 +28,7 @@ func TestMain(m *testing.M) {
 	live = h
 	os.Setenv("INTERLOCK_ADDRESS", h.Address)
 	os.Setenv("INTERLOCK_API_KEY", h.APIKey)
+	os.Setenv("INTERLOCK_OPERATOR_KEY", h.OperatorKey)
 	code := m.Run()
 	h.stop()
 	os.Exit(code)
@@ -198,6 +200,20 @@ func (h *harness) lastRoles(t testing.TB) []string {
 		roles = append(roles, m.Role)
 	}
 	return roles
+}
+
+// stopDaemon stops the daemon as a shutdown past its grace does: runs in
+// flight end with a retryable UNAVAILABLE error event.
+func (h *harness) stopDaemon(t testing.TB) {
+	t.Helper()
+	h.command(t, map[string]any{"op": "stop"}, nil)
+}
+
+// startDaemon starts the stopped daemon again on its data directory and
+// address.
+func (h *harness) startDaemon(t testing.TB) {
+	t.Helper()
+	h.command(t, map[string]any{"op": "start"}, nil)
 }
 
 // stop closes the harness's stdin, which stops the daemon and the fake.

@@ -17,8 +17,8 @@ import (
 // until it ends and returns the new integration.
 //
 // A flow that failed (the end user declined, the provider refused the grant)
-// or expired returns a *ConnectError. Other errors are the call's gRPC
-// status: codes.NotFound for a flow of another sandbox, or none. A deadline
+// or expired returns a *ConnectError. Other errors are the call's *Error:
+// codes.NotFound for a flow of another sandbox, or none. A deadline
 // on ctx bounds the wait, not the flow: codes.DeadlineExceeded leaves the
 // flow open until it expires, and waiting again picks it up.
 func (c *Client) WaitConnected(ctx context.Context, flowID string) (*interlockv1.Integration, error) {
@@ -31,7 +31,9 @@ func (c *Client) WaitConnected(ctx context.Context, flowID string) (*interlockv1
 	for {
 		update, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return nil, status.Errorf(codes.Unavailable, "the watch of connect flow %s ended before the flow did; wait again", flowID)
+			ended := localError(codes.Unavailable, "the watch of connect flow %s ended before the flow did; wait again", flowID)
+			ended.Retryable = true
+			return nil, ended
 		}
 		if err != nil {
 			return nil, err
@@ -39,7 +41,7 @@ func (c *Client) WaitConnected(ctx context.Context, flowID string) (*interlockv1
 		switch update.GetState() {
 		case interlockv1.ConnectState_CONNECT_STATE_CONNECTED:
 			if update.GetIntegration() == nil {
-				return nil, status.Errorf(codes.Internal, "connect flow %s is connected but the router sent no integration", flowID)
+				return nil, localError(codes.Internal, "connect flow %s is connected but the router sent no integration", flowID)
 			}
 			return update.GetIntegration(), nil
 		case interlockv1.ConnectState_CONNECT_STATE_FAILED, interlockv1.ConnectState_CONNECT_STATE_EXPIRED:

@@ -15,9 +15,18 @@ import (
 // a panic) cancels the run on the router, and so does cancelling ctx; a
 // deadline on ctx travels to the router as the call's deadline. A status the
 // router returns before the first event, or a transport failure, is yielded
-// once as a non-nil error (a gRPC status error: status.Code(err)) and ends
-// the iteration. A failure after the run has started arrives as its last
-// event (GetError() != nil), not as an error.
+// once as a non-nil *Error and ends the iteration. A failure after the run
+// has started arrives as its last event (GetError() != nil), not as an error.
+//
+// Cancelling ctx ends the iteration with an *Error whose Code is
+// codes.Canceled (errors.Is(err, context.Canceled) is true), a deadline with
+// codes.DeadlineExceeded; a connection lost mid-stream (the daemon restarted)
+// with codes.Unavailable and Retryable set, and a daemon shutting down sends
+// an error event with code "UNAVAILABLE" and Retryable set before the stream
+// ends. Either way, running the same request again with the same RequestId
+// resumes the run where the record left it (its recorded events are sent
+// again, then the rest) instead of running the turn twice; a run that had
+// ended is replayed.
 func (c *Client) Run(ctx context.Context, req *interlockv1.RunRequest) iter.Seq2[*interlockv1.AgentEvent, error] {
 	return func(yield func(*interlockv1.AgentEvent, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
@@ -45,8 +54,8 @@ func (c *Client) Run(ctx context.Context, req *interlockv1.RunRequest) iter.Seq2
 
 // RunText runs one turn to its end and returns what it said.
 //
-// The error is nil only when the run finished normally. It is the call's
-// status error when the router refused the run or the call failed, and a
+// The error is nil only when the run finished normally. It is an *Error
+// when the router refused the run or the call failed, and a
 // *RunError when the run ended with an error event; the outcome holds what
 // the run said before it ended either way.
 func (c *Client) RunText(ctx context.Context, req *interlockv1.RunRequest) (*Outcome, error) {

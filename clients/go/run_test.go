@@ -150,7 +150,8 @@ func TestWrongKeyIsUnauthenticated(t *testing.T) {
 func TestMissingKeyFailsLocally(t *testing.T) {
 	client := newClient(t, "")
 	_, err := client.RunText(testContext(t), &interlockv1.RunRequest{Message: "hi", EndUserId: "u-1"})
-	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "no sandbox API key") {
+	var callErr *interlock.Error
+	if !errors.As(err, &callErr) || callErr.Code != codes.Unauthenticated || !strings.Contains(err.Error(), "no sandbox API key") {
 		t.Fatalf("run: %v", err)
 	}
 	_, err = client.Sandboxes.ListSandboxes(testContext(t), &interlockv1.ListSandboxesRequest{})
@@ -180,7 +181,8 @@ func TestBreakCancelsTheRun(t *testing.T) {
 }
 
 // TestContextCancelStopsTheRun pins that cancelling the context mid-stream
-// ends the iteration with a Canceled status and stops the run on the router.
+// ends the iteration with an *Error, Canceled and errors.Is context.Canceled
+// (told apart from a failure), and stops the run on the router.
 func TestContextCancelStopsTheRun(t *testing.T) {
 	client := newClient(t, live.APIKey)
 	before := live.disconnects(t)
@@ -197,8 +199,10 @@ func TestContextCancelStopsTheRun(t *testing.T) {
 			cancel()
 		}
 	}
-	if status.Code(failure) != codes.Canceled {
-		t.Fatalf("error %v, want Canceled", failure)
+	var callErr *interlock.Error
+	if !errors.As(failure, &callErr) || callErr.Code != codes.Canceled || !errors.Is(failure, context.Canceled) ||
+		callErr.Retryable || status.Code(failure) != codes.Canceled {
+		t.Fatalf("error %#v, want a Canceled *interlock.Error", failure)
 	}
 	if got := live.waitRun(t, "go-cancel"); got != "cancelled" {
 		t.Fatalf("run status %q", got)
@@ -207,7 +211,8 @@ func TestContextCancelStopsTheRun(t *testing.T) {
 }
 
 // TestDeadlineStopsTheRun pins that a context deadline is the call's
-// deadline: the run ends with DeadlineExceeded and stops on the router too.
+// deadline: the run ends with a DeadlineExceeded *Error (errors.Is
+// context.DeadlineExceeded) and stops on the router too.
 func TestDeadlineStopsTheRun(t *testing.T) {
 	client := newClient(t, live.APIKey)
 	before := live.disconnects(t)
@@ -215,8 +220,10 @@ func TestDeadlineStopsTheRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	outcome, err := client.RunText(ctx, &interlockv1.RunRequest{Message: "hi", EndUserId: "u-5", RequestId: "go-deadline"})
-	if status.Code(err) != codes.DeadlineExceeded || outcome.Text() != "Thinking" {
-		t.Fatalf("error %v, text %q", err, outcome.Text())
+	var callErr *interlock.Error
+	if !errors.As(err, &callErr) || callErr.Code != codes.DeadlineExceeded || !errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) || outcome.Text() != "Thinking" {
+		t.Fatalf("error %#v, text %q", err, outcome.Text())
 	}
 	if got := live.waitRun(t, "go-deadline"); got != "cancelled" {
 		t.Fatalf("run status %q", got)

@@ -41,6 +41,12 @@ line each on stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``):
     access, then follows the redirect to the daemon's callback. Answers with
     the callback page's HTTP ``status`` (200 connected, 400 refused) once the
     daemon has handled it.
+``{"op": "stop"}``, ``{"op": "start"}``
+    Stop the daemon as a shutdown past its grace does (runs in flight end
+    with an ``error`` event, ``UNAVAILABLE``, retryable), then start it again
+    on the same data directory and the same ports, so a client keeps its
+    address and a retry with a run's ``request_id`` resumes it. Commands that
+    read the daemon (``wait_run``) need it started.
 
 It exits when stdin closes, so it never outlives the suite that started it.
 Logs (errors only) go to stderr; stdout carries only the protocol.
@@ -54,6 +60,7 @@ import os
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -107,11 +114,19 @@ class Harness:
     """The fakes, the daemon and the answers to commands."""
 
     def __init__(
-        self, fake: FakeOpenAI, github: FakeGitHub, daemon: Daemon, sandbox_id: str, public_url: str
+        self,
+        fake: FakeOpenAI,
+        github: FakeGitHub,
+        daemon: Daemon,
+        sandbox_id: str,
+        public_url: str,
+        restart: Callable[[], Daemon] | None = None,
     ) -> None:
         self.fake = fake
         self.github = github
         self.daemon = daemon
+        # Builds the daemon anew on the same data directory and ports (stop/start).
+        self.restart = restart
         self.sandbox_id = sandbox_id
         self.callback_url = public_url + CALLBACK_PATH
 
@@ -133,6 +148,16 @@ class Harness:
             )
         if op in ("approve", "deny"):
             return await self._authorize(str(command["authorize_url"]), approve=op == "approve")
+        if op == "stop":
+            await self.daemon.stop(grace=0, announce=0)
+            return {}
+        if op == "start":
+            if self.restart is None:
+                raise ValueError("this harness cannot restart its daemon")
+            daemon = self.restart()
+            await daemon.start()
+            self.daemon = daemon
+            return {}
         raise ValueError(f"unknown op {op!r}")
 
     async def _authorize(self, authorize_url: str, *, approve: bool) -> dict[str, Any]:
@@ -164,47 +189,52 @@ async def serve(out: TextIO) -> None:
             http_port = free_port()
             public_url = f"http://127.0.0.1:{http_port}"
             github.register_redirect_uri(public_url + CALLBACK_PATH)
-            settings = load_settings(
-                env={},
-                overrides={
-                    "listen": "127.0.0.1:0",
-                    "http_listen": f"127.0.0.1:{http_port}",
-                    "data_dir": tmp,
-                    "default_provider": PROVIDER,
-                    "log_level": "error",
-                    "shutdown_announce_seconds": 0,
-                    "shutdown_grace_seconds": 0,
-                    # One event per upstream delta, so suites can count them.
-                    "runs": {"coalesce_deltas": False},
-                    "providers": {
-                        PROVIDER: {
-                            "kind": "openai",
-                            "base_url": fake.base_url,
-                            "default_model": MODEL,
-                            "api_key": "sk-fake",
-                        }
-                    },
-                    "integrations": {
-                        # The suites register MCP servers on 127.0.0.1 (refused by default).
-                        "mcp_allowed_networks": ["127.0.0.0/8"],
-                        "public_url": public_url,
-                        "github": {
-                            "client_id": github.client_id,
-                            "client_secret": github.client_secret,
-                            "web_base_url": github.base_url,
-                            "api_base_url": github.base_url,
-                        },
+            overrides: dict[str, Any] = {
+                "listen": "127.0.0.1:0",
+                "http_listen": f"127.0.0.1:{http_port}",
+                "data_dir": tmp,
+                "default_provider": PROVIDER,
+                "log_level": "error",
+                "shutdown_announce_seconds": 0,
+                "shutdown_grace_seconds": 0,
+                # One event per upstream delta, so suites can count them.
+                "runs": {"coalesce_deltas": False},
+                "providers": {
+                    PROVIDER: {
+                        "kind": "openai",
+                        "base_url": fake.base_url,
+                        "default_model": MODEL,
+                        "api_key": "sk-fake",
+                    }
+                },
+                "integrations": {
+                    # The suites register MCP servers on 127.0.0.1 (refused by default).
+                    "mcp_allowed_networks": ["127.0.0.0/8"],
+                    "public_url": public_url,
+                    "github": {
+                        "client_id": github.client_id,
+                        "client_secret": github.client_secret,
+                        "web_base_url": github.base_url,
+                        "api_base_url": github.base_url,
                     },
                 },
-            )
+            }
+            settings = load_settings(env={}, overrides=overrides)
             logs.configure(settings.log_level, settings.log_format)
             daemon = Daemon(settings)
             port = await daemon.start()
+
+            def restart() -> Daemon:
+                """The daemon again, on the port its first start bound."""
+                again = {**overrides, "listen": f"127.0.0.1:{port}"}
+                return Daemon(load_settings(env={}, overrides=again))
+
+            harness: Harness | None = None
             try:
                 creds = await bootstrap(daemon.store)
                 if not (creds.sandbox_id and creds.api_key and creds.operator_key):
                     raise RuntimeError("bootstrap found a store that was not empty")
-                harness = Harness(fake, github, daemon, creds.sandbox_id, public_url)
+                harness = Harness(fake, github, daemon, creds.sandbox_id, public_url, restart)
                 send(
                     {
                         "address": f"127.0.0.1:{port}",
@@ -227,7 +257,7 @@ async def serve(out: TextIO) -> None:
                         answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
                     send(answer)
             finally:
-                await daemon.stop(grace=0, announce=0)
+                await (harness.daemon if harness else daemon).stop(grace=0, announce=0)
 
 
 def main() -> None:

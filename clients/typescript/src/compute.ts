@@ -101,7 +101,7 @@ export class Compute {
    * Setting it again replaces its reason. Resolves to the pause and how many
    * runs it stopped.
    */
-  pause(
+  async pause(
     request: PauseTarget & { reason?: string },
     options: CallOptions = {},
   ): Promise<SetPauseResponse> {

@@ -95,7 +95,7 @@ export class Ledger {
   }
 
   /** One page of ledger entries, newest first; see {@link listAll} for all of them. */
-  list(
+  async list(
     request: LedgerFilterInit & PageInit = {},
     options: CallOptions = {},
   ): Promise<ListLedgerEntriesResponse> {
@@ -125,7 +125,7 @@ export class Ledger {
    * One page of usage and cost per group, by key, with the total of every
    * matching entry; see {@link summarizeAll} for every group at once.
    */
-  summarize(
+  async summarize(
     request: LedgerFilterInit & PageInit & { by: UsageGroupName },
     options: CallOptions = {},
   ): Promise<SummarizeUsageResponse> {

@@ -94,6 +94,8 @@ class ScriptedRouter(router_pb2_grpc.AgentRouterServicer):
     def __init__(self) -> None:
         self.script: list[events_pb2.AgentEvent] = weather_run()
         self.status: tuple[grpc.StatusCode, str] | None = None
+        # Trailing metadata sent with ``status`` (e.g. grpc-status-details-bin).
+        self.trailer: tuple[tuple[str, str | bytes], ...] = ()
         self.hold = False
         self.requests: list[router_pb2.RunRequest] = []
         self.authorization: list[str | None] = []
@@ -110,7 +112,7 @@ class ScriptedRouter(router_pb2_grpc.AgentRouterServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown API key")
         self.requests.append(request)
         if self.status is not None:
-            await context.abort(*self.status)
+            await context.abort(*self.status, trailing_metadata=self.trailer)
         self.started.set()
         completed = False
         try:
@@ -138,11 +140,14 @@ class FakeSandboxes(sandboxes_pb2_grpc.SandboxesServicer):
         self.sandboxes: dict[str, sandboxes_pb2.Sandbox] = {}
         self.keys: dict[str, sandboxes_pb2.ApiKey] = {}
         self.requests: list[Message] = []
+        # The deadline each call arrived with, in seconds left (None: no deadline).
+        self.time_remaining: list[float | None] = []
 
     async def _admit(self, request: Message, context: grpc.aio.ServicerContext) -> None:
         if not _authorized(context, OPERATOR_KEY):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown operator key")
         self.requests.append(request)
+        self.time_remaining.append(context.time_remaining())
 
     async def _sandbox(
         self, sandbox_id: str, context: grpc.aio.ServicerContext

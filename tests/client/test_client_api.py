@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import re
-from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
 from interlock import (
+    Cancelled,
     Client,
     DeadlineExceeded,
+    FieldViolation,
     InterlockError,
     Internal,
+    InvalidArgument,
     MissingCredentials,
     NotFound,
     ResourceExhausted,
@@ -167,8 +171,9 @@ async def test_cancelling_the_consuming_task_cancels_the_call(client, fake_daemo
     await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
 
 
-async def test_cancel_from_another_task_ends_the_iteration(client, fake_daemon):
-    """stream.cancel() while another task waits for the next event ends its loop cleanly."""
+async def test_cancel_from_another_task_raises_cancelled_in_the_loop(client, fake_daemon):
+    """stream.cancel() while another task waits for the next event ends its loop with
+    Cancelled (not a quiet end, not asyncio.CancelledError)."""
     fake_daemon.router.hold = True
     stream = client.run("hi", end_user_id="u-1")
     received: list[events_pb2.AgentEvent] = []
@@ -183,9 +188,65 @@ async def test_cancel_from_another_task_ends_the_iteration(client, fake_daemon):
     task = asyncio.create_task(consume())
     await asyncio.wait_for(all_in.wait(), 10)
     assert stream.cancel()
-    await asyncio.wait_for(task, 10)  # returns: no CancelledError leaks into the consumer
+    with pytest.raises(Cancelled) as caught:
+        await asyncio.wait_for(task, 10)
+    assert caught.value.code is grpc.StatusCode.CANCELLED
     await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
-    assert [event async for event in stream] == []  # a cancelled stream stays ended
+    with pytest.raises(Cancelled):  # a cancelled stream stays cancelled
+        await anext(stream)
+
+
+async def test_break_out_of_a_plain_loop_cancels_the_call(client, fake_daemon):
+    """`async for event in client.run(...): break` cancels the run on the server at once."""
+    fake_daemon.router.hold = True
+    async for _ in client.run("hi", end_user_id="u-1"):
+        break
+    await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
+
+
+async def test_break_out_of_a_loop_over_a_kept_stream_cancels_the_call(client, fake_daemon):
+    """Leaving a loop over a stream still held in a variable cancels the call too, and the
+    stream then says it was cancelled."""
+    fake_daemon.router.hold = True
+    stream = client.run("hi", end_user_id="u-1")
+    async for _ in stream:
+        break
+    await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
+    with pytest.raises(Cancelled):
+        await anext(stream)
+
+
+async def test_an_exception_out_of_the_loop_cancels_the_call(client, fake_daemon):
+    """An exception raised in the loop body propagates as is and cancels the run."""
+
+    async def handle() -> None:
+        async for _ in client.run("hi", end_user_id="u-1"):
+            raise KeyError("the caller's own failure")
+
+    fake_daemon.router.hold = True
+    with pytest.raises(KeyError):
+        await handle()
+    await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
+
+
+async def test_return_from_inside_the_loop_cancels_the_call(client, fake_daemon):
+    """Returning the first event from inside the loop cancels the rest of the run."""
+
+    async def first_event() -> events_pb2.AgentEvent:
+        async for event in client.run("hi", end_user_id="u-1"):
+            return event
+        raise AssertionError("no event")
+
+    fake_daemon.router.hold = True
+    assert (await first_event()).HasField("run_started")
+    await asyncio.wait_for(fake_daemon.router.cancelled.wait(), 10)
+
+
+async def test_a_run_iterated_to_its_end_is_not_cancelled(client, fake_daemon):
+    """A loop that reads the whole run leaves nothing to cancel: the server completes it."""
+    events = [event async for event in client.run("hi", end_user_id="u-1")]
+    assert events[-1].HasField("finish")
+    assert not fake_daemon.router.cancelled.is_set()
 
 
 async def test_timeout_is_a_deadline_the_server_sees(client, fake_daemon):
@@ -264,22 +325,106 @@ async def test_conversations_round_trip(client, fake_daemon):
     assert (await client.conversations.list(end_user_id="u-1")).conversations == []
 
 
-@pytest.fixture
-def readme_examples() -> list[str]:
-    """The Python code blocks of clients/python/README.md: the asyncio and the blocking client."""
-    readme = Path(__file__).resolve().parents[2] / "clients" / "python" / "README.md"
-    return re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)
+def details_trailer(*details: Message, code: grpc.StatusCode) -> tuple[tuple[str, bytes]]:
+    """A grpc-status-details-bin trailer carrying ``details``, as the daemon sends it."""
+    status = status_pb2.Status(code=code.value[0], message="from the router")
+    for detail in details:
+        status.details.add().Pack(detail)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-async def test_readme_library_example_runs(fake_daemon, monkeypatch, capsys, readme_examples):
-    """The README's Python examples run as written against a server."""
-    monkeypatch.setenv("INTERLOCK_ADDRESS", fake_daemon.address)
-    monkeypatch.setenv("INTERLOCK_API_KEY", fake_daemon.api_key)
-    async_example, sync_example = readme_examples
-    answer = "Let me check. It is 21 °C in Paris."
-    # The asyncio example calls asyncio.run and the blocking one blocks, so
-    # both need a thread of their own, away from the server's running loop.
-    await asyncio.to_thread(exec, compile(async_example, "README.md", "exec"), {"__name__": "r"})
-    assert capsys.readouterr().out == f"{answer}\n{answer} ses_01test\n"
-    await asyncio.to_thread(exec, compile(sync_example, "README.md", "exec"), {"__name__": "r"})
-    assert capsys.readouterr().out == f"{answer}\n"
+async def test_a_bad_request_names_the_fields_at_fault(client, fake_daemon):
+    """InvalidArgument carries the ErrorInfo reason and metadata and the BadRequest's field
+    violations as typed fields, and no retry delay."""
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    fake_daemon.router.status = (code, "end_user_id: must not be empty")
+    fake_daemon.router.trailer = details_trailer(
+        error_details_pb2.ErrorInfo(
+            reason="INVALID_ARGUMENT", domain="interlock.dev", metadata={"field": "end_user_id"}
+        ),
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="end_user_id", description="must not be empty"
+                ),
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="compute.policy", description="unknown policy"
+                ),
+            ]
+        ),
+        code=code,
+    )
+    with pytest.raises(InvalidArgument) as caught:
+        await client.run_text("hi", end_user_id="u-1")
+    error = caught.value
+    assert (error.reason, error.metadata) == ("INVALID_ARGUMENT", {"field": "end_user_id"})
+    assert error.field_violations == [
+        FieldViolation("end_user_id", "must not be empty"),
+        FieldViolation("compute.policy", "unknown policy"),
+    ]
+    assert (error.retryable, error.retry_delay) == (False, None)
+    assert str(error) == "INVALID_ARGUMENT: end_user_id: must not be empty"
+
+
+async def test_retry_info_gives_the_delay_and_makes_the_error_retryable(client, fake_daemon):
+    """A RetryInfo sets retry_delay (seconds) and retryable, whatever the code's default."""
+    code = grpc.StatusCode.INTERNAL
+    fake_daemon.router.status = (code, "the provider failed")
+    fake_daemon.router.trailer = details_trailer(
+        error_details_pb2.ErrorInfo(
+            reason="PROVIDER_FAILED", domain="interlock.dev", metadata={"provider": "fake"}
+        ),
+        error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(seconds=2, nanos=500_000_000)
+        ),
+        code=code,
+    )
+    with pytest.raises(Internal) as caught:
+        async for _ in client.run("hi", end_user_id="u-1"):
+            pass
+    error = caught.value
+    assert (error.reason, error.metadata) == ("PROVIDER_FAILED", {"provider": "fake"})
+    assert (error.retryable, error.retry_delay, error.field_violations) == (True, 2.5, [])
+
+
+async def test_details_without_retry_info_say_not_retryable(client, fake_daemon):
+    """With the daemon's details present, no RetryInfo means a retry will not help, even
+    for a code that is retryable by default."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    fake_daemon.router.status = (code, "quota spent")
+    fake_daemon.router.trailer = details_trailer(
+        error_details_pb2.ErrorInfo(reason="QUOTA_EXCEEDED", domain="interlock.dev"), code=code
+    )
+    with pytest.raises(ResourceExhausted) as caught:
+        await client.run_text("hi", end_user_id="u-1")
+    assert (caught.value.reason, caught.value.retryable) == ("QUOTA_EXCEEDED", False)
+
+
+async def test_a_status_without_details_falls_back_to_the_code(client, fake_daemon):
+    """No details trailer (another server, a proxy): reason is the code's name, metadata and
+    violations are empty, retryable is the code's default."""
+    fake_daemon.router.status = (grpc.StatusCode.UNAVAILABLE, "no route")
+    with pytest.raises(InterlockError) as caught:
+        await client.run_text("hi", end_user_id="u-1")
+    error = caught.value
+    assert (error.reason, error.metadata, error.field_violations) == ("UNAVAILABLE", {}, [])
+    assert (error.retryable, error.retry_delay) == (True, None)
+
+
+async def test_an_unreadable_details_trailer_is_ignored(client, fake_daemon):
+    """Bytes that are no google.rpc.Status leave the error as its code says."""
+    fake_daemon.router.status = (grpc.StatusCode.NOT_FOUND, "no such session")
+    fake_daemon.router.trailer = (("grpc-status-details-bin", b"\xff\xffnot a status"),)
+    with pytest.raises(NotFound) as caught:
+        await client.run_text("hi", end_user_id="u-1")
+    assert (caught.value.reason, caught.value.details) == ("NOT_FOUND", "no such session")
+
+
+async def test_admin_calls_send_their_timeout_as_the_deadline(client, fake_daemon):
+    """timeout= on an administrative call reaches the server as the call's deadline."""
+    await client.sandboxes.create("acme", timeout=30)
+    await client.sandboxes.list()
+    with_deadline, without = fake_daemon.sandboxes.time_remaining
+    assert with_deadline is not None
+    assert 0 < with_deadline <= 30
+    assert without is None

@@ -19,14 +19,16 @@ from pathlib import Path
 import pytest
 
 from interlock import (
+    Cancelled,
     Client,
     DeadlineExceeded,
+    InvalidArgument,
     NotFound,
     RunOutcome,
     SyncClient,
     Unauthenticated,
 )
-from interlock.v1 import events_pb2
+from interlock.v1 import agents_pb2, events_pb2
 from tests.conftest import RunningDaemon
 from tests.eventually import eventually
 from tests.fakes.openai import FakeOpenAI, Reply
@@ -142,6 +144,70 @@ async def test_async_timeout_is_a_deadline_that_stops_the_run(client, daemon, fa
     await fake_a.wait_for_disconnects(1)
 
 
+async def test_async_break_out_of_a_plain_loop_stops_the_run(client, daemon, fake_a):
+    """`async for event in client.run(...): break` (no `async with`) cancels the run on the
+    daemon at once: recorded cancelled, its upstream call abandoned, no finished output."""
+    fake_a.enqueue(Reply().text("Thinking").stall())
+    async for event in client.run("hi", end_user_id="u-7", request_id="py-break"):
+        if event.HasField("text_delta"):
+            break
+    assert await run_status(daemon, "py-break") == "cancelled"
+    await fake_a.wait_for_disconnects(1)
+    entries = await daemon.daemon.store.find_run_by_request_id(daemon.sandbox_id, "py-break")
+    assert entries is not None
+    assert entries.status == "cancelled"
+
+
+async def test_async_cancel_from_another_task_raises_cancelled(client, daemon, fake_a):
+    """stream.cancel() from another task ends the consumer's loop with Cancelled, and the
+    daemon records the run cancelled."""
+    fake_a.enqueue(Reply().text("Thinking").stall())
+    stream = client.run("hi", end_user_id="u-8", request_id="py-cancel")
+    first_delta = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in stream:
+            if event.HasField("text_delta"):
+                first_delta.set()
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.wait_for(first_delta.wait(), 10)
+    assert stream.cancel()
+    with pytest.raises(Cancelled):
+        await asyncio.wait_for(consumer, 10)
+    assert await run_status(daemon, "py-cancel") == "cancelled"
+
+
+async def test_invalid_argument_names_the_field_in_both_clients(client, sync_client):
+    """The daemon's BadRequest reaches both clients as field_violations, with the
+    ErrorInfo reason and metadata."""
+    with pytest.raises(InvalidArgument) as caught:
+        await client.run_text("hi", end_user_id="")
+    error = caught.value
+    assert [v.field for v in error.field_violations] == ["end_user_id"]
+    assert (error.reason, error.metadata) == ("INVALID_ARGUMENT", {"field": "end_user_id"})
+    assert (error.retryable, error.retry_delay) == (False, None)
+
+    def blocking() -> InvalidArgument:
+        with pytest.raises(InvalidArgument) as caught:
+            sync_client.agents.put(agents_pb2.Agent(slug="Not A Slug"))
+        return caught.value
+
+    sync_error = await asyncio.to_thread(blocking)
+    assert sync_error.reason == "INVALID_ARGUMENT"
+    assert sync_error.field_violations
+    assert sync_error.field_violations[0].field.startswith("agent")
+
+
+async def test_admin_calls_take_a_deadline(client, daemon):
+    """Administrative calls of the asyncio client take timeout= (the deadline itself is
+    pinned against the scripted server in test_client_api)."""
+    assert [s.name async for s in client.sandboxes.list_all(timeout=5)] == ["default"]
+    assert await client.agents.list(timeout=5) == []
+    assert (await client.ledger.list(timeout=5)).entries == []
+    assert (await client.conversations.list(end_user_id="u-1", timeout=5)).conversations == []
+
+
 # -- blocking client (in a worker thread) -------------------------------------
 
 
@@ -198,7 +264,8 @@ async def test_sync_cancel_mid_stream_stops_the_run(sync_client, daemon, fake_a)
                 seen.append(event.WhichOneof("event"))
                 if event.HasField("text_delta"):
                     break
-        assert list(stream) == []  # a cancelled stream stays ended
+        with pytest.raises(Cancelled):  # the caller left: the stream says it was cancelled
+            next(stream)
         return seen
 
     assert await asyncio.to_thread(leave_early) == ["run_started", "text_delta"]
@@ -206,8 +273,9 @@ async def test_sync_cancel_mid_stream_stops_the_run(sync_client, daemon, fake_a)
     await fake_a.wait_for_disconnects(1)
 
 
-async def test_sync_cancel_from_another_thread_ends_the_iteration(sync_client, daemon, fake_a):
-    """stream.cancel() while another thread waits for the next event ends its loop cleanly."""
+async def test_sync_cancel_from_another_thread_raises_cancelled(sync_client, daemon, fake_a):
+    """stream.cancel() while another thread waits for the next event ends its loop with
+    Cancelled, and the daemon records the run cancelled."""
     fake_a.enqueue(Reply().text("Thinking").stall())
     stream = sync_client.run("hi", end_user_id="u-5", request_id="sync-cancel")
     first_delta = asyncio.Event()
@@ -215,17 +283,34 @@ async def test_sync_cancel_from_another_thread_ends_the_iteration(sync_client, d
 
     def consume() -> int:
         count = 0
-        for event in stream:
-            count += 1
-            if event.HasField("text_delta"):
-                loop.call_soon_threadsafe(first_delta.set)
-        return count
+        try:
+            for event in stream:
+                count += 1
+                if event.HasField("text_delta"):
+                    loop.call_soon_threadsafe(first_delta.set)
+        except Cancelled:
+            return count
+        raise AssertionError("the loop ended without Cancelled")
 
     consumer = asyncio.create_task(asyncio.to_thread(consume))
     await asyncio.wait_for(first_delta.wait(), 10)
     assert stream.cancel()
     assert await asyncio.wait_for(consumer, 10) == 2
     assert await run_status(daemon, "sync-cancel") == "cancelled"
+
+
+async def test_sync_break_out_of_a_plain_loop_stops_the_run(sync_client, daemon, fake_a):
+    """`for event in client.run(...): break` cancels the run: recorded cancelled, upstream
+    abandoned, nothing billed as finished."""
+    fake_a.enqueue(Reply().text("Thinking").stall())
+
+    def leave() -> None:
+        for _ in sync_client.run("hi", end_user_id="u-6", request_id="sync-break"):
+            break
+
+    await asyncio.to_thread(leave)
+    assert await run_status(daemon, "sync-break") == "cancelled"
+    await fake_a.wait_for_disconnects(1)
 
 
 async def test_sync_timeout_is_a_deadline_that_stops_the_run(sync_client, daemon, fake_a):

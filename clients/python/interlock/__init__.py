@@ -32,6 +32,7 @@ from interlock.errors import (
     DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
+    FieldViolation,
     InterlockError,
     Internal,
     InvalidArgument,
@@ -48,6 +49,7 @@ from interlock.errors import (
 )
 from interlock.outcome import RunOutcome
 from interlock.sync import (
+    SyncAgents,
     SyncClient,
     SyncCompute,
     SyncConversations,
@@ -71,6 +73,7 @@ __all__ = [
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "FieldViolation",
     "Integrations",
     "InterlockError",
     "Internal",
@@ -85,6 +88,7 @@ __all__ = [
     "RunOutcome",
     "RunStream",
     "Sandboxes",
+    "SyncAgents",
     "SyncClient",
     "SyncCompute",
     "SyncConversations",

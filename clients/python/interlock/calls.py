@@ -21,6 +21,7 @@ __all__ = [
     "ENV_API_KEY",
     "ENV_OPERATOR_KEY",
     "PAUSE_SCOPES",
+    "ComputeOptionsLike",
     "ConnectScope",
     "Metadata",
     "add_mcp_server_request",
@@ -42,6 +43,10 @@ ENV_API_KEY = "INTERLOCK_API_KEY"
 ENV_OPERATOR_KEY = "INTERLOCK_OPERATOR_KEY"
 
 Metadata = tuple[tuple[str, str], ...]
+
+#: A run's compute placement: the message, or its fields by name
+#: (``{"provider": "daytona", "policy": "cost-aware", "region": "us"}``).
+ComputeOptionsLike = router_pb2.ComputeOptions | Mapping[str, str]
 
 #: Who a connection is for: the end user who connects it, or the whole sandbox.
 ConnectScope = Literal["end_user", "sandbox"]
@@ -107,8 +112,11 @@ def run_request(
     google_engine: str = "",
     google_location: str = "",
     agent: str = "",
+    compute: ComputeOptionsLike | None = None,
 ) -> router_pb2.RunRequest:
     """The RunRequest for one turn (see ``Client.run`` for what each field does)."""
+    if compute is not None and not isinstance(compute, router_pb2.ComputeOptions):
+        compute = router_pb2.ComputeOptions(**compute)
     return router_pb2.RunRequest(
         end_user_id=end_user_id,
         session_id=session_id,
@@ -126,6 +134,7 @@ def run_request(
             else None
         ),
         agent=agent,
+        compute=compute,
     )
 
 

@@ -2,10 +2,11 @@
 
 The client adds three things to the generated stubs and nothing else: it sends
 the right key with every call (a sandbox API key for ``AgentRouter``,
-``Conversations`` and ``Integrations``, the operator key for ``Sandboxes``), it turns gRPC failures
-into :mod:`interlock.errors`, and it unwraps single-field responses. Requests
-and results stay the ``interlock.v1`` protobuf messages, so everything the API
-offers is reachable without waiting for this module to learn about it.
+``Conversations``, ``Integrations`` and ``Agents``, the operator key for
+``Sandboxes`` and pauses, either for ``Compute`` and ``Ledger``), it turns gRPC
+failures into :mod:`interlock.errors`, and it unwraps single-field responses.
+Requests and results stay the ``interlock.v1`` protobuf messages, so everything
+the API offers is reachable without waiting for this module to learn about it.
 
 ::
 
@@ -14,11 +15,12 @@ offers is reachable without waiting for this module to learn about it.
             ...
 
 The target and keys default to ``INTERLOCK_ADDRESS``, ``INTERLOCK_API_KEY``
-and ``INTERLOCK_OPERATOR_KEY``. Runs take a ``timeout`` that becomes the call's
-gRPC deadline, so the router stops the turn when it passes; bound the short
-administrative calls with ``asyncio.timeout()`` (cancelling a call cancels
-the RPC). The client opens a plaintext channel; pass
-your own ``channel`` (e.g. ``grpc.aio.secure_channel(...)``) for TLS.
+and ``INTERLOCK_OPERATOR_KEY``. Every call takes a ``timeout`` (seconds) that
+becomes its gRPC deadline, which the router honours too (a run's stops the
+turn). Leaving a run's loop cancels the run on the router (see
+:class:`RunStream`). The client opens a plaintext channel; pass your own
+``channel`` (e.g. ``grpc.aio.secure_channel(...)``) for TLS; ``client.channel``
+with ``client.metadata()`` lets the generated stubs share the connection.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from interlock.calls import (
     ENV_ADDRESS,
     ENV_API_KEY,
     ENV_OPERATOR_KEY,
+    ComputeOptionsLike,
     ConnectScope,
     Metadata,
     add_mcp_server_request,
@@ -52,7 +55,7 @@ from interlock.calls import (
     pause_scope,
     run_request,
 )
-from interlock.errors import Unavailable, from_rpc_error
+from interlock.errors import Cancelled, Unavailable, from_rpc_error
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
     agents_pb2,
@@ -102,16 +105,27 @@ async def _unary(call: Awaitable[_T]) -> _T:
 class RunStream(AsyncIterator[events_pb2.AgentEvent]):
     """The events of one run, as they arrive.
 
-    The call starts on the first ``__anext__``, so a stream that is never
-    iterated never reaches the router. Breaking out of the loop does not end
-    the call by itself (Python only closes iterators when they are collected):
-    use ``async with client.run(...) as stream`` or call :meth:`cancel` to stop
-    the run on the router promptly. Cancelling the task that iterates cancels
-    the call too.
+    The call starts on the first event asked for, so a stream that is never
+    iterated never reaches the router. Leaving the loop in any way —
+    ``break``, ``return``, an exception out of its body — cancels the run on
+    the router at once and raises nothing: each ``async for`` gets an
+    iteration of its own that cancels the call when the loop lets go of it.
+    Leaving ``async with client.run(...) as stream`` does the same.
+    Cancelling the task that iterates cancels the call and lets
+    ``asyncio.CancelledError`` through.
+
+    :meth:`cancel` from elsewhere (another task, a callback) makes the
+    iteration raise :class:`~interlock.errors.Cancelled`, so the consumer
+    can tell a stream someone stopped from one that ended.
 
     Errors the router returns before the first event raise the matching
-    :class:`~interlock.errors.InterlockError`. A failure after that arrives as
-    the stream's last event (``error``), not as an exception.
+    :class:`~interlock.errors.InterlockError`, a passing ``timeout``
+    raises :class:`~interlock.errors.DeadlineExceeded`, and a connection lost
+    mid-stream (the daemon killed or restarted) raises
+    :class:`~interlock.errors.Unavailable`: run it again with the same
+    ``request_id`` and the daemon resumes the turn. A failure the router
+    reports after the run started arrives as the stream's last event
+    (``error``), not as an exception.
     """
 
     def __init__(self, start: Callable[[], _RunCall]) -> None:
@@ -120,10 +134,12 @@ class RunStream(AsyncIterator[events_pb2.AgentEvent]):
         self._done = False
         self._cancelled = False
 
-    def __aiter__(self) -> RunStream:
-        return self
+    def __aiter__(self) -> _RunIteration:
+        return _RunIteration(self)
 
     async def __anext__(self) -> events_pb2.AgentEvent:
+        if self._cancelled:
+            raise self._cancelled_error()
         if self._done:
             raise StopAsyncIteration
         if self._call is None:
@@ -136,10 +152,10 @@ class RunStream(AsyncIterator[events_pb2.AgentEvent]):
         except asyncio.CancelledError:
             # grpc.aio raises CancelledError both when our task is cancelled and
             # when the call was cancelled under a pending read (cancel() from
-            # another task). Only the latter is an orderly end of the stream.
+            # another task). Only the latter is the stream's own end.
             task = asyncio.current_task()
             if self._cancelled and task is not None and not task.cancelling():
-                raise StopAsyncIteration from None
+                raise self._cancelled_error() from None
             self.cancel()
             raise
         if not isinstance(event, events_pb2.AgentEvent):  # grpc.aio.EOF: the stream ended OK
@@ -147,14 +163,46 @@ class RunStream(AsyncIterator[events_pb2.AgentEvent]):
             raise StopAsyncIteration
         return event
 
-    def cancel(self) -> bool:
-        """Cancel the run on the router; later iteration ends the stream.
+    @staticmethod
+    def _cancelled_error() -> Cancelled:
+        return Cancelled(grpc.StatusCode.CANCELLED, "the run was cancelled by the client")
 
-        Returns False if the call had already ended (or never started).
+    def cancel(self) -> bool:
+        """Cancel the run on the router; iterating it afterwards raises Cancelled.
+
+        Returns False if the call had not started or had already ended (then
+        what it sent can still be read).
         """
+        if self._done:
+            return False
+        if self._call is not None and self._call.done():
+            return False  # ended on its own: what it sent can still be read
         self._done = True
         self._cancelled = True
         return self._call.cancel() if self._call is not None else False
+
+    def _abandon(self) -> None:
+        """Cancel the call of a stream its consumer let go of, from any thread."""
+        call = self._call
+        if self._done or call is None or call.done():
+            return
+        self._done = True
+        self._cancelled = True
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = _call_loop(call)
+        if loop is None or loop is running:
+            call.cancel()
+        elif not loop.is_closed():
+            # grpc.aio calls belong to their loop: the garbage collector may
+            # drop an iteration on another thread.
+            loop.call_soon_threadsafe(call.cancel)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._abandon()
 
     async def aclose(self) -> None:
         """Same as :meth:`cancel`; present so ``contextlib.aclosing`` works."""
@@ -170,6 +218,34 @@ class RunStream(AsyncIterator[events_pb2.AgentEvent]):
         tb: TracebackType | None,
     ) -> None:
         self.cancel()
+
+
+def _call_loop(call: _RunCall) -> asyncio.AbstractEventLoop | None:
+    """The event loop a grpc.aio call runs on, when grpc says (a private attribute)."""
+    loop = getattr(call, "_loop", None)
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+
+
+class _RunIteration(AsyncIterator[events_pb2.AgentEvent]):
+    """One ``async for`` over a :class:`RunStream`.
+
+    The loop holds the only reference to it, so CPython drops it the moment
+    the loop is left — by ``break``, ``return`` or an exception — and that
+    cancels the call; a loop that ran to the end has nothing left to cancel.
+    """
+
+    def __init__(self, stream: RunStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _RunIteration:
+        return self
+
+    async def __anext__(self) -> events_pb2.AgentEvent:
+        return await self._stream.__anext__()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream._abandon()
 
 
 class Client:
@@ -223,6 +299,22 @@ class Client:
     ) -> None:
         await self.close()
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The client's channel, for the generated stubs of ``interlock.v1``::
+
+        stub = agents_pb2_grpc.AgentsStub(client.channel)
+        stub.ListAgents(request, metadata=client.metadata())
+        """
+        return self._channel
+
+    def metadata(self, *, operator: bool = False) -> Metadata:
+        """The key header a generated stub's call needs: the sandbox API key, or the
+        operator key with ``operator=True``; MissingCredentials without it."""
+        return (
+            operator_metadata(self._operator_key) if operator else api_key_metadata(self._api_key)
+        )
+
     async def close(self) -> None:
         """Close the channel if the client created it; cancels calls in flight."""
         if self._owns_channel:
@@ -244,6 +336,7 @@ class Client:
         google_engine: str = "",
         google_location: str = "",
         agent: str = "",
+        compute: ComputeOptionsLike | None = None,
         timeout: float | None = None,
     ) -> RunStream:
         """Run one agent turn and stream its events.
@@ -256,6 +349,9 @@ class Client:
         Google turn (a reasoning engine resource name, or an ID and region).
         ``agent`` runs a saved agent by slug (its provider, model, system
         prompt and tools apply; leave those empty).
+        ``compute`` places a self-hosted runtime (``hermes``) on compute: a
+        ``ComputeOptions`` or its fields by name, e.g. ``{"provider":
+        "daytona", "policy": "cost-aware", "region": "us"}``.
         ``timeout`` bounds the whole run, in seconds. See ``RunRequest`` in
         ``proto/interlock/v1/router.proto`` for the limits the router enforces.
         """
@@ -274,6 +370,7 @@ class Client:
             google_engine=google_engine,
             google_location=google_location,
             agent=agent,
+            compute=compute,
         )
         return RunStream(lambda: self._router.Run(request, timeout=timeout, metadata=metadata))
 
@@ -293,6 +390,7 @@ class Client:
         google_engine: str = "",
         google_location: str = "",
         agent: str = "",
+        compute: ComputeOptionsLike | None = None,
         # A gRPC deadline, not asyncio.timeout(): it travels to the router,
         # which then stops the provider call and the tools on its side too.
         timeout: float | None = None,  # noqa: ASYNC109
@@ -317,6 +415,7 @@ class Client:
             google_engine=google_engine,
             google_location=google_location,
             agent=agent,
+            compute=compute,
             timeout=timeout,
         )
         async with stream:
@@ -340,86 +439,159 @@ class Sandboxes:
         name: str,
         *,
         quotas: sandboxes_pb2.Quotas | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> sandboxes_pb2.Sandbox:
         """Create a sandbox; ``quotas`` unset means unlimited."""
         request = sandboxes_pb2.CreateSandboxRequest(name=name, quotas=quotas)
-        response = await _unary(self._stub.CreateSandbox(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.CreateSandbox(request, timeout=timeout, metadata=self._metadata())
+        )
         return response.sandbox
 
-    async def get(self, sandbox_id: str) -> sandboxes_pb2.Sandbox:
+    async def get(
+        self,
+        sandbox_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> sandboxes_pb2.Sandbox:
         """Read one sandbox."""
         request = sandboxes_pb2.GetSandboxRequest(sandbox_id=sandbox_id)
-        response = await _unary(self._stub.GetSandbox(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.GetSandbox(request, timeout=timeout, metadata=self._metadata())
+        )
         return response.sandbox
 
     async def list(
-        self, *, page_size: int = 0, page_token: str = ""
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> sandboxes_pb2.ListSandboxesResponse:
         """One page of sandboxes in creation order; see :meth:`list_all` for all of them."""
         request = sandboxes_pb2.ListSandboxesRequest(page_size=page_size, page_token=page_token)
-        return await _unary(self._stub.ListSandboxes(request, metadata=self._metadata()))
+        return await _unary(
+            self._stub.ListSandboxes(request, timeout=timeout, metadata=self._metadata())
+        )
 
-    async def list_all(self, *, page_size: int = 0) -> AsyncIterator[sandboxes_pb2.Sandbox]:
+    async def list_all(
+        self,
+        *,
+        page_size: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> AsyncIterator[sandboxes_pb2.Sandbox]:
         """Every sandbox, fetching pages as the iteration needs them."""
         page_token = ""
         while True:
-            page = await self.list(page_size=page_size, page_token=page_token)
+            page = await self.list(timeout=timeout, page_size=page_size, page_token=page_token)
             for sandbox in page.sandboxes:
                 yield sandbox
             page_token = page.next_page_token
             if not page_token:
                 return
 
-    async def delete(self, sandbox_id: str) -> None:
+    async def delete(
+        self,
+        sandbox_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> None:
         """Delete a sandbox and everything in it, its encryption keys included."""
         request = sandboxes_pb2.DeleteSandboxRequest(sandbox_id=sandbox_id)
-        await _unary(self._stub.DeleteSandbox(request, metadata=self._metadata()))
+        await _unary(self._stub.DeleteSandbox(request, timeout=timeout, metadata=self._metadata()))
 
     async def set_quotas(
-        self, sandbox_id: str, quotas: sandboxes_pb2.Quotas
+        self,
+        sandbox_id: str,
+        quotas: sandboxes_pb2.Quotas,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> sandboxes_pb2.Sandbox:
         """Replace a sandbox's quotas entirely (zero means unlimited)."""
         request = sandboxes_pb2.SetQuotasRequest(sandbox_id=sandbox_id, quotas=quotas)
-        response = await _unary(self._stub.SetQuotas(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.SetQuotas(request, timeout=timeout, metadata=self._metadata())
+        )
         return response.sandbox
 
     async def create_api_key(
-        self, sandbox_id: str, *, name: str
+        self,
+        sandbox_id: str,
+        *,
+        name: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> sandboxes_pb2.CreateApiKeyResponse:
         """Create an API key; the response's ``secret`` is the only copy there will be."""
         request = sandboxes_pb2.CreateApiKeyRequest(sandbox_id=sandbox_id, name=name)
-        return await _unary(self._stub.CreateApiKey(request, metadata=self._metadata()))
+        return await _unary(
+            self._stub.CreateApiKey(request, timeout=timeout, metadata=self._metadata())
+        )
 
-    async def list_api_keys(self, sandbox_id: str) -> builtins.list[sandboxes_pb2.ApiKey]:
+    async def list_api_keys(
+        self,
+        sandbox_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> builtins.list[sandboxes_pb2.ApiKey]:
         """A sandbox's keys, revoked ones included, in creation order (no secrets)."""
         request = sandboxes_pb2.ListApiKeysRequest(sandbox_id=sandbox_id)
-        response = await _unary(self._stub.ListApiKeys(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.ListApiKeys(request, timeout=timeout, metadata=self._metadata())
+        )
         return list(response.api_keys)
 
-    async def revoke_api_key(self, sandbox_id: str, key_id: str) -> sandboxes_pb2.ApiKey:
+    async def revoke_api_key(
+        self,
+        sandbox_id: str,
+        key_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> sandboxes_pb2.ApiKey:
         """Revoke a key; it stops working at once. Returns the revoked key."""
         request = sandboxes_pb2.RevokeApiKeyRequest(sandbox_id=sandbox_id, key_id=key_id)
-        response = await _unary(self._stub.RevokeApiKey(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.RevokeApiKey(request, timeout=timeout, metadata=self._metadata())
+        )
         return response.api_key
 
-    async def set_secret(self, sandbox_id: str, name: str, value: str) -> None:
+    async def set_secret(
+        self,
+        sandbox_id: str,
+        name: str,
+        value: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> None:
         """Store (or replace) a secret of the sandbox, e.g. ``anthropic_api_key``.
 
         Sealed at rest with the sandbox's key; write-only: no call returns it.
         """
         request = sandboxes_pb2.SetSecretRequest(sandbox_id=sandbox_id, name=name, value=value)
-        await _unary(self._stub.SetSecret(request, metadata=self._metadata()))
+        await _unary(self._stub.SetSecret(request, timeout=timeout, metadata=self._metadata()))
 
-    async def list_secrets(self, sandbox_id: str) -> builtins.list[str]:
+    async def list_secrets(
+        self,
+        sandbox_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> builtins.list[str]:
         """The names of a sandbox's secrets, sorted (never their values)."""
         request = sandboxes_pb2.ListSecretsRequest(sandbox_id=sandbox_id)
-        response = await _unary(self._stub.ListSecrets(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.ListSecrets(request, timeout=timeout, metadata=self._metadata())
+        )
         return list(response.names)
 
-    async def delete_secret(self, sandbox_id: str, name: str) -> None:
+    async def delete_secret(
+        self,
+        sandbox_id: str,
+        name: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> None:
         """Delete a secret; deleting an absent one is not an error."""
         request = sandboxes_pb2.DeleteSecretRequest(sandbox_id=sandbox_id, name=name)
-        await _unary(self._stub.DeleteSecret(request, metadata=self._metadata()))
+        await _unary(self._stub.DeleteSecret(request, timeout=timeout, metadata=self._metadata()))
 
 
 class Conversations:
@@ -442,20 +614,28 @@ class Conversations:
         end_user_id: str,
         page_size: int = 0,
         page_token: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> conversations_pb2.ListConversationsResponse:
         """One page of the end user's conversations, most recently active first."""
         request = conversations_pb2.ListConversationsRequest(
             end_user_id=end_user_id, page_size=page_size, page_token=page_token
         )
-        return await _unary(self._stub.ListConversations(request, metadata=self._metadata()))
+        return await _unary(
+            self._stub.ListConversations(request, timeout=timeout, metadata=self._metadata())
+        )
 
     async def list_all(
-        self, *, end_user_id: str, page_size: int = 0
+        self,
+        *,
+        end_user_id: str,
+        page_size: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> AsyncIterator[conversations_pb2.Conversation]:
         """Every conversation of the end user, fetching pages as needed."""
         page_token = ""
         while True:
             page = await self.list(
+                timeout=timeout,
                 end_user_id=end_user_id,
                 page_size=page_size,
                 page_token=page_token,
@@ -473,6 +653,7 @@ class Conversations:
         end_user_id: str,
         page_size: int = 0,
         page_token: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> conversations_pb2.GetConversationResponse:
         """The conversation's summary and one page of its entries, oldest first."""
         request = conversations_pb2.GetConversationRequest(
@@ -481,14 +662,24 @@ class Conversations:
             page_size=page_size,
             page_token=page_token,
         )
-        return await _unary(self._stub.GetConversation(request, metadata=self._metadata()))
+        return await _unary(
+            self._stub.GetConversation(request, timeout=timeout, metadata=self._metadata())
+        )
 
-    async def delete(self, session_id: str, *, end_user_id: str) -> None:
+    async def delete(
+        self,
+        session_id: str,
+        *,
+        end_user_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> None:
         """Delete a conversation and everything stored for it."""
         request = conversations_pb2.DeleteConversationRequest(
             end_user_id=end_user_id, session_id=session_id
         )
-        await _unary(self._stub.DeleteConversation(request, metadata=self._metadata()))
+        await _unary(
+            self._stub.DeleteConversation(request, timeout=timeout, metadata=self._metadata())
+        )
 
 
 class Integrations:
@@ -512,18 +703,29 @@ class Integrations:
     def _metadata(self) -> Metadata:
         return api_key_metadata(self._key)
 
-    async def catalog(self) -> builtins.list[integrations_pb2.CatalogEntry]:
+    async def catalog(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> builtins.list[integrations_pb2.CatalogEntry]:
         """What can be connected on this daemon, by name, with the tools each provides.
 
         An entry with ``available`` false is known but not configured by the
         operator: connecting it fails.
         """
         request = integrations_pb2.CatalogRequest()
-        response = await _unary(self._stub.Catalog(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.Catalog(request, timeout=timeout, metadata=self._metadata())
+        )
         return list(response.entries)
 
     async def connect(
-        self, app: str, *, end_user_id: str, scope: ConnectScope = "end_user"
+        self,
+        app: str,
+        *,
+        end_user_id: str,
+        scope: ConnectScope = "end_user",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> integrations_pb2.ConnectResponse:
         """Start connecting an OAuth app (e.g. ``"github"``) for an end user.
 
@@ -535,7 +737,7 @@ class Integrations:
         FailedPrecondition.
         """
         request = connect_request(app, end_user_id=end_user_id, scope=scope)
-        return await _unary(self._stub.Connect(request, metadata=self._metadata()))
+        return await _unary(self._stub.Connect(request, timeout=timeout, metadata=self._metadata()))
 
     async def watch_connect(
         self,
@@ -593,6 +795,7 @@ class Integrations:
         end_user_id: str = "",
         bearer_token: str = "",
         headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> integrations_pb2.Integration:
         """Register an MCP server (Streamable HTTP) as an integration; return it.
 
@@ -606,11 +809,17 @@ class Integrations:
         request = add_mcp_server_request(
             name, url, end_user_id=end_user_id, bearer_token=bearer_token, headers=headers
         )
-        response = await _unary(self._stub.AddMcpServer(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.AddMcpServer(request, timeout=timeout, metadata=self._metadata())
+        )
         return response.integration
 
     async def list(
-        self, end_user_id: str = "", include_disconnected: bool = False
+        self,
+        end_user_id: str = "",
+        include_disconnected: bool = False,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> builtins.list[integrations_pb2.Integration]:
         """Integrations, oldest first.
 
@@ -621,10 +830,17 @@ class Integrations:
         request = integrations_pb2.ListIntegrationsRequest(
             end_user_id=end_user_id, include_disconnected=include_disconnected
         )
-        response = await _unary(self._stub.ListIntegrations(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.ListIntegrations(request, timeout=timeout, metadata=self._metadata())
+        )
         return list(response.integrations)
 
-    async def disconnect(self, integration_id: str) -> integrations_pb2.Integration:
+    async def disconnect(
+        self,
+        integration_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> integrations_pb2.Integration:
         """Revoke the grant upstream (OAuth apps), then archive the integration; return it.
 
         Its tools disappear from later runs. Disconnecting twice is not an
@@ -632,7 +848,9 @@ class Integrations:
         integration stays connected.
         """
         request = integrations_pb2.DisconnectRequest(integration_id=integration_id)
-        response = await _unary(self._stub.Disconnect(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.Disconnect(request, timeout=timeout, metadata=self._metadata())
+        )
         return response.integration
 
 
@@ -661,27 +879,50 @@ class Compute:
         return api_key_or_operator_metadata(self._api_key, self._key)
 
     async def pause(
-        self, scope: str, *, target: str = "", sandbox_id: str = "", reason: str = ""
+        self,
+        scope: str,
+        *,
+        target: str = "",
+        sandbox_id: str = "",
+        reason: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> compute_pb2.SetPauseResponse:
         """Pause runs in ``scope`` ("global", "end_user", "agent_provider",
         "compute_provider"); runs in flight it covers end with an Error event."""
         request = compute_pb2.SetPauseRequest(
             scope=pause_scope(scope), sandbox_id=sandbox_id, target=target, reason=reason
         )
-        return await _unary(self._stub.SetPause(request, metadata=self._metadata()))
+        return await _unary(
+            self._stub.SetPause(request, timeout=timeout, metadata=self._metadata())
+        )
 
-    async def unpause(self, scope: str, *, target: str = "", sandbox_id: str = "") -> bool:
+    async def unpause(
+        self,
+        scope: str,
+        *,
+        target: str = "",
+        sandbox_id: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> bool:
         """Clear a pause; False if there was none."""
         request = compute_pb2.ClearPauseRequest(
             scope=pause_scope(scope), sandbox_id=sandbox_id, target=target
         )
-        response = await _unary(self._stub.ClearPause(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.ClearPause(request, timeout=timeout, metadata=self._metadata())
+        )
         return response.cleared
 
-    async def pauses(self) -> builtins.list[compute_pb2.Pause]:
+    async def pauses(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> builtins.list[compute_pb2.Pause]:
         """The pauses in force, oldest first."""
         request = compute_pb2.ListPausesRequest()
-        response = await _unary(self._stub.ListPauses(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.ListPauses(request, timeout=timeout, metadata=self._metadata())
+        )
         return list(response.pauses)
 
     async def sessions(
@@ -692,6 +933,7 @@ class Compute:
         status: str = "",
         provider: str = "",
         sandbox_id: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> builtins.list[compute_pb2.ComputeSession]:
         """Compute sessions, oldest first, narrowed by the filters given.
 
@@ -709,40 +951,76 @@ class Compute:
             provider=provider,
         )
         metadata = self._metadata() if sandbox_id and self._key else self._either()
-        response = await _unary(self._stub.ListComputeSessions(request, metadata=metadata))
+        response = await _unary(
+            self._stub.ListComputeSessions(request, timeout=timeout, metadata=metadata)
+        )
         return list(response.sessions)
 
-    async def suspend(self, session_id: str) -> compute_pb2.ComputeSession:
+    async def suspend(
+        self,
+        session_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> compute_pb2.ComputeSession:
         """Stop a running session now, keeping its state (waits for a run using it);
         return the session. Another sandbox's session is NotFound."""
         request = compute_pb2.SuspendComputeSessionRequest(session_id=session_id)
-        response = await _unary(self._stub.SuspendComputeSession(request, metadata=self._either()))
+        response = await _unary(
+            self._stub.SuspendComputeSession(request, timeout=timeout, metadata=self._either())
+        )
         return response.session
 
-    async def resume(self, session_id: str) -> compute_pb2.ComputeSession:
+    async def resume(
+        self,
+        session_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> compute_pb2.ComputeSession:
         """Start a suspended or archived session again, ahead of a run; return it."""
         request = compute_pb2.ResumeComputeSessionRequest(session_id=session_id)
-        response = await _unary(self._stub.ResumeComputeSession(request, metadata=self._either()))
+        response = await _unary(
+            self._stub.ResumeComputeSession(request, timeout=timeout, metadata=self._either())
+        )
         return response.session
 
-    async def destroy(self, session_id: str) -> compute_pb2.ComputeSession:
+    async def destroy(
+        self,
+        session_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> compute_pb2.ComputeSession:
         """Delete a session and its state at its provider (waits for a run using it);
         return it, destroyed. The key's next run starts a new session."""
         request = compute_pb2.DestroyComputeSessionRequest(session_id=session_id)
-        response = await _unary(self._stub.DestroyComputeSession(request, metadata=self._either()))
+        response = await _unary(
+            self._stub.DestroyComputeSession(request, timeout=timeout, metadata=self._either())
+        )
         return response.session
 
-    async def providers(self) -> builtins.list[compute_pb2.ComputeProviderStatus]:
+    async def providers(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> builtins.list[compute_pb2.ComputeProviderStatus]:
         """The compute providers in order of preference: health, load, start times, prices."""
         request = compute_pb2.ListComputeProvidersRequest()
-        response = await _unary(self._stub.ListComputeProviders(request, metadata=self._either()))
+        response = await _unary(
+            self._stub.ListComputeProviders(request, timeout=timeout, metadata=self._either())
+        )
         return list(response.providers)
 
-    async def explain(self, run_id: str) -> compute_pb2.ExplainPlacementResponse:
+    async def explain(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> compute_pb2.ExplainPlacementResponse:
         """Where a run's runtime was placed and why, with every provider considered.
         A run that was not placed on compute (or of another sandbox) is NotFound."""
         request = compute_pb2.ExplainPlacementRequest(run_id=run_id)
-        return await _unary(self._stub.ExplainPlacement(request, metadata=self._either()))
+        return await _unary(
+            self._stub.ExplainPlacement(request, timeout=timeout, metadata=self._either())
+        )
 
 
 class Agents:
@@ -755,26 +1033,51 @@ class Agents:
     def _metadata(self) -> Metadata:
         return api_key_metadata(self._key)
 
-    async def put(self, agent: agents_pb2.Agent) -> agents_pb2.Agent:
+    async def put(
+        self,
+        agent: agents_pb2.Agent,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> agents_pb2.Agent:
         """Create or replace the agent ``agent.slug``."""
         request = agents_pb2.PutAgentRequest(agent=agent)
-        return (await _unary(self._stub.PutAgent(request, metadata=self._metadata()))).agent
+        return (
+            await _unary(self._stub.PutAgent(request, timeout=timeout, metadata=self._metadata()))
+        ).agent
 
-    async def get(self, slug: str) -> agents_pb2.Agent:
+    async def get(
+        self,
+        slug: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> agents_pb2.Agent:
         """Read one agent."""
         request = agents_pb2.GetAgentRequest(slug=slug)
-        return (await _unary(self._stub.GetAgent(request, metadata=self._metadata()))).agent
+        return (
+            await _unary(self._stub.GetAgent(request, timeout=timeout, metadata=self._metadata()))
+        ).agent
 
-    async def list(self) -> builtins.list[agents_pb2.Agent]:
+    async def list(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> builtins.list[agents_pb2.Agent]:
         """The sandbox's agents by slug."""
         request = agents_pb2.ListAgentsRequest()
-        response = await _unary(self._stub.ListAgents(request, metadata=self._metadata()))
+        response = await _unary(
+            self._stub.ListAgents(request, timeout=timeout, metadata=self._metadata())
+        )
         return list(response.agents)
 
-    async def delete(self, slug: str) -> None:
+    async def delete(
+        self,
+        slug: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
+    ) -> None:
         """Delete an agent."""
         request = agents_pb2.DeleteAgentRequest(slug=slug)
-        await _unary(self._stub.DeleteAgent(request, metadata=self._metadata()))
+        await _unary(self._stub.DeleteAgent(request, timeout=timeout, metadata=self._metadata()))
 
 
 # -- the ledger --------------------------------------------------------------
@@ -873,6 +1176,7 @@ class Ledger:
         sandbox_id: str = "",
         page_size: int = 0,
         page_token: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> ledger_pb2.ListLedgerEntriesResponse:
         """One page of ledger entries, newest first; see :meth:`list_all` for all of them."""
         request = ledger_pb2.ListLedgerEntriesRequest(
@@ -890,7 +1194,9 @@ class Ledger:
             page_token=page_token,
         )
         metadata = ledger_metadata(self._api_key, self._operator_key, sandbox_id)
-        return await _unary(self._stub.ListLedgerEntries(request, metadata=metadata))
+        return await _unary(
+            self._stub.ListLedgerEntries(request, timeout=timeout, metadata=metadata)
+        )
 
     async def list_all(
         self,
@@ -904,11 +1210,13 @@ class Ledger:
         until: datetime | None = None,
         sandbox_id: str = "",
         page_size: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> AsyncIterator[ledger_pb2.LedgerEntry]:
         """Every matching ledger entry, newest first, fetching pages as the iteration needs."""
         page_token = ""
         while True:
             page = await self.list(
+                timeout=timeout,
                 run_id=run_id,
                 end_user_id=end_user_id,
                 agent=agent,
@@ -940,6 +1248,7 @@ class Ledger:
         sandbox_id: str = "",
         page_size: int = 0,
         page_token: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> ledger_pb2.SummarizeUsageResponse:
         """One page of usage and cost per ``by`` group, by key, with the total of everything
         matched; see :meth:`summarize_all` for every group at once."""
@@ -959,7 +1268,7 @@ class Ledger:
             page_token=page_token,
         )
         metadata = ledger_metadata(self._api_key, self._operator_key, sandbox_id)
-        return await _unary(self._stub.SummarizeUsage(request, metadata=metadata))
+        return await _unary(self._stub.SummarizeUsage(request, timeout=timeout, metadata=metadata))
 
     async def summarize_all(
         self,
@@ -974,6 +1283,7 @@ class Ledger:
         until: datetime | None = None,
         sandbox_id: str = "",
         page_size: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline
     ) -> ledger_pb2.SummarizeUsageResponse:
         """Every group of :meth:`summarize`, all pages merged into one response."""
         merged = ledger_pb2.SummarizeUsageResponse()
@@ -981,6 +1291,7 @@ class Ledger:
         while True:
             page = await self.summarize(
                 by,
+                timeout=timeout,
                 run_id=run_id,
                 end_user_id=end_user_id,
                 agent=agent,

@@ -31,6 +31,29 @@ retry later) without comparing status codes by hand.
 Every status code has its class, so ``except Unauthenticated`` is all a
 caller writes; each also carries ``code`` for code that prefers comparing.
 
+What the daemon says about a refused call beyond its message arrives as
+``google.rpc`` details in the status (its ``grpc-status-details-bin``
+trailer) and becomes typed fields of the error: ``reason``, a stable
+UPPER_SNAKE name to branch on (``INVALID_ARGUMENT``, ``PROVIDER_UNAVAILABLE``,
+...; the code's name when the status carried none), ``metadata`` (e.g.
+``{"field": "end_user_id"}`` or ``{"provider": "openai"}``),
+``field_violations`` (for ``InvalidArgument``: each request field at fault,
+by its proto path such as ``end_user_id`` or ``compute.policy``) and
+``retry_delay`` (seconds to wait before a retry, when one may succeed)::
+
+    try:
+        await client.run_text("hi", end_user_id=user)
+    except InvalidArgument as exc:
+        for violation in exc.field_violations:
+            form.mark(violation.field, violation.description)
+    except InterlockError as exc:
+        if exc.retryable:
+            await asyncio.sleep(exc.retry_delay or 1)
+
+``Cancelled`` is what iterating a run raises after someone else cancelled it
+(``stream.cancel()`` from another task or thread); leaving the loop yourself
+(``break``, ``return``, an exception) cancels the run without raising.
+
 :class:`RunFailed` is deliberately not folded into the status-code classes: a
 run that failed after it had started streaming has already recorded part of
 the turn in the conversation, so "retry" means something different than for a
@@ -42,10 +65,14 @@ is start connecting again.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
     "Aborted",
@@ -55,6 +82,7 @@ __all__ = [
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "FieldViolation",
     "InterlockError",
     "Internal",
     "InvalidArgument",
@@ -73,26 +101,60 @@ __all__ = [
 ]
 
 
+#: The trailer that carries a status's google.rpc details.
+DETAILS_KEY = "grpc-status-details-bin"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One request field at fault: its proto path (``end_user_id``, ``compute.policy``)
+    and what is wrong with it."""
+
+    field: str
+    description: str
+
+
 class InterlockError(Exception):
-    """Root of every error the client raises: a gRPC status code and its details."""
+    """Root of every error the client raises: a gRPC status code and its details.
+
+    ``reason``, ``metadata``, ``field_violations`` and ``retry_delay`` come
+    from the status's ``google.rpc`` details (see the module docstring).
+    """
 
     # Whether sending the same request again may succeed; subclasses override.
     default_retryable: ClassVar[bool] = False
 
     def __init__(
-        self, code: grpc.StatusCode, details: str, *, retryable: bool | None = None
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        *,
+        retryable: bool | None = None,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Sequence[FieldViolation] = (),
+        retry_delay: float | None = None,
     ) -> None:
         super().__init__(code, details)
         self.code = code
         self.details = details
         self.retryable = self.default_retryable if retryable is None else retryable
+        #: The error's stable name (google.rpc.ErrorInfo.reason), else the code's name.
+        self.reason = reason or code.name
+        #: Machine-readable facts of the error (ErrorInfo.metadata), e.g. ``field``.
+        self.metadata: dict[str, str] = dict(metadata or {})
+        #: The request fields at fault (google.rpc.BadRequest), for InvalidArgument.
+        self.field_violations: list[FieldViolation] = list(field_violations)
+        #: Seconds to wait before retrying (google.rpc.RetryInfo), when a retry may succeed.
+        self.retry_delay = retry_delay
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.details}" if self.details else self.code.name
 
 
 class Cancelled(InterlockError):
-    """The call was cancelled before it completed."""
+    """The call was cancelled before it completed: by the daemon, or by
+    ``stream.cancel()`` while the run was being iterated."""
 
 
 class Unknown(InterlockError):
@@ -230,9 +292,50 @@ def from_rpc_error(exc: grpc.RpcError) -> InterlockError:
     if isinstance(exc, grpc.aio.AioRpcError | grpc.Call):
         code = exc.code()
         details = exc.details() or ""
+        trailer = exc.trailing_metadata()
     else:  # an RpcError that is not a call: nothing more specific to say
-        code, details = grpc.StatusCode.UNKNOWN, str(exc)
-    return _BY_CODE.get(code, InterlockError)(code, details)
+        code, details, trailer = grpc.StatusCode.UNKNOWN, str(exc), None
+    cls = _BY_CODE.get(code, InterlockError)
+    status = _status_details(trailer)
+    if status is None:  # e.g. the connection was lost: only the code is known
+        return cls(code, details)
+    reason, metadata, retry_delay = "", {}, None
+    violations: list[FieldViolation] = []
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
+        retry = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):  # Unpack is False for a detail of another type
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Unpack(bad):
+            violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+        elif detail.Unpack(retry):
+            retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
+    return cls(
+        code,
+        details,
+        # The daemon attaches RetryInfo exactly when a retry may succeed.
+        retryable=retry_delay is not None if reason else None,
+        reason=reason,
+        metadata=metadata,
+        field_violations=violations,
+        retry_delay=retry_delay,
+    )
+
+
+def _status_details(trailer: Iterable[Any] | None) -> status_pb2.Status | None:
+    """The google.rpc.Status of a call's details trailer, or None without a readable one.
+
+    ``trailer`` is grpc.aio's Metadata or the blocking API's tuple of
+    ``(key, value)`` pairs; both unpack as pairs.
+    """
+    for key, value in trailer or ():
+        if key == DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except DecodeError:  # not ours to fail on: keep what the code says
+                return None
+    return None
 
 
 def status_code_named(name: str) -> grpc.StatusCode:

@@ -30,6 +30,7 @@ from interlock.calls import (
     ENV_ADDRESS,
     ENV_API_KEY,
     ENV_OPERATOR_KEY,
+    ComputeOptionsLike,
     ConnectScope,
     Metadata,
     add_mcp_server_request,
@@ -44,9 +45,11 @@ from interlock.calls import (
     run_request,
 )
 from interlock.client import UsageGroup, ledger_filter, ledger_metadata, usage_group
-from interlock.errors import Unavailable, from_rpc_error
+from interlock.errors import Cancelled, Unavailable, from_rpc_error
 from interlock.outcome import RunOutcome
 from interlock.v1 import (
+    agents_pb2,
+    agents_pb2_grpc,
     compute_pb2,
     compute_pb2_grpc,
     conversations_pb2,
@@ -62,6 +65,7 @@ from interlock.v1 import (
 )
 
 __all__ = [
+    "SyncAgents",
     "SyncClient",
     "SyncCompute",
     "SyncConversations",
@@ -87,12 +91,17 @@ def _unary(call: Callable[[], _T]) -> _T:
 class SyncRunStream(Iterator[events_pb2.AgentEvent]):
     """The events of one run, as they arrive (the blocking :class:`~interlock.RunStream`).
 
-    The call starts on the first ``next()``. Leave it early with ``with
-    client.run(...) as stream`` or :meth:`cancel` to stop the run on the
-    router; a stream dropped mid-way is cancelled only when it is collected.
-    Errors the router returns before the first event raise the matching
-    :class:`~interlock.errors.InterlockError`; a failure after that arrives as
-    the stream's last event (``error``).
+    The call starts on the first event asked for. Leaving the loop in any
+    way — ``break``, ``return``, an exception — or leaving ``with
+    client.run(...) as stream`` cancels the run on the router at once and
+    raises nothing. :meth:`cancel` from another thread makes the iteration
+    raise :class:`~interlock.errors.Cancelled`. Errors the router returns
+    before the first event raise the matching
+    :class:`~interlock.errors.InterlockError`, a passing ``timeout``
+    :class:`~interlock.errors.DeadlineExceeded`, a connection lost mid-stream
+    :class:`~interlock.errors.Unavailable` (retry with the same
+    ``request_id`` to resume the turn); a failure after the run started
+    arrives as the stream's last event (``error``).
     """
 
     def __init__(self, start: Callable[[], _RunCall]) -> None:
@@ -102,10 +111,12 @@ class SyncRunStream(Iterator[events_pb2.AgentEvent]):
         self._done = False
         self._cancelled = False
 
-    def __iter__(self) -> SyncRunStream:
-        return self
+    def __iter__(self) -> Iterator[events_pb2.AgentEvent]:
+        return _SyncRunIteration(self)
 
     def __next__(self) -> events_pb2.AgentEvent:
+        if self._cancelled:
+            raise _cancelled_error()
         if self._done:
             raise StopIteration
         if self._events is None:
@@ -119,26 +130,39 @@ class SyncRunStream(Iterator[events_pb2.AgentEvent]):
         except grpc.RpcError as exc:
             self._done = True
             # cancel() from another thread ends a pending read with CANCELLED:
-            # that is the orderly end of a stream the caller stopped.
+            # the caller can tell that from a failure by its own error.
             if (
                 self._cancelled
                 and isinstance(exc, grpc.Call)
                 and exc.code() is grpc.StatusCode.CANCELLED
             ):
-                raise StopIteration from None
+                raise _cancelled_error() from None
             raise from_rpc_error(exc) from exc
 
     def cancel(self) -> bool:
-        """Cancel the run on the router; later iteration ends the stream.
+        """Cancel the run on the router; iterating it afterwards raises Cancelled.
 
-        Returns False if the call had already ended (or never started).
+        Returns False if the call had not started or had already ended (then
+        what it sent can still be read).
         """
+        if self._done:
+            return False
+        call = self._call
+        if call is not None and not call.is_active():
+            return False
         self._done = True
         self._cancelled = True
-        if self._call is None:
-            return False
         # grpc-stubs leaves RpcContext.cancel unannotated; it returns a bool.
-        return bool(self._call.cancel())  # type: ignore[no-untyped-call]
+        return bool(call.cancel()) if call is not None else False  # type: ignore[no-untyped-call]
+
+    def _abandon(self) -> None:
+        """Cancel the call of a stream its consumer let go of."""
+        if self._call is not None:
+            self.cancel()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._abandon()
 
     def close(self) -> None:
         """Same as :meth:`cancel`; present so ``contextlib.closing`` works."""
@@ -154,6 +178,28 @@ class SyncRunStream(Iterator[events_pb2.AgentEvent]):
         tb: TracebackType | None,
     ) -> None:
         self.cancel()
+
+
+def _cancelled_error() -> Cancelled:
+    return Cancelled(grpc.StatusCode.CANCELLED, "the run was cancelled by the client")
+
+
+class _SyncRunIteration(Iterator[events_pb2.AgentEvent]):
+    """One ``for`` loop over a :class:`SyncRunStream`; dropped when the loop is left,
+    which cancels the call (a loop run to the end has nothing left to cancel)."""
+
+    def __init__(self, stream: SyncRunStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> _SyncRunIteration:
+        return self
+
+    def __next__(self) -> events_pb2.AgentEvent:
+        return self._stream.__next__()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream._abandon()
 
 
 class SyncClient:
@@ -177,11 +223,12 @@ class SyncClient:
         self._owns_channel = channel is None
         self._channel = channel if channel is not None else grpc.insecure_channel(self.target)
         self._router = router_pb2_grpc.AgentRouterStub(self._channel)
-        operator = from_env(operator_key, ENV_OPERATOR_KEY)
+        self._operator_key = operator = from_env(operator_key, ENV_OPERATOR_KEY)
         self.sandboxes = SyncSandboxes(self._channel, operator)
         self.conversations = SyncConversations(self._channel, self._api_key)
         self.integrations = SyncIntegrations(self._channel, self._api_key)
         self.compute = SyncCompute(self._channel, operator, self._api_key)
+        self.agents = SyncAgents(self._channel, self._api_key)
         self.ledger = SyncLedger(self._channel, self._api_key, operator)
 
     def __enter__(self) -> SyncClient:
@@ -194,6 +241,22 @@ class SyncClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The client's channel, for the generated stubs of ``interlock.v1``::
+
+        stub = agents_pb2_grpc.AgentsStub(client.channel)
+        stub.ListAgents(request, metadata=client.metadata())
+        """
+        return self._channel
+
+    def metadata(self, *, operator: bool = False) -> Metadata:
+        """The key header a generated stub's call needs: the sandbox API key, or the
+        operator key with ``operator=True``; MissingCredentials without it."""
+        return (
+            operator_metadata(self._operator_key) if operator else api_key_metadata(self._api_key)
+        )
 
     def close(self) -> None:
         """Close the channel if the client created it; cancels calls in flight."""
@@ -216,6 +279,7 @@ class SyncClient:
         google_engine: str = "",
         google_location: str = "",
         agent: str = "",
+        compute: ComputeOptionsLike | None = None,
         timeout: float | None = None,
     ) -> SyncRunStream:
         """Run one agent turn and stream its events (see :meth:`interlock.Client.run`)."""
@@ -234,6 +298,7 @@ class SyncClient:
             google_engine=google_engine,
             google_location=google_location,
             agent=agent,
+            compute=compute,
         )
         return SyncRunStream(lambda: self._router.Run(request, timeout=timeout, metadata=metadata))
 
@@ -253,6 +318,7 @@ class SyncClient:
         google_engine: str = "",
         google_location: str = "",
         agent: str = "",
+        compute: ComputeOptionsLike | None = None,
         timeout: float | None = None,
     ) -> RunOutcome:
         """Run one turn to its end and return what it said (see :meth:`run`).
@@ -274,6 +340,7 @@ class SyncClient:
             google_engine=google_engine,
             google_location=google_location,
             agent=agent,
+            compute=compute,
             timeout=timeout,
         )
         with stream:
@@ -733,6 +800,45 @@ class SyncCompute:
         return _unary(
             lambda: self._stub.ExplainPlacement(request, timeout=timeout, metadata=self._either())
         )
+
+
+class SyncAgents:
+    """Saved agents of the sandbox (API key); see :class:`interlock.Agents`."""
+
+    def __init__(self, channel: grpc.Channel, api_key: str | None) -> None:
+        self._stub = agents_pb2_grpc.AgentsStub(channel)
+        self._key = api_key
+
+    def _metadata(self) -> Metadata:
+        return api_key_metadata(self._key)
+
+    def put(self, agent: agents_pb2.Agent, *, timeout: float | None = None) -> agents_pb2.Agent:
+        """Create or replace the agent ``agent.slug``."""
+        request = agents_pb2.PutAgentRequest(agent=agent)
+        return _unary(
+            lambda: self._stub.PutAgent(request, timeout=timeout, metadata=self._metadata())
+        ).agent
+
+    def get(self, slug: str, *, timeout: float | None = None) -> agents_pb2.Agent:
+        """Read one agent."""
+        request = agents_pb2.GetAgentRequest(slug=slug)
+        return _unary(
+            lambda: self._stub.GetAgent(request, timeout=timeout, metadata=self._metadata())
+        ).agent
+
+    def list(self, *, timeout: float | None = None) -> builtins.list[agents_pb2.Agent]:
+        """The sandbox's agents by slug."""
+        request = agents_pb2.ListAgentsRequest()
+        return list(
+            _unary(
+                lambda: self._stub.ListAgents(request, timeout=timeout, metadata=self._metadata())
+            ).agents
+        )
+
+    def delete(self, slug: str, *, timeout: float | None = None) -> None:
+        """Delete an agent."""
+        request = agents_pb2.DeleteAgentRequest(slug=slug)
+        _unary(lambda: self._stub.DeleteAgent(request, timeout=timeout, metadata=self._metadata()))
 
 
 class SyncLedger:

@@ -1,6 +1,7 @@
 package interlock_test
 
 import (
+	"errors"
 	"slices"
 	"testing"
 
@@ -67,5 +68,49 @@ func TestSecretsAreWriteOnly(t *testing.T) {
 	}
 	if _, err := operator.Sandboxes.DeleteSecret(ctx, &interlockv1.DeleteSecretRequest{SandboxId: live.SandboxID, Name: "anthropic_api_key"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLedgerAndConnsCarryTheirKeys pins which key reaches the daemon: the
+// Ledger stub of a client with an API key reads its own sandbox, of one with
+// only the operator key a named sandbox; Conn's raw stubs carry the API key
+// and OperatorConn's the operator key, and fail with *interlock.Error too.
+func TestLedgerAndConnsCarryTheirKeys(t *testing.T) {
+	ctx := testContext(t)
+	client := newClient(t, live.APIKey, interlock.WithOperatorKey(live.OperatorKey))
+	live.enqueue(t, []step{{"text", "Billed."}, {"usage", 12, 3}})
+	outcome, err := client.RunText(ctx, &interlockv1.RunRequest{Message: "bill me", EndUserId: "u-keys"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter := &interlockv1.LedgerFilter{EndUserId: "u-keys"}
+	onlyRun := func(what string, page *interlockv1.ListLedgerEntriesResponse, err error) {
+		t.Helper()
+		if err != nil || len(page.GetEntries()) != 1 || page.GetEntries()[0].GetRunId() != outcome.RunID ||
+			page.GetEntries()[0].GetUsage().GetInputTokens() != 12 {
+			t.Fatalf("%s: %v, %v", what, err, page)
+		}
+	}
+	page, err := client.Ledger.ListLedgerEntries(ctx, &interlockv1.ListLedgerEntriesRequest{Filter: filter})
+	onlyRun("the API key's ledger", page, err)
+
+	operator := newClient(t, "", interlock.WithOperatorKey(live.OperatorKey))
+	page, err = operator.Ledger.ListLedgerEntries(ctx, &interlockv1.ListLedgerEntriesRequest{SandboxId: live.SandboxID, Filter: filter})
+	onlyRun("the operator key's ledger", page, err)
+	_, err = operator.Ledger.ListLedgerEntries(ctx, &interlockv1.ListLedgerEntriesRequest{Filter: filter})
+	var unnamed *interlock.Error
+	if !errors.As(err, &unnamed) || len(unnamed.FieldViolations) != 1 || unnamed.FieldViolations[0].Field != "sandbox_id" {
+		t.Fatalf("the operator's ledger without a sandbox: %v", err)
+	}
+
+	page, err = interlockv1.NewLedgerClient(client.OperatorConn()).ListLedgerEntries(ctx,
+		&interlockv1.ListLedgerEntriesRequest{SandboxId: live.SandboxID, Filter: filter})
+	onlyRun("OperatorConn's ledger", page, err)
+	page, err = interlockv1.NewLedgerClient(client.Conn()).ListLedgerEntries(ctx, &interlockv1.ListLedgerEntriesRequest{Filter: filter})
+	onlyRun("Conn's ledger", page, err)
+	_, err = interlockv1.NewAgentsClient(client.OperatorConn()).ListAgents(ctx, &interlockv1.ListAgentsRequest{})
+	var refused *interlock.Error
+	if !errors.As(err, &refused) || refused.Code != codes.Unauthenticated {
+		t.Fatalf("agents with the operator key: %#v", err)
 	}
 }

@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 	os.Setenv("INTERLOCK_ADDRESS", h.Address)
 	os.Setenv("INTERLOCK_API_KEY", h.APIKey)
 	os.Setenv("INTERLOCK_OPERATOR_KEY", h.OperatorKey)
+	// The examples' provider: make serve's is "local", the harness's "fake".
+	os.Setenv("INTERLOCK_PROVIDER", h.Provider)
 	code := m.Run()
 	h.stop()
 	os.Exit(code)
@@ -44,6 +46,8 @@ type harness struct {
 	APIKey      string `json:"api_key"`
 	OperatorKey string `json:"operator_key"`
 	SandboxID   string `json:"sandbox_id"`
+	// Provider is the name the daemon's one provider is configured under.
+	Provider string `json:"provider"`
 	// GitHubURL is the GitHub fake's address (its web and API side).
 	GitHubURL string `json:"github_url"`
 

@@ -426,5 +426,5 @@ async def test_admin_calls_send_their_timeout_as_the_deadline(client, fake_daemo
     await client.sandboxes.list()
     with_deadline, without = fake_daemon.sandboxes.time_remaining
     assert with_deadline is not None
-    assert 0 < with_deadline <= 30
+    assert 0 < with_deadline < 31  # the server rounds the deadline up a little
     assert without is None

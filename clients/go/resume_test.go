@@ -16,9 +16,11 @@ import (
 )
 
 // TestDaemonRestartMidStreamResumesTheRun pins what a caller sees when the
-// daemon shuts down under a run (a *RunError, Unavailable and retryable) and
-// that running the same request again once it is back, same RequestId,
-// finishes the turn as the same run instead of starting a second one.
+// daemon shuts down under a run (Unavailable and retryable: the daemon's
+// error event as a *RunError, or, when the stream is cut before it, the
+// call's *Error) and that running the same request again once it is back,
+// same RequestId, finishes the turn as the same run instead of starting a
+// second one.
 func TestDaemonRestartMidStreamResumesTheRun(t *testing.T) {
 	client := newClient(t, live.APIKey)
 	ctx := testContext(t)
@@ -26,9 +28,11 @@ func TestDaemonRestartMidStreamResumesTheRun(t *testing.T) {
 	request := &interlockv1.RunRequest{Message: "A long one", EndUserId: "u-restart", RequestId: "go-restart"}
 	first := &interlock.Outcome{}
 	var stopped sync.WaitGroup
+	var cut error
 	for event, err := range client.Run(ctx, request) {
 		if err != nil {
-			t.Fatalf("the stream was cut instead of ending with an error event: %v", err)
+			cut = err
+			break
 		}
 		first.Add(event)
 		if event.GetTextDelta() != nil {
@@ -36,12 +40,29 @@ func TestDaemonRestartMidStreamResumesTheRun(t *testing.T) {
 		}
 	}
 	stopped.Wait()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted { // the rest of the suite needs the daemon
+			live.startDaemon(t)
+		}
+	})
 	var runErr *interlock.RunError
-	if !errors.As(first.Err(), &runErr) || runErr.Code != codes.Unavailable || !runErr.Retryable {
-		t.Fatalf("after the shutdown: %v", first.Err())
+	var callErr *interlock.Error
+	switch {
+	case cut == nil && errors.As(first.Err(), &runErr):
+		if runErr.Code != codes.Unavailable || !runErr.Retryable {
+			t.Fatalf("the shutdown's error event: %+v", runErr)
+		}
+	case errors.As(cut, &callErr):
+		if callErr.Code != codes.Unavailable || !callErr.Retryable {
+			t.Fatalf("the stream cut by the shutdown: %#v", callErr)
+		}
+	default:
+		t.Fatalf("after the shutdown: stream %v, run %v", cut, first.Err())
 	}
 
 	live.startDaemon(t)
+	restarted = true
 	again, err := client.RunText(ctx, request)
 	if err != nil {
 		t.Fatalf("the retry: %v", err)

@@ -6,11 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	interlock "github.com/interlock/interlock/clients/go"
+	"github.com/interlock/interlock/clients/go/interlockv1"
 )
 
 // checkoutPlaceholder is where README.md's install steps say the checkout is.
@@ -80,5 +84,26 @@ func TestReadmeInstallStepsRunTheQuickstart(t *testing.T) {
 	// The second turn (no system prompt) carried the first one's history.
 	if roles := live.lastRoles(t); !slices.Equal(roles, []string{"user", "assistant", "user"}) {
 		t.Fatalf("the second turn's upstream call had roles %v", roles)
+	}
+}
+
+// TestReadmeWalksEveryService pins that README.md's Go blocks call every
+// service's stub on Client (client.Agents.PutAgent, …), the router's through
+// Run or RunText, so a service added to the API needs its README example.
+func TestReadmeWalksEveryService(t *testing.T) {
+	code := strings.Join(readmeBlocks(t, "go"), "\n")
+	client := reflect.TypeFor[interlock.Client]()
+	for i := range client.NumField() {
+		field := client.Field(i)
+		if !field.IsExported() || !strings.HasSuffix(field.Type.Name(), "Client") {
+			continue
+		}
+		used := strings.Contains(code, "."+field.Name+".")
+		if field.Type == reflect.TypeFor[interlockv1.AgentRouterClient]() {
+			used = strings.Contains(code, ".Run(") || strings.Contains(code, ".RunText(")
+		}
+		if !used {
+			t.Errorf("no Go block of README.md uses client.%s", field.Name)
+		}
 	}
 }

@@ -306,6 +306,25 @@ export function toInterlockError(reason: unknown): InterlockError {
   return new BY_CODE[name](name, error.rawMessage, { cause: reason, ...statusDetails(error) });
 }
 
+/**
+ * {@link toInterlockError} for a call that was given `signal`. @connectrpc
+ * reports an HTTP/2 stream reset (RST_STREAM CANCEL, as when the connection
+ * to the daemon drops or the daemon goes away) as CANCELLED, like a
+ * cancellation of the caller's own; but `Cancelled` means the caller
+ * cancelled. A CANCELLED the caller did not cause, and that the daemon did
+ * not send as a status of its own (those carry a reason), is the connection
+ * lost: `Unavailable`, retryable.
+ */
+export function callError(reason: unknown, signal: AbortSignal | undefined): InterlockError {
+  const error = toInterlockError(reason);
+  if (error instanceof Cancelled && !error.reason && !signal?.aborted) {
+    return new Unavailable("UNAVAILABLE", `the connection to the daemon was lost (${error.details})`, {
+      cause: reason,
+    });
+  }
+  return error;
+}
+
 /** The google.rpc details of a status; a detail that is absent or does not decode is left out. */
 function statusDetails(error: ConnectError): ErrorOptions {
   const options: ErrorOptions = {};

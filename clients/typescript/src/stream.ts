@@ -2,15 +2,17 @@
 
 import type { CallOptions as ConnectCallOptions } from "@connectrpc/connect";
 
-import { toInterlockError } from "./errors.js";
+import { callError } from "./errors.js";
 import type { CallOptions } from "./options.js";
 
 /**
  * The messages of a server-streaming call, which starts when the iteration
  * does. Leaving the loop early (`break`, `return`, an exception) cancels the
- * call on the router, and so do `options.signal` and `options.timeoutMs`;
- * failures throw the matching `InterlockError`. The caller computes `headers`
- * up front, so that a missing key throws before any iteration.
+ * call on the router and throws nothing (the caller chose to leave);
+ * `options.signal` cancels it and throws `Cancelled`, `options.timeoutMs`
+ * throws `DeadlineExceeded`, a connection lost mid-stream `Unavailable`;
+ * other failures throw the matching `InterlockError`. The caller computes
+ * `headers` up front, so that a missing key throws before any iteration.
  */
 export async function* serverStream<T>(
   headers: Record<string, string>,
@@ -34,7 +36,7 @@ export async function* serverStream<T>(
     }
   } catch (reason) {
     ended = true;
-    throw toInterlockError(reason);
+    throw callError(reason, options.signal);
   } finally {
     leave.abort();
     if (!ended) {

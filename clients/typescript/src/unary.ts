@@ -3,7 +3,7 @@
 import type { CallOptions as ConnectCallOptions } from "@connectrpc/connect";
 
 import { bearer, type KeySource } from "./auth.js";
-import { toInterlockError } from "./errors.js";
+import { callError } from "./errors.js";
 import type { CallOptions } from "./options.js";
 
 export async function unary<T>(
@@ -15,6 +15,6 @@ export async function unary<T>(
   try {
     return await call({ headers, signal: options.signal, timeoutMs: options.timeoutMs });
   } catch (reason) {
-    throw toInterlockError(reason);
+    throw callError(reason, options.signal);
   }
 }

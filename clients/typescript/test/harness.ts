@@ -140,6 +140,20 @@ export class Harness {
     return (await this.command({ op: "deny", authorize_url: authorizeUrl })).status as number;
   }
 
+  /**
+   * Stop the daemon as a shutdown past its grace does: runs in flight end
+   * with an `error` event (UNAVAILABLE, retryable). {@link startDaemon}
+   * starts it again on the same data directory and address.
+   */
+  async stopDaemon(): Promise<void> {
+    await this.command({ op: "stop" });
+  }
+
+  /** Start the daemon again after {@link stopDaemon}: same data, same address. */
+  async startDaemon(): Promise<void> {
+    await this.command({ op: "start" });
+  }
+
   /** Close the harness's stdin, which stops the daemon and the fake. */
   async stop(): Promise<void> {
     const exited = new Promise((resolve) => this.#child.once("exit", resolve));

@@ -9,9 +9,13 @@ import {
   DeadlineExceeded,
   Interlock,
   MissingCredentials,
+  RunFailed,
+  RunOutcome,
   Unauthenticated,
+  Unavailable,
 } from "../src/index.js";
 import { Harness } from "./harness.js";
+import { Relay } from "./proxy.js";
 
 let harness: Harness;
 let router: Interlock;
@@ -165,4 +169,68 @@ test("timeoutMs is a deadline: DeadlineExceeded, and the router stops the run", 
   assert.ok(Date.now() - started < 5000);
   assert.equal(await harness.waitRun("ts-deadline"), "cancelled");
   await harness.waitDisconnects(disconnects + 1);
+});
+
+test("a daemon stopped under a run ends it UNAVAILABLE and retryable; the same requestId resumes it", async () => {
+  await harness.enqueue([["text", "Part one. "], ["stall"]], [["text", "Part two."]]);
+  const request = { message: "A long one", endUserId: "u-restart", requestId: "ts-restart" };
+  const first = new RunOutcome();
+  let failure: unknown;
+  try {
+    for await (const event of router.run(request)) {
+      first.add(event);
+      if (event.kind === "textDelta") await harness.stopDaemon();
+    }
+    first.throwIfFailed();
+  } catch (err) {
+    failure = err;
+  }
+  assert.equal(first.text, "Part one. ");
+  // The daemon ends the stream with an error event (RunFailed); when its
+  // last-calls second lapses first (a loaded machine), the stream is cut
+  // (Unavailable). Either way: UNAVAILABLE, retryable, never Cancelled.
+  assert.ok(failure instanceof RunFailed || failure instanceof Unavailable, String(failure));
+  assert.equal(failure.code, "UNAVAILABLE");
+  assert.equal(failure.retryable, true);
+
+  await harness.startDaemon();
+  const again = await router.runText(request);
+  again.throwIfFailed();
+  assert.deepEqual([again.runId, again.sessionId], [first.runId, first.sessionId]);
+  assert.equal(again.text, "Part one. Part two.");
+  assert.equal(await harness.waitRun("ts-restart"), "finished");
+});
+
+test("a connection lost mid-run throws Unavailable, retryable; the same requestId finishes the run", async () => {
+  const relay = await Relay.start(harness.daemon.address);
+  const cut = new Interlock({ baseUrl: relay.baseUrl, apiKey: harness.daemon.apiKey });
+  try {
+    await harness.enqueue([["text", "Part one. "], ["stall"]], [["text", "Part two."]]);
+    const request = { message: "A long one", endUserId: "u-lost", requestId: "ts-lost" };
+    const first = new RunOutcome();
+    await assert.rejects(
+      async () => {
+        for await (const event of cut.run(request)) {
+          first.add(event);
+          if (event.kind === "textDelta") relay.cut();
+        }
+      },
+      (err: unknown) => {
+        assert.ok(err instanceof Unavailable, String(err));
+        assert.equal(err.retryable, true);
+        return true;
+      },
+    );
+    // The daemon stops the run once it sees its caller gone (until then a
+    // retry is refused as still in progress).
+    assert.equal(await harness.waitRun("ts-lost"), "cancelled");
+    const again = await router.runText(request);
+    again.throwIfFailed();
+    assert.deepEqual([again.runId, again.sessionId], [first.runId, first.sessionId]);
+    assert.equal(again.text, "Part one. Part two.");
+    assert.equal(await harness.waitRun("ts-lost"), "finished");
+  } finally {
+    cut.close();
+    await relay.close();
+  }
 });

@@ -31,11 +31,12 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
 
 
-async def run_example(path: Path, env: dict[str, str]) -> tuple[int, str, str]:
+async def run_example(path: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
     """Run an example file as a script; its exit code, stdout and stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(path),
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

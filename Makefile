@@ -33,7 +33,7 @@ GENERATED := clients/python/interlock/v1 $(TS)/src/gen $(GO)/interlockv1
 serve: $(STAMP) $(HERMES_STAMP)
 	$(BIN)/interlockd serve --bootstrap
 
-test: $(STAMP) $(HERMES_STAMP) lint checkgenerate breaking pytest test-typescript test-go bench-smoke
+test: $(STAMP) $(HERMES_STAMP) lint checkgenerate breaking pytest test-typescript test-go test-python-lowest bench-smoke
 
 install: $(STAMP)
 
@@ -111,6 +111,27 @@ test-typescript: $(STAMP) $(TS_DEPS)
 
 test-go: $(STAMP)
 	cd $(GO) && go vet ./... && INTERLOCK_PYTHON="$(CURDIR)/$(BIN)/python" go test -count=1 ./...
+
+# The Python client is a library that allows ranges of grpcio, protobuf and
+# googleapis-common-protos (clients/python/pyproject.toml): pytest above tests the
+# newest (.venv holds the daemon's exact pins), this the lowest, in a virtualenv of
+# its own with clients/python/lowest.txt as constraints, running the client's tests
+# that serve the API from a grpc server in the test process (the daemon itself
+# needs the newest pins). The client is installed editable, so the run tests the
+# working tree; pytest and its plugins as the dev extra pins them.
+PY_LOWEST       := .tools/python-lowest
+PY_LOWEST_STAMP := $(PY_LOWEST)/.installed
+.PHONY: test-python-lowest
+test-python-lowest: $(PY_LOWEST_STAMP)
+	$(PY_LOWEST)/bin/python -m pytest -q -p no:cacheprovider --confcutdir=tests/client \
+	  tests/client/test_client_api.py tests/client/test_every_rpc.py
+$(PY_LOWEST_STAMP): clients/python/pyproject.toml clients/python/lowest.txt
+	test -x $(PY_LOWEST)/bin/python || $(PY) -m venv $(PY_LOWEST)
+	$(PY_LOWEST)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(PY_LOWEST)/bin/python -m pip install --quiet -c clients/python/lowest.txt -e ./clients/python \
+	  pytest==9.2.0 pytest-asyncio==1.5.0 pytest-timeout==2.4.0
+	$(PY_LOWEST)/bin/python -m pip check
+	touch $@
 
 # The clients' quickstarts (clients/*/examples/, the first example of each
 # client's README) against the daemon INTERLOCK_ADDRESS and INTERLOCK_API_KEY

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -14,10 +14,12 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
+import { Interlock } from "../src/index.js";
 import { Harness } from "./harness.js";
 
-const QUICKSTART = fileURLToPath(new URL("../examples/quickstart.js", import.meta.url));
-const CONNECT_GITHUB = fileURLToPath(new URL("../examples/connect_github.js", import.meta.url));
+const example = (name: string) => fileURLToPath(new URL(`../examples/${name}.js`, import.meta.url));
+const QUICKSTART = example("quickstart");
+const CONNECT_GITHUB = example("connect_github");
 const SOURCES = fileURLToPath(new URL("../../", import.meta.url));
 // Where README.md's install steps say the checkout is.
 const CHECKOUT_PLACEHOLDER = "/path/to/interlock";
@@ -33,8 +35,8 @@ after(async () => {
   await harness.stop();
 });
 
-function env(apiKey: string): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH, INTERLOCK_ADDRESS: harness.daemon.address, INTERLOCK_API_KEY: apiKey };
+function env(apiKey: string, more: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH, INTERLOCK_ADDRESS: harness.daemon.address, INTERLOCK_API_KEY: apiKey, ...more };
 }
 
 test("the quickstart streams a turn and continues the conversation", async () => {
@@ -56,6 +58,108 @@ test("the README's first ts block is examples/quickstart.ts as it is", () => {
   assert.equal(/```ts\n([\s\S]*?)```/.exec(readme)?.[1], example);
 });
 
+test("every example is a ts block of the README, as it is (its header comment aside)", () => {
+  const readme = readFileSync(`${SOURCES}README.md`, "utf8");
+  const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1] ?? "");
+  const names = readdirSync(`${SOURCES}examples`).filter((n) => n.endsWith(".ts"));
+  assert.ok(names.length >= 6);
+  for (const name of names) {
+    const source = readFileSync(`${SOURCES}examples/${name}`, "utf8");
+    assert.ok(
+      blocks.some((block) => block.includes("import ") && source.endsWith(block)),
+      `README.md has examples/${name} as a ts block`,
+    );
+  }
+});
+
+test("the operator example creates a sandbox and its key, pauses an end user and lists sandboxes", async () => {
+  const { stdout } = await run(process.execPath, [example("operator"), "acme-example"], {
+    env: { PATH: process.env.PATH, INTERLOCK_ADDRESS: harness.daemon.address, INTERLOCK_OPERATOR_KEY: harness.daemon.operatorKey },
+  });
+  const lines = stdout.trimEnd().split("\n");
+  const [sandboxId, apiKey] = (lines[0] ?? "").split(" INTERLOCK_API_KEY=");
+  assert.match(sandboxId ?? "", /^sbx_\w+$/);
+  assert.equal(lines[1], "paused u-abuse: abuse review");
+  assert.ok(lines.includes(`${sandboxId} acme-example`), stdout);
+  // The key it printed works for the new sandbox, and the pause was lifted.
+  const tenant = new Interlock({ baseUrl: harness.daemon.baseUrl, apiKey });
+  try {
+    await harness.enqueue([["text", "Welcome."]]);
+    assert.equal((await tenant.runText({ message: "Hi", endUserId: "u-abuse" })).text, "Welcome.");
+  } finally {
+    tenant.close();
+  }
+  await assert.rejects(
+    run(process.execPath, [example("operator"), "acme-example"], {
+      env: { PATH: process.env.PATH, INTERLOCK_ADDRESS: harness.daemon.address, INTERLOCK_OPERATOR_KEY: harness.daemon.operatorKey },
+    }),
+    (err: unknown) => (err as { stderr: string }).stderr === "a sandbox named acme-example exists already\n",
+  );
+});
+
+test("the agents example saves an agent, runs it by slug and prints the stored conversation", async () => {
+  await harness.enqueue([["text", "It ", "shipped."]]);
+  const { stdout, stderr } = await run(process.execPath, [example("agents")], {
+    env: env(harness.daemon.apiKey, { INTERLOCK_PROVIDER: harness.daemon.provider }),
+  });
+  assert.equal(stderr, "");
+  assert.equal(stdout, "user: Where is my order?\nassistant: It shipped.\nagents: support\n");
+  const upstream = await harness.requests();
+  assert.deepEqual(upstream.at(-1)?.messages[0], { role: "system", content: "You are a support agent. Be brief." });
+});
+
+test("the agents example prints a refused field as this client spells it", async () => {
+  await assert.rejects(
+    run(process.execPath, [example("agents")], { env: env(harness.daemon.apiKey, { INTERLOCK_PROVIDER: "" }) }),
+    (err: unknown) => {
+      const failed = err as { code: number; stderr: string };
+      assert.equal(failed.code, 1);
+      assert.match(failed.stderr, /^agent\.provider: is required\n$/);
+      return true;
+    },
+  );
+});
+
+test("the usage example prints today's cost per end user and the compute providers", async () => {
+  const router = new Interlock({ baseUrl: harness.daemon.baseUrl, apiKey: harness.daemon.apiKey });
+  try {
+    await harness.enqueue([["text", "Counted."], ["usage", 30, 2]]);
+    (await router.runText({ message: "Count me", endUserId: "u-usage" })).throwIfFailed();
+  } finally {
+    router.close();
+  }
+  const { stdout, stderr } = await run(process.execPath, [example("usage")], { env: env(harness.daemon.apiKey) });
+  assert.equal(stderr, "");
+  assert.match(stdout, /^u-usage: 1 runs, 30 in, 2 out, \$\d+\.\d{4}$/m);
+  assert.match(stdout, /^total: \d+ runs, \$\d+\.\d{4}$/m);
+  assert.match(stdout, /^compute local: healthy, 0 running$/m);
+});
+
+test("the retry example finishes its turn across a daemon restart, printing each piece once", async () => {
+  await harness.enqueue([["text", "Once upon "], ["stall"]], [["text", "a time."]]);
+  const child = spawn(process.execPath, [example("retry")], {
+    env: env(harness.daemon.apiKey),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = once(child, "exit");
+  let restarted = false;
+  for await (const chunk of child.stdout) {
+    stdout += (chunk as Buffer).toString();
+    if (!restarted && stdout.includes("Once upon ")) {
+      restarted = true;
+      await harness.stopDaemon();
+      await harness.startDaemon();
+    }
+  }
+  const [code] = (await exited) as [number | null];
+  assert.equal(code, 0, stderr);
+  assert.equal(stdout, "Once upon a time.\n");
+  assert.match(stderr, /^UNAVAILABLE: retrying in \d+ ms\n/);
+});
+
 const INSTALL = "the README's install steps pack the client into a new project whose quickstart runs";
 test(INSTALL, { timeout: 300_000 }, async () => {
   const readme = readFileSync(`${SOURCES}README.md`, "utf8");
@@ -64,6 +168,10 @@ test(INSTALL, { timeout: 300_000 }, async () => {
   if (steps === undefined || !steps.includes(CHECKOUT_PLACEHOLDER)) {
     assert.fail("README.md has an sh block with the npm pack steps from the checkout");
   }
+  // The project's tsconfig is a plain Node.js one: no DOM lib, and the
+  // client's declaration files checked too (skipLibCheck off).
+  assert.match(steps, /"lib": \["es2023"\]/);
+  assert.doesNotMatch(steps, /skipLibCheck|"dom"/i);
   // The steps pack a copy of the package's sources: packing builds it, and
   // building this checkout in place would rewrite dist/ under the running suite.
   const root = mkdtempSync(join(tmpdir(), "interlock-readme-"));

@@ -112,8 +112,8 @@ export class Harness {
   }
 
   /** The JSON bodies of every upstream call so far. */
-  async requests(): Promise<{ messages: { role: string }[] }[]> {
-    return (await this.command({ op: "requests" })).requests as { messages: { role: string }[] }[];
+  async requests(): Promise<{ messages: { role: string; content?: unknown }[] }[]> {
+    return (await this.command({ op: "requests" })).requests as { messages: { role: string; content?: unknown }[] }[];
   }
 
   /** Resolves once `count` upstream calls were abandoned by the daemon mid-answer. */

@@ -116,15 +116,17 @@ test-go: $(STAMP)
 # googleapis-common-protos (clients/python/pyproject.toml): pytest above tests the
 # newest (.venv holds the daemon's exact pins), this the lowest, in a virtualenv of
 # its own with clients/python/lowest.txt as constraints, running the client's tests
-# that serve the API from a grpc server in the test process (the daemon itself
+# against a scripted grpc server in the test process and against a real daemon
+# run by clients/testing/live_daemon.py with .venv's Python (the daemon itself
 # needs the newest pins). The client is installed editable, so the run tests the
 # working tree; pytest and its plugins as the dev extra pins them.
 PY_LOWEST       := .tools/python-lowest
 PY_LOWEST_STAMP := $(PY_LOWEST)/.installed
 .PHONY: test-python-lowest
-test-python-lowest: $(PY_LOWEST_STAMP)
-	$(PY_LOWEST)/bin/python -m pytest -q -p no:cacheprovider --confcutdir=tests/client \
-	  tests/client/test_client_api.py tests/client/test_every_rpc.py
+test-python-lowest: $(STAMP) $(PY_LOWEST_STAMP)
+	INTERLOCK_PYTHON="$(CURDIR)/$(BIN)/python" $(PY_LOWEST)/bin/python -m pytest -q \
+	  -p no:cacheprovider --confcutdir=tests/client tests/client/test_client_api.py \
+	  tests/client/test_every_rpc.py tests/client/test_client_harness.py
 $(PY_LOWEST_STAMP): clients/python/pyproject.toml clients/python/lowest.txt
 	test -x $(PY_LOWEST)/bin/python || $(PY) -m venv $(PY_LOWEST)
 	$(PY_LOWEST)/bin/python -m pip install --quiet --upgrade pip==26.3

@@ -27,7 +27,14 @@ from interlock import (
     Unauthenticated,
     Unimplemented,
 )
-from interlock.v1 import conversations_pb2, events_pb2, sandboxes_pb2
+from interlock.v1 import (
+    conversations_pb2,
+    events_pb2,
+    router_pb2,
+    router_pb2_grpc,
+    sandboxes_pb2,
+    sandboxes_pb2_grpc,
+)
 
 
 @pytest.fixture
@@ -428,3 +435,27 @@ async def test_admin_calls_send_their_timeout_as_the_deadline(client, fake_daemo
     assert with_deadline is not None
     assert 0 < with_deadline < 31  # the server rounds the deadline up a little
     assert without is None
+
+
+async def test_run_sends_compute_options(client, fake_daemon):
+    """run(compute=...) takes the fields by name or a ComputeOptions and sends them."""
+    await client.run_text(
+        "hi", end_user_id="u-1", compute={"provider": "daytona", "policy": "cost-aware"}
+    )
+    options = router_pb2.ComputeOptions(region="us")
+    await client.run_text("hi", end_user_id="u-1", compute=options)
+    first, second = fake_daemon.router.requests
+    assert (first.compute.provider, first.compute.policy) == ("daytona", "cost-aware")
+    assert second.compute == options
+
+
+async def test_raw_stubs_share_the_clients_channel_and_keys(client, fake_daemon):
+    """client.channel with client.metadata() makes authorized calls with the generated stubs."""
+    stub = sandboxes_pb2_grpc.SandboxesStub(client.channel)
+    await stub.ListSandboxes(
+        sandboxes_pb2.ListSandboxesRequest(), metadata=client.metadata(operator=True)
+    )
+    router = router_pb2_grpc.AgentRouterStub(client.channel)
+    call = router.Run(router_pb2.RunRequest(message="raw"), metadata=client.metadata())
+    assert [e.WhichOneof("event") async for e in call][-1] == "finish"
+    assert fake_daemon.router.authorization == [f"Bearer {fake_daemon.api_key}"]

@@ -1,7 +1,13 @@
 /** The daemon's google.rpc error details (ErrorInfo, BadRequest, RetryInfo) as typed fields of InterlockError. */
 
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -94,4 +100,16 @@ test("a field path becomes lowerCamelCase segment by segment, as protobuf's JSON
   assert.equal(jsonFieldPath("compute.policy"), "compute.policy");
   assert.equal(jsonFieldPath("agent.max_output_tokens"), "agent.maxOutputTokens");
   assert.equal(jsonFieldPath("labels"), "labels");
+});
+
+test("src/rpc is what npm run generate-rpc makes of the vendored error_details.proto", async () => {
+  const root = fileURLToPath(new URL("../../", import.meta.url));
+  const out = mkdtempSync(join(tmpdir(), "interlock-rpc-"));
+  try {
+    await promisify(execFile)("sh", [`${root}scripts/generate-rpc.sh`, out]);
+    const path = "google/rpc/error_details_pb.ts";
+    assert.equal(readFileSync(join(out, path), "utf8"), readFileSync(`${root}src/rpc/${path}`, "utf8"));
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 });

@@ -15,6 +15,7 @@ provider payloads.
     ├── PermissionDenied         PERMISSION_DENIED
     ├── ResourceExhausted        RESOURCE_EXHAUSTED (caps, quotas, budgets)
     ├── FailedPrecondition       FAILED_PRECONDITION
+    │   └── RunInProgress        FAILED_PRECONDITION (retryable: its request_id is running)
     ├── Unavailable              UNAVAILABLE        (shutting down)
     ├── StoreError               INTERNAL
     │   └── DecryptionError      INTERNAL           (a sealed value failed to open)
@@ -103,6 +104,14 @@ class ResourceExhausted(InterlockError):
 class FailedPrecondition(InterlockError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "FAILED_PRECONDITION"
+
+
+class RunInProgress(FailedPrecondition):
+    """A run with this request_id is still running (its caller may just have gone away):
+    retry shortly for its replay or its resumption."""
+
+    reason = "RUN_IN_PROGRESS"
+    retryable = True
 
 
 class Unavailable(InterlockError):

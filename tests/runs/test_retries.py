@@ -4,6 +4,8 @@ against the tool's schema before anything runs, for every provider."""
 
 from __future__ import annotations
 
+import google.rpc.error_details_pb2 as edpb
+import google.rpc.status_pb2 as spb
 import grpc
 import orjson
 import pytest
@@ -99,3 +101,28 @@ async def test_tool_call_is_in_the_record_when_it_is_streamed(
         if event.HasField("tool_call"):
             window = await daemon.window(session)
             assert event.tool_call.call_id in {e.tool_call_id for e in window}
+
+
+async def test_retry_while_the_run_is_in_progress_is_retryable(
+    daemon: RunningDaemon, fake_a: FakeOpenAI
+) -> None:
+    """A retry that arrives while its run is still running (the caller's connection just
+    dropped) is refused with reason RUN_IN_PROGRESS and a RetryInfo, so clients retry."""
+    fake_a.enqueue(Reply().text("slow ").stall())
+    first = daemon.router.Run(
+        router_pb2.RunRequest(message="slow one", end_user_id="u-1", request_id="busy-1"),
+        metadata=daemon.auth(),
+    )
+    assert (await first.read()).HasField("run_started")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await daemon.run("slow one", request_id="busy-1")
+    first.cancel()
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    status = spb.Status.FromString(
+        dict(info.value.trailing_metadata() or ())["grpc-status-details-bin"]
+    )
+    kinds = {d.type_url.rsplit("/", 1)[-1] for d in status.details}
+    assert kinds == {"google.rpc.ErrorInfo", "google.rpc.RetryInfo"}
+    error_info = edpb.ErrorInfo()
+    next(d for d in status.details if d.Is(edpb.ErrorInfo.DESCRIPTOR)).Unpack(error_info)
+    assert error_info.reason == "RUN_IN_PROGRESS"

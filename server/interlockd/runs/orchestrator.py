@@ -65,6 +65,7 @@ from interlockd.errors import (
     ProviderError,
     ProviderSessionLost,
     ProviderUnavailable,
+    RunInProgress,
     Unavailable,
 )
 from interlockd.http.mcp_access import McpAccessRegistry, McpGrant
@@ -173,6 +174,8 @@ class Orchestrator:
         self._accepting = True
         self._closing: set[asyncio.Task[object]] = set()
         self._inflight: dict[str, _InFlight] = {}
+        #: Tasks inside run(), from admission to the end (shutdown waits for them).
+        self._running: set[asyncio.Task[Any]] = set()
         self._pauses: PauseBoard | None = None
         self._compute: ComputeScheduler | None = None
         self._mcp: McpAccessRegistry | None = None
@@ -211,19 +214,27 @@ class Orchestrator:
         """Give the runs in flight ``grace`` seconds to end, then stop the rest, each
         with an Error event (UNAVAILABLE, retryable: the same request_id resumes it),
         and wait for them to record what they produced; return how many were stopped.
+
+        Runs still being admitted when the grace ends are stopped as they reach
+        their turn (before their first event: a status, UNAVAILABLE).
         """
-        tasks = {r.task for r in self._inflight.values() if r.task is not None}
-        if tasks and grace > 0:
-            await asyncio.wait(tasks, timeout=grace)
-        stopping = set()
-        for run in self._inflight.values():
-            if run.task is not None and not run.task.done() and run.paused is None:
+        loop = asyncio.get_running_loop()
+        if self._running and grace > 0:
+            await asyncio.wait(set(self._running), timeout=grace)
+        stopped = 0
+        until = loop.time() + _STOP_WAIT_SECONDS
+        while self._running and (left := until - loop.time()) > 0:
+            for run in self._inflight.values():
+                task = run.task
+                if task is None or task.done() or run.paused is not None or run.shutdown:
+                    continue
                 run.shutdown = True
-                run.task.cancel(_SHUTDOWN)
-                stopping.add(run.task)
-        if stopping:
-            await asyncio.wait(stopping, timeout=_STOP_WAIT_SECONDS)
-        return len(stopping)
+                task.cancel(_SHUTDOWN)
+                stopped += 1
+            await asyncio.wait(
+                set(self._running), timeout=min(left, 0.05), return_when=asyncio.FIRST_COMPLETED
+            )
+        return stopped
 
     async def drain(self, within: float) -> None:
         """Wait for cancelled runs to finish recording what they produced."""
@@ -234,16 +245,31 @@ class Orchestrator:
         """Run one turn, yielding its events; raise InterlockError before the first one."""
         if not self._accepting:
             raise Unavailable("the daemon is shutting down; retry on another replica")
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            # aclosing: a caller that stops early closes the turn's generators now
+            # (their cancellation bookkeeping runs), not whenever they are collected.
+            async with contextlib.aclosing(self._run(req)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def _run(self, req: RunInput) -> AsyncGenerator[RunEvent, None]:
         if req.request_id:
             previous = await self._store.find_run_by_request_id(req.sandbox_id, req.request_id)
             if previous is not None:
-                events = (
+                again = (
                     self._resume(previous, req)
                     if previous.status in _RESUMABLE
                     else self._replay(previous, req)
                 )
-                async for event in events:
-                    yield event
+                async with contextlib.aclosing(again) as events:
+                    async for event in events:
+                        yield event
                 return
 
         turn = await self._prepare(req)
@@ -271,8 +297,9 @@ class Orchestrator:
             if turn.plan is not None and self._compute is not None:
                 self._compute.abandon(turn.plan)
             raise
-        async for event in self._execute(run, turn):
-            yield event
+        async with contextlib.aclosing(self._execute(run, turn)) as events:
+            async for event in events:
+                yield event
 
     async def _prepare(self, req: RunInput, pinned: Run | None = None) -> _Turn:
         """Resolve the backend, model, tools, budget and compute plan of a turn; every
@@ -303,7 +330,7 @@ class Orchestrator:
         plan = await self._plan_compute(req, provider, model) if backend.runtime else None
         return _Turn(req, provider, model, backend, tools, budget, max_output, plan)
 
-    async def _resume(self, run: Run, req: RunInput) -> AsyncIterator[RunEvent]:
+    async def _resume(self, run: Run, req: RunInput) -> AsyncGenerator[RunEvent, None]:
         """Carry on a run that did not end on its own (the daemon stopped under it, or its
         caller went away), under its request_id: its user message and recorded tool
         results are kept, its calls left without a result are reported "outcome unknown"
@@ -322,8 +349,9 @@ class Orchestrator:
             raise
         log.info("run_resumed", run_id=run.id, provider=run.provider, was=run.status)
         earlier = await self._store.read_run_entries(run.sandbox_id, run.id)
-        async for event in self._execute(resumed, turn, earlier):
-            yield event
+        async with contextlib.aclosing(self._execute(resumed, turn, earlier)) as events:
+            async for event in events:
+                yield event
 
     async def _plan_compute(self, req: RunInput, provider: str, model: str) -> Plan:
         """Admit a self-hosted runtime's run on compute (caps, pauses, the policy's choice)."""
@@ -368,7 +396,7 @@ class Orchestrator:
 
     async def _execute(
         self, run: Run, turn: _Turn, earlier: Sequence[WindowEntry] = ()
-    ) -> AsyncIterator[RunEvent]:
+    ) -> AsyncGenerator[RunEvent, None]:
         """Stream the turn and close the run. ``earlier``: what an earlier attempt of
         this run recorded (a resumed run), streamed again ahead of the new events."""
         req = turn.request
@@ -756,7 +784,7 @@ class Orchestrator:
         except Exception:
             log.exception("run_close_failed")
 
-    async def _replay(self, run: Run, req: RunInput) -> AsyncIterator[RunEvent]:
+    async def _replay(self, run: Run, req: RunInput) -> AsyncGenerator[RunEvent, None]:
         """The recorded events of a run that already happened, instead of running it again."""
         if run.end_user_id != req.end_user_id:
             raise FailedPrecondition(
@@ -764,7 +792,7 @@ class Orchestrator:
                 "use a new request_id"
             )
         if run.status == "running":
-            raise FailedPrecondition(
+            raise RunInProgress(
                 f"the run with request_id {req.request_id!r} is still in progress; "
                 "retry when it has finished to get its replay"
             )

@@ -74,6 +74,7 @@ from interlockd.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    RunInProgress,
     StoreError,
 )
 from interlockd.store.base import (
@@ -1499,7 +1500,7 @@ class SqliteStore(Store):
             keys = await self._sandbox_keys(sandbox_id)
             run = _run(keys, found[0])
             if run.status == "running":
-                raise FailedPrecondition(
+                raise RunInProgress(
                     f"run {run_id} is in progress; retry when it has ended to get its replay"
                 )
             if run.status not in ("interrupted", "cancelled"):

@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interlockd.backends.base import ModelInfo
 from interlockd.context.tokens import estimate_tokens
 from interlockd.context.window import Budget, assemble
 from interlockd.store.base import NewEntry, Quotas
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
+from interlockd.vocabulary import ModelInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results as bench_results

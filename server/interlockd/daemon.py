@@ -46,7 +46,7 @@ from interlockd.api.integrations import IntegrationsServicer
 from interlockd.api.ledger import LedgerServicer
 from interlockd.api.router import AgentRouterServicer
 from interlockd.api.sandboxes import SandboxesServicer, create_api_key
-from interlockd.backends.base import AgentBackend, ModelInfo
+from interlockd.backends.base import AgentBackend
 from interlockd.backends.registry import BackendRegistry
 from interlockd.compute.base import ComputeProvider
 from interlockd.compute.scheduler import ComputeScheduler, SchedulerSettings
@@ -76,11 +76,12 @@ from interlockd.listen import (
     check_listen_address,
     listen_refused,
 )
+from interlockd.pauses import PauseBoard
 from interlockd.runs.orchestrator import Orchestrator
-from interlockd.runs.pauses import PauseBoard
 from interlockd.store.base import Quotas, Store
 from interlockd.store.crypto import KeyringError, MasterKeyring
 from interlockd.store.sqlite import SqliteStore, stored_key_samples
+from interlockd.vocabulary import ModelInfo
 
 log = structlog.get_logger(__name__)
 #: After the runs' grace: how long other calls in flight get before the server stops.
@@ -490,7 +491,7 @@ class Daemon:
         self.compute = ComputeScheduler(
             self.store,
             build_compute_providers(s),
-            self.backends.get,
+            self.backends.describe_runtime,
             settings=scheduler_settings(s),
             pauses=self.pauses,
             mcp_url=self._mcp_url,

@@ -1,7 +1,8 @@
-"""The one error root of the daemon and its mapping to gRPC status codes.
+"""The one error root of the daemon, and the status code each error means.
 
 Every error the daemon raises on purpose derives from :class:`InterlockError`
-and knows its gRPC status code; ``api/`` maps them in one place. Messages name
+and names its status code (a gRPC code name: this module imports no transport);
+``api/`` turns them into statuses in one place. Messages name
 the field or id at fault and say what to do. They never carry secrets or raw
 provider payloads.
 
@@ -32,9 +33,23 @@ provider payloads.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal, TypeAlias
 
-import grpc
+#: The status code an error maps to, by its gRPC name (``api/`` turns it into the
+#: transport's code; nothing below ``api/`` knows gRPC).
+Code: TypeAlias = Literal[
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "UNAVAILABLE",
+    "INTERNAL",
+    "UNKNOWN",
+    "DEADLINE_EXCEEDED",
+]
 
 
 class InterlockError(Exception):
@@ -45,7 +60,7 @@ class InterlockError(Exception):
     reasons do not. ``metadata`` holds its machine-readable facts.
     """
 
-    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    code: ClassVar[Code] = "INTERNAL"
     reason: ClassVar[str] = "INTERNAL"
     retryable: ClassVar[bool] = False
 
@@ -62,7 +77,7 @@ class InterlockError(Exception):
 class InvalidArgument(InterlockError):
     """The request is malformed; ``field`` names the offending field."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code: ClassVar[Code] = "INVALID_ARGUMENT"
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, problem: str) -> None:
@@ -76,33 +91,33 @@ class InvalidArgument(InterlockError):
 
 
 class NotFound(InterlockError):
-    code = grpc.StatusCode.NOT_FOUND
+    code: ClassVar[Code] = "NOT_FOUND"
     reason = "NOT_FOUND"
 
 
 class AlreadyExists(InterlockError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code: ClassVar[Code] = "ALREADY_EXISTS"
     reason = "ALREADY_EXISTS"
 
 
 class Unauthenticated(InterlockError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code: ClassVar[Code] = "UNAUTHENTICATED"
     reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(InterlockError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code: ClassVar[Code] = "PERMISSION_DENIED"
     reason = "PERMISSION_DENIED"
 
 
 class ResourceExhausted(InterlockError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code: ClassVar[Code] = "RESOURCE_EXHAUSTED"
     reason = "RESOURCE_EXHAUSTED"
     retryable = True
 
 
 class FailedPrecondition(InterlockError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code: ClassVar[Code] = "FAILED_PRECONDITION"
     reason = "FAILED_PRECONDITION"
 
 
@@ -115,13 +130,13 @@ class RunInProgress(FailedPrecondition):
 
 
 class Unavailable(InterlockError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code: ClassVar[Code] = "UNAVAILABLE"
     reason = "UNAVAILABLE"
     retryable = True
 
 
 class StoreError(InterlockError):
-    code = grpc.StatusCode.INTERNAL
+    code: ClassVar[Code] = "INTERNAL"
     reason = "STORE_FAILED"
 
 
@@ -134,7 +149,7 @@ class DecryptionError(StoreError):
 class ProviderError(InterlockError):
     """The provider answered with an error. ``provider`` names it."""
 
-    code = grpc.StatusCode.UNKNOWN
+    code: ClassVar[Code] = "UNKNOWN"
     reason = "PROVIDER_FAILED"
 
     def __init__(self, provider: str, message: str) -> None:
@@ -149,7 +164,7 @@ class ProviderError(InterlockError):
 class ProviderUnavailable(ProviderError):
     """The provider could not be reached, or answered 5xx/429: try again later."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code: ClassVar[Code] = "UNAVAILABLE"
     reason = "PROVIDER_UNAVAILABLE"
     retryable = True
 
@@ -157,12 +172,12 @@ class ProviderUnavailable(ProviderError):
 class ProviderProtocolError(ProviderError):
     """The provider answered something that does not follow its protocol."""
 
-    code = grpc.StatusCode.INTERNAL
+    code: ClassVar[Code] = "INTERNAL"
     reason = "PROVIDER_PROTOCOL_ERROR"
 
 
 class ProviderTimeout(ProviderError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code: ClassVar[Code] = "DEADLINE_EXCEEDED"
     reason = "PROVIDER_TIMEOUT"
     retryable = True
 
@@ -170,7 +185,7 @@ class ProviderTimeout(ProviderError):
 class ProviderRateLimited(ProviderError):
     """The provider's rate limit for our credentials is spent (429): slow down, retry."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code: ClassVar[Code] = "RESOURCE_EXHAUSTED"
     reason = "PROVIDER_RATE_LIMITED"
     retryable = True
 
@@ -181,21 +196,21 @@ class ProviderCredentialsRejected(ProviderError):
     Not UNAUTHENTICATED: the caller's own API key was fine.
     """
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code: ClassVar[Code] = "FAILED_PRECONDITION"
     reason = "PROVIDER_CREDENTIALS_REJECTED"
 
 
 class ProviderPermissionDenied(ProviderError):
     """The credentials are valid but not allowed to do this at the provider (403)."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code: ClassVar[Code] = "PERMISSION_DENIED"
     reason = "PROVIDER_PERMISSION_DENIED"
 
 
 class ProviderRejected(ProviderError):
     """The provider refused the request as made (400/404/413/422), e.g. an unknown model."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code: ClassVar[Code] = "INVALID_ARGUMENT"
     reason = "PROVIDER_REJECTED"
 
 
@@ -206,6 +221,6 @@ class ProviderSessionLost(ProviderError):
     orchestrator forgets the session and runs the turn once more in a new one.
     """
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code: ClassVar[Code] = "UNAVAILABLE"
     reason = "PROVIDER_SESSION_LOST"
     retryable = True

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from interlockd.api.coalesce import coalesced
-from interlockd.backends.base import TextDelta, ToolCall
 from interlockd.runs.events import RunEvent
+from interlockd.vocabulary import TextDelta, ToolCall
 
 
 async def burst(events: list[RunEvent], fail: Exception | None = None) -> AsyncIterator[RunEvent]:

@@ -20,9 +20,9 @@ from interlock import Client, SyncClient
 from interlock.cli import amain
 from interlock.v1 import agents_pb2, agents_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from interlockd.backends import catalog
-from interlockd.backends.base import Usage
 from interlockd.ids import new_id
 from interlockd.store.base import LedgerRow, NewRun
+from interlockd.vocabulary import Usage
 from tests.conftest import DaemonFactory, RunningDaemon
 from tests.fakes.openai import FakeOpenAI, Reply
 

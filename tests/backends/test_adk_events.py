@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from interlockd.backends.base import (
-    TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    ToolResult,
-    Usage,
-    UsageReport,
-)
 from interlockd.backends.google.adk import AdkTranslator, StreamError
+from interlockd.vocabulary import TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage, UsageReport
 
 
 def model(*parts: dict[str, Any], id: str = "e1", partial: bool = False, **extra: Any) -> Any:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from interlockd.backends.anthropic.resources import AgentConfig, CreateBudget, EnvironmentConfig
-from interlockd.backends.base import ToolSpec
+from interlockd.vocabulary import ToolSpec
 
 SEARCH = ToolSpec("search", "Search.", {"type": "object", "properties": {"q": {"type": "string"}}})
 FETCH = ToolSpec("fetch", "Fetch.", {"type": "object", "properties": {"url": {"type": "string"}}})

@@ -7,10 +7,10 @@ import datetime
 import pytest
 
 from interlockd.backends import catalog
-from interlockd.backends.base import Usage
 from interlockd.backends.openai_compat import OpenAICompatibleBackend
 from interlockd.backends.registry import BackendRegistry
 from interlockd.errors import InvalidArgument
+from interlockd.vocabulary import Usage
 
 
 def test_known_model_has_its_list_price() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from interlockd.backends.base import Message, ToolCallPart
 from interlockd.backends.handover import split
+from interlockd.vocabulary import Message, ToolCallPart
 
 
 def test_in_sync_session_gets_only_the_message() -> None:

@@ -9,22 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from interlockd.backends.base import (
-    BackendEvent,
-    Message,
-    ModelInfo,
-    RuntimeAccess,
-    SessionBound,
-    TextDelta,
-    ToolCall,
-    ToolResult,
-    ToolRunner,
-    ToolSpec,
-    TurnEnd,
-    TurnRequest,
-    Usage,
-    UsageReport,
-)
+from interlockd.backends.base import TurnRequest
 from interlockd.backends.hermes import HermesBackend, HermesSettings
 from interlockd.backends.hermes.backend import Binding
 from interlockd.errors import (
@@ -37,6 +22,21 @@ from interlockd.errors import (
 from interlockd.http.dispatch import DispatchRegistry
 from interlockd.http.server import HttpServer
 from interlockd.integrations.tools import Tool, ToolContext
+from interlockd.vocabulary import (
+    BackendEvent,
+    Message,
+    ModelInfo,
+    RuntimeAccess,
+    SessionBound,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    ToolRunner,
+    ToolSpec,
+    TurnEnd,
+    Usage,
+    UsageReport,
+)
 from tests.fakes.hermes import FakeHermes, HermesReply
 
 COMPUTE = "cs-1"

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from interlockd.backends.base import RuntimeContext
 from interlockd.backends.hermes import HermesBackend
 from interlockd.backends.local import LocalBackend, LocalModelServer
 from interlockd.backends.registry import BackendRegistry
 from interlockd.config import ConfigError, load_settings
 from interlockd.daemon import build_backend
 from interlockd.http.dispatch import DispatchRegistry
+from interlockd.vocabulary import RuntimeContext
 
 CONTEXT = RuntimeContext(
     key="cs_1", model="m", api_key="k" * 32, mcp_url="http://127.0.0.1:7601/mcp", mcp_token="t"

@@ -19,7 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from interlockd.backends.base import (
+from interlockd.backends.base import TurnRequest
+from interlockd.backends.catalog import LOCAL_MODEL
+from interlockd.backends.hermes import HermesBackend, HermesSettings
+from interlockd.backends.hermes.config import DEFAULT_EXECUTABLE
+from interlockd.backends.local import LocalModelServer
+from interlockd.compute.base import ComputeSession
+from interlockd.compute.local import LocalComputeProvider
+from interlockd.vocabulary import (
     BackendEvent,
     Message,
     RuntimeAccess,
@@ -30,14 +37,7 @@ from interlockd.backends.base import (
     ToolResult,
     ToolRunner,
     TurnEnd,
-    TurnRequest,
 )
-from interlockd.backends.catalog import LOCAL_MODEL
-from interlockd.backends.hermes import HermesBackend, HermesSettings
-from interlockd.backends.hermes.config import DEFAULT_EXECUTABLE
-from interlockd.backends.local import LocalModelServer
-from interlockd.compute.base import ComputeSession
-from interlockd.compute.local import LocalComputeProvider
 from tests.fakes.mcp_server import FakeMcpServer
 
 REPO = Path(__file__).resolve().parents[2]

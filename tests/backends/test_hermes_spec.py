@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from interlockd.backends.base import RuntimeContext
 from interlockd.backends.hermes import HermesBackend, HermesSettings, find_executable
 from interlockd.backends.hermes.config import MIN_CONTEXT_LENGTH, render_spec
+from interlockd.vocabulary import RuntimeContext
 
 CONTEXT = RuntimeContext(
     key="sbx-1:user-1:hermes",

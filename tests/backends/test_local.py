@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from interlockd.backends.base import (
+from interlockd.backends.base import TurnRequest
+from interlockd.backends.catalog import LOCAL_MODEL
+from interlockd.backends.local import LocalBackend, LocalModelServer
+from interlockd.errors import FailedPrecondition, InvalidArgument, ProviderUnavailable
+from interlockd.vocabulary import (
     BackendEvent,
     Message,
     TextDelta,
@@ -24,12 +28,8 @@ from interlockd.backends.base import (
     ToolResult,
     ToolRunner,
     TurnEnd,
-    TurnRequest,
     UsageReport,
 )
-from interlockd.backends.catalog import LOCAL_MODEL
-from interlockd.backends.local import LocalBackend, LocalModelServer
-from interlockd.errors import FailedPrecondition, InvalidArgument, ProviderUnavailable
 
 needs_local_extra = pytest.mark.skipif(
     importlib.util.find_spec("xllamacpp") is None

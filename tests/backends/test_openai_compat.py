@@ -12,7 +12,16 @@ import httpx
 import orjson
 import pytest
 
-from interlockd.backends.base import (
+from interlockd.backends.base import TurnRequest
+from interlockd.backends.openai_compat import OpenAICompatibleBackend
+from interlockd.errors import (
+    InvalidArgument,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from interlockd.vocabulary import (
     BackendEvent,
     Message,
     ModelInfo,
@@ -23,17 +32,8 @@ from interlockd.backends.base import (
     ToolRunner,
     ToolSpec,
     TurnEnd,
-    TurnRequest,
     Usage,
     UsageReport,
-)
-from interlockd.backends.openai_compat import OpenAICompatibleBackend
-from interlockd.errors import (
-    InvalidArgument,
-    ProviderError,
-    ProviderProtocolError,
-    ProviderTimeout,
-    ProviderUnavailable,
 )
 from tests.conftest import DaemonFactory
 from tests.fakes.openai import FakeOpenAI, Reply

@@ -14,16 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from interlockd.backends.base import (
-    StepEnd,
-    TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    Usage,
-    UsageReport,
-)
+from interlockd.backends.base import StepEnd
 from interlockd.backends.chat_stream import ChatStreamParser, StepEvent
 from interlockd.errors import ProviderProtocolError
+from interlockd.vocabulary import TextDelta, ThinkingDelta, ToolCall, Usage, UsageReport
 
 texts = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=8)
 

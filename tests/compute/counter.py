@@ -8,15 +8,8 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from interlockd.backends.base import (
-    AgentBackend,
-    BackendEvent,
-    ModelInfo,
-    RuntimeContext,
-    ToolRunner,
-    TurnRequest,
-)
-from interlockd.compute.base import SessionSpec
+from interlockd.backends.base import AgentBackend, TurnRequest
+from interlockd.vocabulary import BackendEvent, ModelInfo, RuntimeContext, SessionSpec, ToolRunner
 
 RUNTIME = Path(__file__).with_name("runtime.py")
 

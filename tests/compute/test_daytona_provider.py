@@ -21,7 +21,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from interlockd.compute.base import ComputeError, ComputeSession, Endpoint, SessionSpec
+from interlockd.compute.base import ComputeError, ComputeSession, Endpoint
 from interlockd.compute.daytona import (
     ENV_FILE,
     KEY_LABEL,
@@ -30,6 +30,7 @@ from interlockd.compute.daytona import (
     DaytonaProvider,
     session_name,
 )
+from interlockd.vocabulary import SessionSpec
 from tests.eventually import eventually
 from tests.fakes.daytona import CODE_TOOLBOX_LANGUAGE_LABEL, FakeDaytona
 

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from interlockd.compute.base import ComputeError, ComputeSession, SessionSpec
+from interlockd.compute.base import ComputeError, ComputeSession
 from interlockd.compute.local import DEFAULT_PRICE, LocalComputeProvider, session_name
+from interlockd.vocabulary import SessionSpec
 from tests.eventually import eventually
 
 RUNTIME = Path(__file__).with_name("runtime.py")
@@ -386,7 +387,7 @@ async def test_daemon_restart_lists_session_as_suspended_and_resumes_it(
 ORPHANING_DAEMON = """
 import asyncio, os, sys
 from pathlib import Path
-from interlockd.compute.base import SessionSpec
+from interlockd.vocabulary import SessionSpec
 from interlockd.compute.local import LocalComputeProvider
 
 async def main():

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from interlockd.backends.registry import BackendRegistry
 from interlockd.compute.base import ComputeError
 from interlockd.compute.daytona import DaytonaProvider
 from interlockd.compute.local import LocalComputeProvider
@@ -47,10 +48,14 @@ async def sandbox_id(store: SqliteStore) -> str:
 Make = Callable[..., ComputeScheduler]
 
 
+@pytest.fixture(name="runtime")
+def _runtime() -> CounterRuntime:
+    return CounterRuntime()
+
+
 @pytest.fixture
-async def make(store: SqliteStore, tmp_path: Path) -> AsyncIterator[Make]:
+async def make(store: SqliteStore, tmp_path: Path, runtime: CounterRuntime) -> AsyncIterator[Make]:
     made: list[ComputeScheduler] = []
-    runtime = CounterRuntime()
 
     def build(
         names: tuple[str, ...] = ("local",),
@@ -71,7 +76,7 @@ async def make(store: SqliteStore, tmp_path: Path) -> AsyncIterator[Make]:
         scheduler = ComputeScheduler(
             store,
             providers,
-            lambda _name: runtime,
+            BackendRegistry([runtime]).describe_runtime,
             settings=SchedulerSettings(**settings),
             mcp_url=lambda: "http://127.0.0.1:9/mcp/",
             clock=clock or Clock(),
@@ -232,7 +237,7 @@ async def test_per_user_caps_refuse_with_what_to_do(
 
 
 async def test_unhealthy_primary_fails_over_and_recovers(
-    make: Make, store: SqliteStore, sandbox_id: str
+    make: Make, store: SqliteStore, sandbox_id: str, runtime: CounterRuntime
 ) -> None:
     """A primary whose starts keep failing opens its breaker; runs fail over to the secondary
     and return once it recovers."""
@@ -245,8 +250,6 @@ async def test_unhealthy_primary_fails_over_and_recovers(
         breaker_cooldown_seconds=30,
     )
     # Every start on the primary fails: its runtime never reports healthy.
-    runtime = scheduler._runtimes("counter")
-    assert isinstance(runtime, CounterRuntime)
     runtime.flags = ["--unhealthy"]
     for _ in range(2):
         plan = await scheduler.plan(request(sandbox_id))
@@ -273,12 +276,10 @@ async def test_unhealthy_primary_fails_over_and_recovers(
 
 
 async def test_failed_sessions_are_destroyed_by_the_reaper(
-    make: Make, store: SqliteStore, sandbox_id: str
+    make: Make, store: SqliteStore, sandbox_id: str, runtime: CounterRuntime
 ) -> None:
     """A session that failed to start is marked failed and the reaper destroys it."""
     scheduler = make(startup_timeout=2.0)
-    runtime = scheduler._runtimes("counter")
-    assert isinstance(runtime, CounterRuntime)
     runtime.flags = ["--unhealthy"]
     plan = await scheduler.plan(request(sandbox_id))
     with pytest.raises(ComputeError):
@@ -359,7 +360,7 @@ async def clouds(
                     service_watch_seconds=0.2,
                 ),
             ],
-            lambda _name: runtime,
+            BackendRegistry([runtime]).describe_runtime,
             settings=SchedulerSettings(
                 breaker_failures=2, capacity={"daytona": 1}, max_active_sessions_per_user=5
             ),

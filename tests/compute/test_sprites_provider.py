@@ -20,7 +20,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from interlockd.compute.base import ComputeError, ComputeSession, SessionSpec
+from interlockd.compute.base import ComputeError, ComputeSession
 from interlockd.compute.sprites import (
     DEFAULT_WORKDIR,
     KEY_LABEL,
@@ -29,6 +29,7 @@ from interlockd.compute.sprites import (
     FlySpritesProvider,
     session_name,
 )
+from interlockd.vocabulary import SessionSpec
 from tests.fakes.sprites import REGION, FakeSprites
 
 RUNTIME = Path(__file__).with_name("runtime.py")

@@ -7,12 +7,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from interlockd.backends.base import ModelInfo
 from interlockd.context.tokens import MESSAGE_OVERHEAD, estimate_tokens
 from interlockd.context.window import Budget, assemble
 from interlockd.store.base import NewEntry, Quotas
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
+from interlockd.vocabulary import ModelInfo
 from tests.conftest import DaemonFactory
 from tests.fakes.openai import FakeOpenAI, Reply
 

@@ -16,7 +16,6 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from interlockd.backends.base import ToolCall, ToolResult, ToolRunner, ToolSpec
 from interlockd.context.search_tool import SearchConversationsTool
 from interlockd.http.dispatch import DispatchRegistry
 from interlockd.http.mcp_access import McpAccessRegistry, McpGrant
@@ -24,6 +23,7 @@ from interlockd.http.server import HttpServer
 from interlockd.ids import new_id
 from interlockd.integrations.tools import Tool, ToolContext, ToolError, ToolRegistry
 from interlockd.runs.recording import SandboxToolRunner, TurnRecorder
+from interlockd.vocabulary import ToolCall, ToolResult, ToolRunner, ToolSpec
 from tests.conftest import RunningDaemon
 
 SHOUT_SCHEMA: dict[str, Any] = {

@@ -16,7 +16,7 @@ from interlock.v1 import conversations_pb2 as cpb
 from interlock.v1 import events_pb2 as ev
 from interlock.v1 import router_pb2, sandboxes_pb2
 from interlockd.backends import catalog
-from interlockd.backends.base import Usage
+from interlockd.vocabulary import Usage
 from tests.conftest import DaemonFactory, RunningDaemon
 from tests.fakes.anthropic_managed import FakeManagedAgents, Turn
 from tests.fakes.openai import FakeOpenAI, Reply

@@ -9,13 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
-from interlockd.backends.base import ToolCall, ToolSpec
 from interlockd.ids import new_id
 from interlockd.integrations.tools import Tool, ToolContext
 from interlockd.runs.recording import SandboxToolRunner, TurnRecorder
 from interlockd.store.base import NewRun, Quotas
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
+from interlockd.vocabulary import ToolCall, ToolSpec
 
 
 class CreateTicket(Tool):

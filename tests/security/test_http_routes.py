@@ -20,9 +20,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from interlock.v1 import integrations_pb2, integrations_pb2_grpc
-from interlockd.backends.base import ToolCall, ToolResult, ToolRunner, ToolSpec
 from interlockd.http.mcp_access import McpGrant
 from interlockd.integrations.tools import Tool, ToolContext
+from interlockd.vocabulary import ToolCall, ToolResult, ToolRunner, ToolSpec
 from tests.security.world import ALICE_TEXT, World, metadata
 
 FORGED = "A" * 43

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from interlockd.backends.base import Usage
 from interlockd.errors import InvalidArgument
 from interlockd.ids import new_id
 from interlockd.store.base import LedgerFilter, LedgerRow, NewRun, Quotas, Store, UsageTotals
+from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
     from pathlib import Path

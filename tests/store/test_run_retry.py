@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from interlockd.backends.base import Usage
 from interlockd.errors import FailedPrecondition, NotFound, ResourceExhausted
 from interlockd.ids import new_id
 from interlockd.store.base import Quotas
+from interlockd.vocabulary import Usage
 
 from .test_store_conformance import entry, new_run, new_sandbox, start_in_new_conversation
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from interlockd.backends.base import Usage
 from interlockd.errors import AlreadyExists, DecryptionError, ResourceExhausted, StoreError
 from interlockd.ids import new_id
 from interlockd.store import sqlite as sqlite_module
@@ -39,6 +38,7 @@ from interlockd.store.crypto import (
     open_sandbox_keys,
 )
 from interlockd.store.sqlite import SqliteStore, load_migrations
+from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from interlockd.backends.base import Usage
 from interlockd.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -33,6 +32,7 @@ from interlockd.store.base import (
     Run,
     Sandbox,
 )
+from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
     from interlockd.store.base import Store

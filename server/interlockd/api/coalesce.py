@@ -27,8 +27,8 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from interlockd.backends.base import TextDelta
 from interlockd.runs.events import RunEvent
+from interlockd.vocabulary import TextDelta
 
 _DONE = object()
 

@@ -15,8 +15,8 @@ from interlockd.api.handlers import Context, unary
 from interlockd.api.sandboxes import timestamp
 from interlockd.compute.scheduler import ComputeScheduler
 from interlockd.errors import InvalidArgument, NotFound
+from interlockd.pauses import PauseBoard
 from interlockd.runs.orchestrator import Orchestrator
-from interlockd.runs.pauses import PauseBoard
 from interlockd.store.base import ComputeSessionRecord, ComputeStatus, Pause, PauseScope, Store
 
 _SCOPES: dict[int, PauseScope] = {

@@ -162,7 +162,7 @@ def streaming(
 
 async def _abort(context: Context, exc: InterlockError) -> NoReturn:
     """End the call with ``exc``'s status, its details in the trailer (api/status.py)."""
-    await context.abort(exc.code, exc.message, details_trailer(exc))
+    await context.abort(grpc.StatusCode[exc.code], exc.message, details_trailer(exc))
     raise AssertionError("unreachable: abort raises")
 
 

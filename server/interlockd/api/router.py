@@ -20,13 +20,13 @@ from interlockd.api.agents import slug
 from interlockd.api.auth import Authenticator
 from interlockd.api.coalesce import coalesced
 from interlockd.api.handlers import Context, streaming
-from interlockd.backends.base import TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
 from interlockd.compute.policy import POLICIES
 from interlockd.config import RunSettings
 from interlockd.errors import InvalidArgument
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
 from interlockd.runs.orchestrator import Orchestrator
 from interlockd.runs.request import ComputeChoice, RunInput
+from interlockd.vocabulary import TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
 
 _STOP_REASONS = {
     "end_turn": ev.STOP_REASON_END_TURN,

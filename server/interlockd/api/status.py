@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import google.rpc.error_details_pb2 as error_details_pb2
 import google.rpc.status_pb2 as status_pb2
+import grpc
 from google.protobuf import duration_pb2
 
 from interlockd.errors import InterlockError, InvalidArgument
@@ -32,7 +33,7 @@ RETRY_DELAY_SECONDS = 1
 
 def details_trailer(exc: InterlockError) -> tuple[tuple[str, bytes]]:
     """The trailing metadata that carries ``exc``'s details."""
-    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
+    status = status_pb2.Status(code=grpc.StatusCode[exc.code].value[0], message=exc.message)
     status.details.add().Pack(
         error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=exc.metadata)
     )

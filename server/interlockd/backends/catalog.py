@@ -21,8 +21,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from interlockd.backends.base import ModelInfo, Usage
 from interlockd.errors import InvalidArgument
+from interlockd.vocabulary import ModelInfo, Usage
 
 #: Version of :data:`_PRICES`. Bump it with every change of a price.
 PRICE_TABLE_VERSION = "2026-11-23"

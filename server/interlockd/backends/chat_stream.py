@@ -31,15 +31,9 @@ from typing import Any, Literal
 
 import orjson
 
-from interlockd.backends.base import (
-    StepEnd,
-    TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    Usage,
-    UsageReport,
-)
+from interlockd.backends.base import StepEnd
 from interlockd.errors import ProviderError, ProviderProtocolError, ProviderUnavailable
+from interlockd.vocabulary import TextDelta, ThinkingDelta, ToolCall, Usage, UsageReport
 
 StepEvent = TextDelta | ThinkingDelta | UsageReport | StepEnd
 

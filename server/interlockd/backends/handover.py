@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from interlockd.backends.base import Message
+from interlockd.vocabulary import Message
 
 _OPEN = (
     "<conversation_so_far>\n"

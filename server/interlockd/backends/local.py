@@ -35,10 +35,11 @@ import httpx
 import structlog
 
 import interlockd
-from interlockd.backends.base import ModelInfo, TurnRequest
+from interlockd.backends.base import TurnRequest
 from interlockd.backends.catalog import LOCAL_MODEL
 from interlockd.backends.openai_compat import OpenAICompatibleBackend, StepEvent
 from interlockd.errors import FailedPrecondition, InvalidArgument, ProviderUnavailable
+from interlockd.vocabulary import ModelInfo
 
 log = structlog.get_logger(__name__)
 

@@ -45,12 +45,7 @@ from tenacity import (
 )
 
 from interlockd.backends import catalog
-from interlockd.backends.base import (
-    ChatLoopBackend,
-    Message,
-    ModelInfo,
-    TurnRequest,
-)
+from interlockd.backends.base import ChatLoopBackend, TurnRequest
 from interlockd.backends.chat_stream import ChatStreamParser, StepEvent
 from interlockd.errors import (
     ProviderError,
@@ -58,6 +53,7 @@ from interlockd.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from interlockd.vocabulary import Message, ModelInfo
 
 __all__ = ["DEFAULT_MODEL_INFO", "MAX_RETRY_AFTER", "OpenAICompatibleBackend", "StepEvent"]
 

@@ -13,6 +13,7 @@ import structlog
 
 from interlockd.backends.base import AgentBackend
 from interlockd.errors import InvalidArgument
+from interlockd.vocabulary import RuntimeContext, SessionSpec
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,13 @@ class BackendRegistry:
                 "provider", f"unknown provider {provider!r}; configured providers: {configured}"
             )
         return backend
+
+    async def describe_runtime(self, provider: str, context: RuntimeContext) -> SessionSpec:
+        """The compute session spec of runtime ``provider`` for ``context`` (the compute
+        scheduler's ``describe``): its backend made ready, then asked."""
+        backend = self.get(provider)
+        await backend.prepare_runtime()
+        return backend.session_spec(context)
 
     def providers(self) -> list[str]:
         """The registered provider strings, sorted."""

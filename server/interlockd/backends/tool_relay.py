@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from weakref import WeakKeyDictionary
 
-from interlockd.backends.base import ToolCall, ToolResult, ToolRunner
+from interlockd.vocabulary import ToolCall, ToolResult, ToolRunner
 
 
 @dataclass(slots=True)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from interlockd.errors import InterlockError, Unavailable
+from interlockd.vocabulary import SessionSpec
 
 #: Where a session is: ``running`` serves requests; ``suspended`` keeps its state
 #: and resumes quickly; ``archived`` keeps its state cold (slow resume);
@@ -67,30 +68,6 @@ class Capabilities:
     #: Measured (or published) seconds to get a running session from each state.
     cold_start_seconds: float = 5.0
     resume_seconds: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSpec:
-    """What to run in a compute session.
-
-    Portable across providers: in ``command`` arguments and ``env`` values,
-    ``{port}`` stands for the port the runtime must serve HTTP on (``port``
-    where the session has a network of its own; a free port of the host on
-    ``local``), ``{host}`` for the address it must bind (``127.0.0.1`` on
-    ``local``; ``0.0.0.0`` where the provider routes traffic in from outside)
-    and ``{state_dir}`` for the directory ``files`` are written to, which is
-    also the runtime's working directory.
-    """
-
-    key: str  # stable, unique per (sandbox, end user, agent); providers name sessions from it
-    command: Sequence[str]  # the runtime server to start (argv)
-    port: int  # the port it serves HTTP on, inside the session
-    env: Mapping[str, str] = field(default_factory=dict)  # secrets included: never log it
-    files: Mapping[str, bytes] = field(default_factory=dict)  # relative path -> content
-    labels: Mapping[str, str] = field(default_factory=dict)  # user_id, sandbox_id, agent_id, ...
-    region: str = ""
-    size: str = ""
-    health_path: str = "/health"
 
 
 def fill_placeholders(spec: SessionSpec, *, host: str, port: int, state_dir: str) -> SessionSpec:

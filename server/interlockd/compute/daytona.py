@@ -84,10 +84,10 @@ from interlockd.compute.base import (
     ComputeProvider,
     ComputeSession,
     Endpoint,
-    SessionSpec,
     SessionStatus,
     fill_placeholders,
 )
+from interlockd.vocabulary import SessionSpec
 
 if TYPE_CHECKING:
     from daytona import AsyncSandbox

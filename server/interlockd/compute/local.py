@@ -74,9 +74,9 @@ from interlockd.compute.base import (
     ComputeProvider,
     ComputeSession,
     Endpoint,
-    SessionSpec,
     SessionStatus,
 )
+from interlockd.vocabulary import SessionSpec
 
 log = structlog.get_logger(__name__)
 

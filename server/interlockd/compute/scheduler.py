@@ -36,7 +36,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -45,21 +45,19 @@ import orjson
 import structlog
 
 from interlockd import ids
-from interlockd.backends.base import AgentBackend, RuntimeAccess, RuntimeContext
-from interlockd.compute.base import (
-    ComputeError,
-    ComputeProvider,
-    ComputeSession,
-    Endpoint,
-    SessionSpec,
-)
+from interlockd.compute.base import ComputeError, ComputeProvider, ComputeSession, Endpoint
 from interlockd.compute.breaker import CircuitBreaker
 from interlockd.compute.policy import Candidate, Choice, Existing, PolicyName, choose
 from interlockd.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
-from interlockd.runs.pauses import PauseBoard
+from interlockd.pauses import PauseBoard
 from interlockd.store.base import ComputeSessionRecord, ComputeStatus, Placement, Store
+from interlockd.vocabulary import RuntimeAccess, RuntimeContext, SessionSpec
 
 log = structlog.get_logger(__name__)
+
+#: The session spec of a runtime (by name) for a new session's context: supplied by
+#: whoever knows the runtimes (the daemon asks the runtime's backend).
+Describe = Callable[[str, RuntimeContext], Awaitable[SessionSpec]]
 
 #: Weight of the newest measurement in a provider's start-time averages.
 _EWMA = 0.3
@@ -162,20 +160,20 @@ class ComputeScheduler:
         self,
         store: Store,
         providers: Sequence[ComputeProvider],
-        runtimes: Callable[[str], AgentBackend],
+        describe: Describe,
         *,
         settings: SchedulerSettings | None = None,
         pauses: PauseBoard | None = None,
         mcp_url: Callable[[], str] = lambda: "",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``providers`` in order of preference; ``runtimes`` finds the backend of a
-        runtime name (the spec builder); ``mcp_url`` is the daemon's MCP endpoint as a
-        runtime reaches it; ``clock`` gives epoch seconds."""
+        """``providers`` in order of preference; ``describe`` gives the session spec of
+        a runtime (by name) for a session's context; ``mcp_url`` is the daemon's MCP
+        endpoint as a runtime reaches it; ``clock`` gives epoch seconds."""
         self._store = store
         self._providers = {p.name: p for p in providers}
         self._order = [p.name for p in providers]
-        self._runtimes = runtimes
+        self._describe = describe
         self._settings = settings or SchedulerSettings()
         self._pauses = pauses
         self._mcp_url = mcp_url
@@ -505,10 +503,8 @@ class ComputeScheduler:
     async def _spec(
         self, req: PlacementRequest, session_id: str, api_key: str, mcp_token: str
     ) -> SessionSpec:
-        """The runtime's description of the session (its backend made ready first)."""
-        backend = self._runtimes(req.runtime)
-        await backend.prepare_runtime()
-        return backend.session_spec(self._context(req, session_id, api_key, mcp_token))
+        """The runtime's description of the session."""
+        return await self._describe(req.runtime, self._context(req, session_id, api_key, mcp_token))
 
     async def _start(
         self, name: str, record: ComputeSessionRecord, spec: SessionSpec

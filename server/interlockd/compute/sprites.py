@@ -90,10 +90,10 @@ from interlockd.compute.base import (
     ComputeProvider,
     ComputeSession,
     Endpoint,
-    SessionSpec,
     SessionStatus,
     fill_placeholders,
 )
+from interlockd.vocabulary import SessionSpec
 
 log = structlog.get_logger(__name__)
 

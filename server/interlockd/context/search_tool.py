@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from interlockd.backends.base import ToolSpec
 from interlockd.integrations.tools import Tool, ToolContext, ToolError
+from interlockd.vocabulary import ToolSpec
 
 _SNIPPET = 400
 _MAX_LIMIT = 20

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from interlockd.backends.base import Message, ModelInfo, ToolCallPart, ToolSpec
 from interlockd.context.tokens import MESSAGE_OVERHEAD, estimate_tokens
 from interlockd.errors import InvalidArgument
 from interlockd.store.base import Store, WindowEntry
+from interlockd.vocabulary import Message, ModelInfo, ToolCallPart, ToolSpec
 
 _FIRST_PAGE = 64
 _MAX_PAGE = 4096

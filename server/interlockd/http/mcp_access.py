@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from interlockd.backends.base import ToolRunner
 from interlockd.integrations.tools import Tool
+from interlockd.vocabulary import ToolRunner
 
 #: Bytes of randomness in an MCP token.
 _TOKEN_BYTES = 32

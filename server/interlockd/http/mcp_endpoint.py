@@ -34,10 +34,10 @@ from mcp.shared.exceptions import MCPError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from interlockd.backends.base import ToolCall
 from interlockd.backends.tool_relay import executed_calls
 from interlockd.http.mcp_access import McpAccessRegistry, McpGrant
 from interlockd.ids import new_id
+from interlockd.vocabulary import ToolCall
 
 #: Where the authenticated grant rides in the ASGI scope, for the handlers.
 _GRANT_KEY = "interlock.mcp_grant"

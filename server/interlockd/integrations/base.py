@@ -26,8 +26,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from interlockd.backends.base import ToolSpec
 from interlockd.integrations.tools import Tool, ToolError
+from interlockd.vocabulary import ToolSpec
 
 IntegrationKind = Literal["oauth", "mcp", "custom"]
 

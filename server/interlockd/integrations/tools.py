@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from interlockd.backends.base import ToolSpec
 from interlockd.errors import InvalidArgument
 from interlockd.store.base import Store
+from interlockd.vocabulary import ToolSpec
 
 
 class ToolError(Exception):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from interlockd.backends.base import TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
+from interlockd.vocabulary import TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,18 +35,7 @@ import orjson
 import structlog
 
 from interlockd.backends import catalog
-from interlockd.backends.base import (
-    AgentBackend,
-    BackendEvent,
-    SessionBound,
-    TextDelta,
-    ToolCall,
-    ToolResult,
-    TurnEnd,
-    TurnRequest,
-    Usage,
-    UsageReport,
-)
+from interlockd.backends.base import AgentBackend, TurnRequest
 from interlockd.backends.registry import BackendRegistry
 from interlockd.compute.base import ComputeError
 from interlockd.compute.scheduler import (
@@ -72,8 +61,8 @@ from interlockd.http.mcp_access import McpAccessRegistry, McpGrant
 from interlockd.ids import new_id
 from interlockd.integrations.registry import RunTools
 from interlockd.integrations.tools import Tool, ToolContext
+from interlockd.pauses import PauseBoard, applies
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
-from interlockd.runs.pauses import PauseBoard, applies
 from interlockd.runs.provider_state import StoreProviderState
 from interlockd.runs.recording import SandboxToolRunner, TurnRecorder, user_entry
 from interlockd.runs.request import ComputeChoice, RunInput
@@ -86,6 +75,16 @@ from interlockd.store.base import (
     RunStatus,
     Store,
     WindowEntry,
+)
+from interlockd.vocabulary import (
+    BackendEvent,
+    SessionBound,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    TurnEnd,
+    Usage,
+    UsageReport,
 )
 
 log = structlog.get_logger(__name__)
@@ -492,9 +491,9 @@ class Orchestrator:
         except ProviderError as exc:
             outcome = _Outcome(
                 status="failed",
-                error=RunFailed(exc.code.name, exc.message, exc.retryable, run.provider),
+                error=RunFailed(exc.code, exc.message, exc.retryable, run.provider),
             )
-            log_.warning("run_provider_failed", code=exc.code.name, error=exc.message)
+            log_.warning("run_provider_failed", code=exc.code, error=exc.message)
             if not started:
                 await self._close_unstarted(run, recorder, outcome, progress, model)
                 raise

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from interlockd.backends.base import ProviderState
 from interlockd.store.base import Store
+from interlockd.vocabulary import ProviderState
 
 log = structlog.get_logger(__name__)
 

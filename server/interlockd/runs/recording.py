@@ -16,11 +16,11 @@ from typing import Any
 import orjson
 import structlog
 
-from interlockd.backends.base import ToolCall, ToolResult, ToolRunner
 from interlockd.context.tokens import estimate_tokens
 from interlockd.integrations.mcp.schema import ArgumentValidator
 from interlockd.integrations.tools import Tool, ToolContext, ToolError
 from interlockd.store.base import EntryKind, NewEntry, Store, WindowEntry
+from interlockd.vocabulary import ToolCall, ToolResult, ToolRunner
 
 log = structlog.get_logger(__name__)
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from interlockd.backends.base import Usage
+from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -67,7 +67,6 @@ import aiosqlite
 import orjson
 
 from interlockd import ids
-from interlockd.backends.base import Usage
 from interlockd.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -122,6 +121,7 @@ from interlockd.store.crypto import (
     new_sandbox_keys,
     open_sandbox_keys,
 )
+from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence

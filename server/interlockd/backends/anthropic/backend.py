@@ -44,8 +44,17 @@ import structlog
 from interlockd.backends import catalog
 from interlockd.backends.anthropic import errors
 from interlockd.backends.anthropic.resources import AgentConfig, CreateBudget, EnvironmentConfig
-from interlockd.backends.base import (
-    AgentBackend,
+from interlockd.backends.base import AgentBackend, TurnRequest
+from interlockd.backends.handover import Handover, split
+from interlockd.errors import (
+    InvalidArgument,
+    ProviderCredentialsRejected,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderSessionLost,
+    ProviderUnavailable,
+)
+from interlockd.vocabulary import (
     BackendEvent,
     ModelInfo,
     ProviderState,
@@ -57,18 +66,8 @@ from interlockd.backends.base import (
     ToolResult,
     ToolRunner,
     TurnEnd,
-    TurnRequest,
     Usage,
     UsageReport,
-)
-from interlockd.backends.handover import Handover, split
-from interlockd.errors import (
-    InvalidArgument,
-    ProviderCredentialsRejected,
-    ProviderError,
-    ProviderProtocolError,
-    ProviderSessionLost,
-    ProviderUnavailable,
 )
 
 log = structlog.get_logger(__name__)

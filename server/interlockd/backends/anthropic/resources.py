@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from aiolimiter import AsyncLimiter
 
-from interlockd.backends.base import ToolSpec
 from interlockd.backends.tool_schema import clean_schema
+from interlockd.vocabulary import ToolSpec
 
 #: Bump when the shape of what is created changes, so old resources are not reused.
 _FINGERPRINT_VERSION = 1

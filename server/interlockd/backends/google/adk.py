@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from interlockd.backends.base import (
+from interlockd.vocabulary import (
     StopReason,
     TextDelta,
     ThinkingDelta,

@@ -34,18 +34,7 @@ from tenacity import (
 )
 
 from interlockd.backends import catalog
-from interlockd.backends.base import (
-    AgentBackend,
-    BackendEvent,
-    ModelInfo,
-    SessionBound,
-    ToolCall,
-    ToolResult,
-    ToolRunner,
-    ToolSpec,
-    TurnEnd,
-    TurnRequest,
-)
+from interlockd.backends.base import AgentBackend, TurnRequest
 from interlockd.backends.google.adk import AdkTranslator, StreamError
 from interlockd.backends.google.auth import TokenSource
 from interlockd.backends.handover import split
@@ -62,6 +51,16 @@ from interlockd.errors import (
     ProviderUnavailable,
 )
 from interlockd.http.dispatch import Channel, DispatchCall, DispatchRegistry
+from interlockd.vocabulary import (
+    BackendEvent,
+    ModelInfo,
+    SessionBound,
+    ToolCall,
+    ToolResult,
+    ToolRunner,
+    ToolSpec,
+    TurnEnd,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

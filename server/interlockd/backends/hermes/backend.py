@@ -39,21 +39,11 @@ import orjson
 from httpx_sse import EventSource, SSEError
 
 from interlockd.backends import catalog
-from interlockd.backends.base import (
-    AgentBackend,
-    BackendEvent,
-    ModelInfo,
-    RuntimeAccess,
-    RuntimeContext,
-    SessionBound,
-    ToolRunner,
-    TurnRequest,
-)
+from interlockd.backends.base import AgentBackend, TurnRequest
 from interlockd.backends.handover import split
 from interlockd.backends.hermes.config import HermesSettings, render_spec
 from interlockd.backends.hermes.stream import TurnStream
 from interlockd.backends.tool_relay import executed_calls
-from interlockd.compute.base import SessionSpec
 from interlockd.errors import (
     ProviderCredentialsRejected,
     ProviderError,
@@ -63,6 +53,15 @@ from interlockd.errors import (
     ProviderSessionLost,
     ProviderTimeout,
     ProviderUnavailable,
+)
+from interlockd.vocabulary import (
+    BackendEvent,
+    ModelInfo,
+    RuntimeAccess,
+    RuntimeContext,
+    SessionBound,
+    SessionSpec,
+    ToolRunner,
 )
 
 #: Limits assumed for a model the configuration and the catalog do not know.

@@ -46,8 +46,7 @@ from typing import Any, Final
 
 import orjson
 
-from interlockd.backends.base import RuntimeContext
-from interlockd.compute.base import SessionSpec
+from interlockd.vocabulary import RuntimeContext, SessionSpec
 
 #: Where ``make`` installs hermes-agent, relative to the daemon's working directory.
 DEFAULT_EXECUTABLE: Final = Path(".runtimes/hermes/bin/hermes")

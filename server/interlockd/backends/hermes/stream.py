@@ -38,7 +38,15 @@ from typing import Any, Final
 
 import orjson
 
-from interlockd.backends.base import (
+from interlockd.backends.hermes.config import MCP_SERVER
+from interlockd.backends.tool_relay import ExecutedCalls
+from interlockd.errors import (
+    ProviderCredentialsRejected,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderUnavailable,
+)
+from interlockd.vocabulary import (
     BackendEvent,
     StopReason,
     TextDelta,
@@ -49,14 +57,6 @@ from interlockd.backends.base import (
     TurnEnd,
     Usage,
     UsageReport,
-)
-from interlockd.backends.hermes.config import MCP_SERVER
-from interlockd.backends.tool_relay import ExecutedCalls
-from interlockd.errors import (
-    ProviderCredentialsRejected,
-    ProviderError,
-    ProviderProtocolError,
-    ProviderUnavailable,
 )
 
 TOOL_PROGRESS: Final = "hermes.tool.progress"

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 
-from interlockd.backends.base import ToolSpec
 from interlockd.integrations.base import (
     Connection,
     ConnectionBroken,
@@ -36,6 +35,7 @@ from interlockd.integrations.github.token import (
 )
 from interlockd.integrations.github.tools import TOOL_CLASSES, TOOL_SPECS
 from interlockd.integrations.tools import Tool, ToolError
+from interlockd.vocabulary import ToolSpec
 
 #: What an OAuth App asks for unless configured: repositories, issues and files, private ones too.
 DEFAULT_SCOPES = ("repo",)

@@ -18,9 +18,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from interlockd.backends.base import ToolSpec
 from interlockd.integrations.github.api import MAX_PER_PAGE, GitHubAPI, Page
 from interlockd.integrations.tools import Tool, ToolContext, ToolError
+from interlockd.vocabulary import ToolSpec
 
 # How much text a result carries; longer text is cut and says so.
 FILE_CHARS = 40_000

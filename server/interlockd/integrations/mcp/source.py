@@ -49,12 +49,12 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from interlockd.backends.base import ToolSpec
 from interlockd.integrations.base import Connection, ConnectionBroken, Credentials
 from interlockd.integrations.egress import EgressPolicy, EgressRefused, GuardedTransport, UrlRefused
 from interlockd.integrations.mcp.naming import tool_names
 from interlockd.integrations.mcp.schema import ArgumentValidator
 from interlockd.integrations.tools import Tool, ToolContext, ToolError
+from interlockd.vocabulary import ToolSpec
 
 log = structlog.get_logger(__name__)
 

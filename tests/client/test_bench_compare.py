@@ -1,4 +1,4 @@
-"""`interlock bench compare` against a real interlockd in front of scripted fake providers."""
+"""`python -m benchmarks.compare` against a real interlockd in front of scripted fake providers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks.compare.command import amain
+from benchmarks.compare.workload import WorkloadError, load_workload
 from interlock import Client
-from interlock.bench.workload import WorkloadError, load_workload
-from interlock.cli import amain
 from tests.conftest import DaemonFactory, RunningDaemon
 from tests.fakes.openai import FakeOpenAI, Reply
 
@@ -44,7 +44,7 @@ async def _compare(
     """Run the command in-process with --json; its exit code, the report and stderr."""
     capsys.readouterr()
     connection = ["--address", daemon.address, "--api-key", daemon.api_key]
-    code = await amain([*connection, "bench", "compare", "--json", *args])
+    code = await amain([*connection, "--json", *args])
     out, err = capsys.readouterr()
     # The in-process daemon logs to stdout too; the report is the one JSON line.
     (line,) = [line for line in out.splitlines() if line.startswith("{")]
@@ -213,9 +213,7 @@ async def test_an_invalid_workload_is_a_usage_error(
     """A workload naming an expected tool outside its allow-list exits 2, naming the field."""
     path = _workload(tmp_path, turns=[{"message": "Hi", "expect_tool": "nope"}])
     connection = ["--address", daemon.address, "--api-key", daemon.api_key]
-    code = await amain(
-        [*connection, "bench", "compare", "--providers", "fake", "--workload", str(path)]
-    )
+    code = await amain([*connection, "--providers", "fake", "--workload", str(path)])
     assert code == 2
     assert "turns[0].expect_tool" in capsys.readouterr().err
     with pytest.raises(WorkloadError, match="users must be an integer"):

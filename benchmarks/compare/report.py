@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from benchmarks.compare.compare import Comparison, ProviderSummary
 from interlock import __version__
-from interlock.bench.compare import Comparison, ProviderSummary
 from interlock.render import format_table, format_usd
 
 __all__ = [

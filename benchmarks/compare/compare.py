@@ -27,7 +27,7 @@ Figures per target (:class:`ProviderSummary`), all from what the API returns:
   included (``SummarizeUsage`` by run), per completed turn. It is read once,
   after the last turn: the daemon writes a run's entries as it closes the run.
 
-This module never prints; :mod:`interlock.bench.report` renders the result.
+This module never prints; :mod:`benchmarks.compare.report` renders the result.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from interlock.bench.workload import Turn, Workload
+from benchmarks.compare.workload import Turn, Workload
 from interlock.client import Client
 from interlock.errors import InterlockError
 

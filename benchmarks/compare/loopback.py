@@ -1,13 +1,13 @@
-"""Run an ``interlock`` command against a daemon whose providers are loopback fakes.
+"""Run ``python -m benchmarks.compare`` against a daemon whose providers are loopback fakes.
 
-For trying ``interlock bench compare`` (and CI's smoke of it) where there are
-no provider credentials::
+For trying the comparison (and CI's smoke of it) where there are no provider
+credentials, from the repository root::
 
-    python -m interlock.bench.loopback [--budget SECONDS] -- bench compare \\
+    python -m benchmarks.compare.loopback [--budget SECONDS] -- \\
         --providers anthropic:claude-sonnet-4-6,google:gemini-3.1-flash,local:smollm2-135m \\
         --workload benchmarks/workloads/support.yaml
 
-It starts two :class:`~interlock.bench.fake_provider.FakeProvider` servers in
+It starts two :class:`~benchmarks.compare.fake_provider.FakeProvider` servers in
 this process and ``interlockd serve --bootstrap`` (a fresh data directory,
 port 0) configured with three providers:
 
@@ -21,11 +21,11 @@ The fakes accept any model name. The daemon prices a run by provider name and
 model, so the fakes' turns are billed at those models' list prices: the
 ledger's figures are real, the latencies are the profiles above, not
 Anthropic's or Google's. To measure the real providers, run the same
-``interlock bench compare`` against a daemon configured with their credentials.
+``python -m benchmarks.compare`` against a daemon configured with their credentials.
 
-The command runs in this process with ``--address`` and ``--api-key`` of the
-daemon; its exit code is returned. The daemon is stopped on exit, error,
-Ctrl-C or when ``--budget`` (default 120 s) runs out (exit 1).
+The comparison runs in this process with ``--address`` and ``--api-key`` of the
+daemon and the arguments after ``--``; its exit code is returned. The daemon is
+stopped on exit, error, Ctrl-C or when ``--budget`` (default 120 s) runs out (exit 1).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from interlock.bench.fake_provider import FakeProvider, Profile
-from interlock.cli import amain as interlock
+from benchmarks.compare.command import amain as compare
+from benchmarks.compare.fake_provider import FakeProvider, Profile
 
 __all__ = ["PROFILES", "LoopbackDaemon", "loopback_daemon", "main"]
 
@@ -188,24 +188,24 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 
 async def amain(argv: Sequence[str]) -> int:
-    """Parse ``[--budget S] -- COMMAND...``, start everything, run the command."""
+    """Parse ``[--budget S] -- COMPARE-ARGUMENTS...``, start everything, compare."""
     argv = list(argv)
     ours, command = ([], argv)
     if "--" in argv:
         split = argv.index("--")
         ours, command = argv[:split], argv[split + 1 :]
     parser = argparse.ArgumentParser(
-        prog="python -m interlock.bench.loopback",
-        description="Run an interlock command against a daemon in front of loopback fakes.",
+        prog="python -m benchmarks.compare.loopback",
+        description="Run python -m benchmarks.compare against a daemon in front of loopback fakes.",
     )
     parser.add_argument("--budget", type=float, default=120.0, metavar="SECONDS")
     args = parser.parse_args(ours)
     if not command:
-        parser.error("give the interlock command after --, e.g. -- bench compare ...")
+        parser.error("give the comparison's arguments after --, e.g. -- --providers ...")
     try:
         async with asyncio.timeout(args.budget), loopback_daemon() as daemon:
             print(f"loopback daemon on {daemon.address}", file=sys.stderr, flush=True)
-            return await interlock(
+            return await compare(
                 ["--address", daemon.address, "--api-key", daemon.api_key, *command]
             )
     except TimeoutError:

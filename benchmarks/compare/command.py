@@ -1,32 +1,38 @@
-"""``interlock bench compare``: its arguments and what it prints.
+"""``python -m benchmarks.compare``: its arguments and what it prints.
 
-The command runs a workload on each provider in turn against the daemon the
-usual flags and ``INTERLOCK_*`` variables name (with the sandbox API key),
-prints a table on stdout (``--json``: the whole record as one JSON line) and
-progress on stderr, and with ``--report DIR`` writes ``report.md`` and
-``report.json`` there. Exit code 0 when every turn completed, 1 when any
-failed (everything is still reported), 2 for a workload that cannot be used.
+The command runs a workload on each provider in turn against the daemon that
+``--address`` and ``--api-key`` (or ``INTERLOCK_ADDRESS`` and
+``INTERLOCK_API_KEY``) name, with the sandbox API key, prints a table on
+stdout (``--json``: the whole record as one JSON line) and progress on
+stderr, and with ``--report DIR`` writes ``report.md`` and ``report.json``
+there. Exit code 0 when every turn completed, 1 when any failed (everything
+is still reported) or the daemon refused a call, 2 for a command line or a
+workload that cannot be used, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shlex
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from interlock.bench.compare import Target, compare, parse_targets
-from interlock.bench.report import dumps, render_table, to_json_data, write_report
-from interlock.bench.workload import WorkloadError, load_workload
-from interlock.client import Client
+from benchmarks.compare.compare import Target, compare, parse_targets
+from benchmarks.compare.report import dumps, render_table, to_json_data, write_report
+from benchmarks.compare.workload import WorkloadError, load_workload
+from interlock.client import DEFAULT_ADDRESS, ENV_ADDRESS, ENV_API_KEY, Client, from_env
+from interlock.errors import InterlockError, MissingCredentials
 
-__all__ = ["add_compare_arguments", "bench_compare"]
+__all__ = ["add_compare_arguments", "amain", "bench_compare", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 DEFAULT_TURN_TIMEOUT = 300.0
 _MAX_LABEL_VALUE = 256
@@ -69,7 +75,7 @@ def _cohort(text: str) -> str:
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``interlock bench compare`` (connection flags and --json come from cli)."""
+    """The comparison's own options (the connection flags and --json are build_parser's)."""
     parser.add_argument(
         "--providers",
         required=True,
@@ -129,9 +135,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 def _command_line(args: argparse.Namespace, cohort: str) -> str:
     """The command that reproduces this comparison (connection flags left out)."""
     words = [
-        "interlock",
-        "bench",
-        "compare",
+        "python",
+        "-m",
+        "benchmarks.compare",
         "--providers",
         ",".join(map(str, args.providers)),
         "--workload",
@@ -149,7 +155,7 @@ def _command_line(args: argparse.Namespace, cohort: str) -> str:
 
 
 async def bench_compare(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run ``interlock bench compare`` with parsed ``args``; return the exit code."""
+    """Run the comparison ``args`` describe on ``client``; return the exit code."""
     try:
         workload = load_workload(args.workload)
     except WorkloadError as exc:
@@ -185,3 +191,56 @@ async def bench_compare(client: Client, args: argparse.Namespace, out: TextIO, e
         written = write_report(args.report, comparison, data)
         progress("wrote " + ", ".join(map(str, written)))
     return EXIT_OK if comparison.ok else EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m benchmarks.compare`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare",
+        description="Run one scripted workload on each provider in turn through an Interlock "
+        "daemon and compare them.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help=f"daemon address (env {ENV_ADDRESS}, default {DEFAULT_ADDRESS})",
+    )
+    parser.add_argument("--api-key", metavar="KEY", help=f"sandbox API key (env {ENV_API_KEY})")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the whole record as one JSON line and nothing else on stdout",
+    )
+    add_compare_arguments(parser)
+    return parser
+
+
+async def amain(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, connect and compare; returns the exit code (output on sys.stdout/err)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and bad usage
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    address = from_env(args.address, ENV_ADDRESS) or DEFAULT_ADDRESS
+    api_key = from_env(args.api_key, ENV_API_KEY)
+    if not api_key:
+        sys.stderr.write(f"error: no sandbox API key: pass --api-key or set {ENV_API_KEY}\n")
+        return EXIT_USAGE
+    try:
+        async with Client(address, api_key) as client:
+            return await bench_compare(client, args, sys.stdout, sys.stderr)
+    except MissingCredentials as exc:
+        sys.stderr.write(f"error: {exc.details}\n")
+        return EXIT_USAGE
+    except InterlockError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command's entry point; returns the exit code (see the module docstring)."""
+    try:
+        return asyncio.run(amain(argv))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

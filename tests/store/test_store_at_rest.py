@@ -21,7 +21,6 @@ import pytest
 
 from interlockd.errors import AlreadyExists, DecryptionError, ResourceExhausted, StoreError
 from interlockd.ids import new_id
-from interlockd.store import sqlite as sqlite_module
 from interlockd.store.base import (
     LedgerFilter,
     LedgerRow,
@@ -38,6 +37,7 @@ from interlockd.store.crypto import (
     open_sandbox_keys,
 )
 from interlockd.store.sqlite import SqliteStore, load_migrations
+from interlockd.store.sqlite import core as sqlite_core
 from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
@@ -645,7 +645,7 @@ async def create_at_version(
 ) -> list[str]:
     """A database at schema ``version`` holding new sandboxes of these names; their ids."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sqlite_module, "load_migrations", lambda: load_migrations()[:version])
+        patch.setattr(sqlite_core, "load_migrations", lambda: load_migrations()[:version])
         old = await open_store(db_path, key_path)
         try:
             return [(await old.create_sandbox(name, Quotas())).id for name in names]

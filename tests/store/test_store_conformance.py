@@ -978,6 +978,43 @@ async def test_provider_session_set_get_upsert_clear(store: Store) -> None:
     assert (google.session_id, google.through_seq) == ("sessions/9", 1)
 
 
+async def test_finish_run_settles_the_provider_session_in_the_same_call(store: Store) -> None:
+    """finish_run records the run's provider session through the newest seq, '' forgets it, and
+    None leaves it alone."""
+    sandbox = await new_sandbox(store)
+    run = await start_in_new_conversation(store, sandbox.id, "alice", "hello")
+    await store.finish_run(
+        run.id,
+        status="finished",
+        entries=[entry("hi", "assistant", run_id=run.id)],
+        provider_session="sesn_1",
+    )
+    session = await store.get_provider_session(sandbox.id, run.conversation_id, run.provider)
+    assert session is not None
+    assert (session.session_id, session.through_seq) == ("sesn_1", 2)
+
+    conversation = await store.get_conversation(sandbox.id, "alice", run.conversation_id)
+    second = await start_run(store, conversation)
+    await store.finish_run(second.id, status="finished")
+    assert (
+        await store.get_provider_session(sandbox.id, run.conversation_id, run.provider) == session
+    )
+
+    third = await start_run(store, conversation)
+    await store.finish_run(third.id, status="failed", provider_session="")
+    assert await store.get_provider_session(sandbox.id, run.conversation_id, run.provider) is None
+
+
+async def test_finish_run_settles_no_session_for_a_deleted_conversation(store: Store) -> None:
+    """A run whose conversation was deleted still closes, and leaves no provider session."""
+    sandbox = await new_sandbox(store)
+    run = await start_in_new_conversation(store, sandbox.id, "alice", "hello")
+    await store.delete_conversation(sandbox.id, "alice", run.conversation_id)
+    finished = await store.finish_run(run.id, status="finished", provider_session="sesn_1")
+    assert finished.status == "finished"
+    assert await store.get_provider_session(sandbox.id, run.conversation_id, run.provider) is None
+
+
 async def test_provider_session_refuses_a_negative_through_seq(store: Store) -> None:
     """through_seq counts window entries, so a negative one is a ValueError and stores nothing."""
     sandbox = await new_sandbox(store)

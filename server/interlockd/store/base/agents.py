@@ -1,0 +1,42 @@
+"""Saved agents: named settings a run takes by slug. Settings are sealed at rest."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SavedAgent:
+    """A saved agent: what a run by its slug gets."""
+
+    sandbox_id: str
+    slug: str
+    settings: dict[str, Any]  # name, system, provider, model, tools, max_output_tokens, compute...
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentStore(abc.ABC):
+    """A sandbox's saved agents, by slug."""
+
+    @abc.abstractmethod
+    async def put_agent(self, sandbox_id: str, slug: str, settings: dict[str, Any]) -> SavedAgent:
+        """Create or replace the sandbox's agent ``slug`` (settings sealed). NotFound for an
+        unknown sandbox."""
+
+    @abc.abstractmethod
+    async def get_agent(self, sandbox_id: str, slug: str) -> SavedAgent:
+        """The agent; NotFound unless it is in this sandbox."""
+
+    @abc.abstractmethod
+    async def list_agents(self, sandbox_id: str) -> list[SavedAgent]:
+        """The sandbox's agents by slug."""
+
+    @abc.abstractmethod
+    async def delete_agent(self, sandbox_id: str, slug: str) -> None:
+        """Delete the agent; NotFound if there is none."""

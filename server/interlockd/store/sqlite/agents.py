@@ -1,0 +1,82 @@
+"""Saved agents on SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from interlockd.errors import (
+    NotFound,
+)
+from interlockd.store.base import (
+    AgentStore,
+    SavedAgent,
+)
+from interlockd.store.sqlite.core import (
+    SqliteCore,
+    is_constraint,
+)
+from interlockd.store.sqlite.rows import (
+    now_us,
+)
+from interlockd.store.sqlite.tables import (
+    AGENTS,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+class SqliteAgents(SqliteCore, AgentStore):
+    """Saved agents by slug."""
+
+    async def put_agent(self, sandbox_id: str, slug: str, settings: dict[str, Any]) -> SavedAgent:
+        keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
+        sealed = keys.seal(
+            orjson.dumps(settings).decode(), table="agents", row=slug, column="settings"
+        )
+        now = now_us()
+        async with self._transaction() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO agents (sandbox_id, slug, settings_sealed, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (sandbox_id, slug) "
+                    "DO UPDATE SET settings_sealed = excluded.settings_sealed, "
+                    "updated_at = excluded.updated_at",
+                    (sandbox_id, slug, sealed, now, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                if is_constraint(exc, "FOREIGNKEY"):
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                raise
+        return await self.get_agent(sandbox_id, slug)
+
+    async def get_agent(self, sandbox_id: str, slug: str) -> SavedAgent:
+        rows = await self._fetch(
+            "SELECT sandbox_id, slug, settings_sealed, created_at, updated_at FROM agents "
+            "WHERE sandbox_id = ? AND slug = ?",
+            (sandbox_id, slug),
+        )
+        if not rows:
+            raise NotFound(f"agent {slug!r} not found")
+        return await self._opened(sandbox_id, lambda keys: AGENTS.load(rows[0], keys))
+
+    async def list_agents(self, sandbox_id: str) -> list[SavedAgent]:
+        rows = await self._fetch(
+            "SELECT sandbox_id, slug, settings_sealed, created_at, updated_at FROM agents "
+            "WHERE sandbox_id = ? ORDER BY slug",
+            (sandbox_id,),
+        )
+        if not rows:
+            return []
+        return await self._opened(sandbox_id, lambda keys: [AGENTS.load(r, keys) for r in rows])
+
+    async def delete_agent(self, sandbox_id: str, slug: str) -> None:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "DELETE FROM agents WHERE sandbox_id = ? AND slug = ?", (sandbox_id, slug)
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"agent {slug!r} not found")

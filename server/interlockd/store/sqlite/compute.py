@@ -1,0 +1,246 @@
+"""Compute on SQLite: compute sessions (secrets and tags sealed) and run placements."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from interlockd.errors import (
+    AlreadyExists,
+    NotFound,
+)
+from interlockd.store.base import (
+    ComputeSessionRecord,
+    ComputeStatus,
+    ComputeStore,
+    Placement,
+)
+from interlockd.store.sqlite.core import (
+    SqliteCore,
+    is_constraint,
+)
+from interlockd.store.sqlite.rows import (
+    now_us,
+    to_us,
+)
+from interlockd.store.sqlite.tables import (
+    COMPUTE_SESSIONS,
+    PLACEMENTS,
+)
+from interlockd.store.sqlite.window import (
+    insert_end_user,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from interlockd.store.crypto import SandboxKeys
+
+
+def _load_session(row: sqlite3.Row, keys: SandboxKeys) -> ComputeSessionRecord:
+    return COMPUTE_SESSIONS.load(row, keys)
+
+
+class SqliteCompute(SqliteCore, ComputeStore):
+    """Compute sessions and placements."""
+
+    async def create_compute_session(
+        self,
+        *,
+        session_id: str,
+        sandbox_id: str,
+        end_user_id: str,
+        agent_key: str,
+        runtime: str,
+        provider: str,
+        region: str,
+        spec_fingerprint: str,
+        api_key: str,
+        mcp_token: str,
+        tags: Mapping[str, str],
+        now: datetime,
+    ) -> ComputeSessionRecord:
+        keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
+        sealed = keys.seal(
+            orjson.dumps({"api_key": api_key, "mcp_token": mcp_token}).decode(),
+            table="compute_sessions",
+            row=session_id,
+            column="secrets",
+        )
+        tags_sealed = COMPUTE_SESSIONS.seal(keys, {"id": session_id}, "tags", dict(tags), json=True)
+        at = to_us(now)
+        async with self._transaction() as db:
+            try:
+                blind = await insert_end_user(db, keys, sandbox_id, end_user_id, at)
+                await db.execute(
+                    "INSERT INTO compute_sessions (id, sandbox_id, end_user_id, agent_key, "
+                    "runtime, provider, status, region, spec_fingerprint, secrets_sealed, "
+                    "tags_sealed, created_at, updated_at, last_active_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        session_id,
+                        sandbox_id,
+                        blind,
+                        agent_key,
+                        runtime,
+                        provider,
+                        region,
+                        spec_fingerprint,
+                        sealed,
+                        tags_sealed,
+                        at,
+                        at,
+                        at,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if is_constraint(exc, "UNIQUE"):
+                    raise AlreadyExists(
+                        f"end user {end_user_id!r} already has a compute session for {agent_key!r}"
+                    ) from None
+                if is_constraint(exc, "FOREIGNKEY"):
+                    raise NotFound(f"sandbox {sandbox_id} not found") from None
+                raise
+        return await self.get_compute_session(session_id)
+
+    async def get_compute_session(self, session_id: str) -> ComputeSessionRecord:
+        rows = await self._fetch(
+            f"SELECT {COMPUTE_SESSIONS.columns} FROM compute_sessions WHERE id = ?", (session_id,)
+        )
+        if not rows:
+            raise NotFound(f"compute session {session_id} not found")
+        row = rows[0]
+        return await self._opened(row["sandbox_id"], lambda keys: COMPUTE_SESSIONS.load(row, keys))
+
+    async def find_compute_session(
+        self, sandbox_id: str, end_user_id: str, agent_key: str
+    ) -> ComputeSessionRecord | None:
+        rows = await self._fetch(
+            f"SELECT {COMPUTE_SESSIONS.columns} FROM compute_sessions WHERE sandbox_id = ? "
+            "AND end_user_id = ? AND agent_key = ? AND status NOT IN ('destroyed', 'failed')",
+            (sandbox_id, await self._blind_end_user(sandbox_id, end_user_id), agent_key),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return await self._opened(sandbox_id, lambda keys: COMPUTE_SESSIONS.load(row, keys))
+
+    async def update_compute_session(
+        self,
+        session_id: str,
+        *,
+        status: ComputeStatus | None = None,
+        external_id: str | None = None,
+        endpoint: str | None = None,
+        region: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        add_active_seconds: float = 0.0,
+        last_active_at: datetime | None = None,
+    ) -> ComputeSessionRecord:
+        sets = ["updated_at = ?", "active_seconds = active_seconds + ?"]
+        params: list[Any] = [now_us(), add_active_seconds]
+        for column, value in (
+            ("status", status),
+            ("external_id", external_id),
+            ("endpoint", endpoint),
+            ("region", region),
+        ):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                params.append(value)
+        if tags is not None:
+            owner = await self._fetch(
+                "SELECT sandbox_id FROM compute_sessions WHERE id = ?", (session_id,)
+            )
+            if not owner:
+                raise NotFound(f"compute session {session_id} not found")
+            keys = await self._sandbox_keys(owner[0]["sandbox_id"])
+            sets.append("tags_sealed = ?")
+            params.append(
+                COMPUTE_SESSIONS.seal(keys, {"id": session_id}, "tags", dict(tags), json=True)
+            )
+        if last_active_at is not None:
+            sets.append("last_active_at = ?")
+            params.append(to_us(last_active_at))
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE compute_sessions SET {', '.join(sets)} WHERE id = ?",
+                (*params, session_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"compute session {session_id} not found")
+        return await self.get_compute_session(session_id)
+
+    async def list_compute_sessions(
+        self,
+        sandbox_id: str | None = None,
+        *,
+        end_user_id: str = "",
+        agent_key: str = "",
+        provider: str = "",
+        statuses: Sequence[ComputeStatus] = (),
+        idle_since: datetime | None = None,
+    ) -> list[ComputeSessionRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        # Blind ids differ per sandbox: across sandboxes the end user is matched once opened.
+        blind = await self._blind_end_user(sandbox_id, end_user_id) if sandbox_id else ""
+        for column, value in (
+            ("sandbox_id", sandbox_id),
+            ("end_user_id", blind),
+            ("agent_key", agent_key),
+            ("provider", provider),
+        ):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if idle_since is not None:
+            where.append("last_active_at <= ?")
+            params.append(to_us(idle_since))
+        rows = await self._fetch(
+            f"SELECT {COMPUTE_SESSIONS.columns} FROM compute_sessions "
+            f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY created_at, id",
+            params,
+        )
+        sessions = []
+        for row in rows:
+            session = await self._opened(row["sandbox_id"], functools.partial(_load_session, row))
+            if not end_user_id or session.end_user_id == end_user_id:
+                sessions.append(session)
+        return sessions
+
+    async def record_placement(self, placement: Placement) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO placements (run_id, sandbox_id, compute_session_id, provider, "
+                "policy, reason, candidates, ready_seconds, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    placement.run_id,
+                    placement.sandbox_id,
+                    placement.compute_session_id,
+                    placement.provider,
+                    placement.policy,
+                    placement.reason,
+                    orjson.dumps(placement.candidates).decode(),
+                    placement.ready_seconds,
+                    to_us(placement.created_at),
+                ),
+            )
+
+    async def get_placement(self, run_id: str) -> Placement:
+        rows = await self._fetch(
+            "SELECT run_id, sandbox_id, compute_session_id, provider, policy, reason, "
+            "candidates, ready_seconds, created_at FROM placements WHERE run_id = ?",
+            (run_id,),
+        )
+        if not rows:
+            raise NotFound(f"run {run_id} has no compute placement")
+        return PLACEMENTS.load(rows[0])

@@ -719,6 +719,12 @@ class Orchestrator:
                 )
             )
         err = outcome.error
+        # The provider's session: let go ("": the provider terminated it, or it
+        # holds the user message a withdrawn run takes back from the window), or
+        # recorded as having seen every entry of the turn, in the same transaction.
+        session = progress.session
+        if withdraw and session is not None:
+            session = ""
         finished = await self._store.finish_run(
             run.id,
             status=outcome.status,
@@ -730,26 +736,8 @@ class Orchestrator:
             ledger=ledger,
             entries=recorder.take_text(),
             withdraw=withdraw,
+            provider_session=session,
         )
-        if progress.session == "" or (withdraw and progress.session is not None):
-            # The backend let go of the session (e.g. the provider terminated it),
-            # or the session holds a user message the withdrawn run took back from
-            # the window: the next turn starts a new one with the window as it is.
-            await self._store.clear_provider_session(
-                run.sandbox_id, run.conversation_id, run.provider
-            )
-        elif progress.session is not None:
-            # The provider's session has now seen every entry of the turn.
-            newest = await self._store.read_entries(
-                run.sandbox_id, run.conversation_id, limit=1, newest_first=True
-            )
-            await self._store.set_provider_session(
-                run.sandbox_id,
-                run.conversation_id,
-                run.provider,
-                progress.session,
-                newest[0].seq if newest else 0,
-            )
         log.info(
             "run_finished",
             run_id=run.id,

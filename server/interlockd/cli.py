@@ -3,6 +3,7 @@
     interlockd serve [--config FILE] [--bootstrap] [--listen HOST:PORT]
     interlockd setup [--config FILE]          create the master key, operator key, first sandbox
     interlockd keys rotate [--config FILE]    new master key; rewrap data keys; new data keys
+    interlockd providers                      the provider kinds a configuration may name
 
 Secrets created by ``setup``/``--bootstrap`` are printed once, to stdout, and
 stored only as hashes (API keys) or in the 0600 key file (the master key).
@@ -27,9 +28,9 @@ import argparse
 import asyncio
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from interlockd import logs
 from interlockd.config import ConfigError, Settings, load_settings
@@ -119,6 +120,29 @@ async def _rotate(settings: Settings) -> int:
     return 0
 
 
+def _providers() -> int:
+    """Print the agent backend and compute kinds, built-in and registered by plugins."""
+    from interlockd.backends.kinds import GROUP as BACKENDS_GROUP
+    from interlockd.backends.kinds import backend_kinds
+    from interlockd.compute.kinds import GROUP as COMPUTE_GROUP
+    from interlockd.compute.kinds import compute_kinds
+    from interlockd.plugins import ProviderKind
+
+    sections: list[tuple[str, str, str, Mapping[str, ProviderKind[Any, Any, Any]]]] = [
+        ("agent backends", "providers.<name>.kind", BACKENDS_GROUP, backend_kinds()),
+        ("compute", "compute.providers.<name>.kind", COMPUTE_GROUP, compute_kinds()),
+    ]
+    lines = []
+    for title, key, group, kinds in sections:
+        lines.append(f"{title} ({key}; plugins: entry points {group!r}):")
+        width = max(len(name) for name in kinds)
+        origin_width = max(len(kind.origin) for kind in kinds.values())
+        for name, kind in kinds.items():
+            lines.append(f"  {name:<{width}}  {kind.origin:<{origin_width}}  {kind.summary}")
+    print("\n".join(lines), flush=True)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interlockd", description="Interlock agent router daemon")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     rotate = keys_sub.add_parser("rotate", help="rotate the master key and the data keys")
     rotate.add_argument("--config", type=Path)
     rotate.add_argument("--data-dir", type=Path)
+    sub.add_parser(
+        "providers", help="list the provider kinds (built-in and from installed plugins)"
+    )
     return parser
 
 
@@ -157,6 +184,13 @@ def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "providers":
+        # No settings needed: it says what a configuration may name.
+        try:
+            return _providers()
+        except InterlockError as exc:
+            print(f"interlockd: {exc}", file=sys.stderr)
+            return 1
     overrides: dict[str, object] = {}
     if getattr(args, "listen", None):
         overrides["listen"] = args.listen

@@ -4,10 +4,12 @@ Precedence: built-in defaults < the TOML file (``--config`` or
 ``INTERLOCK_CONFIG``) < environment variables. Nested keys use ``__`` in env
 names: ``INTERLOCK_STORE__PATH``, ``INTERLOCK_PROVIDERS__OPENAI__API_KEY``.
 Unknown keys are rejected — in the file and in the environment — so a typo
-fails at start instead of being silently ignored; a provider table accepts
-only the keys of its ``kind`` (one model per kind). A variable sets one key:
-it is merged into the file's table (or the built-in ``local`` provider's)
-before anything is validated. Secrets are ``SecretStr`` so
+fails at start instead of being silently ignored; a provider table (agent or
+compute) accepts only the keys of its ``kind``: each kind's settings model lives
+with its provider, and the tables' unions are assembled here from the kind
+tables (``backends/kinds.py``, ``compute/kinds.py``), third-party kinds included.
+A variable sets one key: it is merged into the file's table (or the built-in
+``local`` provider's) before anything is validated. Secrets are ``SecretStr`` so
 they never print in logs or reprs.
 """
 
@@ -18,7 +20,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -31,6 +33,12 @@ from pydantic import (
     model_validator,
 )
 
+from interlockd.backends.base import BackendSettings
+from interlockd.backends.kinds import backend_kinds
+from interlockd.backends.local import LocalProviderSettings
+from interlockd.compute.base import ComputeProviderSettings as ComputeProviderSettingsBase
+from interlockd.compute.kinds import compute_kinds
+from interlockd.compute.local import LocalComputeSettings
 from interlockd.errors import InterlockError
 
 ENV_PREFIX = "INTERLOCK_"
@@ -62,146 +70,27 @@ class KeySettings(_Strict):
     master_key: SecretStr | None = None
 
 
-class _Provider(_Strict):
-    """What every provider kind has; each kind's table accepts only its own keys."""
+#: The kinds a provider table may name (built-in, then third-party, see plugins.py),
+#: and the compute kinds likewise; loaded once, when this module is imported.
+BACKEND_KINDS = backend_kinds()
+COMPUTE_KINDS = compute_kinds()
+PROVIDER_KINDS: tuple[str, ...] = tuple(BACKEND_KINDS)
 
-    #: Model used when a request names none.
-    default_model: str = ""
-
-
-class _RemoteProvider(_Provider):
-    """A provider reached over HTTP."""
-
-    #: Allow-list of models with their context windows (tokens); empty allows any.
-    models: dict[str, int] = Field(default_factory=dict)
-    connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    read_timeout_seconds: float = Field(default=300.0, gt=0)
-
-
-class OpenAIProviderSettings(_RemoteProvider):
-    """``kind = "openai"``: any OpenAI-compatible ``/v1/chat/completions`` endpoint."""
-
-    kind: Literal["openai"] = "openai"
-    #: The OpenAI-compatible base URL ending in /v1 (required).
-    base_url: str
-    #: The deployment's key for the endpoint.
-    api_key: SecretStr | None = None
-    #: Context window assumed for models not listed.
-    default_context_window: int = Field(default=8192, ge=512)
-    #: Concurrent streams to the endpoint (its connection pool); a turn beyond it
-    #: waits briefly, then fails UNAVAILABLE.
-    max_connections: int = Field(default=1000, ge=1)
-    #: Attempts for a model call that fails transiently before any of its answer
-    #: arrived (408, 429, 5xx, a refused or dropped connection), with backoff and
-    #: the provider's Retry-After honoured. Nothing is retried once it streams.
-    max_attempts: int = Field(default=3, ge=1, le=10)
-
-    @field_validator("base_url")
-    @classmethod
-    def _required(cls, value: str) -> str:
-        if not value:
-            raise ValueError("is required for kind 'openai' (the endpoint's URL ending in /v1)")
-        return value
-
-
-class LocalProviderSettings(_Provider):
-    """``kind = "local"``: the embedded model server (no credentials, no internet)."""
-
-    kind: Literal["local"] = "local"
-    #: Context size and threads of the embedded model server.
-    context_size: int = Field(default=2048, ge=256)
-    threads: int = Field(default=1, ge=1)
-
-
-class AnthropicProviderSettings(_RemoteProvider):
-    """``kind = "anthropic"``: Claude Managed Agents."""
-
-    kind: Literal["anthropic"] = "anthropic"
-    #: The API's base URL (default: the SDK's, api.anthropic.com).
-    base_url: str = ""
-    #: The deployment's key; a sandbox's own key (its secret ``anthropic_api_key``)
-    #: takes precedence.
-    api_key: SecretStr | None = None
-    #: Agent and environment creates allowed per minute per daemon; a create
-    #: beyond the budget waits for room instead of failing.
-    creates_per_minute: float = Field(default=60.0, ge=1)
-    #: The managed environment's network access.
-    networking: Literal["unrestricted", "limited"] = "unrestricted"
-    #: Ask for token deltas (``event_deltas[]=agent.message``) so text streams as
-    #: it is produced, not a whole message at a time.
-    token_deltas: bool = True
-    #: Attempts for a provider call that fails transiently before the turn's
-    #: first event (429, 5xx, overloaded, connection errors), with backoff and
-    #: the provider's retry-after honoured. Nothing is retried after it.
-    max_attempts: int = Field(default=3, ge=1, le=10)
-
-
-class GoogleProviderSettings(_RemoteProvider):
-    """``kind = "google"``: a deployed ADK agent on Vertex AI Agent Engine."""
-
-    kind: Literal["google"] = "google"
-    #: The Vertex AI root URL (default: from the engine's location).
-    base_url: str = ""
-    #: The project and location of engines named by bare ID, and the engine used
-    #: when a request names none.
-    project: str = ""
-    location: str = "us-central1"
-    reasoning_engine_id: str = ""
-    #: A static OAuth access token; without it, Application Default Credentials
-    #: (the google extra), refreshed before they expire.
-    access_token: SecretStr | None = None
-    #: Lifetime of the run-scoped token the deployed agent's dispatch tool calls
-    #: back with (it is revoked when the turn ends anyway).
-    dispatch_token_seconds: float = Field(default=900.0, gt=0)
-    #: Attempts for a call that fails transiently before the turn's first event
-    #: (429, 503, connection errors), with backoff. Nothing is retried after it.
-    max_attempts: int = Field(default=3, ge=1, le=10)
-
-
-class HermesProviderSettings(_RemoteProvider):
-    """``kind = "hermes"``: the self-hosted Hermes runtime, run on a compute provider."""
-
-    kind: Literal["hermes"] = "hermes"
-    #: The OpenAI-compatible base URL (ending in /v1) of the model Hermes calls, as
-    #: Hermes' compute sessions reach it (default: the daemon's local model server,
-    #: started when Hermes needs it).
-    base_url: str = ""
-    #: The key of the model at ``base_url``.
-    api_key: SecretStr | None = None
-    #: Context window assumed for models not listed.
-    default_context_window: int = Field(default=8192, ge=512)
-    #: The ``hermes`` executable (a path, or a name on PATH); empty:
-    #: ``.runtimes/hermes/bin/hermes`` under the working directory when present
-    #: (``make`` installs it there), else ``hermes`` on PATH.
-    executable: str = ""
-    #: The address Hermes' API server binds inside its compute session; empty: the
-    #: one the compute provider gives (127.0.0.1 for a local process, an outside
-    #: address on Daytona and Fly.io Sprites).
-    listen_host: str = ""
-    #: The cap on each of Hermes' model calls, in tokens.
-    max_output_tokens: int = Field(default=4096, ge=1)
-
-
-#: One configured provider; its table name is the provider string of RunRequest,
-#: its ``kind`` says which keys the table may hold.
-ProviderSettings = Annotated[
-    OpenAIProviderSettings
-    | LocalProviderSettings
-    | AnthropicProviderSettings
-    | GoogleProviderSettings
-    | HermesProviderSettings,
-    Field(discriminator="kind"),
-]
-PROVIDER_KINDS: tuple[str, ...] = tuple(
-    str(m.model_fields["kind"].default)
-    for m in (
-        OpenAIProviderSettings,
-        LocalProviderSettings,
-        AnthropicProviderSettings,
-        GoogleProviderSettings,
-        HermesProviderSettings,
-    )
-)
+if TYPE_CHECKING:
+    ProviderSettings = BackendSettings
+    ComputeProviderSettings = ComputeProviderSettingsBase
+else:
+    #: One configured provider; its table name is the provider string of RunRequest,
+    #: its ``kind`` says which keys the table may hold (the kind's own settings model).
+    ProviderSettings = Annotated[
+        Union[tuple(kind.settings for kind in BACKEND_KINDS.values())],  # noqa: UP007
+        Field(discriminator="kind"),
+    ]
+    #: One compute provider; its table name is the provider's name.
+    ComputeProviderSettings = Annotated[
+        Union[tuple(kind.settings for kind in COMPUTE_KINDS.values())],  # noqa: UP007
+        Field(discriminator="kind"),
+    ]
 
 
 class GitHubAppSettings(_Strict):
@@ -264,34 +153,13 @@ class RunSettings(_Strict):
     max_run_seconds: float = Field(default=600.0, gt=0)
 
 
-class ComputeProviderSettings(_Strict):
-    """One place self-hosted runtimes run; its table name is the provider's name."""
-
-    kind: Literal["local", "daytona", "fly_sprites"]
-    #: Most sessions running on it at once (0: no limit); placement spills past it.
-    capacity: int = Field(default=0, ge=0)
-    #: What an active session costs, in US dollars per hour, for the ledger; unset:
-    #: the provider's published price (local: 0 — set your host's cost here).
-    usd_per_hour: float | None = Field(default=None, ge=0)
-    #: kind = "local": where sessions' state directories live (under data_dir).
-    root: Path = Path("compute")
-    #: kind = "daytona" / "fly_sprites": the API's base URL (default: the public one).
-    api_url: str = ""
-    #: kind = "daytona" / "fly_sprites": the API key (Sprites: the organization's token).
-    api_key: SecretStr | None = None
-    #: kind = "daytona": the region of sessions that ask for none.
-    target: str = ""
-    #: kind = "daytona": the snapshot with the runtime installed ("": Daytona's default).
-    snapshot: str = ""
-
-
 class ComputeSettings(_Strict):
     """The compute scheduler (see interlockd/compute/scheduler.py)."""
 
     #: Providers in order of preference: latency-aware placement takes the first
     #: that can, spilling to the next when one is full, unhealthy or paused.
     providers: dict[str, ComputeProviderSettings] = Field(
-        default_factory=lambda: {"local": ComputeProviderSettings(kind="local")}
+        default_factory=lambda: _builtin_compute()
     )
     default_policy: Literal["latency-aware", "cost-aware"] = "latency-aware"
     #: Stop a session after this long without a run (its state is kept) ...
@@ -308,6 +176,10 @@ class ComputeSettings(_Strict):
     max_concurrent_runs_per_user: int = Field(default=2, ge=0)
     #: The run length cost-aware placement prices.
     expected_run_seconds: float = Field(default=60.0, gt=0)
+
+
+def _builtin_compute() -> dict[str, ComputeProviderSettings]:
+    return {"local": LocalComputeSettings()}
 
 
 def _builtin_providers() -> dict[str, ProviderSettings]:
@@ -448,8 +320,10 @@ def _describe(exc: ValidationError) -> str:
         kind = ""
         # A provider table's errors carry its kind after its name: keep it for
         # the message, not in the key's dotted name.
-        if len(loc) >= 3 and loc[0] == "providers" and loc[2] in PROVIDER_KINDS:
-            kind = str(loc.pop(2))
+        tables = 1 if loc[:1] == ["providers"] else 2 if loc[:2] == ["compute", "providers"] else 0
+        kinds = tuple(BACKEND_KINDS if tables == 1 else COMPUTE_KINDS)
+        if tables and len(loc) > tables + 1 and loc[tables + 1] in kinds:
+            kind = str(loc.pop(tables + 1))
         where = ".".join(str(p) for p in loc) or "config"
         if err["type"] == "extra_forbidden":
             problem = "unknown key"
@@ -457,10 +331,10 @@ def _describe(exc: ValidationError) -> str:
                 problem += f" (not a setting of kind {kind!r})"
             problems.append(f"{where}: {problem}")
         elif err["type"] == "union_tag_not_found":
-            problems.append(f"{where}.kind: required, one of {', '.join(PROVIDER_KINDS)}")
+            problems.append(f"{where}.kind: required, one of {', '.join(kinds)}")
         elif err["type"] == "union_tag_invalid":
             given = (err.get("ctx") or {}).get("tag", "")
-            problems.append(f"{where}.kind: {given!r} is not one of {', '.join(PROVIDER_KINDS)}")
+            problems.append(f"{where}.kind: {given!r} is not one of {', '.join(kinds)}")
         elif err["type"] == "value_error":
             problems.append(f"{where}: {(err.get('ctx') or {}).get('error', err['msg'])}")
         else:

@@ -15,7 +15,6 @@ finish, the rest are cancelled and record what they produced, then backends
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 from collections.abc import Callable
@@ -46,20 +45,14 @@ from interlockd.api.integrations import IntegrationsServicer
 from interlockd.api.ledger import LedgerServicer
 from interlockd.api.router import AgentRouterServicer
 from interlockd.api.sandboxes import SandboxesServicer, create_api_key
-from interlockd.backends.base import AgentBackend
-from interlockd.backends.registry import BackendRegistry
-from interlockd.compute.base import ComputeProvider
+from interlockd.backends.kinds import build_backend
+from interlockd.backends.registry import BackendDeps, BackendRegistry
+from interlockd.compute.base import ComputeDeps, ComputeProvider
+from interlockd.compute.kinds import build_compute_provider
 from interlockd.compute.scheduler import ComputeScheduler, SchedulerSettings
-from interlockd.config import (
-    AnthropicProviderSettings,
-    ConfigError,
-    GoogleProviderSettings,
-    HermesProviderSettings,
-    ProviderSettings,
-    Settings,
-)
+from interlockd.config import ConfigError, Settings
 from interlockd.context.search_tool import SearchConversationsTool
-from interlockd.errors import FailedPrecondition
+from interlockd.errors import InterlockError
 from interlockd.http.dispatch import DispatchRegistry
 from interlockd.http.mcp_access import McpAccessRegistry
 from interlockd.http.oauth_callback import callback_route
@@ -81,7 +74,6 @@ from interlockd.runs.orchestrator import Orchestrator
 from interlockd.store.base import Quotas, Store
 from interlockd.store.crypto import KeyringError, MasterKeyring
 from interlockd.store.sqlite import SqliteStore, stored_key_samples
-from interlockd.vocabulary import ModelInfo
 
 log = structlog.get_logger(__name__)
 #: After the runs' grace: how long other calls in flight get before the server stops.
@@ -174,108 +166,6 @@ def open_store(settings: Settings) -> SqliteStore:
     return SqliteStore(settings.resolve(settings.store.path), open_keyring(settings))
 
 
-def _anthropic_backend(name: str, p: AnthropicProviderSettings) -> AgentBackend:
-    try:
-        from interlockd.backends.anthropic import AnthropicBackend
-    except ImportError as exc:
-        raise ConfigError(
-            f"providers.{name}: kind 'anthropic' needs the anthropic extra "
-            f"(pip install 'interlockd[anthropic]'): {exc}"
-        ) from None
-    return AnthropicBackend(
-        name,
-        api_key=p.api_key.get_secret_value() if p.api_key else "",
-        base_url=p.base_url,
-        models={
-            m: ModelInfo(context_window=cw, max_output_tokens=min(64_000, cw // 4))
-            for m, cw in p.models.items()
-        }
-        or None,
-        connect_timeout=p.connect_timeout_seconds,
-        read_timeout=p.read_timeout_seconds,
-        creates_per_minute=p.creates_per_minute,
-        networking=p.networking,
-        token_deltas=p.token_deltas,
-        max_attempts=p.max_attempts,
-    )
-
-
-def _google_backend(
-    name: str, p: GoogleProviderSettings, settings: Settings, dispatch: DispatchRegistry
-) -> AgentBackend:
-    from interlockd.backends.google import GoogleAgentEngineBackend
-
-    return GoogleAgentEngineBackend(
-        name,
-        dispatch,
-        project=p.project,
-        location=p.location,
-        reasoning_engine_id=p.reasoning_engine_id,
-        base_url=p.base_url,
-        access_token=p.access_token.get_secret_value() if p.access_token else "",
-        models={
-            m: ModelInfo(context_window=cw, max_output_tokens=min(65_536, cw // 4))
-            for m, cw in p.models.items()
-        }
-        or None,
-        connect_timeout=p.connect_timeout_seconds,
-        read_timeout=p.read_timeout_seconds,
-        max_attempts=p.max_attempts,
-        dispatch_token_seconds=min(p.dispatch_token_seconds, settings.runs.max_run_seconds),
-        tool_timeout=settings.runs.tool_timeout_seconds,
-    )
-
-
-def _hermes_backend(
-    name: str, p: HermesProviderSettings, backends: BackendRegistry | None
-) -> AgentBackend:
-    from interlockd.backends.hermes import HermesBackend, HermesSettings, find_executable
-    from interlockd.backends.local import LocalBackend
-
-    executable = find_executable(p.executable)
-    if executable is None:
-        raise ConfigError(
-            f"providers.{name}: no hermes executable found ({p.executable or 'hermes'}); "
-            "run `make` to install it into .runtimes/hermes, or set "
-            f"providers.{name}.executable"
-        )
-
-    async def local_model() -> str:
-        # The local provider's model server: one process, whichever provider starts it.
-        found = [backends.get(n) for n in backends.providers()] if backends is not None else []
-        for backend in found:
-            if isinstance(backend, LocalBackend):
-                return await backend.server.ensure_started()
-        raise FailedPrecondition(
-            f"providers.{name}.base_url is empty and no local provider runs the model: "
-            "set the model's base_url"
-        )
-
-    return HermesBackend(
-        HermesSettings(
-            executable=executable,
-            model_base_url=p.base_url,
-            model_api_key=p.api_key.get_secret_value() if p.api_key else "",
-            listen_host=p.listen_host or "{host}",
-            context_length=max(p.default_context_window, *p.models.values(), 0),
-            max_output_tokens=p.max_output_tokens,
-        ),
-        name,
-        local_model=None if p.base_url else local_model,
-        models={
-            m: ModelInfo(context_window=cw, max_output_tokens=min(p.max_output_tokens, cw // 4))
-            for m, cw in p.models.items()
-        }
-        or None,
-        default_model_info=ModelInfo(
-            context_window=p.default_context_window,
-            max_output_tokens=min(p.max_output_tokens, p.default_context_window // 4),
-        ),
-        connect_timeout=p.connect_timeout_seconds,
-        read_timeout=p.read_timeout_seconds,
-    )
-
-
 def build_apps(settings: Settings) -> dict[str, App]:
     """The connectable apps the operator configured, by name."""
     apps: dict[str, App] = {}
@@ -292,90 +182,35 @@ def build_apps(settings: Settings) -> dict[str, App]:
     return apps
 
 
-def build_backend(
-    name: str,
-    p: ProviderSettings,
-    settings: Settings,
-    dispatch: DispatchRegistry,
-    backends: BackendRegistry | None = None,
-) -> AgentBackend:
-    """The backend of provider ``name``; ``backends`` is the registry it joins (Hermes
-    borrows the local provider's model server from it)."""
-    if p.kind == "local":
-        from interlockd.backends.local import LocalBackend, LocalModelServer
-
-        server = LocalModelServer(
-            state_dir=settings.data_dir / "local-model",
-            context_size=p.context_size,
-            threads=p.threads,
-        )
-        return LocalBackend(server, provider=name)
-    if p.kind == "anthropic":
-        return _anthropic_backend(name, p)
-    if p.kind == "google":
-        return _google_backend(name, p, settings, dispatch)
-    if p.kind == "hermes":
-        return _hermes_backend(name, p, backends)
-    from interlockd.backends.openai_compat import OpenAICompatibleBackend
-
-    default_info = ModelInfo(
-        context_window=p.default_context_window,
-        max_output_tokens=min(4096, p.default_context_window // 4),
-    )
-    return OpenAICompatibleBackend(
-        name,
-        p.base_url,
-        p.api_key.get_secret_value() if p.api_key else "",
-        models={
-            m: ModelInfo(context_window=cw, max_output_tokens=min(4096, cw // 4))
-            for m, cw in p.models.items()
-        }
-        or None,
-        default_model_info=default_info,
-        connect_timeout=p.connect_timeout_seconds,
-        read_timeout=p.read_timeout_seconds,
-        max_connections=p.max_connections,
-        max_attempts=p.max_attempts,
-    )
+def register_backends(settings: Settings, backends: BackendRegistry, dispatch: Any = None) -> None:
+    """Every configured provider's backend, each built by its kind (built-in or a
+    plugin's) and registered in ``backends`` in configuration order: a table that
+    cannot be built is a configuration error naming it (those built before it stay
+    registered, to be closed)."""
+    try:
+        for name, table in settings.providers.items():
+            deps = BackendDeps(
+                name=name,
+                data_dir=settings.data_dir,
+                backends=backends,
+                tool_timeout_seconds=settings.runs.tool_timeout_seconds,
+                max_run_seconds=settings.runs.max_run_seconds,
+                dispatch=dispatch,
+            )
+            backends.register(build_backend(table, deps))
+    except InterlockError as exc:
+        raise ConfigError(exc.message) from None
 
 
 def build_compute_providers(settings: Settings) -> list[ComputeProvider]:
-    """The configured compute providers, in order of preference."""
-    providers: list[ComputeProvider] = []
-    for name, c in settings.compute.providers.items():
-        provider: ComputeProvider
-        if c.kind == "local":
-            from interlockd.compute.local import LocalComputeProvider
-
-            provider = LocalComputeProvider(settings.resolve(c.root))
-        elif c.kind == "fly_sprites":
-            from interlockd.compute.sprites import FlySpritesProvider
-
-            token = c.api_key.get_secret_value() if c.api_key else ""
-            if c.api_url:
-                provider = FlySpritesProvider(token=token, base_url=c.api_url)
-            else:
-                provider = FlySpritesProvider(token=token)
-        else:
-            from interlockd.compute.daytona import DaytonaProvider
-
-            options: dict[str, Any] = {"api_url": c.api_url} if c.api_url else {}
-            if c.target:
-                options["target"] = c.target
-            provider = DaytonaProvider(
-                api_key=c.api_key.get_secret_value() if c.api_key else "",
-                snapshot=c.snapshot or None,
-                **options,
-            )
-        provider.name = name
-        if c.usd_per_hour is not None:
-            provider.price = dataclasses.replace(
-                provider.price,
-                active_usd_per_second=c.usd_per_hour / 3600,
-                price_version=f"config-{name}",
-            )
-        providers.append(provider)
-    return providers
+    """The configured compute providers, in order of preference, each built by its kind."""
+    try:
+        return [
+            build_compute_provider(table, ComputeDeps(name=name, data_dir=settings.data_dir))
+            for name, table in settings.compute.providers.items()
+        ]
+    except InterlockError as exc:
+        raise ConfigError(exc.message) from None
 
 
 def scheduler_settings(settings: Settings) -> SchedulerSettings:
@@ -471,8 +306,7 @@ class Daemon:
         interrupted = await self.store.interrupt_running_runs()
         if interrupted:
             log.warning("runs_interrupted", count=interrupted)
-        for name, provider in s.providers.items():
-            self.backends.register(build_backend(name, provider, s, self.dispatch, self.backends))
+        register_backends(s, self.backends, self.dispatch)
         default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
         default_models.setdefault("local", "smollm2-135m")
         self.apps = build_apps(s)

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2] / "server" / "interlockd"
 
 LAYERS: dict[str, int] = {
     "errors": 0,
+    "plugins": 0,
     "ids": 0,
     "logs": 0,
     "listen": 7,

@@ -8,10 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
+from interlockd.http.dispatch import DispatchRegistry
+from interlockd.integrations.tools import Tool, ToolContext
 
 from interlockd.backends.base import TurnRequest
-from interlockd.backends.hermes import HermesBackend, HermesSettings
-from interlockd.backends.hermes.backend import Binding
+from interlockd.backends.hermes.backend import Binding, HermesBackend
+from interlockd.backends.hermes.config import HermesSettings
 from interlockd.errors import (
     InvalidArgument,
     ProviderCredentialsRejected,
@@ -19,9 +21,7 @@ from interlockd.errors import (
     ProviderSessionLost,
     ProviderUnavailable,
 )
-from interlockd.http.dispatch import DispatchRegistry
 from interlockd.http.server import HttpServer
-from interlockd.integrations.tools import Tool, ToolContext
 from interlockd.vocabulary import (
     BackendEvent,
     Message,

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from interlockd.backends.hermes import HermesBackend
+from interlockd.backends.hermes.backend import HermesBackend
+from interlockd.backends.kinds import build_backend
 from interlockd.backends.local import LocalBackend, LocalModelServer
-from interlockd.backends.registry import BackendRegistry
+from interlockd.backends.registry import BackendDeps, BackendRegistry
 from interlockd.config import ConfigError, load_settings
-from interlockd.daemon import build_backend
-from interlockd.http.dispatch import DispatchRegistry
+from interlockd.daemon import register_backends
 from interlockd.vocabulary import RuntimeContext
 
 CONTEXT = RuntimeContext(
@@ -55,7 +55,8 @@ async def test_a_configured_hermes_builds_its_backend(workdir: Path) -> None:
             "INTERLOCK_PROVIDERS__NOUS__LISTEN_HOST": "0.0.0.0",
         }
     )
-    backend = build_backend("nous", settings.providers["nous"], settings, DispatchRegistry())
+    deps = BackendDeps(name="nous", data_dir=workdir, backends=BackendRegistry())
+    backend = build_backend(settings.providers["nous"], deps)
     try:
         assert isinstance(backend, HermesBackend)
         assert (backend.provider, backend.runtime, backend.keeps_sessions) == ("nous", True, True)
@@ -75,9 +76,8 @@ async def test_the_default_hermes_uses_the_local_providers_model_server(workdir:
     registry = BackendRegistry()
     server = LocalModelServer(workdir / "model")
     registry.register(LocalBackend(server))
-    backend = build_backend(
-        "hermes", settings.providers["hermes"], settings, DispatchRegistry(), registry
-    )
+    deps = BackendDeps(name="hermes", data_dir=workdir, backends=registry)
+    backend = build_backend(settings.providers["hermes"], deps)
     assert isinstance(backend, HermesBackend)
 
     async def started() -> str:
@@ -97,4 +97,4 @@ def test_a_missing_executable_fails_at_start(workdir: Path) -> None:
     """A hermes provider whose executable cannot be found is a configuration error."""
     settings = load_settings(env={"INTERLOCK_PROVIDERS__HERMES__KIND": "hermes"})
     with pytest.raises(ConfigError, match="make"):
-        build_backend("hermes", settings.providers["hermes"], settings, DispatchRegistry())
+        register_backends(settings, BackendRegistry())

@@ -21,11 +21,11 @@ import pytest
 
 from interlockd.backends.base import TurnRequest
 from interlockd.backends.catalog import LOCAL_MODEL
-from interlockd.backends.hermes import HermesBackend, HermesSettings
-from interlockd.backends.hermes.config import DEFAULT_EXECUTABLE
+from interlockd.backends.hermes.backend import HermesBackend
+from interlockd.backends.hermes.config import DEFAULT_EXECUTABLE, HermesSettings
 from interlockd.backends.local import LocalModelServer
 from interlockd.compute.base import ComputeSession
-from interlockd.compute.local import LocalComputeProvider
+from interlockd.compute.local.provider import LocalComputeProvider
 from interlockd.vocabulary import (
     BackendEvent,
     Message,

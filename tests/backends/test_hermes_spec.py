@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from interlockd.backends.hermes import HermesBackend, HermesSettings, find_executable
-from interlockd.backends.hermes.config import MIN_CONTEXT_LENGTH, render_spec
+from interlockd.backends.hermes.backend import HermesBackend
+from interlockd.backends.hermes.config import (
+    MIN_CONTEXT_LENGTH,
+    HermesSettings,
+    find_executable,
+    render_spec,
+)
 from interlockd.vocabulary import RuntimeContext
 
 CONTEXT = RuntimeContext(

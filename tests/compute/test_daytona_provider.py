@@ -22,7 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from interlockd.compute.base import ComputeError, ComputeSession, Endpoint
-from interlockd.compute.daytona import (
+from interlockd.compute.daytona.provider import (
     ENV_FILE,
     KEY_LABEL,
     MANAGED_LABEL,

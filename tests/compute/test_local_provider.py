@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from interlockd.compute.base import ComputeError, ComputeSession
-from interlockd.compute.local import DEFAULT_PRICE, LocalComputeProvider, session_name
+from interlockd.compute.local.provider import DEFAULT_PRICE, LocalComputeProvider, session_name
 from interlockd.vocabulary import SessionSpec
 from tests.eventually import eventually
 
@@ -388,7 +388,7 @@ ORPHANING_DAEMON = """
 import asyncio, os, sys
 from pathlib import Path
 from interlockd.vocabulary import SessionSpec
-from interlockd.compute.local import LocalComputeProvider
+from interlockd.compute.local.provider import LocalComputeProvider
 
 async def main():
     provider = LocalComputeProvider(Path(sys.argv[1]))

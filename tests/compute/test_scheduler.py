@@ -13,15 +13,15 @@ import pytest
 
 from interlockd.backends.registry import BackendRegistry
 from interlockd.compute.base import ComputeError
-from interlockd.compute.daytona import DaytonaProvider
-from interlockd.compute.local import LocalComputeProvider
+from interlockd.compute.daytona.provider import DaytonaProvider
+from interlockd.compute.local.provider import LocalComputeProvider
 from interlockd.compute.scheduler import (
     ComputeScheduler,
     Lease,
     PlacementRequest,
     SchedulerSettings,
 )
-from interlockd.compute.sprites import FlySpritesProvider
+from interlockd.compute.sprites.provider import FlySpritesProvider
 from interlockd.errors import InvalidArgument, NotFound, ResourceExhausted
 from interlockd.ids import new_id
 from interlockd.store.base import NewRun, Quotas

@@ -21,7 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from interlockd.compute.base import ComputeError, ComputeSession
-from interlockd.compute.sprites import (
+from interlockd.compute.sprites.provider import (
     DEFAULT_WORKDIR,
     KEY_LABEL,
     MANAGED_LABEL,

@@ -9,6 +9,10 @@ handed (which records every call durably before and after it runs).
 Chat-completions-shaped providers implement :meth:`ChatLoopBackend.step` (one
 provider call) and inherit the tool loop; runtimes that run their own loop
 (managed agents) implement :meth:`AgentBackend.stream_turn` directly.
+
+Also here, what every provider kind's settings share (:class:`BackendSettings`,
+:class:`RemoteBackendSettings`) and the one allow-list rule of
+:meth:`AgentBackend.model_info` (:func:`allow_listed_model_info`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
+from interlockd.backends import catalog
+from interlockd.errors import InvalidArgument
 from interlockd.vocabulary import (
     BackendEvent,
     Message,
@@ -38,6 +45,67 @@ from interlockd.vocabulary import (
     TurnEnd,
     UsageReport,
 )
+
+
+class BackendSettings(BaseModel):
+    """What every provider kind's table has; each kind's table accepts only its own keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The kind's name (each kind's model narrows it to a one-value Literal).
+    kind: str
+    #: Model used when a request names none.
+    default_model: str = ""
+
+
+class RemoteBackendSettings(BackendSettings):
+    """A provider reached over HTTP."""
+
+    #: Allow-list of models with their context windows (tokens); empty allows any.
+    models: dict[str, int] = Field(default_factory=dict)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    read_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    def allowed_models(self, output_cap: int) -> dict[str, ModelInfo] | None:
+        """The ``models`` allow-list as limits (a quarter of each window for output, at
+        most ``output_cap``), or None when it is empty (any model)."""
+        return {
+            model: ModelInfo(context_window=window, max_output_tokens=min(output_cap, window // 4))
+            for model, window in self.models.items()
+        } or None
+
+
+def allow_listed_model_info(
+    provider: str,
+    model: str,
+    allowed: Mapping[str, ModelInfo] | None,
+    *,
+    family: str = "",
+    default: ModelInfo | None = None,
+) -> ModelInfo:
+    """The limits of ``model`` served by a configured provider (``model_info``'s rule).
+
+    ``allowed``, when given, is the provider's allow-list: any other model is
+    refused. Without it, a model of ``family`` (a name prefix, "" for any) gets the
+    catalog's limits; one the catalog does not know gets ``default``, or is refused
+    when there is none. A refusal is InvalidArgument (field ``model``) naming the
+    models it serves.
+    """
+    if not model:
+        raise InvalidArgument("model", f"provider {provider!r} needs a model name")
+    if allowed is not None:
+        info = allowed.get(model)
+    else:
+        info = catalog.model_info(model) if model.startswith(family) else None
+        info = info or default
+    if info is not None:
+        return info
+    known = ", ".join(sorted(allowed) if allowed is not None else catalog.known_models(family))
+    raise InvalidArgument(
+        "model",
+        f"provider {provider!r} does not serve model {model!r}; known models: "
+        f"{known or 'none'} (others can be listed in providers.{provider}.models)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

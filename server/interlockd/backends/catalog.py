@@ -21,7 +21,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from interlockd.errors import InvalidArgument
 from interlockd.vocabulary import ModelInfo, Usage
 
 #: Version of :data:`_PRICES`. Bump it with every change of a price.
@@ -117,29 +116,6 @@ def _base_name(model: str) -> str:
 def model_info(model: str) -> ModelInfo | None:
     """Published limits of a well-known model, or None when the table has no entry."""
     return _MODELS.get(model) or _MODELS.get(_base_name(model))
-
-
-def served_model_info(
-    provider: str, model: str, allowed: Mapping[str, ModelInfo] | None, default: ModelInfo
-) -> ModelInfo:
-    """A configured provider's limits for ``model``.
-
-    ``allowed``, when given, is the provider's allow-list: any other model is
-    :class:`InvalidArgument` naming the ones it serves. Without it every model
-    is accepted, with the table's limits or else ``default``.
-    """
-    if not model:
-        raise InvalidArgument("model", f"provider {provider!r} needs a model name")
-    if allowed is None:
-        return model_info(model) or default
-    info = allowed.get(model)
-    if info is None:
-        known = ", ".join(sorted(allowed)) or "none"
-        raise InvalidArgument(
-            "model",
-            f"provider {provider!r} does not serve model {model!r}; known models: {known}",
-        )
-    return info
 
 
 def known_models(prefix: str = "") -> list[str]:

@@ -29,15 +29,17 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import structlog
+from pydantic import Field
 
 import interlockd
-from interlockd.backends.base import TurnRequest
+from interlockd.backends.base import BackendSettings, TurnRequest
 from interlockd.backends.catalog import LOCAL_MODEL
 from interlockd.backends.openai_compat import OpenAICompatibleBackend, StepEvent
+from interlockd.backends.registry import BackendDeps, BackendKind
 from interlockd.errors import FailedPrecondition, InvalidArgument, ProviderUnavailable
 from interlockd.vocabulary import ModelInfo
 
@@ -412,3 +414,26 @@ class LocalBackend(OpenAICompatibleBackend):
     async def aclose(self) -> None:
         await super().aclose()
         await self._server.aclose()
+
+
+# ---- the kind: ``kind = "local"`` --------------------------------------------------
+
+
+class LocalProviderSettings(BackendSettings):
+    """The embedded model server (no credentials, no internet)."""
+
+    kind: Literal["local"] = "local"
+    #: Context size and threads of the embedded model server.
+    context_size: int = Field(default=2048, ge=256)
+    threads: int = Field(default=1, ge=1)
+
+
+def build(p: LocalProviderSettings, deps: BackendDeps) -> LocalBackend:
+    """The backend of one ``kind = "local"`` table (its server starts on first use)."""
+    server = LocalModelServer(
+        state_dir=deps.data_dir / "local-model", context_size=p.context_size, threads=p.threads
+    )
+    return LocalBackend(server, provider=deps.name)
+
+
+KIND = BackendKind(LocalProviderSettings, build)

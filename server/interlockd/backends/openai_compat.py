@@ -29,13 +29,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import orjson
 import structlog
+from pydantic import Field, SecretStr, field_validator
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -44,9 +45,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from interlockd.backends import catalog
-from interlockd.backends.base import ChatLoopBackend, TurnRequest
+from interlockd.backends.base import (
+    ChatLoopBackend,
+    RemoteBackendSettings,
+    TurnRequest,
+    allow_listed_model_info,
+)
 from interlockd.backends.chat_stream import ChatStreamParser, StepEvent
+from interlockd.backends.registry import BackendDeps, BackendKind
 from interlockd.errors import (
     ProviderError,
     ProviderProtocolError,
@@ -181,7 +187,9 @@ class OpenAICompatibleBackend(ChatLoopBackend):
     # ---- AgentBackend ------------------------------------------------------
 
     def model_info(self, model: str) -> ModelInfo:
-        return catalog.served_model_info(self.provider, model, self._models, self._default_info)
+        return allow_listed_model_info(
+            self.provider, model, self._models, default=self._default_info
+        )
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -526,3 +534,53 @@ def _env_proxy(url: str) -> str | None:
 
 def _reason(exc: Exception) -> str:
     return str(exc)[:_ERROR_MESSAGE_LIMIT] or type(exc).__name__
+
+
+# ---- the kind: ``kind = "openai"`` -------------------------------------------------
+
+
+class OpenAIProviderSettings(RemoteBackendSettings):
+    """Any OpenAI-compatible /v1/chat/completions endpoint."""
+
+    kind: Literal["openai"] = "openai"
+    #: The OpenAI-compatible base URL ending in /v1 (required).
+    base_url: str
+    #: The deployment's key for the endpoint.
+    api_key: SecretStr | None = None
+    #: Context window assumed for models not listed.
+    default_context_window: int = Field(default=8192, ge=512)
+    #: Concurrent streams to the endpoint (its connection pool); a turn beyond it
+    #: waits briefly, then fails UNAVAILABLE.
+    max_connections: int = Field(default=1000, ge=1)
+    #: Attempts for a model call that fails transiently before any of its answer
+    #: arrived (408, 429, 5xx, a refused or dropped connection), with backoff and
+    #: the provider's Retry-After honoured. Nothing is retried once it streams.
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        if not value:
+            raise ValueError("is required for kind 'openai' (the endpoint's URL ending in /v1)")
+        return value
+
+
+def build(p: OpenAIProviderSettings, deps: BackendDeps) -> OpenAICompatibleBackend:
+    """The backend of one ``kind = "openai"`` table."""
+    window = p.default_context_window
+    return OpenAICompatibleBackend(
+        deps.name,
+        p.base_url,
+        p.api_key.get_secret_value() if p.api_key else "",
+        models=p.allowed_models(4096),
+        default_model_info=ModelInfo(
+            context_window=window, max_output_tokens=min(4096, window // 4)
+        ),
+        connect_timeout=p.connect_timeout_seconds,
+        read_timeout=p.read_timeout_seconds,
+        max_connections=p.max_connections,
+        max_attempts=p.max_attempts,
+    )
+
+
+KIND = BackendKind(OpenAIProviderSettings, build)

@@ -2,20 +2,29 @@
 
 Owns the lookup "which backend runs provider X" and the shutdown of all of
 them. It is a plain dict on purpose: the daemon builds each backend from its
-configuration and registers it; nothing is discovered.
+configuration (through its kind's ``build``, see ``kinds.py``) and registers it.
+
+Also the two types a provider kind's module needs to describe itself:
+:class:`BackendKind` (its settings model and ``build``) and :class:`BackendDeps`
+(what the daemon hands ``build``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 
-from interlockd.backends.base import AgentBackend
+from interlockd.backends.base import AgentBackend, BackendSettings
 from interlockd.errors import InvalidArgument
+from interlockd.plugins import ProviderKind
 from interlockd.vocabulary import RuntimeContext, SessionSpec
 
 log = structlog.get_logger(__name__)
+S = TypeVar("S", bound=BackendSettings)
 
 
 class BackendRegistry:
@@ -64,3 +73,29 @@ class BackendRegistry:
                 await backend.aclose()
             except Exception:
                 log.exception("backend_close_failed", provider=provider)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendDeps:
+    """What the daemon hands a backend kind's ``build`` for one configured table."""
+
+    #: The table's name: the provider string requests select it by.
+    name: str
+    #: The daemon's data directory (state a provider keeps on this host goes under it).
+    data_dir: Path
+    #: The registry the backend joins, filled in configuration order: a runtime
+    #: may borrow a sibling's resources from it once they are built (Hermes uses
+    #: the local provider's model server).
+    backends: BackendRegistry
+    #: Seconds a single tool call may take, and a whole turn (``[runs]``).
+    tool_timeout_seconds: float = 30.0
+    max_run_seconds: float = 600.0
+    #: The run-scoped token registry of the HTTP side's tool dispatch (a deployed
+    #: Google agent's tools call back through it); typed loosely: it belongs to a
+    #: higher layer, and leaves once the channel comes with the turn request.
+    dispatch: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendKind(ProviderKind[S, BackendDeps, AgentBackend]):
+    """An agent backend kind: ``providers.<name>.kind`` selects it (see ``plugins.py``)."""

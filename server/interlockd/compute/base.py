@@ -11,6 +11,9 @@ Providers know nothing of the store, tenants or gRPC: they get a
 :class:`SessionSpec` (what to run, with which labels) and return
 :class:`ComputeSession` snapshots. Errors are :class:`ComputeError` with a
 message an operator can act on.
+
+Also here, what every compute kind's settings table has
+(:class:`ComputeProviderSettings`); each kind narrows ``kind`` and adds its own.
 """
 
 from __future__ import annotations
@@ -19,15 +22,47 @@ import abc
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from interlockd.errors import InterlockError, Unavailable
+from interlockd.plugins import ProviderKind
 from interlockd.vocabulary import SessionSpec
 
 #: Where a session is: ``running`` serves requests; ``suspended`` keeps its state
 #: and resumes quickly; ``archived`` keeps its state cold (slow resume);
 #: ``destroyed`` is gone; ``failed`` needs destroying.
 SessionStatus = Literal["creating", "running", "suspended", "archived", "destroyed", "failed"]
+
+
+class ComputeProviderSettings(BaseModel):
+    """One place self-hosted runtimes run; its table name is the provider's name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The kind's name (each kind's model narrows it to a one-value Literal).
+    kind: str
+    #: Most sessions running on it at once (0: no limit); placement spills past it.
+    capacity: int = Field(default=0, ge=0)
+    #: What an active session costs, in US dollars per hour, for the ledger; unset:
+    #: the provider's published price (local: 0 — set your host's cost here).
+    usd_per_hour: float | None = Field(default=None, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeDeps:
+    """What the daemon hands a compute kind's ``build`` for one configured table."""
+
+    #: The table's name: the provider's name in placements and the ledger.
+    name: str
+    #: The daemon's data directory; relative paths in settings are under it.
+    data_dir: Path
+
+    def resolve(self, path: Path) -> Path:
+        """``path`` made absolute under ``data_dir`` when relative."""
+        return path if path.is_absolute() else self.data_dir / path
 
 
 class ComputeError(Unavailable):
@@ -148,3 +183,11 @@ class ComputeProvider(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Stop what the provider runs locally and close connections (shutdown)."""
+
+
+S = TypeVar("S", bound=ComputeProviderSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeKind(ProviderKind[S, ComputeDeps, ComputeProvider]):
+    """A compute kind: ``compute.providers.<name>.kind`` selects it (see ``plugins.py``)."""

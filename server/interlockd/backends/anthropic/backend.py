@@ -41,13 +41,11 @@ import httpx2
 import orjson
 import structlog
 
-from interlockd.backends import catalog
 from interlockd.backends.anthropic import errors
 from interlockd.backends.anthropic.resources import AgentConfig, CreateBudget, EnvironmentConfig
-from interlockd.backends.base import AgentBackend, TurnRequest
+from interlockd.backends.base import AgentBackend, TurnRequest, allow_listed_model_info
 from interlockd.backends.handover import Handover, split
 from interlockd.errors import (
-    InvalidArgument,
     ProviderCredentialsRejected,
     ProviderError,
     ProviderProtocolError,
@@ -136,7 +134,7 @@ class AnthropicBackend(AgentBackend):
         self.provider = provider
         self._api_key = api_key
         self._base_url = base_url or None
-        self._models = dict(models or {})
+        self._models = dict(models) if models else None
         self._timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
         self._budget = CreateBudget(creates_per_minute)
         self._environment_config = EnvironmentConfig(networking)
@@ -148,19 +146,7 @@ class AnthropicBackend(AgentBackend):
     # ---- the AgentBackend contract ---------------------------------------------
 
     def model_info(self, model: str) -> ModelInfo:
-        if self._models:
-            if model in self._models:
-                return self._models[model]
-        else:
-            info = catalog.model_info(model)
-            if info is not None and model.startswith("claude-"):
-                return info
-        known = sorted(self._models) or catalog.known_models("claude-")
-        raise InvalidArgument(
-            "model",
-            f"{self.provider} does not serve {model!r}; known models: {', '.join(known)} "
-            f"(others can be listed in providers.{self.provider}.models)",
-        )
+        return allow_listed_model_info(self.provider, model, self._models, family="claude-")
 
     async def stream_turn(
         self, request: TurnRequest, tools: ToolRunner

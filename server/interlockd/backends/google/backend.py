@@ -33,8 +33,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from interlockd.backends import catalog
-from interlockd.backends.base import AgentBackend, TurnRequest
+from interlockd.backends.base import AgentBackend, TurnRequest, allow_listed_model_info
 from interlockd.backends.google.adk import AdkTranslator, StreamError
 from interlockd.backends.google.auth import TokenSource
 from interlockd.backends.handover import split
@@ -150,7 +149,7 @@ class GoogleAgentEngineBackend(AgentBackend):
         self._default_engine = reasoning_engine_id
         self._base_url = base_url.rstrip("/")
         self._tokens = TokenSource(provider, static_token=access_token, credentials=credentials)
-        self._models = dict(models or {})
+        self._models = dict(models) if models else None
         self._attempts = max_attempts
         self._token_seconds = dispatch_token_seconds
         self._tool_timeout = tool_timeout
@@ -162,19 +161,7 @@ class GoogleAgentEngineBackend(AgentBackend):
     # ---- the AgentBackend contract ---------------------------------------------
 
     def model_info(self, model: str) -> ModelInfo:
-        if self._models:
-            if model in self._models:
-                return self._models[model]
-        else:
-            info = catalog.model_info(model)
-            if info is not None and model.startswith("gemini-"):
-                return info
-        known = sorted(self._models) or catalog.known_models("gemini-")
-        raise InvalidArgument(
-            "model",
-            f"{self.provider} does not serve {model!r}; known models: {', '.join(known)} "
-            f"(others can be listed in providers.{self.provider}.models)",
-        )
+        return allow_listed_model_info(self.provider, model, self._models, family="gemini-")
 
     def check_options(self, options: Mapping[str, str]) -> None:
         self._engine(options)

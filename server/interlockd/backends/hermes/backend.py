@@ -38,8 +38,7 @@ import httpx
 import orjson
 from httpx_sse import EventSource, SSEError
 
-from interlockd.backends import catalog
-from interlockd.backends.base import AgentBackend, TurnRequest
+from interlockd.backends.base import AgentBackend, TurnRequest, allow_listed_model_info
 from interlockd.backends.handover import split
 from interlockd.backends.hermes.config import HermesSettings, render_spec
 from interlockd.backends.hermes.stream import TurnStream
@@ -153,7 +152,9 @@ class HermesBackend(AgentBackend):
     # ---- the AgentBackend contract ---------------------------------------------
 
     def model_info(self, model: str) -> ModelInfo:
-        return catalog.served_model_info(self.provider, model, self._models, self._default_info)
+        return allow_listed_model_info(
+            self.provider, model, self._models, default=self._default_info
+        )
 
     async def prepare_runtime(self) -> None:
         """Resolve what :meth:`session_spec` needs: start the local model server when

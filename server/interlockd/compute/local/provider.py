@@ -55,13 +55,10 @@ import os
 import re
 import shutil
 import signal
-import socket
-import tarfile
 import time
 import typing
-from collections import deque
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -76,11 +73,13 @@ from interlockd.compute.base import (
     Endpoint,
     SessionStatus,
 )
+from interlockd.compute.local import host
+from interlockd.compute.local.runner import Runner
 from interlockd.vocabulary import SessionSpec
 
 log = structlog.get_logger(__name__)
 
-PROVIDER: Final = "local"
+PROVIDER: Final = host.PROVIDER
 REGION: Final = "local"
 #: Free: it is the operator's own machine. Pass a ComputePrice to charge for it.
 DEFAULT_PRICE: Final = ComputePrice(
@@ -90,19 +89,10 @@ DEFAULT_PRICE: Final = ComputePrice(
 #: and speak the locale, never the daemon's secrets.
 DEFAULT_INHERITED_ENV: Final = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 
-_HOST = "127.0.0.1"
 _RECORD = "session.json"
-_STATE = "state"
-_ARCHIVE = "state.tar.gz"
-_LOG = "runtime.log"
 _STATUSES = frozenset(typing.get_args(SessionStatus))
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
-_TAIL_LINES = 20
-_TAIL_BYTES = 4096
-_HEALTH_FAILURES = 3  # consecutive failed probes before a live runtime is killed and restarted
-_MAX_BACKOFF = 30.0
-_POLL = 0.05  # seconds between readiness probes
-_REAP_WAIT = 5.0  # bound on waiting for a SIGKILLed process to be reaped
+_POLL = 0.05  # seconds between probes of a stopping orphan
 _EWMA = 0.3  # weight of a new start time in the measured averages
 
 
@@ -202,7 +192,7 @@ class LocalComputeProvider(ComputeProvider):
         self.restart_backoff = restart_backoff
         self._inherit_env = tuple(inherit_env)
         self._measured: dict[str, int] = {"cold_start": 0, "resume": 0}
-        self._runners: dict[str, _Runner] = {}
+        self._runners: dict[str, Runner] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._launching: set[int] = set()  # ports handed to runtimes not yet serving
         self._closed = False
@@ -245,7 +235,7 @@ class LocalComputeProvider(ComputeProvider):
             raise ComputeError(
                 PROVIDER, f"session {session.external_id} is not running here: ensure it first"
             )
-        return Endpoint(base_url=f"http://{_HOST}:{runner.port}")
+        return Endpoint(base_url=f"http://{host.HOST}:{runner.port}")
 
     async def suspend(self, session: ComputeSession) -> ComputeSession:
         """Stop the runtime, keep its state directory (status ``suspended``).
@@ -277,13 +267,13 @@ class LocalComputeProvider(ComputeProvider):
             if record is None:
                 return dataclasses.replace(session, status="destroyed")
             await self._reap_orphan(name, record)
-            await asyncio.to_thread(_settle, self._dir(name), record.status)
+            await asyncio.to_thread(host.settle, self._dir(name), record.status)
             if record.status != "archived":
                 started = time.monotonic()
-                size = await asyncio.to_thread(_pack, self._dir(name))
+                size = await asyncio.to_thread(host.pack, self._dir(name))
                 record.status = "archived"
                 self._save(name, record)  # the commit point: from here the archive is the state
-                await asyncio.to_thread(shutil.rmtree, self._dir(name) / _STATE, True)
+                await asyncio.to_thread(shutil.rmtree, self._dir(name) / host.STATE, True)
                 log.info(
                     "compute_local_archived",
                     session=name,
@@ -359,20 +349,20 @@ class LocalComputeProvider(ComputeProvider):
             record = _Record(
                 key=spec.key, labels=dict(spec.labels), status="creating", created_at=time.time()
             )
-            await asyncio.to_thread(_create_dirs, directory)
+            await asyncio.to_thread(host.create_dirs, directory)
         else:
             await self._reap_orphan(name, record)
-            await asyncio.to_thread(_settle, directory, record.status)
+            await asyncio.to_thread(host.settle, directory, record.status)
             if record.status == "archived":
                 kind = "cold_start"  # unpacking is part of it
-                await asyncio.to_thread(_unpack, directory)
+                await asyncio.to_thread(host.unpack, directory)
                 record.status = "suspended"
                 self._save(name, record)
-                await asyncio.to_thread(os.remove, directory / _ARCHIVE)
+                await asyncio.to_thread(os.remove, directory / host.ARCHIVE)
             record.labels = dict(spec.labels)
         self._save(name, record)
-        await asyncio.to_thread(_write_files, directory / _STATE, spec.files)
-        runner = _Runner(self, name, spec, directory, self._pick_port(record.port))
+        await asyncio.to_thread(host.write_files, directory / host.STATE, spec.files)
+        runner = Runner(self, name, spec, directory, self._pick_port(record.port))
         try:
             await runner.start()
         except ComputeError:
@@ -397,19 +387,19 @@ class LocalComputeProvider(ComputeProvider):
     def _pick_port(self, preferred: int = 0) -> int:
         """``preferred`` if still free, else a free port no other session of ours holds."""
         taken = {runner.port for runner in self._runners.values()} | self._launching
-        if preferred and preferred not in taken and _port_free(preferred):
+        if preferred and preferred not in taken and host.port_free(preferred):
             return preferred
         for _ in range(32):
-            port = _free_port()
+            port = host.free_port()
             if port not in taken:
                 return port
-        raise ComputeError(PROVIDER, f"found no free port on {_HOST}")
+        raise ComputeError(PROVIDER, f"found no free port on {host.HOST}")
 
     def _environment(self, spec: SessionSpec, state: Path, port: int) -> dict[str, str]:
         env = {k: os.environ[k] for k in self._inherit_env if k in os.environ}
         env["HOME"] = str(state)
         env["PORT"] = str(port)
-        env.update({k: _fill(v, port, state) for k, v in spec.env.items()})
+        env.update({k: host.fill(v, port, state) for k, v in spec.env.items()})
         return env
 
     def _observe(self, kind: str, seconds: float) -> None:
@@ -446,20 +436,20 @@ class LocalComputeProvider(ComputeProvider):
         """Stop a runtime an earlier daemon left running (it was killed before it could)."""
         if record.pid <= 0 or not record.pid_started or name in self._runners:
             return
-        if _process_started(record.pid) != record.pid_started:
+        if host.process_started(record.pid) != record.pid_started:
             return  # gone, or the pid now belongs to another process
         log.warning("compute_local_orphan", session=name, pid=record.pid)
-        _signal_group(record.pid, signal.SIGTERM)
+        host.signal_group(record.pid, signal.SIGTERM)
         for _ in range(max(1, round(self.stop_grace / _POLL))):
-            if _process_started(record.pid) != record.pid_started:
+            if host.process_started(record.pid) != record.pid_started:
                 break
             await asyncio.sleep(_POLL)
-        _signal_group(record.pid, signal.SIGKILL)
+        host.signal_group(record.pid, signal.SIGKILL)
         record.pid, record.pid_started = 0, ""
 
     # ---- supervision callbacks ------------------------------------------------------
 
-    def _record_process(self, name: str, runner: _Runner) -> None:
+    def _record_process(self, name: str, runner: Runner) -> None:
         """Persist the running process, so a later daemon can find it."""
         record = self._load(name)
         if record is None:
@@ -467,7 +457,7 @@ class LocalComputeProvider(ComputeProvider):
         record.status = "running"
         record.port = runner.port
         record.pid = runner.pid or 0
-        record.pid_started = _process_started(record.pid) if record.pid else ""
+        record.pid_started = host.process_started(record.pid) if record.pid else ""
         self._save(name, record)
 
     def _record_failed(self, name: str) -> None:
@@ -479,7 +469,7 @@ class LocalComputeProvider(ComputeProvider):
 
     async def _healthy(self, port: int, path: str) -> bool:
         try:
-            response = await self._http.get(f"http://{_HOST}:{port}{path}")
+            response = await self._http.get(f"http://{host.HOST}:{port}{path}")
         except httpx.HTTPError:
             return False
         return response.is_success
@@ -534,191 +524,6 @@ class LocalComputeProvider(ComputeProvider):
             raise ComputeError(PROVIDER, "the provider has been shut down")
 
 
-class _Runner:
-    """One session's process group and the task supervising it."""
-
-    def __init__(
-        self, owner: LocalComputeProvider, name: str, spec: SessionSpec, directory: Path, port: int
-    ) -> None:
-        self.owner = owner
-        self.name = name
-        self.spec = spec
-        self.directory = directory
-        self.port = port
-        self.failed = False
-        self.process: asyncio.subprocess.Process | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._restarts: deque[float] = deque()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def serving(self) -> bool:
-        """Whether the process is up (not between a crash and its restart)."""
-        return not self.failed and self.process is not None and self.process.returncode is None
-
-    async def start(self) -> None:
-        """Launch and wait until healthy (ComputeError if not), then supervise."""
-        await self._launch()
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"compute-{self.name}")
-
-    async def stop(self) -> None:
-        """Stop supervising and terminate the process group."""
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
-        await self._terminate()
-
-    async def _launch(self) -> None:
-        owner, spec = self.owner, self.spec
-        state = self.directory / _STATE
-        argv = [_fill(arg, self.port, state) for arg in spec.command]
-        env = owner._environment(spec, state, self.port)
-        output = _open_log(self.directory / _LOG)
-        owner._launching.add(self.port)
-        try:
-            await self._spawn_and_wait(argv, env, state, output)
-        finally:
-            owner._launching.discard(self.port)
-
-    async def _spawn_and_wait(
-        self, argv: list[str], env: dict[str, str], state: Path, output: int
-    ) -> None:
-        owner, path = self.owner, self.spec.health_path
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                # A file, not a pipe: nothing to drain, and a pipe held open by a
-                # grandchild would keep Process.wait() from returning.
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=state,
-                env=env,
-                # Its own process group: stopping it reaches everything it spawned,
-                # and a Ctrl-C at the daemon's terminal does not.
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ComputeError(
-                PROVIDER, f"session {self.name}: cannot start {argv[0]!r}: {exc.strerror or exc}"
-            ) from None
-        finally:
-            os.close(output)
-        self.process = process
-        try:
-            async with asyncio.timeout(owner.startup_timeout):
-                while process.returncode is None:
-                    if await owner._healthy(self.port, path):
-                        return
-                    await asyncio.sleep(_POLL)
-            reason = f"exited during startup (status {process.returncode})"
-        except TimeoutError:
-            reason = f"did not answer GET {path} within {owner.startup_timeout:g}s"
-        except BaseException:
-            _signal_group(process.pid, signal.SIGKILL)  # cancelled: leave nothing behind
-            raise
-        await self._terminate()
-        log.warning("compute_local_start_failed", session=self.name, reason=reason)
-        raise ComputeError(PROVIDER, f"session {self.name}: the runtime {reason}{self._tail()}")
-
-    async def _terminate(self) -> None:
-        process = self.process
-        if process is None:
-            return
-        try:
-            if process.returncode is None:
-                _signal_group(process.pid, signal.SIGTERM)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.owner.stop_grace):
-                        await process.wait()
-            # The leader if it ignored SIGTERM, and whatever it spawned that did.
-            _signal_group(process.pid, signal.SIGKILL)
-            async with asyncio.timeout(_REAP_WAIT):
-                await process.wait()
-        except TimeoutError:
-            log.error("compute_local_unkillable", session=self.name, pid=process.pid)
-        except BaseException:
-            _signal_group(process.pid, signal.SIGKILL)
-            raise
-        log.info("compute_local_stopped", session=self.name, pid=process.pid)
-
-    async def _supervise(self) -> None:
-        """Restart the runtime when it exits or stops answering; give up after too many."""
-        failed_probes = 0
-        while True:
-            process = self.process
-            assert process is not None
-            try:
-                async with asyncio.timeout(self.owner.health_interval):
-                    await process.wait()
-            except TimeoutError:
-                healthy = await self.owner._healthy(self.port, self.spec.health_path)
-                failed_probes = 0 if healthy else failed_probes + 1
-                if failed_probes >= _HEALTH_FAILURES:
-                    log.warning(
-                        "compute_local_unresponsive", session=self.name, failed_probes=failed_probes
-                    )
-                    _signal_group(process.pid, signal.SIGKILL)
-                continue
-            failed_probes = 0
-            _signal_group(process.pid, signal.SIGKILL)  # what it spawned dies with it
-            log.warning(
-                "compute_local_exited",
-                session=self.name,
-                pid=process.pid,
-                returncode=process.returncode,
-                output_tail=self._tail(),
-            )
-            if not await self._restart():
-                self.failed = True
-                self.owner._record_failed(self.name)
-                log.error(
-                    "compute_local_gave_up",
-                    session=self.name,
-                    restarts=len(self._restarts),
-                    window_seconds=self.owner.restart_window,
-                )
-                return
-
-    async def _restart(self) -> bool:
-        owner = self.owner
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            while self._restarts and now - self._restarts[0] > owner.restart_window:
-                self._restarts.popleft()
-            if len(self._restarts) >= owner.max_restarts:
-                return False
-            self._restarts.append(now)
-            await asyncio.sleep(
-                min(owner.restart_backoff * 2 ** (len(self._restarts) - 1), _MAX_BACKOFF)
-            )
-            if not _port_free(self.port):
-                self.port = owner._pick_port()
-            try:
-                await self._launch()
-            except ComputeError:
-                continue  # counted; logged by _launch
-            owner._record_process(self.name, self)
-            log.info("compute_local_restarted", session=self.name, pid=self.pid, port=self.port)
-            return True
-
-    def _tail(self) -> str:
-        """The end of the runtime's output, for an operator reading the error."""
-        try:
-            with open(self.directory / _LOG, "rb") as log_file:
-                log_file.seek(0, os.SEEK_END)
-                log_file.seek(max(0, log_file.tell() - _TAIL_BYTES))
-                text = log_file.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        lines = [line for line in text.splitlines() if line.strip()][-_TAIL_LINES:]
-        return "; its last output:\n" + "\n".join(lines) if lines else "; it wrote nothing"
-
-
 # ---- helpers (blocking ones run in a thread) ------------------------------------------
 
 
@@ -737,126 +542,8 @@ def _validate(spec: SessionSpec) -> None:
             f"session {spec.key}: health_path must start with '/', not {spec.health_path!r}",
         )
     for relative in spec.files:
-        _file_path(Path("."), relative)
+        host.file_path(Path("."), relative)
 
 
 def _valid_name(name: str) -> bool:
     return _NAME.fullmatch(name) is not None
-
-
-def _fill(value: str, port: int, state: Path) -> str:
-    return (
-        value.replace("{port}", str(port))
-        .replace("{host}", _HOST)
-        .replace("{state_dir}", str(state))
-    )
-
-
-def _file_path(state: Path, relative: str) -> Path:
-    parts = PurePosixPath(relative).parts
-    if not parts or parts[0] == "/" or ".." in parts:
-        raise ComputeError(PROVIDER, f"file {relative!r}: give a relative path inside the session")
-    return state.joinpath(*parts)
-
-
-def _create_dirs(directory: Path) -> None:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (directory / _STATE).mkdir(mode=0o700, exist_ok=True)
-
-
-def _write_files(state: Path, files: Mapping[str, bytes]) -> None:
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for relative, content in files.items():
-        path = _file_path(state, relative)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-
-
-def _open_log(path: Path) -> int:
-    """A fresh log for this start; the previous start's is kept beside it."""
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(path, path.with_name(path.name + ".1"))
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-
-
-def _settle(directory: Path, status: str) -> None:
-    """Finish what an interrupted archive or restore left half done.
-
-    The record's status is the commit point: once it says ``archived`` the
-    archive is the state; before that (or after a restore) the directory is.
-    """
-    if status == "archived":
-        shutil.rmtree(directory / _STATE, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(directory / _ARCHIVE)
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(directory / f"{_ARCHIVE}.partial")
-    shutil.rmtree(directory / f"{_STATE}.partial", ignore_errors=True)
-
-
-def _pack(directory: Path) -> int:
-    partial = directory / f"{_ARCHIVE}.partial"
-    (directory / _STATE).mkdir(mode=0o700, exist_ok=True)
-    with tarfile.open(partial, "w:gz", compresslevel=6) as tar:
-        tar.add(directory / _STATE, arcname=_STATE)
-    os.chmod(partial, 0o600)
-    os.replace(partial, directory / _ARCHIVE)
-    return (directory / _ARCHIVE).stat().st_size
-
-
-def _unpack(directory: Path) -> None:
-    partial = directory / f"{_STATE}.partial"
-    try:
-        with tarfile.open(directory / _ARCHIVE, "r:gz") as tar:
-            # "data": nothing outside the target, no devices, no setuid bits.
-            tar.extractall(partial, filter="data")
-    except (OSError, tarfile.TarError) as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ComputeError(
-            PROVIDER, f"session {directory.name}: its archive cannot be restored ({exc})"
-        ) from None
-    os.replace(partial / _STATE, directory / _STATE)
-    os.rmdir(partial)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((_HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    """A port nothing listens on now; the runtime binds it a moment later.
-
-    A runtime cannot be handed an open socket, so another process could take the
-    port in between: the runtime then fails to start and the error says so."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((_HOST, 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _process_started(pid: int) -> str:
-    """The start time of ``pid`` (clock ticks since boot, from /proc); "" if it is gone,
-    a zombie, or unknown (no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    # After "pid (comm)": state is field 3 of stat(5), starttime field 22.
-    if len(fields) <= 19 or fields[0] in ("Z", "X"):
-        return ""
-    return fields[19]

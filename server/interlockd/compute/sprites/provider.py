@@ -59,11 +59,9 @@ in a sprite's labels or name.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import PurePosixPath
 from typing import Final
 
 import httpx
@@ -83,6 +81,7 @@ from sprites import (
 )
 from sprites.exceptions import APIError
 
+from interlockd.compute import remote
 from interlockd.compute.base import (
     Capabilities,
     ComputeError,
@@ -117,9 +116,6 @@ DEFAULT_MEMORY_GB: Final = 4.0
 
 _STATUS: dict[str, SessionStatus] = {"running": "running", "warm": "suspended", "cold": "suspended"}
 _NAME_PREFIX = re.compile(r"[a-z][a-z0-9-]{0,20}")
-_MAX_DETAIL = 300
-_TAIL_LINES = 20
-_TAIL_BYTES = 4096
 _MAX_POLL = 0.5  # seconds between health probes, at most
 _LIST_PAGE = 50  # the API's largest page
 _LOOKUPS = 8  # sprites read at once when a list page lacks their labels
@@ -129,21 +125,12 @@ _Infos = list[SpriteInfo]
 
 def session_name(key: str, prefix: str = "interlock-") -> str:
     """The sprite name for a session key: readable, unique, at most 63 characters."""
-    slug = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")[:30].strip("-")
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return f"{prefix}{slug}-{digest}" if slug else f"{prefix}{digest}"
+    return remote.session_name(key, prefix, 30)
 
 
 def service_name(spec: SessionSpec, env: Mapping[str, str], workdir: str) -> str:
     """The runtime's service name: a digest of what it runs, so a change means a new one."""
-    h = hashlib.sha256()
-    for part in (*spec.command, "\0", str(spec.port), "\0", spec.health_path, "\0", workdir):
-        h.update(part.encode() + b"\0")
-    for name, value in sorted(env.items()):
-        h.update(f"{name}={value}".encode() + b"\0")
-    for path, content in sorted(spec.files.items()):
-        h.update(path.encode() + b"\0" + hashlib.sha256(content).digest())
-    return f"{SERVICE_PREFIX}{h.hexdigest()[:16]}"
+    return SERVICE_PREFIX + remote.spec_digest(spec, env, "\0", workdir)
 
 
 def parse_labels(labels: Iterable[str]) -> dict[str, str]:
@@ -512,25 +499,7 @@ class FlySpritesProvider(ComputeProvider):
 
     def _validate(self, spec: SessionSpec) -> None:
         """Refuse a spec no sprite could run, before anything is created."""
-        if not spec.key:
-            raise ComputeError(PROVIDER, "the session spec has no key")
-        if not spec.command:
-            raise ComputeError(PROVIDER, f"session {spec.key}: the spec has no command")
-        if not 0 < spec.port < 65536:
-            raise ComputeError(PROVIDER, f"session {spec.key}: port {spec.port} is not a TCP port")
-        if not spec.health_path.startswith("/"):
-            raise ComputeError(
-                PROVIDER,
-                f"session {spec.key}: health_path must start with '/', not {spec.health_path!r}",
-            )
-        for relative in spec.files:
-            parts = PurePosixPath(relative).parts
-            if not parts or parts[0] == "/" or ".." in parts:
-                raise ComputeError(
-                    PROVIDER,
-                    f"session {spec.key}: file {relative!r}: give a relative path inside "
-                    "the sprite's working directory",
-                )
+        remote.check_spec(PROVIDER, spec, "the sprite's working directory")
         for label in spec.labels:
             if not label or "=" in label:
                 raise ComputeError(
@@ -652,12 +621,10 @@ def _describe(exc: BaseException) -> str:
     if not reason:
         reason = _FAILED.sub("", str(exc)).strip(" :") or type(exc).__name__
     status = _status(exc)
-    text = " ".join((f"HTTP {status}: {reason}" if status else reason).split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+    return remote.short(f"HTTP {status}: {reason}" if status else reason)
 
 
 def _tail(events: list[ServiceLogEvent]) -> str:
     """The end of a service's output from its events, for an operator reading the error."""
     output = "\n".join(e.data for e in events if e.type in ("stdout", "stderr") and e.data)
-    lines = [line for line in output[-_TAIL_BYTES:].splitlines() if line.strip()][-_TAIL_LINES:]
-    return "; its last output:\n" + "\n".join(lines) if lines else "; it wrote nothing"
+    return remote.output_tail(output)

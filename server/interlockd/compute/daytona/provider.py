@@ -49,12 +49,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import re
 import shlex
 import warnings
 from collections.abc import Iterator, Mapping
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 import httpx
@@ -77,6 +75,7 @@ from daytona import (
 # The sandbox objects carry the async API client's enum (the package exports the sync one).
 from daytona_api_client_async import SandboxState
 
+from interlockd.compute import remote
 from interlockd.compute.base import (
     Capabilities,
     ComputeError,
@@ -117,10 +116,7 @@ _USD_PER_GIB_SECOND = 0.0000045
 PROVIDER = "daytona"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MAX_DETAIL = 300
-_TAIL_LINES = 20
 _MAX_POLL = 0.5  # seconds between polls of a state or a health path, at most
-_TAIL_BYTES = 4096
 _STATUS: dict[SandboxState, SessionStatus] = {
     SandboxState.STARTED: "running",
     SandboxState.STOPPED: "suspended",
@@ -158,9 +154,7 @@ _FAILED = frozenset({SandboxState.ERROR, SandboxState.BUILD_FAILED})
 
 def session_name(key: str, prefix: str = "interlock-") -> str:
     """The sandbox name for a session key: readable, unique, at most 63 characters."""
-    slug = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")[:40].strip("-")
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return f"{prefix}{slug}-{digest}" if slug else f"{prefix}{digest}"
+    return remote.session_name(key, prefix, 40)
 
 
 def env_script(env: Mapping[str, str]) -> bytes:
@@ -173,49 +167,8 @@ def env_script(env: Mapping[str, str]) -> bytes:
     return "".join(lines).encode()
 
 
-def spec_digest(spec: SessionSpec, env: Mapping[str, str]) -> str:
-    """What the runtime was started from, hashed: a change means starting it again."""
-    h = hashlib.sha256()
-    for part in (*spec.command, "\0", str(spec.port), "\0", spec.health_path):
-        h.update(part.encode() + b"\0")
-    for name, value in sorted(env.items()):
-        h.update(f"{name}={value}".encode() + b"\0")
-    for path, content in sorted(spec.files.items()):
-        h.update(path.encode() + b"\0" + hashlib.sha256(content).digest())
-    return h.hexdigest()[:16]
-
-
 def _detail(exc: BaseException) -> str:
-    text = " ".join((str(exc) or type(exc).__name__).split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
-
-
-def _validate(spec: SessionSpec) -> None:
-    """Refuse a spec no sandbox could run, before anything is created."""
-    if not spec.key:
-        raise ComputeError(PROVIDER, "the session spec has no key")
-    if not spec.command:
-        raise ComputeError(PROVIDER, f"session {spec.key}: the spec has no command")
-    if not 0 < spec.port < 65536:
-        raise ComputeError(PROVIDER, f"session {spec.key}: port {spec.port} is not a TCP port")
-    if not spec.health_path.startswith("/"):
-        raise ComputeError(
-            PROVIDER,
-            f"session {spec.key}: health_path must start with '/', not {spec.health_path!r}",
-        )
-    for relative in spec.files:
-        parts = PurePosixPath(relative).parts
-        if not parts or parts[0] == "/" or ".." in parts:
-            raise ComputeError(
-                PROVIDER,
-                f"session {spec.key}: file {relative!r}: give a relative path inside the sandbox",
-            )
-
-
-def _tail(output: str) -> str:
-    """The end of a runtime's output, for an operator reading the error."""
-    lines = [line for line in output[-_TAIL_BYTES:].splitlines() if line.strip()][-_TAIL_LINES:]
-    return "; its last output:\n" + "\n".join(lines) if lines else "; it wrote nothing"
+    return remote.short(str(exc) or type(exc).__name__)
 
 
 class DaytonaProvider(ComputeProvider):
@@ -300,7 +253,7 @@ class DaytonaProvider(ComputeProvider):
         unless it already runs this spec, and return once its health path answers."""
         # Files land in the sandbox's work directory, where the runtime starts.
         spec = fill_placeholders(spec, host="0.0.0.0", port=spec.port, state_dir=".")
-        _validate(spec)
+        remote.check_spec(PROVIDER, spec, "the sandbox")
         region = spec.region or self._target
         if region not in self.capabilities.regions:
             raise ComputeError(
@@ -485,7 +438,7 @@ class DaytonaProvider(ComputeProvider):
         self, sandbox: AsyncSandbox, spec: SessionSpec, env: Mapping[str, str], script: bytes
     ) -> tuple[str, str]:
         """Run the spec's command unless it already runs: (session id, command id)."""
-        session_id = f"{RUNTIME_SESSION_PREFIX}{spec.port}-{spec_digest(spec, env)}"
+        session_id = f"{RUNTIME_SESSION_PREFIX}{spec.port}-{remote.spec_digest(spec, env)}"
         self._ports[sandbox.id] = spec.port
         with self._errors(f"starting the runtime in sandbox {sandbox.name}"):
             for session in await sandbox.process.list_sessions():
@@ -557,7 +510,7 @@ class DaytonaProvider(ComputeProvider):
             logs = await sandbox.process.get_session_command_logs(session_id, command_id)
         except DaytonaError:
             return f" (its output is in process session {session_id})"
-        return _tail(logs.output or "")
+        return remote.output_tail(logs.output or "")
 
     async def _runtime_port(self, sandbox: AsyncSandbox) -> int:
         with self._errors(f"listing the processes of sandbox {sandbox.name}"):

@@ -1,3 +1,4 @@
+# Code generated from interlock/client.py by clients/python/tools/generate_sync.py. DO NOT EDIT.
 """The blocking facade of :class:`interlock.Client`, for code without an event loop.
 
 Same calls, same arguments, same results and errors as the asyncio client,
@@ -12,6 +13,10 @@ over a blocking ``grpc`` channel (no event loop or thread of its own)::
 Runs take a ``timeout`` that becomes the call's gRPC deadline; the short
 administrative calls take one too. The client opens a plaintext channel;
 pass your own ``channel`` (e.g. ``grpc.secure_channel(...)``) for TLS.
+
+This module is generated from :mod:`interlock.client` (edit that, then run
+``clients/python/tools/generate_sync.py``); the run stream is
+:mod:`interlock.sync_stream`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import contextlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -45,8 +50,9 @@ from interlock.calls import (
     run_request,
 )
 from interlock.client import UsageGroup, ledger_filter, ledger_metadata, usage_group
-from interlock.errors import Cancelled, Unavailable, from_rpc_error
+from interlock.errors import Unavailable, from_rpc_error
 from interlock.outcome import RunOutcome
+from interlock.sync_stream import SyncRunStream
 from interlock.v1 import (
     agents_pb2,
     agents_pb2_grpc,
@@ -54,7 +60,6 @@ from interlock.v1 import (
     compute_pb2_grpc,
     conversations_pb2,
     conversations_pb2_grpc,
-    events_pb2,
     integrations_pb2,
     integrations_pb2_grpc,
     ledger_pb2,
@@ -76,8 +81,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-if TYPE_CHECKING:  # grpc.CallIterator exists only in the type stubs
-    _RunCall = grpc.CallIterator[events_pb2.AgentEvent]
 
 
 def _unary(call: Callable[[], _T]) -> _T:
@@ -88,126 +91,30 @@ def _unary(call: Callable[[], _T]) -> _T:
         raise from_rpc_error(exc) from exc
 
 
-class SyncRunStream(Iterator[events_pb2.AgentEvent]):
-    """The events of one run, as they arrive (the blocking :class:`~interlock.RunStream`).
-
-    The call starts on the first event asked for. Leaving the loop in any
-    way — ``break``, ``return``, an exception — or leaving ``with
-    client.run(...) as stream`` cancels the run on the router at once and
-    raises nothing. :meth:`cancel` from another thread makes the iteration
-    raise :class:`~interlock.errors.Cancelled`. Errors the router returns
-    before the first event raise the matching
-    :class:`~interlock.errors.InterlockError`, a passing ``timeout``
-    :class:`~interlock.errors.DeadlineExceeded`, a connection lost mid-stream
-    :class:`~interlock.errors.Unavailable` (retry with the same
-    ``request_id`` to resume the turn); a failure after the run started
-    arrives as the stream's last event (``error``).
-    """
-
-    def __init__(self, start: Callable[[], _RunCall]) -> None:
-        self._start = start
-        self._call: _RunCall | None = None
-        self._events: Iterator[events_pb2.AgentEvent] | None = None
-        self._done = False
-        self._cancelled = False
-
-    def __iter__(self) -> Iterator[events_pb2.AgentEvent]:
-        return _SyncRunIteration(self)
-
-    def __next__(self) -> events_pb2.AgentEvent:
-        if self._cancelled:
-            raise _cancelled_error()
-        if self._done:
-            raise StopIteration
-        if self._events is None:
-            self._call = self._start()
-            self._events = iter(self._call)
-        try:
-            return next(self._events)
-        except StopIteration:
-            self._done = True
-            raise
-        except grpc.RpcError as exc:
-            self._done = True
-            # cancel() from another thread ends a pending read with CANCELLED:
-            # the caller can tell that from a failure by its own error.
-            if (
-                self._cancelled
-                and isinstance(exc, grpc.Call)
-                and exc.code() is grpc.StatusCode.CANCELLED
-            ):
-                raise _cancelled_error() from None
-            raise from_rpc_error(exc) from exc
-
-    def cancel(self) -> bool:
-        """Cancel the run on the router; iterating it afterwards raises Cancelled.
-
-        Returns False if the call had not started or had already ended (then
-        what it sent can still be read).
-        """
-        if self._done:
-            return False
-        call = self._call
-        if call is not None and not call.is_active():
-            return False
-        self._done = True
-        self._cancelled = True
-        # grpc-stubs leaves RpcContext.cancel unannotated; it returns a bool.
-        return bool(call.cancel()) if call is not None else False  # type: ignore[no-untyped-call]
-
-    def _abandon(self) -> None:
-        """Cancel the call of a stream its consumer let go of."""
-        if self._call is not None:
-            self.cancel()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self._abandon()
-
-    def close(self) -> None:
-        """Same as :meth:`cancel`; present so ``contextlib.closing`` works."""
-        self.cancel()
-
-    def __enter__(self) -> SyncRunStream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cancel()
-
-
-def _cancelled_error() -> Cancelled:
-    return Cancelled(grpc.StatusCode.CANCELLED, "the run was cancelled by the client")
-
-
-class _SyncRunIteration(Iterator[events_pb2.AgentEvent]):
-    """One ``for`` loop over a :class:`SyncRunStream`; dropped when the loop is left,
-    which cancels the call (a loop run to the end has nothing left to cancel)."""
-
-    def __init__(self, stream: SyncRunStream) -> None:
-        self._stream = stream
-
-    def __iter__(self) -> _SyncRunIteration:
-        return self
-
-    def __next__(self) -> events_pb2.AgentEvent:
-        return self._stream.__next__()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self._stream._abandon()
+def _cancel(call: grpc.CallIterator[Any]) -> None:
+    """Cancel a streaming call (a no-op once it has ended)."""
+    call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it unannotated
 
 
 class SyncClient:
-    """Blocking connection to one Interlock daemon; see :class:`interlock.Client`.
+    """Blocking connection to one Interlock daemon.
 
-    ``target``, ``api_key`` and ``operator_key`` default to the same
-    environment variables. A ``channel`` passed in is used as is and left open
-    on :meth:`close`. The client is safe to share between threads.
+    ``target`` is a gRPC target (``host:port``); it defaults to
+    ``INTERLOCK_ADDRESS``, then ``127.0.0.1:7600``. ``api_key`` (a sandbox key;
+    default ``INTERLOCK_API_KEY``) authenticates :meth:`run`,
+    :attr:`conversations` and :attr:`integrations`; ``operator_key`` (default
+    ``INTERLOCK_OPERATOR_KEY``) authenticates :attr:`sandboxes` and the pauses of
+    :attr:`compute`. :attr:`ledger` uses the API key, or the operator key when a
+    call names a ``sandbox_id``. Compute sessions, providers and placements use
+    the API key when there is one (its own sandbox), else the operator key (every
+    sandbox).
+    A key that is needed but missing raises :class:`~interlock.errors.MissingCredentials`
+    before anything is sent.
+
+    A ``channel`` passed in (a blocking ``grpc.Channel``, e.g.
+    ``grpc.secure_channel(...)``) is used as is and left open on :meth:`close`;
+    the caller owns it. The client needs no event loop and is safe to share
+    between threads.
     """
 
     def __init__(
@@ -220,16 +127,16 @@ class SyncClient:
     ) -> None:
         self.target = from_env(target, ENV_ADDRESS) or DEFAULT_ADDRESS
         self._api_key = from_env(api_key, ENV_API_KEY)
+        self._operator_key = from_env(operator_key, ENV_OPERATOR_KEY)
         self._owns_channel = channel is None
         self._channel = channel if channel is not None else grpc.insecure_channel(self.target)
         self._router = router_pb2_grpc.AgentRouterStub(self._channel)
-        self._operator_key = operator = from_env(operator_key, ENV_OPERATOR_KEY)
-        self.sandboxes = SyncSandboxes(self._channel, operator)
+        self.sandboxes = SyncSandboxes(self._channel, self._operator_key)
         self.conversations = SyncConversations(self._channel, self._api_key)
         self.integrations = SyncIntegrations(self._channel, self._api_key)
-        self.compute = SyncCompute(self._channel, operator, self._api_key)
+        self.compute = SyncCompute(self._channel, self._operator_key, self._api_key)
         self.agents = SyncAgents(self._channel, self._api_key)
-        self.ledger = SyncLedger(self._channel, self._api_key, operator)
+        self.ledger = SyncLedger(self._channel, self._api_key, self._operator_key)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -282,7 +189,22 @@ class SyncClient:
         compute: ComputeOptionsLike | None = None,
         timeout: float | None = None,
     ) -> SyncRunStream:
-        """Run one agent turn and stream its events (see :meth:`interlock.Client.run`)."""
+        """Run one agent turn and stream its events.
+
+        Empty ``session_id`` starts a new conversation (its id arrives in the
+        first event); empty ``provider``/``model`` use the daemon's defaults;
+        ``tools`` restricts the tools the model may call; a repeated
+        ``request_id`` replays the recorded run instead of running it again.
+        ``google_engine`` / ``google_location`` name the deployed agent of a
+        Google turn (a reasoning engine resource name, or an ID and region).
+        ``agent`` runs a saved agent by slug (its provider, model, system
+        prompt and tools apply; leave those empty).
+        ``compute`` places a self-hosted runtime (``hermes``) on compute: a
+        ``ComputeOptions`` or its fields by name, e.g. ``{"provider":
+        "daytona", "policy": "cost-aware", "region": "us"}``.
+        ``timeout`` bounds the whole run, in seconds. See ``RunRequest`` in
+        ``proto/interlock/v1/router.proto`` for the limits the router enforces.
+        """
         metadata = api_key_metadata(self._api_key)
         request = run_request(
             message,
@@ -323,7 +245,8 @@ class SyncClient:
     ) -> RunOutcome:
         """Run one turn to its end and return what it said (see :meth:`run`).
 
-        An ``error`` event does not raise: it lands in ``RunOutcome.error``.
+        An ``error`` event does not raise: it lands in ``RunOutcome.error``;
+        call :meth:`RunOutcome.raise_for_error` to turn it into an exception.
         """
         outcome = RunOutcome()
         stream = self.run(
@@ -350,7 +273,7 @@ class SyncClient:
 
 
 class SyncSandboxes:
-    """Sandboxes, API keys, quotas and secrets (operator key); see :class:`interlock.Sandboxes`."""
+    """Administration of sandboxes, their API keys and quotas (operator key)."""
 
     def __init__(self, channel: grpc.Channel, operator_key: str | None) -> None:
         self._stub = sandboxes_pb2_grpc.SandboxesStub(channel)
@@ -360,24 +283,22 @@ class SyncSandboxes:
         return operator_metadata(self._key)
 
     def create(
-        self,
-        name: str,
-        *,
-        quotas: sandboxes_pb2.Quotas | None = None,
-        timeout: float | None = None,
+        self, name: str, *, quotas: sandboxes_pb2.Quotas | None = None, timeout: float | None = None
     ) -> sandboxes_pb2.Sandbox:
         """Create a sandbox; ``quotas`` unset means unlimited."""
         request = sandboxes_pb2.CreateSandboxRequest(name=name, quotas=quotas)
-        return _unary(
+        response = _unary(
             lambda: self._stub.CreateSandbox(request, timeout=timeout, metadata=self._metadata())
-        ).sandbox
+        )
+        return response.sandbox
 
     def get(self, sandbox_id: str, *, timeout: float | None = None) -> sandboxes_pb2.Sandbox:
         """Read one sandbox."""
         request = sandboxes_pb2.GetSandboxRequest(sandbox_id=sandbox_id)
-        return _unary(
+        response = _unary(
             lambda: self._stub.GetSandbox(request, timeout=timeout, metadata=self._metadata())
-        ).sandbox
+        )
+        return response.sandbox
 
     def list(
         self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
@@ -394,7 +315,7 @@ class SyncSandboxes:
         """Every sandbox, fetching pages as the iteration needs them."""
         page_token = ""
         while True:
-            page = self.list(page_size=page_size, page_token=page_token, timeout=timeout)
+            page = self.list(timeout=timeout, page_size=page_size, page_token=page_token)
             yield from page.sandboxes
             page_token = page.next_page_token
             if not page_token:
@@ -412,9 +333,10 @@ class SyncSandboxes:
     ) -> sandboxes_pb2.Sandbox:
         """Replace a sandbox's quotas entirely (zero means unlimited)."""
         request = sandboxes_pb2.SetQuotasRequest(sandbox_id=sandbox_id, quotas=quotas)
-        return _unary(
+        response = _unary(
             lambda: self._stub.SetQuotas(request, timeout=timeout, metadata=self._metadata())
-        ).sandbox
+        )
+        return response.sandbox
 
     def create_api_key(
         self, sandbox_id: str, *, name: str, timeout: float | None = None
@@ -430,36 +352,38 @@ class SyncSandboxes:
     ) -> builtins.list[sandboxes_pb2.ApiKey]:
         """A sandbox's keys, revoked ones included, in creation order (no secrets)."""
         request = sandboxes_pb2.ListApiKeysRequest(sandbox_id=sandbox_id)
-        return list(
-            _unary(
-                lambda: self._stub.ListApiKeys(request, timeout=timeout, metadata=self._metadata())
-            ).api_keys
+        response = _unary(
+            lambda: self._stub.ListApiKeys(request, timeout=timeout, metadata=self._metadata())
         )
+        return list(response.api_keys)
 
     def revoke_api_key(
         self, sandbox_id: str, key_id: str, *, timeout: float | None = None
     ) -> sandboxes_pb2.ApiKey:
         """Revoke a key; it stops working at once. Returns the revoked key."""
         request = sandboxes_pb2.RevokeApiKeyRequest(sandbox_id=sandbox_id, key_id=key_id)
-        return _unary(
+        response = _unary(
             lambda: self._stub.RevokeApiKey(request, timeout=timeout, metadata=self._metadata())
-        ).api_key
+        )
+        return response.api_key
 
     def set_secret(
         self, sandbox_id: str, name: str, value: str, *, timeout: float | None = None
     ) -> None:
-        """Store (or replace) a secret of the sandbox; write-only."""
+        """Store (or replace) a secret of the sandbox, e.g. ``anthropic_api_key``.
+
+        Sealed at rest with the sandbox's key; write-only: no call returns it.
+        """
         request = sandboxes_pb2.SetSecretRequest(sandbox_id=sandbox_id, name=name, value=value)
         _unary(lambda: self._stub.SetSecret(request, timeout=timeout, metadata=self._metadata()))
 
     def list_secrets(self, sandbox_id: str, *, timeout: float | None = None) -> builtins.list[str]:
         """The names of a sandbox's secrets, sorted (never their values)."""
         request = sandboxes_pb2.ListSecretsRequest(sandbox_id=sandbox_id)
-        return list(
-            _unary(
-                lambda: self._stub.ListSecrets(request, timeout=timeout, metadata=self._metadata())
-            ).names
+        response = _unary(
+            lambda: self._stub.ListSecrets(request, timeout=timeout, metadata=self._metadata())
         )
+        return list(response.names)
 
     def delete_secret(self, sandbox_id: str, name: str, *, timeout: float | None = None) -> None:
         """Delete a secret; deleting an absent one is not an error."""
@@ -468,7 +392,11 @@ class SyncSandboxes:
 
 
 class SyncConversations:
-    """An end user's conversations (sandbox API key); see :class:`interlock.Conversations`."""
+    """Reading and deleting an end user's conversations (sandbox API key).
+
+    Every call names the end user: conversations are private to one, and the
+    router answers NOT_FOUND for a session that belongs to someone else.
+    """
 
     def __init__(self, channel: grpc.Channel, api_key: str | None) -> None:
         self._stub = conversations_pb2_grpc.ConversationsStub(channel)
@@ -502,10 +430,7 @@ class SyncConversations:
         page_token = ""
         while True:
             page = self.list(
-                end_user_id=end_user_id,
-                page_size=page_size,
-                page_token=page_token,
-                timeout=timeout,
+                timeout=timeout, end_user_id=end_user_id, page_size=page_size, page_token=page_token
             )
             yield from page.conversations
             page_token = page.next_page_token
@@ -545,10 +470,17 @@ class SyncConversations:
 
 
 class SyncIntegrations:
-    """OAuth apps and MCP servers of the sandbox (API key); see :class:`interlock.Integrations`.
+    """Data sources of the sandbox — OAuth apps, MCP servers — and their connections (API key).
 
-    :meth:`wait_connected` returns the new integration and raises
-    :class:`~interlock.errors.ConnectFailed` when the flow failed or expired.
+    A connection is for one end user or for the whole sandbox; its tools are
+    offered to every run of that end user (or of anyone in the sandbox). OAuth
+    apps connect in two steps: :meth:`connect` returns the URL to send the end
+    user to, then :meth:`wait_connected` (or :meth:`watch_connect`) follows the
+    flow until the end user has finished::
+
+        started = client.integrations.connect("github", end_user_id="u-1")
+        print("open", started.authorize_url)
+        integration = client.integrations.wait_connected(started.flow_id)
     """
 
     def __init__(self, channel: grpc.Channel, api_key: str | None) -> None:
@@ -561,13 +493,16 @@ class SyncIntegrations:
     def catalog(
         self, *, timeout: float | None = None
     ) -> builtins.list[integrations_pb2.CatalogEntry]:
-        """What can be connected on this daemon, with the tools each provides."""
+        """What can be connected on this daemon, by name, with the tools each provides.
+
+        An entry with ``available`` false is known but not configured by the
+        operator: connecting it fails.
+        """
         request = integrations_pb2.CatalogRequest()
-        return list(
-            _unary(
-                lambda: self._stub.Catalog(request, timeout=timeout, metadata=self._metadata())
-            ).entries
+        response = _unary(
+            lambda: self._stub.Catalog(request, timeout=timeout, metadata=self._metadata())
         )
+        return list(response.entries)
 
     def connect(
         self,
@@ -577,7 +512,15 @@ class SyncIntegrations:
         scope: ConnectScope = "end_user",
         timeout: float | None = None,
     ) -> integrations_pb2.ConnectResponse:
-        """Start connecting an OAuth app for an end user: the URL to send them to and a flow id."""
+        """Start connecting an OAuth app (e.g. ``"github"``) for an end user.
+
+        Send the end user to the response's ``authorize_url``, then follow its
+        ``flow_id`` with :meth:`wait_connected`. ``scope="sandbox"`` makes the
+        connection serve every end user of the sandbox (``end_user_id`` still
+        names who grants it). An app the daemon does not configure is
+        InvalidArgument; OAuth without the daemon's public URL is
+        FailedPrecondition.
+        """
         request = connect_request(app, end_user_id=end_user_id, scope=scope)
         return _unary(
             lambda: self._stub.Connect(request, timeout=timeout, metadata=self._metadata())
@@ -588,8 +531,11 @@ class SyncIntegrations:
     ) -> Generator[integrations_pb2.WatchConnectResponse, None, None]:
         """The connect flow's state now and at every change, until it has ended.
 
-        The call starts on the first ``next()`` and is cancelled when the
-        generator is closed (``contextlib.closing``) or collected.
+        The last update is ``CONNECTED`` (with ``integration``), ``FAILED`` or
+        ``EXPIRED`` (with ``reason``). The call starts on the first iteration
+        and is cancelled when the generator is closed (``contextlib.closing``)
+        or collected. A flow of another sandbox, or none,
+        is NotFound; ``timeout`` passing is DeadlineExceeded.
         """
         request = integrations_pb2.WatchConnectRequest(flow_id=flow_id)
         call = self._stub.WatchConnect(request, timeout=timeout, metadata=self._metadata())
@@ -598,14 +544,18 @@ class SyncIntegrations:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
         finally:
-            call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it unannotated
+            _cancel(call)
 
     def wait_connected(
         self, flow_id: str, timeout: float | None = None
     ) -> integrations_pb2.Integration:
-        """Wait until the connect flow ends; the new integration, or ConnectFailed.
+        """Wait until the connect flow ends and return the new integration.
 
-        ``timeout`` bounds the wait, not the flow (DeadlineExceeded leaves it open).
+        A flow that failed (the end user declined, the provider refused) or
+        expired raises :class:`~interlock.errors.ConnectFailed` with its
+        ``state`` and ``reason``. ``timeout`` (seconds) bounds the wait, not
+        the flow: DeadlineExceeded leaves the flow open until it expires, and
+        waiting again picks it up.
         """
         with contextlib.closing(self.watch_connect(flow_id, timeout=timeout)) as updates:
             for update in updates:
@@ -627,13 +577,22 @@ class SyncIntegrations:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> integrations_pb2.Integration:
-        """Register an MCP server as an integration; its token and headers are never returned."""
+        """Register an MCP server (Streamable HTTP) as an integration; return it.
+
+        ``name`` (1-32 of a-z, 0-9, ``-``) namespaces its tools
+        (``mcp__<name>__<tool>``); ``url`` is https, or http to a loopback
+        address. Empty ``end_user_id`` makes it serve the whole sandbox.
+        ``bearer_token`` and ``headers`` are sent to the server on every call;
+        they are sealed at rest and no call returns them. Adding a name again
+        for the same end user replaces the earlier one.
+        """
         request = add_mcp_server_request(
             name, url, end_user_id=end_user_id, bearer_token=bearer_token, headers=headers
         )
-        return _unary(
+        response = _unary(
             lambda: self._stub.AddMcpServer(request, timeout=timeout, metadata=self._metadata())
-        ).integration
+        )
+        return response.integration
 
     def list(
         self,
@@ -642,31 +601,46 @@ class SyncIntegrations:
         *,
         timeout: float | None = None,
     ) -> builtins.list[integrations_pb2.Integration]:
-        """An end user's and the sandbox-wide integrations (without one: all), oldest first."""
+        """Integrations, oldest first.
+
+        With ``end_user_id``: that end user's and the sandbox-wide ones (what
+        their runs get); without: every integration of the sandbox.
+        Disconnected ones only with ``include_disconnected``.
+        """
         request = integrations_pb2.ListIntegrationsRequest(
             end_user_id=end_user_id, include_disconnected=include_disconnected
         )
-        return list(
-            _unary(
-                lambda: self._stub.ListIntegrations(
-                    request, timeout=timeout, metadata=self._metadata()
-                )
-            ).integrations
+        response = _unary(
+            lambda: self._stub.ListIntegrations(request, timeout=timeout, metadata=self._metadata())
         )
+        return list(response.integrations)
 
     def disconnect(
         self, integration_id: str, *, timeout: float | None = None
     ) -> integrations_pb2.Integration:
-        """Revoke the grant upstream (OAuth apps), then archive the integration; return it."""
+        """Revoke the grant upstream (OAuth apps), then archive the integration; return it.
+
+        Its tools disappear from later runs. Disconnecting twice is not an
+        error. If the provider refuses to revoke, FailedPrecondition and the
+        integration stays connected.
+        """
         request = integrations_pb2.DisconnectRequest(integration_id=integration_id)
-        return _unary(
+        response = _unary(
             lambda: self._stub.Disconnect(request, timeout=timeout, metadata=self._metadata())
-        ).integration
+        )
+        return response.integration
 
 
 class SyncCompute:
-    """Kill switches (operator key), compute sessions, providers and placements (the API
-    key when there is one, else the operator key); see :class:`interlock.Compute`."""
+    """Operating runs and compute: kill switches, compute sessions, providers, placements.
+
+    Pauses need the operator key. The other calls use the sandbox API key when
+    the client has one, and then see only that sandbox; a client with only the
+    operator key (and ``INTERLOCK_API_KEY`` unset) sees every sandbox::
+
+        for session in client.compute.sessions(status="running"):
+            client.compute.suspend(session.id)
+    """
 
     def __init__(
         self, channel: grpc.Channel, operator_key: str | None, api_key: str | None = None
@@ -690,7 +664,8 @@ class SyncCompute:
         reason: str = "",
         timeout: float | None = None,
     ) -> compute_pb2.SetPauseResponse:
-        """Pause runs in ``scope``; see :meth:`interlock.Compute.pause`."""
+        """Pause runs in ``scope`` ("global", "end_user", "agent_provider",
+        "compute_provider"); runs in flight it covers end with an Error event."""
         request = compute_pb2.SetPauseRequest(
             scope=pause_scope(scope), sandbox_id=sandbox_id, target=target, reason=reason
         )
@@ -705,18 +680,18 @@ class SyncCompute:
         request = compute_pb2.ClearPauseRequest(
             scope=pause_scope(scope), sandbox_id=sandbox_id, target=target
         )
-        return _unary(
+        response = _unary(
             lambda: self._stub.ClearPause(request, timeout=timeout, metadata=self._metadata())
-        ).cleared
+        )
+        return response.cleared
 
     def pauses(self, *, timeout: float | None = None) -> builtins.list[compute_pb2.Pause]:
         """The pauses in force, oldest first."""
         request = compute_pb2.ListPausesRequest()
-        return list(
-            _unary(
-                lambda: self._stub.ListPauses(request, timeout=timeout, metadata=self._metadata())
-            ).pauses
+        response = _unary(
+            lambda: self._stub.ListPauses(request, timeout=timeout, metadata=self._metadata())
         )
+        return list(response.pauses)
 
     def sessions(
         self,
@@ -728,7 +703,14 @@ class SyncCompute:
         sandbox_id: str = "",
         timeout: float | None = None,
     ) -> builtins.list[compute_pb2.ComputeSession]:
-        """Compute sessions, oldest first; see :meth:`interlock.Compute.sessions`."""
+        """Compute sessions, oldest first, narrowed by the filters given.
+
+        ``status`` is "creating", "running", "suspended", "archived", "failed"
+        or "destroyed" (ValueError for another); empty means every status but
+        destroyed. ``sandbox_id`` narrows the operator's view to one sandbox
+        (the operator key is used when the client has one, as for the ledger;
+        an API key alone may only name its own sandbox, else InvalidArgument).
+        """
         request = list_compute_sessions_request(
             sandbox_id=sandbox_id,
             end_user_id=end_user_id,
@@ -736,66 +718,67 @@ class SyncCompute:
             status=status,
             provider=provider,
         )
-        return list(
-            _unary(
-                lambda: self._stub.ListComputeSessions(
-                    request,
-                    timeout=timeout,
-                    metadata=self._metadata() if sandbox_id and self._key else self._either(),
-                )
-            ).sessions
+        metadata = self._metadata() if sandbox_id and self._key else self._either()
+        response = _unary(
+            lambda: self._stub.ListComputeSessions(request, timeout=timeout, metadata=metadata)
         )
+        return list(response.sessions)
 
     def suspend(
         self, session_id: str, *, timeout: float | None = None
     ) -> compute_pb2.ComputeSession:
-        """Stop a running session now, keeping its state; return the session."""
+        """Stop a running session now, keeping its state (waits for a run using it);
+        return the session. Another sandbox's session is NotFound."""
         request = compute_pb2.SuspendComputeSessionRequest(session_id=session_id)
-        return _unary(
+        response = _unary(
             lambda: self._stub.SuspendComputeSession(
                 request, timeout=timeout, metadata=self._either()
             )
-        ).session
+        )
+        return response.session
 
     def resume(
         self, session_id: str, *, timeout: float | None = None
     ) -> compute_pb2.ComputeSession:
         """Start a suspended or archived session again, ahead of a run; return it."""
         request = compute_pb2.ResumeComputeSessionRequest(session_id=session_id)
-        return _unary(
+        response = _unary(
             lambda: self._stub.ResumeComputeSession(
                 request, timeout=timeout, metadata=self._either()
             )
-        ).session
+        )
+        return response.session
 
     def destroy(
         self, session_id: str, *, timeout: float | None = None
     ) -> compute_pb2.ComputeSession:
-        """Delete a session and its state at its provider; return it, destroyed."""
+        """Delete a session and its state at its provider (waits for a run using it);
+        return it, destroyed. The key's next run starts a new session."""
         request = compute_pb2.DestroyComputeSessionRequest(session_id=session_id)
-        return _unary(
+        response = _unary(
             lambda: self._stub.DestroyComputeSession(
                 request, timeout=timeout, metadata=self._either()
             )
-        ).session
+        )
+        return response.session
 
     def providers(
         self, *, timeout: float | None = None
     ) -> builtins.list[compute_pb2.ComputeProviderStatus]:
         """The compute providers in order of preference: health, load, start times, prices."""
         request = compute_pb2.ListComputeProvidersRequest()
-        return list(
-            _unary(
-                lambda: self._stub.ListComputeProviders(
-                    request, timeout=timeout, metadata=self._either()
-                )
-            ).providers
+        response = _unary(
+            lambda: self._stub.ListComputeProviders(
+                request, timeout=timeout, metadata=self._either()
+            )
         )
+        return list(response.providers)
 
     def explain(
         self, run_id: str, *, timeout: float | None = None
     ) -> compute_pb2.ExplainPlacementResponse:
-        """Where a run's runtime was placed and why; see :meth:`interlock.Compute.explain`."""
+        """Where a run's runtime was placed and why, with every provider considered.
+        A run that was not placed on compute (or of another sandbox) is NotFound."""
         request = compute_pb2.ExplainPlacementRequest(run_id=run_id)
         return _unary(
             lambda: self._stub.ExplainPlacement(request, timeout=timeout, metadata=self._either())
@@ -803,7 +786,7 @@ class SyncCompute:
 
 
 class SyncAgents:
-    """Saved agents of the sandbox (API key); see :class:`interlock.Agents`."""
+    """Saved agents of the sandbox (API key): run one with ``run(..., agent=slug)``."""
 
     def __init__(self, channel: grpc.Channel, api_key: str | None) -> None:
         self._stub = agents_pb2_grpc.AgentsStub(channel)
@@ -829,11 +812,10 @@ class SyncAgents:
     def list(self, *, timeout: float | None = None) -> builtins.list[agents_pb2.Agent]:
         """The sandbox's agents by slug."""
         request = agents_pb2.ListAgentsRequest()
-        return list(
-            _unary(
-                lambda: self._stub.ListAgents(request, timeout=timeout, metadata=self._metadata())
-            ).agents
+        response = _unary(
+            lambda: self._stub.ListAgents(request, timeout=timeout, metadata=self._metadata())
         )
+        return list(response.agents)
 
     def delete(self, slug: str, *, timeout: float | None = None) -> None:
         """Delete an agent."""
@@ -842,8 +824,18 @@ class SyncAgents:
 
 
 class SyncLedger:
-    """Ledger entries and usage summaries (API key, or operator key with ``sandbox_id``);
-    see :class:`interlock.Ledger`."""
+    """What runs cost: ledger entries and usage summaries.
+
+    With the API key a call reads that sandbox's ledger; pass ``sandbox_id``
+    to read any sandbox's with the operator key. Every call takes the same
+    filters: ``run_id``, ``end_user_id``, ``agent`` (a saved agent's slug),
+    ``provider``, ``kind`` ("tokens" or "compute") and the time range
+    ``since`` (inclusive) to ``until`` (exclusive)::
+
+        by_user = client.ledger.summarize_all("end_user", since=last_monday)
+        for row in by_user.summaries:
+            print(row.key, row.total_cost_usd)
+    """
 
     def __init__(
         self, channel: grpc.Channel, api_key: str | None, operator_key: str | None
@@ -905,6 +897,7 @@ class SyncLedger:
         page_token = ""
         while True:
             page = self.list(
+                timeout=timeout,
                 run_id=run_id,
                 end_user_id=end_user_id,
                 agent=agent,
@@ -915,7 +908,6 @@ class SyncLedger:
                 sandbox_id=sandbox_id,
                 page_size=page_size,
                 page_token=page_token,
-                timeout=timeout,
             )
             yield from page.entries
             page_token = page.next_page_token
@@ -938,7 +930,8 @@ class SyncLedger:
         page_token: str = "",
         timeout: float | None = None,
     ) -> ledger_pb2.SummarizeUsageResponse:
-        """One page of usage and cost per ``by`` group, with the total of everything matched."""
+        """One page of usage and cost per ``by`` group, by key, with the total of everything
+        matched; see :meth:`summarize_all` for every group at once."""
         request = ledger_pb2.SummarizeUsageRequest(
             sandbox_id=sandbox_id,
             filter=ledger_filter(
@@ -980,6 +973,7 @@ class SyncLedger:
         while True:
             page = self.summarize(
                 by,
+                timeout=timeout,
                 run_id=run_id,
                 end_user_id=end_user_id,
                 agent=agent,
@@ -990,7 +984,6 @@ class SyncLedger:
                 sandbox_id=sandbox_id,
                 page_size=page_size,
                 page_token=page_token,
-                timeout=timeout,
             )
             merged.summaries.extend(page.summaries)
             merged.total.CopyFrom(page.total)

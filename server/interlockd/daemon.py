@@ -49,7 +49,8 @@ from interlockd.backends.kinds import build_backend
 from interlockd.backends.registry import BackendDeps, BackendRegistry
 from interlockd.compute.base import ComputeDeps, ComputeProvider
 from interlockd.compute.kinds import build_compute_provider
-from interlockd.compute.scheduler import ComputeScheduler, SchedulerSettings
+from interlockd.compute.placement import SchedulerSettings
+from interlockd.compute.scheduler import ComputeScheduler
 from interlockd.config import ConfigError, Settings
 from interlockd.context.search_tool import SearchConversationsTool
 from interlockd.errors import InterlockError

@@ -15,12 +15,8 @@ from interlockd.backends.registry import BackendRegistry
 from interlockd.compute.base import ComputeError
 from interlockd.compute.daytona.provider import DaytonaProvider
 from interlockd.compute.local.provider import LocalComputeProvider
-from interlockd.compute.scheduler import (
-    ComputeScheduler,
-    Lease,
-    PlacementRequest,
-    SchedulerSettings,
-)
+from interlockd.compute.placement import Lease, PlacementRequest, SchedulerSettings
+from interlockd.compute.scheduler import ComputeScheduler
 from interlockd.compute.sprites.provider import FlySpritesProvider
 from interlockd.errors import InvalidArgument, NotFound, ResourceExhausted
 from interlockd.ids import new_id

@@ -33,21 +33,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Literal
+from collections.abc import Awaitable, Callable, Sequence
 
-import orjson
 import structlog
 
 from interlockd import ids
 from interlockd.compute.base import ComputeError, ComputeProvider, ComputeSession, Endpoint
 from interlockd.compute.breaker import CircuitBreaker
-from interlockd.compute.policy import Candidate, Choice, Existing, PolicyName, choose
+from interlockd.compute.placement import (
+    ComputeCharge,
+    Lease,
+    PlacementRequest,
+    Plan,
+    ProviderHealth,
+    ReapReport,
+    SchedulerSettings,
+)
+from interlockd.compute.policy import Candidate, Existing, choose
+from interlockd.compute.sessions import as_compute_error, at, fingerprint, snapshot, tags
 from interlockd.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from interlockd.pauses import PauseBoard
 from interlockd.store.base import ComputeSessionRecord, ComputeStatus, Placement, Store
@@ -61,96 +66,6 @@ Describe = Callable[[str, RuntimeContext], Awaitable[SessionSpec]]
 
 #: Weight of the newest measurement in a provider's start-time averages.
 _EWMA = 0.3
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerSettings:
-    """How the scheduler keeps sessions and whom it admits (``[compute]`` in the config)."""
-
-    #: Stop a session after this many seconds without a run (its state is kept).
-    idle_stop_seconds: float = 15 * 60.0
-    #: Archive a session suspended this long (resumes slowly, costs least).
-    archive_after_seconds: float = 7 * 86_400.0
-    reaper_interval_seconds: float = 30.0
-    health_interval_seconds: float = 30.0
-    #: Consecutive failures (probes or starts) that open a provider's breaker.
-    breaker_failures: int = 3
-    breaker_cooldown_seconds: float = 60.0
-    #: Per end user: running sessions (0: no limit) and runs in progress at once.
-    max_active_sessions_per_user: int = 3
-    max_concurrent_runs_per_user: int = 2
-    default_policy: PolicyName = "latency-aware"
-    #: The run profile cost-aware placement prices: seconds a run keeps compute busy.
-    expected_run_seconds: float = 60.0
-    #: Most running sessions per provider (absent or 0: no limit).
-    capacity: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class PlacementRequest:
-    """Where a run wants its runtime, in the scheduler's terms."""
-
-    sandbox_id: str
-    end_user_id: str
-    agent_key: str  # the saved agent's slug, or "<provider>/<model>"
-    agent_id: str  # the saved agent's slug ("" without one), for tags and the ledger
-    runtime: str  # the agent provider ("hermes")
-    model: str
-    provider: str = ""  # pinned compute provider; "" lets the policy choose
-    policy: str = ""  # "latency-aware" | "cost-aware"; "" = the default
-    region: str = ""
-
-
-@dataclass(eq=False, slots=True)
-class Plan:
-    """An admitted placement: the choice, and the user's run slot it holds until released."""
-
-    request: PlacementRequest
-    choice: Choice
-    released: bool = False
-    #: (compute session id, clock at acquire) once a session was asked to run.
-    metered: tuple[str, float] | None = None
-
-
-@dataclass(eq=False, slots=True)
-class Lease:
-    """A run's hold on a running compute session."""
-
-    plan: Plan
-    record: ComputeSessionRecord
-    provider: ComputeProvider
-    access: RuntimeAccess
-    lock: asyncio.Lock  # the key's, held until release
-
-
-@dataclass(frozen=True, slots=True)
-class ComputeCharge:
-    """What one run's compute cost: its active seconds at the provider's rate."""
-
-    provider: str
-    seconds: float
-    cost_usd: float
-    price_version: str
-    compute_session_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderHealth:
-    name: str
-    healthy: bool
-    breaker: Literal["closed", "open", "half_open"]
-    last_error: str
-    running: int
-    capacity: int
-    cold_start_seconds: float
-    resume_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class ReapReport:
-    suspended: int = 0
-    archived: int = 0
-    destroyed: int = 0
 
 
 class ComputeScheduler:
@@ -428,7 +343,7 @@ class ComputeScheduler:
             record = None
         if record is not None:
             spec = await self._spec(req, record.id, record.api_key, record.mcp_token)
-            if _fingerprint(spec) != record.spec_fingerprint:
+            if fingerprint(spec) != record.spec_fingerprint:
                 await self._retire(record, "the runtime's configuration changed")
                 record = None
         if record is None:
@@ -445,11 +360,11 @@ class ComputeScheduler:
                     runtime=req.runtime,
                     provider=name,
                     region=req.region,
-                    spec_fingerprint=_fingerprint(spec),
+                    spec_fingerprint=fingerprint(spec),
                     api_key=api_key,
                     mcp_token=mcp_token,
-                    tags=_tags(req, run_id),
-                    now=_datetime(self._clock()),
+                    tags=tags(req, run_id),
+                    now=at(self._clock()),
                 )
             except AlreadyExists:
                 # Another replica created it meanwhile: the next run uses it.
@@ -468,7 +383,7 @@ class ComputeScheduler:
             external_id=session.external_id,
             endpoint=endpoint.base_url,
             region=session.region or record.region,
-            tags=_tags(req, run_id),
+            tags=tags(req, run_id),
         )
         await self._store.record_placement(
             Placement(
@@ -480,7 +395,7 @@ class ComputeScheduler:
                 reason=plan.choice.reason,
                 candidates=[v.as_dict() for v in plan.choice.verdicts],
                 ready_seconds=round(ready, 3),
-                created_at=_datetime(self._clock()),
+                created_at=at(self._clock()),
             )
         )
         log.info(
@@ -523,7 +438,7 @@ class ComputeScheduler:
             session = await provider.ensure(spec, record.external_id or None)
             endpoint = await provider.endpoint(session)
         except Exception as exc:
-            error = _as_compute_error(name, exc)
+            error = as_compute_error(name, exc)
             breaker.failure(error.message)
             if was == "creating":
                 await self._store.update_compute_session(record.id, status="failed")
@@ -560,7 +475,7 @@ class ComputeScheduler:
             # Billed to the millisecond; the cost is of exactly the seconds recorded.
             seconds = round(max(0.0, now - started), 3)
             await self._store.update_compute_session(
-                session_id, add_active_seconds=seconds, last_active_at=_datetime(now)
+                session_id, add_active_seconds=seconds, last_active_at=at(now)
             )
             return ComputeCharge(
                 provider=provider.name,
@@ -602,7 +517,7 @@ class ComputeScheduler:
         provider = self._providers.get(record.provider)
         if provider is not None and record.external_id:
             try:
-                await provider.destroy(_snapshot(record))
+                await provider.destroy(snapshot(record))
             except Exception as exc:
                 log.warning("compute_destroy_failed", session=record.id, error=str(exc))
                 await self._store.update_compute_session(record.id, status="failed")
@@ -627,7 +542,7 @@ class ComputeScheduler:
             return record
         provider = self._providers.get(record.provider)
         if provider is not None and provider.capabilities.suspend:
-            await provider.suspend(_snapshot(record))
+            await provider.suspend(snapshot(record))
         # A provider without suspend idles the session by itself: it no longer bills.
         return await self._store.update_compute_session(record.id, status="suspended", endpoint="")
 
@@ -654,7 +569,7 @@ class ComputeScheduler:
                 status="running",
                 external_id=session.external_id,
                 endpoint=endpoint.base_url,
-                last_active_at=_datetime(self._clock()),
+                last_active_at=at(self._clock()),
             )
 
     async def destroy(self, session_id: str) -> ComputeSessionRecord:
@@ -666,7 +581,7 @@ class ComputeScheduler:
                 return record
             provider = self.provider(record.provider)
             if record.external_id:
-                await provider.destroy(_snapshot(record))
+                await provider.destroy(snapshot(record))
             return await self._store.update_compute_session(
                 record.id, status="destroyed", endpoint=""
             )
@@ -679,7 +594,7 @@ class ComputeScheduler:
         now = self._clock()
         suspended = archived = destroyed = 0
         for record in await self._store.list_compute_sessions(
-            statuses=("running",), idle_since=_datetime(now - s.idle_stop_seconds)
+            statuses=("running",), idle_since=at(now - s.idle_stop_seconds)
         ):
             lock = self._lock_of(record)
             if lock.locked():
@@ -694,7 +609,7 @@ class ComputeScheduler:
             except Exception as exc:
                 log.warning("compute_idle_stop_failed", session=record.id, error=str(exc))
         for record in await self._store.list_compute_sessions(
-            statuses=("suspended",), idle_since=_datetime(now - s.archive_after_seconds)
+            statuses=("suspended",), idle_since=at(now - s.archive_after_seconds)
         ):
             provider = self._providers.get(record.provider)
             if (
@@ -705,7 +620,7 @@ class ComputeScheduler:
                 continue
             try:
                 async with self._lock_of(record):
-                    await provider.archive(_snapshot(record))
+                    await provider.archive(snapshot(record))
                     await self._store.update_compute_session(record.id, status="archived")
                 archived += 1
                 log.info("compute_session_archived", session=record.id, provider=record.provider)
@@ -717,7 +632,7 @@ class ComputeScheduler:
                 continue
             try:
                 if record.external_id:
-                    await provider.destroy(_snapshot(record))
+                    await provider.destroy(snapshot(record))
                 await self._store.update_compute_session(record.id, status="destroyed", endpoint="")
                 destroyed += 1
             except Exception as exc:
@@ -760,50 +675,3 @@ class ComputeScheduler:
             )
             for name in self._order
         ]
-
-
-def _as_compute_error(name: str, exc: Exception) -> ComputeError:
-    """``exc`` as a ComputeError of the provider configured as ``name``."""
-    if isinstance(exc, ComputeError):
-        if exc.provider == name:
-            return exc
-        return ComputeError(name, exc.message.removeprefix(f"compute provider {exc.provider}: "))
-    return ComputeError(name, repr(exc))
-
-
-def _fingerprint(spec: SessionSpec) -> str:
-    document = {
-        "command": list(spec.command),
-        "port": spec.port,
-        "env": dict(spec.env),
-        "files": {k: hashlib.sha256(v).hexdigest() for k, v in spec.files.items()},
-        "health_path": spec.health_path,
-        "size": spec.size,
-    }
-    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def _tags(req: PlacementRequest, run_id: str) -> dict[str, str]:
-    return {
-        "user_id": req.end_user_id,
-        "sandbox_id": req.sandbox_id,
-        "agent_id": req.agent_id,
-        "run_id": run_id,
-        "model": req.model,
-    }
-
-
-def _snapshot(record: ComputeSessionRecord) -> ComputeSession:
-    status = record.status if record.status != "creating" else "failed"
-    return ComputeSession(
-        provider=record.provider,
-        external_id=record.external_id,
-        key=record.id,
-        status=status,
-        labels={"sandbox_id": record.sandbox_id, "user_id": record.end_user_id},
-        region=record.region,
-    )
-
-
-def _datetime(epoch_seconds: float) -> datetime:
-    return datetime.fromtimestamp(epoch_seconds, UTC)

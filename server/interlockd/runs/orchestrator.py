@@ -38,13 +38,8 @@ from interlockd.backends import catalog
 from interlockd.backends.base import AgentBackend, TurnRequest
 from interlockd.backends.registry import BackendRegistry
 from interlockd.compute.base import ComputeError
-from interlockd.compute.scheduler import (
-    ComputeCharge,
-    ComputeScheduler,
-    Lease,
-    PlacementRequest,
-    Plan,
-)
+from interlockd.compute.placement import ComputeCharge, Lease, PlacementRequest, Plan
+from interlockd.compute.scheduler import ComputeScheduler
 from interlockd.config import RunSettings
 from interlockd.context.tokens import estimate_tokens
 from interlockd.context.window import Budget, assemble, check_message_fits

@@ -19,7 +19,6 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import structlog
@@ -52,18 +51,14 @@ from interlockd.compute.kinds import build_compute_provider
 from interlockd.compute.placement import SchedulerSettings
 from interlockd.compute.scheduler import ComputeScheduler
 from interlockd.config import ConfigError, Settings
-from interlockd.context.search_tool import SearchConversationsTool
 from interlockd.errors import InterlockError
-from interlockd.http.dispatch import DispatchRegistry
-from interlockd.http.mcp_access import McpAccessRegistry
 from interlockd.http.oauth_callback import callback_route
 from interlockd.http.server import HttpServer
 from interlockd.integrations.base import App
 from interlockd.integrations.connect import ConnectFlows
 from interlockd.integrations.egress import EgressPolicy
 from interlockd.integrations.mcp import McpSources
-from interlockd.integrations.registry import RunTools
-from interlockd.integrations.tools import ToolRegistry
+from interlockd.integrations.tool_source import IntegrationTools
 from interlockd.listen import (
     HTTP_LISTEN_SETTING,
     LISTEN_SETTING,
@@ -75,6 +70,11 @@ from interlockd.runs.orchestrator import Orchestrator
 from interlockd.store.base import Quotas, Store
 from interlockd.store.crypto import KeyringError, MasterKeyring
 from interlockd.store.sqlite import SqliteStore, stored_key_samples
+from interlockd.tools.base import ToolRegistry
+from interlockd.tools.dispatch import Dispatch
+from interlockd.tools.grants import GrantRegistry, ToolAccess
+from interlockd.tools.search import SearchConversationsTool
+from interlockd.tools.selection import RunTools
 
 log = structlog.get_logger(__name__)
 #: After the runs' grace: how long other calls in flight get before the server stops.
@@ -183,7 +183,7 @@ def build_apps(settings: Settings) -> dict[str, App]:
     return apps
 
 
-def register_backends(settings: Settings, backends: BackendRegistry, dispatch: Any = None) -> None:
+def register_backends(settings: Settings, backends: BackendRegistry) -> None:
     """Every configured provider's backend, each built by its kind (built-in or a
     plugin's) and registered in ``backends`` in configuration order: a table that
     cannot be built is a configuration error naming it (those built before it stay
@@ -196,7 +196,6 @@ def register_backends(settings: Settings, backends: BackendRegistry, dispatch: A
                 backends=backends,
                 tool_timeout_seconds=settings.runs.tool_timeout_seconds,
                 max_run_seconds=settings.runs.max_run_seconds,
-                dispatch=dispatch,
             )
             backends.register(build_backend(table, deps))
     except InterlockError as exc:
@@ -267,8 +266,8 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.orchestrator: Orchestrator | None = None
-        self.dispatch = DispatchRegistry()
-        self.mcp_access = McpAccessRegistry()
+        self.dispatch = Dispatch()
+        self.mcp_access: GrantRegistry[ToolAccess] = GrantRegistry()
         # Where MCP servers may be: checked at registration and at every connect
         # (tests replace its resolver to play DNS rebinding).
         self.egress = EgressPolicy(settings.integrations.mcp_allowed_networks)
@@ -307,18 +306,23 @@ class Daemon:
         interrupted = await self.store.interrupt_running_runs()
         if interrupted:
             log.warning("runs_interrupted", count=interrupted)
-        register_backends(s, self.backends, self.dispatch)
+        register_backends(s, self.backends)
         default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
         default_models.setdefault("local", "smollm2-135m")
         self.apps = build_apps(s)
+        mcp_tools = McpSources(allow_stdio=s.integrations.allow_stdio_mcp, egress=self.egress)
         tools = RunTools(
-            self.store,
             ToolRegistry([SearchConversationsTool()]),
-            self.apps,
-            mcp_tools=McpSources(allow_stdio=s.integrations.allow_stdio_mcp, egress=self.egress),
+            [IntegrationTools(self.store, self.apps, mcp_tools=mcp_tools)],
         )
         self.orchestrator = Orchestrator(
-            self.store, self.backends, tools, s.runs, s.default_provider, default_models
+            self.store,
+            self.backends,
+            tools,
+            s.runs,
+            s.default_provider,
+            default_models,
+            dispatch=self.dispatch,
         )
         self.pauses = PauseBoard(self.store, on_new=self.orchestrator.stop_paused)
         await self.pauses.start()

@@ -2,7 +2,8 @@
 
 Usage, tool specs, context messages and model limits; the events a backend
 yields while a turn runs; the seams a backend is handed (the run's
-:class:`ToolRunner` and :class:`ProviderState`); and what a self-hosted
+:class:`ToolRunner`, :class:`ProviderState` and, for hosted agents that call
+tools back over HTTP, :class:`ToolDispatch`); and what a self-hosted
 runtime and the compute it runs on agree on (:class:`SessionSpec`,
 :class:`RuntimeContext`, :class:`RuntimeAccess`). The store, the providers,
 the tools and the turn orchestrator all import these from here, so none of
@@ -13,6 +14,7 @@ does I/O or knows gRPC, a provider, the store or a tenant.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -241,6 +243,54 @@ class ToolRunner(abc.ABC):
         returned as a result with ``error`` set, never raised; only
         cancellation propagates.
         """
+
+
+@dataclass(eq=False)
+class DispatchCall:
+    """One tool call a hosted agent sent back to the router; its run resolves ``answer``."""
+
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    answer: asyncio.Future[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class DispatchChannel(abc.ABC):
+    """The dispatch callbacks of one run: how a hosted agent's tool calls reach it.
+
+    A runtime whose tools are baked in at its provider (a deployed Vertex AI
+    agent) carries one proxy tool that POSTs each call back to the router with
+    :attr:`token`; the calls queue here for the backend streaming the turn,
+    which runs them with the run's :class:`ToolRunner` and answers each.
+    """
+
+    @property
+    @abc.abstractmethod
+    def token(self) -> str:
+        """The run-scoped bearer token the runtime sends with each call; never log it."""
+
+    @abc.abstractmethod
+    def bind_session(self, session_id: str) -> None:
+        """Accept calls only from the provider session ``session_id`` from now on."""
+
+    @abc.abstractmethod
+    async def next_call(self) -> DispatchCall:
+        """The next call that arrived, oldest first (waits for one)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Revoke the token; calls still waiting are answered that the run ended. Idempotent."""
+
+
+class ToolDispatch(abc.ABC):
+    """Opens a run's :class:`DispatchChannel` (handed to backends in the turn request)."""
+
+    @abc.abstractmethod
+    def open(self, end_user_id: str, ttl: float) -> DispatchChannel:
+        """A new channel and token for one run of ``end_user_id``, valid ``ttl`` seconds at
+        most; the caller closes it when the turn ends."""
 
 
 @dataclass(frozen=True, slots=True)

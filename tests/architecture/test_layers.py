@@ -2,7 +2,7 @@
 
 From the bottom up (docs/architecture.md draws it):
 
-0. ground — the error root, ids, logging, the turn's vocabulary;
+0. ground — the error root, ids, logging, the turn's vocabulary, tool schema dialects;
 1. ``store/`` (persistence, sealing);
 2. ``pauses`` (the kill switches, read from the store);
 3. providers — ``backends/`` and ``compute/``, neither importing the other;
@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "plugins": 0,
     "ids": 0,
     "logs": 0,
+    "tool_schema": 0,
     "listen": 7,
     "config": 4,
     "vocabulary": 0,
@@ -49,13 +50,7 @@ LAYERS: dict[str, int] = {
 APART = [{"backends", "compute"}, {"api", "http"}]
 
 #: Arrows that still run upward: each is a debt with its way out; the list only shrinks.
-KNOWN: set[tuple[str, str]] = {
-    # The Google backend takes its dispatch channel from http/dispatch.py: the
-    # run-scoped token registry belongs in tools/, the channel in the turn request.
-    ("backends", "http"),
-    # The orchestrator opens MCP grants from http/mcp_access.py: the same registry.
-    ("runs", "http"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def unit(module: str) -> str:

@@ -8,8 +8,6 @@ from typing import Any
 
 import orjson
 import pytest
-from interlockd.http.dispatch import DispatchRegistry
-from interlockd.integrations.tools import Tool, ToolContext
 
 from interlockd.backends.base import TurnRequest
 from interlockd.backends.hermes.backend import Binding, HermesBackend
@@ -22,6 +20,9 @@ from interlockd.errors import (
     ProviderUnavailable,
 )
 from interlockd.http.server import HttpServer
+from interlockd.tools.base import Tool, ToolContext
+from interlockd.tools.dispatch import Dispatch
+from interlockd.tools.grants import ToolAccess
 from interlockd.vocabulary import (
     BackendEvent,
     Message,
@@ -84,7 +85,7 @@ class Executing(ToolRunner):
 @pytest.fixture
 async def mcp_side() -> AsyncIterator[HttpServer]:
     """The daemon's HTTP side, whose MCP endpoint Hermes calls the run's tools on."""
-    server = HttpServer("127.0.0.1", 0, DispatchRegistry(), call_timeout=5, shutdown_timeout=1)
+    server = HttpServer("127.0.0.1", 0, Dispatch(), call_timeout=5, shutdown_timeout=1)
     await server.start()
     yield server
     await server.stop()
@@ -179,7 +180,7 @@ async def test_the_daemons_tool_calls_stream_as_the_mcp_endpoint_executed_them(
     arguments and the result, its runner executed and recorded it with (not Hermes' empty
     progress frames), between the text before and after it, not marked provider-executed."""
     runner = Executing()
-    grant = mcp_side.mcp_access.open([Search()], runner, ttl=60)
+    grant = mcp_side.mcp_access.open(ToolAccess.of([Search()], runner), ttl=60)
     hermes.mcp_url, hermes.mcp_token = mcp_url(mcp_side), grant.token
     hermes.enqueue(
         HermesReply()
@@ -206,7 +207,7 @@ async def test_a_failed_daemon_tool_streams_its_error(
 ) -> None:
     """A daemon tool that fails streams the error its runner recorded, as Hermes' model got it."""
     runner = Executing(error="the index is offline")
-    grant = mcp_side.mcp_access.open([Search()], runner, ttl=60)
+    grant = mcp_side.mcp_access.open(ToolAccess.of([Search()], runner), ttl=60)
     hermes.mcp_url, hermes.mcp_token = mcp_url(mcp_side), grant.token
     hermes.enqueue(HermesReply().mcp_tool("github.search", {"q": "x"}).text("Sorry."))
     events = await collect(backend, request(hermes, tools=(Search.spec,)), runner)
@@ -222,7 +223,7 @@ async def test_calls_made_before_the_agent_failed_still_stream(
     """When Hermes' agent fails after a daemon tool ran, the recorded call streams before
     the failure is raised."""
     runner = Executing()
-    grant = mcp_side.mcp_access.open([Search()], runner, ttl=60)
+    grant = mcp_side.mcp_access.open(ToolAccess.of([Search()], runner), ttl=60)
     hermes.mcp_url, hermes.mcp_token = mcp_url(mcp_side), grant.token
     hermes.enqueue(HermesReply().mcp_tool("github.search", {"q": "x"}).fail("model crashed"))
     events: list[BackendEvent] = []

@@ -16,13 +16,15 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from interlockd.context.search_tool import SearchConversationsTool
-from interlockd.http.dispatch import DispatchRegistry
-from interlockd.http.mcp_access import McpAccessRegistry, McpGrant
 from interlockd.http.server import HttpServer
 from interlockd.ids import new_id
-from interlockd.integrations.tools import Tool, ToolContext, ToolError, ToolRegistry
-from interlockd.runs.recording import SandboxToolRunner, TurnRecorder
+from interlockd.runs.recording import TurnRecorder
+from interlockd.tools.base import Tool, ToolContext, ToolError
+from interlockd.tools.dispatch import Dispatch
+from interlockd.tools.grants import Grant, GrantRegistry, ToolAccess
+from interlockd.tools.runner import SandboxToolRunner
+from interlockd.tools.search import SearchConversationsTool
+from interlockd.tools.selection import select
 from interlockd.vocabulary import ToolCall, ToolResult, ToolRunner, ToolSpec
 from tests.conftest import RunningDaemon
 
@@ -89,7 +91,7 @@ def endpoint(port: int) -> str:
     return f"http://127.0.0.1:{port}/mcp/"
 
 
-async def open_run(daemon: RunningDaemon) -> tuple[McpGrant, str]:
+async def open_run(daemon: RunningDaemon) -> tuple[Grant[ToolAccess], str]:
     """A run's grant over the sandbox's tools filtered by its allow-list, and its conversation."""
     d = daemon.daemon
     assert d.http is not None
@@ -98,10 +100,10 @@ async def open_run(daemon: RunningDaemon) -> tuple[McpGrant, str]:
     run_id = new_id("run")
     ctx = ToolContext(store, daemon.sandbox_id, "u-1", conversation.id, run_id)
     recorder = TurnRecorder(store, daemon.sandbox_id, conversation.id, run_id, "hermes", "m")
-    registry = ToolRegistry([SearchConversationsTool(), Shout(), Refuse(), Hidden()])
-    tools = registry.select(["shout", "refuse", "search_conversations"])
+    every = [SearchConversationsTool(), Shout(), Refuse(), Hidden()]
+    tools = select(every, ["shout", "refuse", "search_conversations"])
     runner = SandboxToolRunner(tools, ctx, recorder, timeout=10)
-    return d.http.mcp_access.open(tools, runner, ttl=60), conversation.id
+    return d.http.mcp_access.open(ToolAccess.of(tools, runner), ttl=60), conversation.id
 
 
 async def entries(daemon: RunningDaemon, conversation_id: str) -> list[Any]:
@@ -117,7 +119,7 @@ async def test_lists_exactly_the_runs_tools(daemon: RunningDaemon, mode: str) ->
     async with mcp_client(endpoint(daemon.daemon.http_port), grant.token, mode) as client:
         listed = (await client.list_tools()).tools
     assert [(t.name, t.description, t.input_schema) for t in listed] == [
-        (t.spec.name, t.spec.description, t.spec.parameters) for t in grant.tools.values()
+        (t.spec.name, t.spec.description, t.spec.parameters) for t in grant.scope.tools.values()
     ]
     assert [t.name for t in listed] == ["shout", "refuse", "search_conversations"]
     grant.close()
@@ -200,9 +202,9 @@ async def http_side() -> AsyncIterator[tuple[HttpServer, list[float]]]:
     server = HttpServer(
         "127.0.0.1",
         0,
-        DispatchRegistry(),
+        Dispatch(),
         call_timeout=5,
-        mcp_access=McpAccessRegistry(clock=lambda: now[0]),
+        mcp_access=GrantRegistry(clock=lambda: now[0]),
         public_url="https://router.example.com",
         shutdown_timeout=1,
     )
@@ -231,7 +233,7 @@ async def test_refused_tokens_open_nothing(
     """A wrong, missing, expired or closed token is answered 401 and nothing runs."""
     server, now = http_side
     runner = Recorded()
-    grant = server.mcp_access.open([Shout()], runner, ttl=30)
+    grant = server.mcp_access.open(ToolAccess.of([Shout()], runner), ttl=30)
     token = {"wrong": "forged", "missing": ""}.get(how, grant.token)
     if how == "expired":
         now[0] += 31
@@ -257,7 +259,7 @@ async def test_a_valid_token_opens_the_endpoint(http_side: tuple[HttpServer, lis
     """The same token, until it expires, lists and calls (the refusals above are its doing)."""
     server, now = http_side
     runner = Recorded()
-    grant = server.mcp_access.open([Shout()], runner, ttl=30)
+    grant = server.mcp_access.open(ToolAccess.of([Shout()], runner), ttl=30)
     now[0] += 29
     async with mcp_client(endpoint(server.port), grant.token) as client:
         assert [t.name for t in (await client.list_tools()).tools] == ["shout"]
@@ -282,7 +284,7 @@ async def test_only_the_daemons_own_host_names_are_answered(
 ) -> None:
     """DNS-rebinding protection: loopback and the public URL's host pass, any other Host is 421."""
     server, _ = http_side
-    grant = server.mcp_access.open([Shout()], Recorded(), ttl=30)
+    grant = server.mcp_access.open(ToolAccess.of([Shout()], Recorded()), ttl=30)
     headers = {
         "Authorization": f"Bearer {grant.token}",
         "Accept": "application/json, text/event-stream",
@@ -298,7 +300,7 @@ async def test_the_endpoint_has_a_trailing_slash_and_takes_post(
 ) -> None:
     """``/mcp`` redirects to ``/mcp/``; GET (no standalone stream here) is 405."""
     server, _ = http_side
-    grant = server.mcp_access.open([Shout()], Recorded(), ttl=30)
+    grant = server.mcp_access.open(ToolAccess.of([Shout()], Recorded()), ttl=30)
     auth = {"Authorization": f"Bearer {grant.token}", "Accept": "text/event-stream"}
     async with httpx.AsyncClient() as http:
         bare = await http.post(f"http://127.0.0.1:{server.port}/mcp", json=initialize())
@@ -310,10 +312,10 @@ async def test_the_endpoint_has_a_trailing_slash_and_takes_post(
 
 async def test_stop_does_not_wait_forever_on_a_call_in_flight() -> None:
     """Stopping the HTTP side gives a hanging tool call the grace period, then cancels it."""
-    server = HttpServer("127.0.0.1", 0, DispatchRegistry(), call_timeout=5, shutdown_timeout=1)
+    server = HttpServer("127.0.0.1", 0, Dispatch(), call_timeout=5, shutdown_timeout=1)
     await server.start()
     runner = Recorded(block=True)
-    grant = server.mcp_access.open([Shout()], runner, ttl=30)
+    grant = server.mcp_access.open(ToolAccess.of([Shout()], runner), ttl=30)
 
     async def call() -> None:
         async with mcp_client(endpoint(server.port), grant.token) as client:

@@ -1,4 +1,7 @@
-"""The HTTP side's tool dispatch endpoint: who may call back, and what they get."""
+"""The HTTP side's tool dispatch route: who may call back, and what they get.
+
+The channels and their tokens are tested in tests/tools/test_grants.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 
-from interlockd.http.dispatch import DispatchCall, DispatchRegistry, DispatchRejected
 from tests.conftest import RunningDaemon
 
 
@@ -89,28 +91,6 @@ async def test_closed_token_is_rejected(daemon: RunningDaemon) -> None:
     response = await post(daemon, channel.token, body())
     assert response.status_code == 401
     assert len(daemon.daemon.dispatch) == 0
-
-
-def test_tokens_expire() -> None:
-    """A token past its lifetime is refused and forgotten."""
-    now = [1000.0]
-    registry = DispatchRegistry(clock=lambda: now[0])
-    channel = registry.open("u-ref", ttl=30)
-    assert registry.channel(channel.token, user_id="u-ref", session_id="") is channel
-    now[0] += 31
-    with pytest.raises(DispatchRejected, match="expired"):
-        registry.channel(channel.token, user_id="u-ref", session_id="")
-    assert len(registry) == 0
-
-
-async def test_waiting_calls_are_answered_when_the_run_ends() -> None:
-    """Closing a channel answers queued calls with an error instead of leaving them hanging."""
-    registry = DispatchRegistry()
-    channel = registry.open("u-ref", ttl=30)
-    call = DispatchCall("c1", "t", {})
-    await channel.calls.put(call)
-    channel.close()
-    assert call.answer.result() == {"error": "the run has ended; the tool was not run"}
 
 
 async def test_healthz(daemon: RunningDaemon) -> None:

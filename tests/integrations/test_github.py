@@ -28,10 +28,10 @@ from interlockd.integrations.connect import pkce_challenge
 from interlockd.integrations.credentials import StoreCredentials
 from interlockd.integrations.github import TOOL_SPECS, GitHubApp
 from interlockd.integrations.github.tools import FILE_CHARS
-from interlockd.integrations.tools import Tool, ToolContext, ToolError
 from interlockd.store.base import Quotas
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
+from interlockd.tools.base import Tool, ToolContext, ToolError
 from tests.eventually import eventually
 from tests.fakes.github import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, FakeGitHub
 

@@ -26,7 +26,7 @@ from interlockd.config import ConfigError, load_settings
 from interlockd.integrations.egress import EgressPolicy, UrlRefused, refused_class
 from interlockd.integrations.egress.policy import IPAddress
 from interlockd.integrations.mcp.source import McpSource, McpUnavailable
-from interlockd.integrations.tools import ToolError
+from interlockd.tools.base import ToolError
 from tests.conftest import DaemonFactory, RunningDaemon
 from tests.fakes.mcp_server import FakeMcpServer
 from tests.fakes.openai import FakeOpenAI

@@ -21,7 +21,7 @@ from interlockd.integrations.base import Connection, ConnectionBroken, Credentia
 from interlockd.integrations.egress import EgressPolicy
 from interlockd.integrations.mcp.naming import tool_names
 from interlockd.integrations.mcp.source import McpSource, McpSources, McpUnavailable
-from interlockd.integrations.tools import Tool, ToolContext, ToolError
+from interlockd.tools.base import Tool, ToolContext, ToolError
 from tests.fakes.mcp_server import FakeMcpServer
 
 FAKE_SCRIPT = Path(__file__).parents[1] / "fakes" / "mcp_server.py"

@@ -20,8 +20,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from interlock.v1 import integrations_pb2, integrations_pb2_grpc
-from interlockd.http.mcp_access import McpGrant
-from interlockd.integrations.tools import Tool, ToolContext
+from interlockd.tools.base import Tool, ToolContext
+from interlockd.tools.grants import Grant, ToolAccess
 from interlockd.vocabulary import ToolCall, ToolResult, ToolRunner, ToolSpec
 from tests.security.world import ALICE_TEXT, World, metadata
 
@@ -112,10 +112,10 @@ async def mcp(w: World, token: str) -> AsyncIterator[Client]:
         yield client
 
 
-def open_grant(w: World, tool: str) -> tuple[McpGrant, Recording]:
+def open_grant(w: World, tool: str) -> tuple[Grant[ToolAccess], Recording]:
     assert w.daemon.http is not None
     runner = Recording()
-    return w.daemon.http.mcp_access.open([Named(tool)], runner, ttl=60), runner
+    return w.daemon.http.mcp_access.open(ToolAccess.of([Named(tool)], runner), ttl=60), runner
 
 
 @pytest.mark.asyncio(loop_scope="module")

@@ -40,6 +40,7 @@ from interlockd.vocabulary import (
     ThinkingDelta,
     ToolCall,
     ToolCallPart,
+    ToolDispatch,
     ToolRunner,
     ToolSpec,
     TurnEnd,
@@ -136,6 +137,10 @@ class TurnRequest:
     #: Self-hosted runtimes (:attr:`AgentBackend.runtime`): where the compute
     #: scheduler placed this turn's runtime server. None for every other backend.
     runtime: RuntimeAccess | None = None
+    #: Opens the run's dispatch channel, for runtimes whose tools call the router
+    #: back over HTTP (a deployed agent's dispatch tool). None where the caller has
+    #: no HTTP side to receive the calls.
+    dispatch: ToolDispatch | None = None
 
 
 # ---- events a backend yields -------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 
@@ -90,10 +90,6 @@ class BackendDeps:
     #: Seconds a single tool call may take, and a whole turn (``[runs]``).
     tool_timeout_seconds: float = 30.0
     max_run_seconds: float = 600.0
-    #: The run-scoped token registry of the HTTP side's tool dispatch (a deployed
-    #: Google agent's tools call back through it); typed loosely: it belongs to a
-    #: higher layer, and leaves once the channel comes with the turn request.
-    dispatch: Any = None
 
 
 @dataclass(frozen=True, slots=True)

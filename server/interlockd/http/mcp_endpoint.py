@@ -2,12 +2,12 @@
 
 Built on the official SDK's low-level server and its session manager, mounted
 in the HTTP app, whose lifespan runs the manager. Every request must carry a
-run's bearer token (:mod:`interlockd.http.mcp_access`); without an open,
-unexpired one it is answered 401 before the SDK sees it and nothing runs.
-``tools/list`` returns exactly the grant's tools; ``tools/call`` checks the
-arguments against the tool's schema (the low-level server does not) and
-executes through the grant's runner, which records the call like any other;
-each executed call is then handed to the turn's backend
+run's bearer token (a :class:`~interlockd.tools.grants.ToolAccess` grant);
+without an open, unexpired one it is answered 401 before the SDK sees it and
+nothing runs. ``tools/list`` returns exactly the grant's tools; ``tools/call``
+executes through the grant's runner, which checks the arguments against the
+tool's schema (the low-level server does not) and records the call like any
+other; each executed call is then handed to the turn's backend
 (:mod:`interlockd.backends.tool_relay`), which streams it as recorded.
 
 The endpoint is stateless and answers JSON, not SSE: each POST is one
@@ -35,8 +35,8 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from interlockd.backends.tool_relay import executed_calls
-from interlockd.http.mcp_access import McpAccessRegistry, McpGrant
 from interlockd.ids import new_id
+from interlockd.tools.grants import Grant, GrantRegistry, ToolAccess
 from interlockd.vocabulary import ToolCall
 
 #: Where the authenticated grant rides in the ASGI scope, for the handlers.
@@ -85,7 +85,7 @@ class McpEndpoint:
 
     def __init__(
         self,
-        access: McpAccessRegistry,
+        access: GrantRegistry[ToolAccess],
         *,
         security: TransportSecuritySettings,
         max_body: int,
@@ -113,7 +113,7 @@ class McpEndpoint:
         """Authenticate by bearer token, then hand the request to the SDK."""
         header = Request(scope).headers.get("authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-        grant = self._access.grant(token)
+        grant = self._access.get(token)
         if grant is None:
             await _reply(
                 send, 401, "invalid or expired MCP token", [(b"www-authenticate", b"Bearer")]
@@ -137,28 +137,28 @@ class McpEndpoint:
                     description=tool.spec.description,
                     input_schema=tool.spec.parameters,
                 )
-                for name, tool in grant.tools.items()
+                for name, tool in grant.scope.tools.items()
             ]
         )
 
     async def _call_tool(
         self, ctx: _Context, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        grant = _grant(ctx)
-        if params.name not in grant.tools:
+        access = _grant(ctx).scope
+        if params.name not in access.tools:
             raise MCPError(
                 types.INVALID_PARAMS,
                 f"unknown tool {params.name!r}; this run's tools: "
-                f"{', '.join(grant.tools) or 'none'}",
+                f"{', '.join(access.tools) or 'none'}",
             )
         arguments = params.arguments or {}
         # The runner checks the arguments against the tool's schema (as for every
         # provider), and records even a call it refuses, so the turn shows it.
         call = ToolCall(new_id("call"), params.name, orjson.dumps(arguments).decode())
-        result = await grant.runner.run(call)
+        result = await access.runner.run(call)
         # The runtime's own stream reports the call without its arguments or
         # result: the backend streaming the turn streams this (recorded) one.
-        executed_calls(grant.runner).add(call, result)
+        executed_calls(access.runner).add(call, result)
         if result.error:
             return _text(result.error, error=True)
         return _text(result.result, error=False)
@@ -171,9 +171,9 @@ def _version() -> str:
         return ""
 
 
-def _grant(ctx: _Context) -> McpGrant:
+def _grant(ctx: _Context) -> Grant[ToolAccess]:
     grant = ctx.request.scope.get(_GRANT_KEY) if isinstance(ctx.request, Request) else None
-    if not isinstance(grant, McpGrant) or grant.closed:
+    if not isinstance(grant, Grant) or not isinstance(grant.scope, ToolAccess) or grant.closed:
         # The middleware let nothing through without a grant; a grant closed
         # since then (the run ended) opens nothing either.
         raise MCPError(types.INVALID_REQUEST, "the run has ended; its MCP token is closed")

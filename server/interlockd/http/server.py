@@ -32,10 +32,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from interlockd.http.dispatch import DispatchCall, DispatchRegistry, DispatchRejected
-from interlockd.http.mcp_access import McpAccessRegistry
 from interlockd.http.mcp_endpoint import McpEndpoint, transport_security
 from interlockd.ids import new_id
+from interlockd.tools.dispatch import Dispatch, DispatchRejected
+from interlockd.tools.grants import GrantRegistry, ToolAccess
+from interlockd.vocabulary import DispatchCall
 
 log = structlog.get_logger(__name__)
 
@@ -58,10 +59,10 @@ class HttpServer:
         self,
         host: str,
         port: int,
-        dispatch: DispatchRegistry,
+        dispatch: Dispatch,
         *,
         call_timeout: float,
-        mcp_access: McpAccessRegistry | None = None,
+        mcp_access: GrantRegistry[ToolAccess] | None = None,
         public_url: str = "",
         routes: Sequence[BaseRoute] = (),
         shutdown_timeout: int = 5,
@@ -70,7 +71,9 @@ class HttpServer:
         self._port = port
         self._dispatch = dispatch
         self._call_timeout = call_timeout
-        self.mcp_access = mcp_access if mcp_access is not None else McpAccessRegistry()
+        self.mcp_access: GrantRegistry[ToolAccess] = (
+            mcp_access if mcp_access is not None else GrantRegistry()
+        )
         public_host = urlsplit(public_url).netloc.rpartition("@")[2] if public_url else ""
         self._mcp = McpEndpoint(
             self.mcp_access,

@@ -26,7 +26,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from interlockd.integrations.tools import Tool, ToolError
+from interlockd.tools.base import Tool, ToolError
 from interlockd.vocabulary import ToolSpec
 
 IntegrationKind = Literal["oauth", "mcp", "custom"]

@@ -52,14 +52,11 @@ from interlockd.errors import (
     RunInProgress,
     Unavailable,
 )
-from interlockd.http.mcp_access import McpAccessRegistry, McpGrant
 from interlockd.ids import new_id
-from interlockd.integrations.registry import RunTools
-from interlockd.integrations.tools import Tool, ToolContext
 from interlockd.pauses import PauseBoard, applies
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
 from interlockd.runs.provider_state import StoreProviderState
-from interlockd.runs.recording import SandboxToolRunner, TurnRecorder, user_entry
+from interlockd.runs.recording import TurnRecorder, user_entry
 from interlockd.runs.request import ComputeChoice, RunInput
 from interlockd.store.base import (
     ComputeSessionRecord,
@@ -71,11 +68,16 @@ from interlockd.store.base import (
     Store,
     WindowEntry,
 )
+from interlockd.tools.base import Tool, ToolContext
+from interlockd.tools.grants import Grant, GrantRegistry, ToolAccess
+from interlockd.tools.runner import SandboxToolRunner
+from interlockd.tools.selection import RunTools
 from interlockd.vocabulary import (
     BackendEvent,
     SessionBound,
     TextDelta,
     ToolCall,
+    ToolDispatch,
     ToolResult,
     TurnEnd,
     Usage,
@@ -107,7 +109,7 @@ class _Progress:
     #: the run's tools, and the compute charge once released.
     plan: Plan | None = None
     lease: Lease | None = None
-    grant: McpGrant | None = None
+    grant: Grant[ToolAccess] | None = None
     charge: ComputeCharge | None = None
     agent: str = ""  # the saved agent's slug, for the ledger
     resumed: bool = False  # an earlier attempt of this run recorded entries
@@ -158,13 +160,18 @@ class Orchestrator:
         settings: RunSettings,
         default_provider: str,
         default_models: dict[str, str],
+        *,
+        dispatch: ToolDispatch | None = None,
     ) -> None:
+        """``dispatch``: where hosted agents' tool callbacks reach their runs (the
+        daemon's HTTP side); turns of such agents need it."""
         self._store = store
         self._backends = backends
         self._tools = tools
         self._settings = settings
         self._default_provider = default_provider
         self._default_models = default_models
+        self._dispatch = dispatch
         self._accepting = True
         self._closing: set[asyncio.Task[object]] = set()
         self._inflight: dict[str, _InFlight] = {}
@@ -172,9 +179,9 @@ class Orchestrator:
         self._running: set[asyncio.Task[Any]] = set()
         self._pauses: PauseBoard | None = None
         self._compute: ComputeScheduler | None = None
-        self._mcp: McpAccessRegistry | None = None
+        self._mcp: GrantRegistry[ToolAccess] | None = None
 
-    def use_compute(self, scheduler: ComputeScheduler, mcp: McpAccessRegistry) -> None:
+    def use_compute(self, scheduler: ComputeScheduler, mcp: GrantRegistry[ToolAccess]) -> None:
         """Place self-hosted runtimes with ``scheduler``; their tools go through ``mcp``."""
         self._compute = scheduler
         self._mcp = mcp
@@ -430,6 +437,7 @@ class Orchestrator:
                 system=req.system,
                 state=StoreProviderState(self._store, run.sandbox_id, run.provider),
                 user_ref=_user_ref(run.sandbox_id, run.end_user_id),
+                dispatch=self._dispatch,
             )
             start = RunStarted(
                 run_id=run.id,
@@ -449,7 +457,8 @@ class Orchestrator:
                     def open_tools(record: ComputeSessionRecord) -> None:
                         # Before the runtime starts: it lists its MCP tools at start.
                         if mcp is not None:
-                            progress.grant = mcp.bind(record.mcp_token, tools, runner, limit)
+                            access = ToolAccess.of(tools, runner)
+                            progress.grant = mcp.bind(record.mcp_token, access, limit)
 
                     lease = progress.lease = await self._lease(plan, run.id, open_tools)
                     request = dataclasses.replace(request, runtime=lease.access)

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiolimiter import AsyncLimiter
 
-from interlockd.backends.tool_schema import clean_schema
+from interlockd.tool_schema import clean_schema
 from interlockd.vocabulary import ToolSpec
 
 #: Bump when the shape of what is created changes, so old resources are not reused.

@@ -44,7 +44,6 @@ def build(p: GoogleProviderSettings, deps: BackendDeps) -> AgentBackend:
 
     return GoogleAgentEngineBackend(
         deps.name,
-        deps.dispatch,
         project=p.project,
         location=p.location,
         reasoning_engine_id=p.reasoning_engine_id,

@@ -3,7 +3,9 @@
 A turn: a bearer token (static, or ADC refreshed off the loop), the
 conversation's engine session (``:query`` ``async_create_session`` when there is
 none, it was lost, or the turn targets another engine), a dispatch channel
-whose run-scoped token goes into the session state (``state_delta``), then one
+(opened through the turn request's ``dispatch``: this module never sees the
+daemon's HTTP side) whose run-scoped token goes into the session state
+(``state_delta``), then one
 ``:streamQuery?alt=sse`` POST whose ADK events are translated (``adk``) while
 the deployed agent's ``dispatch`` callbacks — arriving on the daemon's HTTP
 side — are executed with the run's tools and answered. The engine's session
@@ -38,6 +40,7 @@ from interlockd.backends.google.adk import AdkTranslator, StreamError
 from interlockd.backends.google.auth import TokenSource
 from interlockd.backends.handover import split
 from interlockd.errors import (
+    FailedPrecondition,
     InvalidArgument,
     ProviderCredentialsRejected,
     ProviderError,
@@ -49,9 +52,10 @@ from interlockd.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from interlockd.http.dispatch import Channel, DispatchCall, DispatchRegistry
 from interlockd.vocabulary import (
     BackendEvent,
+    DispatchCall,
+    DispatchChannel,
     ModelInfo,
     SessionBound,
     ToolCall,
@@ -127,7 +131,6 @@ class GoogleAgentEngineBackend(AgentBackend):
     def __init__(
         self,
         provider: str,
-        dispatch: DispatchRegistry,
         *,
         project: str = "",
         location: str = "us-central1",
@@ -143,7 +146,6 @@ class GoogleAgentEngineBackend(AgentBackend):
         tool_timeout: float = 30.0,
     ) -> None:
         self.provider = provider
-        self._dispatch = dispatch
         self._project = project
         self._location = location
         self._default_engine = reasoning_engine_id
@@ -189,8 +191,8 @@ class GoogleAgentEngineBackend(AgentBackend):
         binding = dataclasses.replace(binding, tools=tools_seen)
         if not reused and request.system:
             message = f"<instructions>\n{request.system}\n</instructions>\n\n{message}"
-        channel = self._dispatch.open(user, self._token_seconds)
-        channel.provider_session = binding.session_id
+        channel = self._open_dispatch(request, user)
+        channel.bind_session(binding.session_id)
         try:
             async for event in self._stream(
                 engine, binding, reused, user, message, channel, request, tools
@@ -201,6 +203,15 @@ class GoogleAgentEngineBackend(AgentBackend):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def _open_dispatch(self, request: TurnRequest, user: str) -> DispatchChannel:
+        # The deployed agent's tools all go through its dispatch callback: a turn
+        # without a channel to answer it could run no tool at all.
+        if request.dispatch is None:
+            raise FailedPrecondition(
+                f"{self.provider} needs the daemon's HTTP tool dispatch, which this turn lacks"
+            )
+        return request.dispatch.open(user, self._token_seconds)
 
     # ---- the engine ---------------------------------------------------------------
 
@@ -305,7 +316,7 @@ class GoogleAgentEngineBackend(AgentBackend):
         reused: bool,
         user: str,
         message: str,
-        channel: Channel,
+        channel: DispatchChannel,
         request: TurnRequest,
         tools: ToolRunner,
     ) -> AsyncIterator[BackendEvent]:
@@ -428,18 +439,18 @@ async def _events(response: httpx.Response, provider: str) -> AsyncIterator[dict
 
 
 async def _merge(
-    events: AsyncIterator[dict[str, Any]], channel: Channel
+    events: AsyncIterator[dict[str, Any]], channel: DispatchChannel
 ) -> AsyncIterator[dict[str, Any] | DispatchCall]:
     """Engine events and dispatch callbacks, as they come; ends with the event stream."""
     next_event: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(anext(events))
-    next_call: asyncio.Future[DispatchCall] = asyncio.ensure_future(channel.calls.get())
+    next_call: asyncio.Future[DispatchCall] = asyncio.ensure_future(channel.next_call())
     try:
         while True:
             waiting: set[asyncio.Future[Any]] = {next_event, next_call}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if next_call in done:
                 yield next_call.result()
-                next_call = asyncio.ensure_future(channel.calls.get())
+                next_call = asyncio.ensure_future(channel.next_call())
             if next_event in done:
                 try:
                     event = next_event.result()

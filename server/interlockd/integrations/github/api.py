@@ -25,7 +25,7 @@ import httpx
 
 from interlockd.integrations.base import ConnectionBroken
 from interlockd.integrations.github.oauth import API_HEADERS, DEFAULT_API_BASE_URL
-from interlockd.integrations.tools import ToolError
+from interlockd.tools.base import ToolError
 
 #: GitHub's largest page.
 MAX_PER_PAGE = 100

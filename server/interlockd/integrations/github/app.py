@@ -34,7 +34,7 @@ from interlockd.integrations.github.token import (
     reconnect_command,
 )
 from interlockd.integrations.github.tools import TOOL_CLASSES, TOOL_SPECS
-from interlockd.integrations.tools import Tool, ToolError
+from interlockd.tools.base import Tool, ToolError
 from interlockd.vocabulary import ToolSpec
 
 #: What an OAuth App asks for unless configured: repositories, issues and files, private ones too.

@@ -25,7 +25,7 @@ from typing import Any
 
 from interlockd.integrations.base import AccessToken, ConnectionBroken, Credentials, OAuthError
 from interlockd.integrations.github.oauth import GitHubOAuth
-from interlockd.integrations.tools import ToolError
+from interlockd.tools.base import ToolError
 
 #: Refresh when less than this many seconds of the access token are left.
 REFRESH_MARGIN = 300.0

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from interlockd.integrations.github.api import MAX_PER_PAGE, GitHubAPI, Page
-from interlockd.integrations.tools import Tool, ToolContext, ToolError
+from interlockd.tools.base import Tool, ToolContext, ToolError
 from interlockd.vocabulary import ToolSpec
 
 # How much text a result carries; longer text is cut and says so.

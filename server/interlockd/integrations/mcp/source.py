@@ -52,8 +52,8 @@ from mcp.shared.exceptions import MCPError
 from interlockd.integrations.base import Connection, ConnectionBroken, Credentials
 from interlockd.integrations.egress import EgressPolicy, EgressRefused, GuardedTransport, UrlRefused
 from interlockd.integrations.mcp.naming import tool_names
-from interlockd.integrations.mcp.schema import ArgumentValidator
-from interlockd.integrations.tools import Tool, ToolContext, ToolError
+from interlockd.tools.base import Tool, ToolContext, ToolError
+from interlockd.tools.validation import ArgumentValidator
 from interlockd.vocabulary import ToolSpec
 
 log = structlog.get_logger(__name__)

@@ -1,23 +1,23 @@
-"""The tools of a run: the built-in ones plus those of the run's connected integrations.
+"""The tools of a run's connected integrations: a :class:`ToolSource` for run selection.
 
-A run of end user U in sandbox S gets the daemon's built-in tools, then the
-tools of every active integration of S connected for U or for all of S, in a
-stable order (built-ins, then integrations by connection time, each in its
-own order) so prompt caches keyed on tool lists stay warm. Each integration's
-tools execute with its credentials (:class:`StoreCredentials`).
+End user U of sandbox S gets the tools of every active integration of S
+connected for U or for all of S, by connection time, each integration's in
+its own order. Each integration's tools execute with its credentials
+(:class:`StoreCredentials`). An MCP server that cannot be reached, or an app
+the operator no longer configures, contributes no tools and fails nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
-from interlockd.errors import InvalidArgument
 from interlockd.integrations.base import App, Connection, Credentials
 from interlockd.integrations.credentials import StoreCredentials
-from interlockd.integrations.tools import Tool, ToolRegistry
 from interlockd.store.base import Integration, Store
+from interlockd.tools.base import Tool
+from interlockd.tools.selection import ToolSource
 
 log = structlog.get_logger(__name__)
 
@@ -25,42 +25,22 @@ log = structlog.get_logger(__name__)
 McpTools = Callable[[Connection, Credentials], Awaitable[list[Tool]]]
 
 
-class RunTools:
-    """Builds the tool list of each run."""
+class IntegrationTools(ToolSource):
+    """The tools of the sandbox's active integrations, for one end user."""
 
     def __init__(
-        self,
-        store: Store,
-        builtin: ToolRegistry,
-        apps: Mapping[str, App],
-        *,
-        mcp_tools: McpTools | None = None,
+        self, store: Store, apps: Mapping[str, App], *, mcp_tools: McpTools | None = None
     ) -> None:
         self._store = store
-        self._builtin = builtin
         self._apps = dict(apps)
         self._mcp_tools = mcp_tools
 
-    async def for_run(self, sandbox_id: str, end_user_id: str, allow: Sequence[str]) -> list[Tool]:
-        """The run's tools, restricted to ``allow`` when it names any.
-
-        InvalidArgument (field ``tools``) for a name that is no tool of the run.
-        """
-        tools = self._builtin.select(())
+    async def tools_for(self, sandbox_id: str, end_user_id: str) -> list[Tool]:
+        tools: list[Tool] = []
         for integration in await self._store.list_integrations(sandbox_id, end_user_id=end_user_id):
             if integration.status == "active":
                 tools.extend(await self._tools_of(integration))
-        if not allow:
-            return tools
-        by_name = {t.spec.name: t for t in tools}
-        unknown = sorted(set(allow) - by_name.keys())
-        if unknown:
-            raise InvalidArgument(
-                "tools",
-                f"unknown tool(s) {', '.join(unknown)}; "
-                f"available: {', '.join(sorted(by_name)) or 'none'}",
-            )
-        return [by_name[name] for name in dict.fromkeys(allow)]
+        return tools
 
     async def _tools_of(self, integration: Integration) -> list[Tool]:
         connection = Connection(

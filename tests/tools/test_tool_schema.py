@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from interlockd.backends.tool_schema import REJECTED_KEYWORDS, clean_schema
+from interlockd.tool_schema import REJECTED_KEYWORDS, clean_schema
 
 
 def keywords(schema: Any) -> set[str]:

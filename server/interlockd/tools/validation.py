@@ -1,10 +1,12 @@
 """Checking tool arguments against a tool's JSON schema before anything runs.
 
-Neither end of MCP validates for us: the SDK's low-level server hands the
-handler whatever the client sent, and a remote server's tools are only as
-careful as their authors. Both the MCP endpoint (our tools, served) and MCP
-sources (their tools, called) check here first. Schemas never fetch remote
-``$ref``\\ s: an unresolvable reference is a validation failure, not a request.
+Models get arguments wrong, and neither end of MCP validates for us: the SDK's
+low-level server hands the handler whatever the client sent, and a remote
+server's tools are only as careful as their authors. So the run's runner
+(:mod:`interlockd.tools.runner`) checks every call here, whichever provider
+made it, and MCP sources check a remote tool's arguments before sending them.
+Schemas never fetch remote ``$ref``\\ s: an unresolvable reference is a
+validation failure, not a request.
 """
 
 from __future__ import annotations

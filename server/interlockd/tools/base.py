@@ -1,19 +1,21 @@
-"""The sandbox's tool set: what a model may call, and the seam tools implement.
+"""The seam tools implement, and the registry of the daemon's built-in tools.
 
-Every runtime gets the same tools for a run, whichever provider runs it: the
-registry answers "which tools does this run have" (filtered by the request's
-allow-list) and "execute this one". Built-in context tools register here
-today; integrations' tools (GitHub, MCP servers) join them later.
+Every runtime gets the same tools for a run, whichever provider runs it. A
+:class:`Tool` is a spec (name, description, JSON schema) and an ``execute``;
+it runs for one sandbox and end user (:class:`ToolContext`) and reports what
+the model should know as :class:`ToolError`. Tools come from the daemon
+(:class:`ToolRegistry`: the built-in ones) and from the sandbox's integrations
+(GitHub, MCP servers); :mod:`interlockd.tools.selection` picks a run's.
+Nothing here executes a call for a run: :mod:`interlockd.tools.runner` does.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from interlockd.errors import InvalidArgument
 from interlockd.store.base import Store
 from interlockd.vocabulary import ToolSpec
 
@@ -65,18 +67,6 @@ class ToolRegistry:
             raise ValueError(f"tool {tool.spec.name!r} registered twice")
         self._tools[tool.spec.name] = tool
 
-    def select(self, allow: Sequence[str]) -> list[Tool]:
-        """The tools a run may use: all, or those named in ``allow``.
-
-        Raise InvalidArgument (field ``tools``) for a name that isn't a tool.
-        """
-        if not allow:
-            return list(self._tools.values())
-        unknown = sorted(set(allow) - self._tools.keys())
-        if unknown:
-            raise InvalidArgument(
-                "tools",
-                f"unknown tool(s) {', '.join(unknown)}; "
-                f"available: {', '.join(sorted(self._tools)) or 'none'}",
-            )
-        return [self._tools[name] for name in dict.fromkeys(allow)]
+    def all(self) -> list[Tool]:
+        """Every registered tool, in registration order."""
+        return list(self._tools.values())

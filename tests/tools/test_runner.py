@@ -10,11 +10,12 @@ import orjson
 import pytest
 
 from interlockd.ids import new_id
-from interlockd.integrations.tools import Tool, ToolContext
-from interlockd.runs.recording import SandboxToolRunner, TurnRecorder
+from interlockd.runs.recording import TurnRecorder
 from interlockd.store.base import NewRun, Quotas
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
+from interlockd.tools.base import Tool, ToolContext
+from interlockd.tools.runner import SandboxToolRunner
 from interlockd.vocabulary import ToolCall, ToolSpec
 
 

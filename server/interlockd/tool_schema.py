@@ -10,6 +10,14 @@ inlined; at the point where it recurs the schema becomes the unconstrained
 (the tool itself still checks the arguments it is given).
 
 Pure functions over JSON values; no provider is named here.
+
+Why on the ground floor and not in ``tools/``: which dialect a provider's
+service takes is the provider's own knowledge, so each backend cleans the
+specs it sends (Anthropic's managed-agent definitions call this) and the
+backends (layer 3) cannot import ``tools/`` (layer 4). The other way round —
+the orchestrator handing backends already-cleaned specs — would make ``runs/``
+know every provider's dialect, and clean schemas a provider takes as they are
+(the MCP endpoint and the chat-completions providers get them unchanged).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``search_conversations``: lets a model pull older context on demand.
+"""``search_conversations``, a built-in tool: lets a model pull older context on demand.
 
 Full-text search over the end user's stored conversations in this sandbox,
 through the store's blind index. Returns short snippets with where they came
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from interlockd.integrations.tools import Tool, ToolContext, ToolError
+from interlockd.tools.base import Tool, ToolContext, ToolError
 from interlockd.vocabulary import ToolSpec
 
 _SNIPPET = 400

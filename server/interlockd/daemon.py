@@ -66,7 +66,9 @@ from interlockd.listen import (
     listen_refused,
 )
 from interlockd.pauses import PauseBoard
+from interlockd.runs.admission import Admission
 from interlockd.runs.orchestrator import Orchestrator
+from interlockd.runs.turn import TurnDeps
 from interlockd.store.base import Quotas, Store
 from interlockd.store.crypto import KeyringError, MasterKeyring
 from interlockd.store.sqlite import SqliteStore, stored_key_samples
@@ -307,26 +309,8 @@ class Daemon:
         if interrupted:
             log.warning("runs_interrupted", count=interrupted)
         register_backends(s, self.backends)
-        default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
-        default_models.setdefault("local", "smollm2-135m")
         self.apps = build_apps(s)
-        mcp_tools = McpSources(allow_stdio=s.integrations.allow_stdio_mcp, egress=self.egress)
-        tools = RunTools(
-            ToolRegistry([SearchConversationsTool()]),
-            [IntegrationTools(self.store, self.apps, mcp_tools=mcp_tools)],
-        )
-        self.orchestrator = Orchestrator(
-            self.store,
-            self.backends,
-            tools,
-            s.runs,
-            s.default_provider,
-            default_models,
-            dispatch=self.dispatch,
-        )
-        self.pauses = PauseBoard(self.store, on_new=self.orchestrator.stop_paused)
-        await self.pauses.start()
-        self.orchestrator.use_pauses(self.pauses)
+        self.pauses = PauseBoard(self.store)
         self.compute = ComputeScheduler(
             self.store,
             build_compute_providers(s),
@@ -335,23 +319,61 @@ class Daemon:
             pauses=self.pauses,
             mcp_url=self._mcp_url,
         )
-        self.orchestrator.use_compute(self.compute, self.mcp_access)
+        self.orchestrator = self._orchestrator(self.pauses, self.compute)
+        self.pauses.notify(self.orchestrator.stop_paused)
+        await self.pauses.start()
         self.connect_flows = ConnectFlows(
             self.store,
             self.apps,
             public_url=s.integrations.public_url,
             flow_seconds=s.integrations.connect_flow_seconds,
         )
-        auth = Authenticator(self.store)
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", s.runs.max_message_bytes * 4 + (1 << 20)),
-                ("grpc.so_reuseport", 0),
-            ]
+        await self._serve_grpc(self._servicers(self.orchestrator, self.pauses, self.compute))
+        await self._serve_http()
+        await self.compute.start()
+        for name in ("", *_SERVICES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "listening",
+            address=s.listen.rsplit(":", 1)[0],
+            port=self.port,
+            providers=sorted(s.providers),
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
-        messages = _messages()
-        servicers = {
-            "interlock.v1.AgentRouter": AgentRouterServicer(auth, self.orchestrator, s.runs),
+        return self.port
+
+    def _orchestrator(self, pauses: PauseBoard, compute: ComputeScheduler) -> Orchestrator:
+        """The turn orchestrator: admission (tools, pauses, compute) and what turns use."""
+        s = self.settings
+        default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
+        default_models.setdefault("local", "smollm2-135m")
+        mcp_tools = McpSources(allow_stdio=s.integrations.allow_stdio_mcp, egress=self.egress)
+        tools = RunTools(
+            ToolRegistry([SearchConversationsTool()]),
+            [IntegrationTools(self.store, self.apps, mcp_tools=mcp_tools)],
+        )
+        admission = Admission(
+            self.store,
+            self.backends,
+            tools,
+            s.default_provider,
+            default_models,
+            pauses=pauses,
+            compute=compute,
+        )
+        deps = TurnDeps(
+            self.store, s.runs, dispatch=self.dispatch, compute=compute, mcp=self.mcp_access
+        )
+        return Orchestrator(admission, deps)
+
+    def _servicers(
+        self, orchestrator: Orchestrator, pauses: PauseBoard, compute: ComputeScheduler
+    ) -> dict[str, object]:
+        """The servicer of every service, by its full name."""
+        s = self.settings
+        auth = Authenticator(self.store)
+        return {
+            "interlock.v1.AgentRouter": AgentRouterServicer(auth, orchestrator, s.runs),
             "interlock.v1.Sandboxes": SandboxesServicer(auth, self.store),
             "interlock.v1.Conversations": ConversationsServicer(auth, self.store),
             "interlock.v1.Integrations": IntegrationsServicer(
@@ -359,18 +381,26 @@ class Daemon:
             ),
             "interlock.v1.Agents": AgentsServicer(auth, self.store, s.runs.max_run_seconds),
             "interlock.v1.Compute": ComputeServicer(
-                auth, self.store, self.pauses, self.orchestrator, self.compute
+                auth, self.store, pauses, orchestrator, compute
             ),
             "interlock.v1.Ledger": LedgerServicer(auth, self.store),
         }
+
+    async def _serve_grpc(self, servicers: dict[str, object]) -> None:
+        """Bind and start the gRPC server with every service, health and reflection."""
+        s = self.settings
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", s.runs.max_message_bytes * 4 + (1 << 20)),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        messages = _messages()
         for full_name, module in _SERVICES.items():
             short = full_name.rsplit(".", 1)[1]
+            service = module.DESCRIPTOR.services_by_name[short]
             server.add_generic_rpc_handlers(
-                (
-                    generic_handler(
-                        module.DESCRIPTOR.services_by_name[short], servicers[full_name], messages
-                    ),
-                )
+                (generic_handler(service, servicers[full_name], messages),)
             )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -390,6 +420,10 @@ class Daemon:
             raise ConfigError(listen_refused(s.listen, None, LISTEN_SETTING))
         self.egress.add_listener(s.listen.rpartition(":")[0], self.port)
         await server.start()
+
+    async def _serve_http(self) -> None:
+        """Start the HTTP side: tool dispatch, the MCP endpoint, OAuth callbacks, health."""
+        s = self.settings
         host, _, port = s.http_listen.rpartition(":")
         self.http = HttpServer(
             host or "127.0.0.1",
@@ -405,17 +439,6 @@ class Daemon:
         except OSError as exc:
             raise ConfigError(listen_refused(s.http_listen, exc, HTTP_LISTEN_SETTING)) from None
         self.egress.add_listener(host or "127.0.0.1", self.http_port)
-        await self.compute.start()
-        for name in ("", *_SERVICES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info(
-            "listening",
-            address=s.listen.rsplit(":", 1)[0],
-            port=self.port,
-            providers=sorted(s.providers),
-            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
-        )
-        return self.port
 
     async def stop(self, grace: float | None = None, announce: float | None = None) -> None:
         """Announce, drain and stop. Idempotent."""

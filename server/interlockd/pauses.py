@@ -56,6 +56,10 @@ class PauseBoard:
     def pauses(self) -> list[Pause]:
         return list(self._pauses)
 
+    def notify(self, on_new: Callable[[list[Pause]], object]) -> None:
+        """Report pauses not seen before to ``on_new`` (the runs they stop), from now on."""
+        self._on_new = on_new
+
     async def start(self) -> None:
         await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="pause-board")

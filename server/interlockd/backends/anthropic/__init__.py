@@ -1,9 +1,9 @@
 """Claude Managed Agents (``provider kind "anthropic"``), through the official SDK.
 
 Needs the ``anthropic`` extra. This module describes the kind (its settings and
-``build``) without loading the SDK; ``backend`` runs turns; ``resources`` keeps
-the agents and environments; ``errors`` maps SDK failures and owns the retry
-policy.
+``build``) without loading the SDK; ``backend`` runs turns; ``events`` reads the
+session's events into the neutral ones; ``resources`` keeps the agents and
+environments; ``errors`` maps SDK failures and owns the retry policy.
 """
 
 from __future__ import annotations

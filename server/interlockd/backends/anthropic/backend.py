@@ -22,8 +22,9 @@ session's events translated into the neutral ones until it goes idle:
   ``retries_exhausted``, termination and a cut stream → a provider error
   carrying the service's last ``session.error`` message.
 
-A turn that ends early (cancelled, failed, tool limit) interrupts the session
-so it does not keep working unheard. The Anthropic key is the sandbox's own
+``events`` owns that mapping (no I/O); this module runs the custom tools and
+answers the session. A turn that ends early (cancelled, failed, tool limit)
+interrupts the session so it does not keep working unheard. The Anthropic key is the sandbox's own
 secret ``anthropic_api_key`` when it has one, else the deployment's.
 """
 
@@ -33,15 +34,16 @@ import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import anthropic
 import httpx2
 import orjson
 import structlog
 
-from interlockd.backends.anthropic import errors
+from interlockd.backends.anthropic import errors, events
+from interlockd.backends.anthropic.events import TurnState
 from interlockd.backends.anthropic.resources import AgentConfig, CreateBudget, EnvironmentConfig
 from interlockd.backends.base import AgentBackend, TurnRequest, allow_listed_model_info
 from interlockd.backends.handover import Handover, split
@@ -57,15 +59,8 @@ from interlockd.vocabulary import (
     ModelInfo,
     ProviderState,
     SessionBound,
-    StopReason,
-    TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    ToolResult,
     ToolRunner,
     TurnEnd,
-    Usage,
-    UsageReport,
 )
 
 log = structlog.get_logger(__name__)
@@ -77,15 +72,6 @@ API_KEY_SECRET = "anthropic_api_key"
 _MAX_CLIENTS = 64
 #: How long an interrupt sent while a turn is abandoned may take.
 _INTERRUPT_TIMEOUT = 10.0
-_IDLE_STOPS: dict[str, StopReason] = {
-    "end_turn": "end_turn",
-    "budget_reached": "budget_reached",
-    "refusal": "refusal",
-}
-_DENIED = (
-    "This tool needs a person's confirmation and none is available through the router; "
-    "continue without it."
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +287,7 @@ class AnthropicBackend(AgentBackend):
             )
         except ProviderError as exc:
             raise lost(exc) from exc.__cause__
-        turn = _TurnState(request.max_tool_iterations, idle=True)  # nothing to stop yet
+        turn = TurnState(request.max_tool_iterations, idle=True)  # nothing to stop yet
         try:
             try:
                 await self._call(
@@ -358,145 +344,35 @@ class AnthropicBackend(AgentBackend):
         client: anthropic.AsyncAnthropic,
         session_id: str,
         event: dict[str, Any],
-        turn: _TurnState,
+        turn: TurnState,
         tools: ToolRunner,
     ) -> AsyncIterator[BackendEvent]:
         kind = event.get("type", "")
-        if kind == "event_start":
-            inner = event.get("event") or {}
-            if inner.get("type") == "agent.message":
-                turn.previewed[str(inner.get("id"))] = []
-        elif kind == "event_delta":
-            delta = event.get("delta") or {}
-            content = delta.get("content") or {}
-            text = content.get("text")
-            if delta.get("type") == "content_delta" and content.get("type") == "text" and text:
-                turn.previewed.setdefault(str(event.get("event_id")), []).append(text)
-                yield TextDelta(text)
-        elif kind == "agent.message":
-            text = "".join(
-                block.get("text", "")
-                for block in event.get("content") or []
-                if block.get("type") == "text"
-            )
-            previewed = "".join(turn.previewed.pop(str(event.get("id")), []))
-            if text.startswith(previewed) and len(text) > len(previewed):
-                yield TextDelta(text[len(previewed) :])
-            elif not text.startswith(previewed):
-                log.warning("anthropic_preview_mismatch", session_id=session_id)
-        elif kind == "agent.thinking":
-            yield ThinkingDelta("")
-        elif kind == "agent.custom_tool_use":
-            call = ToolCall(
-                str(event["id"]), str(event.get("name", "")), _json(event.get("input", {}))
-            )
+        if kind == "agent.custom_tool_use":
+            call = events.custom_tool_call(event)
             yield call
             result = await tools.run(call)
             turn.results[call.call_id] = result
             yield result
-        elif kind in ("agent.tool_use", "agent.mcp_tool_use"):
-            name = str(event.get("name", ""))
-            if kind == "agent.mcp_tool_use" and event.get("mcp_server_name"):
-                name = f"{event['mcp_server_name']}.{name}"
-            call_id = str(event["id"])
-            turn.server_tools[call_id] = name
-            if event.get("evaluated_permission") == "ask":
-                turn.confirmations.add(call_id)
-            yield ToolCall(call_id, name, _json(event.get("input", {})), provider_executed=True)
-        elif kind in ("agent.tool_result", "agent.mcp_tool_result"):
-            key = "tool_use_id" if kind == "agent.tool_result" else "mcp_tool_use_id"
-            call_id = str(event.get(key) or event.get("tool_use_id") or "")
-            output = _content_text(event.get("content"))
-            name = turn.server_tools.get(call_id, "")
-            if event.get("is_error"):
-                yield ToolResult(
-                    call_id, name, "", error=output or "failed", provider_executed=True
-                )
-            else:
-                yield ToolResult(call_id, name, _json(output), provider_executed=True)
-        elif kind == "span.model_request_end":
-            usage = event.get("model_usage") or {}
-            cache_read = int(usage.get("cache_read_input_tokens") or 0)
-            cache_write = int(usage.get("cache_creation_input_tokens") or 0)
-            yield UsageReport(
-                Usage(
-                    input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
-                    output_tokens=int(usage.get("output_tokens") or 0),
-                    cache_read_tokens=cache_read,
-                    cache_write_tokens=cache_write,
-                )
-            )
-        elif kind == "session.error":
-            error = event.get("error") or {}
-            turn.last_error = str(error.get("message") or error.get("type") or "")
-            log.warning(
-                "anthropic_session_error",
-                session_id=session_id,
-                error_type=error.get("type"),
-                retry_status=(error.get("retry_status") or {}).get("type"),
-            )
-        elif kind == "session.status_terminated":
-            turn.idle = True  # nothing to interrupt
-            turn.failure = "terminated"
-        elif kind == "session.status_idle":
-            reason = (event.get("stop_reason") or {}).get("type", "end_turn")
-            if reason == "requires_action":
-                await self._answer(client, session_id, event, turn)
-            elif reason == "retries_exhausted":
-                turn.idle = True
-                turn.failure = "retries_exhausted"
-            elif reason in _IDLE_STOPS:
-                turn.idle = True
-                turn.end = _IDLE_STOPS[reason]
-            else:
-                turn.idle = True
-                raise ProviderProtocolError(self.provider, f"unknown stop reason {reason!r}")
-        # Everything else (echoed user events, status_running, span starts, pings,
-        # event types added later) carries nothing for the client.
+        elif kind == "session.status_idle" and events.idle_reason(event) == "requires_action":
+            await self._answer(client, session_id, event, turn)
+        else:
+            for out in events.translate(self.provider, session_id, event, turn):
+                yield out
 
     async def _answer(
         self,
         client: anthropic.AsyncAnthropic,
         session_id: str,
         idle: dict[str, Any],
-        turn: _TurnState,
+        turn: TurnState,
     ) -> None:
         """Answer every event the session waits on, in one batch."""
         turn.cycles += 1
         if turn.cycles > turn.max_cycles:
             turn.end = "tool_limit"  # the interrupt on the way out stops the session
             return
-        wanted = [str(i) for i in (idle.get("stop_reason") or {}).get("event_ids") or []]
-        batch: list[Any] = []  # event params (typed dicts of the SDK)
-        for event_id in wanted:
-            if event_id in turn.confirmations:
-                batch.append(
-                    {
-                        "type": "user.tool_confirmation",
-                        "tool_use_id": event_id,
-                        "result": "deny",
-                        "deny_message": _DENIED,
-                    }
-                )
-                continue
-            result = turn.results.pop(event_id, None)
-            if result is None:
-                text, is_error = (
-                    _json({"error": "the router has no record of this tool call"}),
-                    True,
-                )
-            elif result.error:
-                text, is_error = _json({"error": result.error}), True
-            else:
-                text, is_error = result.result, False
-            batch.append(
-                {
-                    "type": "user.custom_tool_result",
-                    "custom_tool_use_id": event_id,
-                    "content": [{"type": "text", "text": text}],
-                    "is_error": is_error,
-                }
-            )
+        batch = events.tool_answers(idle, turn)
         if not batch:
             raise ProviderProtocolError(self.provider, "the session required action on nothing")
         try:
@@ -521,40 +397,8 @@ class AnthropicBackend(AgentBackend):
         task.add_done_callback(self._background.discard)
 
 
-@dataclass(slots=True)
-class _TurnState:
-    """What one turn has seen of the session so far."""
-
-    max_cycles: int
-    previewed: dict[str, list[str]] = field(default_factory=dict)  # message id -> deltas
-    results: dict[str, ToolResult] = field(default_factory=dict)  # custom tool use id -> result
-    server_tools: dict[str, str] = field(default_factory=dict)  # server tool use id -> name
-    confirmations: set[str] = field(default_factory=set)  # server tool uses that ask
-    cycles: int = 0
-    last_error: str = ""
-    idle: bool = False  # the session stopped on its own: no interrupt needed
-    end: StopReason | None = None  # how the turn finished
-    failure: Literal["terminated", "retries_exhausted"] | None = None  # or how it failed
-
-    @property
-    def last_error_note(self) -> str:
-        return f": {self.last_error}" if self.last_error else ""
-
-
 def _user_message(handover: Handover) -> Any:
     content = [{"type": "text", "text": handover.message}]
     if handover.transcript:
         content.insert(0, {"type": "text", "text": handover.transcript})
     return {"type": "user.message", "content": content}
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
-    return ""
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()

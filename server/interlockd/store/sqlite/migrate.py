@@ -90,14 +90,7 @@ async def _blind_identifiers(db: aiosqlite.Connection, ring: MasterKeyring) -> N
     await db.execute(
         "DELETE FROM pauses WHERE sandbox_id <> '' AND sandbox_id NOT IN (SELECT id FROM sandboxes)"
     )
-    opened: dict[str, SandboxKeys] = {}
-    for (sandbox_id,) in await db.execute_fetchall("SELECT id FROM sandboxes"):
-        rows = await db.execute_fetchall(
-            "SELECT key_id, kind, wrapped_key, master_key_id, is_current "
-            "FROM data_keys WHERE sandbox_id = ?",
-            (sandbox_id,),
-        )
-        opened[sandbox_id] = open_sandbox_keys(ring, sandbox_id, map(WRAPPED_KEYS.load, rows))
+    opened = await _open_every_sandbox(db, ring)
 
     def blind(kind: str, sandbox_id: str, value: str) -> str:
         return opened[sandbox_id].blind_id(kind, value) if value else ""
@@ -110,53 +103,73 @@ async def _blind_identifiers(db: aiosqlite.Connection, ring: MasterKeyring) -> N
     await db.create_function("interlock_blind", 3, blind, deterministic=True)
     await db.create_function("interlock_seal", 5, seal)
     try:
-        # Every end user named anywhere gets its row (integrations, flows,
-        # pauses and compute sessions could name one that never conversed).
-        await db.execute(
-            "INSERT INTO end_users (sandbox_id, id, created_at) "
-            "SELECT sandbox_id, end_user_id, ? FROM ("
-            "SELECT sandbox_id, end_user_id FROM runs UNION "
-            "SELECT sandbox_id, end_user_id FROM ledger UNION "
-            "SELECT sandbox_id, end_user_id FROM integrations UNION "
-            "SELECT sandbox_id, end_user_id FROM connect_flows UNION "
-            "SELECT sandbox_id, end_user_id FROM compute_sessions UNION "
-            "SELECT sandbox_id, target FROM pauses WHERE scope = 'end_user') "
-            "WHERE end_user_id <> '' AND sandbox_id IN (SELECT id FROM sandboxes) "
-            "ON CONFLICT (sandbox_id, id) DO NOTHING",
-            (now_us(),),
-        )
-        await db.execute(
-            "UPDATE end_users SET "
-            "id_sealed = interlock_seal(sandbox_id, 'end_users', "
-            "interlock_blind('end_user', sandbox_id, id), 'id', id), "
-            "id = interlock_blind('end_user', sandbox_id, id)"
-        )
-        for table in ("conversations", "ledger", "integrations", "connect_flows"):
-            await db.execute(
-                f"UPDATE {table} SET end_user_id = interlock_blind('end_user', sandbox_id, "
-                "end_user_id) WHERE end_user_id <> ''"
-            )
-        await db.execute(
-            "UPDATE runs SET "
-            "end_user_id = interlock_blind('end_user', sandbox_id, end_user_id), "
-            "request_id = interlock_blind('request_id', sandbox_id, request_id), "
-            "request_id_sealed = interlock_seal(sandbox_id, 'runs', id, 'request_id', request_id), "
-            "labels_sealed = CASE WHEN labels = '{}' THEN NULL "
-            "ELSE interlock_seal(sandbox_id, 'runs', id, 'labels', labels) END"
-        )
-        await db.execute(
-            "UPDATE compute_sessions SET "
-            "end_user_id = interlock_blind('end_user', sandbox_id, end_user_id), "
-            "tags_sealed = interlock_seal(sandbox_id, 'compute_sessions', id, 'tags', tags)"
-        )
-        await db.execute(
-            "UPDATE pauses SET target = interlock_blind('end_user', sandbox_id, target) "
-            "WHERE scope = 'end_user'"
-        )
+        await _rewrite_identifiers(db)
     finally:
         # None removes a function (the stub does not say so); the writer stays open.
         await db.create_function("interlock_blind", 3, None)  # type: ignore[arg-type]
         await db.create_function("interlock_seal", 5, None)  # type: ignore[arg-type]
+
+
+async def _open_every_sandbox(
+    db: aiosqlite.Connection, ring: MasterKeyring
+) -> dict[str, SandboxKeys]:
+    """Every sandbox's keys, by sandbox id (a master key that cannot open them raises)."""
+    opened: dict[str, SandboxKeys] = {}
+    for (sandbox_id,) in await db.execute_fetchall("SELECT id FROM sandboxes"):
+        rows = await db.execute_fetchall(
+            "SELECT key_id, kind, wrapped_key, master_key_id, is_current "
+            "FROM data_keys WHERE sandbox_id = ?",
+            (sandbox_id,),
+        )
+        opened[sandbox_id] = open_sandbox_keys(ring, sandbox_id, map(WRAPPED_KEYS.load, rows))
+    return opened
+
+
+async def _rewrite_identifiers(db: aiosqlite.Connection) -> None:
+    """Migration 8's rewrite, table by table, through ``interlock_blind`` and ``interlock_seal``."""
+    # Every end user named anywhere gets its row (integrations, flows,
+    # pauses and compute sessions could name one that never conversed).
+    await db.execute(
+        "INSERT INTO end_users (sandbox_id, id, created_at) "
+        "SELECT sandbox_id, end_user_id, ? FROM ("
+        "SELECT sandbox_id, end_user_id FROM runs UNION "
+        "SELECT sandbox_id, end_user_id FROM ledger UNION "
+        "SELECT sandbox_id, end_user_id FROM integrations UNION "
+        "SELECT sandbox_id, end_user_id FROM connect_flows UNION "
+        "SELECT sandbox_id, end_user_id FROM compute_sessions UNION "
+        "SELECT sandbox_id, target FROM pauses WHERE scope = 'end_user') "
+        "WHERE end_user_id <> '' AND sandbox_id IN (SELECT id FROM sandboxes) "
+        "ON CONFLICT (sandbox_id, id) DO NOTHING",
+        (now_us(),),
+    )
+    await db.execute(
+        "UPDATE end_users SET "
+        "id_sealed = interlock_seal(sandbox_id, 'end_users', "
+        "interlock_blind('end_user', sandbox_id, id), 'id', id), "
+        "id = interlock_blind('end_user', sandbox_id, id)"
+    )
+    for table in ("conversations", "ledger", "integrations", "connect_flows"):
+        await db.execute(
+            f"UPDATE {table} SET end_user_id = interlock_blind('end_user', sandbox_id, "
+            "end_user_id) WHERE end_user_id <> ''"
+        )
+    await db.execute(
+        "UPDATE runs SET "
+        "end_user_id = interlock_blind('end_user', sandbox_id, end_user_id), "
+        "request_id = interlock_blind('request_id', sandbox_id, request_id), "
+        "request_id_sealed = interlock_seal(sandbox_id, 'runs', id, 'request_id', request_id), "
+        "labels_sealed = CASE WHEN labels = '{}' THEN NULL "
+        "ELSE interlock_seal(sandbox_id, 'runs', id, 'labels', labels) END"
+    )
+    await db.execute(
+        "UPDATE compute_sessions SET "
+        "end_user_id = interlock_blind('end_user', sandbox_id, end_user_id), "
+        "tags_sealed = interlock_seal(sandbox_id, 'compute_sessions', id, 'tags', tags)"
+    )
+    await db.execute(
+        "UPDATE pauses SET target = interlock_blind('end_user', sandbox_id, target) "
+        "WHERE scope = 'end_user'"
+    )
 
 
 #: Python steps of migrations, by version: run right after that migration's SQL.

@@ -210,6 +210,15 @@ def _check_entries_belong(run_id: str, entries: Sequence[NewEntry]) -> None:
             raise ValueError(f"entry of run {entry.run_id!r} does not belong to run {run_id}")
 
 
+def _check_ledger_belongs(run: Run, ledger: Sequence[LedgerRow]) -> None:
+    for row in ledger:
+        if (row.run_id, row.sandbox_id) != (run.id, run.sandbox_id):
+            raise ValueError(
+                f"ledger row for run {row.run_id} in sandbox {row.sandbox_id} "
+                f"does not belong to run {run.id}"
+            )
+
+
 class SqliteRuns(SqliteCore, RunStore):
     """Runs from admission to their settlement."""
 
@@ -290,52 +299,22 @@ class SqliteRuns(SqliteCore, RunStore):
         usage = usage or Usage()
         now = now_us()
         async with self._transaction() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    # Totals add up: a resumed run closes once per attempt.
-                    "UPDATE runs SET status = ?, finished_at = ?, stop_reason = ?, "
-                    "error_code = ?, error_message = ?, input_tokens = input_tokens + ?, "
-                    "output_tokens = output_tokens + ?, "
-                    "cache_read_tokens = cache_read_tokens + ?, "
-                    "cache_write_tokens = cache_write_tokens + ?, "
-                    "reasoning_tokens = reasoning_tokens + ?, cost_usd = cost_usd + ? "
-                    f"WHERE id = ? AND status = 'running' RETURNING {RUNS.columns}",
-                    (
-                        status,
-                        now,
-                        stop_reason,
-                        error_code,
-                        error_message,
-                        usage.input_tokens,
-                        usage.output_tokens,
-                        usage.cache_read_tokens,
-                        usage.cache_write_tokens,
-                        usage.reasoning_tokens,
-                        cost_usd,
-                        run_id,
-                    ),
-                )
+            row = await _mark_finished(
+                db,
+                run_id,
+                status=status,
+                now=now,
+                stop_reason=stop_reason,
+                error_code=error_code,
+                error_message=error_message,
+                usage=usage,
+                cost_usd=cost_usd,
             )
-            if not rows:
-                previous = list(
-                    await db.execute_fetchall("SELECT status FROM runs WHERE id = ?", (run_id,))
-                )
-                if not previous:
-                    raise NotFound(f"run {run_id} not found")
-                raise FailedPrecondition(
-                    f"run {run_id} already ended ({previous[0]['status']}); "
-                    "a run is finished exactly once"
-                )
-            keys = await self._sandbox_keys(rows[0]["sandbox_id"])
-            finished = RUNS.load(rows[0], keys)
+            keys = await self._sandbox_keys(row["sandbox_id"])
+            finished = RUNS.load(row, keys)
             if withdraw:
                 finished = await _withdraw_run(db, finished)
-            for row in ledger:
-                if (row.run_id, row.sandbox_id) != (finished.id, finished.sandbox_id):
-                    raise ValueError(
-                        f"ledger row for run {row.run_id} in sandbox {row.sandbox_id} "
-                        f"does not belong to run {finished.id}"
-                    )
+            _check_ledger_belongs(finished, ledger)
             if entries:
                 # None: the conversation was deleted during the run. Its entries
                 # have nowhere to go, but the run must still close.
@@ -353,13 +332,7 @@ class SqliteRuns(SqliteCore, RunStore):
                 await _insert_ledger(db, keys, finished, ledger, now)
             if provider_session is not None:
                 await _settle_provider_session(db, keys, finished, provider_session, now)
-            tokens = usage.input_tokens + usage.output_tokens
-            if tokens:
-                await db.execute(
-                    "INSERT INTO usage_daily (sandbox_id, day, tokens) VALUES (?, ?, ?) "
-                    "ON CONFLICT (sandbox_id, day) DO UPDATE SET tokens = tokens + excluded.tokens",
-                    (finished.sandbox_id, now // US_PER_DAY, tokens),
-                )
+            await _count_daily_tokens(db, finished.sandbox_id, usage, now)
         return finished
 
     async def resume_run(self, sandbox_id: str, run_id: str) -> Run:
@@ -513,3 +486,68 @@ async def _settle_provider_session(
         "through_seq = excluded.through_seq, updated_at = excluded.updated_at",
         {**where, "sealed": sealed, "now": now},
     )
+
+
+async def _mark_finished(
+    db: aiosqlite.Connection,
+    run_id: str,
+    *,
+    status: RunStatus,
+    now: int,
+    stop_reason: str,
+    error_code: str,
+    error_message: str,
+    usage: Usage,
+    cost_usd: float,
+) -> sqlite3.Row:
+    """End a running run, adding its usage and cost to its totals; the updated row.
+
+    Raises NotFound for an unknown run and FailedPrecondition for one already ended.
+    """
+    rows = list(
+        await db.execute_fetchall(
+            # Totals add up: a resumed run closes once per attempt.
+            "UPDATE runs SET status = ?, finished_at = ?, stop_reason = ?, "
+            "error_code = ?, error_message = ?, input_tokens = input_tokens + ?, "
+            "output_tokens = output_tokens + ?, "
+            "cache_read_tokens = cache_read_tokens + ?, "
+            "cache_write_tokens = cache_write_tokens + ?, "
+            "reasoning_tokens = reasoning_tokens + ?, cost_usd = cost_usd + ? "
+            f"WHERE id = ? AND status = 'running' RETURNING {RUNS.columns}",
+            (
+                status,
+                now,
+                stop_reason,
+                error_code,
+                error_message,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+                usage.reasoning_tokens,
+                cost_usd,
+                run_id,
+            ),
+        )
+    )
+    if rows:
+        return rows[0]
+    previous = list(await db.execute_fetchall("SELECT status FROM runs WHERE id = ?", (run_id,)))
+    if not previous:
+        raise NotFound(f"run {run_id} not found")
+    raise FailedPrecondition(
+        f"run {run_id} already ended ({previous[0]['status']}); a run is finished exactly once"
+    )
+
+
+async def _count_daily_tokens(
+    db: aiosqlite.Connection, sandbox_id: str, usage: Usage, now: int
+) -> None:
+    """Add the run's tokens to its sandbox's count for the day (the daily quota's)."""
+    tokens = usage.input_tokens + usage.output_tokens
+    if tokens:
+        await db.execute(
+            "INSERT INTO usage_daily (sandbox_id, day, tokens) VALUES (?, ?, ?) "
+            "ON CONFLICT (sandbox_id, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+            (sandbox_id, now // US_PER_DAY, tokens),
+        )

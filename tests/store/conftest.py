@@ -1,6 +1,7 @@
 """Store fixtures: every implementation of the ``Store`` seam, opened on a fresh database.
 
-The conformance suite takes ``store``; a PostgreSQL store joins by adding a
+The conformance suite (``conformance/``, one file per aggregate interface of
+``interlockd.store.base``) takes ``store``; a PostgreSQL store joins by adding a
 param to it. Tests of the embedded store's file itself take ``sqlite_store``.
 """
 

@@ -1,4 +1,4 @@
-"""The store's ledger queries: listings newest first, summaries added up by the database.
+"""The ``LedgerStore`` contract: listings newest first, summaries added up by the database.
 
 Rows go in the way the daemon writes them, through ``finish_run``; costs are
 sums of powers of two so every total is exact in binary floating point.
@@ -6,95 +6,18 @@ sums of powers of two so every total is exact in binary floating point.
 
 from __future__ import annotations
 
-import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from interlockd.errors import InvalidArgument
-from interlockd.ids import new_id
-from interlockd.store.base import LedgerFilter, LedgerRow, NewRun, Quotas, Store, UsageTotals
+from interlockd.store.base import LedgerFilter, Quotas
 from interlockd.vocabulary import Usage
+from tests.store.conformance.helpers import compute, finished_run, summary, tokens, totals
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from interlockd.store.sqlite import SqliteStore
-
-
-def tokens(
-    provider: str, usage: Usage, cost: float, *, model: str = "m", agent: str = ""
-) -> dict[str, Any]:
-    return {
-        "kind": "tokens",
-        "provider": provider,
-        "model": model,
-        "usage": usage,
-        "cost_usd": cost,
-        "agent_id": agent,
-    }
-
-
-def compute(provider: str, seconds: float, cost: float, *, agent: str = "") -> dict[str, Any]:
-    return {
-        "kind": "compute",
-        "provider": provider,
-        "model": "",
-        "usage": Usage(),
-        "cost_usd": cost,
-        "compute_seconds": seconds,
-        "agent_id": agent,
-    }
-
-
-async def finished_run(
-    store: Store,
-    sandbox_id: str,
-    end_user: str,
-    *rows: dict[str, Any],
-    agent_provider: str = "fake",
-    status: Any = "finished",
-) -> str:
-    """Begin and finish (with ``status``) a run of ``agent_provider`` whose ledger holds
-    ``rows``; return its id."""
-    run_id = new_id("run")
-    await store.begin_run(
-        NewRun(run_id, sandbox_id, end_user, new_id("conv"), agent_provider, "m"),
-        create_conversation=True,
-    )
-    ledger = [
-        LedgerRow(
-            run_id=run_id,
-            sandbox_id=sandbox_id,
-            end_user_id=end_user,
-            price_version="v1",
-            **row,
-        )
-        for row in rows
-    ]
-    usage = sum((r.usage for r in ledger), Usage())
-    await store.finish_run(run_id, status=status, usage=usage, ledger=ledger)
-    return run_id
-
-
-def totals(
-    key: str,
-    *,
-    token: float = 0.0,
-    compute_: float = 0.0,
-    usage: Usage | None = None,
-    seconds: float = 0.0,
-    runs: int,
-    entries: int,
-) -> UsageTotals:
-    return UsageTotals(key, token, compute_, usage or Usage(), seconds, runs, entries)
-
-
-async def summary(store: Store, sandbox_id: str, by: Any, **where: Any) -> list[UsageTotals]:
-    page = await store.summarize_usage(sandbox_id, by, LedgerFilter(**where), 100, "")
-    assert page.next_page_token == ""
-    return page.items
+    from interlockd.store.base import Store
 
 
 async def test_summaries_add_up_tokens_and_compute_rows(store: Store) -> None:
@@ -249,38 +172,6 @@ async def test_other_sandboxes_rows_never_count(store: Store) -> None:
         "", runs=0, entries=0
     )
     assert (await store.usage_total(theirs, LedgerFilter())).total_cost_usd == 0.5
-
-
-async def test_days_and_time_ranges_use_the_utc_write_time(
-    sqlite_store: SqliteStore, db_path: Path
-) -> None:
-    """Rows written on two UTC days group by day, oldest first, and a time range selects by
-    write time (start inclusive, end exclusive)."""
-    store = sqlite_store
-    sid = (await store.create_sandbox("acme", Quotas())).id
-    old = await finished_run(store, sid, "alice", tokens("fake", Usage(1, 1), 0.5))
-    new = await finished_run(store, sid, "alice", tokens("fake", Usage(2, 2), 0.25))
-    midnight = datetime(2026, 11, 20, tzinfo=UTC)
-    written = {old: midnight - timedelta(microseconds=1), new: midnight}
-    # Back-date the rows, as if written around that midnight.
-    db = sqlite3.connect(db_path, isolation_level=None)
-    try:
-        for run_id, at in written.items():
-            us = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-            db.execute("UPDATE ledger SET created_at = ? WHERE run_id = ?", (us, run_id))
-    finally:
-        db.close()
-
-    days = await summary(store, sid, "day")
-    assert [(t.key, t.total_cost_usd) for t in days] == [("2026-11-19", 0.5), ("2026-11-20", 0.25)]
-    listed = await store.list_ledger_entries(sid, LedgerFilter(), 100, "")
-    assert [(e.row.run_id, e.created_at) for e in listed.items] == [
-        (new, written[new]),
-        (old, written[old]),
-    ]
-    since = await store.usage_total(sid, LedgerFilter(since=midnight))
-    until = await store.usage_total(sid, LedgerFilter(until=midnight))
-    assert (since.total_cost_usd, until.total_cost_usd) == (0.25, 0.5)
 
 
 async def test_entries_name_their_runs_agent_provider_and_failure(store: Store) -> None:

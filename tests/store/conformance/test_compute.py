@@ -1,0 +1,227 @@
+"""The ``ComputeStore`` contract: compute sessions (one live session per sandbox, end user
+and agent key; secrets and tags given back as sent) and where each run was placed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from interlockd.errors import AlreadyExists, NotFound
+from interlockd.ids import new_id
+from interlockd.store.base import Placement
+from tests.store.conformance.helpers import new_sandbox, start_in_new_conversation
+
+if TYPE_CHECKING:
+    from interlockd.store.base import ComputeSessionRecord, Store
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+async def create(
+    store: Store,
+    sandbox_id: str,
+    end_user_id: str = "alice",
+    agent_key: str = "support",
+    *,
+    provider: str = "local",
+    now: datetime = T0,
+    **fields: Any,
+) -> ComputeSessionRecord:
+    """A new compute session of the key, made the way the scheduler makes one."""
+    values: dict[str, Any] = {
+        "runtime": "hermes",
+        "region": "",
+        "spec_fingerprint": "fp-1",
+        "api_key": "runtime-key",
+        "mcp_token": "mcp-token",
+        "tags": {"user_id": end_user_id},
+        **fields,
+    }
+    return await store.create_compute_session(
+        session_id=new_id("cs"),
+        sandbox_id=sandbox_id,
+        end_user_id=end_user_id,
+        agent_key=agent_key,
+        provider=provider,
+        now=now,
+        **values,
+    )
+
+
+# ---- compute sessions ---------------------------------------------------------------
+
+
+async def test_compute_session_round_trip(store: Store) -> None:
+    """A new session reads back as created, status creating, its secrets and tags as sent."""
+    sandbox = await new_sandbox(store)
+    tags = {"user_id": "alice", "sandbox_id": sandbox.id, "agent_id": "support", "run_id": "r"}
+    created = await create(
+        store, sandbox.id, region="fra", api_key="sk-runtime ✓", mcp_token="tok-1", tags=tags
+    )
+    assert created.id.startswith("cs_")
+    assert (created.sandbox_id, created.end_user_id, created.agent_key) == (
+        sandbox.id,
+        "alice",
+        "support",
+    )
+    assert (created.runtime, created.provider, created.region, created.spec_fingerprint) == (
+        "hermes",
+        "local",
+        "fra",
+        "fp-1",
+    )
+    assert (created.status, created.external_id, created.endpoint) == ("creating", "", "")
+    assert (created.api_key, created.mcp_token, created.tags) == ("sk-runtime ✓", "tok-1", tags)
+    assert created.active_seconds == 0.0
+    assert created.created_at == created.updated_at == created.last_active_at == T0
+    assert await store.get_compute_session(created.id) == created
+    assert await store.find_compute_session(sandbox.id, "alice", "support") == created
+    with pytest.raises(NotFound):
+        await store.get_compute_session("cs_nope")
+    with pytest.raises(NotFound):
+        await create(store, "sbx_nope")
+
+
+async def test_one_live_compute_session_per_key(store: Store) -> None:
+    """A key has at most one session that is neither destroyed nor failed; other keys and
+    sandboxes are separate."""
+    sandbox, other = await new_sandbox(store), await new_sandbox(store)
+    first = await create(store, sandbox.id)
+    with pytest.raises(AlreadyExists, match="support"):
+        await create(store, sandbox.id)
+    await create(store, sandbox.id, "bob")
+    await create(store, sandbox.id, agent_key="fake/fake-model")
+    elsewhere = await create(store, other.id)
+    assert await store.find_compute_session(sandbox.id, "carol", "support") is None
+    assert await store.find_compute_session(sandbox.id, "alice", "support") == first
+    assert await store.find_compute_session(other.id, "alice", "support") == elsewhere
+
+    for ended in ("failed", "destroyed"):
+        await store.update_compute_session(first.id, status=ended)  # type: ignore[arg-type]
+        assert await store.find_compute_session(sandbox.id, "alice", "support") is None
+        first = await create(store, sandbox.id)
+        assert await store.find_compute_session(sandbox.id, "alice", "support") == first
+
+
+async def test_update_compute_session_changes_only_the_given_fields(store: Store) -> None:
+    """update_compute_session sets the given fields, adds active seconds, keeps the rest."""
+    sandbox = await new_sandbox(store)
+    created = await create(store, sandbox.id)
+    running = await store.update_compute_session(
+        created.id,
+        status="running",
+        external_id="proc-42",
+        endpoint="http://127.0.0.1:9000",
+        add_active_seconds=1.5,
+    )
+    assert (running.status, running.external_id, running.endpoint) == (
+        "running",
+        "proc-42",
+        "http://127.0.0.1:9000",
+    )
+    later = T0 + timedelta(minutes=5)
+    tags = {"user_id": "alice", "run_id": "run_2"}
+    after = await store.update_compute_session(
+        created.id, region="iad", tags=tags, add_active_seconds=2.25, last_active_at=later
+    )
+    assert (after.status, after.external_id, after.region, after.tags) == (
+        "running",
+        "proc-42",
+        "iad",
+        tags,
+    )
+    assert after.active_seconds == 3.75
+    assert after.last_active_at == later
+    assert (after.api_key, after.mcp_token, after.created_at) == (
+        created.api_key,
+        created.mcp_token,
+        created.created_at,
+    )
+    assert after.updated_at >= created.updated_at
+    assert await store.get_compute_session(created.id) == after
+    with pytest.raises(NotFound):
+        await store.update_compute_session("cs_nope", status="running")
+    with pytest.raises(NotFound):
+        await store.update_compute_session("cs_nope", tags={})
+
+
+async def test_list_compute_sessions_oldest_first_by_filter(store: Store) -> None:
+    """Sessions list oldest first, of one sandbox or all, narrowed by end user, agent key,
+    provider, status and idleness."""
+    sandbox, other = await new_sandbox(store), await new_sandbox(store)
+    a = await create(store, sandbox.id, "alice", "support", now=T0)
+    b = await create(store, sandbox.id, "bob", "support", provider="daytona", now=T0 + timedelta(1))
+    c = await create(store, sandbox.id, "alice", "sales", now=T0 + timedelta(2))
+    d = await create(store, other.id, "alice", "support", now=T0 + timedelta(3))
+    await store.update_compute_session(b.id, status="running")
+
+    async def ids(sandbox_id: str | None, **where: Any) -> list[str]:
+        return [s.id for s in await store.list_compute_sessions(sandbox_id, **where)]
+
+    assert await ids(sandbox.id) == [a.id, b.id, c.id]
+    assert await ids(None) == [a.id, b.id, c.id, d.id]
+    assert await ids(sandbox.id, end_user_id="alice") == [a.id, c.id]
+    assert await ids(None, end_user_id="alice") == [a.id, c.id, d.id]
+    assert await ids(sandbox.id, agent_key="support") == [a.id, b.id]
+    assert await ids(None, provider="daytona") == [b.id]
+    assert await ids(sandbox.id, statuses=("running",)) == [b.id]
+    assert await ids(sandbox.id, statuses=("creating", "running")) == [a.id, b.id, c.id]
+    assert await ids(None, idle_since=T0 + timedelta(1)) == [a.id, b.id]
+    assert await ids(other.id, end_user_id="bob") == []
+
+
+async def test_compute_sessions_go_with_their_sandbox(store: Store) -> None:
+    """Deleting a sandbox deletes its compute sessions and its runs' placements, no one else's."""
+    doomed, kept = await new_sandbox(store), await new_sandbox(store)
+    sessions = {}
+    runs = {}
+    for sandbox in (doomed, kept):
+        sessions[sandbox.id] = await create(store, sandbox.id)
+        runs[sandbox.id] = (await start_in_new_conversation(store, sandbox.id, "alice", "hi")).id
+        await store.record_placement(
+            Placement(
+                runs[sandbox.id], sandbox.id, sessions[sandbox.id].id, "local", "p", "r", [], 0, T0
+            )
+        )
+
+    await store.delete_sandbox(doomed.id)
+
+    with pytest.raises(NotFound):
+        await store.get_compute_session(sessions[doomed.id].id)
+    with pytest.raises(NotFound):
+        await store.get_placement(runs[doomed.id])
+    assert [s.id for s in await store.list_compute_sessions(None)] == [sessions[kept.id].id]
+    assert (await store.get_placement(runs[kept.id])).compute_session_id == sessions[kept.id].id
+
+
+# ---- placements ---------------------------------------------------------------------
+
+
+async def test_placement_round_trip(store: Store) -> None:
+    """A run's placement reads back field for field; a run never placed is NotFound."""
+    sandbox = await new_sandbox(store)
+    session = await create(store, sandbox.id)
+    run = await start_in_new_conversation(store, sandbox.id, "alice", "hi")
+    placement = Placement(
+        run_id=run.id,
+        sandbox_id=sandbox.id,
+        compute_session_id=session.id,
+        provider="local",
+        policy="cheapest",
+        reason="the only eligible provider",
+        candidates=[
+            {"provider": "local", "verdict": "chosen", "note": ""},
+            {"provider": "daytona", "verdict": "skipped", "note": "no credentials"},
+        ],
+        ready_seconds=0.75,
+        created_at=T0,
+    )
+    await store.record_placement(placement)
+    assert await store.get_placement(run.id) == placement
+    unplaced = await start_in_new_conversation(store, sandbox.id, "bob", "hi")
+    with pytest.raises(NotFound):
+        await store.get_placement(unplaced.id)
+    with pytest.raises(NotFound):
+        await store.get_placement("run_nope")

@@ -21,7 +21,10 @@ status, endpoint, secrets and tags. A run on a runtime backend goes:
 
 A background reaper suspends sessions idle for ``idle_stop_seconds``, archives
 those suspended for ``archive_after_seconds`` and destroys failed ones; a
-health loop probes each provider. Time comes from an injected clock (epoch
+health loop probes each provider. The providers' breakers and start times, the
+keys' locks and every operation on a session (start, retire, suspend, resume,
+destroy, reap, probe) are the :class:`~interlockd.compute.fleet.Fleet`'s; this
+module places runs and runs the loops. Time comes from an injected clock (epoch
 seconds) so all of it is testable without waiting.
 
 Locks and counters are this process's: several replicas sharing a store keep
@@ -35,13 +38,13 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
 from interlockd import ids
-from interlockd.compute.base import ComputeError, ComputeProvider, ComputeSession, Endpoint
-from interlockd.compute.breaker import CircuitBreaker
+from interlockd.compute.base import ComputeError, ComputeProvider
+from interlockd.compute.fleet import Describe, Fleet
 from interlockd.compute.placement import (
     ComputeCharge,
     Lease,
@@ -52,20 +55,13 @@ from interlockd.compute.placement import (
     SchedulerSettings,
 )
 from interlockd.compute.policy import Candidate, Existing, choose
-from interlockd.compute.sessions import as_compute_error, at, fingerprint, snapshot, tags
-from interlockd.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from interlockd.compute.sessions import at, fingerprint, tags
+from interlockd.errors import AlreadyExists, InvalidArgument, ResourceExhausted
 from interlockd.pauses import PauseBoard
-from interlockd.store.base import ComputeSessionRecord, ComputeStatus, Placement, Store
-from interlockd.vocabulary import RuntimeAccess, RuntimeContext, SessionSpec
+from interlockd.store.base import ComputeSessionRecord, Placement, Store
+from interlockd.vocabulary import RuntimeAccess, SessionSpec
 
 log = structlog.get_logger(__name__)
-
-#: The session spec of a runtime (by name) for a new session's context: supplied by
-#: whoever knows the runtimes (the daemon asks the runtime's backend).
-Describe = Callable[[str, RuntimeContext], Awaitable[SessionSpec]]
-
-#: Weight of the newest measurement in a provider's start-time averages.
-_EWMA = 0.3
 
 
 class ComputeScheduler:
@@ -86,37 +82,20 @@ class ComputeScheduler:
         a runtime (by name) for a session's context; ``mcp_url`` is the daemon's MCP
         endpoint as a runtime reaches it; ``clock`` gives epoch seconds."""
         self._store = store
-        self._providers = {p.name: p for p in providers}
-        self._order = [p.name for p in providers]
-        self._describe = describe
         self._settings = settings or SchedulerSettings()
         self._pauses = pauses
-        self._mcp_url = mcp_url
         self._clock = clock
-        self._breakers = {
-            name: CircuitBreaker(
-                failures=self._settings.breaker_failures,
-                cooldown_seconds=self._settings.breaker_cooldown_seconds,
-                clock=clock,
-            )
-            for name in self._order
-        }
-        self._cold = {p.name: p.capabilities.cold_start_seconds for p in providers}
-        self._resume = {p.name: p.capabilities.resume_seconds for p in providers}
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._fleet = Fleet(store, providers, describe, self._settings, mcp_url, clock)
         self._user_runs: dict[tuple[str, str], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def providers(self) -> list[str]:
         """Configured provider names, in order of preference."""
-        return list(self._order)
+        return list(self._fleet.order)
 
     def provider(self, name: str) -> ComputeProvider:
-        try:
-            return self._providers[name]
-        except KeyError:
-            raise InvalidArgument("provider", f"unknown compute provider {name!r}") from None
+        return self._fleet.provider(name)
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -140,52 +119,11 @@ class ComputeScheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        for provider in self._providers.values():
+        for provider in self._fleet.providers.values():
             try:
                 await provider.aclose()
             except Exception:
                 log.exception("compute_provider_close_failed", provider=provider.name)
-
-    async def reconcile(self) -> int:
-        """Correct what the store believes about sessions from what each provider reports
-        (after a restart, local runtimes are stopped; a session deleted out of band is
-        gone). Return how many records changed. A provider that does not answer is
-        left alone."""
-        changed = 0
-        for name, provider in self._providers.items():
-            try:
-                reported = {s.external_id: s for s in await provider.list()}
-            except Exception as exc:
-                log.warning("compute_reconcile_failed", provider=name, error=str(exc))
-                continue
-            records = await self._store.list_compute_sessions(
-                provider=name, statuses=("creating", "running", "suspended", "archived")
-            )
-            for record in records:
-                if not record.external_id:
-                    continue
-                seen = reported.get(record.external_id)
-                status: ComputeStatus | None = None
-                if seen is None:
-                    status = "failed"  # gone at its provider: the reaper forgets it
-                elif seen.status != record.status and seen.status in (
-                    "running",
-                    "suspended",
-                    "archived",
-                    "failed",
-                ):
-                    status = seen.status
-                if status is not None:
-                    await self._store.update_compute_session(record.id, status=status)
-                    changed += 1
-                    log.info(
-                        "compute_session_reconciled",
-                        session=record.id,
-                        provider=name,
-                        was=record.status,
-                        now=status,
-                    )
-        return changed
 
     async def _every(self, seconds: float, work: Callable[[], object]) -> None:
         while True:
@@ -229,7 +167,9 @@ class ComputeScheduler:
                     f"{s.idle_stop_seconds:g} s idle, suspend one (interlock compute suspend "
                     f"{mine[0].id}), or raise compute.max_active_sessions_per_user"
                 )
-        candidates = [self._candidate(name, request, existing, running) for name in self._order]
+        candidates = [
+            self._candidate(name, request, existing, running) for name in self._fleet.order
+        ]
         choice = choose(
             candidates,
             policy=policy,  # type: ignore[arg-type]  # checked above
@@ -267,7 +207,7 @@ class ComputeScheduler:
         existing: ComputeSessionRecord | None,
         running: list[ComputeSessionRecord],
     ) -> Candidate:
-        provider = self._providers[name]
+        provider = self._fleet.providers[name]
         pause = (
             self._pauses.find(request.sandbox_id, request.end_user_id, request.runtime, name)
             if self._pauses is not None
@@ -285,13 +225,13 @@ class ComputeScheduler:
             name=name,
             capabilities=provider.capabilities,
             price=provider.price,
-            healthy=self._breakers[name].available(),
+            healthy=self._fleet.breakers[name].available(),
             paused_by=pause.describe() if pause is not None and compute_pause else "",
             running=sum(1 for r in running if r.provider == name),
             capacity=self._settings.capacity.get(name, 0),
             existing=status,
-            cold_start_seconds=self._cold[name],
-            resume_seconds=self._resume[name],
+            cold_start_seconds=self._fleet.cold_start_seconds[name],
+            resume_seconds=self._fleet.resume_seconds[name],
         )
 
     async def acquire(
@@ -313,9 +253,7 @@ class ComputeScheduler:
         """
         req = plan.request
         started = self._clock()
-        lock = self._locks.setdefault(
-            (req.sandbox_id, req.end_user_id, req.agent_key), asyncio.Lock()
-        )
+        lock = self._fleet.lock(req.sandbox_id, req.end_user_id, req.agent_key)
         await lock.acquire()
         try:
             lease = await self._ensure(plan, run_id, started, lock, on_session)
@@ -332,51 +270,16 @@ class ComputeScheduler:
         lock: asyncio.Lock,
         on_session: Callable[[ComputeSessionRecord], None] | None,
     ) -> Lease:
+        """Start (or resume) the key's session on the chosen provider and record where the
+        run was placed; the key's lock is held."""
         req = plan.request
         name = plan.choice.provider
-        record = await self._store.find_compute_session(
-            req.sandbox_id, req.end_user_id, req.agent_key
-        )
-        spec: SessionSpec | None = None
-        if record is not None and record.provider != name:
-            await self._retire(record, f"the run was placed on {name}")
-            record = None
-        if record is not None:
-            spec = await self._spec(req, record.id, record.api_key, record.mcp_token)
-            if fingerprint(spec) != record.spec_fingerprint:
-                await self._retire(record, "the runtime's configuration changed")
-                record = None
-        if record is None:
-            session_id = ids.new_id("cs")
-            api_key = secrets.token_urlsafe(32)
-            mcp_token = secrets.token_urlsafe(32)
-            spec = await self._spec(req, session_id, api_key, mcp_token)
-            try:
-                record = await self._store.create_compute_session(
-                    session_id=session_id,
-                    sandbox_id=req.sandbox_id,
-                    end_user_id=req.end_user_id,
-                    agent_key=req.agent_key,
-                    runtime=req.runtime,
-                    provider=name,
-                    region=req.region,
-                    spec_fingerprint=fingerprint(spec),
-                    api_key=api_key,
-                    mcp_token=mcp_token,
-                    tags=tags(req, run_id),
-                    now=at(self._clock()),
-                )
-            except AlreadyExists:
-                # Another replica created it meanwhile: the next run uses it.
-                raise ComputeError(
-                    name, "another replica is starting this session; retry"
-                ) from None
-        assert spec is not None
+        record, spec = await self._session_for(plan, run_id)
         if on_session is not None:
             on_session(record)
         plan.metered = (record.id, started)
         was = record.status
-        session, endpoint, ready = await self._start(name, record, spec)
+        session, endpoint, ready = await self._fleet.start(name, record, spec)
         record = await self._store.update_compute_session(
             record.id,
             status="running",
@@ -413,49 +316,56 @@ class ComputeScheduler:
             api_key=record.api_key,
             compute_session_id=record.id,
         )
-        return Lease(plan, record, self._providers[name], access, lock)
+        return Lease(plan, record, self._fleet.providers[name], access, lock)
 
-    async def _spec(
-        self, req: PlacementRequest, session_id: str, api_key: str, mcp_token: str
-    ) -> SessionSpec:
-        """The runtime's description of the session."""
-        return await self._describe(req.runtime, self._context(req, session_id, api_key, mcp_token))
+    async def _session_for(
+        self, plan: Plan, run_id: str
+    ) -> tuple[ComputeSessionRecord, SessionSpec]:
+        """The key's session record for the plan and the runtime's spec of it: the stored
+        one when it is on the chosen provider with an unchanged spec, else (the old one
+        retired) a new one."""
+        req = plan.request
+        name = plan.choice.provider
+        record = await self._store.find_compute_session(
+            req.sandbox_id, req.end_user_id, req.agent_key
+        )
+        if record is not None and record.provider != name:
+            await self._fleet.retire(record, f"the run was placed on {name}")
+            record = None
+        if record is not None:
+            spec = await self._fleet.spec(req, record.id, record.api_key, record.mcp_token)
+            if fingerprint(spec) == record.spec_fingerprint:
+                return record, spec
+            await self._fleet.retire(record, "the runtime's configuration changed")
+        return await self._new_session(req, name, run_id)
 
-    async def _start(
-        self, name: str, record: ComputeSessionRecord, spec: SessionSpec
-    ) -> tuple[ComputeSession, Endpoint, float]:
-        """Create or resume ``record``'s session on provider ``name`` and fetch its
-        endpoint, through the provider's breaker; return them and the seconds it took
-        (also fed to the provider's measured start times). ComputeError on failure; a
-        session that was being created is then marked failed for the reaper."""
-        provider = self._providers[name]
-        breaker = self._breakers[name]
-        if not breaker.claim():
-            raise ComputeError(name, f"unhealthy, not starting sessions ({breaker.last_error})")
-        was = record.status
-        t0 = self._clock()
+    async def _new_session(
+        self, req: PlacementRequest, name: str, run_id: str
+    ) -> tuple[ComputeSessionRecord, SessionSpec]:
+        """Record a new session for the key on provider ``name`` (fresh id and tokens)."""
+        session_id = ids.new_id("cs")
+        api_key = secrets.token_urlsafe(32)
+        mcp_token = secrets.token_urlsafe(32)
+        spec = await self._fleet.spec(req, session_id, api_key, mcp_token)
         try:
-            session = await provider.ensure(spec, record.external_id or None)
-            endpoint = await provider.endpoint(session)
-        except Exception as exc:
-            error = as_compute_error(name, exc)
-            breaker.failure(error.message)
-            if was == "creating":
-                await self._store.update_compute_session(record.id, status="failed")
-            log.warning(
-                "compute_start_failed", provider=name, session=record.id, error=error.message
+            record = await self._store.create_compute_session(
+                session_id=session_id,
+                sandbox_id=req.sandbox_id,
+                end_user_id=req.end_user_id,
+                agent_key=req.agent_key,
+                runtime=req.runtime,
+                provider=name,
+                region=req.region,
+                spec_fingerprint=fingerprint(spec),
+                api_key=api_key,
+                mcp_token=mcp_token,
+                tags=tags(req, run_id),
+                now=at(self._clock()),
             )
-            raise error from exc
-        except asyncio.CancelledError:
-            # The run ended (its ceiling, a pause, the client) while the runtime was
-            # starting: a new session may be half made; the reaper destroys it.
-            if was == "creating":
-                await asyncio.shield(self._store.update_compute_session(record.id, status="failed"))
-            raise
-        breaker.success()
-        ready = self._clock() - t0
-        self._measure(name, was, ready)
-        return session, endpoint, ready
+        except AlreadyExists:
+            # Another replica created it meanwhile: the next run uses it.
+            raise ComputeError(name, "another replica is starting this session; retry") from None
+        return record, spec
 
     async def release(self, lease: Lease | None, plan: Plan) -> ComputeCharge | None:
         """End a run's hold: stamp the idle timer, give back the slot and the key's lock,
@@ -470,7 +380,7 @@ class ComputeScheduler:
             if plan.metered is None:
                 return None
             session_id, started = plan.metered
-            provider = self._providers[plan.choice.provider]
+            provider = self._fleet.providers[plan.choice.provider]
             now = self._clock()
             # Billed to the millisecond; the cost is of exactly the seconds recorded.
             seconds = round(max(0.0, now - started), 3)
@@ -488,190 +398,33 @@ class ComputeScheduler:
             if lease is not None:
                 lease.lock.release()
 
-    def _context(
-        self, req: PlacementRequest, session_id: str, api_key: str, mcp_token: str
-    ) -> RuntimeContext:
-        return RuntimeContext(
-            key=session_id,
-            model=req.model,
-            api_key=api_key,
-            mcp_url=self._mcp_url(),
-            mcp_token=mcp_token,
-            labels={
-                "sandbox_id": req.sandbox_id,
-                "user_id": req.end_user_id,
-                "agent_id": req.agent_id,
-            },
-        )
+    # ---- operating sessions (the fleet's) ------------------------------------------
 
-    def _measure(self, name: str, was: ComputeStatus, seconds: float) -> None:
-        if was == "suspended":
-            self._resume[name] += _EWMA * (seconds - self._resume[name])
-        elif was in ("creating", "archived"):
-            self._cold[name] += _EWMA * (seconds - self._cold[name])
-
-    async def _retire(self, record: ComputeSessionRecord, why: str) -> None:
-        """Let go of a session the key no longer uses: destroy it now if its provider
-        answers, else mark it failed for the reaper to destroy later."""
-        log.info("compute_session_retired", session=record.id, provider=record.provider, why=why)
-        provider = self._providers.get(record.provider)
-        if provider is not None and record.external_id:
-            try:
-                await provider.destroy(snapshot(record))
-            except Exception as exc:
-                log.warning("compute_destroy_failed", session=record.id, error=str(exc))
-                await self._store.update_compute_session(record.id, status="failed")
-                return
-        await self._store.update_compute_session(record.id, status="destroyed", endpoint="")
-
-    # ---- operating sessions ----------------------------------------------------------
-
-    def _lock_of(self, record: ComputeSessionRecord) -> asyncio.Lock:
-        return self._locks.setdefault(
-            (record.sandbox_id, record.end_user_id, record.agent_key), asyncio.Lock()
-        )
+    async def reconcile(self) -> int:
+        """Correct the store's sessions from what each provider reports (see
+        :meth:`Fleet.reconcile`); how many records changed."""
+        return await self._fleet.reconcile()
 
     async def suspend(self, session_id: str) -> ComputeSessionRecord:
         """Stop a running session now (waits for a run in progress), keeping its state."""
-        record = await self._store.get_compute_session(session_id)
-        async with self._lock_of(record):
-            return await self._suspend(await self._store.get_compute_session(session_id))
-
-    async def _suspend(self, record: ComputeSessionRecord) -> ComputeSessionRecord:
-        if record.status != "running":
-            return record
-        provider = self._providers.get(record.provider)
-        if provider is not None and provider.capabilities.suspend:
-            await provider.suspend(snapshot(record))
-        # A provider without suspend idles the session by itself: it no longer bills.
-        return await self._store.update_compute_session(record.id, status="suspended", endpoint="")
+        return await self._fleet.suspend(session_id)
 
     async def resume(self, session_id: str) -> ComputeSessionRecord:
         """Start a suspended or archived session again (ahead of a run)."""
-        record = await self._store.get_compute_session(session_id)
-        async with self._lock_of(record):
-            record = await self._store.get_compute_session(session_id)
-            if record.status in ("destroyed", "failed"):
-                raise NotFound(f"compute session {session_id} is {record.status}")
-            self.provider(record.provider)  # INVALID_ARGUMENT if no longer configured
-            req = PlacementRequest(
-                sandbox_id=record.sandbox_id,
-                end_user_id=record.end_user_id,
-                agent_key=record.agent_key,
-                agent_id=record.tags.get("agent_id", ""),
-                runtime=record.runtime,
-                model=record.tags.get("model", ""),
-            )
-            spec = await self._spec(req, record.id, record.api_key, record.mcp_token)
-            session, endpoint, _ = await self._start(record.provider, record, spec)
-            return await self._store.update_compute_session(
-                record.id,
-                status="running",
-                external_id=session.external_id,
-                endpoint=endpoint.base_url,
-                last_active_at=at(self._clock()),
-            )
+        return await self._fleet.resume(session_id)
 
     async def destroy(self, session_id: str) -> ComputeSessionRecord:
         """Delete a session and its state at its provider (waits for a run in progress)."""
-        record = await self._store.get_compute_session(session_id)
-        async with self._lock_of(record):
-            record = await self._store.get_compute_session(session_id)
-            if record.status == "destroyed":
-                return record
-            provider = self.provider(record.provider)
-            if record.external_id:
-                await provider.destroy(snapshot(record))
-            return await self._store.update_compute_session(
-                record.id, status="destroyed", endpoint=""
-            )
-
-    # ---- background ------------------------------------------------------------------
+        return await self._fleet.destroy(session_id)
 
     async def reap(self) -> ReapReport:
         """One pass: suspend idle sessions, archive long-suspended ones, destroy failed ones."""
-        s = self._settings
-        now = self._clock()
-        suspended = archived = destroyed = 0
-        for record in await self._store.list_compute_sessions(
-            statuses=("running",), idle_since=at(now - s.idle_stop_seconds)
-        ):
-            lock = self._lock_of(record)
-            if lock.locked():
-                continue  # a run is using it (or waiting for it)
-            try:
-                async with lock:
-                    await self._suspend(await self._store.get_compute_session(record.id))
-                suspended += 1
-                log.info(
-                    "compute_session_idle_stopped", session=record.id, provider=record.provider
-                )
-            except Exception as exc:
-                log.warning("compute_idle_stop_failed", session=record.id, error=str(exc))
-        for record in await self._store.list_compute_sessions(
-            statuses=("suspended",), idle_since=at(now - s.archive_after_seconds)
-        ):
-            provider = self._providers.get(record.provider)
-            if (
-                provider is None
-                or not provider.capabilities.archive
-                or self._lock_of(record).locked()
-            ):
-                continue
-            try:
-                async with self._lock_of(record):
-                    await provider.archive(snapshot(record))
-                    await self._store.update_compute_session(record.id, status="archived")
-                archived += 1
-                log.info("compute_session_archived", session=record.id, provider=record.provider)
-            except Exception as exc:
-                log.warning("compute_archive_failed", session=record.id, error=str(exc))
-        for record in await self._store.list_compute_sessions(statuses=("failed",)):
-            provider = self._providers.get(record.provider)
-            if provider is None:
-                continue
-            try:
-                if record.external_id:
-                    await provider.destroy(snapshot(record))
-                await self._store.update_compute_session(record.id, status="destroyed", endpoint="")
-                destroyed += 1
-            except Exception as exc:
-                log.warning("compute_destroy_failed", session=record.id, error=str(exc))
-        return ReapReport(suspended, archived, destroyed)
+        return await self._fleet.reap()
 
     async def probe(self) -> None:
         """Ask every provider whether it answers; feed its circuit breaker."""
-
-        async def one(name: str) -> None:
-            breaker = self._breakers[name]
-            try:
-                healthy = await asyncio.wait_for(self._providers[name].health(), timeout=10.0)
-                error = "" if healthy else "health probe failed"
-            except Exception as exc:
-                healthy, error = False, f"health probe failed: {exc!r}"
-            if healthy:
-                if breaker.state != "closed":
-                    log.info("compute_provider_recovered", provider=name)
-                breaker.success()
-            else:
-                breaker.failure(error)
-                log.warning("compute_provider_unhealthy", provider=name, state=breaker.state)
-
-        await asyncio.gather(*(one(name) for name in self._order))
+        await self._fleet.probe()
 
     async def health(self) -> list[ProviderHealth]:
         """Each provider's breaker, load and measured start times."""
-        running = await self._store.list_compute_sessions(statuses=("creating", "running"))
-        return [
-            ProviderHealth(
-                name=name,
-                healthy=self._breakers[name].state == "closed",
-                breaker=self._breakers[name].state,
-                last_error=self._breakers[name].last_error,
-                running=sum(1 for r in running if r.provider == name),
-                capacity=self._settings.capacity.get(name, 0),
-                cold_start_seconds=round(self._cold[name], 3),
-                resume_seconds=round(self._resume[name], 3),
-            )
-            for name in self._order
-        ]
+        return await self._fleet.health()

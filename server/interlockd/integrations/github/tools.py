@@ -3,10 +3,11 @@
 Seven tools, namespaced ``github__*``: whoami, list_repos, search_issues,
 get_issue, get_file (reads), create_issue and comment_issue (side effects:
 ``side_effecting=True``, so the runner records them before they run and never
-repeats one). Each checks its arguments against its schema and raises
-:class:`ToolError` naming the argument at fault; results are small JSON
-objects with the fields a model needs, never GitHub's whole payloads. Lists
-are paged (``limit`` up to 100, ``page``) and say when there is more.
+repeats one). Each checks its arguments against its schema (the checks live
+in ``arguments``) and raises :class:`ToolError` naming the argument at fault;
+results are small JSON objects with the fields a model needs, never GitHub's
+whole payloads. Lists are paged (``limit`` up to 100, ``page``) and say when
+there is more.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import abc
 import base64
 import binascii
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from interlockd.integrations.github import arguments as args
 from interlockd.integrations.github.api import MAX_PER_PAGE, GitHubAPI, Page
 from interlockd.tools.base import Tool, ToolContext, ToolError
 from interlockd.vocabulary import ToolSpec
@@ -30,141 +32,8 @@ EXCERPT_CHARS = 200
 # GitHub serves the first 1000 results of a search, no more.
 SEARCH_WINDOW = 1000
 
-_REPO = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]{0,38})/([A-Za-z0-9._-]{1,100})")
 _PR_QUALIFIER = re.compile(r"(?i)(?:^|\s)-?(?:is|type):(?:pr|pull-request)\b")
 _ISSUE_QUALIFIER = re.compile(r"(?i)(?:^|\s)(?:is|type):issue\b")
-
-_REPO_PROPERTY = {
-    "type": "string",
-    "description": "The repository as owner/name, e.g. octocat/hello-world.",
-}
-
-
-def _object_schema(properties: dict[str, Any], required: Sequence[str] = ()) -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-    }
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-def _limit(default: int, what: str) -> dict[str, Any]:
-    return {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": MAX_PER_PAGE,
-        "description": f"How many {what} to return (1-{MAX_PER_PAGE}, default {default}).",
-    }
-
-
-_PAGE = {"type": "integer", "minimum": 1, "description": "Which page of results (default 1)."}
-
-
-# ---- argument checks ---------------------------------------------------------------------
-
-
-def _check_names(arguments: Mapping[str, Any], spec: ToolSpec) -> None:
-    known = spec.parameters.get("properties", {})
-    unknown = sorted(set(arguments) - set(known))
-    if unknown:
-        takes = ", ".join(known) or "no arguments"
-        raise ToolError(
-            f"unknown argument(s) {', '.join(map(repr, unknown))}; {spec.name} takes {takes}"
-        )
-
-
-def _string(
-    arguments: Mapping[str, Any],
-    name: str,
-    *,
-    required: bool = False,
-    max_chars: int = 1_000,
-    allow_empty: bool = False,
-) -> str | None:
-    value = arguments.get(name)
-    if value is None:
-        if required:
-            raise ToolError(f"'{name}' is required")
-        return None
-    if not isinstance(value, str):
-        raise ToolError(f"'{name}' must be a string, not {_kind(value)}")
-    if not allow_empty and not value.strip():
-        raise ToolError(f"'{name}' must not be empty")
-    if len(value) > max_chars:
-        raise ToolError(f"'{name}' is too long ({len(value)} characters; at most {max_chars})")
-    return value
-
-
-def _required_string(arguments: Mapping[str, Any], name: str, *, max_chars: int = 1_000) -> str:
-    value = _string(arguments, name, required=True, max_chars=max_chars)
-    assert value is not None
-    return value
-
-
-def _integer(
-    arguments: Mapping[str, Any],
-    name: str,
-    *,
-    default: int | None,
-    low: int,
-    high: int | None = None,
-) -> int:
-    value = arguments.get(name)
-    if value is None:
-        if default is None:
-            raise ToolError(f"'{name}' is required")
-        return default
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ToolError(f"'{name}' must be an integer, not {_kind(value)}")
-    if value < low or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise ToolError(f"'{name}' must be {bounds}, not {value}")
-    return value
-
-
-def _choice(arguments: Mapping[str, Any], name: str, choices: Sequence[str], default: str) -> str:
-    value = arguments.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, str) or value not in choices:
-        raise ToolError(f"'{name}' must be one of {', '.join(choices)}, not {value!r}")
-    return value
-
-
-def _strings(arguments: Mapping[str, Any], name: str, *, max_items: int) -> list[str]:
-    value = arguments.get(name)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ToolError(f"'{name}' must be a list of non-empty strings")
-    if len(value) > max_items:
-        raise ToolError(f"'{name}' has {len(value)} items; at most {max_items}")
-    return list(value)
-
-
-def _repo(arguments: Mapping[str, Any]) -> tuple[str, str]:
-    value = _required_string(arguments, "repo", max_chars=140)
-    match = _REPO.fullmatch(value.strip())
-    if match is None or match[2] in (".", ".."):
-        raise ToolError(f"'repo' must be owner/name (e.g. octocat/hello-world), not {value!r}")
-    return match[1], match[2]
-
-
-def _kind(value: Any) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)
-
 
 # ---- compact results ---------------------------------------------------------------------
 
@@ -255,7 +124,7 @@ class GitHubTool(Tool):
     async def execute(self, ctx: ToolContext, arguments: dict[str, Any]) -> Any:
         if not isinstance(arguments, dict):
             raise ToolError("the arguments must be a JSON object")
-        _check_names(arguments, self.spec)
+        args.check_names(arguments, self.spec)
         return await self.run(arguments)
 
     @abc.abstractmethod
@@ -271,7 +140,7 @@ class WhoAmI(GitHubTool):
             "Who the connected GitHub account is: login, name, profile URL and, for "
             "OAuth tokens, the granted scopes."
         ),
-        parameters=_object_schema({}),
+        parameters=args.object_schema({}),
     )
 
     async def run(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -299,7 +168,7 @@ class ListRepos(GitHubTool):
             "List repositories the connected GitHub account owns, collaborates on or reaches "
             "through its organizations, most recently updated first unless sorted otherwise."
         ),
-        parameters=_object_schema(
+        parameters=args.object_schema(
             {
                 "sort": {
                     "type": "string",
@@ -311,17 +180,19 @@ class ListRepos(GitHubTool):
                     "enum": ["all", "public", "private"],
                     "description": "Which repositories (default all).",
                 },
-                "limit": _limit(30, "repositories"),
-                "page": _PAGE,
+                "limit": args.limit(30, "repositories"),
+                "page": args.PAGE,
             }
         ),
     )
 
     async def run(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        sort = _choice(arguments, "sort", ("updated", "pushed", "created", "full_name"), "updated")
-        visibility = _choice(arguments, "visibility", ("all", "public", "private"), "all")
-        limit = _integer(arguments, "limit", default=30, low=1, high=MAX_PER_PAGE)
-        page = _integer(arguments, "page", default=1, low=1)
+        sort = args.choice(
+            arguments, "sort", ("updated", "pushed", "created", "full_name"), "updated"
+        )
+        visibility = args.choice(arguments, "visibility", ("all", "public", "private"), "all")
+        limit = args.integer(arguments, "limit", default=30, low=1, high=MAX_PER_PAGE)
+        page = args.integer(arguments, "page", default=1, low=1)
         result = await self._api.user_repos(
             page=page, per_page=limit, sort=sort, visibility=visibility
         )
@@ -340,14 +211,14 @@ class SearchIssues(GitHubTool):
             "qualifiers such as repo:owner/name, author:login, label:bug, in:title, "
             "is:open. Returns matching issues, newest first unless sorted otherwise."
         ),
-        parameters=_object_schema(
+        parameters=args.object_schema(
             {
                 "query": {
                     "type": "string",
                     "description": "Search words and qualifiers, e.g. 'crash label:bug'.",
                 },
                 "repo": {
-                    **_REPO_PROPERTY,
+                    **args.REPO_PROPERTY,
                     "description": "Only this repository (owner/name); optional.",
                 },
                 "state": {
@@ -365,34 +236,34 @@ class SearchIssues(GitHubTool):
                     "enum": ["desc", "asc"],
                     "description": "Direction of sort (default desc).",
                 },
-                "limit": _limit(20, "issues"),
-                "page": _PAGE,
+                "limit": args.limit(20, "issues"),
+                "page": args.PAGE,
             },
             required=["query"],
         ),
     )
 
     async def run(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        query = _required_string(arguments, "query", max_chars=256).strip()
+        query = args.required_string(arguments, "query", max_chars=256).strip()
         if _PR_QUALIFIER.search(query):
             raise ToolError(
                 "github__search_issues searches issues only; remove is:pr / type:pr from 'query'"
             )
         terms = [query]
         if arguments.get("repo") is not None:
-            owner, name = _repo(arguments)
+            owner, name = args.repo(arguments)
             terms.append(f"repo:{owner}/{name}")
-        state = _choice(arguments, "state", ("open", "closed", "all"), "all")
+        state = args.choice(arguments, "state", ("open", "closed", "all"), "all")
         if state != "all":
             terms.append(f"is:{state}")
         if not _ISSUE_QUALIFIER.search(query):
             terms.append("is:issue")  # GitHub requires saying issues or pull requests
-        sort = _choice(
+        sort = args.choice(
             arguments, "sort", ("best-match", "created", "updated", "comments"), "best-match"
         )
-        order = _choice(arguments, "order", ("desc", "asc"), "desc")
-        limit = _integer(arguments, "limit", default=20, low=1, high=MAX_PER_PAGE)
-        page = _integer(arguments, "page", default=1, low=1)
+        order = args.choice(arguments, "order", ("desc", "asc"), "desc")
+        limit = args.integer(arguments, "limit", default=20, low=1, high=MAX_PER_PAGE)
+        page = args.integer(arguments, "page", default=1, low=1)
         if (page - 1) * limit >= SEARCH_WINDOW:
             raise ToolError(
                 f"GitHub returns only the first {SEARCH_WINDOW} search results; "
@@ -425,9 +296,9 @@ class GetIssue(GitHubTool):
             "Read one issue (or pull request) of a repository by number: its text, labels, "
             "assignees and state, with its comments oldest first."
         ),
-        parameters=_object_schema(
+        parameters=args.object_schema(
             {
-                "repo": _REPO_PROPERTY,
+                "repo": args.REPO_PROPERTY,
                 "number": {"type": "integer", "minimum": 1, "description": "The issue number."},
                 "comments": {
                     "type": "integer",
@@ -446,10 +317,10 @@ class GetIssue(GitHubTool):
     )
 
     async def run(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        owner, name = _repo(arguments)
-        number = _integer(arguments, "number", default=None, low=1)
-        per_page = _integer(arguments, "comments", default=20, low=0, high=MAX_PER_PAGE)
-        comments_page = _integer(arguments, "comments_page", default=1, low=1)
+        owner, name = args.repo(arguments)
+        number = args.integer(arguments, "number", default=None, low=1)
+        per_page = args.integer(arguments, "comments", default=20, low=0, high=MAX_PER_PAGE)
+        comments_page = args.integer(arguments, "comments_page", default=1, low=1)
         issue = await self._api.issue(owner, name, number)
         body, cut = _cut(issue.get("body"), ISSUE_BODY_CHARS)
         total = issue.get("comments") if isinstance(issue.get("comments"), int) else 0
@@ -504,9 +375,9 @@ class GetFile(GitHubTool):
             "Read a file of a repository (text, up to "
             f"{FILE_CHARS} characters per call; pass offset for more), or list a directory."
         ),
-        parameters=_object_schema(
+        parameters=args.object_schema(
             {
-                "repo": _REPO_PROPERTY,
+                "repo": args.REPO_PROPERTY,
                 "path": {
                     "type": "string",
                     "description": "Path in the repository, e.g. src/main.py; '' for the top.",
@@ -526,14 +397,14 @@ class GetFile(GitHubTool):
     )
 
     async def run(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        owner, name = _repo(arguments)
-        path = _string(arguments, "path", required=True, max_chars=1_000, allow_empty=True)
+        owner, name = args.repo(arguments)
+        path = args.string(arguments, "path", required=True, max_chars=1_000, allow_empty=True)
         assert path is not None
         path = path.strip().strip("/")
         if any(part in (".", "..") for part in path.split("/")):
             raise ToolError("'path' must not contain '.' or '..' segments")
-        ref = _string(arguments, "ref", max_chars=250)
-        offset = _integer(arguments, "offset", default=0, low=0)
+        ref = args.string(arguments, "ref", max_chars=250)
+        offset = args.integer(arguments, "offset", default=0, low=0)
         found = await self._api.contents(owner, name, path, ref)
         where = {"repo": f"{owner}/{name}", "path": path, "ref": ref}
         if isinstance(found, list):
@@ -593,9 +464,9 @@ class CreateIssue(GitHubTool):
             "Open a new issue in a repository. This creates it on GitHub for everyone to see; "
             "only do it when the user asked for it."
         ),
-        parameters=_object_schema(
+        parameters=args.object_schema(
             {
-                "repo": _REPO_PROPERTY,
+                "repo": args.REPO_PROPERTY,
                 "title": {"type": "string", "description": "The issue's title."},
                 "body": {"type": "string", "description": "The issue's text (Markdown)."},
                 "labels": {
@@ -615,11 +486,11 @@ class CreateIssue(GitHubTool):
     )
 
     async def run(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        owner, name = _repo(arguments)
-        title = _required_string(arguments, "title", max_chars=256)
-        body = _string(arguments, "body", max_chars=65_536, allow_empty=True)
-        labels = _strings(arguments, "labels", max_items=20)
-        assignees = _strings(arguments, "assignees", max_items=10)
+        owner, name = args.repo(arguments)
+        title = args.required_string(arguments, "title", max_chars=256)
+        body = args.string(arguments, "body", max_chars=65_536, allow_empty=True)
+        labels = args.strings(arguments, "labels", max_items=20)
+        assignees = args.strings(arguments, "assignees", max_items=10)
         issue = await self._api.create_issue(
             owner, name, title=title, body=body, labels=labels, assignees=assignees
         )
@@ -653,9 +524,9 @@ class CommentIssue(GitHubTool):
             "Add a comment to an issue or pull request. This posts it on GitHub for everyone "
             "to see; only do it when the user asked for it."
         ),
-        parameters=_object_schema(
+        parameters=args.object_schema(
             {
-                "repo": _REPO_PROPERTY,
+                "repo": args.REPO_PROPERTY,
                 "number": {"type": "integer", "minimum": 1, "description": "The issue number."},
                 "body": {"type": "string", "description": "The comment's text (Markdown)."},
             },
@@ -665,9 +536,9 @@ class CommentIssue(GitHubTool):
     )
 
     async def run(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        owner, name = _repo(arguments)
-        number = _integer(arguments, "number", default=None, low=1)
-        body = _required_string(arguments, "body", max_chars=65_536)
+        owner, name = args.repo(arguments)
+        number = args.integer(arguments, "number", default=None, low=1)
+        body = args.required_string(arguments, "body", max_chars=65_536)
         comment = await self._api.create_comment(owner, name, number, body)
         return {
             "created": True,

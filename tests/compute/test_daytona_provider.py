@@ -22,12 +22,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from interlockd.compute.base import ComputeError, ComputeSession, Endpoint
-from interlockd.compute.daytona.provider import (
+from interlockd.compute.daytona.provider import DaytonaProvider
+from interlockd.compute.daytona.sandboxes import (
     ENV_FILE,
     KEY_LABEL,
     MANAGED_LABEL,
     PREVIEW_TOKEN_HEADER,
-    DaytonaProvider,
     session_name,
 )
 from interlockd.vocabulary import SessionSpec

@@ -1,7 +1,8 @@
 """Daytona sandboxes as compute (compute kind ``"daytona"``; the ``daytona`` extra).
 
 This module describes the kind (its settings and ``build``) without loading the
-SDK; ``provider`` runs sessions in sandboxes through it.
+SDK; ``provider`` runs sessions in sandboxes through it; ``sandboxes`` holds what
+it knows of a sandbox without asking (names, labels, launch, status).
 """
 
 from __future__ import annotations

@@ -49,8 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import shlex
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -83,9 +81,9 @@ from interlockd.compute.base import (
     ComputeProvider,
     ComputeSession,
     Endpoint,
-    SessionStatus,
     fill_placeholders,
 )
+from interlockd.compute.daytona import sandboxes
 from interlockd.vocabulary import SessionSpec
 
 if TYPE_CHECKING:
@@ -94,18 +92,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 DEFAULT_API_URL = "https://app.daytona.io/api"
-#: Header carrying a private sandbox's preview token.
-PREVIEW_TOKEN_HEADER = "x-daytona-preview-token"
-#: Labels the provider sets on every sandbox (besides the spec's).
-KEY_LABEL = "interlock.key"
-MANAGED_LABEL = "interlock.managed"
-#: The SDK labels every sandbox with its code-run language; not one of ours.
-_SDK_LABELS = frozenset({"code-toolbox-language", KEY_LABEL, MANAGED_LABEL})
-#: Where the runtime's environment is written, relative to the sandbox's work dir.
-ENV_FILE = ".interlock/runtime.env"
-#: Process sessions running the runtime: ``interlock-runtime-<port>-<digest>``.
-RUNTIME_SESSION_PREFIX = "interlock-runtime-"
-_RUNTIME_SESSION = re.compile(rf"{RUNTIME_SESSION_PREFIX}(?P<port>\d+)-[0-9a-f]+")
 
 # Published prices (per second): $0.000014 per vCPU and $0.0000045 per GiB of
 # memory while running; a stopped sandbox pays only for its disk, a price the
@@ -115,56 +101,7 @@ _USD_PER_VCPU_SECOND = 0.000014
 _USD_PER_GIB_SECOND = 0.0000045
 PROVIDER = "daytona"
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_POLL = 0.5  # seconds between polls of a state or a health path, at most
-_STATUS: dict[SandboxState, SessionStatus] = {
-    SandboxState.STARTED: "running",
-    SandboxState.STOPPED: "suspended",
-    SandboxState.STOPPING: "suspended",
-    SandboxState.PAUSED: "suspended",
-    SandboxState.PAUSING: "suspended",
-    SandboxState.ARCHIVED: "archived",
-    SandboxState.ARCHIVING: "archived",
-    SandboxState.DESTROYED: "destroyed",
-    SandboxState.DESTROYING: "destroyed",
-    SandboxState.ERROR: "failed",
-    SandboxState.BUILD_FAILED: "failed",
-}
-# States that end by themselves: wait them out before deciding anything.
-_TRANSITIONAL = frozenset(
-    {
-        SandboxState.CREATING,
-        SandboxState.STARTING,
-        SandboxState.RESTORING,
-        SandboxState.STOPPING,
-        SandboxState.ARCHIVING,
-        SandboxState.DESTROYING,
-        SandboxState.PENDING_BUILD,
-        SandboxState.BUILDING_SNAPSHOT,
-        SandboxState.PULLING_SNAPSHOT,
-        SandboxState.RESIZING,
-        SandboxState.SNAPSHOTTING,
-        SandboxState.FORKING,
-        SandboxState.PAUSING,
-        SandboxState.RESUMING,
-    }
-)
-_FAILED = frozenset({SandboxState.ERROR, SandboxState.BUILD_FAILED})
-
-
-def session_name(key: str, prefix: str = "interlock-") -> str:
-    """The sandbox name for a session key: readable, unique, at most 63 characters."""
-    return remote.session_name(key, prefix, 40)
-
-
-def env_script(env: Mapping[str, str]) -> bytes:
-    """A POSIX shell script exporting ``env`` (names checked, values quoted)."""
-    lines = []
-    for name, value in sorted(env.items()):
-        if not _ENV_NAME.fullmatch(name):
-            raise ValueError(f"environment variable name {name!r} is not a shell identifier")
-        lines.append(f"export {name}={shlex.quote(value)}\n")
-    return "".join(lines).encode()
 
 
 def _detail(exc: BaseException) -> str:
@@ -262,7 +199,7 @@ class DaytonaProvider(ComputeProvider):
             )
         try:
             env = {**self._extra_env, **spec.env}
-            script = env_script(env)
+            script = sandboxes.env_script(env)
         except ValueError as exc:
             raise ComputeError(self.name, f"session {spec.key}: {exc}") from None
         async with self._lock(spec.key):
@@ -272,7 +209,7 @@ class DaytonaProvider(ComputeProvider):
             command = await self._start_runtime(sandbox, spec, env, script)
             await self._wait_ready(sandbox, spec, command)
             self._heartbeat(sandbox.id)
-            return self._session(sandbox)
+            return sandboxes.session_of(self.name, sandbox)
 
     async def endpoint(self, session: ComputeSession) -> Endpoint:
         """The preview URL of the runtime's port and its token in ``x-daytona-preview-token``,
@@ -281,12 +218,15 @@ class DaytonaProvider(ComputeProvider):
         if sandbox.state != SandboxState.STARTED:
             raise ComputeError(
                 self.name,
-                f"sandbox {sandbox.name} is {_state(sandbox)}, not started: ensure it first",
+                f"sandbox {sandbox.name} is {sandboxes.state_of(sandbox)}, "
+                "not started: ensure it first",
             )
         port = self._ports.get(sandbox.id) or await self._runtime_port(sandbox)
         with self._errors(f"preview URL of sandbox {sandbox.name} port {port}"):
             link = await sandbox.get_preview_link(port)
-        return Endpoint(base_url=link.url.rstrip("/"), headers={PREVIEW_TOKEN_HEADER: link.token})
+        return Endpoint(
+            base_url=link.url.rstrip("/"), headers={sandboxes.PREVIEW_TOKEN_HEADER: link.token}
+        )
 
     async def suspend(self, session: ComputeSession) -> ComputeSession:
         """Stop the sandbox (its disk is kept; its processes end)."""
@@ -296,9 +236,9 @@ class DaytonaProvider(ComputeProvider):
             if sandbox.state == SandboxState.STARTED:
                 with self._errors(f"stopping sandbox {sandbox.name}"):
                     await sandbox.stop(timeout=self._transition_timeout)
-            elif sandbox.state in _FAILED:
+            elif sandbox.state in sandboxes.FAILED:
                 raise self._failed(sandbox)
-            return self._session(sandbox)
+            return sandboxes.session_of(self.name, sandbox)
 
     async def archive(self, session: ComputeSession) -> ComputeSession:
         """Stop the sandbox if it runs, then archive it and wait until Daytona has
@@ -314,12 +254,13 @@ class DaytonaProvider(ComputeProvider):
                     await sandbox.archive()
                 sandbox = await self._settled(sandbox)
             if sandbox.state != SandboxState.ARCHIVED:
-                if sandbox.state in _FAILED:
+                if sandbox.state in sandboxes.FAILED:
                     raise self._failed(sandbox)
                 raise ComputeError(
-                    self.name, f"sandbox {sandbox.name} is {_state(sandbox)} after archiving"
+                    self.name,
+                    f"sandbox {sandbox.name} is {sandboxes.state_of(sandbox)} after archiving",
                 )
-            return self._session(sandbox)
+            return sandboxes.session_of(self.name, sandbox)
 
     async def destroy(self, session: ComputeSession) -> None:
         """Delete the sandbox without waiting for it to go (Daytona's ``delete`` returns
@@ -345,7 +286,7 @@ class DaytonaProvider(ComputeProvider):
         """Whether Daytona's API answers a one-item list of this router's sandboxes."""
         try:
             async with asyncio.timeout(10):
-                query = ListSandboxesQuery(labels={MANAGED_LABEL: "true"}, limit=1)
+                query = ListSandboxesQuery(labels={sandboxes.MANAGED_LABEL: "true"}, limit=1)
                 async for _ in self._client().list(query):
                     break
         except Exception as exc:  # any failure means "not healthy"; say why in the log
@@ -355,11 +296,13 @@ class DaytonaProvider(ComputeProvider):
 
     async def list(self, labels: Mapping[str, str] | None = None) -> list[ComputeSession]:
         """The sandboxes labelled ``interlock.managed``, filtered by Daytona on ``labels``."""
-        query = ListSandboxesQuery(labels={**(labels or {}), MANAGED_LABEL: "true"}, limit=100)
+        query = ListSandboxesQuery(
+            labels={**(labels or {}), sandboxes.MANAGED_LABEL: "true"}, limit=100
+        )
         sessions = []
         with self._errors("listing sandboxes"):
             async for sandbox in self._client().list(query):
-                sessions.append(self._session(sandbox))
+                sessions.append(sandboxes.session_of(self.name, sandbox))
         return sessions
 
     async def aclose(self) -> None:
@@ -379,7 +322,7 @@ class DaytonaProvider(ComputeProvider):
 
     def session_name(self, key: str) -> str:
         """The sandbox name of a session key."""
-        return session_name(key, self._name_prefix)
+        return sandboxes.session_name(key, self._name_prefix)
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -389,7 +332,7 @@ class DaytonaProvider(ComputeProvider):
         sandbox = None
         if external_id:
             sandbox = await self._find(external_id)
-            if sandbox is not None and sandbox.labels.get(KEY_LABEL) != spec.key:
+            if sandbox is not None and sandbox.labels.get(sandboxes.KEY_LABEL) != spec.key:
                 log.warning("compute_daytona_foreign_sandbox", sandbox=sandbox.name)
                 sandbox = None
         if sandbox is None:
@@ -399,7 +342,7 @@ class DaytonaProvider(ComputeProvider):
         sandbox = await self._settled(sandbox)
         if sandbox.state == SandboxState.DESTROYED:
             return None
-        if sandbox.state in _FAILED:
+        if sandbox.state in sandboxes.FAILED:
             raise self._failed(sandbox)
         if sandbox.state != SandboxState.STARTED:
             # Stopped, paused or archived (Daytona restores an archived one first).
@@ -412,7 +355,7 @@ class DaytonaProvider(ComputeProvider):
         params = CreateSandboxFromSnapshotParams(
             name=name,
             snapshot=self._snapshot,
-            labels={**spec.labels, KEY_LABEL: spec.key, MANAGED_LABEL: "true"},
+            labels={**spec.labels, sandboxes.KEY_LABEL: spec.key, sandboxes.MANAGED_LABEL: "true"},
             public=False,
             auto_stop_interval=self._auto_stop_minutes,
             auto_archive_interval=self._auto_archive_minutes,  # 0: Daytona's maximum
@@ -438,28 +381,26 @@ class DaytonaProvider(ComputeProvider):
         self, sandbox: AsyncSandbox, spec: SessionSpec, env: Mapping[str, str], script: bytes
     ) -> tuple[str, str]:
         """Run the spec's command unless it already runs: (session id, command id)."""
-        session_id = f"{RUNTIME_SESSION_PREFIX}{spec.port}-{remote.spec_digest(spec, env)}"
+        session_id = sandboxes.runtime_session(spec, env)
         self._ports[sandbox.id] = spec.port
         with self._errors(f"starting the runtime in sandbox {sandbox.name}"):
             for session in await sandbox.process.list_sessions():
                 running = [c for c in session.commands or [] if c.exit_code is None]
                 if session.session_id == session_id and running:
                     return session_id, running[-1].id
-                if session.session_id.startswith(RUNTIME_SESSION_PREFIX):
+                if session.session_id.startswith(sandboxes.RUNTIME_SESSION_PREFIX):
                     # The runtime of another spec (or one that exited): end it.
                     await sandbox.process.delete_session(session.session_id)
             uploads = [FileUpload(content, path) for path, content in sorted(spec.files.items())]
-            await sandbox.fs.upload_files([*uploads, FileUpload(script, ENV_FILE)])
+            await sandbox.fs.upload_files([*uploads, FileUpload(script, sandboxes.ENV_FILE)])
             # Relative uploads land in the sandbox's working directory: run from there.
             workdir = await sandbox.get_work_dir()
-            launch = (
-                f"cd {shlex.quote(workdir)} && chmod 600 {ENV_FILE} && . ./{ENV_FILE} "
-                f"&& exec {shlex.join(spec.command)}"
-            )
             await sandbox.process.create_session(session_id)
             started = await sandbox.process.execute_session_command(
                 session_id,
-                SessionExecuteRequest(command=f"sh -c {shlex.quote(launch)}", run_async=True),
+                SessionExecuteRequest(
+                    command=sandboxes.launch_command(workdir, spec.command), run_async=True
+                ),
             )
         return session_id, started.cmd_id
 
@@ -472,7 +413,7 @@ class DaytonaProvider(ComputeProvider):
         deadline = loop.time() + self._ready_timeout
         delay = 0.05
         last = "no answer yet"
-        endpoint = await self.endpoint(self._session(sandbox))
+        endpoint = await self.endpoint(sandboxes.session_of(self.name, sandbox))
         while True:
             try:
                 response = await self._http_client().get(
@@ -515,12 +456,10 @@ class DaytonaProvider(ComputeProvider):
     async def _runtime_port(self, sandbox: AsyncSandbox) -> int:
         with self._errors(f"listing the processes of sandbox {sandbox.name}"):
             sessions = await sandbox.process.list_sessions()
-        for session in sessions:
-            match = _RUNTIME_SESSION.fullmatch(session.session_id)
-            if match:
-                port = int(match["port"])
-                self._ports[sandbox.id] = port
-                return port
+        port = sandboxes.runtime_port(session.session_id for session in sessions)
+        if port is not None:
+            self._ports[sandbox.id] = port
+            return port
         raise ComputeError(
             self.name, f"sandbox {sandbox.name} runs no runtime: ensure the session first"
         )
@@ -547,11 +486,11 @@ class DaytonaProvider(ComputeProvider):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._transition_timeout
         delay = 0.05
-        while sandbox.state in _TRANSITIONAL:
+        while sandbox.state in sandboxes.TRANSITIONAL:
             if loop.time() >= deadline:
                 raise ComputeError(
                     self.name,
-                    f"sandbox {sandbox.name} is still {_state(sandbox)} after "
+                    f"sandbox {sandbox.name} is still {sandboxes.state_of(sandbox)} after "
                     f"{self._transition_timeout:g}s; try again later",
                 )
             await asyncio.sleep(delay)
@@ -563,19 +502,6 @@ class DaytonaProvider(ComputeProvider):
             except DaytonaError as exc:
                 raise self._error(f"reading sandbox {sandbox.name}", exc) from exc
         return sandbox
-
-    def _session(self, sandbox: AsyncSandbox) -> ComputeSession:
-        state = sandbox.state
-        status: SessionStatus = "creating" if state is None else _STATUS.get(state, "creating")
-        labels = {k: v for k, v in (sandbox.labels or {}).items() if k not in _SDK_LABELS}
-        return ComputeSession(
-            provider=self.name,
-            external_id=sandbox.id,
-            key=(sandbox.labels or {}).get(KEY_LABEL, ""),
-            status=status,
-            labels=labels,
-            region=sandbox.target or "",
-        )
 
     # ---- keep-alive --------------------------------------------------------------------
 
@@ -654,8 +580,3 @@ class DaytonaProvider(ComputeProvider):
         return ComputeError(
             self.name, f"sandbox {sandbox.name} is in error{reason}: destroy it and ensure again"
         )
-
-
-def _state(sandbox: AsyncSandbox) -> str:
-    state = sandbox.state
-    return "unknown" if state is None else str(state.value)

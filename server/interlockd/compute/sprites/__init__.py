@@ -1,7 +1,8 @@
 """Fly.io Sprites as compute (compute kind ``"fly_sprites"``; the ``sprites`` extra).
 
 This module describes the kind (its settings and ``build``) without loading the
-SDK; ``provider`` runs sessions as services in sprites through it.
+SDK; ``provider`` runs sessions as services in sprites through it; ``errors``
+reads the SDK's failures.
 """
 
 from __future__ import annotations

@@ -59,7 +59,6 @@ in a sprite's labels or name.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Final
@@ -69,17 +68,14 @@ import structlog
 from sprites import (
     AsyncSprite,
     AsyncSpritesClient,
-    AuthenticationError,
     FilesystemError,
     ListOptions,
-    NetworkError,
     NotFoundError,
     ServiceLogEvent,
     SpriteError,
     SpriteInfo,
     URLSettings,
 )
-from sprites.exceptions import APIError
 
 from interlockd.compute import remote
 from interlockd.compute.base import (
@@ -92,6 +88,7 @@ from interlockd.compute.base import (
     SessionStatus,
     fill_placeholders,
 )
+from interlockd.compute.sprites import errors
 from interlockd.vocabulary import SessionSpec
 
 log = structlog.get_logger(__name__)
@@ -270,7 +267,7 @@ class FlySpritesProvider(ComputeProvider):
                     ListOptions(prefix=self._name_prefix, max_results=1)
                 )
         except Exception as exc:  # any failure means "not healthy"; say why in the log
-            log.info("compute_sprites_unhealthy", error=_describe(exc))
+            log.info("compute_sprites_unhealthy", error=errors.describe(exc))
             return False
         return True
 
@@ -493,7 +490,9 @@ class FlySpritesProvider(ComputeProvider):
         try:
             await sprite.delete_service(service)
         except SpriteError as exc:
-            log.warning("compute_sprites_drop_failed", sprite=sprite.name, error=_describe(exc))
+            log.warning(
+                "compute_sprites_drop_failed", sprite=sprite.name, error=errors.describe(exc)
+            )
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -541,22 +540,7 @@ class FlySpritesProvider(ComputeProvider):
         return _ErrorScope(self, what)
 
     def _error(self, what: str, exc: BaseException) -> ComputeError:
-        if isinstance(exc, AuthenticationError) or _status(exc) == 401:
-            hint = "the token was refused: check the fly_sprites provider's token"
-        elif isinstance(exc, NetworkError) or (isinstance(exc, APIError) and _status(exc) is None):
-            hint = f"cannot reach {self._base_url}: {_describe(exc)}"
-        elif _code(exc) == "concurrent_sprite_limit_exceeded":
-            hint = (
-                "too many sprites are running at once for the org's plan (pay-as-you-go "
-                "allows 3): retry when one has gone idle, or raise the plan's limit"
-            )
-        elif _status(exc) == 429:
-            hint = "rate limited by Sprites: try again shortly"
-        elif (status := _status(exc)) is not None and status >= 500:
-            hint = f"Sprites failed ({_describe(exc)}): try again later"
-        else:
-            hint = _describe(exc)
-        return ComputeError(PROVIDER, f"{what}: {hint}")
+        return errors.compute_error(PROVIDER, what, exc, self._base_url)
 
 
 class _ErrorScope:
@@ -573,55 +557,6 @@ class _ErrorScope:
             return
         if isinstance(exc, SpriteError):
             raise self._provider._error(self._what, exc) from exc
-
-
-# ---- reading the SDK's errors -----------------------------------------------------------------
-
-_FAILED = re.compile(r"\(status (?P<status>\d{3})\)(?::\s*(?P<body>.*))?", re.DOTALL)
-
-
-def _status(exc: BaseException) -> int | None:
-    """The HTTP status behind an SDK error, when it had one."""
-    if isinstance(exc, APIError) and exc.status_code is not None:
-        return exc.status_code
-    match = _FAILED.search(str(exc))
-    return int(match["status"]) if match else None
-
-
-def _body(exc: BaseException) -> str:
-    if isinstance(exc, APIError) and exc.response:
-        return exc.response
-    match = _FAILED.search(str(exc))
-    return (match["body"] or "") if match else ""
-
-
-def _code(exc: BaseException) -> str:
-    """The API's error code (``{"error": "..."}``), when the answer carried one."""
-    try:
-        data = json.loads(_body(exc))
-    except ValueError:
-        return ""
-    return str(data.get("error") or "") if isinstance(data, dict) else ""
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, single-line reason: the API's own message when it gave one, else the
-    SDK's, never a whole response body."""
-    reason = ""
-    try:
-        data = json.loads(_body(exc))
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        parts = [str(data[k]) for k in ("error", "message") if data.get(k)]
-        errors = data.get("errors")
-        if isinstance(errors, list):
-            parts.extend(str(e) for e in errors)
-        reason = ": ".join(dict.fromkeys(parts))
-    if not reason:
-        reason = _FAILED.sub("", str(exc)).strip(" :") or type(exc).__name__
-    status = _status(exc)
-    return remote.short(f"HTTP {status}: {reason}" if status else reason)
 
 
 def _tail(events: list[ServiceLogEvent]) -> str:

@@ -26,7 +26,6 @@ class ExecutedCalls:
     """The calls one runner executed for the MCP endpoint, in the order they finished."""
 
     _calls: list[tuple[ToolCall, ToolResult]] = field(default_factory=list)
-    _taken: int = 0
 
     def add(self, call: ToolCall, result: ToolResult) -> None:
         """Note a call the runner executed and recorded, with its result."""
@@ -34,8 +33,7 @@ class ExecutedCalls:
 
     def take(self) -> list[tuple[ToolCall, ToolResult]]:
         """The calls added since the last take, oldest first (each is taken once)."""
-        new = self._calls[self._taken :]
-        self._taken = len(self._calls)
+        new, self._calls = self._calls, []
         return new
 
 
@@ -43,15 +41,8 @@ _BY_RUNNER: WeakKeyDictionary[ToolRunner, ExecutedCalls] = WeakKeyDictionary()
 
 
 def executed_calls(runner: ToolRunner) -> ExecutedCalls:
-    """The calls ``runner`` executed for the MCP endpoint (one record per runner).
-
-    A runner that cannot be a weak dictionary key (unhashable) gets a record of
-    its own on each call: nothing is relayed for it, and nothing breaks.
-    """
-    try:
-        calls = _BY_RUNNER.get(runner)
-        if calls is None:
-            calls = _BY_RUNNER[runner] = ExecutedCalls()
-    except TypeError:
-        return ExecutedCalls()
+    """The calls ``runner`` executed for the MCP endpoint (one record per runner)."""
+    calls = _BY_RUNNER.get(runner)
+    if calls is None:
+        calls = _BY_RUNNER[runner] = ExecutedCalls()
     return calls

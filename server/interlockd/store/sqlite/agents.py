@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
-
-import orjson
+from typing import Any
 
 from interlockd.errors import (
     NotFound,
@@ -25,18 +23,13 @@ from interlockd.store.sqlite.tables import (
     AGENTS,
 )
 
-if TYPE_CHECKING:
-    pass
-
 
 class SqliteAgents(SqliteCore, AgentStore):
     """Saved agents by slug."""
 
     async def put_agent(self, sandbox_id: str, slug: str, settings: dict[str, Any]) -> SavedAgent:
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
-        sealed = keys.seal(
-            orjson.dumps(settings).decode(), table="agents", row=slug, column="settings"
-        )
+        sealed = AGENTS.seal(keys, {"slug": slug}, "settings", settings, json=True)
         now = now_us()
         async with self._transaction() as db:
             try:
@@ -55,8 +48,7 @@ class SqliteAgents(SqliteCore, AgentStore):
 
     async def get_agent(self, sandbox_id: str, slug: str) -> SavedAgent:
         rows = await self._fetch(
-            "SELECT sandbox_id, slug, settings_sealed, created_at, updated_at FROM agents "
-            "WHERE sandbox_id = ? AND slug = ?",
+            f"SELECT {AGENTS.columns} FROM agents WHERE sandbox_id = ? AND slug = ?",
             (sandbox_id, slug),
         )
         if not rows:
@@ -65,8 +57,7 @@ class SqliteAgents(SqliteCore, AgentStore):
 
     async def list_agents(self, sandbox_id: str) -> list[SavedAgent]:
         rows = await self._fetch(
-            "SELECT sandbox_id, slug, settings_sealed, created_at, updated_at FROM agents "
-            "WHERE sandbox_id = ? ORDER BY slug",
+            f"SELECT {AGENTS.columns} FROM agents WHERE sandbox_id = ? ORDER BY slug",
             (sandbox_id,),
         )
         if not rows:

@@ -7,8 +7,6 @@ import sqlite3
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from interlockd.errors import (
     AlreadyExists,
     NotFound,
@@ -24,6 +22,7 @@ from interlockd.store.sqlite.core import (
     is_constraint,
 )
 from interlockd.store.sqlite.rows import (
+    insert_sql,
     now_us,
     to_us,
 )
@@ -65,12 +64,8 @@ class SqliteCompute(SqliteCore, ComputeStore):
         now: datetime,
     ) -> ComputeSessionRecord:
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
-        sealed = keys.seal(
-            orjson.dumps({"api_key": api_key, "mcp_token": mcp_token}).decode(),
-            table="compute_sessions",
-            row=session_id,
-            column="secrets",
-        )
+        secrets = {"api_key": api_key, "mcp_token": mcp_token}
+        sealed = COMPUTE_SESSIONS.seal(keys, {"id": session_id}, "secrets", secrets, json=True)
         tags_sealed = COMPUTE_SESSIONS.seal(keys, {"id": session_id}, "tags", dict(tags), json=True)
         at = to_us(now)
         async with self._transaction() as db:
@@ -217,29 +212,13 @@ class SqliteCompute(SqliteCore, ComputeStore):
         return sessions
 
     async def record_placement(self, placement: Placement) -> None:
+        values = PLACEMENTS.dump(placement)
         async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO placements (run_id, sandbox_id, compute_session_id, provider, "
-                "policy, reason, candidates, ready_seconds, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    placement.run_id,
-                    placement.sandbox_id,
-                    placement.compute_session_id,
-                    placement.provider,
-                    placement.policy,
-                    placement.reason,
-                    orjson.dumps(placement.candidates).decode(),
-                    placement.ready_seconds,
-                    to_us(placement.created_at),
-                ),
-            )
+            await db.execute(insert_sql("placements", values), values)
 
     async def get_placement(self, run_id: str) -> Placement:
         rows = await self._fetch(
-            "SELECT run_id, sandbox_id, compute_session_id, provider, policy, reason, "
-            "candidates, ready_seconds, created_at FROM placements WHERE run_id = ?",
-            (run_id,),
+            f"SELECT {PLACEMENTS.columns} FROM placements WHERE run_id = ?", (run_id,)
         )
         if not rows:
             raise NotFound(f"run {run_id} has no compute placement")

@@ -317,9 +317,7 @@ class SqliteCore(StoreLifecycle):
             if cached is not None:
                 return cached
         rows = await self._fetch(
-            "SELECT key_id, kind, wrapped_key, master_key_id, is_current "
-            "FROM data_keys WHERE sandbox_id = ?",
-            (sandbox_id,),
+            f"SELECT {WRAPPED_KEYS.columns} FROM data_keys WHERE sandbox_id = ?", (sandbox_id,)
         )
         if not rows:
             raise NotFound(f"sandbox {sandbox_id} not found")

@@ -4,7 +4,7 @@ Owns the rules both apply the same way: a session's name on the service (from
 its key), the digest of what a runtime was started from (a change means
 starting it again), the check of a spec before anything is created, and the
 short texts an operator reads in an error (a failure's detail, a runtime's last
-output). Nothing here calls a service.
+output; the local provider's log tail reads the same). Nothing here calls a service.
 """
 
 from __future__ import annotations

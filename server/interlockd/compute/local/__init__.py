@@ -2,7 +2,8 @@
 
 This module describes the kind (its settings and ``build``); ``provider`` keeps
 the sessions (state directories, records, suspend and archive); ``runner``
-supervises one runtime process; ``files`` handles a session's state on disk.
+supervises one runtime process; ``host`` handles a session's files, state
+archive, port and process group on this host.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import tarfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+from interlockd.compute import remote
 from interlockd.compute.base import ComputeError
 
 PROVIDER = "local"
@@ -27,7 +28,7 @@ HOST = "127.0.0.1"
 STATE = "state"
 ARCHIVE = "state.tar.gz"
 LOG = "runtime.log"
-_TAIL_LINES = 20
+#: How much of the end of a runtime's log is read for an error (the same as hosted ones).
 _TAIL_BYTES = 4096
 
 
@@ -158,5 +159,4 @@ def log_tail(path: Path) -> str:
             text = log_file.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    lines = [line for line in text.splitlines() if line.strip()][-_TAIL_LINES:]
-    return "; its last output:\n" + "\n".join(lines) if lines else "; it wrote nothing"
+    return remote.output_tail(text)

@@ -4,9 +4,10 @@
   official SDK's Streamable HTTP or stdio client) and :class:`McpSources`
   (one source per connection, as the run's tool registry asks for them),
   reaching HTTP servers only where :mod:`interlockd.integrations.egress` allows;
-- :mod:`.naming`: ``mcp__<server>__<tool>`` names every provider accepts;
-- :mod:`.schema`: arguments checked against a tool's JSON schema (also used
-  by the daemon's own MCP endpoint).
+- :mod:`.naming`: ``mcp__<server>__<tool>`` names every provider accepts.
+
+A tool's arguments are checked against its JSON schema before it is called
+(:class:`interlockd.tools.validation.ArgumentValidator`, compiled once per listing).
 """
 
 from interlockd.integrations.mcp.source import (

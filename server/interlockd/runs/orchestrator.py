@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -51,16 +50,6 @@ _RESUMABLE = frozenset({"interrupted", "cancelled"})
 _STOP_WAIT_SECONDS = 5.0
 
 
-@dataclass(slots=True)
-class _InFlight:
-    """A run in progress, as kill switches see it."""
-
-    turn: Turn
-    sandbox_id: str
-    end_user_id: str
-    provider: str
-
-
 class Orchestrator:
     """Runs turns. One instance serves every run of the daemon."""
 
@@ -70,7 +59,8 @@ class Orchestrator:
         self._deps = deps
         self._accepting = True
         self._closing: set[asyncio.Task[object]] = set()
-        self._inflight: dict[str, _InFlight] = {}
+        #: The turns in progress by run id, as kill switches and the shutdown see them.
+        self._inflight: dict[str, Turn] = {}
         #: Tasks inside run(), from admission to the end (shutdown waits for them).
         self._running: set[asyncio.Task[Any]] = set()
 
@@ -78,10 +68,10 @@ class Orchestrator:
         """End the runs in flight that ``pauses`` cover, each with an Error event naming
         the pause; return how many."""
         stopped = 0
-        for run in self._inflight.values():
-            turn = run.turn
+        for turn in self._inflight.values():
             if turn.stops.paused is not None or turn.task is None:
                 continue
+            run = turn.run
             for pause in pauses:
                 if applies(
                     pause, run.sandbox_id, run.end_user_id, run.provider, turn.compute_provider
@@ -110,8 +100,7 @@ class Orchestrator:
         stopped = 0
         until = loop.time() + _STOP_WAIT_SECONDS
         while self._running and (left := until - loop.time()) > 0:
-            for run in self._inflight.values():
-                turn = run.turn
+            for turn in self._inflight.values():
                 task = turn.task
                 if task is None or task.done() or turn.stops.paused or turn.stops.shutdown:
                     continue
@@ -173,7 +162,7 @@ class Orchestrator:
         self, run: Run, turn: Turn, earlier: Sequence[WindowEntry] = ()
     ) -> AsyncGenerator[RunEvent, None]:
         """Place, stream and settle ``turn``; what ended it becomes its outcome."""
-        self._inflight[run.id] = _InFlight(turn, run.sandbox_id, run.end_user_id, run.provider)
+        self._inflight[run.id] = turn
         log_ = log.bind(run_id=run.id, provider=run.provider, model=turn.prepared.model)
         try:
             async with asyncio.timeout(turn.limit):

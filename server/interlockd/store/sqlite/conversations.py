@@ -89,7 +89,7 @@ class SqliteConversations(SqliteCore, ConversationStore):
                 keys = await self._sandbox_keys(sandbox_id)
             except NotFound:
                 raise NotFound(f"conversation {conversation_id} not found") from None
-            sealed = keys.seal(title, table="conversations", row=conversation_id, column="title")
+            sealed = CONVERSATIONS.seal(keys, {"id": conversation_id}, "title", title, json=False)
         async with self._transaction() as db:
             rows = list(
                 await db.execute_fetchall(

@@ -56,9 +56,7 @@ class SqliteIntegrations(SqliteCore, IntegrationStore):
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         integration_id = ids.new_id("int")
         now = now_us()
-        config_sealed = keys.seal(
-            orjson.dumps(config).decode(), table="integrations", row=integration_id, column="config"
-        )
+        config_sealed = INTEGRATIONS.seal(keys, {"id": integration_id}, "config", config, json=True)
         credentials_sealed = keys.seal(
             orjson.dumps(credentials).decode(),
             table="integrations",

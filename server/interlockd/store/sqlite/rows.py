@@ -7,9 +7,13 @@ the end user a row names by blind id, or a value sealed with the sandbox's data
 key. :meth:`Table.load` builds a record from a row and :meth:`Table.dump` the
 column values of a record, so no table has a hand-written mapper pair.
 
-Sealing and opening of row values happen here and only here, each value
-bound to (table, row identity, column) as ``crypto.py`` requires; the keys
-and the cipher stay in ``crypto.py``.
+Each sealed value is bound to (table, row identity, column) as ``crypto.py``
+requires. A column a table declares is opened by :meth:`Table.load` and sealed
+by :meth:`Table.dump` or :meth:`Table.seal`, so both ends use the table's row
+identity. Values no record carries (integration credentials, a connect flow's
+verifier, sandbox secrets, end users' own ids) and a run's admission insert
+are sealed and opened with ``keys.seal``/``keys.open`` where they are used.
+The keys and the cipher stay in ``crypto.py``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from interlock.cli.common import (
     CommandTree,
     Io,
     non_negative_int,
+    write_list,
 )
 from interlock.client import Client
 from interlock.render import to_json
@@ -50,12 +51,13 @@ def _describe_agent(agent: agents_pb2.Agent) -> str:
 
 async def _agents_list(client: Client, args: argparse.Namespace, io: Io) -> int:
     found = await client.agents.list()
-    if args.json:
-        io.out.writelines(to_json(a) + "\n" for a in found)
-    elif found:
-        io.out.writelines(_describe_agent(a) + "\n" for a in found)
-    else:
-        io.err.write("no agents\n")
+    write_list(
+        io,
+        found,
+        lambda agents, out: out.writelines(_describe_agent(a) + "\n" for a in agents),
+        "no agents",
+        json=args.json,
+    )
     return EXIT_OK
 
 

@@ -1,9 +1,9 @@
 """What every ``interlock`` command shares: exit codes, the key a command takes, the
-output streams, argument types, and :class:`CommandTree`, through which each command
-group's module declares its commands.
+output streams and how a listing is written to them, argument types, and
+:class:`CommandTree`, through which each command group's module declares its commands.
 
-Nothing here talks to a daemon or prints; :mod:`interlock.cli` parses, checks the key
-and calls the handler a command declared.
+Nothing here talks to a daemon; :mod:`interlock.cli` parses, checks the key and calls
+the handler a command declared.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TextIO, TypeAlias
+from typing import TYPE_CHECKING, TextIO, TypeAlias, TypeVar
+
+from google.protobuf.message import Message
 
 from interlock.client import DEFAULT_ADDRESS, ENV_ADDRESS, ENV_API_KEY, ENV_OPERATOR_KEY, Client
-from interlock.render import Style
+from interlock.render import Style, to_json
 
 if TYPE_CHECKING:
     Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -56,6 +58,27 @@ class Io:
             and os.environ.get("TERM") != "dumb"
         )
         return Style(enabled)
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def write_list(
+    io: Io,
+    items: Sequence[_M],
+    render: Callable[[Iterable[_M], TextIO], None],
+    empty: str,
+    *,
+    json: bool,
+) -> None:
+    """A listing's results: a JSON line each with ``json``, else ``render``'s table, or
+    ``empty`` (a line for a person, on stderr) when there are none."""
+    if json:
+        io.out.writelines(to_json(m) + "\n" for m in items)
+    elif items:
+        render(items, io.out)
+    else:
+        io.err.write(empty + "\n")
 
 
 #: A command run against the daemon with the client the key check allowed.

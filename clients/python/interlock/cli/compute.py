@@ -14,6 +14,7 @@ from interlock.cli.common import (
     OPERATOR_KEY,
     CommandTree,
     Io,
+    write_list,
 )
 from interlock.client import Client
 from interlock.render import (
@@ -159,12 +160,13 @@ async def _compute_unpause(client: Client, args: argparse.Namespace, io: Io) -> 
 
 async def _compute_pauses(client: Client, args: argparse.Namespace, io: Io) -> int:
     pauses = await client.compute.pauses()
-    if args.json:
-        io.out.writelines(to_json(p) + "\n" for p in pauses)
-    elif pauses:
-        io.out.writelines(_describe_pause(p) + "\n" for p in pauses)
-    else:
-        io.err.write("no pauses\n")
+    write_list(
+        io,
+        pauses,
+        lambda pauses, out: out.writelines(_describe_pause(p) + "\n" for p in pauses),
+        "no pauses",
+        json=args.json,
+    )
     return EXIT_OK
 
 
@@ -176,12 +178,9 @@ async def _compute_sessions(client: Client, args: argparse.Namespace, io: Io) ->
         provider=args.provider,
         sandbox_id=args.sandbox,
     )
-    if args.json:
-        io.out.writelines(to_json(c) + "\n" for c in found)
-    elif found:
-        render_compute_sessions(found, io.out)
-    else:
-        io.err.write("no compute sessions for this selection\n")
+    write_list(
+        io, found, render_compute_sessions, "no compute sessions for this selection", json=args.json
+    )
     return EXIT_OK
 
 
@@ -208,12 +207,9 @@ async def _compute_operate(client: Client, args: argparse.Namespace, io: Io) -> 
 
 async def _compute_providers(client: Client, args: argparse.Namespace, io: Io) -> int:
     providers = await client.compute.providers()
-    if args.json:
-        io.out.writelines(to_json(p) + "\n" for p in providers)
-    elif providers:
-        render_compute_providers(providers, io.out)
-    else:
-        io.err.write("no compute providers configured\n")
+    write_list(
+        io, providers, render_compute_providers, "no compute providers configured", json=args.json
+    )
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from interlock.cli.common import (
     EXIT_OK,
     CommandTree,
     Io,
+    write_list,
 )
 from interlock.client import Client
 from interlock.render import (
@@ -53,12 +54,13 @@ def add_commands(tree: CommandTree) -> None:
 
 async def _conversations_list(client: Client, args: argparse.Namespace, io: Io) -> int:
     found = [c async for c in client.conversations.list_all(end_user_id=args.end_user)]
-    if args.json:
-        io.out.writelines(to_json(c) + "\n" for c in found)
-    elif found:
-        render_conversations(found, io.out)
-    else:
-        io.err.write(f"no conversations for end user {args.end_user}\n")
+    write_list(
+        io,
+        found,
+        render_conversations,
+        f"no conversations for end user {args.end_user}",
+        json=args.json,
+    )
     return EXIT_OK
 
 

@@ -21,6 +21,7 @@ from interlock.cli.common import (
     Io,
     add_timeout_option,
     key_value,
+    write_list,
 )
 from interlock.client import Client
 from interlock.errors import ConnectFailed, DeadlineExceeded
@@ -183,15 +184,14 @@ class _UsageError(Exception):
 
 async def _integrations_catalog(client: Client, args: argparse.Namespace, io: Io) -> int:
     entries = await client.integrations.catalog()
-    if args.json:
-        io.out.writelines(to_json(e) + "\n" for e in entries)
-    elif entries:
-        render_catalog(entries, io.out)
-    else:
-        io.err.write(
-            "no apps can be connected on this daemon (the operator configures them); "
-            "MCP servers are added with `interlock integrations add-mcp`\n"
-        )
+    write_list(
+        io,
+        entries,
+        render_catalog,
+        "no apps can be connected on this daemon (the operator configures them); "
+        "MCP servers are added with `interlock integrations add-mcp`",
+        json=args.json,
+    )
     return EXIT_OK
 
 
@@ -260,13 +260,8 @@ async def _follow_connect(
 
 async def _integrations_list(client: Client, args: argparse.Namespace, io: Io) -> int:
     found = await client.integrations.list(args.end_user, args.include_disconnected)
-    if args.json:
-        io.out.writelines(to_json(i) + "\n" for i in found)
-    elif found:
-        render_integrations(found, io.out)
-    else:
-        whose = f" for end user {args.end_user}" if args.end_user else ""
-        io.err.write(f"no integrations{whose}\n")
+    whose = f" for end user {args.end_user}" if args.end_user else ""
+    write_list(io, found, render_integrations, f"no integrations{whose}", json=args.json)
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ from interlock.cli.common import (
     Io,
     non_negative_int,
     when,
+    write_list,
 )
 from interlock.client import Client, UsageGroup
 from interlock.render import render_ledger_entries, render_usage, to_json
@@ -148,12 +149,9 @@ async def _ledger(client: Client, args: argparse.Namespace, io: Io) -> int:
             break
         if not page_token:
             break
-    if args.json:
-        io.out.writelines(to_json(e) + "\n" for e in entries)
-    elif entries:
-        render_ledger_entries(entries, io.out)
-    else:
-        io.err.write("no ledger entries for this selection\n")
+    write_list(
+        io, entries, render_ledger_entries, "no ledger entries for this selection", json=args.json
+    )
     if more:
         io.err.write(f"showing the newest {limit} entries; --limit 0 shows all of them\n")
     return EXIT_OK

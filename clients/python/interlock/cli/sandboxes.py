@@ -11,6 +11,7 @@ from interlock.cli.common import (
     CommandTree,
     Io,
     non_negative_int,
+    write_list,
 )
 from interlock.client import Client
 from interlock.render import render_api_keys, render_sandbox, render_sandboxes, to_json
@@ -112,12 +113,7 @@ async def _sandbox_create(client: Client, args: argparse.Namespace, io: Io) -> i
 
 async def _sandbox_list(client: Client, args: argparse.Namespace, io: Io) -> int:
     sandboxes = [s async for s in client.sandboxes.list_all()]
-    if args.json:
-        io.out.writelines(to_json(s) + "\n" for s in sandboxes)
-    elif sandboxes:
-        render_sandboxes(sandboxes, io.out)
-    else:
-        io.err.write("no sandboxes\n")
+    write_list(io, sandboxes, render_sandboxes, "no sandboxes", json=args.json)
     return EXIT_OK
 
 
@@ -162,12 +158,7 @@ async def _keys_create(client: Client, args: argparse.Namespace, io: Io) -> int:
 
 async def _keys_list(client: Client, args: argparse.Namespace, io: Io) -> int:
     keys = await client.sandboxes.list_api_keys(args.sandbox)
-    if args.json:
-        io.out.writelines(to_json(k) + "\n" for k in keys)
-    elif keys:
-        render_api_keys(keys, io.out)
-    else:
-        io.err.write(f"no API keys in sandbox {args.sandbox}\n")
+    write_list(io, keys, render_api_keys, f"no API keys in sandbox {args.sandbox}", json=args.json)
     return EXIT_OK
 
 

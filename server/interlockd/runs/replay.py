@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 
-import orjson
-
 from interlockd.backends import catalog
 from interlockd.errors import FailedPrecondition, RunInProgress
 from interlockd.runs.events import RunEvent, RunFailed, RunFinished, RunStarted
 from interlockd.runs.request import RunInput
 from interlockd.store.base import Run, Store, WindowEntry
-from interlockd.vocabulary import TextDelta, ToolCall, ToolResult
+from interlockd.tools.runner import stored_result
+from interlockd.vocabulary import TextDelta, ToolCall
 
 
 def check_owner(run: Run, req: RunInput) -> None:
@@ -75,13 +74,5 @@ def recorded_events(entries: Sequence[WindowEntry]) -> list[RunEvent]:
         elif entry.kind == "tool_call":
             events.append(ToolCall(entry.tool_call_id, entry.tool_name, entry.text))
         elif entry.kind == "tool_result":
-            events.append(
-                _stored_result(entry.tool_call_id, entry.tool_name, entry.text, entry.is_error)
-            )
+            events.append(stored_result(entry, entry.tool_name))
     return events
-
-
-def _stored_result(call_id: str, name: str, text: str, is_error: bool) -> ToolResult:
-    if is_error:
-        return ToolResult(call_id, name, "", error=str(orjson.loads(text).get("error", "")))
-    return ToolResult(call_id, name, text)

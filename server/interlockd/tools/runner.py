@@ -126,10 +126,7 @@ class SandboxToolRunner(ToolRunner):
         stored = await store.find_tool_result(sandbox_id, conversation_id, call.call_id)
         if stored is not None:
             # The provider re-sent a call that already completed: never run it twice.
-            if stored.is_error:
-                error = str(orjson.loads(stored.text).get("error", "tool failed"))
-                return ToolResult(call.call_id, call.name, "", error=error, reused=True), {}
-            return ToolResult(call.call_id, call.name, stored.text, reused=True), {}
+            return stored_result(stored, call.name, reused=True), {}
         tool = self._tools.get(call.name)
         source_id = tool.source_id if tool is not None else ""
         if tool is None or tool.spec.side_effecting:
@@ -202,3 +199,12 @@ def _canonical(arguments: str) -> str:
         return orjson.dumps(orjson.loads(arguments or "{}"), option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONDecodeError:
         return arguments
+
+
+def stored_result(entry: WindowEntry, name: str, *, reused: bool = False) -> ToolResult:
+    """The ToolResult a recorded ``tool_result`` entry holds (errors are stored as
+    ``{"error": message}``, as the recorder writes them)."""
+    if entry.is_error:
+        error = str(orjson.loads(entry.text).get("error", "the tool failed"))
+        return ToolResult(entry.tool_call_id, name, "", error=error, reused=reused)
+    return ToolResult(entry.tool_call_id, name, entry.text, reused=reused)

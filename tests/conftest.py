@@ -23,6 +23,8 @@ from interlockd.config import load_settings
 from interlockd.daemon import Daemon, bootstrap
 from tests.fakes.openai import FakeOpenAI
 
+pytest_plugins = ["tests.postgres"]
+
 
 @dataclass
 class RunningDaemon:

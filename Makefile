@@ -3,7 +3,8 @@
 # from runtimes/hermes/requirements.txt, clients/typescript/node_modules from its
 # package-lock.json and .tools/bin from clients/go/go.mod; nothing outside the
 # project is assumed but Python 3.11+, Node.js 20+ with npm, and Go 1.26+
-# (and libgomp1 for the local model, installed if missing).
+# (and libgomp1 for the local model and PostgreSQL for the store's tests, installed
+# if missing).
 #
 #   make serve    install everything and start the daemon on its embedded defaults
 #   make test     install everything and run lint, the generated-code and API
@@ -41,6 +42,12 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@ldconfig -p 2>/dev/null | grep -q libgomp.so.1 || \
 	  { echo "installing libgomp1 (needed by the local model server)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgomp1; }
+	@# The store's PostgreSQL tests start throwaway clusters of their own (tests/postgres.py),
+	@# on free ports with their sockets in temp directories: the cluster Debian's package
+	@# may start as a service (5432, /var/run/postgresql) is never used and cannot clash.
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || test -x "$$(pg_config --bindir 2>/dev/null)/initdb" || \
+	  { echo "installing PostgreSQL (the PostgreSQL store's tests run on it)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
 	$(BIN)/python -m pip install --quiet -e 'clients/python[google]' -e '.[dev,bench,uvloop,local,anthropic,google,daytona,sprites]'

@@ -37,7 +37,7 @@ from interlockd.store.crypto import (
     open_sandbox_keys,
 )
 from interlockd.store.sqlite import SqliteStore, load_migrations
-from interlockd.store.sqlite import core as sqlite_core
+from interlockd.store.sqlite import engine as sqlite_engine
 from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
@@ -645,7 +645,7 @@ async def create_at_version(
 ) -> list[str]:
     """A database at schema ``version`` holding new sandboxes of these names; their ids."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sqlite_core, "load_migrations", lambda: load_migrations()[:version])
+        patch.setattr(sqlite_engine, "load_migrations", lambda: load_migrations()[:version])
         old = await open_store(db_path, key_path)
         try:
             return [(await old.create_sandbox(name, Quotas())).id for name in names]

@@ -18,10 +18,10 @@ from interlockd.store.crypto import (
     SandboxKeys,
     open_sandbox_keys,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     now_us,
 )
-from interlockd.store.sqlite.tables import WRAPPED_KEYS
+from interlockd.store.sql.tables import WRAPPED_KEYS
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import TYPE_CHECKING
 
 from interlockd import ids
@@ -20,24 +19,24 @@ from interlockd.store.base import (
 from interlockd.store.crypto import (
     blind_terms,
 )
-from interlockd.store.sqlite.core import (
+from interlockd.store.sql.core import (
     MAX_INT,
-    SqliteCore,
+    SqlCore,
     check_page_size,
     make_page_token,
     read_page_token,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     blind_end_user,
     now_us,
     to_time,
 )
-from interlockd.store.sqlite.tables import (
+from interlockd.store.sql.tables import (
     CONVERSATIONS,
     ENTRIES,
     ENTRY_COLUMNS_OF_E,
 )
-from interlockd.store.sqlite.window import (
+from interlockd.store.sql.window import (
     append_to_window,
     insert_conversation,
 )
@@ -45,15 +44,17 @@ from interlockd.store.sqlite.window import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from interlockd.store.sql.rows import Row
 
-class SqliteConversations(SqliteCore, ConversationStore):
+
+class SqlConversations(SqlCore, ConversationStore):
     """Conversations, entries and the blind search index."""
 
     async def create_conversation(self, sandbox_id: str, end_user_id: str) -> Conversation:
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         conversation_id = ids.new_id("conv")
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             await insert_conversation(db, keys, sandbox_id, end_user_id, conversation_id, now)
         return Conversation(conversation_id, sandbox_id, end_user_id, to_time(now), to_time(now))
 
@@ -69,9 +70,7 @@ class SqliteConversations(SqliteCore, ConversationStore):
             raise NotFound(f"conversation {conversation_id} not found")
         return await self._conversation(sandbox_id, end_user_id, rows[0])
 
-    async def _conversation(
-        self, sandbox_id: str, end_user_id: str, row: sqlite3.Row
-    ) -> Conversation:
+    async def _conversation(self, sandbox_id: str, end_user_id: str, row: Row) -> Conversation:
         # The caller named the end user: its own id, rather than opening the stored one.
         if row["title_sealed"] is None:
             return CONVERSATIONS.load(row, end_user_id=end_user_id)
@@ -90,9 +89,9 @@ class SqliteConversations(SqliteCore, ConversationStore):
             except NotFound:
                 raise NotFound(f"conversation {conversation_id} not found") from None
             sealed = CONVERSATIONS.seal(keys, {"id": conversation_id}, "title", title, json=False)
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             rows = list(
-                await db.execute_fetchall(
+                await db.fetch(
                     "UPDATE conversations SET title_sealed = ? "
                     "WHERE id = ? AND sandbox_id = ? AND end_user_id = ? "
                     f"RETURNING {CONVERSATIONS.columns}",
@@ -132,13 +131,13 @@ class SqliteConversations(SqliteCore, ConversationStore):
         self, sandbox_id: str, end_user_id: str, conversation_id: str
     ) -> None:
         blind = await self._blind_end_user(sandbox_id, end_user_id)
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             # Entries cascade; their search rows go with them (trigger entries_drop_terms).
-            cursor = await db.execute(
+            changed = await db.execute(
                 "DELETE FROM conversations WHERE id = ? AND sandbox_id = ? AND end_user_id = ?",
                 (conversation_id, sandbox_id, blind),
             )
-            if cursor.rowcount == 0:
+            if changed == 0:
                 raise NotFound(f"conversation {conversation_id} not found")
 
     async def append_entries(
@@ -157,7 +156,7 @@ class SqliteConversations(SqliteCore, ConversationStore):
         except NotFound:
             raise NotFound(f"conversation {conversation_id} not found") from None
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             seqs = await append_to_window(
                 db, keys, sandbox_id, conversation_id, entries, provider, model, now
             )
@@ -213,17 +212,13 @@ class SqliteConversations(SqliteCore, ConversationStore):
         terms = blind_terms(keys.end_user_index_key(end_user_id), query)
         if not terms:
             return []
-        # Terms are hex digests, so quoting them is all the escaping FTS5 needs.
-        match = " AND ".join(f'"{term}"' for term in terms)
+        match_sql, match_params = self.dialect.search_sql(ENTRY_COLUMNS_OF_E, terms)
         rows = await self._fetch(
-            f"SELECT {ENTRY_COLUMNS_OF_E} FROM entry_terms "
-            "JOIN entries e ON e.id = entry_terms.rowid "
-            "JOIN conversations c ON c.id = e.conversation_id "
-            "WHERE entry_terms MATCH ? AND e.sandbox_id = ? AND c.sandbox_id = ? "
-            "AND c.end_user_id = ? AND e.conversation_id <> ? "
-            "ORDER BY entry_terms.rank LIMIT ?",
+            f"{match_sql} AND e.sandbox_id = ? AND c.sandbox_id = ? "
+            f"AND c.end_user_id = ? AND e.conversation_id <> ? {self.dialect.search_order()} "
+            "LIMIT ?",
             (
-                match,
+                *match_params,
                 sandbox_id,
                 sandbox_id,
                 blind_end_user(keys, end_user_id),

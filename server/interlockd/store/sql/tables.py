@@ -27,7 +27,7 @@ from interlockd.store.base import (
     WindowEntry,
 )
 from interlockd.store.crypto import WrappedKey
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     BOOL,
     END_USER,
     JSON,

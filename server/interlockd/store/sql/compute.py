@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sqlite3
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,20 +16,20 @@ from interlockd.store.base import (
     ComputeStore,
     Placement,
 )
-from interlockd.store.sqlite.core import (
-    SqliteCore,
-    is_constraint,
+from interlockd.store.sql.core import (
+    ConstraintViolation,
+    SqlCore,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     insert_sql,
     now_us,
     to_us,
 )
-from interlockd.store.sqlite.tables import (
+from interlockd.store.sql.tables import (
     COMPUTE_SESSIONS,
     PLACEMENTS,
 )
-from interlockd.store.sqlite.window import (
+from interlockd.store.sql.window import (
     insert_end_user,
 )
 
@@ -38,13 +37,14 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from interlockd.store.crypto import SandboxKeys
+    from interlockd.store.sql.rows import Row
 
 
-def _load_session(row: sqlite3.Row, keys: SandboxKeys) -> ComputeSessionRecord:
+def _load_session(row: Row, keys: SandboxKeys) -> ComputeSessionRecord:
     return COMPUTE_SESSIONS.load(row, keys)
 
 
-class SqliteCompute(SqliteCore, ComputeStore):
+class SqlCompute(SqlCore, ComputeStore):
     """Compute sessions and placements."""
 
     async def create_compute_session(
@@ -68,7 +68,7 @@ class SqliteCompute(SqliteCore, ComputeStore):
         sealed = COMPUTE_SESSIONS.seal(keys, {"id": session_id}, "secrets", secrets, json=True)
         tags_sealed = COMPUTE_SESSIONS.seal(keys, {"id": session_id}, "tags", dict(tags), json=True)
         at = to_us(now)
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             try:
                 blind = await insert_end_user(db, keys, sandbox_id, end_user_id, at)
                 await db.execute(
@@ -92,12 +92,12 @@ class SqliteCompute(SqliteCore, ComputeStore):
                         at,
                     ),
                 )
-            except sqlite3.IntegrityError as exc:
-                if is_constraint(exc, "UNIQUE"):
+            except ConstraintViolation as exc:
+                if exc.kind == "unique":
                     raise AlreadyExists(
                         f"end user {end_user_id!r} already has a compute session for {agent_key!r}"
                     ) from None
-                if is_constraint(exc, "FOREIGNKEY"):
+                if exc.kind == "foreign_key":
                     raise NotFound(f"sandbox {sandbox_id} not found") from None
                 raise
         return await self.get_compute_session(session_id)
@@ -161,12 +161,12 @@ class SqliteCompute(SqliteCore, ComputeStore):
         if last_active_at is not None:
             sets.append("last_active_at = ?")
             params.append(to_us(last_active_at))
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        async with self._transaction("") as db:
+            changed = await db.execute(
                 f"UPDATE compute_sessions SET {', '.join(sets)} WHERE id = ?",
                 (*params, session_id),
             )
-            if cursor.rowcount == 0:
+            if changed == 0:
                 raise NotFound(f"compute session {session_id} not found")
         return await self.get_compute_session(session_id)
 
@@ -213,7 +213,7 @@ class SqliteCompute(SqliteCore, ComputeStore):
 
     async def record_placement(self, placement: Placement) -> None:
         values = PLACEMENTS.dump(placement)
-        async with self._transaction() as db:
+        async with self._transaction("") as db:
             await db.execute(insert_sql("placements", values), values)
 
     async def get_placement(self, run_id: str) -> Placement:

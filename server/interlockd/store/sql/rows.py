@@ -1,4 +1,4 @@
-"""Rows and records: the one mapping between SQLite rows and the store's dataclasses.
+"""Rows and records: the one mapping between SQL rows and the store's dataclasses.
 
 A :class:`Table` names a record type and, for each field not stored as-is in
 a column of its own name, how it is stored (a :class:`Col`): a time in integer
@@ -19,10 +19,9 @@ The keys and the cipher stay in ``crypto.py``.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import orjson
 
@@ -37,6 +36,14 @@ R = TypeVar("R")
 Kind = Literal["plain", "time", "time_or_none", "bool", "json", "nested", "end_user", "sealed"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Row(Protocol):
+    """A result row: columns by name or by position (sqlite3.Row, asyncpg.Record)."""
+
+    def __getitem__(self, key: str | int, /) -> Any: ...
+
+    def keys(self) -> Any: ...
 
 
 def now_us() -> int:
@@ -76,7 +83,7 @@ def open_end_user(keys: SandboxKeys, *, sealed: bytes, blind: str) -> str:
     return keys.open(sealed, table="end_users", row=blind, column="id")
 
 
-def end_user_of(keys: SandboxKeys, r: Mapping[str, Any] | sqlite3.Row) -> str:
+def end_user_of(keys: SandboxKeys, r: Row) -> str:
     """The end user id a row names by blind id, opened from its end_users row."""
     blind: str = r["end_user_id"]
     if not blind:
@@ -181,9 +188,7 @@ class Table(Generic[R]):
                 out.append(self.column(field))
         return ", ".join(dict.fromkeys(out))
 
-    def load(
-        self, r: Mapping[str, Any] | sqlite3.Row, keys: SandboxKeys | None = None, **given: Any
-    ) -> R:
+    def load(self, r: Row, keys: SandboxKeys | None = None, **given: Any) -> R:
         """The record of row ``r``, its sealed values opened with ``keys``, plus ``given``."""
         values: dict[str, Any] = {}
         documents: dict[str, Any] = {}
@@ -216,7 +221,7 @@ class Table(Generic[R]):
 
     def _open(
         self,
-        r: Mapping[str, Any] | sqlite3.Row,
+        r: Row,
         keys: SandboxKeys | None,
         field: str,
         col: Col,
@@ -235,7 +240,7 @@ class Table(Generic[R]):
 
     def _open_text(
         self,
-        r: Mapping[str, Any] | sqlite3.Row,
+        r: Row,
         keys: SandboxKeys | None,
         field: str,
         col: Col,

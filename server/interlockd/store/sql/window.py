@@ -6,10 +6,7 @@ BEGIN/COMMIT, so they compose into one atomic, durable unit.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import TYPE_CHECKING, Any
-
-import aiosqlite
 
 from interlockd.errors import (
     AlreadyExists,
@@ -22,19 +19,21 @@ from interlockd.store.crypto import (
     SandboxKeys,
     blind_terms,
 )
-from interlockd.store.sqlite.core import (
-    is_constraint,
+from interlockd.store.sql.core import (
+    ConstraintViolation,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     blind_end_user,
     end_user_of,
     end_user_sealed,
     insert_sql,
 )
-from interlockd.store.sqlite.tables import NEW_ENTRIES
+from interlockd.store.sql.tables import NEW_ENTRIES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from interlockd.store.sql.core import Tx
 
 
 #: Entry kinds whose text goes into the search index (summaries restate them).
@@ -42,7 +41,7 @@ INDEXED_KINDS = frozenset({"user", "assistant", "tool_call", "tool_result"})
 
 
 async def insert_end_user(
-    db: aiosqlite.Connection, keys: SandboxKeys, sandbox_id: str, end_user_id: str, now: int
+    db: Tx, keys: SandboxKeys, sandbox_id: str, end_user_id: str, now: int
 ) -> str:
     """Make sure the end user has its row (its id sealed there); return its blind id."""
     blind = blind_end_user(keys, end_user_id)
@@ -59,15 +58,15 @@ async def insert_end_user(
                 now,
             ),
         )
-    except sqlite3.IntegrityError as exc:
-        if is_constraint(exc, "FOREIGNKEY"):
+    except ConstraintViolation as exc:
+        if exc.kind == "foreign_key":
             raise NotFound(f"sandbox {sandbox_id} not found") from None
         raise
     return blind
 
 
 async def insert_conversation(
-    db: aiosqlite.Connection,
+    db: Tx,
     keys: SandboxKeys,
     sandbox_id: str,
     end_user_id: str,
@@ -90,8 +89,8 @@ async def insert_conversation(
             "entry_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (conversation_id, sandbox_id, blind, provider, model, entry_count, now, now),
         )
-    except sqlite3.IntegrityError as exc:
-        if is_constraint(exc, "PRIMARYKEY"):
+    except ConstraintViolation as exc:
+        if exc.kind == "primary_key":
             raise AlreadyExists(
                 f"conversation {conversation_id} already exists; a new conversation needs a new id"
             ) from None
@@ -99,7 +98,7 @@ async def insert_conversation(
 
 
 async def append_to_window(
-    db: aiosqlite.Connection,
+    db: Tx,
     keys: SandboxKeys,
     sandbox_id: str,
     conversation_id: str,
@@ -111,7 +110,7 @@ async def append_to_window(
     """Append ``entries`` (non-empty); their seqs, or None if the conversation is not there."""
     # Reserve the seqs and touch the conversation in one statement.
     rows = list(
-        await db.execute_fetchall(
+        await db.fetch(
             "UPDATE conversations SET entry_count = entry_count + :n, updated_at = :now, "
             "last_provider = CASE WHEN :provider = '' THEN last_provider ELSE :provider END, "
             "last_model = CASE WHEN :model = '' THEN last_model ELSE :model END "
@@ -140,7 +139,7 @@ async def append_to_window(
 
 
 async def insert_entries(
-    db: aiosqlite.Connection,
+    db: Tx,
     keys: SandboxKeys,
     sandbox_id: str,
     conversation_id: str,
@@ -152,19 +151,14 @@ async def insert_entries(
     """Write entries, sealed, into seqs already reserved on the conversation, and index them."""
     index_key = keys.end_user_index_key(end_user_id)
     entry_rows: list[dict[str, Any]] = []
-    term_rows: list[tuple[str, str, int]] = []
+    term_rows: list[tuple[list[str], str, int]] = []
     for seq, entry in enumerate(entries, start=first_seq):
         row = NEW_ENTRIES.dump(
             entry, keys, conversation_id=conversation_id, sandbox_id=sandbox_id, seq=seq
         )
         entry_rows.append({**row, "created_at": now})
         if entry.kind in INDEXED_KINDS and (terms := blind_terms(index_key, entry.text)):
-            term_rows.append((" ".join(terms), conversation_id, seq))
+            term_rows.append((terms, conversation_id, seq))
     await db.executemany(insert_sql("entries", entry_rows[0]), entry_rows)
     if term_rows:
-        # The search row shares the entry's rowid (so deleting the entry drops it).
-        await db.executemany(
-            "INSERT INTO entry_terms (rowid, terms) "
-            "SELECT id, ? FROM entries WHERE conversation_id = ? AND seq = ?",
-            term_rows,
-        )
+        await db.dialect.index_terms(db, term_rows)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from typing import TYPE_CHECKING, NoReturn
 
-import aiosqlite
 import orjson
 
 from interlockd.errors import (
@@ -29,23 +27,23 @@ from interlockd.store.base import (
 from interlockd.store.crypto import (
     SandboxKeys,
 )
-from interlockd.store.sqlite.core import (
+from interlockd.store.sql.core import (
     US_PER_DAY,
-    SqliteCore,
+    SqlCore,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     blind_end_user,
     insert_sql,
     now_us,
     to_time,
 )
-from interlockd.store.sqlite.tables import (
+from interlockd.store.sql.tables import (
     ENTRIES,
     LEDGER,
     PROVIDER_SESSIONS,
     RUNS,
 )
-from interlockd.store.sqlite.window import (
+from interlockd.store.sql.window import (
     append_to_window,
     insert_conversation,
     insert_end_user,
@@ -55,6 +53,9 @@ from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from interlockd.store.sql.core import Tx
+    from interlockd.store.sql.rows import Row
 
 
 def _blind_request_id(keys: SandboxKeys, request_id: str) -> str:
@@ -80,10 +81,10 @@ _ADMISSION = (
     " AND status = 'running') AS running_for_user, "
     "coalesce((SELECT tokens FROM usage_daily WHERE sandbox_id = :sbx AND day = :day), 0) "
     " AS tokens_today "
-    "FROM (SELECT 1) LEFT JOIN sandboxes s ON s.id = :sbx), "
+    "FROM (SELECT 1) AS one LEFT JOIN sandboxes s ON s.id = :sbx), "
     "admission AS (SELECT *, CASE "
     "WHEN max_runs IS NULL THEN 'sandbox' "
-    "WHEN owner IS NOT :user THEN 'conversation' "
+    "WHEN owner IS NULL OR owner <> :user THEN 'conversation' "
     "WHEN duplicate IS NOT NULL THEN 'request_id' "
     "WHEN busy IS NOT NULL THEN 'busy' "
     "WHEN max_runs > 0 AND running >= max_runs THEN 'max_concurrent_runs' "
@@ -94,9 +95,7 @@ _ADMISSION = (
 )
 
 
-async def _insert_admitted_run(
-    db: aiosqlite.Connection, keys: SandboxKeys, run: NewRun, now: int
-) -> None:
+async def _insert_admitted_run(db: Tx, keys: SandboxKeys, run: NewRun, now: int) -> None:
     """Insert ``run`` as running if admission allows it, else raise why not (nothing inserted)."""
     params = {
         "id": run.id,
@@ -122,7 +121,7 @@ async def _insert_admitted_run(
     # RETURNING, not rowcount: the sqlite3 module reports no rowcount for a
     # statement that starts with WITH.
     inserted = list(
-        await db.execute_fetchall(
+        await db.fetch(
             _ADMISSION + "INSERT INTO runs (id, sandbox_id, end_user_id, conversation_id, "
             "provider, model, request_id, request_id_sealed, labels_sealed, status, started_at) "
             "SELECT :id, :sbx, :user, :conv, :provider, :model, :rid, :rid_sealed, :labels, "
@@ -132,23 +131,21 @@ async def _insert_admitted_run(
     )
     if inserted:
         return
-    rows = list(await db.execute_fetchall(_ADMISSION + "SELECT * FROM admission", params))
+    rows = list(await db.fetch(_ADMISSION + "SELECT * FROM admission", params))
     _refuse(run, rows[0])
 
 
-async def _withdraw_run(db: aiosqlite.Connection, run: Run) -> Run:
+async def _withdraw_run(db: Tx, run: Run) -> Run:
     """Release ``run``'s request_id and take back its user message (see Store.finish_run)."""
     await db.execute(
         "UPDATE runs SET request_id = '', request_id_sealed = NULL WHERE id = ?", (run.id,)
     )
     mine = list(
-        await db.execute_fetchall(
-            "SELECT id, seq, kind FROM entries WHERE run_id = ? ORDER BY seq", (run.id,)
-        )
+        await db.fetch("SELECT id, seq, kind FROM entries WHERE run_id = ? ORDER BY seq", (run.id,))
     )
     if len(mine) == 1 and mine[0]["kind"] == "user":
         conversation = list(
-            await db.execute_fetchall(
+            await db.fetch(
                 "SELECT entry_count FROM conversations WHERE id = ?", (run.conversation_id,)
             )
         )
@@ -165,7 +162,7 @@ async def _withdraw_run(db: aiosqlite.Connection, run: Run) -> Run:
     return replace(run, request_id="")
 
 
-def _refuse(run: NewRun, facts: sqlite3.Row) -> NoReturn:
+def _refuse(run: NewRun, facts: Row) -> NoReturn:
     """Raise the error for the refusal ``facts`` name, with the numbers behind it."""
     match facts["refusal"]:
         case "sandbox":
@@ -219,7 +216,7 @@ def _check_ledger_belongs(run: Run, ledger: Sequence[LedgerRow]) -> None:
             )
 
 
-class SqliteRuns(SqliteCore, RunStore):
+class SqlRuns(SqlCore, RunStore):
     """Runs from admission to their settlement."""
 
     async def begin_run(
@@ -233,7 +230,7 @@ class SqliteRuns(SqliteCore, RunStore):
         # Unknown sandbox: NotFound before anything is written.
         keys = await self._sandbox_keys(run.sandbox_id)
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction(run.sandbox_id) as db:
             if create_conversation:
                 # Created already holding its entries' count (they get seqs 1..n
                 # below), which spares the seq-reserving UPDATE of an append.
@@ -298,7 +295,7 @@ class SqliteRuns(SqliteCore, RunStore):
         _check_entries_belong(run_id, entries)
         usage = usage or Usage()
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction("") as db:
             row = await _mark_finished(
                 db,
                 run_id,
@@ -310,7 +307,12 @@ class SqliteRuns(SqliteCore, RunStore):
                 usage=usage,
                 cost_usd=cost_usd,
             )
-            keys = await self._sandbox_keys(row["sandbox_id"])
+            # A running row is this call's alone (the UPDATE holds it); what
+            # follows writes the sandbox's windows and counts: in turn with
+            # its other writers. Nothing takes the sandbox first and then a
+            # running run's row, so the order cannot deadlock.
+            await db.lock_sandbox(row["sandbox_id"])
+            keys = await self._sandbox_keys(row["sandbox_id"], tx=db)
             finished = RUNS.load(row, keys)
             if withdraw:
                 finished = await _withdraw_run(db, finished)
@@ -336,16 +338,16 @@ class SqliteRuns(SqliteCore, RunStore):
         return finished
 
     async def resume_run(self, sandbox_id: str, run_id: str) -> Run:
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             found = list(
-                await db.execute_fetchall(
+                await db.fetch(
                     f"SELECT {RUNS.columns} FROM runs WHERE id = ? AND sandbox_id = ?",
                     (run_id, sandbox_id),
                 )
             )
             if not found:
                 raise NotFound(f"run {run_id} not found")
-            keys = await self._sandbox_keys(sandbox_id)
+            keys = await self._sandbox_keys(sandbox_id, tx=db)
             run = RUNS.load(found[0], keys)
             if run.status == "running":
                 raise RunInProgress(
@@ -365,7 +367,7 @@ class SqliteRuns(SqliteCore, RunStore):
                 "day": now // US_PER_DAY,
             }
             rows = list(
-                await db.execute_fetchall(
+                await db.fetch(
                     _ADMISSION + "UPDATE runs SET status = 'running', finished_at = NULL, "
                     "stop_reason = '', error_code = '', error_message = '' "
                     "WHERE id = :id AND (SELECT refusal FROM admission) IS NULL "
@@ -374,9 +376,7 @@ class SqliteRuns(SqliteCore, RunStore):
                 )
             )
             if not rows:
-                facts = list(
-                    await db.execute_fetchall(_ADMISSION + "SELECT * FROM admission", params)
-                )
+                facts = list(await db.fetch(_ADMISSION + "SELECT * FROM admission", params))
         if not rows:
             _refuse(
                 NewRun(
@@ -428,8 +428,8 @@ class SqliteRuns(SqliteCore, RunStore):
         return await self._opened(sandbox_id, lambda keys: [ENTRIES.load(r, keys) for r in rows])
 
     async def interrupt_running_runs(self) -> int:
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        async with self._transaction("") as db:
+            return await db.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?, error_code = 'ABORTED', "
                 "error_message = ? WHERE status = 'running'",
                 (
@@ -437,11 +437,10 @@ class SqliteRuns(SqliteCore, RunStore):
                     "interlockd stopped while this turn was running; what it recorded is kept",
                 ),
             )
-            return cursor.rowcount
 
 
 async def _insert_ledger(
-    db: aiosqlite.Connection, keys: SandboxKeys, run: Run, ledger: Sequence[LedgerRow], now: int
+    db: Tx, keys: SandboxKeys, run: Run, ledger: Sequence[LedgerRow], now: int
 ) -> None:
     """Write the run's ledger rows (checked to be its own)."""
     # A row is the run's end user's (whose end_users row exists); one naming
@@ -453,7 +452,7 @@ async def _insert_ledger(
 
 
 async def _settle_provider_session(
-    db: aiosqlite.Connection, keys: SandboxKeys, run: Run, session_id: str, now: int
+    db: Tx, keys: SandboxKeys, run: Run, session_id: str, now: int
 ) -> None:
     """Forget the run's provider session ('') or record it as having seen the whole window.
 
@@ -489,7 +488,7 @@ async def _settle_provider_session(
 
 
 async def _mark_finished(
-    db: aiosqlite.Connection,
+    db: Tx,
     run_id: str,
     *,
     status: RunStatus,
@@ -499,13 +498,13 @@ async def _mark_finished(
     error_message: str,
     usage: Usage,
     cost_usd: float,
-) -> sqlite3.Row:
+) -> Row:
     """End a running run, adding its usage and cost to its totals; the updated row.
 
     Raises NotFound for an unknown run and FailedPrecondition for one already ended.
     """
     rows = list(
-        await db.execute_fetchall(
+        await db.fetch(
             # Totals add up: a resumed run closes once per attempt.
             "UPDATE runs SET status = ?, finished_at = ?, stop_reason = ?, "
             "error_code = ?, error_message = ?, input_tokens = input_tokens + ?, "
@@ -532,7 +531,7 @@ async def _mark_finished(
     )
     if rows:
         return rows[0]
-    previous = list(await db.execute_fetchall("SELECT status FROM runs WHERE id = ?", (run_id,)))
+    previous = list(await db.fetch("SELECT status FROM runs WHERE id = ?", (run_id,)))
     if not previous:
         raise NotFound(f"run {run_id} not found")
     raise FailedPrecondition(
@@ -540,14 +539,13 @@ async def _mark_finished(
     )
 
 
-async def _count_daily_tokens(
-    db: aiosqlite.Connection, sandbox_id: str, usage: Usage, now: int
-) -> None:
+async def _count_daily_tokens(db: Tx, sandbox_id: str, usage: Usage, now: int) -> None:
     """Add the run's tokens to its sandbox's count for the day (the daily quota's)."""
     tokens = usage.input_tokens + usage.output_tokens
     if tokens:
         await db.execute(
             "INSERT INTO usage_daily (sandbox_id, day, tokens) VALUES (?, ?, ?) "
-            "ON CONFLICT (sandbox_id, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+            "ON CONFLICT (sandbox_id, day) "
+            "DO UPDATE SET tokens = usage_daily.tokens + excluded.tokens",
             (sandbox_id, now // US_PER_DAY, tokens),
         )

@@ -5,7 +5,6 @@ sandboxes, and the in-process locks that create a resource once.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from typing import TYPE_CHECKING
 
 from interlockd.errors import (
@@ -15,21 +14,21 @@ from interlockd.store.base import (
     ProviderSession,
     ProviderStateStore,
 )
-from interlockd.store.sqlite.core import (
-    SqliteCore,
-    is_constraint,
+from interlockd.store.sql.core import (
+    ConstraintViolation,
+    SqlCore,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     now_us,
     to_time,
 )
-from interlockd.store.sqlite.tables import PROVIDER_SESSIONS
+from interlockd.store.sql.tables import PROVIDER_SESSIONS
 
 if TYPE_CHECKING:
     pass
 
 
-class SqliteProviderState(SqliteCore, ProviderStateStore):
+class SqlProviderState(SqlCore, ProviderStateStore):
     """Provider sessions and resources."""
 
     async def get_provider_session(
@@ -66,10 +65,10 @@ class SqliteProviderState(SqliteCore, ProviderStateStore):
             json=False,
         )
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             # Inserted from the conversation's row: no row there, nothing stored.
             rows = list(
-                await db.execute_fetchall(
+                await db.fetch(
                     "INSERT INTO provider_sessions (conversation_id, sandbox_id, provider, "
                     "session_id_sealed, through_seq, updated_at) "
                     "SELECT id, sandbox_id, ?, ?, ?, ? FROM conversations "
@@ -88,7 +87,7 @@ class SqliteProviderState(SqliteCore, ProviderStateStore):
     async def clear_provider_session(
         self, sandbox_id: str, conversation_id: str, provider: str
     ) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             await db.execute(
                 "DELETE FROM provider_sessions "
                 "WHERE conversation_id = ? AND sandbox_id = ? AND provider = ?",
@@ -109,7 +108,7 @@ class SqliteProviderState(SqliteCore, ProviderStateStore):
         self, sandbox_id: str, provider: str, kind: str, fingerprint: str, resource_id: str
     ) -> str:
         key = (sandbox_id, provider, kind, fingerprint)
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             try:
                 await db.execute(
                     "INSERT INTO provider_resources (sandbox_id, provider, kind, fingerprint, "
@@ -117,12 +116,12 @@ class SqliteProviderState(SqliteCore, ProviderStateStore):
                     "ON CONFLICT (sandbox_id, provider, kind, fingerprint) DO NOTHING",
                     (*key, resource_id, now_us()),
                 )
-            except sqlite3.IntegrityError as exc:
-                if is_constraint(exc, "FOREIGNKEY"):
+            except ConstraintViolation as exc:
+                if exc.kind == "foreign_key":
                     raise NotFound(f"sandbox {sandbox_id} not found") from None
                 raise
             rows = list(
-                await db.execute_fetchall(
+                await db.fetch(
                     "SELECT resource_id FROM provider_resources "
                     "WHERE sandbox_id = ? AND provider = ? AND kind = ? AND fingerprint = ?",
                     key,
@@ -134,7 +133,7 @@ class SqliteProviderState(SqliteCore, ProviderStateStore):
     async def delete_provider_resource(
         self, sandbox_id: str, provider: str, kind: str, fingerprint: str, resource_id: str
     ) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             await db.execute(
                 "DELETE FROM provider_resources WHERE sandbox_id = ? AND provider = ? "
                 "AND kind = ? AND fingerprint = ? AND resource_id = ?",
@@ -145,4 +144,4 @@ class SqliteProviderState(SqliteCore, ProviderStateStore):
         self, sandbox_id: str, provider: str, kind: str, fingerprint: str
     ) -> contextlib.AbstractAsyncContextManager[None]:
         # In-process only: see "Provider resource locks" in the module docstring.
-        return self._resource_locks.hold((sandbox_id, provider, kind, fingerprint))
+        return self._keyed_lock(sandbox_id, provider, kind, fingerprint)

@@ -1,93 +1,120 @@
-"""The connection and transaction core every aggregate of the SQLite store runs on."""
+"""The SQLite engine: one file, its writer and reader connections, transactions, the dialect."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
-import orjson
 
-from interlockd.errors import (
-    InvalidArgument,
-    NotFound,
-    StoreError,
+from interlockd.errors import StoreError
+from interlockd.store.sql.core import (
+    ConstraintKind,
+    ConstraintViolation,
+    Dialect,
+    SqlCore,
+    Tx,
 )
-from interlockd.store.base import (
-    StoreLifecycle,
-)
-from interlockd.store.crypto import (
-    KeyCache,
-    MasterKeyring,
-    SandboxKeys,
-    UnknownDataKeyError,
-    open_sandbox_keys,
-)
-from interlockd.store.sqlite.migrate import (
-    DATA_STEPS,
-    load_migrations,
-)
-from interlockd.store.sqlite.rows import (
-    blind_end_user,
-    now_us,
-)
-from interlockd.store.sqlite.tables import WRAPPED_KEYS
-
-T = TypeVar("T")
+from interlockd.store.sql.locks import KeyedLocks
+from interlockd.store.sql.rows import now_us
+from interlockd.store.sqlite.migrate import DATA_STEPS, load_migrations
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import AsyncIterator, Iterable, Sequence
+
+    from interlockd.store.crypto import MasterKeyring
+    from interlockd.store.sql.core import Params
+    from interlockd.store.sql.rows import Row
 
 
 #: RETURNING and STRICT tables (3.37); FTS5 is checked by the first migration.
 MIN_SQLITE_VERSION = (3, 37, 0)
 
-
-MAX_INT = 2**63 - 1
-
-
-US_PER_DAY = 86_400_000_000
-
-
-def is_constraint(exc: sqlite3.Error, name: str) -> bool:
-    return getattr(exc, "sqlite_errorname", "") == f"SQLITE_CONSTRAINT_{name}"
+_CONSTRAINTS: dict[str, ConstraintKind] = {
+    "SQLITE_CONSTRAINT_UNIQUE": "unique",
+    "SQLITE_CONSTRAINT_PRIMARYKEY": "primary_key",
+    "SQLITE_CONSTRAINT_FOREIGNKEY": "foreign_key",
+    "SQLITE_CONSTRAINT_CHECK": "check",
+    "SQLITE_CONSTRAINT_NOTNULL": "not_null",
+}
 
 
-# ---- page tokens ------------------------------------------------------------------
-# Opaque to callers: base64url of [listing, sort key, id]. The listing tag
-# stops a token of one listing being replayed against another.
+def _violation(exc: sqlite3.IntegrityError) -> ConstraintViolation:
+    kind = _CONSTRAINTS.get(getattr(exc, "sqlite_errorname", ""), "other")
+    return ConstraintViolation(kind, f"database write failed: {exc}")
 
 
-def make_page_token(listing: str, sort_key: int, row_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([listing, sort_key, row_id])).decode()
+class SqliteDialect(Dialect):
+    """SQLite's spellings: strftime days, an FTS5 table of blind terms."""
+
+    name = "sqlite"
+
+    def day_of(self, column: str) -> str:
+        return f"strftime('%Y-%m-%d', {column} / 1000000, 'unixepoch')"
+
+    async def index_terms(self, tx: Tx, rows: Sequence[tuple[list[str], str, int]]) -> None:
+        # The search row shares the entry's rowid (a trigger drops it with the entry).
+        await tx.executemany(
+            "INSERT INTO entry_terms (rowid, terms) "
+            "SELECT id, ? FROM entries WHERE conversation_id = ? AND seq = ?",
+            [(" ".join(terms), conversation_id, seq) for terms, conversation_id, seq in rows],
+        )
+
+    def search_sql(self, columns: str, terms: Sequence[str]) -> tuple[str, list[Any]]:
+        # Terms are hex digests, so quoting them is all the escaping FTS5 needs.
+        match = " AND ".join(f'"{term}"' for term in terms)
+        return (
+            f"SELECT {columns} FROM entry_terms "
+            "JOIN entries e ON e.id = entry_terms.rowid "
+            "JOIN conversations c ON c.id = e.conversation_id "
+            "WHERE entry_terms MATCH ?",
+            [match],
+        )
+
+    def search_order(self) -> str:
+        return "ORDER BY entry_terms.rank"
 
 
-def read_page_token(token: str, listing: str) -> tuple[int, str]:
-    try:
-        value = orjson.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (UnicodeEncodeError, binascii.Error, ValueError):
-        value = None
-    if (
-        isinstance(value, list)
-        and len(value) == 3
-        and value[0] == listing
-        and isinstance(value[1], int)
-        and isinstance(value[2], str)
-    ):
-        return value[1], value[2]
-    raise InvalidArgument("page_token", "is not a token from a previous page of this listing")
+class SqliteTx:
+    """A write transaction on the writer connection (see :class:`~interlockd.store.sql.core.Tx`)."""
 
+    __slots__ = ("_db",)
 
-def check_page_size(page_size: int) -> int:
-    if page_size < 1:
-        raise ValueError(f"page_size must be at least 1, got {page_size}")
-    return page_size
+    dialect: Dialect = SqliteDialect()
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The writer connection itself, for SQLite's own work (the migrations' Python steps)."""
+        return self._db
+
+    async def fetch(self, sql: str, params: Params = ()) -> list[Row]:
+        try:
+            return list(await self._db.execute_fetchall(sql, params))
+        except sqlite3.IntegrityError as exc:
+            raise _violation(exc) from exc
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        try:
+            cursor = await self._db.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise _violation(exc) from exc
+        return cursor.rowcount
+
+    async def executemany(self, sql: str, params: Iterable[Params]) -> None:
+        try:
+            await self._db.executemany(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise _violation(exc) from exc
+
+    async def lock_sandbox(self, sandbox_id: str) -> None:
+        """Nothing to take: every write transaction on the file is already serial."""
 
 
 async def _rollback_quietly(db: aiosqlite.Connection) -> None:
@@ -105,44 +132,10 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-_ResourceKey = tuple[str, str, str, str]
+class SqliteEngine(SqlCore):
+    """One SQLite file: its writer and reader connections and write transactions."""
 
-
-class _KeyedLock:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0  # holders and waiters
-
-
-class _KeyedLocks:
-    """One :class:`asyncio.Lock` per key, dropped when nobody holds or awaits it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[_ResourceKey, _KeyedLock] = {}
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: _ResourceKey) -> AsyncIterator[None]:
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = _KeyedLock()
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            # Also when cancelled while waiting: the count stays exact.
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[key]
-
-
-class SqliteCore(StoreLifecycle):
-    """One SQLite file: its writer and reader connections, transactions, and the sandboxes' keys."""
+    dialect = SqliteDialect()
 
     def __init__(
         self,
@@ -154,9 +147,8 @@ class SqliteCore(StoreLifecycle):
     ) -> None:
         if str(path) == ":memory:":
             raise ValueError("SqliteStore needs a file: its writer and reader connections share it")
+        super().__init__(keyring, key_cache_size=key_cache_size)
         self._path = Path(path)
-        self._ring = keyring
-        self._keys = KeyCache(key_cache_size)
         self._busy_timeout_ms = busy_timeout_ms
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -166,7 +158,7 @@ class SqliteCore(StoreLifecycle):
         # statements still run on the connection's thread); the next
         # transaction rolls it back first.
         self._in_transaction = False
-        self._resource_locks = _KeyedLocks()
+        self._resource_locks = KeyedLocks()
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r})"
@@ -228,9 +220,7 @@ class SqliteCore(StoreLifecycle):
         )
         async with self._transaction() as tx:
             # Read inside the write transaction: another process may have just migrated.
-            applied = {
-                r[0] for r in await tx.execute_fetchall("SELECT version FROM schema_migrations")
-            }
+            applied = {r[0] for r in await tx.fetch("SELECT version FROM schema_migrations")}
             newer = applied - {m.version for m in migrations}
             if newer:
                 raise StoreError(
@@ -243,7 +233,7 @@ class SqliteCore(StoreLifecycle):
                     await tx.execute(statement)
                 step = DATA_STEPS.get(migration.version)
                 if step is not None:
-                    await step(tx, self._ring)
+                    await step(tx.connection, self._ring)
                 await tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, now_us()),
@@ -276,7 +266,7 @@ class SqliteCore(StoreLifecycle):
             raise StoreError("the store is not open; call open() first")
         return self._writer
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def _fetch(self, sql: str, params: Params = ()) -> list[Row]:
         """Run one read on the reader connection (committed data only)."""
         db = self._reader
         if db is None:
@@ -287,8 +277,11 @@ class SqliteCore(StoreLifecycle):
             raise StoreError(f"database read failed: {exc}") from exc
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction: BEGIN IMMEDIATE, the body, COMMIT (ROLLBACK on any error)."""
+    async def _transaction(self, sandbox_id: str = "") -> AsyncIterator[SqliteTx]:
+        """One write transaction: BEGIN IMMEDIATE, the body, COMMIT (ROLLBACK on any error).
+
+        Serial with every other writer of the file, whatever ``sandbox_id``.
+        """
         async with self._write_lock:
             db = self._writer_db()
             if self._in_transaction:
@@ -299,7 +292,7 @@ class SqliteCore(StoreLifecycle):
                 # is queued, BEGIN still runs on the connection's thread.
                 self._in_transaction = True
                 await db.execute("BEGIN IMMEDIATE")
-                yield db
+                yield SqliteTx(db)
                 await db.execute("COMMIT")
                 self._in_transaction = False
             except BaseException as exc:
@@ -310,47 +303,13 @@ class SqliteCore(StoreLifecycle):
                     raise StoreError(f"database write failed: {exc}") from exc
                 raise
 
-    async def _sandbox_keys(self, sandbox_id: str, *, refresh: bool = False) -> SandboxKeys:
-        """The sandbox's opened keys, from the cache or unwrapped from the database."""
-        if not refresh:
-            cached = self._keys.get(sandbox_id)
-            if cached is not None:
-                return cached
-        rows = await self._fetch(
-            f"SELECT {WRAPPED_KEYS.columns} FROM data_keys WHERE sandbox_id = ?", (sandbox_id,)
-        )
-        if not rows:
-            raise NotFound(f"sandbox {sandbox_id} not found")
-        keys = open_sandbox_keys(self._ring, sandbox_id, map(WRAPPED_KEYS.load, rows))
-        self._keys.put(keys)
-        return keys
+    def _keyed_lock(self, *key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        # The embedded store is one daemon process by design: a lock in its memory.
+        return self._resource_locks.hold(key)
 
-    async def _opened(self, sandbox_id: str, convert: Callable[[SandboxKeys], T]) -> T:
-        """Apply ``convert`` (which opens sealed values) with the sandbox's keys."""
-        keys = await self._sandbox_keys(sandbox_id)
-        try:
-            return convert(keys)
-        except UnknownDataKeyError:
-            # Sealed with a data key added after we cached the set (a rotation
-            # by another process): reload once.
-            return convert(await self._sandbox_keys(sandbox_id, refresh=True))
-
-    async def _blind_end_user(self, sandbox_id: str, end_user_id: str) -> str:
-        """The blind id an end user of this sandbox is stored under.
-
-        For an unknown sandbox, '': no row of that sandbox exists, so a query
-        scoped by it finds nothing, as it did before ids were blinded.
-        """
-        try:
-            keys = await self._sandbox_keys(sandbox_id)
-        except NotFound:
-            return ""
-        return blind_end_user(keys, end_user_id)
-
-    async def _require_conversation(self, sandbox_id: str, conversation_id: str) -> None:
-        rows = await self._fetch(
-            "SELECT 1 FROM conversations WHERE id = ? AND sandbox_id = ?",
-            (conversation_id, sandbox_id),
-        )
-        if not rows:
-            raise NotFound(f"conversation {conversation_id} not found")
+    async def _after_sandbox_deleted(self) -> None:
+        # Copy the zeroed pages into the database file and empty the WAL, so
+        # the old frames holding the wrapped keys do not linger there. Best
+        # effort: a concurrent read may keep the WAL until the next checkpoint.
+        async with self._write_lock:
+            await self._writer_db().execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")

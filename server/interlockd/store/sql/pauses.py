@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sqlite3
 from typing import TYPE_CHECKING
 
 from interlockd.errors import (
@@ -14,22 +13,24 @@ from interlockd.store.base import (
     PauseScope,
     PauseStore,
 )
-from interlockd.store.sqlite.core import (
-    SqliteCore,
+from interlockd.store.sql.core import (
+    SqlCore,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     now_us,
     open_end_user,
 )
-from interlockd.store.sqlite.tables import (
+from interlockd.store.sql.tables import (
     PAUSES,
 )
-from interlockd.store.sqlite.window import (
+from interlockd.store.sql.window import (
     insert_end_user,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from interlockd.store.sql.rows import Row
 
 
 def _check_pause(scope: str, sandbox_id: str, target: str) -> None:
@@ -51,7 +52,7 @@ _PAUSE_COLUMNS = (
 )
 
 
-class SqlitePauses(SqliteCore, PauseStore):
+class SqlPauses(SqlCore, PauseStore):
     """The pauses in force."""
 
     async def set_pause(
@@ -62,7 +63,7 @@ class SqlitePauses(SqliteCore, PauseStore):
         keys = await self._sandbox_keys(sandbox_id) if scope == "end_user" else None
         now = now_us()
         stored = target
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             if keys is not None:
                 stored = await insert_end_user(db, keys, sandbox_id, target, now)
             await db.execute(
@@ -83,28 +84,29 @@ class SqlitePauses(SqliteCore, PauseStore):
     ) -> bool:
         if scope == "end_user":
             target = await self._blind_end_user(sandbox_id, target)
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        async with self._transaction(sandbox_id) as db:
+            changed = await db.execute(
                 "DELETE FROM pauses WHERE scope = ? AND sandbox_id = ? AND target = ?",
                 (scope, sandbox_id, target),
             )
-            return cursor.rowcount > 0
+            return changed > 0
 
     async def list_pauses(self, sandbox_id: str | None = None) -> list[Pause]:
         # Ordered by creation: blind targets sort meaninglessly.
         if sandbox_id is None:
             rows = await self._fetch(
-                f"SELECT {_PAUSE_COLUMNS} FROM pauses ORDER BY created_at, scope, rowid"
+                f"SELECT {_PAUSE_COLUMNS} FROM pauses "
+                "ORDER BY created_at, scope, sandbox_id, target"
             )
         else:
             rows = await self._fetch(
                 f"SELECT {_PAUSE_COLUMNS} FROM pauses "
-                "WHERE sandbox_id IN ('', ?) ORDER BY created_at, scope, rowid",
+                "WHERE sandbox_id IN ('', ?) ORDER BY created_at, scope, sandbox_id, target",
                 (sandbox_id,),
             )
         return await self._pauses(rows)
 
-    async def _pauses(self, rows: Sequence[sqlite3.Row]) -> list[Pause]:
+    async def _pauses(self, rows: Sequence[Row]) -> list[Pause]:
         """Pauses of these rows, an end_user pause's target opened in its sandbox."""
         pauses = []
         for r in rows:

@@ -19,19 +19,19 @@ from interlockd.store.base import (
     UsageGroup,
     UsageTotals,
 )
-from interlockd.store.sqlite.core import (
+from interlockd.store.sql.core import (
     MAX_INT,
-    SqliteCore,
+    SqlCore,
     check_page_size,
     make_page_token,
     read_page_token,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     end_user_of,
     to_time,
     to_us,
 )
-from interlockd.store.sqlite.tables import (
+from interlockd.store.sql.tables import (
     LEDGER,
     USAGE_TOTALS,
 )
@@ -46,18 +46,19 @@ _USAGE_KEYS: dict[str, str] = {
     "agent": "agent_id",
     "run": "run_id",
     "provider": "provider",
-    "day": "strftime('%Y-%m-%d', created_at / 1000000, 'unixepoch')",
+    "day": "",  # the dialect's (Dialect.day_of)
 }
-# TOTAL() is SUM() that answers 0.0 instead of NULL for no rows.
+# Sums of no rows are 0, not NULL; integer sums are cast back to integers
+# (PostgreSQL's SUM of a bigint is a numeric).
 _USAGE_SUMS = (
-    "TOTAL(CASE WHEN kind = 'tokens' THEN cost_usd END) AS token_cost_usd, "
-    "TOTAL(CASE WHEN kind = 'compute' THEN cost_usd END) AS compute_cost_usd, "
-    "COALESCE(SUM(input_tokens), 0) AS input_tokens, "
-    "COALESCE(SUM(output_tokens), 0) AS output_tokens, "
-    "COALESCE(SUM(cache_read_tokens), 0) AS cache_read_tokens, "
-    "COALESCE(SUM(cache_write_tokens), 0) AS cache_write_tokens, "
-    "COALESCE(SUM(reasoning_tokens), 0) AS reasoning_tokens, "
-    "TOTAL(compute_seconds) AS compute_seconds, "
+    "COALESCE(SUM(CASE WHEN kind = 'tokens' THEN cost_usd END), 0.0) AS token_cost_usd, "
+    "COALESCE(SUM(CASE WHEN kind = 'compute' THEN cost_usd END), 0.0) AS compute_cost_usd, "
+    "CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, "
+    "CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, "
+    "CAST(COALESCE(SUM(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, "
+    "CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, "
+    "CAST(COALESCE(SUM(reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, "
+    "COALESCE(SUM(compute_seconds), 0.0) AS compute_seconds, "
     "COUNT(DISTINCT run_id) AS run_count, "
     "COUNT(*) AS entry_count, "
     "COUNT(DISTINCT CASE WHEN (SELECT r.status FROM runs r WHERE r.id = ledger.run_id) "
@@ -101,7 +102,7 @@ def _ledger_where(
     return clauses, params
 
 
-class SqliteLedger(SqliteCore, LedgerStore):
+class SqlLedger(SqlCore, LedgerStore):
     """The Ledger service's listings and summaries."""
 
     async def list_ledger(self, sandbox_id: str, run_id: str = "") -> list[LedgerRow]:
@@ -176,6 +177,7 @@ class SqliteLedger(SqliteCore, LedgerStore):
         key = _USAGE_KEYS.get(group_by)
         if key is None:
             raise ValueError(f"group_by must be one of {sorted(_USAGE_KEYS)}, got {group_by!r}")
+        key = key or self.dialect.day_of("created_at")
         listing = f"usage/{group_by}"
         blind = await self._blind_end_user(sandbox_id, where.end_user_id)
         clauses, params = _ledger_where(sandbox_id, where, blind)

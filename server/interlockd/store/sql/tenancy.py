@@ -1,16 +1,11 @@
-"""Tenancy on SQLite: operator keys, sandboxes and their data keys, API keys, secrets."""
+"""Tenancy: operator keys, sandboxes and their data keys, API keys, secrets."""
 
 from __future__ import annotations
-
-import sqlite3
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from interlockd import ids
 from interlockd.errors import (
     AlreadyExists,
     NotFound,
-    StoreError,
 )
 from interlockd.store.base import (
     ApiKey,
@@ -22,68 +17,32 @@ from interlockd.store.base import (
     check_secret_name,
 )
 from interlockd.store.crypto import (
-    WrappedKey,
     new_data_key,
     new_sandbox_keys,
 )
-from interlockd.store.sqlite.core import (
-    SqliteCore,
+from interlockd.store.sql.core import (
+    ConstraintViolation,
+    SqlCore,
     check_page_size,
-    is_constraint,
     make_page_token,
     read_page_token,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     now_us,
     to_time,
 )
-from interlockd.store.sqlite.tables import (
+from interlockd.store.sql.tables import (
     API_KEYS,
     SANDBOXES,
     WRAPPED_KEYS,
 )
 
-if TYPE_CHECKING:
-    pass
 
-
-def stored_key_samples(path: Path) -> list[tuple[str, WrappedKey]]:
-    """One ``(sandbox id, wrapped key)`` per master key id the database at ``path`` holds.
-
-    Read before the store opens, so a daemon can prove its master key opens
-    what is stored before anything is written: the file is opened read-only
-    (the WAL is read too, so keys of a process that crashed count) and never
-    migrated. Empty when there is no database or it holds no keys yet.
-    """
-    if not path.exists():
-        return []
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open database {path}: {exc}") from exc
-    try:
-        db.row_factory = sqlite3.Row
-        if not db.execute(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'data_keys'"
-        ).fetchone():
-            return []
-        # min() makes SQLite take the other columns from that one row of each group.
-        rows = db.execute(
-            "SELECT min(rowid), sandbox_id, key_id, kind, wrapped_key, master_key_id, is_current "
-            "FROM data_keys GROUP BY master_key_id"
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read database {path}: {exc}") from exc
-    finally:
-        db.close()
-    return [(r["sandbox_id"], WRAPPED_KEYS.load(r)) for r in rows]
-
-
-class SqliteTenancy(SqliteCore, TenancyStore):
+class SqlTenancy(SqlCore, TenancyStore):
     """Sandboxes, their keys and secrets."""
 
     async def add_operator_key(self, key_hash: str) -> None:
-        async with self._transaction() as db:
+        async with self._transaction("") as db:
             await db.execute(
                 "INSERT INTO operator_keys (key_hash, created_at) VALUES (?, ?) "
                 "ON CONFLICT (key_hash) DO NOTHING",
@@ -102,7 +61,7 @@ class SqliteTenancy(SqliteCore, TenancyStore):
         sandbox_id = ids.new_id("sbx")
         now = now_us()
         keys, wrapped = new_sandbox_keys(self._ring, sandbox_id)
-        async with self._transaction() as db:
+        async with self._transaction("") as db:
             try:
                 await db.execute(
                     f"INSERT INTO sandboxes ({SANDBOXES.columns}) VALUES (?, ?, ?, ?, ?, ?)",
@@ -115,8 +74,8 @@ class SqliteTenancy(SqliteCore, TenancyStore):
                         quotas.max_tokens_per_day,
                     ),
                 )
-            except sqlite3.IntegrityError as exc:
-                if is_constraint(exc, "UNIQUE"):
+            except ConstraintViolation as exc:
+                if exc.kind == "unique":
                     raise AlreadyExists(
                         f"a sandbox named {name!r} already exists; choose another name"
                     ) from None
@@ -156,9 +115,9 @@ class SqliteTenancy(SqliteCore, TenancyStore):
         return Page(items, token)
 
     async def set_quotas(self, sandbox_id: str, quotas: Quotas) -> Sandbox:
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             rows = list(
-                await db.execute_fetchall(
+                await db.fetch(
                     "UPDATE sandboxes SET max_concurrent_runs = ?, "
                     "max_concurrent_runs_per_end_user = ?, max_tokens_per_day = ? "
                     f"WHERE id = ? RETURNING {SANDBOXES.columns}",
@@ -175,36 +134,32 @@ class SqliteTenancy(SqliteCore, TenancyStore):
         return SANDBOXES.load(rows[0])
 
     async def delete_sandbox(self, sandbox_id: str) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             # Cascades to everything of the sandbox, its data keys included.
-            cursor = await db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
-            if cursor.rowcount == 0:
+            changed = await db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+            if changed == 0:
                 raise NotFound(f"sandbox {sandbox_id} not found")
             # Pauses name their sandbox without a foreign key (global ones name none).
             await db.execute("DELETE FROM pauses WHERE sandbox_id = ?", (sandbox_id,))
         self._keys.evict(sandbox_id)
-        # Copy the zeroed pages into the database file and empty the WAL, so
-        # the old frames holding the wrapped keys do not linger there. Best
-        # effort: a concurrent read may keep the WAL until the next checkpoint.
-        async with self._write_lock:
-            await self._writer_db().execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._after_sandbox_deleted()
 
     async def create_api_key(
         self, sandbox_id: str, name: str, key_hash: str, prefix: str
     ) -> ApiKey:
         key_id = ids.new_id("key")
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             try:
                 await db.execute(
                     f"INSERT INTO api_keys ({API_KEYS.columns}, key_hash) "
                     "VALUES (?, ?, ?, ?, ?, NULL, ?)",
                     (key_id, sandbox_id, name, prefix, now, key_hash),
                 )
-            except sqlite3.IntegrityError as exc:
-                if is_constraint(exc, "FOREIGNKEY"):
+            except ConstraintViolation as exc:
+                if exc.kind == "foreign_key":
                     raise NotFound(f"sandbox {sandbox_id} not found") from None
-                if is_constraint(exc, "UNIQUE"):
+                if exc.kind == "unique":
                     raise AlreadyExists("an API key with this hash already exists") from None
                 raise
         return ApiKey(key_id, sandbox_id, name, prefix, to_time(now))
@@ -217,9 +172,9 @@ class SqliteTenancy(SqliteCore, TenancyStore):
         return [API_KEYS.load(r) for r in rows]
 
     async def revoke_api_key(self, sandbox_id: str, key_id: str) -> ApiKey:
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             rows = list(
-                await db.execute_fetchall(
+                await db.fetch(
                     "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) "
                     f"WHERE id = ? AND sandbox_id = ? RETURNING {API_KEYS.columns}",
                     (now_us(), key_id, sandbox_id),
@@ -241,7 +196,7 @@ class SqliteTenancy(SqliteCore, TenancyStore):
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         sealed = keys.seal(value, table="sandbox_secrets", row=name, column="value")
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             try:
                 await db.execute(
                     "INSERT INTO sandbox_secrets (sandbox_id, name, value_sealed, created_at, "
@@ -250,8 +205,8 @@ class SqliteTenancy(SqliteCore, TenancyStore):
                     "value_sealed = excluded.value_sealed, updated_at = excluded.updated_at",
                     (sandbox_id, name, sealed, now, now),
                 )
-            except sqlite3.IntegrityError as exc:
-                if is_constraint(exc, "FOREIGNKEY"):  # deleted since its keys were read
+            except ConstraintViolation as exc:
+                if exc.kind == "foreign_key":  # deleted since its keys were read
                     raise NotFound(f"sandbox {sandbox_id} not found") from None
                 raise
 
@@ -271,7 +226,7 @@ class SqliteTenancy(SqliteCore, TenancyStore):
 
     async def delete_secret(self, sandbox_id: str, name: str) -> None:
         check_secret_name(name)
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             await db.execute(
                 "DELETE FROM sandbox_secrets WHERE sandbox_id = ? AND name = ?",
                 (sandbox_id, name),
@@ -291,9 +246,9 @@ class SqliteTenancy(SqliteCore, TenancyStore):
         # by the current master key are left alone, so a re-run is cheap.
         master_key_id = self._ring.current_id
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction("") as db:
             rows = list(
-                await db.execute_fetchall(
+                await db.fetch(
                     "SELECT sandbox_id, key_id, kind, wrapped_key, master_key_id, is_current "
                     "FROM data_keys"
                 )

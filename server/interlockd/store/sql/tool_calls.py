@@ -9,10 +9,10 @@ from interlockd.store.base import (
     ToolCallStore,
     WindowEntry,
 )
-from interlockd.store.sqlite.core import (
-    SqliteCore,
+from interlockd.store.sql.core import (
+    SqlCore,
 )
-from interlockd.store.sqlite.tables import (
+from interlockd.store.sql.tables import (
     ENTRIES,
 )
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     pass
 
 
-class SqliteToolCalls(SqliteCore, ToolCallStore):
+class SqlToolCalls(SqlCore, ToolCallStore):
     """Lookups of recorded tool calls and results."""
 
     async def find_tool_result(

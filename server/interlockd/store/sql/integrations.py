@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,26 +20,28 @@ from interlockd.store.base import (
     IntegrationStatus,
     IntegrationStore,
 )
-from interlockd.store.sqlite.core import (
-    SqliteCore,
-    is_constraint,
+from interlockd.store.sql.core import (
+    ConstraintViolation,
+    SqlCore,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     now_us,
 )
-from interlockd.store.sqlite.tables import (
+from interlockd.store.sql.tables import (
     FLOWS,
     INTEGRATIONS,
 )
-from interlockd.store.sqlite.window import (
+from interlockd.store.sql.window import (
     insert_end_user,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from interlockd.store.sql.rows import Row
 
-class SqliteIntegrations(SqliteCore, IntegrationStore):
+
+class SqlIntegrations(SqlCore, IntegrationStore):
     """Connections and connect flows."""
 
     async def create_integration(
@@ -63,7 +64,7 @@ class SqliteIntegrations(SqliteCore, IntegrationStore):
             row=integration_id,
             column="credentials",
         )
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             blind = await insert_end_user(db, keys, sandbox_id, end_user_id, now)
             await db.execute(
                 "UPDATE integrations SET status = 'disconnected', "
@@ -88,13 +89,13 @@ class SqliteIntegrations(SqliteCore, IntegrationStore):
                         now,
                     ),
                 )
-            except sqlite3.IntegrityError as exc:
-                if is_constraint(exc, "FOREIGNKEY"):
+            except ConstraintViolation as exc:
+                if exc.kind == "foreign_key":
                     raise NotFound(f"sandbox {sandbox_id} not found") from None
                 raise
         return await self.get_integration(sandbox_id, integration_id)
 
-    async def _integration_rows(self, where: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    async def _integration_rows(self, where: str, params: Sequence[Any]) -> list[Row]:
         return await self._fetch(
             f"SELECT {INTEGRATIONS.columns} FROM integrations WHERE {where}",
             params,
@@ -154,30 +155,30 @@ class SqliteIntegrations(SqliteCore, IntegrationStore):
             row=integration_id,
             column="credentials",
         )
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        async with self._transaction(sandbox_id) as db:
+            changed = await db.execute(
                 "UPDATE integrations SET credentials_sealed = ?, updated_at = ? "
                 "WHERE id = ? AND sandbox_id = ?",
                 (sealed, now_us(), integration_id, sandbox_id),
             )
-            if cursor.rowcount == 0:
+            if changed == 0:
                 raise NotFound(f"integration {integration_id} not found")
 
     async def set_integration_status(
         self, sandbox_id: str, integration_id: str, status: IntegrationStatus, reason: str = ""
     ) -> Integration:
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        async with self._transaction(sandbox_id) as db:
+            changed = await db.execute(
                 "UPDATE integrations SET status = ?, status_reason = ?, updated_at = ? "
                 "WHERE id = ? AND sandbox_id = ?",
                 (status, reason, now_us(), integration_id, sandbox_id),
             )
-            if cursor.rowcount == 0:
+            if changed == 0:
                 raise NotFound(f"integration {integration_id} not found")
         return await self.get_integration(sandbox_id, integration_id)
 
     async def touch_integration(self, sandbox_id: str, integration_id: str) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             await db.execute(
                 "UPDATE integrations SET last_used_at = ? WHERE id = ? AND sandbox_id = ?",
                 (now_us(), integration_id, sandbox_id),
@@ -187,7 +188,7 @@ class SqliteIntegrations(SqliteCore, IntegrationStore):
         self, sandbox_id: str, integration_id: str
     ) -> contextlib.AbstractAsyncContextManager[None]:
         # In-process only, like provider_resource_lock (one process owns the file).
-        return self._resource_locks.hold((sandbox_id, "integration", "credentials", integration_id))
+        return self._keyed_lock(sandbox_id, "integration", "credentials", integration_id)
 
     async def create_connect_flow(
         self,
@@ -204,7 +205,7 @@ class SqliteIntegrations(SqliteCore, IntegrationStore):
         flow_id = ids.new_id("flow")
         sealed = keys.seal(code_verifier, table="connect_flows", row=flow_id, column="verifier")
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             try:
                 blind = await insert_end_user(db, keys, sandbox_id, end_user_id, now)
                 await db.execute(
@@ -223,8 +224,8 @@ class SqliteIntegrations(SqliteCore, IntegrationStore):
                         int(expires_at.timestamp() * 1_000_000),
                     ),
                 )
-            except sqlite3.IntegrityError as exc:
-                if is_constraint(exc, "FOREIGNKEY"):
+            except ConstraintViolation as exc:
+                if exc.kind == "foreign_key":
                     raise NotFound(f"sandbox {sandbox_id} not found") from None
                 raise
         return await self.get_connect_flow(sandbox_id, flow_id)
@@ -265,7 +266,7 @@ class SqliteIntegrations(SqliteCore, IntegrationStore):
         reason: str = "",
         integration_id: str = "",
     ) -> ConnectFlow:
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             await db.execute(
                 "UPDATE connect_flows SET status = ?, reason = ?, integration_id = ?, "
                 "finished_at = ? WHERE id = ? AND sandbox_id = ? AND status = 'pending'",

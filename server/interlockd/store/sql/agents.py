@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from interlockd.errors import (
@@ -12,26 +11,26 @@ from interlockd.store.base import (
     AgentStore,
     SavedAgent,
 )
-from interlockd.store.sqlite.core import (
-    SqliteCore,
-    is_constraint,
+from interlockd.store.sql.core import (
+    ConstraintViolation,
+    SqlCore,
 )
-from interlockd.store.sqlite.rows import (
+from interlockd.store.sql.rows import (
     now_us,
 )
-from interlockd.store.sqlite.tables import (
+from interlockd.store.sql.tables import (
     AGENTS,
 )
 
 
-class SqliteAgents(SqliteCore, AgentStore):
+class SqlAgents(SqlCore, AgentStore):
     """Saved agents by slug."""
 
     async def put_agent(self, sandbox_id: str, slug: str, settings: dict[str, Any]) -> SavedAgent:
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         sealed = AGENTS.seal(keys, {"slug": slug}, "settings", settings, json=True)
         now = now_us()
-        async with self._transaction() as db:
+        async with self._transaction(sandbox_id) as db:
             try:
                 await db.execute(
                     "INSERT INTO agents (sandbox_id, slug, settings_sealed, created_at, "
@@ -40,8 +39,8 @@ class SqliteAgents(SqliteCore, AgentStore):
                     "updated_at = excluded.updated_at",
                     (sandbox_id, slug, sealed, now, now),
                 )
-            except sqlite3.IntegrityError as exc:
-                if is_constraint(exc, "FOREIGNKEY"):
+            except ConstraintViolation as exc:
+                if exc.kind == "foreign_key":
                     raise NotFound(f"sandbox {sandbox_id} not found") from None
                 raise
         return await self.get_agent(sandbox_id, slug)
@@ -65,9 +64,9 @@ class SqliteAgents(SqliteCore, AgentStore):
         return await self._opened(sandbox_id, lambda keys: [AGENTS.load(r, keys) for r in rows])
 
     async def delete_agent(self, sandbox_id: str, slug: str) -> None:
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        async with self._transaction(sandbox_id) as db:
+            changed = await db.execute(
                 "DELETE FROM agents WHERE sandbox_id = ? AND slug = ?", (sandbox_id, slug)
             )
-            if cursor.rowcount == 0:
+            if changed == 0:
                 raise NotFound(f"agent {slug!r} not found")

@@ -84,7 +84,8 @@ async def _serve(settings: Settings, do_bootstrap: bool) -> int:
 
 
 async def _setup(settings: Settings) -> int:
-    from interlockd.daemon import bootstrap, open_store
+    from interlockd.daemon import bootstrap
+    from interlockd.storage import open_store
 
     store = open_store(settings)
     await store.open()
@@ -101,7 +102,12 @@ async def _setup(settings: Settings) -> int:
 async def _rotate(settings: Settings) -> int:
     if settings.keys.master_key is not None:
         raise ConfigError("the master key comes from configuration; rotate it at its source")
-    from interlockd.daemon import open_keyring, open_store
+    if settings.store_url is not None:
+        raise ConfigError(
+            "keys rotate works on the embedded SQLite store; a PostgreSQL store's replicas "
+            "share one master key that must change everywhere at once, which it cannot do yet"
+        )
+    from interlockd.storage import open_keyring, open_store
 
     path = settings.resolve(settings.keys.master_key_file)
     keyring = open_keyring(settings)

@@ -58,8 +58,12 @@ class _Strict(BaseModel):
 
 
 class StoreSettings(_Strict):
-    #: SQLite database file; relative paths are under ``data_dir``.
+    #: SQLite database file; relative paths are under ``data_dir``. Unused when
+    #: ``store_url`` names a PostgreSQL database.
     path: Path = Path("interlock.db")
+    #: PostgreSQL: connections each process keeps at most (and as many again
+    #: for the advisory locks held while a provider resource is created).
+    pool_size: int = Field(default=10, ge=1, le=1000)
 
 
 class KeySettings(_Strict):
@@ -194,6 +198,11 @@ class Settings(_Strict):
     http_listen: str = "127.0.0.1:7601"
     #: Where the database, the master key and the local model's state live.
     data_dir: Path = Path("data")
+    #: The shared store: ``postgresql://user:password@host:5432/database``
+    #: (asyncpg's URL, query options such as ``sslmode`` included). Empty: the
+    #: embedded SQLite file ``store.path``. Replicas and worker processes share
+    #: one PostgreSQL database; every one needs the same master key.
+    store_url: SecretStr | None = None
     #: Provider used when a RunRequest names none.
     default_provider: str = "local"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -215,6 +224,19 @@ class Settings(_Strict):
     integrations: IntegrationSettings = IntegrationSettings()
     compute: ComputeSettings = ComputeSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=_builtin_providers)
+
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = value.get_secret_value().partition("://")[0]
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                f"must be a postgresql:// URL (got scheme {scheme!r}); leave it unset "
+                "for the embedded SQLite store"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_providers(self) -> Settings:

@@ -15,7 +15,6 @@ finish, the rest are cancelled and record what they produced, then backends
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,9 +68,8 @@ from interlockd.pauses import PauseBoard
 from interlockd.runs.admission import Admission
 from interlockd.runs.orchestrator import Orchestrator
 from interlockd.runs.turn import TurnDeps
+from interlockd.storage import open_store
 from interlockd.store.base import Quotas, Store
-from interlockd.store.crypto import KeyringError, MasterKeyring
-from interlockd.store.sqlite import SqliteStore, stored_key_samples
 from interlockd.tools.base import ToolRegistry
 from interlockd.tools.dispatch import Dispatch
 from interlockd.tools.grants import GrantRegistry, ToolAccess
@@ -112,63 +110,6 @@ def _messages() -> dict[str, type]:
 
 
 #: The environment variable that gives the master key directly.
-MASTER_KEY_ENV = "INTERLOCK_KEYS__MASTER_KEY"
-
-
-def open_keyring(settings: Settings) -> MasterKeyring:
-    """The master keyring, proven to open every master key id the store already holds.
-
-    The key file is created only when the store holds no wrapped key: with
-    keys stored, a new master key would leave every sandbox unreadable (and
-    one created meanwhile unusable with the right key), so a missing or wrong
-    key is a KeyringError naming its source, raised before anything is written.
-    """
-    database = settings.resolve(settings.store.path)
-    stored = stored_key_samples(database)
-    key_file = settings.resolve(settings.keys.master_key_file)
-    if settings.keys.master_key is not None:
-        name = MASTER_KEY_ENV if MASTER_KEY_ENV in os.environ else "keys.master_key"
-        source = (
-            f"the master key in {MASTER_KEY_ENV}"
-            if name == MASTER_KEY_ENV
-            else "the master key in keys.master_key of the configuration"
-        )
-        remedy = (
-            f"set {name} to the key {database} was created with (or unset it to use {key_file})"
-        )
-        ring = MasterKeyring.from_env_value(settings.keys.master_key.get_secret_value())
-    elif not stored:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return MasterKeyring.load_or_create(key_file)
-    else:
-        source = f"the master key file {key_file}"
-        remedy = (
-            f"put back the key file {database} was created with (from your backup), "
-            f"or give that key in {MASTER_KEY_ENV}"
-        )
-        try:
-            ring = MasterKeyring.load(key_file)
-        except FileNotFoundError:
-            held = ", ".join(sorted({w.master_key_id for _, w in stored}))
-            raise KeyringError(
-                f"{source} is missing, but {database} holds keys wrapped by master key {held}: "
-                f"{remedy}. No new key was created: it could not open the stored data"
-            ) from None
-    try:
-        ring.prove_opens(stored)
-    except KeyringError as exc:
-        raise KeyringError(
-            f"{source} does not open the keys stored in {database} ({exc}): {remedy}. "
-            "Nothing was written"
-        ) from None
-    return ring
-
-
-def open_store(settings: Settings) -> SqliteStore:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteStore(settings.resolve(settings.store.path), open_keyring(settings))
-
-
 def build_apps(settings: Settings) -> dict[str, App]:
     """The connectable apps the operator configured, by name."""
     apps: dict[str, App] = {}

@@ -10,7 +10,7 @@ From the bottom up (docs/architecture.md draws it):
    which include each provider's);
 5. ``runs/`` (a turn's phases);
 6. edges — ``api/`` (the only gRPC) and ``http/``;
-7. wiring — ``daemon``, ``cli`` (and ``listen``, its port probe).
+7. wiring — ``daemon``, ``cli`` (and ``listen``, its port probe; ``storage``, which store).
 
 A module may import its own package and anything lower. The check reads every
 import statement of server/interlockd (those under ``if TYPE_CHECKING:`` too:
@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "http": 6,
     "daemon": 7,
     "cli": 7,
+    "storage": 7,
 }
 #: Packages of one layer that must not import each other.
 APART = [{"backends", "compute"}, {"api", "http"}]

@@ -212,13 +212,15 @@ class PostgresEngine(SqlCore):
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, where)
-            lock_pool = await self._new_pool(min_size=0)
+            self._pool = pool
+            await self._prove_keyring(where)
+            self._lock_pool = await self._new_pool(min_size=0)
         except BaseException as exc:
+            self._pool = None
             await pool.close()
             if isinstance(exc, _DRIVER_ERRORS):
                 raise StoreError(f"cannot migrate database {where}: {exc}") from exc
             raise
-        self._pool, self._lock_pool = pool, lock_pool
 
     async def _new_pool(self, *, min_size: int) -> asyncpg.Pool:
         return await asyncpg.create_pool(

@@ -27,9 +27,11 @@ from interlockd.errors import InvalidArgument, NotFound, StoreError
 from interlockd.store.base import StoreLifecycle
 from interlockd.store.crypto import (
     KeyCache,
+    KeyringError,
     MasterKeyring,
     SandboxKeys,
     UnknownDataKeyError,
+    WrappedKey,
     open_sandbox_keys,
 )
 from interlockd.store.sql.rows import Row, blind_end_user
@@ -186,6 +188,34 @@ class SqlCore(StoreLifecycle):
 
     async def _after_sandbox_deleted(self) -> None:
         """Hook: make a deleted sandbox's wrapped keys leave the storage (SQLite: checkpoint)."""
+
+    async def _prove_keyring(self, where: str) -> None:
+        """KeyringError unless this keyring opens a stored key of every master key id.
+
+        For a store opened by several processes, the proof runs when each
+        opens (before it writes anything).
+        """
+        masters = await self._fetch(
+            "SELECT master_key_id, MIN(sandbox_id) AS sandbox_id FROM data_keys "
+            "GROUP BY master_key_id"
+        )
+        samples: list[tuple[str, WrappedKey]] = []
+        for m in masters:
+            rows = await self._fetch(
+                f"SELECT {WRAPPED_KEYS.columns} FROM data_keys "
+                "WHERE master_key_id = ? AND sandbox_id = ? LIMIT 1",
+                (m["master_key_id"], m["sandbox_id"]),
+            )
+            samples.extend((m["sandbox_id"], WRAPPED_KEYS.load(r)) for r in rows)
+        try:
+            self._ring.prove_opens(samples)
+        except KeyringError as exc:
+            held = ", ".join(sorted(m["master_key_id"] for m in masters))
+            raise KeyringError(
+                f"the master key given does not open the keys stored in {where} "
+                f"(wrapped by master key {held}): give every replica the key the store "
+                f"was created with ({exc}). Nothing was written"
+            ) from None
 
     async def _sandbox_keys(
         self, sandbox_id: str, *, refresh: bool = False, tx: Tx | None = None

@@ -218,6 +218,9 @@ class Settings(_Strict):
     shutdown_announce_seconds: float = Field(default=1.0, ge=0)
     #: Then, seconds in-flight runs get to finish before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    #: Processes serving on this host (``serve --workers``): above 1, a supervisor
+    #: starts that many, sharing the listening ports (SO_REUSEPORT) and the store.
+    workers: int = Field(default=1, ge=1, le=256)
     store: StoreSettings = StoreSettings()
     keys: KeySettings = KeySettings()
     runs: RunSettings = RunSettings()

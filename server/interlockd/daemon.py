@@ -63,6 +63,7 @@ from interlockd.listen import (
     LISTEN_SETTING,
     check_listen_address,
     listen_refused,
+    ports_shared,
 )
 from interlockd.pauses import PauseBoard
 from interlockd.runs.admission import Admission
@@ -333,7 +334,8 @@ class Daemon:
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", s.runs.max_message_bytes * 4 + (1 << 20)),
-                ("grpc.so_reuseport", 0),
+                # A worker shares its port with its siblings (workers.py); else refuse.
+                ("grpc.so_reuseport", int(ports_shared())),
             ]
         )
         messages = _messages()

@@ -9,8 +9,10 @@ From the bottom up (docs/architecture.md draws it):
 4. ``tools/``, ``integrations/``, ``context/``, and ``config`` (the daemon's settings,
    which include each provider's);
 5. ``runs/`` (a turn's phases);
-6. edges — ``api/`` (the only gRPC) and ``http/``;
-7. wiring — ``daemon``, ``cli`` (and ``listen``, its port probe; ``storage``, which store).
+6. edges — ``api/`` (the only gRPC) and ``http/``, and ``listen`` (the ports they bind: the
+   probe, whether a worker shares them);
+7. wiring — ``daemon``, ``cli``, ``workers`` (the supervisor of ``serve --workers``),
+   ``storage`` (which store).
 
 A module may import its own package and anything lower. The check reads every
 import statement of server/interlockd (those under ``if TYPE_CHECKING:`` too:
@@ -30,7 +32,7 @@ LAYERS: dict[str, int] = {
     "ids": 0,
     "logs": 0,
     "tool_schema": 0,
-    "listen": 7,
+    "listen": 6,
     "config": 4,
     "vocabulary": 0,
     "store": 1,
@@ -46,6 +48,7 @@ LAYERS: dict[str, int] = {
     "daemon": 7,
     "cli": 7,
     "storage": 7,
+    "workers": 7,
 }
 #: Packages of one layer that must not import each other.
 APART = [{"backends", "compute"}, {"api", "http"}]

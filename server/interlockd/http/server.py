@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 
 from interlockd.http.mcp_endpoint import McpEndpoint, transport_security
 from interlockd.ids import new_id
+from interlockd.listen import ports_shared
 from interlockd.tools.dispatch import Dispatch, DispatchRejected
 from interlockd.tools.grants import GrantRegistry, ToolAccess
 from interlockd.vocabulary import DispatchCall
@@ -107,7 +108,9 @@ class HttpServer:
         # Bound here rather than by uvicorn, which exits the process on a bind error.
         host = self._host.strip("[]")
         sock = socket.create_server(
-            (host, self._port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+            (host, self._port),
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+            reuse_port=ports_shared(),  # a worker's: its siblings listen on this port too
         )
         config = uvicorn.Config(
             self.app(),

@@ -1,0 +1,254 @@
+"""N real ``interlockd serve`` replicas on one PostgreSQL database, for the multi-replica tests.
+
+A :class:`Cluster` is what a deployment behind a gRPC load balancer looks
+like, on loopback: every replica is a child process (``DaemonProcess``) of
+its own data directory, all of them on one fresh database of the session's
+throwaway PostgreSQL cluster with one master key. The first replica
+bootstraps the store (its banner prints the operator and API keys); the
+others start once it is set up and find it so. Provider tables point at
+loopback fakes in the test process.
+
+Tests reach the replicas two ways: :attr:`Cluster.client`, the real Python
+client over one round-robin channel across every replica's address (what a
+client-side balanced deployment does), and :meth:`Cluster.client_of`, a
+client of one replica for a test that must aim a call at one of them. Which
+replica served a run is read from the replicas' own logs
+(:meth:`Cluster.served_by`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import secrets
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from interlock import Client
+from tests.daemon.process import DaemonProcess, write_config
+
+#: What every replica's run log line says, and the stop timings the tests need:
+#: nothing to announce to a balancer, and no in-flight run worth waiting for.
+_BASE_SETTINGS: dict[str, Any] = {
+    "shutdown_announce_seconds": 0,
+    "shutdown_grace_seconds": 0,
+    "log_level": "info",
+}
+
+
+def new_master_key() -> str:
+    """A master key as a secret manager would hand it over: base64 of 32 random bytes."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def settings_env(settings: Mapping[str, Any], prefix: str = "INTERLOCK_") -> dict[str, str]:
+    """Nested settings as the daemon's environment variables (``a.b`` → ``INTERLOCK_A__B``)."""
+    env: dict[str, str] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key.upper()}"
+        if isinstance(value, Mapping):
+            env |= settings_env(value, f"{name}__")
+        elif isinstance(value, bool):
+            env[name] = "true" if value else "false"
+        elif isinstance(value, list):
+            env[name] = json.dumps(value)
+        else:
+            env[name] = str(value)
+    return env
+
+
+@dataclass
+class Replica:
+    """One replica: its process, its own channel, and where its HTTP side listens."""
+
+    index: int
+    process: DaemonProcess
+    http_port: int
+    channel: grpc.aio.Channel | None = None
+
+    @property
+    def address(self) -> str:
+        return self.process.address
+
+    @property
+    def public_url(self) -> str:
+        """The replica's HTTP side (OAuth callbacks, dispatch) as browsers reach it."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The replica's JSON log lines so far."""
+        lines = []
+        for line in self.process.logs().splitlines():
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(line))
+        return lines
+
+
+@dataclass
+class Cluster:
+    """Started replicas on one database; the keys the first one printed; the channels."""
+
+    database_url: str
+    master_key: str
+    replicas: list[Replica]
+    operator_key: str
+    api_key: str
+    sandbox_id: str
+    channel: grpc.aio.Channel
+    _clients: list[Client] = field(default_factory=list)
+
+    @property
+    def client(self) -> Client:
+        """The real client over the round-robin channel (API and operator keys)."""
+        return self._client(self.channel)
+
+    def client_of(self, index: int, *, api_key: str | None = None) -> Client:
+        """A client of replica ``index`` alone."""
+        channel = self.replicas[index].channel
+        assert channel is not None
+        return self._client(channel, api_key)
+
+    def _client(self, channel: grpc.aio.Channel, api_key: str | None = None) -> Client:
+        client = Client(
+            channel=channel, api_key=api_key or self.api_key, operator_key=self.operator_key
+        )
+        self._clients.append(client)
+        return client
+
+    def served_by(self, run_id: str) -> int:
+        """The index of the replica whose log says it finished run ``run_id``."""
+        finishers = [
+            replica.index
+            for replica in self.replicas
+            if any(
+                line.get("event") == "run_finished" and line.get("run_id") == run_id
+                for line in replica.logs()
+            )
+        ]
+        assert len(finishers) == 1, f"run {run_id} finished on replicas {finishers}"
+        return finishers[0]
+
+    async def stop(self) -> None:
+        """Close the channels and stop every replica (SIGTERM, then SIGKILL if it lingers)."""
+        for client in self._clients:
+            await client.close()
+        await self.channel.close(None)
+        for replica in self.replicas:
+            if replica.channel is not None:
+                await replica.channel.close(None)
+        await asyncio.gather(*(_stop(replica.process) for replica in self.replicas))
+
+
+async def _stop(process: DaemonProcess) -> None:
+    if process.proc is None or process.proc.returncode is not None:
+        return
+    process.signal(signal.SIGTERM)
+    try:
+        await process.wait(within=10)
+    except TimeoutError:
+        await process.kill()
+
+
+def round_robin_channel(addresses: list[str]) -> grpc.aio.Channel:
+    """One channel over every address, each call sent to the next ready one."""
+    return grpc.aio.insecure_channel(
+        "ipv4:" + ",".join(addresses), options=[("grpc.lb_policy_name", "round_robin")]
+    )
+
+
+async def start_cluster(
+    directory: Path,
+    database_url: str,
+    providers: dict[str, dict[str, Any]],
+    *,
+    replicas: int = 3,
+    default_provider: str = "fake",
+    settings: Mapping[str, Any] | None = None,
+    per_replica: Callable[[Replica], Mapping[str, Any]] | None = None,
+    started: list[Replica] | None = None,
+) -> Cluster:
+    """Start ``replicas`` daemons on ``database_url``; the first bootstraps the store.
+
+    ``settings`` (nested, e.g. ``{"integrations": {"public_url": ...}}``) go to
+    every replica, ``per_replica(replica)`` adds a replica's own (it knows its
+    HTTP port before start). ``started`` collects each replica as it starts, so
+    the caller can stop the ones that did even if a later one fails.
+    """
+    started = [] if started is None else started
+    master_key = new_master_key()
+    planned: list[Replica] = []
+    for index in range(replicas):
+        home = directory / f"replica-{index}"
+        home.mkdir(parents=True)
+        http_port = _free_port()
+        config = write_config(
+            home / "interlock.toml",
+            home / "data",
+            providers,
+            default_provider=default_provider,
+        )
+        replica = Replica(index, DaemonProcess(config), http_port)
+        env = {
+            "INTERLOCK_STORE_URL": database_url,
+            "INTERLOCK_KEYS__MASTER_KEY": master_key,
+            # Known before start, so a public URL can name it (the file says port 0).
+            "INTERLOCK_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+            **settings_env(_BASE_SETTINGS),
+            **settings_env(settings or {}),
+        }
+        if per_replica is not None:
+            env |= settings_env(per_replica(replica))
+        replica.process.env = env
+        planned.append(replica)
+
+    first = planned[0]
+    started.append(first)
+    await first.process.start()
+    if not (first.process.operator_key and first.process.api_key):
+        raise RuntimeError(f"the first replica did not bootstrap: {first.process.banner}")
+    sandbox_id = next(
+        line.split("# sandbox ", 1)[1].strip()
+        for line in first.process.banner
+        if "# sandbox " in line
+    )
+    started.extend(planned[1:])
+    await asyncio.gather(*(replica.process.start() for replica in planned[1:]))
+    for replica in planned[1:]:
+        if replica.process.api_key or replica.process.operator_key:
+            raise RuntimeError(
+                f"replica {replica.index} bootstrapped again: {replica.process.banner}"
+            )
+    for replica in planned:
+        replica.channel = grpc.aio.insecure_channel(replica.address)
+    channel = round_robin_channel([replica.address for replica in planned])
+    cluster = Cluster(
+        database_url=database_url,
+        master_key=master_key,
+        replicas=planned,
+        operator_key=first.process.operator_key,
+        api_key=first.process.api_key,
+        sandbox_id=sandbox_id,
+        channel=channel,
+    )
+    # Every replica connected before a test counts on the spread.
+    await asyncio.gather(
+        *(replica.channel.channel_ready() for replica in planned if replica.channel is not None),
+        channel.channel_ready(),
+    )
+    return cluster

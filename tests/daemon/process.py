@@ -88,12 +88,20 @@ class DaemonProcess:
     """A child interlockd; ``start()`` waits for its listening line and keys.
 
     ``env`` changes the child's environment (None removes a variable);
-    ``banner`` holds the stdout lines read up to the listening line.
+    ``bootstrap=False`` serves without ``--bootstrap`` (a replica that must not
+    set up the store); ``banner`` holds the stdout lines read up to the listening line.
     """
 
-    def __init__(self, config: Path, env: Mapping[str, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: Mapping[str, str | None] | None = None,
+        *,
+        bootstrap: bool = True,
+    ) -> None:
         self.config = config
         self.env = dict(env or {})
+        self.bootstrap = bootstrap
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
         self.api_key = ""
@@ -111,7 +119,7 @@ class DaemonProcess:
                 "serve",
                 "--config",
                 str(self.config),
-                "--bootstrap",
+                *(["--bootstrap"] if self.bootstrap else []),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=_env(self.env),

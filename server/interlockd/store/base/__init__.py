@@ -80,6 +80,7 @@ from interlockd.store.base.provider_state import (
     ProviderStateStore,
 )
 from interlockd.store.base.runs import (
+    Lease,
     LedgerRow,
     NewRun,
     Run,
@@ -118,6 +119,7 @@ __all__ = [
     "LedgerEntry",
     "LedgerFilter",
     "LedgerKind",
+    "Lease",
     "LedgerRow",
     "LedgerStore",
     "NewEntry",

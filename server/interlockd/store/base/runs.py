@@ -71,6 +71,14 @@ class LedgerRow:
     agent_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Which process holds a running run, and until when (it renews while it lives)."""
+
+    owner: str
+    expires_at: datetime
+
+
 class RunStore(abc.ABC):
     """Runs from admission to their end, with what they wrote to the window and the ledger."""
 
@@ -81,8 +89,13 @@ class RunStore(abc.ABC):
         *,
         create_conversation: bool = False,
         entries: Sequence[NewEntry] = (),
+        lease: Lease | None = None,
     ) -> Run:
         """Admit and record a new running run, in one write transaction that decides everything.
+
+        ``lease``: the run is held by ``lease.owner`` until it expires (see
+        :meth:`renew_leases`, :meth:`expire_leases`); None: held by nobody,
+        so never taken over.
 
         In that transaction, in this order:
 
@@ -177,8 +190,10 @@ class RunStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def resume_run(self, sandbox_id: str, run_id: str) -> Run:
+    async def resume_run(self, sandbox_id: str, run_id: str, *, lease: Lease | None = None) -> Run:
         """Admit an ended run of this sandbox again, as ``running``, and return it.
+
+        ``lease`` as for :meth:`begin_run`.
 
         Only a run that did not end on its own can resume: status
         ``interrupted`` (the daemon stopped under it) or ``cancelled`` (its
@@ -206,5 +221,24 @@ class RunStore(abc.ABC):
     async def interrupt_running_runs(self) -> int:
         """Mark runs left ``running`` by a dead process as ``interrupted``; return how many.
 
-        Called once at startup by a single-process deployment.
+        Called once at startup by a deployment whose store no other process
+        shares (the embedded store's one daemon, or its worker supervisor
+        before the workers start); processes that share a store use leases.
+        """
+
+    @abc.abstractmethod
+    async def renew_leases(self, owner: str, expires_at: datetime) -> set[str]:
+        """Extend every lease ``owner`` holds on a running run; the ids of those runs.
+
+        A run ``owner`` believes it runs but that is missing here was taken
+        over (:meth:`expire_leases` of another process) or ended.
+        """
+
+    @abc.abstractmethod
+    async def expire_leases(self, now: datetime) -> list[Run]:
+        """Mark running runs whose lease expired before ``now`` as ``interrupted``
+        (error ABORTED, as :meth:`interrupt_running_runs`) and return them.
+
+        Atomic per run: of several processes sweeping at once, each run is
+        returned to exactly one. Runs without a lease are left alone.
         """

@@ -16,6 +16,7 @@ from interlockd.errors import (
     StoreError,
 )
 from interlockd.store.base import (
+    Lease,
     LedgerRow,
     NewEntry,
     NewRun,
@@ -36,6 +37,7 @@ from interlockd.store.sql.rows import (
     insert_sql,
     now_us,
     to_time,
+    to_us,
 )
 from interlockd.store.sql.tables import (
     ENTRIES,
@@ -53,6 +55,7 @@ from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime
 
     from interlockd.store.sql.core import Tx
     from interlockd.store.sql.rows import Row
@@ -95,7 +98,9 @@ _ADMISSION = (
 )
 
 
-async def _insert_admitted_run(db: Tx, keys: SandboxKeys, run: NewRun, now: int) -> None:
+async def _insert_admitted_run(
+    db: Tx, keys: SandboxKeys, run: NewRun, now: int, lease: Lease | None
+) -> None:
     """Insert ``run`` as running if admission allows it, else raise why not (nothing inserted)."""
     params = {
         "id": run.id,
@@ -117,15 +122,19 @@ async def _insert_admitted_run(db: Tx, keys: SandboxKeys, run: NewRun, now: int)
         ),
         "now": now,
         "day": now // US_PER_DAY,
+        "owner": lease.owner if lease else "",
+        "until": to_us(lease.expires_at) if lease else None,
     }
     # RETURNING, not rowcount: the sqlite3 module reports no rowcount for a
     # statement that starts with WITH.
     inserted = list(
         await db.fetch(
             _ADMISSION + "INSERT INTO runs (id, sandbox_id, end_user_id, conversation_id, "
-            "provider, model, request_id, request_id_sealed, labels_sealed, status, started_at) "
-            "SELECT :id, :sbx, :user, :conv, :provider, :model, :rid, :rid_sealed, :labels, "
-            "'running', :now FROM admission WHERE refusal IS NULL RETURNING 1",
+            "provider, model, request_id, request_id_sealed, labels_sealed, status, started_at, "
+            "lease_owner, lease_expires_at) "
+            "SELECT :id, :sbx, :user, :conv, :provider, :model, :rid, "
+            "CAST(:rid_sealed AS BLOB), CAST(:labels AS BLOB), 'running', CAST(:now AS BIGINT), "
+            ":owner, CAST(:until AS BIGINT) FROM admission WHERE refusal IS NULL RETURNING 1",
             params,
         )
     )
@@ -225,6 +234,7 @@ class SqlRuns(SqlCore, RunStore):
         *,
         create_conversation: bool = False,
         entries: Sequence[NewEntry] = (),
+        lease: Lease | None = None,
     ) -> Run:
         _check_entries_belong(run.id, entries)
         # Unknown sandbox: NotFound before anything is written.
@@ -245,7 +255,7 @@ class SqlRuns(SqlCore, RunStore):
                     provider=run.provider if entries else "",
                     model=run.model if entries else "",
                 )
-            await _insert_admitted_run(db, keys, run, now)
+            await _insert_admitted_run(db, keys, run, now, lease)
             if entries and create_conversation:
                 await insert_entries(
                     db, keys, run.sandbox_id, run.conversation_id, run.end_user_id, 1, entries, now
@@ -337,7 +347,7 @@ class SqlRuns(SqlCore, RunStore):
             await _count_daily_tokens(db, finished.sandbox_id, usage, now)
         return finished
 
-    async def resume_run(self, sandbox_id: str, run_id: str) -> Run:
+    async def resume_run(self, sandbox_id: str, run_id: str, *, lease: Lease | None = None) -> Run:
         async with self._transaction(sandbox_id) as db:
             found = list(
                 await db.fetch(
@@ -365,11 +375,14 @@ class SqlRuns(SqlCore, RunStore):
                 "conv": run.conversation_id,
                 "rid": "",  # the run holds its own request_id: not a duplicate
                 "day": now // US_PER_DAY,
+                "owner": lease.owner if lease else "",
+                "until": to_us(lease.expires_at) if lease else None,
             }
             rows = list(
                 await db.fetch(
                     _ADMISSION + "UPDATE runs SET status = 'running', finished_at = NULL, "
-                    "stop_reason = '', error_code = '', error_message = '' "
+                    "stop_reason = '', error_code = '', error_message = '', "
+                    "lease_owner = :owner, lease_expires_at = CAST(:until AS BIGINT) "
                     "WHERE id = :id AND (SELECT refusal FROM admission) IS NULL "
                     f"RETURNING {RUNS.columns}",
                     params,
@@ -431,12 +444,43 @@ class SqlRuns(SqlCore, RunStore):
         async with self._transaction("") as db:
             return await db.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?, error_code = 'ABORTED', "
-                "error_message = ? WHERE status = 'running'",
-                (
-                    now_us(),
-                    "interlockd stopped while this turn was running; what it recorded is kept",
-                ),
+                "error_message = ?, lease_expires_at = NULL WHERE status = 'running'",
+                (now_us(), _INTERRUPTED),
             )
+
+    async def renew_leases(self, owner: str, expires_at: datetime) -> set[str]:
+        if not owner:
+            raise ValueError("renew_leases needs the owner's id, not ''")
+        async with self._transaction("") as db:
+            rows = await db.fetch(
+                "UPDATE runs SET lease_expires_at = ? "
+                "WHERE lease_owner = ? AND status = 'running' RETURNING id",
+                (to_us(expires_at), owner),
+            )
+        return {r["id"] for r in rows}
+
+    async def expire_leases(self, now: datetime) -> list[Run]:
+        # One statement: a row is updated (and returned) once, whoever sweeps with us.
+        async with self._transaction("") as db:
+            rows = await db.fetch(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, error_code = 'ABORTED', "
+                "error_message = ?, lease_expires_at = NULL "
+                "WHERE status = 'running' AND lease_expires_at < ? "
+                f"RETURNING {RUNS.columns}",
+                (now_us(), _LEASE_LOST, to_us(now)),
+            )
+        expired = []
+        for row in rows:
+            keys = await self._sandbox_keys(row["sandbox_id"])
+            expired.append(RUNS.load(row, keys))
+        return expired
+
+
+_INTERRUPTED = "interlockd stopped while this turn was running; what it recorded is kept"
+_LEASE_LOST = (
+    "the interlockd process running this turn stopped renewing its lease (it died or lost "
+    "the store); what it recorded is kept"
+)
 
 
 async def _insert_ledger(

@@ -49,7 +49,8 @@ async def test_expired_leases_are_interrupted_once_and_renewed_ones_kept(store: 
     expired = await store.expire_leases(datetime.now(UTC))
 
     assert [r.id for r in expired] == [dead]
-    assert expired[0].status == "interrupted" and expired[0].error_code == "ABORTED"
+    assert expired[0].status == "interrupted"
+    assert expired[0].error_code == "ABORTED"
     assert await store.expire_leases(datetime.now(UTC)) == []
     assert await store.renew_leases("proc_dead", _in(60)) == set()  # taken over: gone
     assert await store.renew_leases("proc_live", _in(60)) == {live}

@@ -15,6 +15,7 @@ provider payloads.
     ├── Unauthenticated          UNAUTHENTICATED
     ├── PermissionDenied         PERMISSION_DENIED
     ├── ResourceExhausted        RESOURCE_EXHAUSTED (caps, quotas, budgets)
+    │   └── BudgetExhausted      RESOURCE_EXHAUSTED (a spend budget, until its period resets)
     ├── FailedPrecondition       FAILED_PRECONDITION
     │   └── RunInProgress        FAILED_PRECONDITION (retryable: its request_id is running)
     ├── Unavailable              UNAVAILABLE        (shutting down)
@@ -114,6 +115,22 @@ class ResourceExhausted(InterlockError):
     code: ClassVar[Code] = "RESOURCE_EXHAUSTED"
     reason = "RESOURCE_EXHAUSTED"
     retryable = True
+
+
+class BudgetExhausted(ResourceExhausted):
+    """A spend budget has no room for the run's reservation until its period resets."""
+
+    reason = "BUDGET_EXHAUSTED"
+
+    def __init__(self, message: str, *, budget: str, period: str, resets_at: str) -> None:
+        super().__init__(message)
+        self.budget = budget  # sandbox, end_user or agent
+        self.period = period  # day or month (UTC)
+        self.resets_at = resets_at  # ISO 8601, UTC
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"budget": self.budget, "period": self.period, "resets_at": self.resets_at}
 
 
 class FailedPrecondition(InterlockError):

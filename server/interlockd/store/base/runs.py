@@ -32,6 +32,11 @@ class NewRun:
     model: str
     request_id: str = ""  # "" = no idempotency key
     labels: dict[str, str] = field(default_factory=dict)  # cohorts, experiments
+    #: The saved agent it runs as ('' none): its budgets apply too.
+    agent: str = ""
+    #: The run's worst-case cost in USD, reserved against its budgets at
+    #: admission (again at each resumption) and settled at its end.
+    reserve_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

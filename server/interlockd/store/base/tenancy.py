@@ -35,6 +35,12 @@ class Quotas:
     max_concurrent_runs: int = 0
     max_concurrent_runs_per_end_user: int = 0
     max_tokens_per_day: int = 0
+    #: Spend budgets in USD (see ``store/base/budgets.py``): the sandbox's, and
+    #: one that applies to each of its end users.
+    usd_per_day: float = 0.0
+    usd_per_month: float = 0.0
+    end_user_usd_per_day: float = 0.0
+    end_user_usd_per_month: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

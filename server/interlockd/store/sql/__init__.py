@@ -2,7 +2,7 @@
 
 One module per aggregate (``tenancy``, ``conversations``, ``tool_calls``,
 ``runs``, ``ledger``, ``provider_state``, ``integrations``, ``agents``,
-``pauses``, ``compute``) holds its SQL; ``rows.py`` is the one mapping between
+``pauses``, ``compute``, ``budgets``) holds its SQL; ``rows.py`` is the one mapping between
 rows and the records of ``store/base`` (sealing and opening included) and
 ``tables.py`` each table's declaration of it; ``core.py`` is what they stand
 on (reads, write transactions, the sandboxes' keys, the dialect seam).
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from interlockd.store.base import Store
 from interlockd.store.sql.agents import SqlAgents
+from interlockd.store.sql.budgets import SqlBudgets
 from interlockd.store.sql.compute import SqlCompute
 from interlockd.store.sql.conversations import SqlConversations
 from interlockd.store.sql.integrations import SqlIntegrations
@@ -54,6 +55,7 @@ class SqlStore(
     SqlAgents,
     SqlPauses,
     SqlCompute,
+    SqlBudgets,
     Store,
 ):
     """Every aggregate of the store, on an engine still to be mixed in."""

@@ -10,6 +10,7 @@ from interlockd.errors import (
 from interlockd.store.base import (
     AgentStore,
     SavedAgent,
+    SpendLimits,
 )
 from interlockd.store.sql.core import (
     ConstraintViolation,
@@ -26,18 +27,35 @@ from interlockd.store.sql.tables import (
 class SqlAgents(SqlCore, AgentStore):
     """Saved agents by slug."""
 
-    async def put_agent(self, sandbox_id: str, slug: str, settings: dict[str, Any]) -> SavedAgent:
+    async def put_agent(
+        self,
+        sandbox_id: str,
+        slug: str,
+        settings: dict[str, Any],
+        budget: SpendLimits | None = None,
+    ) -> SavedAgent:
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         sealed = AGENTS.seal(keys, {"slug": slug}, "settings", settings, json=True)
+        budget = budget or SpendLimits()
         now = now_us()
         async with self._transaction(sandbox_id) as db:
             try:
                 await db.execute(
                     "INSERT INTO agents (sandbox_id, slug, settings_sealed, created_at, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (sandbox_id, slug) "
+                    "updated_at, usd_per_day, usd_per_month) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (sandbox_id, slug) "
                     "DO UPDATE SET settings_sealed = excluded.settings_sealed, "
-                    "updated_at = excluded.updated_at",
-                    (sandbox_id, slug, sealed, now, now),
+                    "updated_at = excluded.updated_at, usd_per_day = excluded.usd_per_day, "
+                    "usd_per_month = excluded.usd_per_month",
+                    (
+                        sandbox_id,
+                        slug,
+                        sealed,
+                        now,
+                        now,
+                        budget.usd_per_day,
+                        budget.usd_per_month,
+                    ),
                 )
             except ConstraintViolation as exc:
                 if exc.kind == "foreign_key":

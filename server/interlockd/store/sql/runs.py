@@ -28,6 +28,7 @@ from interlockd.store.base import (
 from interlockd.store.crypto import (
     SandboxKeys,
 )
+from interlockd.store.sql import budgets
 from interlockd.store.sql.core import (
     US_PER_DAY,
     SqlCore,
@@ -83,7 +84,7 @@ _ADMISSION = (
     "(SELECT count(*) FROM runs WHERE sandbox_id = :sbx AND end_user_id = :user "
     " AND status = 'running') AS running_for_user, "
     "coalesce((SELECT tokens FROM usage_daily WHERE sandbox_id = :sbx AND day = :day), 0) "
-    " AS tokens_today "
+    " AS tokens_today, " + budgets.BUDGET_FACTS + " "
     "FROM (SELECT 1) AS one LEFT JOIN sandboxes s ON s.id = :sbx), "
     "admission AS (SELECT *, CASE "
     "WHEN max_runs IS NULL THEN 'sandbox' "
@@ -94,6 +95,8 @@ _ADMISSION = (
     "WHEN max_runs_per_user > 0 AND running_for_user >= max_runs_per_user "
     " THEN 'max_concurrent_runs_per_end_user' "
     "WHEN max_tokens > 0 AND tokens_today >= max_tokens THEN 'max_tokens_per_day' "
+    + budgets.BUDGET_REFUSALS
+    + " "
     "END AS refusal FROM facts) "
 )
 
@@ -102,6 +105,7 @@ async def _insert_admitted_run(
     db: Tx, keys: SandboxKeys, run: NewRun, now: int, lease: Lease | None
 ) -> None:
     """Insert ``run`` as running if admission allows it, else raise why not (nothing inserted)."""
+    reserve, periods = budgets.to_micros(run.reserve_usd), budgets.Periods.at(now)
     params = {
         "id": run.id,
         "sbx": run.sandbox_id,
@@ -122,6 +126,7 @@ async def _insert_admitted_run(
         ),
         "now": now,
         "day": now // US_PER_DAY,
+        **budgets.admission_params(run.agent, reserve, periods),
         "owner": lease.owner if lease else "",
         "until": to_us(lease.expires_at) if lease else None,
     }
@@ -131,14 +136,19 @@ async def _insert_admitted_run(
         await db.fetch(
             _ADMISSION + "INSERT INTO runs (id, sandbox_id, end_user_id, conversation_id, "
             "provider, model, request_id, request_id_sealed, labels_sealed, status, started_at, "
-            "lease_owner, lease_expires_at) "
+            "lease_owner, lease_expires_at, "
+            "agent, reservation_micros, reserved_micros, budget_day, budget_month) "
             "SELECT :id, :sbx, :user, :conv, :provider, :model, :rid, "
             "CAST(:rid_sealed AS BLOB), CAST(:labels AS BLOB), 'running', CAST(:now AS BIGINT), "
-            ":owner, CAST(:until AS BIGINT) FROM admission WHERE refusal IS NULL RETURNING 1",
+            ":owner, CAST(:until AS BIGINT), "
+            "CAST(:agent AS TEXT), reserve, reserve, day_start, CAST(:month_start AS BIGINT) "
+            "FROM admission WHERE refusal IS NULL RETURNING 1",
             params,
         )
     )
     if inserted:
+        user = params["user"]
+        await budgets.reserve(db, run.sandbox_id, user, run.agent, reserve, periods)
         return
     rows = list(await db.fetch(_ADMISSION + "SELECT * FROM admission", params))
     _refuse(run, rows[0])
@@ -206,6 +216,8 @@ def _refuse(run: NewRun, facts: Row) -> NoReturn:
                 f"and its max_tokens_per_day quota is {facts['max_tokens']}; "
                 "retry after midnight UTC or raise the quota"
             )
+        case str(budget) if budget.startswith("budget:"):
+            raise budgets.refusal(run.sandbox_id, run.end_user_id, run.agent, facts)
         case refusal:
             raise StoreError(f"run {run.id} was not inserted, yet admission found {refusal!r}")
 
@@ -345,18 +357,24 @@ class SqlRuns(SqlCore, RunStore):
             if provider_session is not None:
                 await _settle_provider_session(db, keys, finished, provider_session, now)
             await _count_daily_tokens(db, finished.sandbox_id, usage, now)
+            await budgets.settle(
+                db, run_id, cost_usd + sum(r.cost_usd for r in ledger if r.kind == "compute")
+            )
         return finished
 
     async def resume_run(self, sandbox_id: str, run_id: str, *, lease: Lease | None = None) -> Run:
         async with self._transaction(sandbox_id) as db:
             found = list(
                 await db.fetch(
-                    f"SELECT {RUNS.columns} FROM runs WHERE id = ? AND sandbox_id = ?",
+                    f"SELECT {RUNS.columns}, agent, reservation_micros FROM runs "
+                    "WHERE id = ? AND sandbox_id = ?",
                     (run_id, sandbox_id),
                 )
             )
             if not found:
                 raise NotFound(f"run {run_id} not found")
+            # Each attempt reserves the run's worst case again, in today's periods.
+            agent, reserve = found[0]["agent"], found[0]["reservation_micros"]
             keys = await self._sandbox_keys(sandbox_id, tx=db)
             run = RUNS.load(found[0], keys)
             if run.status == "running":
@@ -375,6 +393,7 @@ class SqlRuns(SqlCore, RunStore):
                 "conv": run.conversation_id,
                 "rid": "",  # the run holds its own request_id: not a duplicate
                 "day": now // US_PER_DAY,
+                **budgets.admission_params(agent, reserve, budgets.Periods.at(now)),
                 "owner": lease.owner if lease else "",
                 "until": to_us(lease.expires_at) if lease else None,
             }
@@ -382,7 +401,10 @@ class SqlRuns(SqlCore, RunStore):
                 await db.fetch(
                     _ADMISSION + "UPDATE runs SET status = 'running', finished_at = NULL, "
                     "stop_reason = '', error_code = '', error_message = '', "
-                    "lease_owner = :owner, lease_expires_at = CAST(:until AS BIGINT) "
+                    "lease_owner = :owner, lease_expires_at = CAST(:until AS BIGINT), "
+                    "reserved_micros = reservation_micros, "
+                    "budget_day = CAST(:day_start AS BIGINT), "
+                    "budget_month = CAST(:month_start AS BIGINT) "
                     "WHERE id = :id AND (SELECT refusal FROM admission) IS NULL "
                     f"RETURNING {RUNS.columns}",
                     params,
@@ -390,6 +412,10 @@ class SqlRuns(SqlCore, RunStore):
             )
             if not rows:
                 facts = list(await db.fetch(_ADMISSION + "SELECT * FROM admission", params))
+            else:
+                await budgets.reserve(
+                    db, sandbox_id, params["user"], agent, reserve, budgets.Periods.at(now)
+                )
         if not rows:
             _refuse(
                 NewRun(
@@ -400,6 +426,7 @@ class SqlRuns(SqlCore, RunStore):
                     provider=run.provider,
                     model=run.model,
                     request_id=run.request_id,
+                    agent=agent,
                 ),
                 facts[0],
             )
@@ -442,6 +469,7 @@ class SqlRuns(SqlCore, RunStore):
 
     async def interrupt_running_runs(self) -> int:
         async with self._transaction("") as db:
+            await budgets.release_held(db, "status = 'running'")
             return await db.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?, error_code = 'ABORTED', "
                 "error_message = ?, lease_expires_at = NULL WHERE status = 'running'",
@@ -462,6 +490,10 @@ class SqlRuns(SqlCore, RunStore):
     async def expire_leases(self, now: datetime) -> list[Run]:
         # One statement: a row is updated (and returned) once, whoever sweeps with us.
         async with self._transaction("") as db:
+            # Their reservations go back first (the same rows: same condition, same now).
+            await budgets.release_held(
+                db, "status = 'running' AND lease_expires_at < ?", (to_us(now),)
+            )
             rows = await db.fetch(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?, error_code = 'ABORTED', "
                 "error_message = ?, lease_expires_at = NULL "

@@ -23,6 +23,7 @@ from interlockd.store.base import (
     Run,
     Sandbox,
     SavedAgent,
+    SpendLimits,
     UsageTotals,
     WindowEntry,
 )
@@ -105,6 +106,7 @@ AGENTS = Table(
     settings=sealed(json=True),
     created_at=TIME,
     updated_at=TIME,
+    budget=nested(SpendLimits),
 )
 PAUSES = Table("pauses", Pause, created_at=TIME)
 COMPUTE_SESSIONS = Table(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from interlockd import ids
 from interlockd.errors import (
     AlreadyExists,
@@ -64,15 +66,9 @@ class SqlTenancy(SqlCore, TenancyStore):
         async with self._transaction("") as db:
             try:
                 await db.execute(
-                    f"INSERT INTO sandboxes ({SANDBOXES.columns}) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        sandbox_id,
-                        name,
-                        now,
-                        quotas.max_concurrent_runs,
-                        quotas.max_concurrent_runs_per_end_user,
-                        quotas.max_tokens_per_day,
-                    ),
+                    f"INSERT INTO sandboxes ({SANDBOXES.columns}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sandbox_id, name, now, *dataclasses.astuple(quotas)),
                 )
             except ConstraintViolation as exc:
                 if exc.kind == "unique":
@@ -118,15 +114,10 @@ class SqlTenancy(SqlCore, TenancyStore):
         async with self._transaction(sandbox_id) as db:
             rows = list(
                 await db.fetch(
-                    "UPDATE sandboxes SET max_concurrent_runs = ?, "
-                    "max_concurrent_runs_per_end_user = ?, max_tokens_per_day = ? "
-                    f"WHERE id = ? RETURNING {SANDBOXES.columns}",
-                    (
-                        quotas.max_concurrent_runs,
-                        quotas.max_concurrent_runs_per_end_user,
-                        quotas.max_tokens_per_day,
-                        sandbox_id,
-                    ),
+                    "UPDATE sandboxes SET "
+                    + ", ".join(f"{f.name} = ?" for f in dataclasses.fields(Quotas))
+                    + f" WHERE id = ? RETURNING {SANDBOXES.columns}",
+                    (*dataclasses.astuple(quotas), sandbox_id),
                 )
             )
         if not rows:

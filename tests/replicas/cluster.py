@@ -23,7 +23,6 @@ import base64
 import contextlib
 import json
 import secrets
-import signal
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,14 +34,6 @@ import grpc.aio
 
 from interlock import Client
 from tests.daemon.process import DaemonProcess, write_config
-
-#: What every replica's run log line says, and the stop timings the tests need:
-#: nothing to announce to a balancer, and no in-flight run worth waiting for.
-_BASE_SETTINGS: dict[str, Any] = {
-    "shutdown_announce_seconds": 0,
-    "shutdown_grace_seconds": 0,
-    "log_level": "info",
-}
 
 
 def new_master_key() -> str:
@@ -145,24 +136,16 @@ class Cluster:
         return finishers[0]
 
     async def stop(self) -> None:
-        """Close the channels and stop every replica (SIGTERM, then SIGKILL if it lingers)."""
+        """Close the channels and stop every replica."""
         for client in self._clients:
             await client.close()
         await self.channel.close(None)
         for replica in self.replicas:
             if replica.channel is not None:
                 await replica.channel.close(None)
-        await asyncio.gather(*(_stop(replica.process) for replica in self.replicas))
-
-
-async def _stop(process: DaemonProcess) -> None:
-    if process.proc is None or process.proc.returncode is not None:
-        return
-    process.signal(signal.SIGTERM)
-    try:
-        await process.wait(within=10)
-    except TimeoutError:
-        await process.kill()
+        # SIGKILL: the database goes with the test, and how a replica drains is
+        # the lifecycle tests' subject (a graceful stop costs seconds per test).
+        await asyncio.gather(*(replica.process.kill() for replica in self.replicas))
 
 
 def round_robin_channel(addresses: list[str]) -> grpc.aio.Channel:
@@ -203,13 +186,13 @@ async def start_cluster(
             providers,
             default_provider=default_provider,
         )
-        replica = Replica(index, DaemonProcess(config), http_port)
+        # Only the first sets the store up; the others start beside it.
+        replica = Replica(index, DaemonProcess(config, bootstrap=index == 0), http_port)
         env = {
             "INTERLOCK_STORE_URL": database_url,
             "INTERLOCK_KEYS__MASTER_KEY": master_key,
             # Known before start, so a public URL can name it (the file says port 0).
             "INTERLOCK_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-            **settings_env(_BASE_SETTINGS),
             **settings_env(settings or {}),
         }
         if per_replica is not None:
@@ -217,9 +200,9 @@ async def start_cluster(
         replica.process.env = env
         planned.append(replica)
 
+    started.extend(planned)
+    await asyncio.gather(*(replica.process.start() for replica in planned))
     first = planned[0]
-    started.append(first)
-    await first.process.start()
     if not (first.process.operator_key and first.process.api_key):
         raise RuntimeError(f"the first replica did not bootstrap: {first.process.banner}")
     sandbox_id = next(
@@ -227,13 +210,6 @@ async def start_cluster(
         for line in first.process.banner
         if "# sandbox " in line
     )
-    started.extend(planned[1:])
-    await asyncio.gather(*(replica.process.start() for replica in planned[1:]))
-    for replica in planned[1:]:
-        if replica.process.api_key or replica.process.operator_key:
-            raise RuntimeError(
-                f"replica {replica.index} bootstrapped again: {replica.process.banner}"
-            )
     for replica in planned:
         replica.channel = grpc.aio.insecure_channel(replica.address)
     channel = round_robin_channel([replica.address for replica in planned])

@@ -1,0 +1,133 @@
+"""Across replicas, a sandbox's quotas hold exactly under concurrent admission: runs in progress
+(per sandbox and per end user) never exceed the cap however the runs are spread, and once the
+day's tokens are spent every replica refuses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from interlock import Client
+from interlock.errors import ResourceExhausted
+from interlock.v1 import sandboxes_pb2
+from tests.eventually import eventually
+from tests.fakes.openai import FakeOpenAI, Reply
+from tests.replicas.cluster import Cluster
+
+
+class _Contest:
+    """Runs sent at once, each to its replica; the admitted ones stay in progress until freed.
+
+    The upstream holds every admitted run open (a stalled answer), so every
+    admission happens while the runs admitted before it are still running:
+    the cap is tested at its tightest, with no timing involved.
+    """
+
+    def __init__(self, cluster: Cluster, fake: FakeOpenAI, users: list[str]) -> None:
+        fake.responder = lambda body: Reply().stall()
+        self.fake = fake
+        self.before = len(fake.requests)
+        self.streams = [
+            cluster.client_of(i % len(cluster.replicas)).run(f"run {i}", end_user_id=user)
+            for i, user in enumerate(users)
+        ]
+        self.tasks = [asyncio.create_task(self._drain(i)) for i in range(len(users))]
+
+    async def _drain(self, index: int) -> str:
+        try:
+            async for _event in self.streams[index]:
+                pass
+        except ResourceExhausted as exc:
+            return str(exc)
+        return "ended"
+
+    async def settle(self, admitted: int) -> list[str]:
+        """Wait until all but ``admitted`` runs were refused and ``admitted`` reached the model;
+        return the refusals."""
+
+        async def decided() -> None:
+            assert sum(task.done() for task in self.tasks) == len(self.tasks) - admitted
+            assert len(self.fake.requests) - self.before == admitted
+
+        await eventually(decided, within=30)
+        return [task.result() for task in self.tasks if task.done()]
+
+    def running(self) -> list[int]:
+        return [i for i, task in enumerate(self.tasks) if not task.done()]
+
+    async def free(self) -> None:
+        """Cancel the runs still in progress and wait for them to end."""
+        for i in self.running():
+            self.streams[i].cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def set_quotas(cluster: Cluster, **quotas: int) -> None:
+    await cluster.client.sandboxes.set_quotas(cluster.sandbox_id, sandboxes_pb2.Quotas(**quotas))
+
+
+async def admitted_once_freed(client: Client, end_user_id: str) -> None:
+    """A run is admitted again once the contest's runs ended (their ends settle first)."""
+
+    async def admitted() -> None:
+        try:
+            outcome = await client.run_text("again", end_user_id=end_user_id)
+        except ResourceExhausted as exc:
+            raise AssertionError(f"still refused: {exc}") from None
+        assert outcome.ok, outcome.error
+
+    await eventually(admitted)
+
+
+async def test_max_concurrent_runs_holds_across_replicas(
+    cluster: Cluster, fake_a: FakeOpenAI
+) -> None:
+    """Sandbox cap 5, 40 simultaneous runs of different end users over three replicas:
+    exactly five are admitted and 35 are RESOURCE_EXHAUSTED naming max_concurrent_runs."""
+    await set_quotas(cluster, max_concurrent_runs=5)
+    contest = _Contest(cluster, fake_a, [f"u-{i}" for i in range(40)])
+    refusals = await contest.settle(admitted=5)
+    assert len(refusals) == 35
+    assert all("max_concurrent_runs quota is 5" in r for r in refusals), refusals[:3]
+    await contest.free()
+    fake_a.responder = None
+    await admitted_once_freed(cluster.client, "u-late")
+
+
+async def test_max_concurrent_runs_per_end_user_holds_across_replicas(
+    cluster: Cluster, fake_a: FakeOpenAI
+) -> None:
+    """Per-user cap 2, 15 simultaneous runs of one end user over three replicas (and one run
+    each of two others): two of that user's runs and the others' are admitted, 13 refused."""
+    await set_quotas(cluster, max_concurrent_runs_per_end_user=2)
+    users = ["u-busy"] * 15 + ["u-other", "u-third"]
+    contest = _Contest(cluster, fake_a, users)
+    refusals = await contest.settle(admitted=4)
+    assert len(refusals) == 13
+    assert all("max_concurrent_runs_per_end_user quota is 2" in r for r in refusals)
+    assert Counter(users[i] for i in contest.running()) == {
+        "u-busy": 2,
+        "u-other": 1,
+        "u-third": 1,
+    }
+    await contest.free()
+    fake_a.responder = None
+    await admitted_once_freed(cluster.client, "u-busy")
+
+
+async def test_spent_tokens_per_day_are_refused_by_every_replica(
+    cluster: Cluster, fake_a: FakeOpenAI
+) -> None:
+    """Once one replica's run spends the day's max_tokens_per_day, every replica refuses the
+    next run RESOURCE_EXHAUSTED naming the quota."""
+    await set_quotas(cluster, max_tokens_per_day=100)
+    fake_a.enqueue(Reply().text("a long answer").usage(prompt=60, completion=50))
+    spent = await cluster.client_of(0).run_text("spend it", end_user_id="u-1")
+    assert spent.ok, spent.error
+    for index in range(len(cluster.replicas)):
+        with pytest.raises(ResourceExhausted) as refused:
+            await cluster.client_of(index).run_text("more", end_user_id="u-2")
+        assert "used 110 tokens today" in str(refused.value)
+        assert "max_tokens_per_day quota is 100" in str(refused.value)

@@ -1,6 +1,6 @@
 """``interlockd``: serve, set up, rotate keys.
 
-    interlockd serve [--config FILE] [--bootstrap] [--listen HOST:PORT]
+    interlockd serve [--config FILE] [--bootstrap] [--listen HOST:PORT] [--workers N]
     interlockd setup [--config FILE]          create the master key, operator key, first sandbox
     interlockd keys rotate [--config FILE]    new master key; rewrap data keys; new data keys
     interlockd providers                      the provider kinds a configuration may name
@@ -12,6 +12,9 @@ stored only as hashes (API keys) or in the 0600 key file (the master key).
 including the one line saying why it could not start; stdout holds only the
 start banner (the secrets above and the ``interlockd listening on`` line
 scripts wait for).
+
+``serve --workers N`` (N > 1) runs a supervisor that starts N worker processes
+on the shared ports (``workers.py``); with one worker there is no supervisor.
 """
 
 from __future__ import annotations
@@ -81,6 +84,20 @@ async def _serve(settings: Settings, do_bootstrap: bool) -> int:
         ready=lambda: print(f"interlockd listening on {address}", flush=True)
     )
     return 0
+
+
+async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
+    from interlockd.workers import Supervisor
+
+    supervisor = Supervisor(settings, config=args.config, data_dir=args.data_dir)
+    creds = await supervisor.prepare(args.bootstrap)
+
+    def ready() -> None:
+        if creds is not None:
+            _print_credentials(creds, supervisor.port)
+        print(f"interlockd listening on {supervisor.address}", flush=True)
+
+    return await supervisor.run(ready)
 
 
 async def _setup(settings: Settings) -> int:
@@ -161,6 +178,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="on an empty store, create an operator key and a first sandbox and print them once",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes serving on the shared ports (overrides the workers setting; default 1)",
+    )
+    # A supervisor's child: worker I of ``--workers N`` (see workers.py).
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     setup = sub.add_parser("setup", help="create the master key, operator key and first sandbox")
     setup.add_argument("--config", type=Path)
     setup.add_argument("--data-dir", type=Path)
@@ -202,13 +226,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["listen"] = args.listen
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = str(args.data_dir)
+    if getattr(args, "workers", None) is not None:
+        overrides["workers"] = args.workers
     try:
         settings = load_settings(args.config, overrides=overrides)
         logs.configure(settings.log_level, settings.log_format)
         if args.command == "serve":
+            if args.worker is not None:
+                from interlockd.workers import become_worker
+
+                become_worker(args.worker)
             # Before the daemon's modules load (seconds): a taken port fails at once.
             check_listen_address(settings.listen, LISTEN_SETTING)
             check_listen_address(settings.http_listen, HTTP_LISTEN_SETTING)
+            if settings.workers > 1 and args.worker is None:
+                return asyncio.run(_supervise(settings, args))
             with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
                 return runner.run(_serve(settings, args.bootstrap))
         if args.command == "setup":

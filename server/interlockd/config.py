@@ -155,6 +155,11 @@ class RunSettings(_Strict):
     coalesce_window_ms: float = Field(default=0.0, ge=0, le=1000)
     #: Upper bound of a whole turn in seconds (the client's deadline may be shorter).
     max_run_seconds: float = Field(default=600.0, gt=0)
+    #: A running run is leased to the process running it for this long and
+    #: renewed every third of it; when a process dies (kill -9, a lost host),
+    #: another process sharing the store marks its runs interrupted once their
+    #: lease has run out, so their request_id resumes them anywhere.
+    lease_seconds: float = Field(default=15.0, gt=0, le=3600)
 
 
 class ComputeSettings(_Strict):

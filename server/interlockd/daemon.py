@@ -67,10 +67,11 @@ from interlockd.listen import (
 )
 from interlockd.pauses import PauseBoard
 from interlockd.runs.admission import Admission
+from interlockd.runs.leases import RunLeases
 from interlockd.runs.orchestrator import Orchestrator
 from interlockd.runs.turn import TurnDeps
 from interlockd.storage import open_store
-from interlockd.store.base import Quotas, Store
+from interlockd.store.base import Quotas, Run, Store
 from interlockd.tools.base import ToolRegistry
 from interlockd.tools.dispatch import Dispatch
 from interlockd.tools.grants import GrantRegistry, ToolAccess
@@ -202,8 +203,14 @@ async def bootstrap(store: Store) -> BootstrapCredentials:
 class Daemon:
     """One interlockd process: ``await start()``, then ``await stop()``."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store | None = None, *, sweep_at_start: bool = True
+    ) -> None:
+        """``sweep_at_start``: mark every run left running as interrupted when
+        starting, which only a process alone on its (SQLite) store may do; with
+        ``store_url`` set, or as one of several workers, leases do it instead."""
         self.settings = settings
+        self._sweep_at_start = sweep_at_start and settings.store_url is None
         self.store: Store = store if store is not None else open_store(settings)
         self.backends = BackendRegistry()
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -218,6 +225,7 @@ class Daemon:
         self.apps: dict[str, App] = {}
         self.pauses: PauseBoard | None = None
         self.compute: ComputeScheduler | None = None
+        self.leases: RunLeases | None = None
         self.http: HttpServer | None = None
         self.http_port = 0
         self._stopped = asyncio.Event()
@@ -247,9 +255,11 @@ class Daemon:
         check_listen_address(s.listen, LISTEN_SETTING)
         check_listen_address(s.http_listen, HTTP_LISTEN_SETTING)
         await self.store.open()
-        interrupted = await self.store.interrupt_running_runs()
-        if interrupted:
-            log.warning("runs_interrupted", count=interrupted)
+        if self._sweep_at_start:
+            interrupted = await self.store.interrupt_running_runs()
+            if interrupted:
+                log.warning("runs_interrupted", count=interrupted)
+        self.leases = RunLeases(self.store, seconds=s.runs.lease_seconds)
         register_backends(s, self.backends)
         self.apps = build_apps(s)
         self.pauses = PauseBoard(self.store)
@@ -261,9 +271,11 @@ class Daemon:
             pauses=self.pauses,
             mcp_url=self._mcp_url,
         )
-        self.orchestrator = self._orchestrator(self.pauses, self.compute)
+        self.orchestrator = self._orchestrator(self.pauses, self.compute, self.leases)
         self.pauses.notify(self.orchestrator.stop_paused)
         await self.pauses.start()
+        self.leases.notify(self.orchestrator.stop_lost, self._taken_over)
+        await self.leases.start()
         self.connect_flows = ConnectFlows(
             self.store,
             self.apps,
@@ -284,7 +296,15 @@ class Daemon:
         )
         return self.port
 
-    def _orchestrator(self, pauses: PauseBoard, compute: ComputeScheduler) -> Orchestrator:
+    async def _taken_over(self, runs: list[Run]) -> None:
+        """Runs of a dead process were interrupted here: bring the compute sessions its
+        runtimes served in line with what their providers report."""
+        if self.compute is not None:
+            await self.compute.reconcile()
+
+    def _orchestrator(
+        self, pauses: PauseBoard, compute: ComputeScheduler, leases: RunLeases
+    ) -> Orchestrator:
         """The turn orchestrator: admission (tools, pauses, compute) and what turns use."""
         s = self.settings
         default_models = {n: p.default_model for n, p in s.providers.items() if p.default_model}
@@ -302,6 +322,7 @@ class Daemon:
             default_models,
             pauses=pauses,
             compute=compute,
+            leases=leases,
         )
         deps = TurnDeps(
             self.store, s.runs, dispatch=self.dispatch, compute=compute, mcp=self.mcp_access
@@ -419,6 +440,8 @@ class Daemon:
             await self.orchestrator.drain(within=10.0)
         if self.pauses is not None:
             await self.pauses.stop()
+        if self.leases is not None:
+            await self.leases.stop()
         if self.compute is not None:
             # Runtimes keep running (or stay suspended) across a restart of the daemon.
             await self.compute.stop()

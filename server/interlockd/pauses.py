@@ -43,7 +43,7 @@ class PauseBoard:
         self,
         store: Store,
         *,
-        refresh_seconds: float = 2.0,
+        refresh_seconds: float = 1.0,
         on_new: Callable[[list[Pause]], object] | None = None,
     ) -> None:
         self._store = store

@@ -26,9 +26,10 @@ from interlockd.context.window import Budget, check_message_fits
 from interlockd.errors import FailedPrecondition, InvalidArgument
 from interlockd.ids import new_id
 from interlockd.pauses import PauseBoard
+from interlockd.runs.leases import RunLeases
 from interlockd.runs.recording import user_entry
 from interlockd.runs.request import ComputeChoice, RunInput
-from interlockd.store.base import NewRun, Run, Store
+from interlockd.store.base import Lease, NewRun, Run, Store
 from interlockd.tools.base import Tool
 from interlockd.tools.selection import RunTools
 
@@ -62,8 +63,10 @@ class Admission:
         *,
         pauses: PauseBoard | None = None,
         compute: ComputeScheduler | None = None,
+        leases: RunLeases | None = None,
     ) -> None:
         self._store = store
+        self._leases = leases
         self._backends = backends
         self._tools = tools
         self._default_provider = default_provider
@@ -116,12 +119,19 @@ class Admission:
         user = user_entry(req.message, run_id, prepared.provider, prepared.model)
         return await self._or_abandon(
             prepared,
-            self._store.begin_run(new, create_conversation=not req.session_id, entries=[user]),
+            self._store.begin_run(
+                new, create_conversation=not req.session_id, entries=[user], lease=self._lease()
+            ),
         )
 
     async def resume(self, run: Run, prepared: Prepared) -> Run:
         """Admit ``run`` (interrupted or cancelled) again, under today's quotas."""
-        return await self._or_abandon(prepared, self._store.resume_run(run.sandbox_id, run.id))
+        return await self._or_abandon(
+            prepared, self._store.resume_run(run.sandbox_id, run.id, lease=self._lease())
+        )
+
+    def _lease(self) -> Lease | None:
+        return self._leases.lease() if self._leases is not None else None
 
     async def _or_abandon(self, prepared: Prepared, admitting: Awaitable[T]) -> T:
         """``admitting``'s result; if it refuses, the compute plan is given back."""

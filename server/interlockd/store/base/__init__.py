@@ -11,7 +11,8 @@ records and contract docstrings:
 - ``provider_state``: provider sessions and provider resources;
 - ``integrations``: connections, their credentials, connect flows;
 - ``agents``: saved agents; ``pauses``: the kill switches;
-- ``compute``: compute sessions and run placements.
+- ``compute``: compute sessions and run placements;
+- ``budgets``: spend budgets, reserved at admission and settled at a run's end.
 
 :class:`Store` is their composition, which an engine implements whole
 (``sqlite/`` is the embedded one; a PostgreSQL one follows with the same
@@ -35,6 +36,13 @@ from __future__ import annotations
 from interlockd.store.base.agents import (
     AgentStore,
     SavedAgent,
+)
+from interlockd.store.base.budgets import (
+    BudgetPeriod,
+    BudgetScope,
+    BudgetStatus,
+    BudgetStore,
+    SpendLimits,
 )
 from interlockd.store.base.compute import (
     ComputeSessionRecord,
@@ -104,6 +112,10 @@ __all__ = [
     "SECRET_NAME",
     "AgentStore",
     "ApiKey",
+    "BudgetPeriod",
+    "BudgetScope",
+    "BudgetStatus",
+    "BudgetStore",
     "ComputeSessionRecord",
     "ComputeStatus",
     "ComputeStore",
@@ -139,6 +151,7 @@ __all__ = [
     "Sandbox",
     "SavedAgent",
     "SearchHit",
+    "SpendLimits",
     "Store",
     "StoreLifecycle",
     "TenancyStore",
@@ -162,6 +175,7 @@ class Store(
     AgentStore,
     PauseStore,
     ComputeStore,
+    BudgetStore,
 ):
     """Durable, encrypted storage of sandboxes and everything inside them: every aggregate.
 

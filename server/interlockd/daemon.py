@@ -323,6 +323,7 @@ class Daemon:
             pauses=pauses,
             compute=compute,
             leases=leases,
+            estimates={name: p.estimate_usd_per_run for name, p in s.providers.items()},
         )
         deps = TurnDeps(
             self.store, s.runs, dispatch=self.dispatch, compute=compute, mcp=self.mcp_access

@@ -53,7 +53,12 @@ type Agent struct {
 	// When it was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When it was last replaced.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Spend budget of the runs made as this agent, in US dollars per UTC day
+	// (0: no limit), on top of the sandbox's and the end user's (see Quotas).
+	UsdPerDay float64 `protobuf:"fixed64,15,opt,name=usd_per_day,json=usdPerDay,proto3" json:"usd_per_day,omitempty"`
+	// The same per UTC calendar month.
+	UsdPerMonth   float64 `protobuf:"fixed64,16,opt,name=usd_per_month,json=usdPerMonth,proto3" json:"usd_per_month,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -184,6 +189,20 @@ func (x *Agent) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Agent) GetUsdPerDay() float64 {
+	if x != nil {
+		return x.UsdPerDay
+	}
+	return 0
+}
+
+func (x *Agent) GetUsdPerMonth() float64 {
+	if x != nil {
+		return x.UsdPerMonth
+	}
+	return 0
 }
 
 // Request of PutAgent.
@@ -540,7 +559,7 @@ var File_interlock_v1_agents_proto protoreflect.FileDescriptor
 
 const file_interlock_v1_agents_proto_rawDesc = "" +
 	"\n" +
-	"\x19interlock/v1/agents.proto\x12\finterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19interlock/v1/router.proto\"\x96\x04\n" +
+	"\x19interlock/v1/agents.proto\x12\finterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19interlock/v1/router.proto\"\xda\x04\n" +
 	"\x05Agent\x12\x12\n" +
 	"\x04slug\x18\x01 \x01(\tR\x04slug\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -558,7 +577,9 @@ const file_interlock_v1_agents_proto_rawDesc = "" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"<\n" +
+	"updateTime\x12\x1e\n" +
+	"\vusd_per_day\x18\x0f \x01(\x01R\tusdPerDay\x12\"\n" +
+	"\rusd_per_month\x18\x10 \x01(\x01R\vusdPerMonth\"<\n" +
 	"\x0fPutAgentRequest\x12)\n" +
 	"\x05agent\x18\x01 \x01(\v2\x13.interlock.v1.AgentR\x05agent\"=\n" +
 	"\x10PutAgentResponse\x12)\n" +

@@ -749,6 +749,9 @@ type SummarizeUsageResponse struct {
 	Total *UsageSummary `protobuf:"bytes,2,opt,name=total,proto3" json:"total,omitempty"`
 	// Pass to get the next page; empty when there is none.
 	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The spend budgets in their current period: the sandbox's, and the end
+	// user's and the agent's when the filter names one.
+	Budgets       []*Budget `protobuf:"bytes,4,rep,name=budgets,proto3" json:"budgets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -802,6 +805,122 @@ func (x *SummarizeUsageResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *SummarizeUsageResponse) GetBudgets() []*Budget {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
+// One spend budget in its current period: its limit and what is held against it.
+type Budget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sandbox", "end_user" (the sandbox's per-end-user budget, for target) or "agent".
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The end user's id or the agent's slug; empty for the sandbox.
+	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// "day" or "month" (UTC).
+	Period string `protobuf:"bytes,3,opt,name=period,proto3" json:"period,omitempty"`
+	// When the period started.
+	PeriodStart *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=period_start,json=periodStart,proto3" json:"period_start,omitempty"`
+	// When it resets (the next period starts).
+	ResetTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=reset_time,json=resetTime,proto3" json:"reset_time,omitempty"`
+	// The limit in US dollars; 0 means none (what is spent is still counted).
+	LimitUsd float64 `protobuf:"fixed64,6,opt,name=limit_usd,json=limitUsd,proto3" json:"limit_usd,omitempty"`
+	// Held by running runs (their worst-case cost).
+	ReservedUsd float64 `protobuf:"fixed64,7,opt,name=reserved_usd,json=reservedUsd,proto3" json:"reserved_usd,omitempty"`
+	// What ended runs cost.
+	SpentUsd      float64 `protobuf:"fixed64,8,opt,name=spent_usd,json=spentUsd,proto3" json:"spent_usd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Budget) Reset() {
+	*x = Budget{}
+	mi := &file_interlock_v1_ledger_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Budget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Budget) ProtoMessage() {}
+
+func (x *Budget) ProtoReflect() protoreflect.Message {
+	mi := &file_interlock_v1_ledger_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Budget.ProtoReflect.Descriptor instead.
+func (*Budget) Descriptor() ([]byte, []int) {
+	return file_interlock_v1_ledger_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Budget) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *Budget) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Budget) GetPeriod() string {
+	if x != nil {
+		return x.Period
+	}
+	return ""
+}
+
+func (x *Budget) GetPeriodStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodStart
+	}
+	return nil
+}
+
+func (x *Budget) GetResetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetTime
+	}
+	return nil
+}
+
+func (x *Budget) GetLimitUsd() float64 {
+	if x != nil {
+		return x.LimitUsd
+	}
+	return 0
+}
+
+func (x *Budget) GetReservedUsd() float64 {
+	if x != nil {
+		return x.ReservedUsd
+	}
+	return 0
+}
+
+func (x *Budget) GetSpentUsd() float64 {
+	if x != nil {
+		return x.SpentUsd
+	}
+	return 0
 }
 
 var File_interlock_v1_ledger_proto protoreflect.FileDescriptor
@@ -865,11 +984,22 @@ const file_interlock_v1_ledger_proto_rawDesc = "" +
 	"\bgroup_by\x18\x03 \x01(\x0e2\x1a.interlock.v1.UsageGroupByR\agroupBy\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"\xac\x01\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xdc\x01\n" +
 	"\x16SummarizeUsageResponse\x128\n" +
 	"\tsummaries\x18\x01 \x03(\v2\x1a.interlock.v1.UsageSummaryR\tsummaries\x120\n" +
 	"\x05total\x18\x02 \x01(\v2\x1a.interlock.v1.UsageSummaryR\x05total\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken*q\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\x12.\n" +
+	"\abudgets\x18\x04 \x03(\v2\x14.interlock.v1.BudgetR\abudgets\"\xa5\x02\n" +
+	"\x06Budget\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
+	"\x06period\x18\x03 \x01(\tR\x06period\x12=\n" +
+	"\fperiod_start\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vperiodStart\x129\n" +
+	"\n" +
+	"reset_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tresetTime\x12\x1b\n" +
+	"\tlimit_usd\x18\x06 \x01(\x01R\blimitUsd\x12!\n" +
+	"\freserved_usd\x18\a \x01(\x01R\vreservedUsd\x12\x1b\n" +
+	"\tspent_usd\x18\b \x01(\x01R\bspentUsd*q\n" +
 	"\x0fLedgerEntryKind\x12!\n" +
 	"\x1dLEDGER_ENTRY_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18LEDGER_ENTRY_KIND_TOKENS\x10\x01\x12\x1d\n" +
@@ -898,7 +1028,7 @@ func file_interlock_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_interlock_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_interlock_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_interlock_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_interlock_v1_ledger_proto_goTypes = []any{
 	(LedgerEntryKind)(0),              // 0: interlock.v1.LedgerEntryKind
 	(UsageGroupBy)(0),                 // 1: interlock.v1.UsageGroupBy
@@ -909,32 +1039,36 @@ var file_interlock_v1_ledger_proto_goTypes = []any{
 	(*UsageSummary)(nil),              // 6: interlock.v1.UsageSummary
 	(*SummarizeUsageRequest)(nil),     // 7: interlock.v1.SummarizeUsageRequest
 	(*SummarizeUsageResponse)(nil),    // 8: interlock.v1.SummarizeUsageResponse
-	(*Usage)(nil),                     // 9: interlock.v1.Usage
-	(*timestamppb.Timestamp)(nil),     // 10: google.protobuf.Timestamp
+	(*Budget)(nil),                    // 9: interlock.v1.Budget
+	(*Usage)(nil),                     // 10: interlock.v1.Usage
+	(*timestamppb.Timestamp)(nil),     // 11: google.protobuf.Timestamp
 }
 var file_interlock_v1_ledger_proto_depIdxs = []int32{
 	0,  // 0: interlock.v1.LedgerEntry.kind:type_name -> interlock.v1.LedgerEntryKind
-	9,  // 1: interlock.v1.LedgerEntry.usage:type_name -> interlock.v1.Usage
-	10, // 2: interlock.v1.LedgerEntry.create_time:type_name -> google.protobuf.Timestamp
+	10, // 1: interlock.v1.LedgerEntry.usage:type_name -> interlock.v1.Usage
+	11, // 2: interlock.v1.LedgerEntry.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 3: interlock.v1.LedgerFilter.kind:type_name -> interlock.v1.LedgerEntryKind
-	10, // 4: interlock.v1.LedgerFilter.start_time:type_name -> google.protobuf.Timestamp
-	10, // 5: interlock.v1.LedgerFilter.end_time:type_name -> google.protobuf.Timestamp
+	11, // 4: interlock.v1.LedgerFilter.start_time:type_name -> google.protobuf.Timestamp
+	11, // 5: interlock.v1.LedgerFilter.end_time:type_name -> google.protobuf.Timestamp
 	3,  // 6: interlock.v1.ListLedgerEntriesRequest.filter:type_name -> interlock.v1.LedgerFilter
 	2,  // 7: interlock.v1.ListLedgerEntriesResponse.entries:type_name -> interlock.v1.LedgerEntry
-	9,  // 8: interlock.v1.UsageSummary.usage:type_name -> interlock.v1.Usage
+	10, // 8: interlock.v1.UsageSummary.usage:type_name -> interlock.v1.Usage
 	3,  // 9: interlock.v1.SummarizeUsageRequest.filter:type_name -> interlock.v1.LedgerFilter
 	1,  // 10: interlock.v1.SummarizeUsageRequest.group_by:type_name -> interlock.v1.UsageGroupBy
 	6,  // 11: interlock.v1.SummarizeUsageResponse.summaries:type_name -> interlock.v1.UsageSummary
 	6,  // 12: interlock.v1.SummarizeUsageResponse.total:type_name -> interlock.v1.UsageSummary
-	4,  // 13: interlock.v1.Ledger.ListLedgerEntries:input_type -> interlock.v1.ListLedgerEntriesRequest
-	7,  // 14: interlock.v1.Ledger.SummarizeUsage:input_type -> interlock.v1.SummarizeUsageRequest
-	5,  // 15: interlock.v1.Ledger.ListLedgerEntries:output_type -> interlock.v1.ListLedgerEntriesResponse
-	8,  // 16: interlock.v1.Ledger.SummarizeUsage:output_type -> interlock.v1.SummarizeUsageResponse
-	15, // [15:17] is the sub-list for method output_type
-	13, // [13:15] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	9,  // 13: interlock.v1.SummarizeUsageResponse.budgets:type_name -> interlock.v1.Budget
+	11, // 14: interlock.v1.Budget.period_start:type_name -> google.protobuf.Timestamp
+	11, // 15: interlock.v1.Budget.reset_time:type_name -> google.protobuf.Timestamp
+	4,  // 16: interlock.v1.Ledger.ListLedgerEntries:input_type -> interlock.v1.ListLedgerEntriesRequest
+	7,  // 17: interlock.v1.Ledger.SummarizeUsage:input_type -> interlock.v1.SummarizeUsageRequest
+	5,  // 18: interlock.v1.Ledger.ListLedgerEntries:output_type -> interlock.v1.ListLedgerEntriesResponse
+	8,  // 19: interlock.v1.Ledger.SummarizeUsage:output_type -> interlock.v1.SummarizeUsageResponse
+	18, // [18:20] is the sub-list for method output_type
+	16, // [16:18] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_interlock_v1_ledger_proto_init() }
@@ -949,7 +1083,7 @@ func file_interlock_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_interlock_v1_ledger_proto_rawDesc), len(file_interlock_v1_ledger_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

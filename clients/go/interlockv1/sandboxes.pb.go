@@ -31,8 +31,20 @@ type Quotas struct {
 	MaxConcurrentRunsPerEndUser int32 `protobuf:"varint,2,opt,name=max_concurrent_runs_per_end_user,json=maxConcurrentRunsPerEndUser,proto3" json:"max_concurrent_runs_per_end_user,omitempty"`
 	// Tokens (input + output) per UTC day across the sandbox.
 	MaxTokensPerDay int64 `protobuf:"varint,3,opt,name=max_tokens_per_day,json=maxTokensPerDay,proto3" json:"max_tokens_per_day,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Spend budgets in US dollars; 0 means no limit. A run reserves its
+	// worst-case cost when admitted and is refused with RESOURCE_EXHAUSTED
+	// (ErrorInfo reason BUDGET_EXHAUSTED, metadata budget, period and resets_at)
+	// when that would take a budget past its limit; the reservation becomes the
+	// run's actual cost when it ends. Per UTC day across the sandbox.
+	UsdPerDay float64 `protobuf:"fixed64,4,opt,name=usd_per_day,json=usdPerDay,proto3" json:"usd_per_day,omitempty"`
+	// Per UTC calendar month across the sandbox.
+	UsdPerMonth float64 `protobuf:"fixed64,5,opt,name=usd_per_month,json=usdPerMonth,proto3" json:"usd_per_month,omitempty"`
+	// Per UTC day for each end user of the sandbox (every one has this budget).
+	EndUserUsdPerDay float64 `protobuf:"fixed64,6,opt,name=end_user_usd_per_day,json=endUserUsdPerDay,proto3" json:"end_user_usd_per_day,omitempty"`
+	// Per UTC calendar month for each end user of the sandbox.
+	EndUserUsdPerMonth float64 `protobuf:"fixed64,7,opt,name=end_user_usd_per_month,json=endUserUsdPerMonth,proto3" json:"end_user_usd_per_month,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Quotas) Reset() {
@@ -82,6 +94,34 @@ func (x *Quotas) GetMaxConcurrentRunsPerEndUser() int32 {
 func (x *Quotas) GetMaxTokensPerDay() int64 {
 	if x != nil {
 		return x.MaxTokensPerDay
+	}
+	return 0
+}
+
+func (x *Quotas) GetUsdPerDay() float64 {
+	if x != nil {
+		return x.UsdPerDay
+	}
+	return 0
+}
+
+func (x *Quotas) GetUsdPerMonth() float64 {
+	if x != nil {
+		return x.UsdPerMonth
+	}
+	return 0
+}
+
+func (x *Quotas) GetEndUserUsdPerDay() float64 {
+	if x != nil {
+		return x.EndUserUsdPerDay
+	}
+	return 0
+}
+
+func (x *Quotas) GetEndUserUsdPerMonth() float64 {
+	if x != nil {
+		return x.EndUserUsdPerMonth
 	}
 	return 0
 }
@@ -1331,11 +1371,15 @@ var File_interlock_v1_sandboxes_proto protoreflect.FileDescriptor
 
 const file_interlock_v1_sandboxes_proto_rawDesc = "" +
 	"\n" +
-	"\x1cinterlock/v1/sandboxes.proto\x12\finterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x01\n" +
+	"\x1cinterlock/v1/sandboxes.proto\x12\finterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x02\n" +
 	"\x06Quotas\x12.\n" +
 	"\x13max_concurrent_runs\x18\x01 \x01(\x05R\x11maxConcurrentRuns\x12E\n" +
 	" max_concurrent_runs_per_end_user\x18\x02 \x01(\x05R\x1bmaxConcurrentRunsPerEndUser\x12+\n" +
-	"\x12max_tokens_per_day\x18\x03 \x01(\x03R\x0fmaxTokensPerDay\"\xa7\x01\n" +
+	"\x12max_tokens_per_day\x18\x03 \x01(\x03R\x0fmaxTokensPerDay\x12\x1e\n" +
+	"\vusd_per_day\x18\x04 \x01(\x01R\tusdPerDay\x12\"\n" +
+	"\rusd_per_month\x18\x05 \x01(\x01R\vusdPerMonth\x12.\n" +
+	"\x14end_user_usd_per_day\x18\x06 \x01(\x01R\x10endUserUsdPerDay\x122\n" +
+	"\x16end_user_usd_per_month\x18\a \x01(\x01R\x12endUserUsdPerMonth\"\xa7\x01\n" +
 	"\aSandbox\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +

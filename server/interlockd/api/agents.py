@@ -12,7 +12,7 @@ from interlockd.api.auth import Authenticator
 from interlockd.api.handlers import Context, unary
 from interlockd.api.sandboxes import timestamp
 from interlockd.errors import InvalidArgument
-from interlockd.store.base import SavedAgent, Store
+from interlockd.store.base import SavedAgent, SpendLimits, Store
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _POLICIES = ("", "latency-aware", "cost-aware")
@@ -74,6 +74,16 @@ def agent_proto(a: SavedAgent) -> pb.Agent:
         compute_region=s.get("compute_region", ""),
         create_time=timestamp(a.created_at),
         update_time=timestamp(a.updated_at),
+        usd_per_day=a.budget.usd_per_day,
+        usd_per_month=a.budget.usd_per_month,
+    )
+
+
+def agent_budget(agent: pb.Agent) -> SpendLimits:
+    """The validated spend budget of an Agent message."""
+    return SpendLimits(
+        usd_per_day=v.usd(agent.usd_per_day, "agent.usd_per_day"),
+        usd_per_month=v.usd(agent.usd_per_month, "agent.usd_per_month"),
     )
 
 
@@ -88,7 +98,8 @@ class AgentsServicer:
         principal = await self._auth.sandbox(context)
         name = slug(request.agent.slug, "agent.slug")
         settings = agent_settings(request.agent, self._max_run_seconds)
-        saved = await self._store.put_agent(principal.sandbox_id, name, settings)
+        budget = agent_budget(request.agent)
+        saved = await self._store.put_agent(principal.sandbox_id, name, settings, budget)
         return pb.PutAgentResponse(agent=agent_proto(saved))
 
     @unary

@@ -18,6 +18,7 @@ from interlockd.api.router import usage_proto
 from interlockd.api.sandboxes import timestamp
 from interlockd.errors import InvalidArgument, PermissionDenied
 from interlockd.store.base import (
+    BudgetStatus,
     LedgerEntry,
     LedgerFilter,
     LedgerKind,
@@ -105,6 +106,19 @@ def entry_proto(e: LedgerEntry) -> pb.LedgerEntry:
     )
 
 
+def budget_proto(b: BudgetStatus) -> pb.Budget:
+    return pb.Budget(
+        scope=b.scope,
+        target=b.target,
+        period=b.period,
+        period_start=timestamp(b.period_start),
+        reset_time=timestamp(b.resets_at),
+        limit_usd=b.limit_usd,
+        reserved_usd=b.reserved_usd,
+        spent_usd=b.spent_usd,
+    )
+
+
 def summary_proto(t: UsageTotals) -> pb.UsageSummary:
     return pb.UsageSummary(
         key=t.key,
@@ -174,8 +188,12 @@ class LedgerServicer:
             v.short_text(request.page_token, "page_token", 512),
         )
         total = await self._store.usage_total(sandbox_id, where)
+        budgets = await self._store.read_budgets(
+            sandbox_id, end_user_id=where.end_user_id, agent=where.agent_id
+        )
         return pb.SummarizeUsageResponse(
             summaries=[summary_proto(t) for t in page.items],
             total=summary_proto(total),
             next_page_token=page.next_page_token,
+            budgets=[budget_proto(b) for b in budgets],
         )

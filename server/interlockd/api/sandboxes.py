@@ -36,6 +36,10 @@ def quotas_from_proto(q: pb.Quotas) -> Quotas:
         max_tokens_per_day=v.non_negative(
             q.max_tokens_per_day, "quotas.max_tokens_per_day", 10**15
         ),
+        usd_per_day=v.usd(q.usd_per_day, "quotas.usd_per_day"),
+        usd_per_month=v.usd(q.usd_per_month, "quotas.usd_per_month"),
+        end_user_usd_per_day=v.usd(q.end_user_usd_per_day, "quotas.end_user_usd_per_day"),
+        end_user_usd_per_month=v.usd(q.end_user_usd_per_month, "quotas.end_user_usd_per_month"),
     )
 
 
@@ -48,6 +52,10 @@ def sandbox_proto(s: Sandbox) -> pb.Sandbox:
             max_concurrent_runs=s.quotas.max_concurrent_runs,
             max_concurrent_runs_per_end_user=s.quotas.max_concurrent_runs_per_end_user,
             max_tokens_per_day=s.quotas.max_tokens_per_day,
+            usd_per_day=s.quotas.usd_per_day,
+            usd_per_month=s.quotas.usd_per_month,
+            end_user_usd_per_day=s.quotas.end_user_usd_per_day,
+            end_user_usd_per_month=s.quotas.end_user_usd_per_month,
         ),
     )
 

@@ -7,6 +7,7 @@ component that owns it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 
@@ -114,6 +115,17 @@ def page_size(value: int, *, default: int, maximum: int) -> int:
 def non_negative(value: int, field: str, maximum: int) -> int:
     if value < 0 or value > maximum:
         raise InvalidArgument(field, f"must be 0-{maximum}")
+    return value
+
+
+#: The largest spend budget accepted, in USD (a sanity bound, not a policy).
+MAX_USD = 1e12
+
+
+def usd(value: float, field: str) -> float:
+    """A spend budget in US dollars: 0 (no limit) or a positive finite amount."""
+    if not math.isfinite(value) or value < 0 or value > MAX_USD:
+        raise InvalidArgument(field, f"must be a US dollar amount from 0 (no limit) to {MAX_USD:g}")
     return value
 
 

@@ -57,6 +57,9 @@ class BackendSettings(BaseModel):
     kind: str
     #: Model used when a request names none.
     default_model: str = ""
+    #: USD a run of a model without a known price reserves against spend budgets
+    #: while it runs (0: nothing; see runs/reservation.py).
+    estimate_usd_per_run: float = Field(default=0.0, ge=0)
 
 
 class RemoteBackendSettings(BackendSettings):

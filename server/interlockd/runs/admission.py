@@ -13,7 +13,7 @@ run stores nothing and gives its compute plan back.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -29,6 +29,7 @@ from interlockd.pauses import PauseBoard
 from interlockd.runs.leases import RunLeases
 from interlockd.runs.recording import user_entry
 from interlockd.runs.request import ComputeChoice, RunInput
+from interlockd.runs.reservation import worst_case_usd
 from interlockd.store.base import Lease, NewRun, Run, Store
 from interlockd.tools.base import Tool
 from interlockd.tools.selection import RunTools
@@ -48,6 +49,8 @@ class Prepared:
     budget: Budget
     max_output: int | None
     plan: Plan | None
+    #: The worst-case USD the run reserves against its budgets (runs/reservation.py).
+    reserve_usd: float = 0.0
 
 
 class Admission:
@@ -63,9 +66,11 @@ class Admission:
         *,
         pauses: PauseBoard | None = None,
         compute: ComputeScheduler | None = None,
+        estimates: Mapping[str, float] | None = None,
         leases: RunLeases | None = None,
     ) -> None:
         self._store = store
+        self._estimates = dict(estimates or {})  # provider -> estimate_usd_per_run
         self._leases = leases
         self._backends = backends
         self._tools = tools
@@ -99,7 +104,17 @@ class Admission:
         if pinned is None:
             check_message_fits(estimate_tokens(req.message), budget, model)
         plan = await self._plan_compute(req, provider, model) if backend.runtime else None
-        return Prepared(req, provider, model, backend, tools, budget, max_output, plan)
+        reserve = worst_case_usd(
+            provider,
+            model,
+            info,
+            budget,
+            max_output,
+            message=req.message,
+            new_conversation=not req.session_id and pinned is None,
+            estimate_usd=self._estimates.get(provider, 0.0),
+        )
+        return Prepared(req, provider, model, backend, tools, budget, max_output, plan, reserve)
 
     async def begin(self, prepared: Prepared) -> Run:
         """Record the new run, its conversation when new and its user message, in one
@@ -115,6 +130,8 @@ class Admission:
             model=prepared.model,
             request_id=req.request_id,
             labels=req.labels,
+            agent=req.agent,
+            reserve_usd=prepared.reserve_usd,
         )
         user = user_entry(req.message, run_id, prepared.provider, prepared.model)
         return await self._or_abandon(

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from interlock.v1 import router_pb2 as interlock_dot_v1_dot_router__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19interlock/v1/agents.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19interlock/v1/router.proto\"\x96\x04\n\x05\x41gent\x12\x12\n\x04slug\x18\x01 \x01(\tR\x04slug\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n\x06system\x18\x03 \x01(\tR\x06system\x12\x1a\n\x08provider\x18\x04 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x05 \x01(\tR\x05model\x12\x14\n\x05tools\x18\x06 \x03(\tR\x05tools\x12*\n\x11max_output_tokens\x18\x07 \x01(\x05R\x0fmaxOutputTokens\x12.\n\x13max_runtime_seconds\x18\x08 \x01(\x05R\x11maxRuntimeSeconds\x12\x36\n\x06google\x18\t \x01(\x0b\x32\x1e.interlock.v1.GoogleRunOptionsR\x06google\x12)\n\x10\x63ompute_provider\x18\n \x01(\tR\x0f\x63omputeProvider\x12%\n\x0e\x63ompute_policy\x18\x0b \x01(\tR\rcomputePolicy\x12%\n\x0e\x63ompute_region\x18\x0c \x01(\tR\rcomputeRegion\x12;\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\"<\n\x0fPutAgentRequest\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.interlock.v1.AgentR\x05\x61gent\"=\n\x10PutAgentResponse\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.interlock.v1.AgentR\x05\x61gent\"%\n\x0fGetAgentRequest\x12\x12\n\x04slug\x18\x01 \x01(\tR\x04slug\"=\n\x10GetAgentResponse\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.interlock.v1.AgentR\x05\x61gent\"\x13\n\x11ListAgentsRequest\"A\n\x12ListAgentsResponse\x12+\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x13.interlock.v1.AgentR\x06\x61gents\"(\n\x12\x44\x65leteAgentRequest\x12\x12\n\x04slug\x18\x01 \x01(\tR\x04slug\"\x15\n\x13\x44\x65leteAgentResponse2\xc3\x02\n\x06\x41gents\x12I\n\x08PutAgent\x12\x1d.interlock.v1.PutAgentRequest\x1a\x1e.interlock.v1.PutAgentResponse\x12I\n\x08GetAgent\x12\x1d.interlock.v1.GetAgentRequest\x1a\x1e.interlock.v1.GetAgentResponse\x12O\n\nListAgents\x12\x1f.interlock.v1.ListAgentsRequest\x1a .interlock.v1.ListAgentsResponse\x12R\n\x0b\x44\x65leteAgent\x12 .interlock.v1.DeleteAgentRequest\x1a!.interlock.v1.DeleteAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19interlock/v1/agents.proto\x12\x0cinterlock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19interlock/v1/router.proto\"\xda\x04\n\x05\x41gent\x12\x12\n\x04slug\x18\x01 \x01(\tR\x04slug\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n\x06system\x18\x03 \x01(\tR\x06system\x12\x1a\n\x08provider\x18\x04 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x05 \x01(\tR\x05model\x12\x14\n\x05tools\x18\x06 \x03(\tR\x05tools\x12*\n\x11max_output_tokens\x18\x07 \x01(\x05R\x0fmaxOutputTokens\x12.\n\x13max_runtime_seconds\x18\x08 \x01(\x05R\x11maxRuntimeSeconds\x12\x36\n\x06google\x18\t \x01(\x0b\x32\x1e.interlock.v1.GoogleRunOptionsR\x06google\x12)\n\x10\x63ompute_provider\x18\n \x01(\tR\x0f\x63omputeProvider\x12%\n\x0e\x63ompute_policy\x18\x0b \x01(\tR\rcomputePolicy\x12%\n\x0e\x63ompute_region\x18\x0c \x01(\tR\rcomputeRegion\x12;\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x1e\n\x0busd_per_day\x18\x0f \x01(\x01R\tusdPerDay\x12\"\n\rusd_per_month\x18\x10 \x01(\x01R\x0busdPerMonth\"<\n\x0fPutAgentRequest\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.interlock.v1.AgentR\x05\x61gent\"=\n\x10PutAgentResponse\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.interlock.v1.AgentR\x05\x61gent\"%\n\x0fGetAgentRequest\x12\x12\n\x04slug\x18\x01 \x01(\tR\x04slug\"=\n\x10GetAgentResponse\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x13.interlock.v1.AgentR\x05\x61gent\"\x13\n\x11ListAgentsRequest\"A\n\x12ListAgentsResponse\x12+\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x13.interlock.v1.AgentR\x06\x61gents\"(\n\x12\x44\x65leteAgentRequest\x12\x12\n\x04slug\x18\x01 \x01(\tR\x04slug\"\x15\n\x13\x44\x65leteAgentResponse2\xc3\x02\n\x06\x41gents\x12I\n\x08PutAgent\x12\x1d.interlock.v1.PutAgentRequest\x1a\x1e.interlock.v1.PutAgentResponse\x12I\n\x08GetAgent\x12\x1d.interlock.v1.GetAgentRequest\x1a\x1e.interlock.v1.GetAgentResponse\x12O\n\nListAgents\x12\x1f.interlock.v1.ListAgentsRequest\x1a .interlock.v1.ListAgentsResponse\x12R\n\x0b\x44\x65leteAgent\x12 .interlock.v1.DeleteAgentRequest\x1a!.interlock.v1.DeleteAgentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,23 +34,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interlock.v1.agents_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENT']._serialized_start=104
-  _globals['_AGENT']._serialized_end=638
-  _globals['_PUTAGENTREQUEST']._serialized_start=640
-  _globals['_PUTAGENTREQUEST']._serialized_end=700
-  _globals['_PUTAGENTRESPONSE']._serialized_start=702
-  _globals['_PUTAGENTRESPONSE']._serialized_end=763
-  _globals['_GETAGENTREQUEST']._serialized_start=765
-  _globals['_GETAGENTREQUEST']._serialized_end=802
-  _globals['_GETAGENTRESPONSE']._serialized_start=804
-  _globals['_GETAGENTRESPONSE']._serialized_end=865
-  _globals['_LISTAGENTSREQUEST']._serialized_start=867
-  _globals['_LISTAGENTSREQUEST']._serialized_end=886
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=888
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=953
-  _globals['_DELETEAGENTREQUEST']._serialized_start=955
-  _globals['_DELETEAGENTREQUEST']._serialized_end=995
-  _globals['_DELETEAGENTRESPONSE']._serialized_start=997
-  _globals['_DELETEAGENTRESPONSE']._serialized_end=1018
-  _globals['_AGENTS']._serialized_start=1021
-  _globals['_AGENTS']._serialized_end=1344
+  _globals['_AGENT']._serialized_end=706
+  _globals['_PUTAGENTREQUEST']._serialized_start=708
+  _globals['_PUTAGENTREQUEST']._serialized_end=768
+  _globals['_PUTAGENTRESPONSE']._serialized_start=770
+  _globals['_PUTAGENTRESPONSE']._serialized_end=831
+  _globals['_GETAGENTREQUEST']._serialized_start=833
+  _globals['_GETAGENTREQUEST']._serialized_end=870
+  _globals['_GETAGENTRESPONSE']._serialized_start=872
+  _globals['_GETAGENTRESPONSE']._serialized_end=933
+  _globals['_LISTAGENTSREQUEST']._serialized_start=935
+  _globals['_LISTAGENTSREQUEST']._serialized_end=954
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=956
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1021
+  _globals['_DELETEAGENTREQUEST']._serialized_start=1023
+  _globals['_DELETEAGENTREQUEST']._serialized_end=1063
+  _globals['_DELETEAGENTRESPONSE']._serialized_start=1065
+  _globals['_DELETEAGENTRESPONSE']._serialized_end=1086
+  _globals['_AGENTS']._serialized_start=1089
+  _globals['_AGENTS']._serialized_end=1412
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,8 @@ class Agent(_message.Message):
     COMPUTE_REGION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    USD_PER_DAY_FIELD_NUMBER: _builtins.int
+    USD_PER_MONTH_FIELD_NUMBER: _builtins.int
     slug: _builtins.str
     """Its slug: 1-64 of a-z, 0-9 and `-`; what RunRequest.agent names."""
     name: _builtins.str
@@ -62,6 +64,12 @@ class Agent(_message.Message):
     """Self-hosted runtimes: the placement policy ("latency-aware", "cost-aware")."""
     compute_region: _builtins.str
     """Self-hosted runtimes: the region to keep compute in."""
+    usd_per_day: _builtins.float
+    """Spend budget of the runs made as this agent, in US dollars per UTC day
+    (0: no limit), on top of the sandbox's and the end user's (see Quotas).
+    """
+    usd_per_month: _builtins.float
+    """The same per UTC calendar month."""
     @_builtins.property
     def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Allow-list of tool names; empty allows every tool of the run."""
@@ -95,10 +103,12 @@ class Agent(_message.Message):
         compute_region: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        usd_per_day: _builtins.float = ...,
+        usd_per_month: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "google", b"google", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_policy", b"compute_policy", "compute_provider", b"compute_provider", "compute_region", b"compute_region", "create_time", b"create_time", "google", b"google", "max_output_tokens", b"max_output_tokens", "max_runtime_seconds", b"max_runtime_seconds", "model", b"model", "name", b"name", "provider", b"provider", "slug", b"slug", "system", b"system", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_policy", b"compute_policy", "compute_provider", b"compute_provider", "compute_region", b"compute_region", "create_time", b"create_time", "google", b"google", "max_output_tokens", b"max_output_tokens", "max_runtime_seconds", b"max_runtime_seconds", "model", b"model", "name", b"name", "provider", b"provider", "slug", b"slug", "system", b"system", "tools", b"tools", "update_time", b"update_time", "usd_per_day", b"usd_per_day", "usd_per_month", b"usd_per_month"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

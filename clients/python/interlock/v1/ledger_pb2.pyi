@@ -398,6 +398,7 @@ class SummarizeUsageResponse(_message.Message):
     SUMMARIES_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Pass to get the next page; empty when there is none."""
     @_builtins.property
@@ -410,17 +411,78 @@ class SummarizeUsageResponse(_message.Message):
     def total(self) -> Global___UsageSummary:
         """Every matching entry added up (the same on every page)."""
 
+    @_builtins.property
+    def budgets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Budget]:
+        """The spend budgets in their current period: the sandbox's, and the end
+        user's and the agent's when the filter names one.
+        """
+
     def __init__(
         self,
         *,
         summaries: _abc.Iterable[Global___UsageSummary] | None = ...,
         total: Global___UsageSummary | None = ...,
         next_page_token: _builtins.str = ...,
+        budgets: _abc.Iterable[Global___Budget] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "summaries", b"summaries", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets", "next_page_token", b"next_page_token", "summaries", b"summaries", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SummarizeUsageResponse: _TypeAlias = SummarizeUsageResponse  # noqa: Y015
+
+@_typing.final
+class Budget(_message.Message):
+    """One spend budget in its current period: its limit and what is held against it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    RESET_TIME_FIELD_NUMBER: _builtins.int
+    LIMIT_USD_FIELD_NUMBER: _builtins.int
+    RESERVED_USD_FIELD_NUMBER: _builtins.int
+    SPENT_USD_FIELD_NUMBER: _builtins.int
+    scope: _builtins.str
+    """"sandbox", "end_user" (the sandbox's per-end-user budget, for target) or "agent"."""
+    target: _builtins.str
+    """The end user's id or the agent's slug; empty for the sandbox."""
+    period: _builtins.str
+    """"day" or "month" (UTC)."""
+    limit_usd: _builtins.float
+    """The limit in US dollars; 0 means none (what is spent is still counted)."""
+    reserved_usd: _builtins.float
+    """Held by running runs (their worst-case cost)."""
+    spent_usd: _builtins.float
+    """What ended runs cost."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """When the period started."""
+
+    @_builtins.property
+    def reset_time(self) -> _timestamp_pb2.Timestamp:
+        """When it resets (the next period starts)."""
+
+    def __init__(
+        self,
+        *,
+        scope: _builtins.str = ...,
+        target: _builtins.str = ...,
+        period: _builtins.str = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        reset_time: _timestamp_pb2.Timestamp | None = ...,
+        limit_usd: _builtins.float = ...,
+        reserved_usd: _builtins.float = ...,
+        spent_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_start", b"period_start", "reset_time", b"reset_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit_usd", b"limit_usd", "period", b"period", "period_start", b"period_start", "reserved_usd", b"reserved_usd", "reset_time", b"reset_time", "scope", b"scope", "spent_usd", b"spent_usd", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Budget: _TypeAlias = Budget  # noqa: Y015

@@ -28,22 +28,43 @@ class Quotas(_message.Message):
     MAX_CONCURRENT_RUNS_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENT_RUNS_PER_END_USER_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_PER_DAY_FIELD_NUMBER: _builtins.int
+    USD_PER_DAY_FIELD_NUMBER: _builtins.int
+    USD_PER_MONTH_FIELD_NUMBER: _builtins.int
+    END_USER_USD_PER_DAY_FIELD_NUMBER: _builtins.int
+    END_USER_USD_PER_MONTH_FIELD_NUMBER: _builtins.int
     max_concurrent_runs: _builtins.int
     """Runs in progress at once across the sandbox."""
     max_concurrent_runs_per_end_user: _builtins.int
     """Runs in progress at once for one end user."""
     max_tokens_per_day: _builtins.int
     """Tokens (input + output) per UTC day across the sandbox."""
+    usd_per_day: _builtins.float
+    """Spend budgets in US dollars; 0 means no limit. A run reserves its
+    worst-case cost when admitted and is refused with RESOURCE_EXHAUSTED
+    (ErrorInfo reason BUDGET_EXHAUSTED, metadata budget, period and resets_at)
+    when that would take a budget past its limit; the reservation becomes the
+    run's actual cost when it ends. Per UTC day across the sandbox.
+    """
+    usd_per_month: _builtins.float
+    """Per UTC calendar month across the sandbox."""
+    end_user_usd_per_day: _builtins.float
+    """Per UTC day for each end user of the sandbox (every one has this budget)."""
+    end_user_usd_per_month: _builtins.float
+    """Per UTC calendar month for each end user of the sandbox."""
     def __init__(
         self,
         *,
         max_concurrent_runs: _builtins.int = ...,
         max_concurrent_runs_per_end_user: _builtins.int = ...,
         max_tokens_per_day: _builtins.int = ...,
+        usd_per_day: _builtins.float = ...,
+        usd_per_month: _builtins.float = ...,
+        end_user_usd_per_day: _builtins.float = ...,
+        end_user_usd_per_month: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_concurrent_runs", b"max_concurrent_runs", "max_concurrent_runs_per_end_user", b"max_concurrent_runs_per_end_user", "max_tokens_per_day", b"max_tokens_per_day"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_user_usd_per_day", b"end_user_usd_per_day", "end_user_usd_per_month", b"end_user_usd_per_month", "max_concurrent_runs", b"max_concurrent_runs", "max_concurrent_runs_per_end_user", b"max_concurrent_runs_per_end_user", "max_tokens_per_day", b"max_tokens_per_day", "usd_per_day", b"usd_per_day", "usd_per_month", b"usd_per_month"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

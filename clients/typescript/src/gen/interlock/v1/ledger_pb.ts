@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file interlock/v1/ledger.proto.
  */
 export const file_interlock_v1_ledger: GenFile = /*@__PURE__*/
-  fileDesc("ChlpbnRlcmxvY2svdjEvbGVkZ2VyLnByb3RvEgxpbnRlcmxvY2sudjEi5gIKC0xlZGdlckVudHJ5EhIKCnNhbmRib3hfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEhMKC2VuZF91c2VyX2lkGAMgASgJEg0KBWFnZW50GAQgASgJEisKBGtpbmQYBSABKA4yHS5pbnRlcmxvY2sudjEuTGVkZ2VyRW50cnlLaW5kEhAKCHByb3ZpZGVyGAYgASgJEg0KBW1vZGVsGAcgASgJEiIKBXVzYWdlGAggASgLMhMuaW50ZXJsb2NrLnYxLlVzYWdlEhcKD2NvbXB1dGVfc2Vjb25kcxgJIAEoARIQCghjb3N0X3VzZBgKIAEoARIVCg1wcmljZV92ZXJzaW9uGAsgASgJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5hZ2VudF9wcm92aWRlchgNIAEoCRISCgpydW5fZmFpbGVkGA4gASgIIt8BCgxMZWRnZXJGaWx0ZXISDgoGcnVuX2lkGAEgASgJEhMKC2VuZF91c2VyX2lkGAIgASgJEg0KBWFnZW50GAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEisKBGtpbmQYBSABKA4yHS5pbnRlcmxvY2sudjEuTGVkZ2VyRW50cnlLaW5kEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKBAQoYTGlzdExlZGdlckVudHJpZXNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSKgoGZmlsdGVyGAIgASgLMhouaW50ZXJsb2NrLnYxLkxlZGdlckZpbHRlchIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJgChlMaXN0TGVkZ2VyRW50cmllc1Jlc3BvbnNlEioKB2VudHJpZXMYASADKAsyGS5pbnRlcmxvY2sudjEuTGVkZ2VyRW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuQBCgxVc2FnZVN1bW1hcnkSCwoDa2V5GAEgASgJEhYKDnRva2VuX2Nvc3RfdXNkGAIgASgBEhgKEGNvbXB1dGVfY29zdF91c2QYAyABKAESFgoOdG90YWxfY29zdF91c2QYBCABKAESIgoFdXNhZ2UYBSABKAsyEy5pbnRlcmxvY2sudjEuVXNhZ2USFwoPY29tcHV0ZV9zZWNvbmRzGAYgASgBEhEKCXJ1bl9jb3VudBgHIAEoAxITCgtlbnRyeV9jb3VudBgIIAEoAxIYChBmYWlsZWRfcnVuX2NvdW50GAkgASgDIqwBChVTdW1tYXJpemVVc2FnZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIqCgZmaWx0ZXIYAiABKAsyGi5pbnRlcmxvY2sudjEuTGVkZ2VyRmlsdGVyEiwKCGdyb3VwX2J5GAMgASgOMhouaW50ZXJsb2NrLnYxLlVzYWdlR3JvdXBCeRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSKLAQoWU3VtbWFyaXplVXNhZ2VSZXNwb25zZRItCglzdW1tYXJpZXMYASADKAsyGi5pbnRlcmxvY2sudjEuVXNhZ2VTdW1tYXJ5EikKBXRvdGFsGAIgASgLMhouaW50ZXJsb2NrLnYxLlVzYWdlU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkqcQoPTGVkZ2VyRW50cnlLaW5kEiEKHUxFREdFUl9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYTEVER0VSX0VOVFJZX0tJTkRfVE9LRU5TEAESHQoZTEVER0VSX0VOVFJZX0tJTkRfQ09NUFVURRACKrIBCgxVc2FnZUdyb3VwQnkSHgoaVVNBR0VfR1JPVVBfQllfVU5TUEVDSUZJRUQQABIbChdVU0FHRV9HUk9VUF9CWV9FTkRfVVNFUhABEhgKFFVTQUdFX0dST1VQX0JZX0FHRU5UEAISFgoSVVNBR0VfR1JPVVBfQllfUlVOEAMSGwoXVVNBR0VfR1JPVVBfQllfUFJPVklERVIQBBIWChJVU0FHRV9HUk9VUF9CWV9EQVkQBTLLAQoGTGVkZ2VyEmQKEUxpc3RMZWRnZXJFbnRyaWVzEiYuaW50ZXJsb2NrLnYxLkxpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBonLmludGVybG9jay52MS5MaXN0TGVkZ2VyRW50cmllc1Jlc3BvbnNlElsKDlN1bW1hcml6ZVVzYWdlEiMuaW50ZXJsb2NrLnYxLlN1bW1hcml6ZVVzYWdlUmVxdWVzdBokLmludGVybG9jay52MS5TdW1tYXJpemVVc2FnZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_interlock_v1_events]);
+  fileDesc("ChlpbnRlcmxvY2svdjEvbGVkZ2VyLnByb3RvEgxpbnRlcmxvY2sudjEi5gIKC0xlZGdlckVudHJ5EhIKCnNhbmRib3hfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEhMKC2VuZF91c2VyX2lkGAMgASgJEg0KBWFnZW50GAQgASgJEisKBGtpbmQYBSABKA4yHS5pbnRlcmxvY2sudjEuTGVkZ2VyRW50cnlLaW5kEhAKCHByb3ZpZGVyGAYgASgJEg0KBW1vZGVsGAcgASgJEiIKBXVzYWdlGAggASgLMhMuaW50ZXJsb2NrLnYxLlVzYWdlEhcKD2NvbXB1dGVfc2Vjb25kcxgJIAEoARIQCghjb3N0X3VzZBgKIAEoARIVCg1wcmljZV92ZXJzaW9uGAsgASgJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5hZ2VudF9wcm92aWRlchgNIAEoCRISCgpydW5fZmFpbGVkGA4gASgIIt8BCgxMZWRnZXJGaWx0ZXISDgoGcnVuX2lkGAEgASgJEhMKC2VuZF91c2VyX2lkGAIgASgJEg0KBWFnZW50GAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEisKBGtpbmQYBSABKA4yHS5pbnRlcmxvY2sudjEuTGVkZ2VyRW50cnlLaW5kEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKBAQoYTGlzdExlZGdlckVudHJpZXNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSKgoGZmlsdGVyGAIgASgLMhouaW50ZXJsb2NrLnYxLkxlZGdlckZpbHRlchIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJgChlMaXN0TGVkZ2VyRW50cmllc1Jlc3BvbnNlEioKB2VudHJpZXMYASADKAsyGS5pbnRlcmxvY2sudjEuTGVkZ2VyRW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuQBCgxVc2FnZVN1bW1hcnkSCwoDa2V5GAEgASgJEhYKDnRva2VuX2Nvc3RfdXNkGAIgASgBEhgKEGNvbXB1dGVfY29zdF91c2QYAyABKAESFgoOdG90YWxfY29zdF91c2QYBCABKAESIgoFdXNhZ2UYBSABKAsyEy5pbnRlcmxvY2sudjEuVXNhZ2USFwoPY29tcHV0ZV9zZWNvbmRzGAYgASgBEhEKCXJ1bl9jb3VudBgHIAEoAxITCgtlbnRyeV9jb3VudBgIIAEoAxIYChBmYWlsZWRfcnVuX2NvdW50GAkgASgDIqwBChVTdW1tYXJpemVVc2FnZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIqCgZmaWx0ZXIYAiABKAsyGi5pbnRlcmxvY2sudjEuTGVkZ2VyRmlsdGVyEiwKCGdyb3VwX2J5GAMgASgOMhouaW50ZXJsb2NrLnYxLlVzYWdlR3JvdXBCeRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSKyAQoWU3VtbWFyaXplVXNhZ2VSZXNwb25zZRItCglzdW1tYXJpZXMYASADKAsyGi5pbnRlcmxvY2sudjEuVXNhZ2VTdW1tYXJ5EikKBXRvdGFsGAIgASgLMhouaW50ZXJsb2NrLnYxLlVzYWdlU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkSJQoHYnVkZ2V0cxgEIAMoCzIULmludGVybG9jay52MS5CdWRnZXQi1QEKBkJ1ZGdldBINCgVzY29wZRgBIAEoCRIOCgZ0YXJnZXQYAiABKAkSDgoGcGVyaW9kGAMgASgJEjAKDHBlcmlvZF9zdGFydBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmVzZXRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJbGltaXRfdXNkGAYgASgBEhQKDHJlc2VydmVkX3VzZBgHIAEoARIRCglzcGVudF91c2QYCCABKAEqcQoPTGVkZ2VyRW50cnlLaW5kEiEKHUxFREdFUl9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYTEVER0VSX0VOVFJZX0tJTkRfVE9LRU5TEAESHQoZTEVER0VSX0VOVFJZX0tJTkRfQ09NUFVURRACKrIBCgxVc2FnZUdyb3VwQnkSHgoaVVNBR0VfR1JPVVBfQllfVU5TUEVDSUZJRUQQABIbChdVU0FHRV9HUk9VUF9CWV9FTkRfVVNFUhABEhgKFFVTQUdFX0dST1VQX0JZX0FHRU5UEAISFgoSVVNBR0VfR1JPVVBfQllfUlVOEAMSGwoXVVNBR0VfR1JPVVBfQllfUFJPVklERVIQBBIWChJVU0FHRV9HUk9VUF9CWV9EQVkQBTLLAQoGTGVkZ2VyEmQKEUxpc3RMZWRnZXJFbnRyaWVzEiYuaW50ZXJsb2NrLnYxLkxpc3RMZWRnZXJFbnRyaWVzUmVxdWVzdBonLmludGVybG9jay52MS5MaXN0TGVkZ2VyRW50cmllc1Jlc3BvbnNlElsKDlN1bW1hcml6ZVVzYWdlEiMuaW50ZXJsb2NrLnYxLlN1bW1hcml6ZVVzYWdlUmVxdWVzdBokLmludGVybG9jay52MS5TdW1tYXJpemVVc2FnZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_interlock_v1_events]);
 
 /**
  * One line of the ledger.
@@ -421,6 +421,14 @@ export type SummarizeUsageResponse = Message<"interlock.v1.SummarizeUsageRespons
    * @generated from field: string next_page_token = 3;
    */
   nextPageToken: string;
+
+  /**
+   * The spend budgets in their current period: the sandbox's, and the end
+   * user's and the agent's when the filter names one.
+   *
+   * @generated from field: repeated interlock.v1.Budget budgets = 4;
+   */
+  budgets: Budget[];
 };
 
 /**
@@ -429,6 +437,76 @@ export type SummarizeUsageResponse = Message<"interlock.v1.SummarizeUsageRespons
  */
 export const SummarizeUsageResponseSchema: GenMessage<SummarizeUsageResponse> = /*@__PURE__*/
   messageDesc(file_interlock_v1_ledger, 6);
+
+/**
+ * One spend budget in its current period: its limit and what is held against it.
+ *
+ * @generated from message interlock.v1.Budget
+ */
+export type Budget = Message<"interlock.v1.Budget"> & {
+  /**
+   * "sandbox", "end_user" (the sandbox's per-end-user budget, for target) or "agent".
+   *
+   * @generated from field: string scope = 1;
+   */
+  scope: string;
+
+  /**
+   * The end user's id or the agent's slug; empty for the sandbox.
+   *
+   * @generated from field: string target = 2;
+   */
+  target: string;
+
+  /**
+   * "day" or "month" (UTC).
+   *
+   * @generated from field: string period = 3;
+   */
+  period: string;
+
+  /**
+   * When the period started.
+   *
+   * @generated from field: google.protobuf.Timestamp period_start = 4;
+   */
+  periodStart?: Timestamp | undefined;
+
+  /**
+   * When it resets (the next period starts).
+   *
+   * @generated from field: google.protobuf.Timestamp reset_time = 5;
+   */
+  resetTime?: Timestamp | undefined;
+
+  /**
+   * The limit in US dollars; 0 means none (what is spent is still counted).
+   *
+   * @generated from field: double limit_usd = 6;
+   */
+  limitUsd: number;
+
+  /**
+   * Held by running runs (their worst-case cost).
+   *
+   * @generated from field: double reserved_usd = 7;
+   */
+  reservedUsd: number;
+
+  /**
+   * What ended runs cost.
+   *
+   * @generated from field: double spent_usd = 8;
+   */
+  spentUsd: number;
+};
+
+/**
+ * Describes the message interlock.v1.Budget.
+ * Use `create(BudgetSchema)` to create a new message.
+ */
+export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
+  messageDesc(file_interlock_v1_ledger, 7);
 
 /**
  * What a ledger entry bills.

@@ -1305,6 +1305,8 @@ class Ledger:
             )
             merged.summaries.extend(page.summaries)
             merged.total.CopyFrom(page.total)
+            del merged.budgets[:]  # the same on every page: keep the last
+            merged.budgets.extend(page.budgets)
             page_token = page.next_page_token
             if not page_token:
                 return merged

@@ -624,6 +624,33 @@ def render_usage(summary: ledger_pb2.SummarizeUsageResponse, by: str, out: TextI
         "TOTAL $",
     )
     out.write(format_table(headers, rows))
+    if summary.budgets:
+        out.write("\n")
+        render_budgets(summary.budgets, out)
+
+
+def render_budgets(budgets: Iterable[ledger_pb2.Budget], out: TextIO) -> None:
+    """Spend budgets in their current period: the limit ("-": none), what running runs
+    hold, what ended runs cost, what is left and when the period resets."""
+    rows = []
+    for b in budgets:
+        who = b.scope if not b.target else f"{b.scope} {b.target}"
+        left = "-"
+        if b.limit_usd:
+            left = f"{max(b.limit_usd - b.reserved_usd - b.spent_usd, 0.0):.4f}"
+        rows.append(
+            (
+                who,
+                b.period,
+                f"{b.limit_usd:.4f}" if b.limit_usd else "-",
+                f"{b.reserved_usd:.4f}",
+                f"{b.spent_usd:.4f}",
+                left,
+                b.reset_time.ToDatetime().strftime("%Y-%m-%dT%H:%MZ"),
+            )
+        )
+    headers = ("BUDGET", "PERIOD", "LIMIT $", "RESERVED $", "SPENT $", "LEFT $", "RESETS")
+    out.write(format_table(headers, rows))
 
 
 # -- compute -----------------------------------------------------------------

@@ -9,6 +9,7 @@ the handler a command declared.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -89,6 +90,17 @@ LocalHandler = Callable[[argparse.Namespace, Io], int]
 
 
 # -- arguments -------------------------------------------------------------
+
+
+def non_negative_usd(text: str) -> float:
+    """A US dollar amount, 0 or more (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an amount: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def non_negative_int(text: str) -> int:

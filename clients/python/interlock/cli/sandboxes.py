@@ -11,6 +11,7 @@ from interlock.cli.common import (
     CommandTree,
     Io,
     non_negative_int,
+    non_negative_usd,
     write_list,
 )
 from interlock.client import Client
@@ -92,6 +93,15 @@ def _add_quota_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="tokens per UTC day across the sandbox (0: unlimited)",
     )
+    for flag, what in (
+        ("--usd-per-day", "USD per UTC day across the sandbox"),
+        ("--usd-per-month", "USD per UTC calendar month across the sandbox"),
+        ("--end-user-usd-per-day", "USD per UTC day for each end user"),
+        ("--end-user-usd-per-month", "USD per UTC calendar month for each end user"),
+    ):
+        parser.add_argument(
+            flag, type=non_negative_usd, default=0.0, metavar="USD", help=f"{what} (0: no limit)"
+        )
 
 
 def _quotas(args: argparse.Namespace) -> sandboxes_pb2.Quotas:
@@ -99,6 +109,10 @@ def _quotas(args: argparse.Namespace) -> sandboxes_pb2.Quotas:
         max_concurrent_runs=args.max_concurrent_runs,
         max_concurrent_runs_per_end_user=args.max_concurrent_runs_per_end_user,
         max_tokens_per_day=args.max_tokens_per_day,
+        usd_per_day=args.usd_per_day,
+        usd_per_month=args.usd_per_month,
+        end_user_usd_per_day=args.end_user_usd_per_day,
+        end_user_usd_per_month=args.end_user_usd_per_month,
     )
 
 

@@ -149,7 +149,7 @@ def mounted_source(service: dict[str, Any], target: str) -> Path:
     for volume in service.get("volumes", []):
         source, _, rest = volume.partition(":")
         if rest.split(":", 1)[0] == target:
-            return (DEPLOY / source).resolve()
+            return (DEPLOY / str(source)).resolve()
     raise AssertionError(f"nothing is mounted at {target}")
 
 

@@ -201,6 +201,12 @@ class Settings(_Strict):
     #: host:port of the HTTP side (tool dispatch for hosted agents, /healthz).
     #: Hosted agents must reach it: put it behind TLS at a public URL.
     http_listen: str = "127.0.0.1:7601"
+    #: The host (name or IP) other replicas and workers reach this process's
+    #: HTTP side at, to forward a run's tool calls (MCP, dispatch callbacks) to
+    #: the process running the turn. Empty: ``http_listen``'s host (loopback
+    #: for a wildcard). Set it per replica when replicas run on several hosts
+    #: (e.g. the pod IP).
+    http_advertise_host: str = ""
     #: Where the database, the master key and the local model's state live.
     data_dir: Path = Path("data")
     #: The shared store: ``postgresql://user:password@host:5432/database``

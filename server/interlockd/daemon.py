@@ -51,6 +51,7 @@ from interlockd.compute.placement import SchedulerSettings
 from interlockd.compute.scheduler import ComputeScheduler
 from interlockd.config import ConfigError, Settings
 from interlockd.errors import InterlockError
+from interlockd.http.forward import Forwarder
 from interlockd.http.oauth_callback import callback_route
 from interlockd.http.server import HttpServer
 from interlockd.integrations.base import App
@@ -77,6 +78,7 @@ from interlockd.tools.dispatch import Dispatch
 from interlockd.tools.grants import GrantRegistry, ToolAccess
 from interlockd.tools.search import SearchConversationsTool
 from interlockd.tools.selection import RunTools
+from interlockd.tools.shared_grants import SharedGrants
 
 log = structlog.get_logger(__name__)
 #: After the runs' grace: how long other calls in flight get before the server stops.
@@ -217,8 +219,10 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.orchestrator: Orchestrator | None = None
-        self.dispatch = Dispatch()
-        self.mcp_access: GrantRegistry[ToolAccess] = GrantRegistry()
+        # Run tokens: held here, published for the other processes sharing the store.
+        self.grants = SharedGrants(self.store, self._forward_url)
+        self.dispatch = Dispatch(shared=self.grants)
+        self.mcp_access: GrantRegistry[ToolAccess] = GrantRegistry(on_close=self.grants.revoke)
         # Where MCP servers may be: checked at registration and at every connect
         # (tests replace its resolver to play DNS rebinding).
         self.egress = EgressPolicy(settings.integrations.mcp_allowed_networks)
@@ -326,7 +330,12 @@ class Daemon:
             estimates={name: p.estimate_usd_per_run for name, p in s.providers.items()},
         )
         deps = TurnDeps(
-            self.store, s.runs, dispatch=self.dispatch, compute=compute, mcp=self.mcp_access
+            self.store,
+            s.runs,
+            dispatch=self.dispatch,
+            compute=compute,
+            mcp=self.mcp_access,
+            grants=self.grants,
         )
         return Orchestrator(admission, deps)
 
@@ -398,6 +407,8 @@ class Daemon:
             mcp_access=self.mcp_access,
             public_url=s.integrations.public_url,
             routes=[callback_route(self.connect_flows)],
+            forwarder=Forwarder(self.grants, timeout=s.runs.tool_timeout_seconds + 10),
+            advertise_host=self._advertise_host(),
         )
         try:
             self.http_port = await self.http.start()
@@ -443,6 +454,7 @@ class Daemon:
             await self.pauses.stop()
         if self.leases is not None:
             await self.leases.stop()
+        await self.grants.aclose()
         if self.compute is not None:
             # Runtimes keep running (or stay suspended) across a restart of the daemon.
             await self.compute.stop()
@@ -450,6 +462,20 @@ class Daemon:
         for app in self.apps.values():
             await app.aclose()
         await self.store.close()
+
+    def _advertise_host(self) -> str:
+        """The host other processes reach this one's HTTP side at."""
+        if self.settings.http_advertise_host:
+            return self.settings.http_advertise_host
+        host = self.settings.http_listen.rsplit(":", 1)[0].strip("[]")
+        return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+    def _forward_url(self) -> str:
+        """Where other processes forward this one's runs' tool calls."""
+        host = self._advertise_host()
+        host = f"[{host}]" if ":" in host else host
+        port = self.http.forward_port if self.http is not None else 0
+        return f"http://{host}:{port}"
 
     def _mcp_url(self) -> str:
         """The MCP endpoint as runtimes reach it: the public URL, else this host's."""

@@ -288,9 +288,10 @@ class ToolDispatch(abc.ABC):
     """Opens a run's :class:`DispatchChannel` (handed to backends in the turn request)."""
 
     @abc.abstractmethod
-    def open(self, end_user_id: str, ttl: float) -> DispatchChannel:
+    async def open(self, end_user_id: str, ttl: float) -> DispatchChannel:
         """A new channel and token for one run of ``end_user_id``, valid ``ttl`` seconds at
-        most; the caller closes it when the turn ends."""
+        most (accepted by every process sharing the store once this returns); the caller
+        closes it when the turn ends."""
 
 
 @dataclass(frozen=True, slots=True)

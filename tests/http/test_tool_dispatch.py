@@ -38,7 +38,9 @@ async def post(daemon: RunningDaemon, token: str | None, payload: Any) -> httpx.
 
 async def test_a_valid_token_hands_the_call_to_its_run(daemon: RunningDaemon) -> None:
     """The call reaches the run's channel; the run's answer is the HTTP response."""
-    channel = daemon.daemon.dispatch.open("u-ref", ttl=60)
+    channel = await daemon.daemon.dispatch.open(
+        "u-ref", 60, sandbox_id=daemon.sandbox_id, run_id="run_test"
+    )
     channel.provider_session = "sess-1"
 
     async def run_side() -> None:
@@ -75,7 +77,9 @@ async def test_rejected_callbacks_run_nothing(
     daemon: RunningDaemon, token: str | None, payload: Any, status: int
 ) -> None:
     """Missing, forged or misdirected tokens are 401, malformed bodies 400; nothing is queued."""
-    channel = daemon.daemon.dispatch.open("u-ref", ttl=60)
+    channel = await daemon.daemon.dispatch.open(
+        "u-ref", 60, sandbox_id=daemon.sandbox_id, run_id="run_test"
+    )
     channel.provider_session = "sess-1"
     response = await post(daemon, channel.token if token == "VALID" else token, payload)
     assert response.status_code == status
@@ -86,7 +90,9 @@ async def test_rejected_callbacks_run_nothing(
 
 async def test_closed_token_is_rejected(daemon: RunningDaemon) -> None:
     """Once its turn ended (channel closed), a token opens nothing."""
-    channel = daemon.daemon.dispatch.open("u-ref", ttl=60)
+    channel = await daemon.daemon.dispatch.open(
+        "u-ref", 60, sandbox_id=daemon.sandbox_id, run_id="run_test"
+    )
     channel.close()
     response = await post(daemon, channel.token, body())
     assert response.status_code == 401

@@ -73,11 +73,11 @@ async def test_tool_dispatch_takes_only_its_own_runs_token(world: World) -> None
     closed run's token, or with another run's token (for that run's end user and
     session) is 401 and no run receives a call; GET is not allowed."""
     w = world
-    alice = w.daemon.dispatch.open("alice", ttl=60)
+    alice = await w.daemon.dispatch.open("alice", 60, sandbox_id=w.sandbox_a, run_id="run_test")
     alice.provider_session = "sess-alice"
-    bob = w.daemon.dispatch.open("bob", ttl=60)
+    bob = await w.daemon.dispatch.open("bob", 60, sandbox_id=w.sandbox_a, run_id="run_test")
     bob.provider_session = "sess-bob"
-    ended = w.daemon.dispatch.open("alice", ttl=60)
+    ended = await w.daemon.dispatch.open("alice", 60, sandbox_id=w.sandbox_a, run_id="run_test")
     ended.close()
     try:
         cases = [

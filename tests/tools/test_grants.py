@@ -88,11 +88,11 @@ def test_tool_access_refuses_duplicate_names() -> None:
         ToolAccess.of([Echo(), Echo()], NoRunner())
 
 
-def test_dispatch_tokens_expire() -> None:
+async def test_dispatch_tokens_expire() -> None:
     """A dispatch token past its lifetime is refused and forgotten."""
     now = [1000.0]
     dispatch = Dispatch(clock=lambda: now[0])
-    channel = dispatch.open("u-ref", ttl=30)
+    channel = await dispatch.open("u-ref", 30, sandbox_id="", run_id="")
     assert dispatch.channel(channel.token, user_id="u-ref", session_id="") is channel
     now[0] += 31
     with pytest.raises(DispatchRejected, match="expired"):
@@ -100,11 +100,11 @@ def test_dispatch_tokens_expire() -> None:
     assert len(dispatch) == 0
 
 
-def test_a_dispatch_token_answers_only_its_user_and_session() -> None:
+async def test_a_dispatch_token_answers_only_its_user_and_session() -> None:
     """Once the provider session is bound, the token opens the channel only for that session
     and the run's end user."""
     dispatch = Dispatch()
-    channel = dispatch.open("u-ref", ttl=30)
+    channel = await dispatch.open("u-ref", 30, sandbox_id="", run_id="")
     channel.bind_session("sess-1")
     assert dispatch.channel(channel.token, user_id="u-ref", session_id="sess-1") is channel
     for user, session in (("u-other", "sess-1"), ("u-ref", "sess-2")):
@@ -117,7 +117,7 @@ def test_a_dispatch_token_answers_only_its_user_and_session() -> None:
 async def test_waiting_calls_are_answered_when_the_run_ends() -> None:
     """Closing a channel revokes its token and answers queued calls with an error."""
     dispatch = Dispatch()
-    channel = dispatch.open("u-ref", ttl=30)
+    channel = await dispatch.open("u-ref", 30, sandbox_id="", run_id="")
     call = DispatchCall("c1", "t", {})
     await channel.calls.put(call)
     channel.close()

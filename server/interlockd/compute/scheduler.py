@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
@@ -238,7 +238,7 @@ class ComputeScheduler:
         self,
         plan: Plan,
         run_id: str,
-        on_session: Callable[[ComputeSessionRecord], None] | None = None,
+        on_session: Callable[[ComputeSessionRecord], Awaitable[None]] | None = None,
     ) -> Lease:
         """A running session for the plan's key on the chosen provider, for run ``run_id``.
 
@@ -268,7 +268,7 @@ class ComputeScheduler:
         run_id: str,
         started: float,
         lock: asyncio.Lock,
-        on_session: Callable[[ComputeSessionRecord], None] | None,
+        on_session: Callable[[ComputeSessionRecord], Awaitable[None]] | None,
     ) -> Lease:
         """Start (or resume) the key's session on the chosen provider and record where the
         run was placed; the key's lock is held."""
@@ -276,7 +276,7 @@ class ComputeScheduler:
         name = plan.choice.provider
         record, spec = await self._session_for(plan, run_id)
         if on_session is not None:
-            on_session(record)
+            await on_session(record)
         plan.metered = (record.id, started)
         was = record.status
         session, endpoint, ready = await self._fleet.start(name, record, spec)

@@ -35,7 +35,9 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from interlockd.backends.tool_relay import executed_calls
+from interlockd.http.forward import Forwarder
 from interlockd.ids import new_id
+from interlockd.store.base import StoredGrant
 from interlockd.tools.grants import Grant, GrantRegistry, ToolAccess
 from interlockd.vocabulary import ToolCall
 
@@ -89,8 +91,11 @@ class McpEndpoint:
         *,
         security: TransportSecuritySettings,
         max_body: int,
+        forwarder: Forwarder | None = None,
     ) -> None:
         self._access = access
+        self._forwarder = forwarder
+        self._max_body = max_body
         self._server: Server[Any] = Server(
             "interlockd",
             version=_version(),
@@ -114,6 +119,12 @@ class McpEndpoint:
         header = Request(scope).headers.get("authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
         grant = self._access.get(token)
+        if grant is None and scope["method"] == "POST" and self._forwarder is not None:
+            request = Request(scope, receive)
+            owner = await self._forwarder.find(token, "mcp", request.headers)
+            if owner is not None:
+                await self._forward(owner, request, send)
+                return
         if grant is None:
             await _reply(
                 send, 401, "invalid or expired MCP token", [(b"www-authenticate", b"Bearer")]
@@ -125,6 +136,25 @@ class McpEndpoint:
             return
         scope[_GRANT_KEY] = grant
         await self._sessions.handle_request(scope, receive, send)
+
+    async def _forward(self, owner: StoredGrant, request: Request, send: Send) -> None:
+        """Hand the request to the process running the run, and its answer back."""
+        assert self._forwarder is not None
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self._max_body:
+                await _reply(send, 413, f"the body is larger than {self._max_body} bytes", [])
+                return
+        answer = await self._forwarder.forward(owner, request.url.path, body, request.headers)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": [(b"content-type", answer.content_type.encode("latin-1"))],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer.body})
 
     async def _list_tools(
         self, ctx: _Context, params: types.PaginatedRequestParams | None

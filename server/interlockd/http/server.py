@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from interlockd.http.forward import Forwarder
 from interlockd.http.mcp_endpoint import McpEndpoint, transport_security
 from interlockd.ids import new_id
 from interlockd.listen import ports_shared
@@ -67,8 +68,11 @@ class HttpServer:
         public_url: str = "",
         routes: Sequence[BaseRoute] = (),
         shutdown_timeout: int = 5,
+        forwarder: Forwarder | None = None,
+        advertise_host: str = "",
     ) -> None:
         self._host = host
+        self._forwarder = forwarder
         self._port = port
         self._dispatch = dispatch
         self._call_timeout = call_timeout
@@ -76,10 +80,13 @@ class HttpServer:
             mcp_access if mcp_access is not None else GrantRegistry()
         )
         public_host = urlsplit(public_url).netloc.rpartition("@")[2] if public_url else ""
+        # Forwarded calls name this process's advertised host.
+        known = [h for h in (public_host, advertise_host) if h]
         self._mcp = McpEndpoint(
             self.mcp_access,
-            security=transport_security(host, [public_host] if public_host else []),
+            security=transport_security(host, known),
             max_body=_MAX_BODY,
+            forwarder=forwarder,
         )
         self._routes = [
             Route("/v1/tools/dispatch", self._tool_dispatch, methods=["POST"]),
@@ -90,8 +97,12 @@ class HttpServer:
         self._shutdown_timeout = shutdown_timeout
         self._server: uvicorn.Server | None = None
         self._socket: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
         self._ticking: asyncio.Task[None] | None = None
         self.port = 0
+        #: Where forwarded calls reach this process: its own port, or (a worker
+        #: sharing its port with siblings) a private one.
+        self.forward_port = 0
 
     def app(self) -> Starlette:
         """The ASGI app (its lifespan runs the MCP endpoint's session manager)."""
@@ -128,12 +139,22 @@ class HttpServer:
         server = uvicorn.Server(config)
         # Not server.serve(): that installs signal handlers, which are the daemon's.
         server.lifespan = config.lifespan_class(config)
+        sockets = [sock]
+        if ports_shared():
+            # The shared port reaches any worker; a forwarded call must reach this one.
+            sockets.append(
+                socket.create_server(
+                    (host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+                )
+            )
         try:
-            await server.startup(sockets=[sock])
+            await server.startup(sockets=sockets)
         except SystemExit:
-            sock.close()
+            for opened in sockets:
+                opened.close()
             raise RuntimeError("the HTTP app failed to start (see the log)") from None
-        self._server, self._socket = server, sock
+        self._server, self._socket, self._sockets = server, sock, sockets
+        self.forward_port = sockets[-1].getsockname()[1]
         self._ticking = asyncio.create_task(server.main_loop())
         self.port = sock.getsockname()[1]
         log.info("http_listening", address=self._host, port=self.port)
@@ -147,7 +168,9 @@ class HttpServer:
         server.should_exit = True
         if self._ticking is not None:
             await self._ticking
-        await server.shutdown(sockets=[self._socket] if self._socket else None)
+        await server.shutdown(sockets=self._sockets or None)
+        if self._forwarder is not None:
+            await self._forwarder.aclose()
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -170,6 +193,13 @@ class HttpServer:
                 token, user_id=fields["user_id"], session_id=fields["session_id"]
             )
         except DispatchRejected as exc:
+            if exc.status == 401 and self._forwarder is not None:
+                grant = await self._forwarder.find(token, "dispatch", request.headers)
+                if grant is not None:
+                    answer = await self._forwarder.forward(
+                        grant, request.url.path, raw, request.headers
+                    )
+                    return Response(answer.body, answer.status, media_type=answer.content_type)
             return _error(exc.status, exc.message)
         call = DispatchCall(
             call_id=fields["call_id"] or new_id("call"),

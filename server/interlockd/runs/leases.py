@@ -77,6 +77,7 @@ class RunLeases:
         if self._on_lost is not None:
             self._on_lost(held, began)
         expired = await self._store.expire_leases(datetime.now(UTC))
+        await self._store.delete_expired_tool_grants(datetime.now(UTC))
         if expired:
             log.warning(
                 "runs_taken_over",

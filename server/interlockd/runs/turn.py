@@ -41,13 +41,14 @@ from interlockd.runs.settle import Progress, settle
 from interlockd.runs.stream import provider_events
 from interlockd.store.base import ComputeSessionRecord, Run, Store, WindowEntry
 from interlockd.tools.base import ToolContext
+from interlockd.tools.dispatch import Dispatch
 from interlockd.tools.grants import GrantRegistry, ToolAccess
 from interlockd.tools.runner import SandboxToolRunner
+from interlockd.tools.shared_grants import SharedGrants
 from interlockd.vocabulary import (
     SessionBound,
     TextDelta,
     ToolCall,
-    ToolDispatch,
     ToolResult,
     TurnEnd,
     UsageReport,
@@ -60,9 +61,11 @@ class TurnDeps:
 
     store: Store
     settings: RunSettings
-    dispatch: ToolDispatch | None = None
+    dispatch: Dispatch | None = None
     compute: ComputeScheduler | None = None
     mcp: GrantRegistry[ToolAccess] | None = None
+    #: Where the run's tokens are published for the other processes (None: nowhere).
+    grants: SharedGrants | None = None
 
 
 class Turn:
@@ -112,11 +115,20 @@ class Turn:
             return request
         self.compute_provider = plan.choice.provider
 
-        def open_tools(record: ComputeSessionRecord) -> None:
-            # Before the runtime starts: it lists its MCP tools at start.
+        async def open_tools(record: ComputeSessionRecord) -> None:
+            # Before the runtime starts: it lists its MCP tools at start, maybe
+            # through another replica (which finds the token in the store).
             if mcp is not None:
                 access = ToolAccess.of(prepared.tools, self.runner)
                 self.progress.grant = mcp.bind(record.mcp_token, access, self.limit)
+                if self.deps.grants is not None:
+                    await self.deps.grants.publish(
+                        record.mcp_token,
+                        sandbox_id=self.run.sandbox_id,
+                        run_id=self.run.id,
+                        kind="mcp",
+                        ttl=self.limit,
+                    )
 
         try:
             lease = await compute.acquire(plan, self.run.id, open_tools)
@@ -138,7 +150,11 @@ class Turn:
             system=prepared.request.system,
             state=StoreProviderState(self.deps.store, run.sandbox_id, run.provider),
             user_ref=_user_ref(run.sandbox_id, run.end_user_id),
-            dispatch=self.deps.dispatch,
+            dispatch=(
+                self.deps.dispatch.for_run(run.sandbox_id, run.id)
+                if self.deps.dispatch is not None
+                else None
+            ),
         )
 
     async def stream(self, request: TurnRequest) -> AsyncGenerator[RunEvent, None]:

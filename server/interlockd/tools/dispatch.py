@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from interlockd.tools.grants import Grant, GrantRegistry
+from interlockd.tools.shared_grants import SharedGrants
 from interlockd.vocabulary import DispatchCall, DispatchChannel, ToolDispatch
 
 
@@ -61,15 +62,37 @@ class Channel(DispatchChannel):
                 call.answer.set_result({"error": "the run has ended; the tool was not run"})
 
 
-class Dispatch(ToolDispatch):
-    """The open dispatch channels of this process."""
+class Dispatch:
+    """The open dispatch channels of this process (each run opens its own: :meth:`for_run`)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._grants: GrantRegistry[Channel] = GrantRegistry(clock=clock)
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedGrants | None = None,
+    ) -> None:
+        """``shared``: where tokens are published for the other processes (None: this one
+        alone accepts them)."""
+        self._grants: GrantRegistry[Channel] = GrantRegistry(
+            clock=clock, on_close=shared.revoke if shared is not None else None
+        )
+        self._shared = shared
 
-    def open(self, end_user_id: str, ttl: float) -> Channel:
+    def for_run(self, sandbox_id: str, run_id: str) -> ToolDispatch:
+        """What a turn hands its backend: opens this run's channel."""
+        return _RunDispatch(self, sandbox_id, run_id)
+
+    async def open(self, end_user_id: str, ttl: float, *, sandbox_id: str, run_id: str) -> Channel:
         channel = Channel(end_user_id)
         channel._grant = self._grants.open(channel, ttl)
+        if self._shared is not None:
+            try:
+                await self._shared.publish(
+                    channel.token, sandbox_id=sandbox_id, run_id=run_id, kind="dispatch", ttl=ttl
+                )
+            except BaseException:
+                channel.close()
+                raise
         return channel
 
     def channel(self, token: str, *, user_id: str, session_id: str) -> Channel:
@@ -90,3 +113,17 @@ class Dispatch(ToolDispatch):
 
     def __len__(self) -> int:
         return len(self._grants)
+
+
+class _RunDispatch(ToolDispatch):
+    """:class:`Dispatch` for one run: its channel published under the run's ids."""
+
+    def __init__(self, dispatch: Dispatch, sandbox_id: str, run_id: str) -> None:
+        self._dispatch = dispatch
+        self._sandbox_id = sandbox_id
+        self._run_id = run_id
+
+    async def open(self, end_user_id: str, ttl: float) -> Channel:
+        return await self._dispatch.open(
+            end_user_id, ttl, sandbox_id=self._sandbox_id, run_id=self._run_id
+        )

@@ -10,8 +10,9 @@ runtime keeps, :meth:`GrantRegistry.bind`), valid only until it expires or the
 run closes its :class:`Grant`, whatever it opens fixed when it is granted.
 
 Tokens are kept in this process's memory, by their SHA-256 (a leaked memory
-dump holds no usable token): a runtime must reach the replica that runs the
-turn. This module never executes anything itself and never logs a token.
+dump holds no usable token); :mod:`interlockd.tools.shared_grants` makes them
+known to the other processes sharing the store, which forward their calls
+here. This module never executes anything itself and never logs a token.
 """
 
 from __future__ import annotations
@@ -58,9 +59,16 @@ class Grant(Generic[S]):
 class GrantRegistry(Generic[S]):
     """The open grants of this process, by the hash of their token."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_close: Callable[[str], object] | None = None,
+    ) -> None:
+        """``on_close(token)`` is told of every grant closed (to revoke it elsewhere too)."""
         self._grants: dict[str, Grant[S]] = {}
         self._clock = clock
+        self._on_close = on_close
 
     def open(self, scope: S, ttl: float) -> Grant[S]:
         """A new grant (and random token) of ``scope``, valid for ``ttl`` seconds at most.
@@ -94,6 +102,8 @@ class GrantRegistry(Generic[S]):
         """Forget ``grant``'s token (its :meth:`Grant.close` calls this)."""
         if self._grants.get(_digest(grant.token)) is grant:
             del self._grants[_digest(grant.token)]
+            if self._on_close is not None:
+                self._on_close(grant.token)
 
     def get(self, token: str) -> Grant[S] | None:
         """The open, unexpired grant of ``token``; None for anything else."""

@@ -191,7 +191,7 @@ class GoogleAgentEngineBackend(AgentBackend):
         binding = dataclasses.replace(binding, tools=tools_seen)
         if not reused and request.system:
             message = f"<instructions>\n{request.system}\n</instructions>\n\n{message}"
-        channel = self._open_dispatch(request, user)
+        channel = await self._open_dispatch(request, user)
         channel.bind_session(binding.session_id)
         try:
             async for event in self._stream(
@@ -204,14 +204,14 @@ class GoogleAgentEngineBackend(AgentBackend):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _open_dispatch(self, request: TurnRequest, user: str) -> DispatchChannel:
+    async def _open_dispatch(self, request: TurnRequest, user: str) -> DispatchChannel:
         # The deployed agent's tools all go through its dispatch callback: a turn
         # without a channel to answer it could run no tool at all.
         if request.dispatch is None:
             raise FailedPrecondition(
                 f"{self.provider} needs the daemon's HTTP tool dispatch, which this turn lacks"
             )
-        return request.dispatch.open(user, self._token_seconds)
+        return await request.dispatch.open(user, self._token_seconds)
 
     # ---- the engine ---------------------------------------------------------------
 

@@ -12,7 +12,8 @@ records and contract docstrings:
 - ``integrations``: connections, their credentials, connect flows;
 - ``agents``: saved agents; ``pauses``: the kill switches;
 - ``compute``: compute sessions and run placements;
-- ``budgets``: spend budgets, reserved at admission and settled at a run's end.
+- ``budgets``: spend budgets, reserved at admission and settled at a run's end;
+- ``tool_grants``: run tokens by hash, for the processes that did not open them.
 
 :class:`Store` is their composition, which an engine implements whole
 (``sqlite/`` is the embedded one; a PostgreSQL one follows with the same
@@ -107,6 +108,11 @@ from interlockd.store.base.tenancy import (
 from interlockd.store.base.tool_calls import (
     ToolCallStore,
 )
+from interlockd.store.base.tool_grants import (
+    GrantKind,
+    StoredGrant,
+    ToolGrantStore,
+)
 
 __all__ = [
     "SECRET_NAME",
@@ -124,6 +130,7 @@ __all__ = [
     "ConversationStore",
     "EntryKind",
     "FlowStatus",
+    "GrantKind",
     "Integration",
     "IntegrationKind",
     "IntegrationStatus",
@@ -154,8 +161,10 @@ __all__ = [
     "SpendLimits",
     "Store",
     "StoreLifecycle",
+    "StoredGrant",
     "TenancyStore",
     "ToolCallStore",
+    "ToolGrantStore",
     "UsageGroup",
     "UsageTotals",
     "WindowEntry",
@@ -176,6 +185,7 @@ class Store(
     PauseStore,
     ComputeStore,
     BudgetStore,
+    ToolGrantStore,
 ):
     """Durable, encrypted storage of sandboxes and everything inside them: every aggregate.
 

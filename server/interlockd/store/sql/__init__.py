@@ -40,6 +40,7 @@ from interlockd.store.sql.provider_state import SqlProviderState
 from interlockd.store.sql.runs import SqlRuns
 from interlockd.store.sql.tenancy import SqlTenancy
 from interlockd.store.sql.tool_calls import SqlToolCalls
+from interlockd.store.sql.tool_grants import SqlToolGrants
 
 __all__ = ["SqlStore"]
 
@@ -56,6 +57,7 @@ class SqlStore(
     SqlPauses,
     SqlCompute,
     SqlBudgets,
+    SqlToolGrants,
     Store,
 ):
     """Every aggregate of the store, on an engine still to be mixed in."""

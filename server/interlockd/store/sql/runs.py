@@ -501,6 +501,11 @@ class SqlRuns(SqlCore, RunStore):
                 f"RETURNING {RUNS.columns}",
                 (now_us(), _LEASE_LOST, to_us(now)),
             )
+            if rows:
+                # Their tokens open nothing any more, on any process.
+                await db.executemany(
+                    "DELETE FROM tool_grants WHERE run_id = ?", [(r["id"],) for r in rows]
+                )
         expired = []
         for row in rows:
             keys = await self._sandbox_keys(row["sandbox_id"])

@@ -84,19 +84,41 @@ async def _setup(config: Path, env: dict[str, str]) -> tuple[str, str]:
     return keys["INTERLOCK_OPERATOR_KEY"], keys["INTERLOCK_API_KEY"]
 
 
-async def _health_script(address: str) -> tuple[int, str]:
-    """deploy/healthcheck.py (the image's HEALTHCHECK) against ``address``."""
+#: deploy/healthcheck.py with its imports done, run when a line arrives on stdin: the check
+#: itself then takes milliseconds, well inside a stopping replica's announce, however
+#: slowly a loaded machine starts Python.
+_PRIMED = (
+    "import runpy, sys, grpc; from grpc_health.v1 import health_pb2_grpc; "
+    "print('primed', flush=True); sys.stdin.readline(); sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+async def _health_script(address: str) -> asyncio.subprocess.Process:
+    """deploy/healthcheck.py (the image's HEALTHCHECK) for ``address``, imported and waiting:
+    :func:`_check` runs it."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-c",
+        _PRIMED,
         str(DEPLOY / "healthcheck.py"),
         address,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    assert proc.stdout is not None
     async with asyncio.timeout(20):
-        out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+        assert await proc.stdout.readline() == b"primed\n"
+    return proc
+
+
+async def _check(script: asyncio.subprocess.Process) -> tuple[int, str]:
+    """Let a primed health check run; its exit code and output."""
+    async with asyncio.timeout(10):
+        out, _ = await script.communicate(b"go\n")
+    assert script.returncode is not None
+    return script.returncode, out.decode().strip()
 
 
 def _replica_env(
@@ -243,12 +265,15 @@ async def test_compose_replicas_continue_one_conversation_over_round_robin(
                 )
             ]
 
-            for replica in replicas.values():
-                code, out = await _health_script(replica.address)
-                assert (code, out.strip()) == (0, f"{replica.address}: SERVING")
+            stopping = replicas[first]
+            addresses = [replica.address for replica in replicas.values()]
+            *scripts, script = await asyncio.gather(
+                *(_health_script(address) for address in [*addresses, stopping.address])
+            )
+            for address, serving in zip(addresses, scripts, strict=True):
+                assert await _check(serving) == (0, f"{address}: SERVING")
             for replica in replicas.values():
                 replica.signal(signal.SIGTERM)
-            stopping = replicas[first]
             async with grpc.aio.insecure_channel(stopping.address) as direct:
                 health = health_pb2_grpc.HealthStub(direct)
 
@@ -257,8 +282,7 @@ async def test_compose_replicas_continue_one_conversation_over_round_robin(
                     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
                 await eventually(not_serving)
-            code, out = await _health_script(stopping.address)
-            assert (code, out.strip()) == (1, f"{stopping.address}: NOT_SERVING")
+            assert await _check(script) == (1, f"{stopping.address}: NOT_SERVING")
             assert stopping.proc is not None
             assert stopping.proc.returncode is None, "the port must stay open while announcing"
             for name, replica in replicas.items():

@@ -3,9 +3,10 @@
 A :class:`Cluster` is what a deployment behind a gRPC load balancer looks
 like, on loopback: every replica is a child process (``DaemonProcess``) of
 its own data directory, all of them on one fresh database of the session's
-throwaway PostgreSQL cluster with one master key. The first replica
-bootstraps the store (its banner prints the operator and API keys); the
-others start once it is set up and find it so. Provider tables point at
+throwaway PostgreSQL cluster with one master key. They start together; the
+first alone bootstraps the store (its banner prints the operator and API
+keys), the others serve without ``--bootstrap`` and find it set up (the
+migrations run once, under their advisory lock). Provider tables point at
 loopback fakes in the test process.
 
 Tests reach the replicas two ways: :attr:`Cluster.client`, the real Python
@@ -25,7 +26,7 @@ import json
 import secrets
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,6 @@ class Cluster:
     api_key: str
     sandbox_id: str
     channel: grpc.aio.Channel
-    _clients: list[Client] = field(default_factory=list)
 
     @property
     def client(self) -> Client:
@@ -116,15 +116,14 @@ class Cluster:
         return self._client(channel, api_key)
 
     def _client(self, channel: grpc.aio.Channel, api_key: str | None = None) -> Client:
-        client = Client(
+        # A client on a channel it was given leaves the channel to us (stop()).
+        return Client(
             channel=channel, api_key=api_key or self.api_key, operator_key=self.operator_key
         )
-        self._clients.append(client)
-        return client
 
-    def served_by(self, run_id: str) -> int:
-        """The index of the replica whose log says it finished run ``run_id``."""
-        finishers = [
+    def _finishers(self, run_id: str) -> list[int]:
+        """The replicas whose log says they finished (settled) run ``run_id``."""
+        return [
             replica.index
             for replica in self.replicas
             if any(
@@ -132,13 +131,19 @@ class Cluster:
                 for line in replica.logs()
             )
         ]
+
+    def finished(self, run_id: str) -> bool:
+        """Whether some replica has settled run ``run_id``."""
+        return bool(self._finishers(run_id))
+
+    def served_by(self, run_id: str) -> int:
+        """The index of the replica that settled run ``run_id`` (exactly one did)."""
+        finishers = self._finishers(run_id)
         assert len(finishers) == 1, f"run {run_id} finished on replicas {finishers}"
         return finishers[0]
 
     async def stop(self) -> None:
         """Close the channels and stop every replica."""
-        for client in self._clients:
-            await client.close()
         await self.channel.close(None)
         for replica in self.replicas:
             if replica.channel is not None:

@@ -64,7 +64,11 @@ async def cluster_factory(
 
 @pytest.fixture
 async def cluster(
-    cluster_factory: ClusterFactory, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+    fake_a: FakeOpenAI, fake_b: FakeOpenAI, cluster_factory: ClusterFactory
 ) -> Cluster:
-    """Three replicas with two OpenAI-compatible providers (``fake``, ``fake_b``)."""
+    """Three replicas with two OpenAI-compatible providers (``fake``, ``fake_b``).
+
+    The fakes come first so they stop last: a fake stopping under a replica's
+    open request would wait for it.
+    """
     return await cluster_factory(openai_providers(fake_a, fake_b))

@@ -27,7 +27,7 @@ async def github() -> AsyncIterator[FakeGitHub]:
 
 @pytest.fixture
 async def cluster(
-    cluster_factory: ClusterFactory, github: FakeGitHub, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+    github: FakeGitHub, fake_a: FakeOpenAI, fake_b: FakeOpenAI, cluster_factory: ClusterFactory
 ) -> Cluster:
     """Two replicas with the GitHub app, each its own public URL for OAuth callbacks."""
 

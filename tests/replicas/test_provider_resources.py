@@ -25,7 +25,7 @@ async def claude() -> AsyncIterator[FakeManagedAgents]:
 
 
 @pytest.fixture
-async def cluster(cluster_factory: ClusterFactory, claude: FakeManagedAgents) -> Cluster:
+async def cluster(claude: FakeManagedAgents, cluster_factory: ClusterFactory) -> Cluster:
     """Three replicas whose default provider is Claude Managed Agents on the fake."""
     anthropic = {
         "kind": "anthropic",

@@ -38,7 +38,12 @@ from typing import TYPE_CHECKING, Any
 from interlockd import logs
 from interlockd.config import ConfigError, Settings, load_settings
 from interlockd.errors import FailedPrecondition, InterlockError
-from interlockd.listen import HTTP_LISTEN_SETTING, LISTEN_SETTING, check_listen_address
+from interlockd.listen import (
+    HTTP_LISTEN_SETTING,
+    LISTEN_SETTING,
+    check_listen_address,
+    ports_shared,
+)
 
 if TYPE_CHECKING:
     from interlockd.daemon import BootstrapCredentials
@@ -75,7 +80,8 @@ def _print_credentials(creds: BootstrapCredentials, port: int | None = None) -> 
 async def _serve(settings: Settings, do_bootstrap: bool) -> int:
     from interlockd.daemon import Daemon, bootstrap
 
-    daemon = Daemon(settings)
+    # A worker leaves runs left running to the leases: its siblings' runs are running too.
+    daemon = Daemon(settings, sweep_at_start=not ports_shared())
     port = await daemon.start()
     if do_bootstrap:
         _print_credentials(await bootstrap(daemon.store), port)

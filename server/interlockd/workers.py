@@ -5,8 +5,9 @@ itself. It binds (without listening) both listen addresses with SO_REUSEPORT,
 which turns port 0 into one concrete port and holds both ports for its whole
 life, so a restarted worker finds them still free for it and no other program
 takes them in between. It opens the store once (migrations, the master key
-file, ``--bootstrap``'s operator key and first sandbox), so workers starting
-together never race to create either. Then it starts N children, each
+file, ``--bootstrap``'s operator key and first sandbox, and on SQLite the
+sweep of runs a previous process left running), so workers starting together
+never race to create either; the workers leave runs to the leases. Then it starts N children, each
 ``interlockd serve --worker I`` on the concrete addresses: an ordinary daemon
 whose listeners set SO_REUSEPORT (``listen.share_ports``) and whose log lines
 carry ``worker=I``. The kernel spreads new connections over the listening
@@ -170,6 +171,12 @@ class Supervisor:
         store = open_store(self.settings)
         await store.open()
         try:
+            if self.settings.store_url is None:
+                # Alone on the SQLite file until the workers start (they leave this to
+                # the leases): runs a previous process left running end as interrupted.
+                interrupted = await store.interrupt_running_runs()
+                if interrupted:
+                    log.warning("runs_interrupted", count=interrupted)
             return await bootstrap_store(store) if bootstrap else None
         finally:
             await store.close()

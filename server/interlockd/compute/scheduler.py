@@ -361,6 +361,8 @@ class ComputeScheduler:
                 mcp_token=mcp_token,
                 tags=tags(req, run_id),
                 now=at(self._clock()),
+                # Exact across replicas (plan()'s check is this process's early answer).
+                max_active_per_user=self._settings.max_active_sessions_per_user,
             )
         except AlreadyExists:
             # Another replica created it meanwhile: the next run uses it.

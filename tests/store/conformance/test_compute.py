@@ -3,12 +3,13 @@ and agent key; secrets and tags given back as sent) and where each run was place
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from interlockd.errors import AlreadyExists, NotFound
+from interlockd.errors import AlreadyExists, NotFound, ResourceExhausted
 from interlockd.ids import new_id
 from interlockd.store.base import Placement
 from tests.store.conformance.helpers import new_sandbox, start_in_new_conversation
@@ -225,3 +226,23 @@ async def test_placement_round_trip(store: Store) -> None:
         await store.get_placement(unplaced.id)
     with pytest.raises(NotFound):
         await store.get_placement("run_nope")
+
+
+async def test_the_active_sessions_cap_holds_under_concurrent_creation(store: Store) -> None:
+    """Twelve keys of one end user created at once under a cap of 3: exactly 3 sessions are
+    made, the rest refused ResourceExhausted; another end user is not counted."""
+    sandbox = await new_sandbox(store)
+    await create(store, sandbox.id, "bob", "other", max_active_per_user=3)
+
+    outcomes = await asyncio.gather(
+        *(
+            create(store, sandbox.id, "alice", f"agent-{i}", max_active_per_user=3)
+            for i in range(12)
+        ),
+        return_exceptions=True,
+    )
+
+    made = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, ResourceExhausted)]
+    assert (len(made), len(refused)) == (3, 9), outcomes
+    assert "limit 3" in str(refused[0])

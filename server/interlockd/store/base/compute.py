@@ -77,12 +77,15 @@ class ComputeStore(abc.ABC):
         mcp_token: str,
         tags: Mapping[str, str],
         now: datetime,
+        max_active_per_user: int = 0,
     ) -> ComputeSessionRecord:
         """Record a new session ``session_id`` (a ``cs_`` id the caller made, so specs can
         name it before it is stored) of the key, status ``creating``, secrets sealed.
 
         AlreadyExists when the key has a session that is neither destroyed nor failed; NotFound
-        for an unknown sandbox."""
+        for an unknown sandbox; ResourceExhausted when the end user already has
+        ``max_active_per_user`` sessions creating or running (0: no limit), counted in the
+        same transaction, so the cap holds across every process sharing the store."""
 
     @abc.abstractmethod
     async def get_compute_session(self, session_id: str) -> ComputeSessionRecord:

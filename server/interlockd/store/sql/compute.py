@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from interlockd.errors import (
     AlreadyExists,
     NotFound,
+    ResourceExhausted,
 )
 from interlockd.store.base import (
     ComputeSessionRecord,
@@ -37,11 +38,27 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from interlockd.store.crypto import SandboxKeys
+    from interlockd.store.sql.core import Tx
     from interlockd.store.sql.rows import Row
 
 
 def _load_session(row: Row, keys: SandboxKeys) -> ComputeSessionRecord:
     return COMPUTE_SESSIONS.load(row, keys)
+
+
+async def _check_active_sessions(db: Tx, sandbox_id: str, blind: str, limit: int) -> None:
+    """ResourceExhausted if the end user has ``limit`` sessions creating or running."""
+    rows = await db.fetch(
+        "SELECT count(*) AS active FROM compute_sessions WHERE sandbox_id = ? "
+        "AND end_user_id = ? AND status IN ('creating', 'running')",
+        (sandbox_id, blind),
+    )
+    if rows[0]["active"] >= limit:
+        raise ResourceExhausted(
+            f"the end user has {rows[0]['active']} active compute sessions (limit {limit}): "
+            "wait for one to stop when idle, suspend one, or raise "
+            "compute.max_active_sessions_per_user"
+        )
 
 
 class SqlCompute(SqlCore, ComputeStore):
@@ -62,6 +79,7 @@ class SqlCompute(SqlCore, ComputeStore):
         mcp_token: str,
         tags: Mapping[str, str],
         now: datetime,
+        max_active_per_user: int = 0,
     ) -> ComputeSessionRecord:
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         secrets = {"api_key": api_key, "mcp_token": mcp_token}
@@ -71,6 +89,8 @@ class SqlCompute(SqlCore, ComputeStore):
         async with self._transaction(sandbox_id) as db:
             try:
                 blind = await insert_end_user(db, keys, sandbox_id, end_user_id, at)
+                if max_active_per_user:
+                    await _check_active_sessions(db, sandbox_id, blind, max_active_per_user)
                 await db.execute(
                     "INSERT INTO compute_sessions (id, sandbox_id, end_user_id, agent_key, "
                     "runtime, provider, status, region, spec_fingerprint, secrets_sealed, "

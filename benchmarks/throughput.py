@@ -218,8 +218,20 @@ def interlockd_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "interlockd.cli"]
 
 
-def interlockd_config(workdir: Path, upstream_port: int, coalesce: bool) -> Path:
-    """A TOML config: port 0, a fresh data dir, one OpenAI-compatible provider."""
+def interlockd_config(
+    workdir: Path,
+    upstream_port: int,
+    coalesce: bool,
+    *,
+    store_url: str | None = None,
+    master_key: str | None = None,
+    pool_size: int | None = None,
+) -> Path:
+    """A TOML config: port 0, a fresh data dir, one OpenAI-compatible provider.
+
+    The store is the embedded SQLite file unless ``store_url`` names a
+    PostgreSQL database, which needs ``master_key`` (base64 of 32 bytes).
+    """
     config = workdir / "interlockd.toml"
     lines = [
         'listen = "127.0.0.1:0"',
@@ -238,20 +250,44 @@ def interlockd_config(workdir: Path, upstream_port: int, coalesce: bool) -> Path
         "[runs]",
         f"coalesce_deltas = {'true' if coalesce else 'false'}",
     ]
+    if store_url is not None:
+        lines.insert(0, f"store_url = {json.dumps(store_url)}")
+    if master_key is not None:
+        lines += ["", "[keys]", f"master_key = {json.dumps(master_key)}"]
+    if pool_size is not None:
+        lines += ["", "[store]", f"pool_size = {pool_size}"]
     config.write_text("\n".join(lines) + "\n")
     return config
 
 
 def start_interlockd(
-    children: Children, workdir: Path, upstream_port: int, coalesce: bool
+    children: Children,
+    workdir: Path,
+    upstream_port: int,
+    coalesce: bool,
+    *,
+    name: str = "interlockd",
+    store_url: str | None = None,
+    master_key: str | None = None,
+    pool_size: int | None = None,
 ) -> tuple[Child, str]:
-    """Start ``interlockd serve --bootstrap``; return it and the sandbox API key it printed."""
-    config = interlockd_config(workdir, upstream_port, coalesce)
+    """Start ``interlockd serve --bootstrap``; return it and the sandbox API key it printed.
+
+    ``name`` names its output files; give each daemon of one run its own, and its own workdir.
+    """
+    config = interlockd_config(
+        workdir,
+        upstream_port,
+        coalesce,
+        store_url=store_url,
+        master_key=master_key,
+        pool_size=pool_size,
+    )
     # INTERLOCK_* variables would override the file; a proxy must not see loopback.
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     argv = [*interlockd_argv(), "serve", "--config", str(config), "--bootstrap"]
-    child = children.start("interlockd", argv, env)
+    child = children.start(name, argv, env)
     wait_for_port(child)
     match = API_KEY.search(child.output())
     if not match:

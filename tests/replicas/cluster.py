@@ -132,9 +132,14 @@ class Cluster:
             )
         ]
 
-    def finished(self, run_id: str) -> bool:
-        """Whether some replica has settled run ``run_id``."""
-        return bool(self._finishers(run_id))
+    def settled(self, status: str) -> list[str]:
+        """The runs the replicas have settled with ``status`` (e.g. ``cancelled``)."""
+        return [
+            line["run_id"]
+            for replica in self.replicas
+            for line in replica.logs()
+            if line.get("event") == "run_finished" and line.get("status") == status
+        ]
 
     def served_by(self, run_id: str) -> int:
         """The index of the replica that settled run ``run_id`` (exactly one did)."""

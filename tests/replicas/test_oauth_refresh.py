@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
+from interlockd.store.postgres.engine import KEYED_LOCK
 from tests.eventually import eventually
 from tests.fakes.github import FakeGitHub
 from tests.fakes.openai import FakeOpenAI, Reply
@@ -65,12 +66,15 @@ async def connect_github(cluster: Cluster, github: FakeGitHub, end_user_id: str)
 
 
 async def lock_waiters(database_url: str) -> int:
-    """Sessions of the test's database waiting for an advisory lock another one holds."""
+    """Sessions of the test's database waiting for a keyed advisory lock (a provider
+    resource's or an integration's) that another session holds."""
     conn = await asyncpg.connect(database_url)
     try:
         waiting: int = await conn.fetchval(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            "AND classid = $1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            KEYED_LOCK,
         )
         return waiting
     finally:

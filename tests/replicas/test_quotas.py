@@ -30,7 +30,7 @@ class _Contest:
         self.cluster = cluster
         self.fake = fake
         self.before = len(fake.requests)
-        self.run_ids: list[str] = []
+        self.cancelled_before = len(cluster.settled("cancelled"))
         self.streams = [
             cluster.client_of(i % len(cluster.replicas)).run(f"run {i}", end_user_id=user)
             for i, user in enumerate(users)
@@ -39,9 +39,8 @@ class _Contest:
 
     async def _drain(self, index: int) -> str:
         try:
-            async for event in self.streams[index]:
-                if event.HasField("run_started"):
-                    self.run_ids.append(event.run_id)
+            async for _event in self.streams[index]:
+                pass
         except ResourceExhausted as exc:
             return str(exc)
         return "ended"
@@ -62,12 +61,14 @@ class _Contest:
 
     async def free(self) -> None:
         """Cancel the runs still in progress; return once their replicas settled them."""
-        for i in self.running():
+        running = self.running()
+        for i in running:
             self.streams[i].cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
         async def settled() -> None:
-            assert all(self.cluster.finished(run_id) for run_id in self.run_ids)
+            cancelled = len(self.cluster.settled("cancelled"))
+            assert cancelled == self.cancelled_before + len(running)
 
         await eventually(settled)
 

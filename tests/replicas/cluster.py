@@ -198,7 +198,7 @@ async def start_cluster(
         )
         # Only the first sets the store up; the others start beside it.
         replica = Replica(index, DaemonProcess(config, bootstrap=index == 0), http_port)
-        env = {
+        env: dict[str, str | None] = {
             "INTERLOCK_STORE_URL": database_url,
             "INTERLOCK_KEYS__MASTER_KEY": master_key,
             # Known before start, so a public URL can name it (the file says port 0).

@@ -143,8 +143,12 @@ class Servers:
     upstream_port: int
     upstream_pid: int
     daemons: dict[str, tuple[str, int, str]]  # store -> (address, pid, API key)
-    postmaster_pid: int
+    cluster: PostgresCluster
     postgres: dict[str, str]  # the cluster's version and durability settings
+
+    @property
+    def postmaster_pid(self) -> int:
+        return self.cluster.postmaster_pid
 
 
 def start_servers(
@@ -167,7 +171,33 @@ def start_servers(
         daemons[store] = (f"127.0.0.1:{wait_for_port(child)}", child.proc.pid, key)
     show = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
     postgres = {name: cluster.psql("-tAc", f"SHOW {name}").strip() for name in show}
-    return Servers(port, upstream.proc.pid, daemons, cluster.postmaster_pid, postgres)
+    return Servers(port, upstream.proc.pid, daemons, cluster, postgres)
+
+
+FLUSHED = 1.2  # seconds: a PostgreSQL backend reports its counts at most once a second
+
+
+async def committed(cluster: PostgresCluster) -> tuple[int, float]:
+    """Transactions committed in the benchmark's database so far, and when that was read.
+
+    Read ``FLUSHED`` after the caller's last turn, so the backends have reported them.
+    """
+
+    def read() -> int:
+        sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'interlock_bench'"
+        return int(cluster.psql("-tAc", sql).strip())
+
+    await asyncio.sleep(FLUSHED)
+    return await asyncio.to_thread(read), time.monotonic()
+
+
+def turn_commits(
+    idle: tuple[int, float], start: tuple[int, float], end: tuple[int, float]
+) -> float:
+    """Commits from ``start`` to ``end`` less the daemon's own background work (lease
+    renewals and the like) at the rate counted from ``idle`` to ``start``, with no turn running."""
+    rate = (start[0] - idle[0]) / (start[1] - idle[1])
+    return (end[0] - start[0]) - rate * (end[1] - start[1])
 
 
 class StoreTarget(GrpcTarget):
@@ -226,12 +256,15 @@ async def run_benchmark(servers: Servers, cfg: Config) -> dict[str, Any]:
     targets: list[Target] = [*stores, upstream]
     phases: list[Phase] = []
     errors: list[str] = []
+    commits: float | None = None  # PostgreSQL transactions of the turns phases
     try:
         for target in targets:
             await target.open(max(cfg.concurrency))
         log("warm-up")
         phases += await throughput.warm_up(stores, cfg.phases(), deadline)
         log("turns per second")
+        idle = await committed(servers.cluster)
+        before = await committed(servers.cluster)
         for rep in range(cfg.reps):
             for streams in cfg.concurrency:
                 per_stream = cfg.turns_per_stream(streams)
@@ -239,6 +272,7 @@ async def run_benchmark(servers: Servers, cfg: Config) -> dict[str, Any]:
                     log(f"  rep {rep + 1}/{cfg.reps}  C={streams:<4} {target.name}")
                     limit = deadline.limit(cfg.timeout)
                     phases.append(await run_turns(target, streams, per_stream, cfg, rep, limit))
+        commits = turn_commits(idle, before, await committed(servers.cluster))
         log("time to first event")
         phases += await throughput.measure_ttfe(targets, cfg.phases(), deadline)
     except BudgetExceeded as exc:
@@ -246,7 +280,7 @@ async def run_benchmark(servers: Servers, cfg: Config) -> dict[str, Any]:
     finally:
         for target in targets:
             await target.close()
-    return build_report(phases, cfg, servers, errors)
+    return build_report(phases, cfg, servers, errors, commits)
 
 
 # --- summaries -----------------------------------------------------------------------
@@ -355,9 +389,14 @@ def ratios(
 
 
 def build_report(
-    phases: Sequence[Phase], cfg: Config, servers: Servers, errors: list[str]
+    phases: Sequence[Phase],
+    cfg: Config,
+    servers: Servers,
+    errors: list[str],
+    commits: float | None,
 ) -> dict[str, Any]:
     turn_phases = [p for p in phases if p.kind == "turns"]
+    pg_turns = sum(len(p.results) for p in turn_phases if p.target == "postgresql")
     turns = summarize_turns(turn_phases)
     ttfe = summarize_ttfe([p for p in phases if p.kind == "ttfe"])
     failures = errors + [f for p in phases for f in p.failures()]
@@ -383,6 +422,8 @@ def build_report(
         "turns": turns,
         "ttfe": ttfe,
         "ratios": ratios(turn_phases, turns, ttfe),
+        # pg_stat_database.xact_commit: explicit transactions and single statements alike
+        "postgres_commits_per_turn": commits / pg_turns if commits and pg_turns else None,
         "phases": raw,
         "failures": failures,
         "ok": not failures,
@@ -436,6 +477,12 @@ def print_report(report: dict[str, Any], out: IO[str] = sys.stdout, header: bool
         for r in report["turns"]
     ]
     _table(headers, rows, out)
+    if report["postgres_commits_per_turn"] is not None:
+        print(
+            f"PostgreSQL: {report['postgres_commits_per_turn']:.1f} transactions committed per "
+            "turn (pg_stat_database over the turns phases; a single statement counts as one)",
+            file=out,
+        )
     print(
         f"\nTime to first event: {cfg['ttfe_runs']} sequential turns per target of "
         f"K={cfg['deltas']}, interleaved; added = the store's − calling the upstream directly (ms)",

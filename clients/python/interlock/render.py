@@ -624,9 +624,14 @@ def render_usage(summary: ledger_pb2.SummarizeUsageResponse, by: str, out: TextI
         "TOTAL $",
     )
     out.write(format_table(headers, rows))
-    if summary.budgets:
+    if budgets_in_use(summary.budgets):
         out.write("\n")
         render_budgets(summary.budgets, out)
+
+
+def budgets_in_use(budgets: Iterable[ledger_pb2.Budget]) -> bool:
+    """Whether any budget has a limit or holds a reservation (else there is nothing to show)."""
+    return any(b.limit_usd or b.reserved_usd for b in budgets)
 
 
 def render_budgets(budgets: Iterable[ledger_pb2.Budget], out: TextIO) -> None:

@@ -17,7 +17,13 @@ from interlock.cli.common import (
     write_list,
 )
 from interlock.client import Client, UsageGroup
-from interlock.render import render_budgets, render_ledger_entries, render_usage, to_json
+from interlock.render import (
+    budgets_in_use,
+    render_budgets,
+    render_ledger_entries,
+    render_usage,
+    to_json,
+)
 from interlock.v1 import ledger_pb2
 
 _USAGE_GROUPS: dict[str, UsageGroup] = {
@@ -127,7 +133,7 @@ async def _usage(client: Client, args: argparse.Namespace, io: Io) -> int:
         render_usage(summary, group, io.out)
     else:
         io.err.write("no usage recorded for this selection\n")
-        if any(b.limit_usd or b.reserved_usd for b in summary.budgets):
+        if budgets_in_use(summary.budgets):
             render_budgets(summary.budgets, io.out)
     return EXIT_OK
 

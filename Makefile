@@ -28,13 +28,13 @@ GO_GEN  := $(TOOLS)/.installed
 # Everything `make generate` writes; CI fails when it differs from the commit.
 GENERATED := clients/python/interlock/v1 $(TS)/src/gen $(GO)/interlockv1
 
-.PHONY: serve test install lint format generate checkgenerate breaking pytest \
+.PHONY: serve test install lint format generate checkgenerate breaking pytest pytest-postgres \
 	test-typescript test-go bench-smoke examples
 
 serve: $(STAMP) $(HERMES_STAMP)
 	$(BIN)/interlockd serve --bootstrap
 
-test: $(STAMP) $(HERMES_STAMP) lint checkgenerate breaking pytest test-typescript test-go test-python-lowest bench-smoke
+test: $(STAMP) $(HERMES_STAMP) lint checkgenerate breaking pytest pytest-postgres test-typescript test-go test-python-lowest bench-smoke
 
 install: $(STAMP)
 
@@ -111,6 +111,13 @@ breaking: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# The daemon suites that exercise the store once more, every daemon on a
+# PostgreSQL database of the session's throwaway cluster (tests/conftest.py,
+# STORE); the conformance suite and tests/replicas already run on both above.
+PG_SUITES := tests/runs tests/api tests/http tests/tools tests/integrations tests/security
+pytest-postgres: $(STAMP)
+	STORE=postgres $(BIN)/pytest -q $(PG_SUITES)
 
 # The clients' own suites; each starts real daemons through clients/testing/.
 test-typescript: $(STAMP) $(TS_DEPS)

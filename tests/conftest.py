@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -23,7 +25,14 @@ from interlockd.config import load_settings
 from interlockd.daemon import Daemon, bootstrap
 from tests.fakes.openai import FakeOpenAI
 
+if TYPE_CHECKING:
+    from tests.postgres import PostgresCluster
+
 pytest_plugins = ["tests.postgres"]
+
+#: The store daemons started by ``start_daemon`` use: "sqlite" (the default) or
+#: "postgres" (``make pytest-postgres`` runs the daemon suites that way).
+STORE = os.environ.get("STORE", "sqlite")
 
 
 @dataclass
@@ -138,12 +147,25 @@ def daemon_settings(
 
 @pytest.fixture
 async def start_daemon(
-    tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+    request: pytest.FixtureRequest, tmp_path: Path, fake_a: FakeOpenAI, fake_b: FakeOpenAI
 ) -> AsyncIterator[DaemonFactory]:
     started: list[RunningDaemon] = []
+    # STORE=postgres: each data_dir's daemons get a PostgreSQL database of their own
+    # (the same one again when a test restarts a daemon on the same data_dir).
+    shared: dict[Path, dict[str, Any]] = {}
 
     async def start(data_dir: Path | None = None, **overrides: Any) -> RunningDaemon:
-        settings = daemon_settings(data_dir or tmp_path / "data", fake_a, fake_b, **overrides)
+        data_dir = data_dir or tmp_path / "data"
+        if STORE == "postgres" and "store_url" not in overrides:
+            if data_dir not in shared:
+                cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+                key = base64.b64encode(os.urandom(32)).decode()
+                shared[data_dir] = {
+                    "store_url": cluster.create_database(),
+                    "keys": {"master_key": key},
+                }
+            overrides = {**shared[data_dir], **overrides}
+        settings = daemon_settings(data_dir, fake_a, fake_b, **overrides)
         daemon = Daemon(settings)
         port = await daemon.start()
         creds = await bootstrap(daemon.store)

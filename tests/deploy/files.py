@@ -209,6 +209,10 @@ def deployment_settings(scratch: Path) -> Settings:
     for var in container().get("env", []):
         if "value" in var:
             env[var["name"]] = var["value"]
+        elif "fieldRef" in var["valueFrom"]:
+            # The downward API: a pod's own fields (its IP), stood in for here.
+            assert var["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", var
+            env[var["name"]] = "10.0.0.17"
         else:
             ref = var["valueFrom"]["secretKeyRef"]
             assert ref["name"] == the("Secret")["metadata"]["name"], var

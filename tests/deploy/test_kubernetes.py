@@ -86,7 +86,7 @@ def test_selectors_ports_and_references_line_up() -> None:
     assert headless["spec"]["clusterIP"] == "None"
     secret = the("Secret")
     for var in container()["env"]:
-        if "valueFrom" in var:
+        if "secretKeyRef" in var.get("valueFrom", {}):
             ref = var["valueFrom"]["secretKeyRef"]
             assert (ref["name"], ref["key"] in secret["stringData"]) == (
                 secret["metadata"]["name"],

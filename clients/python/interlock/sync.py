@@ -987,7 +987,7 @@ class SyncLedger:
             )
             merged.summaries.extend(page.summaries)
             merged.total.CopyFrom(page.total)
-            del merged.budgets[:]  # the same on every page: keep the last
+            del merged.budgets[:]
             merged.budgets.extend(page.budgets)
             page_token = page.next_page_token
             if not page_token:

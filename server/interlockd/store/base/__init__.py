@@ -15,9 +15,9 @@ records and contract docstrings:
 - ``budgets``: spend budgets, reserved at admission and settled at a run's end;
 - ``tool_grants``: run tokens by hash, for the processes that did not open them.
 
-:class:`Store` is their composition, which an engine implements whole
-(``sqlite/`` is the embedded one; a PostgreSQL one follows with the same
-conformance suite, ``tests/store/conformance/``). A consumer may take only the
+:class:`Store` is their composition, implemented whole by ``sql/`` over two
+engines (``sqlite/``, the embedded one; ``postgres/``, shared by replicas),
+both held to one conformance suite, ``tests/store/conformance/``. A consumer may take only the
 interface it uses. Callers see only these dataclasses and methods: no SQL, no
 connection objects, no dialect-specific behaviour. Everything that must hold
 across daemon replicas (caps, one turn at a time per conversation) is decided

@@ -325,7 +325,7 @@ def summarize_turns(phases: Sequence[Phase]) -> list[dict[str, Any]]:
 
 def summarize_ttfe(phases: Sequence[Phase]) -> list[dict[str, Any]]:
     """Sequential turns per target; ``added`` = the store's percentile minus the upstream's."""
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for p in phases:
         rows[p.target] = {
             "target": p.target,
@@ -371,7 +371,7 @@ def ratios(
             if store == "postgresql" and c == streams and ("sqlite", c, rep) in per_rep
         ]
         paired = [x for x in paired if not math.isnan(x)]
-        row = {"figure": f"C={streams}"}
+        row: dict[str, Any] = {"figure": f"C={streams}"}
         row["turns_per_s"] = statistics.median(paired) if paired else math.nan
         for key in ("ttfe_p50_ms", "ttfe_p99_ms", "server_cpu_us_per_turn"):
             row[key] = _ratio(pg[key], sq[key])
@@ -489,7 +489,8 @@ def print_report(report: dict[str, Any], out: IO[str] = sys.stdout, header: bool
         file=out,
     )
     headers = ["target", "runs", "event p50", "event p99", "added p50", "added p99", "turn p50"]
-    keys = ("first_event_p50_ms", "first_event_p99_ms", "added_p50_ms", "added_p99_ms")
+    keys: tuple[str, ...] = ("first_event_p50_ms", "first_event_p99_ms", "added_p50_ms")
+    keys += ("added_p99_ms",)
     rows = [
         [r["target"], str(r["runs"]), *(_fmt(r[k], ".2f") for k in (*keys, "turn_p50_ms"))]
         for r in report["ttfe"]
@@ -583,8 +584,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--timeout", type=float, help="seconds per phase")
     parser.add_argument("--budget", type=float, help="seconds for the whole run")
     args = parser.parse_args(argv)
-    keys = ("deltas", "turns", "reps", "ttfe_runs", "pool_size", "streams_per_channel")
-    keys += ("timeout", "budget")
+    keys: tuple[str, ...] = ("deltas", "turns", "reps", "ttfe_runs", "pool_size")
+    keys += ("streams_per_channel", "timeout", "budget")
     overrides: dict[str, Any] = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.concurrency:
         overrides["concurrency"] = tuple(int(c) for c in args.concurrency.split(","))

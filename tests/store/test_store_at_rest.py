@@ -34,6 +34,7 @@ from interlockd.store.crypto import (
     WrappedKey,
     blind_terms,
     new_key,
+    new_sandbox_keys,
     open_sandbox_keys,
 )
 from interlockd.store.sqlite import SqliteStore, load_migrations
@@ -643,14 +644,42 @@ class PlainWriter:
 async def create_at_version(
     db_path: Path, key_path: Path, version: int, names: list[str]
 ) -> list[str]:
-    """A database at schema ``version`` holding new sandboxes of these names; their ids."""
+    """A database at schema ``version`` holding new sandboxes of these names; their ids.
+
+    The sandboxes are written as that version's store wrote them (today's store
+    writes columns later migrations add): their row and their wrapped keys.
+    """
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sqlite_engine, "load_migrations", lambda: load_migrations()[:version])
         old = await open_store(db_path, key_path)
-        try:
-            return [(await old.create_sandbox(name, Quotas())).id for name in names]
-        finally:
-            await old.close()
+        await old.close()
+    ring = MasterKeyring.load_or_create(key_path)
+    now = int(datetime.now(UTC).timestamp() * 1_000_000)
+    ids = []
+    with raw_db(db_path) as db:
+        for name in names:
+            sandbox_id = new_id("sbx")
+            db.execute(
+                "INSERT INTO sandboxes (id, name, created_at, max_concurrent_runs, "
+                "max_concurrent_runs_per_end_user, max_tokens_per_day) VALUES (?, ?, ?, 0, 0, 0)",
+                (sandbox_id, name, now),
+            )
+            for wrapped in new_sandbox_keys(ring, sandbox_id)[1]:
+                db.execute(
+                    "INSERT INTO data_keys (sandbox_id, key_id, kind, wrapped_key, "
+                    "master_key_id, is_current, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        sandbox_id,
+                        wrapped.key_id,
+                        wrapped.kind,
+                        wrapped.wrapped,
+                        wrapped.master_key_id,
+                        int(wrapped.is_current),
+                        now,
+                    ),
+                )
+            ids.append(sandbox_id)
+    return ids
 
 
 async def test_later_migrations_apply_to_a_version_1_database(

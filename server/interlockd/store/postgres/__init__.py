@@ -8,11 +8,12 @@ PostgreSQL's, ``migrate.py`` applies ``migrations/postgres`` once under an
 advisory lock.
 
 Consistency across processes. Each store call is one transaction (or one
-read) on one pooled connection. A write transaction that belongs to a
-sandbox first takes ``pg_advisory_xact_lock(1, hashtext(sandbox_id))``, so a
-sandbox's writers take turns as on SQLite and every check-then-write
-(admission: one turn per conversation, request ids, quotas) is exact across
-replicas; sandboxes write in parallel. Provider resource and integration
+read) on one pooled connection. A check-then-write transaction (admission:
+one turn per conversation, request ids, quotas, budgets; the compute
+sessions cap) first takes ``pg_advisory_xact_lock(1, hashtext(sandbox_id))``,
+so those of a sandbox take turns as on SQLite and their checks are exact
+across replicas; every other write relies on row-level atomicity and runs in
+parallel, as do sandboxes. Provider resource and integration
 locks are ``pg_advisory_xact_lock(2, hashtext(key))`` held by a transaction
 open for the block. Advisory locks die with their session, so a crashed
 process never leaves one behind.

@@ -1,4 +1,4 @@
-"""The PostgreSQL engine: an asyncpg pool, transactions serialized per sandbox, the dialect."""
+"""The PostgreSQL engine: an asyncpg pool, check-then-write transactions in turn per sandbox."""
 
 from __future__ import annotations
 
@@ -252,8 +252,8 @@ class PostgresEngine(SqlCore):
             raise _translated(exc, "read") from exc
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, sandbox_id: str = "") -> AsyncIterator[PostgresTx]:
-        """One transaction on a pooled connection, first in turn with ``sandbox_id``'s writers.
+    async def _transaction(self, serialize: str = "") -> AsyncIterator[PostgresTx]:
+        """One transaction on a pooled connection, first in turn with ``serialize``'s writers.
 
         READ COMMITTED: after the advisory lock every statement sees what the
         sandbox's previous writers committed, so admission's counts are exact.
@@ -261,13 +261,13 @@ class PostgresEngine(SqlCore):
         pool = self._open_pool()
         try:
             async with (
-                self._sandbox_turns.hold((sandbox_id,)) if sandbox_id else _NO_TURN,
+                self._sandbox_turns.hold((serialize,)) if serialize else _NO_TURN,
                 pool.acquire(timeout=self._acquire_timeout) as conn,
                 conn.transaction(),
             ):
                 tx = PostgresTx(conn)
-                if sandbox_id:
-                    await tx.lock_sandbox(sandbox_id)
+                if serialize:
+                    await tx.lock_sandbox(serialize)
                 yield tx
         except TimeoutError as exc:
             raise Unavailable("no connection to the store's database came free; retry") from exc

@@ -21,9 +21,11 @@ user give back the caller's own id. A copied database names no end user,
 request or label.
 
 Atomicity. Each store call is one transaction (or one read). Check-then-write
-calls (admission, seq reservation, flows that move once) run inside
-:meth:`SqlCore._transaction` for the sandbox they write, which both engines
-serialize per sandbox (see there), so their checks hold across processes.
+calls that no constraint or single-row update makes atomic (admission, the
+compute sessions cap, taking a run back) run in :meth:`SqlCore._transaction`
+serialized per sandbox (see there), so their checks hold across processes;
+the rest rely on row-level atomicity (seqs reserved by one UPDATE of the
+conversation, flows that move once by a conditional UPDATE, unique indexes).
 """
 
 from __future__ import annotations

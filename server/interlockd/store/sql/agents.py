@@ -38,7 +38,7 @@ class SqlAgents(SqlCore, AgentStore):
         sealed = AGENTS.seal(keys, {"slug": slug}, "settings", settings, json=True)
         budget = budget or SpendLimits()
         now = now_us()
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             try:
                 await db.execute(
                     "INSERT INTO agents (sandbox_id, slug, settings_sealed, created_at, "
@@ -82,7 +82,7 @@ class SqlAgents(SqlCore, AgentStore):
         return await self._opened(sandbox_id, lambda keys: [AGENTS.load(r, keys) for r in rows])
 
     async def delete_agent(self, sandbox_id: str, slug: str) -> None:
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             changed = await db.execute(
                 "DELETE FROM agents WHERE sandbox_id = ? AND slug = ?", (sandbox_id, slug)
             )

@@ -181,7 +181,7 @@ class SqlCompute(SqlCore, ComputeStore):
         if last_active_at is not None:
             sets.append("last_active_at = ?")
             params.append(to_us(last_active_at))
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             changed = await db.execute(
                 f"UPDATE compute_sessions SET {', '.join(sets)} WHERE id = ?",
                 (*params, session_id),
@@ -233,7 +233,7 @@ class SqlCompute(SqlCore, ComputeStore):
 
     async def record_placement(self, placement: Placement) -> None:
         values = PLACEMENTS.dump(placement)
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             await db.execute(insert_sql("placements", values), values)
 
     async def get_placement(self, run_id: str) -> Placement:

@@ -54,7 +54,7 @@ class SqlConversations(SqlCore, ConversationStore):
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         conversation_id = ids.new_id("conv")
         now = now_us()
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             await insert_conversation(db, keys, sandbox_id, end_user_id, conversation_id, now)
         return Conversation(conversation_id, sandbox_id, end_user_id, to_time(now), to_time(now))
 
@@ -89,7 +89,7 @@ class SqlConversations(SqlCore, ConversationStore):
             except NotFound:
                 raise NotFound(f"conversation {conversation_id} not found") from None
             sealed = CONVERSATIONS.seal(keys, {"id": conversation_id}, "title", title, json=False)
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             rows = list(
                 await db.fetch(
                     "UPDATE conversations SET title_sealed = ? "
@@ -131,7 +131,7 @@ class SqlConversations(SqlCore, ConversationStore):
         self, sandbox_id: str, end_user_id: str, conversation_id: str
     ) -> None:
         blind = await self._blind_end_user(sandbox_id, end_user_id)
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             # Entries cascade; their search rows go with them (trigger entries_drop_terms).
             changed = await db.execute(
                 "DELETE FROM conversations WHERE id = ? AND sandbox_id = ? AND end_user_id = ?",
@@ -156,7 +156,7 @@ class SqlConversations(SqlCore, ConversationStore):
         except NotFound:
             raise NotFound(f"conversation {conversation_id} not found") from None
         now = now_us()
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             seqs = await append_to_window(
                 db, keys, sandbox_id, conversation_id, entries, provider, model, now
             )

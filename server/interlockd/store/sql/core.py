@@ -171,15 +171,17 @@ class SqlCore(StoreLifecycle):
         """Run one read outside any transaction (committed data only)."""
 
     @abc.abstractmethod
-    def _transaction(self, sandbox_id: str = "") -> AbstractAsyncContextManager[Tx]:
-        """One write transaction, serialized with every other writing ``sandbox_id``.
+    def _transaction(self, serialize: str = "") -> AbstractAsyncContextManager[Tx]:
+        """One write transaction; with ``serialize``, in turn with that sandbox's others.
 
-        Every check-then-write of an aggregate (admission above all) happens
-        inside one such transaction, and writers of one sandbox take turns:
-        SQLite serializes all writers anyway; PostgreSQL takes a
-        transaction-scoped advisory lock on the sandbox first, so the checks
-        see every commit before them, on any replica. ``""``: writes that
-        are not a sandbox's (operator keys, a new sandbox, sweeps).
+        A check-then-write that no constraint or single-row update makes
+        atomic (admission: counts, one turn per conversation, budgets; the
+        compute sessions cap; taking a run back) passes its sandbox: SQLite
+        serializes every writer anyway; PostgreSQL takes a transaction-scoped
+        advisory lock on the sandbox first, so the checks see every commit
+        before them, on any replica. Every other write is one statement's or
+        one row's worth of atomicity and passes nothing, so a sandbox's turns
+        do not queue behind each other's appends and settlements.
         """
 
     @abc.abstractmethod

@@ -64,7 +64,7 @@ class SqlIntegrations(SqlCore, IntegrationStore):
             row=integration_id,
             column="credentials",
         )
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             blind = await insert_end_user(db, keys, sandbox_id, end_user_id, now)
             await db.execute(
                 "UPDATE integrations SET status = 'disconnected', "
@@ -155,7 +155,7 @@ class SqlIntegrations(SqlCore, IntegrationStore):
             row=integration_id,
             column="credentials",
         )
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             changed = await db.execute(
                 "UPDATE integrations SET credentials_sealed = ?, updated_at = ? "
                 "WHERE id = ? AND sandbox_id = ?",
@@ -167,7 +167,7 @@ class SqlIntegrations(SqlCore, IntegrationStore):
     async def set_integration_status(
         self, sandbox_id: str, integration_id: str, status: IntegrationStatus, reason: str = ""
     ) -> Integration:
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             changed = await db.execute(
                 "UPDATE integrations SET status = ?, status_reason = ?, updated_at = ? "
                 "WHERE id = ? AND sandbox_id = ?",
@@ -178,7 +178,7 @@ class SqlIntegrations(SqlCore, IntegrationStore):
         return await self.get_integration(sandbox_id, integration_id)
 
     async def touch_integration(self, sandbox_id: str, integration_id: str) -> None:
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             await db.execute(
                 "UPDATE integrations SET last_used_at = ? WHERE id = ? AND sandbox_id = ?",
                 (now_us(), integration_id, sandbox_id),
@@ -205,7 +205,7 @@ class SqlIntegrations(SqlCore, IntegrationStore):
         flow_id = ids.new_id("flow")
         sealed = keys.seal(code_verifier, table="connect_flows", row=flow_id, column="verifier")
         now = now_us()
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             try:
                 blind = await insert_end_user(db, keys, sandbox_id, end_user_id, now)
                 await db.execute(
@@ -266,7 +266,7 @@ class SqlIntegrations(SqlCore, IntegrationStore):
         reason: str = "",
         integration_id: str = "",
     ) -> ConnectFlow:
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             await db.execute(
                 "UPDATE connect_flows SET status = ?, reason = ?, integration_id = ?, "
                 "finished_at = ? WHERE id = ? AND sandbox_id = ? AND status = 'pending'",

@@ -63,7 +63,7 @@ class SqlPauses(SqlCore, PauseStore):
         keys = await self._sandbox_keys(sandbox_id) if scope == "end_user" else None
         now = now_us()
         stored = target
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             if keys is not None:
                 stored = await insert_end_user(db, keys, sandbox_id, target, now)
             await db.execute(
@@ -84,7 +84,7 @@ class SqlPauses(SqlCore, PauseStore):
     ) -> bool:
         if scope == "end_user":
             target = await self._blind_end_user(sandbox_id, target)
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             changed = await db.execute(
                 "DELETE FROM pauses WHERE scope = ? AND sandbox_id = ? AND target = ?",
                 (scope, sandbox_id, target),

@@ -65,7 +65,7 @@ class SqlProviderState(SqlCore, ProviderStateStore):
             json=False,
         )
         now = now_us()
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             # Inserted from the conversation's row: no row there, nothing stored.
             rows = list(
                 await db.fetch(
@@ -87,7 +87,7 @@ class SqlProviderState(SqlCore, ProviderStateStore):
     async def clear_provider_session(
         self, sandbox_id: str, conversation_id: str, provider: str
     ) -> None:
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             await db.execute(
                 "DELETE FROM provider_sessions "
                 "WHERE conversation_id = ? AND sandbox_id = ? AND provider = ?",
@@ -108,7 +108,7 @@ class SqlProviderState(SqlCore, ProviderStateStore):
         self, sandbox_id: str, provider: str, kind: str, fingerprint: str, resource_id: str
     ) -> str:
         key = (sandbox_id, provider, kind, fingerprint)
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             try:
                 await db.execute(
                     "INSERT INTO provider_resources (sandbox_id, provider, kind, fingerprint, "
@@ -133,7 +133,7 @@ class SqlProviderState(SqlCore, ProviderStateStore):
     async def delete_provider_resource(
         self, sandbox_id: str, provider: str, kind: str, fingerprint: str, resource_id: str
     ) -> None:
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             await db.execute(
                 "DELETE FROM provider_resources WHERE sandbox_id = ? AND provider = ? "
                 "AND kind = ? AND fingerprint = ? AND resource_id = ?",

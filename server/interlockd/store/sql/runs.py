@@ -317,7 +317,7 @@ class SqlRuns(SqlCore, RunStore):
         _check_entries_belong(run_id, entries)
         usage = usage or Usage()
         now = now_us()
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             row = await _mark_finished(
                 db,
                 run_id,
@@ -329,11 +329,15 @@ class SqlRuns(SqlCore, RunStore):
                 usage=usage,
                 cost_usd=cost_usd,
             )
-            # A running row is this call's alone (the UPDATE holds it); what
-            # follows writes the sandbox's windows and counts: in turn with
-            # its other writers. Nothing takes the sandbox first and then a
-            # running run's row, so the order cannot deadlock.
-            await db.lock_sandbox(row["sandbox_id"])
+            # A running row is this call's alone (the UPDATE holds it). What
+            # follows is row-level (appends reserve seqs on the conversation's
+            # row, counts and budgets are additive updates), except taking the
+            # run back, which checks the newest entry before deleting it: that
+            # goes in turn with the sandbox's other check-then-write calls.
+            # Nothing takes the sandbox first and then a running run's row, so
+            # the order cannot deadlock.
+            if withdraw:
+                await db.lock_sandbox(row["sandbox_id"])
             keys = await self._sandbox_keys(row["sandbox_id"], tx=db)
             finished = RUNS.load(row, keys)
             if withdraw:
@@ -468,7 +472,7 @@ class SqlRuns(SqlCore, RunStore):
         return await self._opened(sandbox_id, lambda keys: [ENTRIES.load(r, keys) for r in rows])
 
     async def interrupt_running_runs(self) -> int:
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             await budgets.release_held(db, "status = 'running'")
             return await db.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?, error_code = 'ABORTED', "
@@ -479,7 +483,7 @@ class SqlRuns(SqlCore, RunStore):
     async def renew_leases(self, owner: str, expires_at: datetime) -> set[str]:
         if not owner:
             raise ValueError("renew_leases needs the owner's id, not ''")
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             rows = await db.fetch(
                 "UPDATE runs SET lease_expires_at = ? "
                 "WHERE lease_owner = ? AND status = 'running' RETURNING id",
@@ -489,7 +493,7 @@ class SqlRuns(SqlCore, RunStore):
 
     async def expire_leases(self, now: datetime) -> list[Run]:
         # One statement: a row is updated (and returned) once, whoever sweeps with us.
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             # Their reservations go back first (the same rows: same condition, same now).
             await budgets.release_held(
                 db, "status = 'running' AND lease_expires_at < ?", (to_us(now),)

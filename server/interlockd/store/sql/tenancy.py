@@ -44,7 +44,7 @@ class SqlTenancy(SqlCore, TenancyStore):
     """Sandboxes, their keys and secrets."""
 
     async def add_operator_key(self, key_hash: str) -> None:
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO operator_keys (key_hash, created_at) VALUES (?, ?) "
                 "ON CONFLICT (key_hash) DO NOTHING",
@@ -63,7 +63,7 @@ class SqlTenancy(SqlCore, TenancyStore):
         sandbox_id = ids.new_id("sbx")
         now = now_us()
         keys, wrapped = new_sandbox_keys(self._ring, sandbox_id)
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             try:
                 await db.execute(
                     f"INSERT INTO sandboxes ({SANDBOXES.columns}) "
@@ -111,7 +111,7 @@ class SqlTenancy(SqlCore, TenancyStore):
         return Page(items, token)
 
     async def set_quotas(self, sandbox_id: str, quotas: Quotas) -> Sandbox:
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             rows = list(
                 await db.fetch(
                     "UPDATE sandboxes SET "
@@ -125,7 +125,7 @@ class SqlTenancy(SqlCore, TenancyStore):
         return SANDBOXES.load(rows[0])
 
     async def delete_sandbox(self, sandbox_id: str) -> None:
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             # Cascades to everything of the sandbox, its data keys included.
             changed = await db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
             if changed == 0:
@@ -140,7 +140,7 @@ class SqlTenancy(SqlCore, TenancyStore):
     ) -> ApiKey:
         key_id = ids.new_id("key")
         now = now_us()
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             try:
                 await db.execute(
                     f"INSERT INTO api_keys ({API_KEYS.columns}, key_hash) "
@@ -163,7 +163,7 @@ class SqlTenancy(SqlCore, TenancyStore):
         return [API_KEYS.load(r) for r in rows]
 
     async def revoke_api_key(self, sandbox_id: str, key_id: str) -> ApiKey:
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             rows = list(
                 await db.fetch(
                     "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) "
@@ -187,7 +187,7 @@ class SqlTenancy(SqlCore, TenancyStore):
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         sealed = keys.seal(value, table="sandbox_secrets", row=name, column="value")
         now = now_us()
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             try:
                 await db.execute(
                     "INSERT INTO sandbox_secrets (sandbox_id, name, value_sealed, created_at, "
@@ -217,7 +217,7 @@ class SqlTenancy(SqlCore, TenancyStore):
 
     async def delete_secret(self, sandbox_id: str, name: str) -> None:
         check_secret_name(name)
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             await db.execute(
                 "DELETE FROM sandbox_secrets WHERE sandbox_id = ? AND name = ?",
                 (sandbox_id, name),
@@ -237,7 +237,7 @@ class SqlTenancy(SqlCore, TenancyStore):
         # by the current master key are left alone, so a re-run is cheap.
         master_key_id = self._ring.current_id
         now = now_us()
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             rows = list(
                 await db.fetch(
                     "SELECT sandbox_id, key_id, kind, wrapped_key, master_key_id, is_current "

@@ -30,7 +30,7 @@ class SqlToolGrants(SqlCore, ToolGrantStore):
     ) -> None:
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         sealed = keys.seal(owner_url, table="tool_grants", row=token_hash, column="owner_url")
-        async with self._transaction(sandbox_id) as db:
+        async with self._transaction() as db:
             try:
                 await db.execute(
                     "INSERT INTO tool_grants (token_hash, sandbox_id, run_id, kind, scope_sealed, "
@@ -67,9 +67,9 @@ class SqlToolGrants(SqlCore, ToolGrantStore):
         )
 
     async def delete_tool_grant(self, token_hash: str) -> None:
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             await db.execute("DELETE FROM tool_grants WHERE token_hash = ?", (token_hash,))
 
     async def delete_expired_tool_grants(self, now: datetime) -> int:
-        async with self._transaction("") as db:
+        async with self._transaction() as db:
             return await db.execute("DELETE FROM tool_grants WHERE expires_at <= ?", (to_us(now),))

@@ -277,10 +277,10 @@ class SqliteEngine(SqlCore):
             raise StoreError(f"database read failed: {exc}") from exc
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, sandbox_id: str = "") -> AsyncIterator[SqliteTx]:
+    async def _transaction(self, serialize: str = "") -> AsyncIterator[SqliteTx]:
         """One write transaction: BEGIN IMMEDIATE, the body, COMMIT (ROLLBACK on any error).
 
-        Serial with every other writer of the file, whatever ``sandbox_id``.
+        Serial with every other writer of the file, whatever ``serialize``.
         """
         async with self._write_lock:
             db = self._writer_db()

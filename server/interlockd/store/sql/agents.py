@@ -1,4 +1,4 @@
-"""Saved agents on SQLite."""
+"""Saved agents."""
 
 from __future__ import annotations
 

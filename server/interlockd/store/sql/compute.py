@@ -1,4 +1,4 @@
-"""Compute on SQLite: compute sessions (secrets and tags sealed) and run placements."""
+"""Compute: compute sessions (secrets and tags sealed) and run placements."""
 
 from __future__ import annotations
 

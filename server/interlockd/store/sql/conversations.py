@@ -1,4 +1,4 @@
-"""Conversations on SQLite: conversations, their window of entries, and search."""
+"""Conversations: conversations, their window of entries, and search."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Integrations on SQLite: connections, their sealed credentials, connect flows."""
+"""Integrations: connections, their sealed credentials, connect flows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ledger on SQLite: listings and sums, computed by SQLite (GROUP BY), so a summary
+"""The ledger: listings and sums, computed by the database (GROUP BY), so a summary
 costs one query however many rows it covers.
 """
 

@@ -1,4 +1,4 @@
-"""Pauses on SQLite: an end user pause names its end user by blind id."""
+"""Pauses: an end user pause names its end user by blind id."""
 
 from __future__ import annotations
 

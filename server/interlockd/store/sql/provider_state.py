@@ -1,4 +1,4 @@
-"""Provider state on SQLite: provider sessions of conversations, provider resources of
+"""Provider state: provider sessions of conversations, provider resources of
 sandboxes, and the in-process locks that create a resource once.
 """
 

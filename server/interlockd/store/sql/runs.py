@@ -1,4 +1,4 @@
-"""Runs on SQLite: admission in one statement, a run's settlement in one transaction."""
+"""Runs: admission in one statement, a run's settlement in one transaction (leases: leases.py)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from interlockd.store.crypto import (
 from interlockd.store.sql import budgets
 from interlockd.store.sql.core import (
     US_PER_DAY,
-    SqlCore,
 )
+from interlockd.store.sql.leases import SqlLeases
 from interlockd.store.sql.rows import (
     blind_end_user,
     insert_sql,
@@ -56,7 +56,6 @@ from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from datetime import datetime
 
     from interlockd.store.sql.core import Tx
     from interlockd.store.sql.rows import Row
@@ -237,7 +236,7 @@ def _check_ledger_belongs(run: Run, ledger: Sequence[LedgerRow]) -> None:
             )
 
 
-class SqlRuns(SqlCore, RunStore):
+class SqlRuns(SqlLeases, RunStore):
     """Runs from admission to their settlement."""
 
     async def begin_run(
@@ -470,58 +469,6 @@ class SqlRuns(SqlCore, RunStore):
         if not rows:
             return []
         return await self._opened(sandbox_id, lambda keys: [ENTRIES.load(r, keys) for r in rows])
-
-    async def interrupt_running_runs(self) -> int:
-        async with self._transaction() as db:
-            await budgets.release_held(db, "status = 'running'")
-            return await db.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?, error_code = 'ABORTED', "
-                "error_message = ?, lease_expires_at = NULL WHERE status = 'running'",
-                (now_us(), _INTERRUPTED),
-            )
-
-    async def renew_leases(self, owner: str, expires_at: datetime) -> set[str]:
-        if not owner:
-            raise ValueError("renew_leases needs the owner's id, not ''")
-        async with self._transaction() as db:
-            rows = await db.fetch(
-                "UPDATE runs SET lease_expires_at = ? "
-                "WHERE lease_owner = ? AND status = 'running' RETURNING id",
-                (to_us(expires_at), owner),
-            )
-        return {r["id"] for r in rows}
-
-    async def expire_leases(self, now: datetime) -> list[Run]:
-        # One statement: a row is updated (and returned) once, whoever sweeps with us.
-        async with self._transaction() as db:
-            # Their reservations go back first (the same rows: same condition, same now).
-            await budgets.release_held(
-                db, "status = 'running' AND lease_expires_at < ?", (to_us(now),)
-            )
-            rows = await db.fetch(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?, error_code = 'ABORTED', "
-                "error_message = ?, lease_expires_at = NULL "
-                "WHERE status = 'running' AND lease_expires_at < ? "
-                f"RETURNING {RUNS.columns}",
-                (now_us(), _LEASE_LOST, to_us(now)),
-            )
-            if rows:
-                # Their tokens open nothing any more, on any process.
-                await db.executemany(
-                    "DELETE FROM tool_grants WHERE run_id = ?", [(r["id"],) for r in rows]
-                )
-        expired = []
-        for row in rows:
-            keys = await self._sandbox_keys(row["sandbox_id"])
-            expired.append(RUNS.load(row, keys))
-        return expired
-
-
-_INTERRUPTED = "interlockd stopped while this turn was running; what it recorded is kept"
-_LEASE_LOST = (
-    "the interlockd process running this turn stopped renewing its lease (it died or lost "
-    "the store); what it recorded is kept"
-)
 
 
 async def _insert_ledger(

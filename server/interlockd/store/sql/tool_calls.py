@@ -1,4 +1,4 @@
-"""Tool-call lookups on SQLite: a conversation's tool_call and tool_result entries by call id."""
+"""Tool-call lookups: a conversation's tool_call and tool_result entries by call id."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ class GrantRegistry(Generic[S]):
         if len(token) < _MIN_TOKEN_CHARS:
             raise ValueError(f"token: must have at least {_MIN_TOKEN_CHARS} characters")
         self._expire()
-        digest = _digest(token)
+        digest = token_digest(token)
         if digest in self._grants:
             raise ValueError("token: already bound to a run in progress")
         grant = Grant(token, scope, self._clock() + ttl, _registry=self)
@@ -100,15 +100,15 @@ class GrantRegistry(Generic[S]):
 
     def close(self, grant: Grant[S]) -> None:
         """Forget ``grant``'s token (its :meth:`Grant.close` calls this)."""
-        if self._grants.get(_digest(grant.token)) is grant:
-            del self._grants[_digest(grant.token)]
+        if self._grants.get(token_digest(grant.token)) is grant:
+            del self._grants[token_digest(grant.token)]
             if self._on_close is not None:
                 self._on_close(grant.token)
 
     def get(self, token: str) -> Grant[S] | None:
         """The open, unexpired grant of ``token``; None for anything else."""
         self._expire()
-        return self._grants.get(_digest(token)) if token else None
+        return self._grants.get(token_digest(token)) if token else None
 
     def __len__(self) -> int:
         return len(self._grants)
@@ -145,5 +145,6 @@ class ToolAccess:
         return cls(by_name, runner)
 
 
-def _digest(token: str) -> str:
+def token_digest(token: str) -> str:
+    """What a token is known by (in memory and in the store): its SHA-256, in hex."""
     return hashlib.sha256(token.encode()).hexdigest()

@@ -16,22 +16,18 @@ forwarded again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from interlockd.store.base import GrantKind, Store, StoredGrant
+from interlockd.tools.grants import token_digest
 
 log = structlog.get_logger(__name__)
 
 #: Set on a forwarded request: its receiver answers from its own grants only.
 FORWARDED_HEADER = "x-interlock-forwarded"
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class SharedGrants:
@@ -52,7 +48,7 @@ class SharedGrants:
     ) -> None:
         """Make ``token`` known to every process, for ``ttl`` seconds at most."""
         await self._store.put_tool_grant(
-            token_hash(token),
+            token_digest(token),
             sandbox_id=sandbox_id,
             run_id=run_id,
             kind=kind,
@@ -63,13 +59,13 @@ class SharedGrants:
     def revoke(self, token: str) -> None:
         """Forget ``token`` everywhere, soon (its grant is already closed here, which is
         what decides: forwarded calls reach this process and find nothing)."""
-        task = asyncio.get_running_loop().create_task(self._delete(token_hash(token)))
+        task = asyncio.get_running_loop().create_task(self._delete(token_digest(token)))
         self._revoking.add(task)
         task.add_done_callback(self._revoking.discard)
 
     async def find(self, token: str, kind: GrantKind) -> StoredGrant | None:
         """Another process's unexpired grant of ``token``, or None (also for our own)."""
-        grant = await self._store.find_tool_grant(token_hash(token), kind, datetime.now(UTC))
+        grant = await self._store.find_tool_grant(token_digest(token), kind, datetime.now(UTC))
         if grant is None or grant.owner_url == self._owner_url():
             return None
         return grant

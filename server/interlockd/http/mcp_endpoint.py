@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from interlockd.backends.tool_relay import executed_calls
+from interlockd.http.bodies import read_body
 from interlockd.http.forward import Forwarder
 from interlockd.ids import new_id
 from interlockd.store.base import StoredGrant
@@ -140,12 +141,10 @@ class McpEndpoint:
     async def _forward(self, owner: StoredGrant, request: Request, send: Send) -> None:
         """Hand the request to the process running the run, and its answer back."""
         assert self._forwarder is not None
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self._max_body:
-                await _reply(send, 413, f"the body is larger than {self._max_body} bytes", [])
-                return
+        body = await read_body(request, self._max_body)
+        if body is None:
+            await _reply(send, 413, f"the body is larger than {self._max_body} bytes", [])
+            return
         answer = await self._forwarder.forward(owner, request.url.path, body, request.headers)
         await send(
             {

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from interlockd.http.bodies import read_body
 from interlockd.http.forward import Forwarder
 from interlockd.http.mcp_endpoint import McpEndpoint, transport_security
 from interlockd.ids import new_id
@@ -180,7 +181,7 @@ class HttpServer:
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
         if not token:
             return _error(401, "missing bearer token")
-        raw = await _read_body(request)
+        raw = await read_body(request, _MAX_BODY)
         if raw is None:
             return _error(413, f"the body is larger than {_MAX_BODY} bytes")
         try:
@@ -219,21 +220,6 @@ class HttpServer:
             # Timed out, or the caller went away (then nobody reads this answer).
             return _error(504, f"the tool did not finish within {self._call_timeout:g} s")
         return JSONResponse(call.answer.result())
-
-
-async def _read_body(request: Request) -> bytes | None:
-    """The body, or None if it is larger than the limit (read no further then)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > _MAX_BODY:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > _MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _disconnected(request: Request) -> None:

@@ -278,7 +278,6 @@ class PostgresEngine(SqlCore):
     async def _keyed_lock(self, *key: str) -> AsyncIterator[None]:
         # An advisory lock held by a transaction open for the block: released
         # at its end, or by the server if this process dies.
-        self._open_pool()
         if self._lock_pool is None:
             raise StoreError("the store is not open; call open() first")
         try:

@@ -46,7 +46,9 @@ def _load_session(row: Row, keys: SandboxKeys) -> ComputeSessionRecord:
     return COMPUTE_SESSIONS.load(row, keys)
 
 
-async def _check_active_sessions(db: Tx, sandbox_id: str, blind: str, limit: int) -> None:
+async def _check_active_sessions(
+    db: Tx, sandbox_id: str, end_user_id: str, blind: str, limit: int
+) -> None:
     """ResourceExhausted if the end user has ``limit`` sessions creating or running."""
     rows = await db.fetch(
         "SELECT count(*) AS active FROM compute_sessions WHERE sandbox_id = ? "
@@ -55,7 +57,8 @@ async def _check_active_sessions(db: Tx, sandbox_id: str, blind: str, limit: int
     )
     if rows[0]["active"] >= limit:
         raise ResourceExhausted(
-            f"the end user has {rows[0]['active']} active compute sessions (limit {limit}): "
+            f"end user {end_user_id!r} has {rows[0]['active']} active compute sessions "
+            f"(limit {limit}): "
             "wait for one to stop when idle, suspend one, or raise "
             "compute.max_active_sessions_per_user"
         )
@@ -90,7 +93,9 @@ class SqlCompute(SqlCore, ComputeStore):
             try:
                 blind = await insert_end_user(db, keys, sandbox_id, end_user_id, at)
                 if max_active_per_user:
-                    await _check_active_sessions(db, sandbox_id, blind, max_active_per_user)
+                    await _check_active_sessions(
+                        db, sandbox_id, end_user_id, blind, max_active_per_user
+                    )
                 await db.execute(
                     "INSERT INTO compute_sessions (id, sandbox_id, end_user_id, agent_key, "
                     "runtime, provider, status, region, spec_fingerprint, secrets_sealed, "

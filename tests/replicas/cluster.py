@@ -14,7 +14,8 @@ client over one round-robin channel across every replica's address (what a
 client-side balanced deployment does), and :meth:`Cluster.client_of`, a
 client of one replica for a test that must aim a call at one of them. Which
 replica served a run is read from the replicas' own logs
-(:meth:`Cluster.served_by`).
+(:meth:`Cluster.served_by`). A :class:`Contest` sends many runs at once over
+the replicas and holds the admitted ones open, for the caps' tests.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ import grpc
 import grpc.aio
 
 from interlock import Client
+from interlock.errors import ResourceExhausted
 from tests.daemon.process import DaemonProcess, write_config
+from tests.eventually import eventually
+from tests.fakes.openai import FakeOpenAI, Reply
 
 
 def new_master_key() -> str:
@@ -238,3 +242,59 @@ async def start_cluster(
         channel.channel_ready(),
     )
     return cluster
+
+
+class Contest:
+    """Runs sent at once, each to its replica; the admitted ones stay in progress until freed.
+
+    The upstream holds every admitted run open (a stalled answer), so every
+    admission happens while the runs admitted before it are still running:
+    the cap is tested at its tightest, with no timing involved.
+    """
+
+    def __init__(self, cluster: Cluster, fake: FakeOpenAI, users: list[str]) -> None:
+        fake.responder = lambda body: Reply().stall()
+        self.cluster = cluster
+        self.fake = fake
+        self.before = len(fake.requests)
+        self.cancelled_before = len(cluster.settled("cancelled"))
+        self.streams = [
+            cluster.client_of(i % len(cluster.replicas)).run(f"run {i}", end_user_id=user)
+            for i, user in enumerate(users)
+        ]
+        self.tasks = [asyncio.create_task(self._drain(i)) for i in range(len(users))]
+
+    async def _drain(self, index: int) -> str:
+        try:
+            async for _event in self.streams[index]:
+                pass
+        except ResourceExhausted as exc:
+            return str(exc)
+        return "ended"
+
+    async def settle(self, admitted: int) -> list[str]:
+        """Wait until all but ``admitted`` runs were refused and ``admitted`` reached the model;
+        return the refusals."""
+
+        async def decided() -> None:
+            assert sum(task.done() for task in self.tasks) == len(self.tasks) - admitted
+            assert len(self.fake.requests) - self.before == admitted
+
+        await eventually(decided, within=30)
+        return [task.result() for task in self.tasks if task.done()]
+
+    def running(self) -> list[int]:
+        return [i for i, task in enumerate(self.tasks) if not task.done()]
+
+    async def free(self) -> None:
+        """Cancel the runs still in progress; return once their replicas settled them."""
+        running = self.running()
+        for i in running:
+            self.streams[i].cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+        async def settled() -> None:
+            cancelled = len(self.cluster.settled("cancelled"))
+            assert cancelled == self.cancelled_before + len(running)
+
+        await eventually(settled)

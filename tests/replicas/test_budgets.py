@@ -7,9 +7,8 @@ from typing import Any
 
 from interlock.v1 import sandboxes_pb2
 from tests.fakes.openai import FakeOpenAI
-from tests.replicas.cluster import Cluster
+from tests.replicas.cluster import Cluster, Contest
 from tests.replicas.conftest import ClusterFactory, openai_providers
-from tests.replicas.test_quotas import _Contest
 
 #: What a turn on the unpriced fake reserves (providers.<name>.estimate_usd_per_run).
 ESTIMATE_USD = 0.10
@@ -26,7 +25,7 @@ async def test_a_daily_budget_admits_what_it_has_room_for_across_replicas(
     await cluster.client.sandboxes.set_quotas(
         cluster.sandbox_id, sandboxes_pb2.Quotas(usd_per_day=1.0)
     )
-    contest = _Contest(cluster, fake_a, [f"u-{i}" for i in range(100)])
+    contest = Contest(cluster, fake_a, [f"u-{i}" for i in range(100)])
 
     refusals = await contest.settle(admitted=10)
 

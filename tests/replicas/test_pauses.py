@@ -41,7 +41,9 @@ async def test_a_pause_set_on_one_replica_stops_runs_on_another(
     await asyncio.wait_for(reading, timeout=10)
     took = loop.time() - paused_at
     assert events[-1].HasField("error"), events[-1]
-    assert "incident" in events[-1].error.message or "pause" in events[-1].error.message
+    assert events[-1].error.message == (
+        "the run was stopped by the pause of end user u-1 (incident)"
+    )
     assert took < 2.0, took
 
     async def refused() -> None:

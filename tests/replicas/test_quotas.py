@@ -4,73 +4,15 @@ day's tokens are spent every replica refuses."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import pytest
 
 from interlock.errors import ResourceExhausted
 from interlock.v1 import sandboxes_pb2
-from tests.eventually import eventually
 from tests.fakes.openai import FakeOpenAI, Reply
-from tests.replicas.cluster import Cluster
+from tests.replicas.cluster import Cluster, Contest
 from tests.replicas.conftest import ClusterFactory, openai_providers
-
-
-class _Contest:
-    """Runs sent at once, each to its replica; the admitted ones stay in progress until freed.
-
-    The upstream holds every admitted run open (a stalled answer), so every
-    admission happens while the runs admitted before it are still running:
-    the cap is tested at its tightest, with no timing involved.
-    """
-
-    def __init__(self, cluster: Cluster, fake: FakeOpenAI, users: list[str]) -> None:
-        fake.responder = lambda body: Reply().stall()
-        self.cluster = cluster
-        self.fake = fake
-        self.before = len(fake.requests)
-        self.cancelled_before = len(cluster.settled("cancelled"))
-        self.streams = [
-            cluster.client_of(i % len(cluster.replicas)).run(f"run {i}", end_user_id=user)
-            for i, user in enumerate(users)
-        ]
-        self.tasks = [asyncio.create_task(self._drain(i)) for i in range(len(users))]
-
-    async def _drain(self, index: int) -> str:
-        try:
-            async for _event in self.streams[index]:
-                pass
-        except ResourceExhausted as exc:
-            return str(exc)
-        return "ended"
-
-    async def settle(self, admitted: int) -> list[str]:
-        """Wait until all but ``admitted`` runs were refused and ``admitted`` reached the model;
-        return the refusals."""
-
-        async def decided() -> None:
-            assert sum(task.done() for task in self.tasks) == len(self.tasks) - admitted
-            assert len(self.fake.requests) - self.before == admitted
-
-        await eventually(decided, within=30)
-        return [task.result() for task in self.tasks if task.done()]
-
-    def running(self) -> list[int]:
-        return [i for i, task in enumerate(self.tasks) if not task.done()]
-
-    async def free(self) -> None:
-        """Cancel the runs still in progress; return once their replicas settled them."""
-        running = self.running()
-        for i in running:
-            self.streams[i].cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-        async def settled() -> None:
-            cancelled = len(self.cluster.settled("cancelled"))
-            assert cancelled == self.cancelled_before + len(running)
-
-        await eventually(settled)
 
 
 async def set_quotas(cluster: Cluster, **quotas: int) -> None:
@@ -90,7 +32,7 @@ async def test_max_concurrent_runs_holds_across_replicas(
     round after round as the admitted ones end."""
     await set_quotas(cluster, max_concurrent_runs=5)
     for _round in range(ROUNDS):
-        contest = _Contest(cluster, fake_a, [f"u-{i}" for i in range(40)])
+        contest = Contest(cluster, fake_a, [f"u-{i}" for i in range(40)])
         refusals = await contest.settle(admitted=5)
         assert len(refusals) == 35
         assert all("max_concurrent_runs quota is 5" in r for r in refusals), refusals[:3]
@@ -106,7 +48,7 @@ async def test_max_concurrent_runs_per_end_user_holds_across_replicas(
     await set_quotas(cluster, max_concurrent_runs_per_end_user=2)
     users = ["u-busy"] * 15 + ["u-other", "u-third"]
     for _round in range(ROUNDS):
-        contest = _Contest(cluster, fake_a, users)
+        contest = Contest(cluster, fake_a, users)
         refusals = await contest.settle(admitted=4)
         assert len(refusals) == 13
         assert all("max_concurrent_runs_per_end_user quota is 2" in r for r in refusals)

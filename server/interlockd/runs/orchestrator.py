@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from typing import Any
 
@@ -64,8 +63,6 @@ class Orchestrator:
         self._inflight: dict[str, Turn] = {}
         #: Tasks inside run(), from admission to the end (shutdown waits for them).
         self._running: set[asyncio.Task[Any]] = set()
-        #: When each turn in flight started here (time.monotonic), for lease checks.
-        self._since: dict[str, float] = {}
 
     def stop_paused(self, pauses: list[Pause]) -> int:
         """End the runs in flight that ``pauses`` cover, each with an Error event naming
@@ -94,7 +91,7 @@ class Orchestrator:
         """
         stopped = 0
         for run_id, turn in list(self._inflight.items()):
-            if run_id in held or self._since.get(run_id, renewed_at) >= renewed_at:
+            if run_id in held or turn.admitted_at >= renewed_at:
                 continue
             task = turn.task
             if task is None or task.done() or turn.stops.paused or turn.stops.shutdown:
@@ -186,7 +183,6 @@ class Orchestrator:
     ) -> AsyncGenerator[RunEvent, None]:
         """Place, stream and settle ``turn``; what ended it becomes its outcome."""
         self._inflight[run.id] = turn
-        self._since[run.id] = time.monotonic()
         log_ = log.bind(run_id=run.id, provider=run.provider, model=turn.prepared.model)
         try:
             async with asyncio.timeout(turn.limit):
@@ -198,7 +194,6 @@ class Orchestrator:
             assert turn.outcome is not None  # stream() raises unless it saw TurnEnd
             outcome = turn.outcome
         except BaseException as exc:
-            self._since.pop(run.id, None)
             ending = classify(exc, run.provider, turn.limit, turn.stops, log_)
             if ending is None:
                 raise
@@ -215,7 +210,6 @@ class Orchestrator:
                 raise
             outcome = ending.outcome
         self._inflight.pop(run.id, None)
-        self._since.pop(run.id, None)
         finished = await turn.settle(outcome)
         for event in turn.opening():
             yield event

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,9 @@ class Turn:
         self, deps: TurnDeps, run: Run, prepared: Prepared, task: asyncio.Task[Any] | None
     ) -> None:
         self.deps, self.run, self.prepared, self.task = deps, run, prepared, task
+        #: When admission had recorded it (time.monotonic): lease renewals begun
+        #: later must find it held.
+        self.admitted_at = time.monotonic()
         self.recorder = TurnRecorder(
             deps.store, run.sandbox_id, run.conversation_id, run.id, run.provider, prepared.model
         )

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 
-from interlockd.config import ConfigError, Settings
+from interlockd.config import Settings
 from interlockd.store.base import Store
 from interlockd.store.crypto import KeyringError, MasterKeyring
-from interlockd.store.postgres import PostgresStore, describe
+from interlockd.store.postgres import PostgresStore
 from interlockd.store.sqlite import SqliteStore, stored_key_samples
 
 MASTER_KEY_ENV = "INTERLOCK_KEYS__MASTER_KEY"
@@ -92,9 +92,8 @@ def shared_keyring(settings: Settings) -> MasterKeyring:
 def open_store(settings: Settings) -> Store:
     """The store the settings name, not yet opened."""
     if settings.store_url is not None:
+        # Settings checked its scheme.
         url = settings.store_url.get_secret_value()
-        if not url.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(f"store_url {describe(url)!r} is not a postgresql:// URL")
         return PostgresStore(url, shared_keyring(settings), pool_size=settings.store.pool_size)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return SqliteStore(settings.resolve(settings.store.path), open_keyring(settings))

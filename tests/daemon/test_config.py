@@ -219,3 +219,17 @@ async def test_the_daemon_process_starts_with_one_provider_key_from_env(
         await daemon.kill()
     assert events[-1].HasField("finish")
     assert fake_a.requests[-1].body["model"] == "m-from-env"
+
+
+def test_store_url_must_be_postgresql_and_an_empty_one_means_sqlite() -> None:
+    """store_url takes a postgresql:// URL (the error names the key and the scheme, never the
+    password); empty leaves the embedded SQLite store."""
+    with pytest.raises(ConfigError, match="store_url") as refused:
+        load_settings(env={"INTERLOCK_STORE_URL": "mysql://u:hunter2@db/x"})
+    assert "'mysql'" in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+    assert load_settings(env={"INTERLOCK_STORE_URL": ""}).store_url is None
+    url = "postgresql://u:p@db:5432/x"
+    settings = load_settings(env={"INTERLOCK_STORE_URL": url})
+    assert settings.store_url is not None
+    assert settings.store_url.get_secret_value() == url

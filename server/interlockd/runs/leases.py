@@ -35,16 +35,14 @@ class RunLeases:
         store: Store,
         *,
         seconds: float,
-        on_lost: Callable[[set[str], float], object] | None = None,
-        on_expired: Callable[[list[Run]], Awaitable[object]] | None = None,
     ) -> None:
         if seconds <= 0:
             raise ValueError(f"seconds must be positive, got {seconds}")
         self.owner = ids.new_id("proc")
         self._store = store
         self._seconds = seconds
-        self._on_lost = on_lost
-        self._on_expired = on_expired
+        self._on_lost: Callable[[set[str], float], object] | None = None
+        self._on_expired: Callable[[list[Run]], Awaitable[object]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def notify(

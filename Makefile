@@ -165,11 +165,11 @@ bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/memory.py --smoke
 	$(BIN)/python benchmarks/stores.py --smoke
 	$(BIN)/python -m benchmarks.compare.loopback --budget 30 -- --providers anthropic:claude-sonnet-4-6,google:gemini-3.1-flash,local:smollm2-135m --workload benchmarks/workloads/support.yaml --users 1
-	$(BIN)/python benchmarks/litellm_side_by_side.py --smoke --install
+	$(BIN)/python benchmarks/side_by_side.py --smoke --install
 	$(BIN)/python benchmarks/overhead.py --smoke --install
 
 # LiteLLM's proxy in a virtualenv of its own, from the versions pinned in
-# benchmarks/litellm/requirements.txt, for benchmarks/litellm_side_by_side.py
+# benchmarks/litellm/requirements.txt, for benchmarks/side_by_side.py
 # (~1 min and ~750 MB here; its --install runs this target when needed).
 LITELLM       := .bench/litellm
 LITELLM_STAMP := $(LITELLM)/.installed
@@ -179,6 +179,17 @@ $(LITELLM_STAMP): benchmarks/litellm/requirements.txt
 	test -x $(LITELLM)/bin/python || $(PY) -m venv $(LITELLM)
 	$(LITELLM)/bin/python -m pip install --quiet --upgrade pip==26.3
 	$(LITELLM)/bin/python -m pip install --quiet -r benchmarks/litellm/requirements.txt
+	touch $@
+
+# Portkey's AI gateway (Node) for benchmarks/side_by_side.py, from the versions
+# pinned in benchmarks/portkey/package-lock.json, into benchmarks/portkey/node_modules
+# (~10 s and ~25 MB here; its --install runs this target when needed). The
+# gateway's own install script (patch-package) is for its repository, not its users.
+PORTKEY_STAMP := benchmarks/portkey/node_modules/.installed
+.PHONY: bench-portkey
+bench-portkey: $(PORTKEY_STAMP)
+$(PORTKEY_STAMP): benchmarks/portkey/package.json benchmarks/portkey/package-lock.json
+	cd benchmarks/portkey && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
 # ghz, an independent gRPC load generator (Go), for benchmarks/overhead.py: built

@@ -194,9 +194,11 @@ class SseConnection:
     would pay either way, and small (no HTTP library, no JSON decoding).
     """
 
-    def __init__(self, port: int, api_key: str = "") -> None:
+    def __init__(self, port: int, api_key: str = "", headers: Sequence[str] = ()) -> None:
         self._port = port
         self._auth = f"authorization: Bearer {api_key}\r\n" if api_key else ""
+        # More header lines, "name: value": a gateway's routing, say.
+        self._auth += "".join(f"{h}\r\n" for h in headers)
         self._requests: dict[str, bytes] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None

@@ -63,6 +63,10 @@ class Plan:
     request: PlacementRequest
     choice: Choice
     released: bool = False
+    #: The end user's run slot in the store ("" when runs per user are not capped).
+    slot: str = ""
+    #: The run it was acquired for ("" before :meth:`ComputeScheduler.acquire`).
+    run_id: str = ""
     #: (compute session id, clock at acquire) once a session was asked to run.
     metered: tuple[str, float] | None = None
 

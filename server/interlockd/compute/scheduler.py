@@ -5,19 +5,22 @@ saved agent's slug, or ``<provider>/<model>`` for runs without one — is kept
 in the store (:class:`ComputeSessionRecord`) with its provider, external id,
 status, endpoint, secrets and tags. A run on a runtime backend goes:
 
-1. :meth:`ComputeScheduler.plan` (before the run is admitted, nothing stored):
-   the per-user caps, then a :class:`~interlockd.compute.policy.Choice` of
-   provider from a snapshot of the providers — health (circuit breakers fed by
-   probes and by session starts), compute-provider pauses, capacity, where the
-   key's session is, measured start times.
-2. :meth:`ComputeScheduler.acquire` (the run's clock is running): takes the
-   key's lock — runs of one key take turns, since a runtime holds one run's
-   tools at a time — retires a session on another provider or with a changed
-   spec, creates or resumes the session, fetches its endpoint (tokens may
-   change on every start), records the placement and returns a :class:`Lease`.
+1. :meth:`ComputeScheduler.plan` (before the run is admitted): the per-user
+   caps, then a :class:`~interlockd.compute.policy.Choice` of provider from a
+   snapshot of the providers — health (circuit breakers fed by probes and by
+   session starts), compute-provider pauses, capacity, where the key's session
+   is, measured start times — and last the end user's run slot, taken in the
+   store (the one thing it stores).
+2. :meth:`ComputeScheduler.acquire` (the run's clock is running): binds the
+   slot to the run, takes the key's lock and then the session's claim in the
+   store — runs of one key take turns, since a runtime holds one run's tools at
+   a time — retires a session on another provider or with a changed spec,
+   creates or resumes the session, fetches its endpoint (tokens may change on
+   every start), records the placement and returns a :class:`Lease`.
 3. :meth:`ComputeScheduler.release`: the seconds from acquire to release are
    the run's active compute seconds; it returns their :class:`ComputeCharge`
-   for the ledger and stamps the session's idle timer.
+   for the ledger, stamps the session's idle timer and gives back the claim
+   and the slot.
 
 A background reaper suspends sessions idle for ``idle_stop_seconds``, archives
 those suspended for ``archive_after_seconds`` and destroys failed ones; a
@@ -27,9 +30,15 @@ destroy, reap, probe) are the :class:`~interlockd.compute.fleet.Fleet`'s; this
 module places runs and runs the loops. Time comes from an injected clock (epoch
 seconds) so all of it is testable without waiting.
 
-Locks and counters are this process's: several replicas sharing a store keep
-one session per key (the store's unique index) but each applies the caps to
-its own runs.
+What must hold across processes sharing the store is claimed in the store:
+the run slots of ``max_concurrent_runs_per_user`` (counted and taken in one
+transaction; a slot whose run stopped running, e.g. interrupted when its
+process died, no longer counts), the run a session serves (a run of another
+process waits for it, as runs of one process wait on the key's lock), the
+sessions cap (counted when a session is created) and one session per key (a
+unique index). The key's lock stays, in front of the claim: runs of one
+process queue on it without asking the store, and the operator's suspend and
+destroy wait on it.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 
 from interlockd import ids
-from interlockd.compute.base import ComputeError, ComputeProvider
+from interlockd.compute.base import ComputeProvider
 from interlockd.compute.fleet import Describe, Fleet
 from interlockd.compute.placement import (
     ComputeCharge,
@@ -62,6 +71,15 @@ from interlockd.store.base import ComputeSessionRecord, Placement, Store
 from interlockd.vocabulary import RuntimeAccess, SessionSpec
 
 log = structlog.get_logger(__name__)
+
+#: A slot taken at admission counts this long until its run is placed: a process
+#: that died in between gives its slot up then (a placed slot follows its run).
+UNPLACED_SLOT_SECONDS = 120.0
+
+#: Waiting for a session another process's run is using: first and longest pause
+#: between claims.
+_CLAIM_FIRST_WAIT = 0.05
+_CLAIM_LONGEST_WAIT = 0.5
 
 
 class ComputeScheduler:
@@ -86,8 +104,9 @@ class ComputeScheduler:
         self._pauses = pauses
         self._clock = clock
         self._fleet = Fleet(store, providers, describe, self._settings, mcp_url, clock)
-        self._user_runs: dict[tuple[str, str], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: Slots given back by abandon(), which cannot wait for the store.
+        self._giving_back: set[asyncio.Task[None]] = set()
 
     @property
     def providers(self) -> list[str]:
@@ -119,6 +138,8 @@ class ComputeScheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
         for provider in self._fleet.providers.values():
             try:
                 await provider.aclose()
@@ -138,8 +159,8 @@ class ComputeScheduler:
     # ---- placement ---------------------------------------------------------------
 
     async def plan(self, request: PlacementRequest) -> Plan:
-        """Admit and place a run, storing nothing; the plan holds a run slot of the end
-        user until :meth:`release` or :meth:`abandon`.
+        """Admit and place a run; the plan holds a run slot of the end user (in the store,
+        so the cap holds across processes) until :meth:`release` or :meth:`abandon`.
 
         ResourceExhausted (with what to do) when a per-user cap is reached;
         otherwise the errors of :func:`~interlockd.compute.policy.choose`.
@@ -177,28 +198,45 @@ class ComputeScheduler:
             region=request.region,
             expected_run_seconds=s.expected_run_seconds,
         )
-        user = (request.sandbox_id, request.end_user_id)
-        in_progress = self._user_runs.get(user, 0)
-        if s.max_concurrent_runs_per_user and in_progress >= s.max_concurrent_runs_per_user:
+        limit = s.max_concurrent_runs_per_user
+        if not limit:
+            return Plan(request, choice)
+        slot = ids.new_id("slot")
+        now = self._clock()
+        in_progress = await self._store.claim_compute_run_slot(
+            slot_id=slot,
+            sandbox_id=request.sandbox_id,
+            end_user_id=request.end_user_id,
+            limit=limit,
+            now=at(now),
+            unplaced_until=at(now + UNPLACED_SLOT_SECONDS),
+        )
+        if in_progress >= limit:
             raise ResourceExhausted(
                 f"end user {request.end_user_id!r} has {in_progress} runs on self-hosted "
-                f"runtimes in progress (limit {s.max_concurrent_runs_per_user}): wait for one "
+                f"runtimes in progress (limit {limit}): wait for one "
                 "to finish, or raise compute.max_concurrent_runs_per_user"
             )
-        self._user_runs[user] = in_progress + 1
-        return Plan(request, choice)
+        return Plan(request, choice, slot=slot)
 
     def abandon(self, plan: Plan) -> None:
-        """Give back a plan's run slot without running (admission refused later). Idempotent."""
+        """Give back a plan's run slot without running (admission refused later). Idempotent.
+
+        The slot leaves the store in the background (the caller cannot wait); until it
+        has, the end user has one run fewer, never one more."""
         if plan.released:
             return
         plan.released = True
-        user = (plan.request.sandbox_id, plan.request.end_user_id)
-        left = self._user_runs.get(user, 1) - 1
-        if left > 0:
-            self._user_runs[user] = left
-        else:
-            self._user_runs.pop(user, None)
+        if plan.slot:
+            task = asyncio.get_running_loop().create_task(self._give_back(plan.slot))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+
+    async def _give_back(self, slot: str) -> None:
+        try:
+            await self._store.release_compute_run_slot(slot)
+        except Exception:  # it stops counting once its unplaced time is up
+            log.exception("compute_slot_release_failed", slot=slot)
 
     def _candidate(
         self,
@@ -247,11 +285,16 @@ class ComputeScheduler:
         open what the runtime reaches at start (the run's MCP grant on the
         session's token).
 
-        Waits while another run of the same key holds it. ComputeError when the
+        Waits while another run of the same key holds it, in this process or another
+        sharing the store. ComputeError when the
         provider cannot start it (its breaker counts the failure); the caller
         still calls :meth:`release` with the plan (see :meth:`abandon`).
         """
         req = plan.request
+        plan.run_id = run_id
+        if plan.slot:
+            # From now on the slot lasts as long as the run runs (on whichever process).
+            await self._store.place_compute_run_slot(plan.slot, run_id)
         started = self._clock()
         lock = self._fleet.lock(req.sandbox_id, req.end_user_id, req.agent_key)
         await lock.acquire()
@@ -321,28 +364,43 @@ class ComputeScheduler:
     async def _session_for(
         self, plan: Plan, run_id: str
     ) -> tuple[ComputeSessionRecord, SessionSpec]:
-        """The key's session record for the plan and the runtime's spec of it: the stored
-        one when it is on the chosen provider with an unchanged spec, else (the old one
-        retired) a new one."""
+        """The key's session record for the plan, claimed for ``run_id``, and the runtime's
+        spec of it: the stored one when it is on the chosen provider with an unchanged
+        spec, else (the old one retired) a new one.
+
+        While a run of another process holds the session, waits for it (polling the
+        store: the claim is freed when that run ends, or stops counting once its
+        process died and its lease was taken over)."""
         req = plan.request
         name = plan.choice.provider
-        record = await self._store.find_compute_session(
-            req.sandbox_id, req.end_user_id, req.agent_key
-        )
-        if record is not None and record.provider != name:
-            await self._fleet.retire(record, f"the run was placed on {name}")
-            record = None
-        if record is not None:
+        wait = _CLAIM_FIRST_WAIT
+        while True:
+            record = await self._store.find_compute_session(
+                req.sandbox_id, req.end_user_id, req.agent_key
+            )
+            if record is None:
+                made = await self._new_session(req, name, run_id)
+                if made is not None:
+                    return made
+                continue  # another process made it meanwhile: its run goes first
+            if not await self._store.claim_compute_session(record.id, run_id):
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _CLAIM_LONGEST_WAIT)
+                continue
+            record = await self._store.get_compute_session(record.id)  # as claimed
+            if record.provider != name:
+                await self._fleet.retire(record, f"the run was placed on {name}")
+                continue
             spec = await self._fleet.spec(req, record.id, record.api_key, record.mcp_token)
             if fingerprint(spec) == record.spec_fingerprint:
                 return record, spec
             await self._fleet.retire(record, "the runtime's configuration changed")
-        return await self._new_session(req, name, run_id)
 
     async def _new_session(
         self, req: PlacementRequest, name: str, run_id: str
-    ) -> tuple[ComputeSessionRecord, SessionSpec]:
-        """Record a new session for the key on provider ``name`` (fresh id and tokens)."""
+    ) -> tuple[ComputeSessionRecord, SessionSpec] | None:
+        """Record a new session for the key on provider ``name`` (fresh id and tokens),
+        serving ``run_id``; None when another process recorded the key's session first."""
         session_id = ids.new_id("cs")
         api_key = secrets.token_urlsafe(32)
         mcp_token = secrets.token_urlsafe(32)
@@ -363,21 +421,22 @@ class ComputeScheduler:
                 now=at(self._clock()),
                 # Exact across replicas (plan()'s check is this process's early answer).
                 max_active_per_user=self._settings.max_active_sessions_per_user,
+                busy_run_id=run_id,
             )
         except AlreadyExists:
-            # Another replica created it meanwhile: the next run uses it.
-            raise ComputeError(name, "another replica is starting this session; retry") from None
+            return None
         return record, spec
 
     async def release(self, lease: Lease | None, plan: Plan) -> ComputeCharge | None:
-        """End a run's hold: stamp the idle timer, give back the slot and the key's lock,
-        and return the run's compute charge.
+        """End a run's hold: stamp the idle timer, give back the session's claim, the slot
+        and the key's lock, and return the run's compute charge.
 
         The meter runs from the start of :meth:`acquire` — a provider bills the start
         too — so a run cut off while its runtime was starting (its ceiling, a pause,
         the client) is charged for those seconds; None when it never reached a session.
         """
-        self.abandon(plan)
+        slot = "" if plan.released else plan.slot
+        plan.released = True
         try:
             if plan.metered is None:
                 return None
@@ -397,8 +456,14 @@ class ComputeScheduler:
                 compute_session_id=session_id,
             )
         finally:
-            if lease is not None:
-                lease.lock.release()
+            try:
+                if plan.run_id:
+                    await self._store.release_compute_session(plan.run_id)
+                if slot:
+                    await self._store.release_compute_run_slot(slot)
+            finally:
+                if lease is not None:
+                    lease.lock.release()
 
     # ---- operating sessions (the fleet's) ------------------------------------------
 

@@ -1,5 +1,6 @@
 """The ``ComputeStore`` contract: compute sessions (one live session per sandbox, end user
-and agent key; secrets and tags given back as sent) and where each run was placed."""
+and agent key; secrets and tags given back as sent), where each run was placed, and the
+scheduler's claims (an end user's run slots, the run a session serves)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 from interlockd.errors import AlreadyExists, NotFound, ResourceExhausted
 from interlockd.ids import new_id
-from interlockd.store.base import Placement
-from tests.store.conformance.helpers import new_sandbox, start_in_new_conversation
+from interlockd.store.base import Lease, Placement
+from tests.store.conformance.helpers import new_run, new_sandbox, start_in_new_conversation
 
 if TYPE_CHECKING:
     from interlockd.store.base import ComputeSessionRecord, Store
@@ -246,3 +247,166 @@ async def test_the_active_sessions_cap_holds_under_concurrent_creation(store: St
     refused = [o for o in outcomes if isinstance(o, ResourceExhausted)]
     assert (len(made), len(refused)) == (3, 9), outcomes
     assert "limit 3" in str(refused[0])
+
+
+# ---- claims that hold across processes ----------------------------------------------
+
+
+async def claim_slot(
+    store: Store,
+    sandbox_id: str,
+    end_user_id: str = "alice",
+    *,
+    limit: int = 2,
+    now: datetime = T0,
+    unplaced_for: float = 120,
+) -> tuple[str, int]:
+    """Take a new run slot as plan() does; return its id and the count it saw."""
+    slot = new_id("slot")
+    held = await store.claim_compute_run_slot(
+        slot_id=slot,
+        sandbox_id=sandbox_id,
+        end_user_id=end_user_id,
+        limit=limit,
+        now=now,
+        unplaced_until=now + timedelta(seconds=unplaced_for),
+    )
+    return slot, held
+
+
+async def test_run_slots_are_capped_per_end_user_and_given_back(store: Store) -> None:
+    """An end user takes slots up to the limit (each claim returns the count before it); the
+    next is refused with the count; another end user or sandbox is separate; a slot given
+    back (twice is harmless) makes room; limit 0 always takes one."""
+    sandbox, other = await new_sandbox(store), await new_sandbox(store)
+    first, held = await claim_slot(store, sandbox.id)
+    assert held == 0
+    _, held = await claim_slot(store, sandbox.id)
+    assert held == 1
+    _, held = await claim_slot(store, sandbox.id)
+    assert held == 2  # refused: nothing taken
+    assert (await claim_slot(store, sandbox.id, "bob"))[1] == 0
+    assert (await claim_slot(store, other.id))[1] == 0
+    await store.release_compute_run_slot(first)
+    await store.release_compute_run_slot(first)
+    assert (await claim_slot(store, sandbox.id))[1] == 1
+    assert (await claim_slot(store, sandbox.id, limit=0))[1] == 2
+    with pytest.raises(NotFound):
+        await claim_slot(store, "sbx_nope")
+
+
+async def test_run_slots_hold_under_concurrent_claims(store: Store) -> None:
+    """Twelve claims of one end user at once under a limit of 3: exactly 3 are taken."""
+    sandbox = await new_sandbox(store)
+    outcomes = await asyncio.gather(*(claim_slot(store, sandbox.id, limit=3) for _ in range(12)))
+    assert sorted(held for _, held in outcomes) == [0, 1, 2] + [3] * 9
+
+
+async def test_an_unplaced_slot_counts_until_its_time_is_up(store: Store) -> None:
+    """A slot never placed (its process died after admission) stops counting at its
+    unplaced_until, and is deleted by the next claim."""
+    sandbox = await new_sandbox(store)
+    await claim_slot(store, sandbox.id, limit=1, unplaced_for=60)
+    assert (await claim_slot(store, sandbox.id, limit=1, now=T0 + timedelta(seconds=59)))[1] == 1
+    later = T0 + timedelta(seconds=61)
+    assert (await claim_slot(store, sandbox.id, limit=1, now=later))[1] == 0
+    assert (await claim_slot(store, sandbox.id, limit=1, now=later))[1] == 1
+
+
+async def test_a_placed_slot_counts_while_its_run_is_running(store: Store) -> None:
+    """Once placed, a slot counts past its unplaced time while its run is running, and not once
+    the run has finished or was interrupted by its lease's expiry (a dead process's run)."""
+    sandbox = await new_sandbox(store)
+    late = T0 + timedelta(hours=1)
+    finished = await start_in_new_conversation(store, sandbox.id, "alice", "hi")
+    slot, _ = await claim_slot(store, sandbox.id, limit=1)
+    await store.place_compute_run_slot(slot, finished.id)
+    assert (await claim_slot(store, sandbox.id, limit=1, now=late))[1] == 1
+    await store.finish_run(finished.id, status="finished")
+    slot, held = await claim_slot(store, sandbox.id, limit=1, now=late)
+    assert held == 0
+
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    dead = await store.begin_run(
+        new_run(sandbox.id, "alice", conversation.id),
+        lease=Lease("proc_dead", datetime.now(UTC) - timedelta(seconds=1)),
+    )
+    await store.release_compute_run_slot(slot)
+    slot, _ = await claim_slot(store, sandbox.id, limit=1, now=late)
+    await store.place_compute_run_slot(slot, dead.id)
+    assert (await claim_slot(store, sandbox.id, limit=1, now=late))[1] == 1
+    assert [r.id for r in await store.expire_leases(datetime.now(UTC))] == [dead.id]
+    assert (await claim_slot(store, sandbox.id, limit=1, now=late))[1] == 0
+
+
+async def test_placing_a_slot_replaces_an_earlier_attempts(store: Store) -> None:
+    """A resumed run's new slot, once placed, replaces the slot of its earlier attempt: the
+    run counts once."""
+    sandbox = await new_sandbox(store)
+    run = await start_in_new_conversation(store, sandbox.id, "alice", "hi")
+    earlier, _ = await claim_slot(store, sandbox.id, limit=5)
+    await store.place_compute_run_slot(earlier, run.id)
+    again, held = await claim_slot(store, sandbox.id, limit=5)
+    assert held == 1
+    await store.place_compute_run_slot(again, run.id)
+    assert (await claim_slot(store, sandbox.id, limit=5))[1] == 1
+    await store.place_compute_run_slot(earlier, run.id)  # given back already: nothing
+
+
+async def test_a_session_serves_one_running_run(store: Store) -> None:
+    """A session is claimed by one run at a time: the holder may claim again, another running
+    run may not until the holder's claim is released or the holder stops running; a
+    destroyed or unknown session is never claimed."""
+    sandbox = await new_sandbox(store)
+    session = await create(store, sandbox.id)
+    first, second, third = [
+        await start_in_new_conversation(store, sandbox.id, "alice", "hi") for _ in range(3)
+    ]
+    assert await store.claim_compute_session(session.id, first.id)
+    assert await store.claim_compute_session(session.id, first.id)
+    assert not await store.claim_compute_session(session.id, second.id)
+    await store.release_compute_session(first.id)
+    assert await store.claim_compute_session(session.id, second.id)
+    assert not await store.claim_compute_session(session.id, third.id)
+    await store.finish_run(second.id, status="interrupted")
+    assert await store.claim_compute_session(session.id, third.id)
+    await store.update_compute_session(session.id, status="destroyed")
+    await store.release_compute_session(third.id)
+    assert not await store.claim_compute_session(session.id, third.id)
+    assert not await store.claim_compute_session("cs_nope", third.id)
+
+
+async def test_a_session_created_for_a_run_is_claimed_by_it(store: Store) -> None:
+    """A session created with busy_run_id serves that run; claims of others wait for it."""
+    sandbox = await new_sandbox(store)
+    owner, other = [
+        await start_in_new_conversation(store, sandbox.id, "alice", "hi") for _ in range(2)
+    ]
+    session = await create(store, sandbox.id, busy_run_id=owner.id)
+    assert not await store.claim_compute_session(session.id, other.id)
+    assert await store.claim_compute_session(session.id, owner.id)
+
+
+async def test_one_of_many_concurrent_claims_takes_a_session(store: Store) -> None:
+    """Eight running runs claiming one free session at once: exactly one gets it."""
+    sandbox = await new_sandbox(store)
+    session = await create(store, sandbox.id)
+    runs = [await start_in_new_conversation(store, sandbox.id, "alice", "hi") for _ in range(8)]
+    won = await asyncio.gather(*(store.claim_compute_session(session.id, r.id) for r in runs))
+    assert sum(won) == 1
+
+
+async def test_a_session_serving_a_run_is_not_idle(store: Store) -> None:
+    """Listing idle sessions leaves out one serving a running run, and lists it again once the
+    run's claim is released."""
+    sandbox = await new_sandbox(store)
+    session = await create(store, sandbox.id)
+    await store.update_compute_session(session.id, status="running")
+    run = await start_in_new_conversation(store, sandbox.id, "alice", "hi")
+    idle = T0 + timedelta(hours=1)
+    assert await store.claim_compute_session(session.id, run.id)
+    assert await store.list_compute_sessions(sandbox.id, idle_since=idle) == []
+    await store.release_compute_session(run.id)
+    assert [s.id for s in await store.list_compute_sessions(sandbox.id, idle_since=idle)] == [
+        session.id
+    ]

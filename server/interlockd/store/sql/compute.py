@@ -1,4 +1,5 @@
-"""Compute: compute sessions (secrets and tags sealed) and run placements."""
+"""Compute: compute sessions (secrets and tags sealed), run placements, and the
+scheduler's claims (run slots, the run a session serves) that hold across processes."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from interlockd.store.sql.core import (
     SqlCore,
 )
 from interlockd.store.sql.rows import (
+    blind_end_user,
     insert_sql,
     now_us,
     to_us,
@@ -40,6 +42,23 @@ if TYPE_CHECKING:
     from interlockd.store.crypto import SandboxKeys
     from interlockd.store.sql.core import Tx
     from interlockd.store.sql.rows import Row
+
+
+#: A session's or a slot's run still holds it (a run ended or taken over by lease expiry
+#: no longer does, on any process): ``{column}`` names the run id column.
+_RUN_RUNNING = "EXISTS (SELECT 1 FROM runs WHERE runs.id = {column} AND runs.status = 'running')"
+
+_SESSION_FREE = (
+    "(busy_run_id IS NULL OR NOT "
+    + _RUN_RUNNING.format(column="compute_sessions.busy_run_id")
+    + ")"
+)
+
+_SLOT_LIVE = (
+    "((run_id IS NULL AND expires_at > ?) OR "
+    + _RUN_RUNNING.format(column="compute_run_slots.run_id")
+    + ")"
+)
 
 
 def _load_session(row: Row, keys: SandboxKeys) -> ComputeSessionRecord:
@@ -83,6 +102,7 @@ class SqlCompute(SqlCore, ComputeStore):
         tags: Mapping[str, str],
         now: datetime,
         max_active_per_user: int = 0,
+        busy_run_id: str = "",
     ) -> ComputeSessionRecord:
         keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
         secrets = {"api_key": api_key, "mcp_token": mcp_token}
@@ -99,8 +119,8 @@ class SqlCompute(SqlCore, ComputeStore):
                 await db.execute(
                     "INSERT INTO compute_sessions (id, sandbox_id, end_user_id, agent_key, "
                     "runtime, provider, status, region, spec_fingerprint, secrets_sealed, "
-                    "tags_sealed, created_at, updated_at, last_active_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)",
+                    "tags_sealed, created_at, updated_at, last_active_at, busy_run_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         session_id,
                         sandbox_id,
@@ -115,6 +135,7 @@ class SqlCompute(SqlCore, ComputeStore):
                         at,
                         at,
                         at,
+                        busy_run_id or None,
                     ),
                 )
             except ConstraintViolation as exc:
@@ -224,6 +245,7 @@ class SqlCompute(SqlCore, ComputeStore):
         if idle_since is not None:
             where.append("last_active_at <= ?")
             params.append(to_us(idle_since))
+            where.append(_SESSION_FREE)  # a session serving a run is not idle
         rows = await self._fetch(
             f"SELECT {COMPUTE_SESSIONS.columns} FROM compute_sessions "
             f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY created_at, id",
@@ -235,6 +257,76 @@ class SqlCompute(SqlCore, ComputeStore):
             if not end_user_id or session.end_user_id == end_user_id:
                 sessions.append(session)
         return sessions
+
+    async def claim_compute_session(self, session_id: str, run_id: str) -> bool:
+        owner = await self._fetch(
+            "SELECT sandbox_id FROM compute_sessions WHERE id = ?", (session_id,)
+        )
+        if not owner:
+            return False
+        # In turn with the sandbox's writers: the check sees every claim and run before it.
+        async with self._transaction(owner[0]["sandbox_id"]) as db:
+            changed = await db.execute(
+                "UPDATE compute_sessions SET busy_run_id = ? WHERE id = ? "
+                "AND status NOT IN ('destroyed', 'failed') "
+                f"AND (busy_run_id = ? OR {_SESSION_FREE})",
+                (run_id, session_id, run_id),
+            )
+        return changed == 1
+
+    async def release_compute_session(self, run_id: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE compute_sessions SET busy_run_id = NULL WHERE busy_run_id = ?", (run_id,)
+            )
+
+    async def claim_compute_run_slot(
+        self,
+        *,
+        slot_id: str,
+        sandbox_id: str,
+        end_user_id: str,
+        limit: int,
+        now: datetime,
+        unplaced_until: datetime,
+    ) -> int:
+        keys = await self._sandbox_keys(sandbox_id)  # NotFound for an unknown sandbox
+        blind = blind_end_user(keys, end_user_id)
+        at = to_us(now)
+        async with self._transaction(sandbox_id) as db:
+            await db.execute(
+                "DELETE FROM compute_run_slots WHERE sandbox_id = ? AND end_user_id = ? "
+                f"AND NOT {_SLOT_LIVE}",
+                (sandbox_id, blind, at),
+            )
+            rows = await db.fetch(
+                "SELECT count(*) AS live FROM compute_run_slots "
+                "WHERE sandbox_id = ? AND end_user_id = ?",
+                (sandbox_id, blind),
+            )
+            live = int(rows[0]["live"])
+            if limit and live >= limit:
+                return live
+            await db.execute(
+                "INSERT INTO compute_run_slots (id, sandbox_id, end_user_id, run_id, expires_at) "
+                "VALUES (?, ?, ?, NULL, ?)",
+                (slot_id, sandbox_id, blind, to_us(unplaced_until)),
+            )
+        return live
+
+    async def place_compute_run_slot(self, slot_id: str, run_id: str) -> None:
+        async with self._transaction() as db:
+            # An earlier attempt's slot (its process died) would count the run twice.
+            await db.execute(
+                "DELETE FROM compute_run_slots WHERE run_id = ? AND id <> ?", (run_id, slot_id)
+            )
+            await db.execute(
+                "UPDATE compute_run_slots SET run_id = ? WHERE id = ?", (run_id, slot_id)
+            )
+
+    async def release_compute_run_slot(self, slot_id: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM compute_run_slots WHERE id = ?", (slot_id,))
 
     async def record_placement(self, placement: Placement) -> None:
         values = PLACEMENTS.dump(placement)

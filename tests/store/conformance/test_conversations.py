@@ -11,7 +11,12 @@ import pytest
 
 from interlockd.errors import NotFound, StoreError
 from interlockd.store.base import NewEntry
-from tests.store.conformance.helpers import entry, new_sandbox
+from tests.store.conformance.helpers import (
+    entry,
+    new_run,
+    new_sandbox,
+    start_in_new_conversation,
+)
 
 if TYPE_CHECKING:
     from interlockd.store.base import Store
@@ -235,3 +240,58 @@ async def test_search_finds_the_end_users_own_entries(store: Store) -> None:
         == []
     )
     assert len(await store.search_entries(sandbox.id, "alice", "tuna", limit=1)) == 1
+
+
+# ---- the window's version and what changed since a seq ---------------------------
+
+
+async def test_read_window_changes_brings_the_version_and_the_entries_after_a_seq(
+    store: Store,
+) -> None:
+    """read_window_changes gives the newest seq, the revision, the creation time and up to
+    ``limit`` entries after the seq, oldest first; limit 0 the version alone."""
+    sandbox = await new_sandbox(store)
+    conversation = await store.create_conversation(sandbox.id, "alice")
+    empty = await store.read_window_changes(sandbox.id, conversation.id, after_seq=0, limit=10)
+    assert empty.entries == []
+    assert (empty.version.entry_count, empty.version.revision) == (0, 0)
+    assert empty.version.created_at == conversation.created_at
+    await store.append_entries(sandbox.id, conversation.id, [entry(f"m{i}") for i in range(5)])
+    changes = await store.read_window_changes(sandbox.id, conversation.id, after_seq=1, limit=3)
+    assert [(e.seq, e.text) for e in changes.entries] == [(2, "m1"), (3, "m2"), (4, "m3")]
+    assert changes.version.entry_count == 5
+    alone = await store.read_window_changes(sandbox.id, conversation.id, after_seq=5, limit=0)
+    assert (alone.entries, alone.version) == ([], changes.version)
+    tail = await store.read_window_changes(sandbox.id, conversation.id, after_seq=4, limit=100)
+    assert [e.text for e in tail.entries] == ["m4"]
+    other = await new_sandbox(store)
+    with pytest.raises(NotFound):
+        await store.read_window_changes(other.id, conversation.id, after_seq=0, limit=1)
+    await store.delete_conversation(sandbox.id, "alice", conversation.id)
+    with pytest.raises(NotFound):
+        await store.read_window_changes(sandbox.id, conversation.id, after_seq=0, limit=1)
+
+
+async def test_a_withdrawn_message_moves_the_window_to_a_new_revision(store: Store) -> None:
+    """Taking back a user message bumps the revision, so a copy holding the message it
+    replaced (same seq, same entry_count once re-sent) can tell."""
+    sandbox = await new_sandbox(store)
+    first = await start_in_new_conversation(store, sandbox.id, "alice", "one")
+    await store.finish_run(first.id, status="finished")
+    held = await store.read_window_changes(sandbox.id, first.conversation_id, after_seq=0, limit=10)
+    second = new_run(sandbox.id, "alice", first.conversation_id)
+    await store.begin_run(second, entries=[entry("two", run_id=second.id)])
+    await store.finish_run(second.id, status="failed", withdraw=True)
+    third = new_run(sandbox.id, "alice", first.conversation_id)
+    await store.begin_run(third, entries=[entry("two again", run_id=third.id)])
+    now = await store.read_window_changes(sandbox.id, first.conversation_id, after_seq=1, limit=10)
+    assert now.version.revision != held.version.revision
+    assert now.version.entry_count == 2
+    assert [e.text for e in now.entries] == ["two again"]
+    # Appends and settlements leave the revision alone.
+    await store.finish_run(
+        third.id, status="finished", entries=[entry("ok", "assistant", run_id=third.id)]
+    )
+    after = await store.read_window_changes(sandbox.id, first.conversation_id, after_seq=3, limit=1)
+    assert after.version.revision == now.version.revision
+    assert after.version.entry_count == 3

@@ -57,7 +57,9 @@ from interlockd.store.base.conversations import (
     EntryKind,
     NewEntry,
     SearchHit,
+    WindowChanges,
     WindowEntry,
+    WindowVersion,
 )
 from interlockd.store.base.integrations import (
     ConnectFlow,
@@ -167,7 +169,9 @@ __all__ = [
     "ToolGrantStore",
     "UsageGroup",
     "UsageTotals",
+    "WindowChanges",
     "WindowEntry",
+    "WindowVersion",
     "check_secret_name",
 ]
 

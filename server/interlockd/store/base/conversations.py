@@ -72,6 +72,30 @@ class WindowEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowVersion:
+    """What a copy of a conversation's window held outside the store is checked against.
+
+    ``entry_count`` is the newest seq; ``revision`` changes whenever an entry is
+    removed or rewritten (a withdrawn user message, whose seq the next append
+    reuses); ``created_at`` tells a conversation from one that replaced it under
+    the same id. Same ``created_at`` and ``revision``: the entries up to a seq
+    held are still the window's, and only those after it are new.
+    """
+
+    entry_count: int
+    revision: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WindowChanges:
+    """A conversation's :class:`WindowVersion` and entries after a seq, read together."""
+
+    version: WindowVersion
+    entries: list[WindowEntry]  # oldest first
+
+
+@dataclass(frozen=True, slots=True)
 class SearchHit:
     conversation_id: str
     entry: WindowEntry
@@ -159,6 +183,19 @@ class ConversationStore(abc.ABC):
         through the window); otherwise from the oldest end, lowest seq first
         (reading forward). Raise NotFound if the conversation is not in the
         sandbox. Cost is bounded by ``limit``, never by the conversation's length.
+        """
+
+    @abc.abstractmethod
+    async def read_window_changes(
+        self, sandbox_id: str, conversation_id: str, *, after_seq: int, limit: int
+    ) -> WindowChanges:
+        """The window's version and up to ``limit`` entries with ``seq > after_seq``, oldest
+        first, read in one snapshot (``limit`` 0: the version alone).
+
+        For a caller holding opened entries of the window (context assembly
+        caches them per conversation): one read tells whether they are still
+        the window and brings what was appended since. Raise NotFound if the
+        conversation is not in the sandbox. Cost is bounded by ``limit``.
         """
 
     @abc.abstractmethod

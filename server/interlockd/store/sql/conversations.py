@@ -14,7 +14,9 @@ from interlockd.store.base import (
     NewEntry,
     Page,
     SearchHit,
+    WindowChanges,
     WindowEntry,
+    WindowVersion,
 )
 from interlockd.store.crypto import (
     blind_terms,
@@ -193,6 +195,37 @@ class SqlConversations(SqlCore, ConversationStore):
             await self._require_conversation(sandbox_id, conversation_id)
             return []
         return await self._opened(sandbox_id, lambda keys: [ENTRIES.load(r, keys) for r in rows])
+
+    async def read_window_changes(
+        self, sandbox_id: str, conversation_id: str, *, after_seq: int, limit: int
+    ) -> WindowChanges:
+        if limit < 0:
+            raise ValueError(f"limit must be at least 0, got {limit}")
+        # One statement, so the version and the entries are one snapshot: the
+        # conversation's row, joined to the entries after the seq (none: one
+        # row of NULLs, which still carries the version).
+        rows = await self._fetch(
+            "SELECT c.entry_count AS window_entry_count, c.revision AS window_revision, "
+            f"c.created_at AS window_created_at, {ENTRY_COLUMNS_OF_E} FROM conversations c "
+            "LEFT JOIN entries e ON e.conversation_id = c.id AND e.seq > ? AND e.seq <= ? "
+            "WHERE c.id = ? AND c.sandbox_id = ? ORDER BY e.seq LIMIT ?",
+            (after_seq, after_seq + limit, conversation_id, sandbox_id, max(limit, 1)),
+        )
+        if not rows:
+            raise NotFound(f"conversation {conversation_id} not found")
+        first = rows[0]
+        version = WindowVersion(
+            entry_count=first["window_entry_count"],
+            revision=first["window_revision"],
+            created_at=to_time(first["window_created_at"]),
+        )
+        found = [r for r in rows if r["seq"] is not None]
+        if not found:
+            return WindowChanges(version, [])
+        entries = await self._opened(
+            sandbox_id, lambda keys: [ENTRIES.load(r, keys) for r in found]
+        )
+        return WindowChanges(version, entries)
 
     async def search_entries(
         self,

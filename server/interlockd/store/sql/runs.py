@@ -173,8 +173,11 @@ async def _withdraw_run(db: Tx, run: Run) -> Run:
             if mine[0]["seq"] == 1:
                 await db.execute("DELETE FROM conversations WHERE id = ?", (run.conversation_id,))
             else:
+                # The next append reuses the seq: a new revision tells a cached
+                # window (context assembly) that the entry it holds is gone.
                 await db.execute(
-                    "UPDATE conversations SET entry_count = entry_count - 1 WHERE id = ?",
+                    "UPDATE conversations SET entry_count = entry_count - 1, "
+                    "revision = revision + 1 WHERE id = ?",
                     (run.conversation_id,),
                 )
     return replace(run, request_id="")

@@ -1,0 +1,11 @@
+-- Interlock store, SQLite dialect, migration 13: a conversation's window
+-- revision. Conventions as in 0001_initial.sql.
+--
+-- Bumped by every statement that removes or rewrites an entry of the window
+-- (today: a withdrawn user message, whose seq the next append reuses), so a
+-- process caching the opened window (context assembly) knows from one read
+-- of (entry_count, revision) whether what it holds is still the window:
+-- entry_count alone cannot tell a withdrawn-and-replaced newest entry from
+-- the one it cached. Deleting the conversation removes the row, which says
+-- as much.
+ALTER TABLE conversations ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;

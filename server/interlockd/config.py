@@ -162,6 +162,15 @@ class RunSettings(_Strict):
     lease_seconds: float = Field(default=15.0, gt=0, le=3600)
 
 
+class ContextSettings(_Strict):
+    """Context assembly (see interlockd/context/)."""
+
+    #: MiB of conversations' opened windows kept in memory, least recently used
+    #: dropped first, so a turn opens only the entries new since the last one
+    #: (counted by the text held). 0: every turn reads its window from the store.
+    cache_mib: float = Field(default=64.0, ge=0)
+
+
 class ComputeSettings(_Strict):
     """The compute scheduler (see interlockd/compute/scheduler.py)."""
 
@@ -235,6 +244,7 @@ class Settings(_Strict):
     store: StoreSettings = StoreSettings()
     keys: KeySettings = KeySettings()
     runs: RunSettings = RunSettings()
+    context: ContextSettings = ContextSettings()
     integrations: IntegrationSettings = IntegrationSettings()
     compute: ComputeSettings = ComputeSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=_builtin_providers)

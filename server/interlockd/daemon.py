@@ -50,6 +50,7 @@ from interlockd.compute.kinds import build_compute_provider
 from interlockd.compute.placement import SchedulerSettings
 from interlockd.compute.scheduler import ComputeScheduler
 from interlockd.config import ConfigError, Settings
+from interlockd.context.cache import configure_window_cache
 from interlockd.errors import InterlockError
 from interlockd.http.forward import Forwarder
 from interlockd.http.oauth_callback import callback_route
@@ -214,6 +215,8 @@ class Daemon:
         self.settings = settings
         self._sweep_at_start = sweep_at_start and settings.store_url is None
         self.store: Store = store if store is not None else open_store(settings)
+        # Opened windows kept per conversation: a turn's context reads only what is new.
+        configure_window_cache(self.store, max_bytes=int(settings.context.cache_mib * 2**20))
         self.backends = BackendRegistry()
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.server: grpc.aio.Server | None = None

@@ -6,7 +6,10 @@ rule is deterministic — the same window and budget always give the same
 messages — and never exceeds the budget: if the current message can't fit, the
 run is refused before anything is stored. Work is bounded by the budget, not
 by the conversation's length: entries are read newest-first in pages and
-reading stops as soon as the budget is spent.
+reading stops as soon as the budget is spent. With the store's window cache
+(``cache.py``, on by default) a turn reads only what changed since the
+conversation's previous one and fits the budget by binary search; the result
+is the same either way.
 
 It knows the store's entries and the backends' neutral messages, nothing of
 any provider's wire format.
@@ -20,20 +23,25 @@ from dataclasses import dataclass
 
 import orjson
 
+from interlockd.context.cache import window_cache
 from interlockd.context.tokens import MESSAGE_OVERHEAD, estimate_tokens
+from interlockd.context.turns import FIRST_PAGE, MAX_PAGE, TURN_STARTS, entry_cost, to_messages
 from interlockd.errors import InvalidArgument
 from interlockd.store.base import Store, WindowEntry
-from interlockd.vocabulary import Message, ModelInfo, ToolCallPart, ToolSpec
+from interlockd.vocabulary import Message, ModelInfo, ToolSpec
 
-_FIRST_PAGE = 64
-_MAX_PAGE = 4096
+__all__ = [
+    "AssembledContext",
+    "Budget",
+    "assemble",
+    "check_message_fits",
+    "entry_cost",
+]
+
 _DROPPED_NOTE = (
     "[Earlier turns of this conversation are not shown, to fit the context window. "
     "Call search_conversations to recall them if they matter.]"
 )
-_INTERRUPTED = orjson.dumps(
-    {"error": "the run was interrupted before this tool call completed; its outcome is unknown"}
-).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +74,6 @@ def _tools_tokens(tools: Sequence[ToolSpec]) -> int:
     )
 
 
-def entry_cost(entry: WindowEntry) -> int:
-    return entry.tokens + MESSAGE_OVERHEAD
-
-
 def check_message_fits(message_tokens: int, budget: Budget, model: str) -> None:
     """Refuse a message that can't fit the model's window even with no history."""
     if message_tokens + MESSAGE_OVERHEAD > budget.total:
@@ -98,28 +102,46 @@ async def assemble(
     budget: Budget,
     tool_messages: bool,
     after_seq: int = 0,
+    cached: bool = True,
 ) -> AssembledContext:
     """Build the messages for the next provider call of this conversation.
 
     ``tool_messages`` false renders tool calls and results as assistant text,
     for models without tool support (the history may hold tool traffic from
     another provider). ``after_seq`` leaves out the entries up to that seq: a
-    provider session that has seen them needs only the rest.
+    provider session that has seen them needs only the rest. ``cached`` false
+    reads the window from the store even when the store has a window cache
+    (the same result, at the cost of opening every entry that fits).
     """
-    newest_first = _newest_first(store, sandbox_id, conversation_id, after_seq)
-    async with contextlib.aclosing(newest_first) as entries:
-        turns, dropped, used = await _fit_turns(entries, budget.total)
+    cache = window_cache(store) if cached else None
+    if cache is not None:
+        fitted = await cache.fit(
+            store,
+            sandbox_id,
+            conversation_id,
+            budget=budget.total,
+            tool_messages=tool_messages,
+            after_seq=after_seq,
+        )
+        turns_messages, included, dropped, used = fitted
+    else:
+        newest_first = _newest_first(store, sandbox_id, conversation_id, after_seq)
+        async with contextlib.aclosing(newest_first) as entries:
+            turns, dropped, used = await _fit_turns(entries, budget.total)
+        turns_messages = []
+        for turn in reversed(turns):
+            turns_messages.extend(to_messages(turn, tool_messages=tool_messages))
+        included = len(turns)
     messages: list[Message] = []
     system_text = system
     if dropped:
         system_text = f"{system}\n\n{_DROPPED_NOTE}" if system else _DROPPED_NOTE
     if system_text:
         messages.append(Message(role="system", content=system_text))
-    for turn in reversed(turns):
-        messages.extend(_to_messages(turn, tool_messages=tool_messages))
+    messages.extend(turns_messages)
     return AssembledContext(
         messages=messages,
-        included_turns=len(turns),
+        included_turns=included,
         dropped=dropped,
         tokens=used,
     )
@@ -128,10 +150,8 @@ async def assemble(
 async def _newest_first(
     store: Store, sandbox_id: str, conversation_id: str, after_seq: int
 ) -> AsyncGenerator[WindowEntry, None]:
-    # Pages grow geometrically: a small window costs one small read, a large
-    # one a few large reads instead of many round trips.
     before: int | None = None
-    limit = _FIRST_PAGE
+    limit = FIRST_PAGE
     while True:
         page = await store.read_entries(
             sandbox_id, conversation_id, before_seq=before, limit=limit, newest_first=True
@@ -143,7 +163,7 @@ async def _newest_first(
         if len(page) < limit:
             return
         before = page[-1].seq
-        limit = min(limit * 4, _MAX_PAGE)
+        limit = min(limit * 4, MAX_PAGE)
 
 
 async def _fit_turns(
@@ -159,7 +179,7 @@ async def _fit_turns(
     async for entry in entries:
         current.append(entry)
         cost += entry_cost(entry)
-        if entry.kind in ("user", "summary"):  # a turn starts here
+        if entry.kind in TURN_STARTS:  # a turn starts here
             if cost > remaining:
                 return turns, True, budget - remaining
             remaining -= cost
@@ -171,49 +191,3 @@ async def _fit_turns(
         remaining -= cost
         turns.append(current[::-1])
     return turns, False, budget - remaining
-
-
-def _to_messages(entries: Sequence[WindowEntry], *, tool_messages: bool) -> list[Message]:
-    """One turn's entries as chat messages, tool calls paired with their results."""
-    out: list[Message] = []
-    text = ""
-    calls: list[ToolCallPart] = []
-    answered: set[str] = {e.tool_call_id for e in entries if e.kind == "tool_result"}
-
-    def flush() -> None:
-        nonlocal text, calls
-        if text or calls:
-            out.append(Message(role="assistant", content=text, tool_calls=tuple(calls)))
-        text, calls = "", []
-
-    for e in entries:
-        if e.kind == "user":
-            flush()
-            out.append(Message(role="user", content=e.text))
-        elif e.kind == "summary":
-            flush()
-            out.append(Message(role="user", content=f"[Summary of earlier conversation]\n{e.text}"))
-        elif e.kind == "assistant":
-            if calls:
-                flush()
-            text += e.text
-        elif not tool_messages:
-            if e.kind == "tool_call":
-                text += f"\n[called tool {e.tool_name} with {e.text}]"
-            else:
-                text += f"\n[tool {e.tool_name} returned {e.text}]"
-        elif e.kind == "tool_call":
-            calls.append(ToolCallPart(e.tool_call_id, e.tool_name, e.text))
-            if e.tool_call_id not in answered:
-                # Never re-run it; tell the model its outcome is unknown.
-                flush()
-                out.append(_tool_message(e.tool_call_id, e.tool_name, _INTERRUPTED))
-        else:  # tool_result
-            flush()
-            out.append(_tool_message(e.tool_call_id, e.tool_name, e.text))
-    flush()
-    return out
-
-
-def _tool_message(call_id: str, name: str, content: str) -> Message:
-    return Message(role="tool", content=content, tool_call_id=call_id, name=name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from interlockd.backends import openai_compat
 from interlockd.backends.base import TurnRequest
 from interlockd.backends.openai_compat import OpenAICompatibleBackend
 from interlockd.errors import (
@@ -478,6 +480,28 @@ async def test_full_pool_is_unavailable_naming_the_limit(fake: FakeOpenAI) -> No
 
     assert "all 1 connections to 127.0.0.1:" in info.value.message
     assert "are busy" in info.value.message
+
+
+async def test_an_open_stream_does_not_hold_its_request_body(
+    fake: FakeOpenAI, backend: OpenAICompatibleBackend
+) -> None:
+    """While an answer streams, the step keeps no copy of the request body it sent."""
+    prompt = "x" * 400_000  # the encoded body: a little more
+    fake.enqueue(Reply().text("Held").stall())
+    request = TurnRequest(model="fake-model", messages=[Message("user", prompt)])
+    held = backend.stream_turn(request, FunctionToolRunner())
+    tracemalloc.start()
+    try:
+        assert await anext(held) == TextDelta("Held")
+        # Only what the backend's own lines allocated and still hold (orjson's
+        # output is charged to the line that called it).
+        ours = tracemalloc.Filter(True, openai_compat.__file__)
+        snapshot = tracemalloc.take_snapshot().filter_traces([ours])
+    finally:
+        tracemalloc.stop()
+        await held.aclose()  # type: ignore[attr-defined]
+
+    assert sum(stat.size for stat in snapshot.statistics("filename")) < 100_000
 
 
 async def test_proxy_from_the_environment_carries_the_request(

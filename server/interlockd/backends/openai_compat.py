@@ -231,12 +231,16 @@ class OpenAICompatibleBackend(ChatLoopBackend):
 
     async def step(self, request: TurnRequest) -> AsyncIterator[StepEvent]:
         url = await self._endpoint()
-        body = orjson.dumps(_request_body(request, self._default_max_tokens))
         received = False  # any byte of the answer body: decides "unreachable" vs "cut off"
         busy = self._in_flight >= self._max_connections
         self._in_flight += 1
         try:
-            async with await self._open(url, body) as response:
+            # The body is no local of this generator: it is freed once _open()
+            # returns (sent, never retried after), not held for the whole answer
+            # (~4 KB per open stream with the built-in tool's schema).
+            async with await self._open(
+                url, orjson.dumps(_request_body(request, self._default_max_tokens))
+            ) as response:
                 content_type = response.headers.get("content-type", "")
                 if content_type and "event-stream" not in content_type:
                     raise ProviderProtocolError(

@@ -1,15 +1,27 @@
-"""A self-hosted runtime for scheduler tests: tests/compute/runtime.py behind the backend seam,
-and a clock the tests move."""
+"""A self-hosted runtime for scheduler tests: tests/compute/runtime.py behind the backend seam
+(and, as :class:`HeldRuntime`, running turns that hold until the test lets them go), and a
+clock the tests move."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
+
 from interlockd.backends.base import AgentBackend, TurnRequest
-from interlockd.vocabulary import BackendEvent, ModelInfo, RuntimeContext, SessionSpec, ToolRunner
+from interlockd.vocabulary import (
+    BackendEvent,
+    ModelInfo,
+    RuntimeContext,
+    SessionSpec,
+    TextDelta,
+    ToolRunner,
+    TurnEnd,
+)
 
 RUNTIME = Path(__file__).with_name("runtime.py")
 
@@ -47,6 +59,54 @@ class CounterRuntime(AgentBackend):
     ) -> AsyncIterator[BackendEvent]:
         raise NotImplementedError  # the scheduler never runs turns
         yield  # pragma: no cover
+
+
+class HeldRuntime(CounterRuntime):
+    """runtime.py running turns: a turn bumps its session's counter through the endpoint it
+    was given (the runtime answers), then holds, inside, until :meth:`let_one_go` (or until
+    the run is cancelled) and ends with a line of text.
+
+    One instance may serve several daemons of one test: it records, per compute session,
+    the turns inside it now and the most there were at once.
+    """
+
+    provider = "held"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+        self.entered = 0
+        self._go = asyncio.Semaphore(0)
+
+    def let_one_go(self) -> None:
+        """Let one held turn (the next to wait, or the longest waiting) finish."""
+        self._go.release()
+
+    def running(self) -> int:
+        """Turns inside a runtime now."""
+        return sum(self.inside.values())
+
+    async def stream_turn(
+        self, request: TurnRequest, tools: ToolRunner
+    ) -> AsyncIterator[BackendEvent]:
+        access = request.runtime
+        assert access is not None, "a runtime's turn is placed on compute"
+        session = access.compute_session_id
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+            answer = await http.post(access.base_url + "/counter", headers=access.headers)
+            answer.raise_for_status()
+        # Counted once the runtime has answered: a test that sees the turn inside may
+        # cancel it without cutting a request short.
+        self.inside[session] = self.inside.get(session, 0) + 1
+        self.most[session] = max(self.most.get(session, 0), self.inside[session])
+        self.entered += 1
+        try:
+            await self._go.acquire()
+        finally:
+            self.inside[session] -= 1
+        yield TextDelta("done")
+        yield TurnEnd("end_turn")
 
 
 class Clock:

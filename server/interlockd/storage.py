@@ -96,4 +96,8 @@ def open_store(settings: Settings) -> Store:
         url = settings.store_url.get_secret_value()
         return PostgresStore(url, shared_keyring(settings), pool_size=settings.store.pool_size)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteStore(settings.resolve(settings.store.path), open_keyring(settings))
+    return SqliteStore(
+        settings.resolve(settings.store.path),
+        open_keyring(settings),
+        synchronous=settings.store.sqlite_synchronous,
+    )

@@ -7,9 +7,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any, Literal
 
 from interlockd.errors import StoreError
 from interlockd.store.sql.core import (
@@ -21,15 +19,20 @@ from interlockd.store.sql.core import (
 )
 from interlockd.store.sql.locks import KeyedLocks
 from interlockd.store.sql.rows import now_us
+from interlockd.store.sqlite.connection import Connection
 from interlockd.store.sqlite.migrate import DATA_STEPS, load_migrations
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from interlockd.store.crypto import MasterKeyring
     from interlockd.store.sql.core import Params
     from interlockd.store.sql.rows import Row
 
+
+#: ``PRAGMA synchronous``: FULL syncs the WAL at every commit; NORMAL survives a
+#: crash of the process but may lose the last commits on power loss.
+Synchronous = Literal["full", "normal"]
 
 #: RETURNING and STRICT tables (3.37); FTS5 is checked by the first migration.
 MIN_SQLITE_VERSION = (3, 37, 0)
@@ -80,36 +83,39 @@ class SqliteDialect(Dialect):
 
 
 class SqliteTx:
-    """A write transaction on the writer connection (see :class:`~interlockd.store.sql.core.Tx`)."""
+    """A write transaction on the writer connection (see :class:`~interlockd.store.sql.core.Tx`).
+
+    Its statements run inline (connection.py): the transaction holds the
+    file's write lock, so none of them waits.
+    """
 
     __slots__ = ("_db",)
 
     dialect: Dialect = SqliteDialect()
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self._db = db
 
     @property
-    def connection(self) -> aiosqlite.Connection:
+    def connection(self) -> Connection:
         """The writer connection itself, for SQLite's own work (the migrations' Python steps)."""
         return self._db
 
     async def fetch(self, sql: str, params: Params = ()) -> list[Row]:
         try:
-            return list(await self._db.execute_fetchall(sql, params))
+            return self._db.rows(sql, params)
         except sqlite3.IntegrityError as exc:
             raise _violation(exc) from exc
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         try:
-            cursor = await self._db.execute(sql, params)
+            return self._db.run(sql, params).rowcount
         except sqlite3.IntegrityError as exc:
             raise _violation(exc) from exc
-        return cursor.rowcount
 
     async def executemany(self, sql: str, params: Iterable[Params]) -> None:
         try:
-            await self._db.executemany(sql, params)
+            self._db.run_many(sql, params)
         except sqlite3.IntegrityError as exc:
             raise _violation(exc) from exc
 
@@ -117,10 +123,14 @@ class SqliteTx:
         """Nothing to take: every write transaction on the file is already serial."""
 
 
-async def _rollback_quietly(db: aiosqlite.Connection) -> None:
+def _rollback_quietly(db: Connection) -> None:
     with contextlib.suppress(sqlite3.OperationalError):
         # "no transaction is active": the COMMIT went through before a cancellation.
-        await db.execute("ROLLBACK")
+        db.run("ROLLBACK")
+
+
+def _commit(db: sqlite3.Connection) -> None:
+    db.execute("COMMIT")
 
 
 def _create_private_file(path: Path) -> None:
@@ -144,20 +154,19 @@ class SqliteEngine(SqlCore):
         *,
         key_cache_size: int = 4096,
         busy_timeout_ms: int = 5000,
+        synchronous: Synchronous = "full",
     ) -> None:
         if str(path) == ":memory:":
             raise ValueError("SqliteStore needs a file: its writer and reader connections share it")
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         super().__init__(keyring, key_cache_size=key_cache_size)
         self._path = Path(path)
         self._busy_timeout_ms = busy_timeout_ms
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._synchronous = synchronous
+        self._writer: Connection | None = None
+        self._reader: Connection | None = None
         self._write_lock = asyncio.Lock()
-        # True from BEGIN until COMMIT/ROLLBACK is known to have run. A
-        # coroutine cancelled mid-transaction may leave one open (its queued
-        # statements still run on the connection's thread); the next
-        # transaction rolls it back first.
-        self._in_transaction = False
         self._resource_locks = KeyedLocks()
 
     def __repr__(self) -> str:
@@ -173,24 +182,25 @@ class SqliteEngine(SqlCore):
             )
         _create_private_file(self._path)
         try:
-            writer = await self._connect()
+            writer = self._connect("interlock-db-writer")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self._path}: {exc}") from exc
         try:
-            rows = list(await writer.execute_fetchall("PRAGMA journal_mode = WAL"))
+            # Switching to WAL needs the file to itself: wait for another process if need be.
+            rows = await writer.on_thread(self._enter_wal)
             if rows[0][0] != "wal":
                 raise StoreError(
                     f"SQLite could not put {self._path} in WAL mode (got {rows[0][0]!r}); "
                     "keep the database on a local file system"
                 )
-            await writer.execute("PRAGMA synchronous = FULL")
-            await writer.execute("PRAGMA foreign_keys = ON")
-            await writer.execute("PRAGMA secure_delete = ON")
+            writer.run(f"PRAGMA synchronous = {self._synchronous.upper()}")
+            writer.run("PRAGMA foreign_keys = ON")
+            writer.run("PRAGMA secure_delete = ON")
             self._writer = writer
             await self._migrate()
-            reader = await self._connect()
+            reader = self._connect("interlock-db-reader")
             try:
-                await reader.execute("PRAGMA query_only = ON")
+                reader.run("PRAGMA query_only = ON")
             except BaseException:
                 await reader.close()
                 raise
@@ -202,18 +212,20 @@ class SqliteEngine(SqlCore):
             raise
         self._reader = reader
 
-    async def _connect(self) -> aiosqlite.Connection:
-        # isolation_level=None: the store issues BEGIN/COMMIT itself, so the
-        # sqlite3 module never opens a transaction behind its back.
-        db = await aiosqlite.connect(self._path, isolation_level=None, cached_statements=256)
-        db.row_factory = sqlite3.Row
-        await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        return db
+    def _enter_wal(self, db: sqlite3.Connection) -> list[Row]:
+        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        try:
+            return db.execute("PRAGMA journal_mode = WAL").fetchall()
+        finally:
+            db.execute("PRAGMA busy_timeout = 0")
+
+    def _connect(self, name: str) -> Connection:
+        return Connection.open(self._path, name, busy_timeout_ms=self._busy_timeout_ms)
 
     async def _migrate(self) -> None:
         migrations = load_migrations()
         db = self._writer_db()
-        await db.execute(
+        db.run(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL"
             ") STRICT"
@@ -242,7 +254,7 @@ class SqliteEngine(SqlCore):
             # A migration may have replaced values that must leave the file
             # (plaintext identifiers): secure_delete zeroed their cells, and
             # this moves the new pages into the file and empties the WAL.
-            await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._checkpoint()
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader
@@ -255,13 +267,12 @@ class SqliteEngine(SqlCore):
                 if reader is not None:
                     await reader.close()
             finally:
-                if self._in_transaction:
-                    await _rollback_quietly(writer)
-                    self._in_transaction = False
+                if writer.in_transaction:
+                    _rollback_quietly(writer)
                 await writer.close()
         self._keys.clear()
 
-    def _writer_db(self) -> aiosqlite.Connection:
+    def _writer_db(self) -> Connection:
         if self._writer is None:
             raise StoreError("the store is not open; call open() first")
         return self._writer
@@ -272,36 +283,68 @@ class SqliteEngine(SqlCore):
         if db is None:
             raise StoreError("the store is not open; call open() first")
         try:
-            return list(await db.execute_fetchall(sql, params))
+            return db.rows(sql, params)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY":
+                raise StoreError(f"database read failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"database read failed: {exc}") from exc
+        # Rare in WAL mode (another process recovering the WAL): wait on the thread.
+        try:
+            return await db.on_thread(lambda c: self._read_waiting(c, sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    def _read_waiting(self, db: sqlite3.Connection, sql: str, params: Params) -> list[Row]:
+        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.execute("PRAGMA busy_timeout = 0")
 
     @contextlib.asynccontextmanager
     async def _transaction(self, serialize: str = "") -> AsyncIterator[SqliteTx]:
         """One write transaction: BEGIN IMMEDIATE, the body, COMMIT (ROLLBACK on any error).
 
         Serial with every other writer of the file, whatever ``serialize``.
+        The body's statements run inline; BEGIN waits on the connection's
+        thread only when another process holds the write lock, and COMMIT (the
+        fsync) always runs there.
         """
         async with self._write_lock:
             db = self._writer_db()
-            if self._in_transaction:
-                await _rollback_quietly(db)
-                self._in_transaction = False
+            if db.in_transaction:
+                # A transaction cancelled while its COMMIT ran may have left one open.
+                _rollback_quietly(db)
             try:
-                # Set before awaiting: if this coroutine is cancelled while BEGIN
-                # is queued, BEGIN still runs on the connection's thread.
-                self._in_transaction = True
-                await db.execute("BEGIN IMMEDIATE")
+                if not db.begin_now():
+                    await self._on_writer_thread(db, db.begin_waiting)
                 yield SqliteTx(db)
-                await db.execute("COMMIT")
-                self._in_transaction = False
+                await self._on_writer_thread(db, _commit)
             except BaseException as exc:
-                if self._in_transaction:
-                    await _rollback_quietly(db)
-                    self._in_transaction = False
+                if db.in_transaction:
+                    _rollback_quietly(db)
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"database write failed: {exc}") from exc
                 raise
+
+    @staticmethod
+    async def _on_writer_thread(db: Connection, fn: Callable[[sqlite3.Connection], None]) -> None:
+        """``fn`` on the writer's thread, waited for even if the caller is cancelled meanwhile:
+        nothing else may use the connection until it is done."""
+        work = asyncio.ensure_future(db.on_thread(fn))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(work), None)
+            raise
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL into the file and empty it (on the writer's thread: it fsyncs)."""
+        await self._writer_db().on_thread(
+            lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        )
 
     def _keyed_lock(self, *key: str) -> contextlib.AbstractAsyncContextManager[None]:
         # The embedded store is one daemon process by design: a lock in its memory.
@@ -312,4 +355,4 @@ class SqliteEngine(SqlCore):
         # the old frames holding the wrapped keys do not linger there. Best
         # effort: a concurrent read may keep the WAL until the next checkpoint.
         async with self._write_lock:
-            await self._writer_db().execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._checkpoint()

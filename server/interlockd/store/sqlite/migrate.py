@@ -8,8 +8,6 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import aiosqlite
-
 from interlockd.errors import (
     StoreError,
 )
@@ -22,6 +20,7 @@ from interlockd.store.sql.rows import (
     now_us,
 )
 from interlockd.store.sql.tables import WRAPPED_KEYS
+from interlockd.store.sqlite.connection import Connection
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -75,7 +74,7 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-async def _blind_identifiers(db: aiosqlite.Connection, ring: MasterKeyring) -> None:
+async def _blind_identifiers(db: Connection, ring: MasterKeyring) -> None:
     """Migration 8: end user ids and request ids to blind ids, labels and tags sealed.
 
     Every sandbox's keys are opened first, so a master key that cannot open
@@ -105,17 +104,16 @@ async def _blind_identifiers(db: aiosqlite.Connection, ring: MasterKeyring) -> N
     try:
         await _rewrite_identifiers(db)
     finally:
-        # None removes a function (the stub does not say so); the writer stays open.
-        await db.create_function("interlock_blind", 3, None)  # type: ignore[arg-type]
-        await db.create_function("interlock_seal", 5, None)  # type: ignore[arg-type]
+        # None removes a function; the writer stays open.
+        await db.create_function("interlock_blind", 3, None)
+        await db.create_function("interlock_seal", 5, None)
 
 
-async def _open_every_sandbox(
-    db: aiosqlite.Connection, ring: MasterKeyring
-) -> dict[str, SandboxKeys]:
+async def _open_every_sandbox(db: Connection, ring: MasterKeyring) -> dict[str, SandboxKeys]:
     """Every sandbox's keys, by sandbox id (a master key that cannot open them raises)."""
     opened: dict[str, SandboxKeys] = {}
-    for (sandbox_id,) in await db.execute_fetchall("SELECT id FROM sandboxes"):
+    for row in await db.execute_fetchall("SELECT id FROM sandboxes"):
+        sandbox_id = row[0]
         rows = await db.execute_fetchall(
             "SELECT key_id, kind, wrapped_key, master_key_id, is_current "
             "FROM data_keys WHERE sandbox_id = ?",
@@ -125,7 +123,7 @@ async def _open_every_sandbox(
     return opened
 
 
-async def _rewrite_identifiers(db: aiosqlite.Connection) -> None:
+async def _rewrite_identifiers(db: Connection) -> None:
     """Migration 8's rewrite, table by table, through ``interlock_blind`` and ``interlock_seal``."""
     # Every end user named anywhere gets its row (integrations, flows,
     # pauses and compute sessions could name one that never conversed).
@@ -173,6 +171,6 @@ async def _rewrite_identifiers(db: aiosqlite.Connection) -> None:
 
 
 #: Python steps of migrations, by version: run right after that migration's SQL.
-DATA_STEPS: dict[int, Callable[[aiosqlite.Connection, MasterKeyring], Awaitable[None]]] = {
+DATA_STEPS: dict[int, Callable[[Connection, MasterKeyring], Awaitable[None]]] = {
     8: _blind_identifiers,
 }

@@ -1,13 +1,18 @@
-"""The embedded store: :class:`~interlockd.store.base.Store` on one SQLite file through aiosqlite.
+"""The embedded store: :class:`~interlockd.store.base.Store` on one SQLite file.
 
 The aggregates' SQL is shared with PostgreSQL (``store/sql``); this package
 is the SQLite engine under it: ``engine.py`` holds the connections, pragmas,
 transactions and the dialect's few spellings (an FTS5 table for search),
+``connection.py`` a connection that runs statements inline and waits on a
+thread of its own,
 ``migrate.py`` the migration runner's loading and data steps, and
 ``key_samples.py`` reads a file's wrapped keys before it opens.
 
-Connections. One writer and one reader connection, each served by its own
-aiosqlite thread. Write transactions are serialized in-process by an
+Connections. One writer and one reader connection. Statements run inline on
+the event loop's thread (microseconds on a local file, where a trip to a
+connection thread costs tens); what may wait, a COMMIT's fsync or a BEGIN
+that finds another process writing, runs on the connection's own thread.
+Write transactions are serialized in-process by an
 :class:`asyncio.Lock` and start with ``BEGIN IMMEDIATE``, which also
 serializes them against other processes on the same file (worker processes
 of one host), so every check-then-write (admission above all) is atomic.
@@ -15,14 +20,15 @@ Reads run on the reader in autocommit mode: WAL gives each statement the
 latest committed snapshot, so a read never sees another coroutine's
 uncommitted transaction and never waits behind one.
 
-Durability. ``synchronous=FULL``: in WAL mode NORMAL may lose the last
-commits on power loss, and the run path promises that the user message and
-every completed tool call are on disk before the next provider call. The cost
-is one fsync of the WAL per commit, so a turn commits little: ``begin_run``
-carries the new conversation and the user message, ``finish_run`` the final
-text, and the recorder batches entries per tool boundary in between. Each
-statement is also a round trip to the connection's thread (comparable to the
-fsync), so the hot transactions keep their statements few.
+Durability. ``synchronous=FULL`` by default: in WAL mode NORMAL may lose the
+last commits on power loss, and the run path promises that the user message
+and every completed tool call are on disk before the next provider call. The
+cost is one fsync of the WAL per commit (~4 ms on a cloud disk), so a turn
+commits little: ``begin_run`` carries the new conversation and the user
+message, ``finish_run`` the final text, and the recorder batches entries per
+tool boundary in between. ``store.sqlite_synchronous = "normal"`` is offered
+as a documented trade-off: a process crash (kill -9) still loses nothing, a
+power loss may lose the last commits.
 
 Provider resource locks. :meth:`SqliteStore.provider_resource_lock` is an
 :class:`asyncio.Lock` per key, in process memory: the embedded store serves

@@ -75,7 +75,7 @@ class Connection:
         """Run one statement once per parameter set, now."""
         self._db.executemany(sql, params)
 
-    # The aiosqlite-shaped spellings the migrations' Python steps use.
+    # The awaitable spellings the migrations' Python steps use.
 
     async def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         return self.run(sql, params)

@@ -162,6 +162,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --smoke
 	$(BIN)/python benchmarks/context_assembly.py --smoke
 	$(BIN)/python benchmarks/paced.py --smoke
+	$(BIN)/python benchmarks/turn_cost.py --smoke
 	$(BIN)/python benchmarks/memory.py --smoke
 	$(BIN)/python benchmarks/stores.py --smoke
 	$(BIN)/python -m benchmarks.compare.loopback --budget 30 -- --providers anthropic:claude-sonnet-4-6,google:gemini-3.1-flash,local:smollm2-135m --workload benchmarks/workloads/support.yaml --users 1

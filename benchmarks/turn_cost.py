@@ -44,7 +44,7 @@ is given only to figures of at least ``--judge-turns`` turns; below that (a
 smoke) a CPU figure coarser than ±25% is not printed, nor a p99 of fewer than
 100 turns.
 
-    .venv/bin/python benchmarks/turn_cost.py            # the real run (~3 min on 2 cores)
+    .venv/bin/python benchmarks/turn_cost.py            # the real run (~2 min on 2 cores)
     .venv/bin/python benchmarks/turn_cost.py --smoke    # CI: a few turns, < 30 s, no verdicts
     .venv/bin/python benchmarks/turn_cost.py --json     # results as JSON on stdout
 

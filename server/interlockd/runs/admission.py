@@ -13,7 +13,7 @@ run stores nothing and gives its compute plan back.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -116,9 +116,15 @@ class Admission:
         )
         return Prepared(req, provider, model, backend, tools, budget, max_output, plan, reserve)
 
-    async def begin(self, prepared: Prepared) -> Run:
+    async def begin(
+        self, prepared: Prepared, admitted: Callable[[Run], Awaitable[None]] | None = None
+    ) -> Run:
         """Record the new run, its conversation when new and its user message, in one
-        transaction: durable before the provider sees it, nothing stored if refused."""
+        transaction: nothing stored if refused, durable when this returns.
+
+        ``admitted`` is awaited once the run is admitted, before the commit (see
+        :meth:`Store.begin_run`): the provider call may begin meanwhile.
+        """
         req = prepared.request
         run_id = new_id("run")
         new = NewRun(
@@ -137,7 +143,11 @@ class Admission:
         return await self._or_abandon(
             prepared,
             self._store.begin_run(
-                new, create_conversation=not req.session_id, entries=[user], lease=self._lease()
+                new,
+                create_conversation=not req.session_id,
+                entries=[user],
+                lease=self._lease(),
+                admitted=admitted,
             ),
         )
 

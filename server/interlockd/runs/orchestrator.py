@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ import structlog
 
 from interlockd.errors import Unavailable
 from interlockd.pauses import applies
-from interlockd.runs.admission import Admission
+from interlockd.runs.admission import Admission, Prepared
 from interlockd.runs.events import RunEvent
 from interlockd.runs.outcome import PAUSED, SHUTDOWN, classify
 from interlockd.runs.replay import check_owner, replay
@@ -172,11 +173,31 @@ class Orchestrator:
             events = self._execute(run, Turn(self._deps, run, prepared, _task()), earlier)
         else:
             prepared = await self._admission.prepare(req)
-            run = await self._admission.begin(prepared)
-            events = self._execute(run, Turn(self._deps, run, prepared, _task()))
+            run, turn = await self._begin(prepared, new_conversation=not req.session_id)
+            events = self._execute(run, turn)
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
+
+    async def _begin(self, prepared: Prepared, *, new_conversation: bool) -> tuple[Run, Turn]:
+        """Admit a new run; its provider call begins while the admission commits."""
+        begun: list[Turn] = []
+
+        async def admitted(run: Run) -> None:
+            turn = Turn(self._deps, run, prepared, _task())
+            begun.append(turn)
+            await turn.open_early(new_conversation=new_conversation)
+
+        try:
+            run = await self._admission.begin(prepared, admitted)
+        except BaseException:
+            if begun:
+                await begun[0].discard_opening()
+            raise
+        turn = begun[0]
+        # Lease renewals begun before the commit could not see the run.
+        turn.admitted_at = time.monotonic()
+        return run, turn
 
     async def _execute(
         self, run: Run, turn: Turn, earlier: Sequence[WindowEntry] = ()

@@ -4,23 +4,117 @@ For a backend that keeps sessions, the conversation's stored provider session
 is continued with only what it has not seen; if the provider lost it, the turn
 starts over once in a new session with the whole window handed over. Events
 are the backend's own (runs/turn.py turns them into the run's).
+
+A new run's provider call may begin *early*, while the transaction that
+admits the run commits (:func:`open_early`, called by the store once the run
+is admitted): its context is the committed window plus the user message the
+transaction is writing, and its first event is fetched meanwhile. The fsync
+of the commit then overlaps the provider's own latency, and the turn still
+sends nothing to its client before the commit is done (the orchestrator
+consumes the opening only after ``begin_run`` returns).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
 import structlog
 
 from interlockd.backends.base import AgentBackend, TurnRequest
-from interlockd.context.window import Budget, assemble
+from interlockd.context.tokens import MESSAGE_OVERHEAD, estimate_tokens
+from interlockd.context.window import AssembledContext, Budget, assemble
 from interlockd.errors import ProviderSessionLost
 from interlockd.runs.settle import Progress
-from interlockd.store.base import Run, Store
-from interlockd.vocabulary import BackendEvent, SessionBound, ToolRunner
+from interlockd.store.base import ProviderSession, Run, Store
+from interlockd.vocabulary import BackendEvent, Message, SessionBound, ToolRunner
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Opening:
+    """A provider call begun early: its first attempt's stream, its first event on the way."""
+
+    session: ProviderSession | None
+    events: AsyncGenerator[BackendEvent, None]
+    #: The stream's first event (StopAsyncIteration if it had none), fetched meanwhile.
+    first: asyncio.Future[BackendEvent]
+
+    async def discard(self) -> None:
+        """Stop the call (the run was not admitted after all, or its caller went away)."""
+        self.first.cancel()
+        with contextlib.suppress(BaseException):
+            await self.first
+        with contextlib.suppress(Exception):
+            await self.events.aclose()
+
+
+async def open_early(
+    store: Store,
+    run: Run,
+    backend: AgentBackend,
+    request: TurnRequest,
+    runner: ToolRunner,
+    budget: Budget,
+    *,
+    message: str,
+    new_conversation: bool,
+) -> Opening:
+    """Begin ``run``'s provider call while its admission commits (see the module docstring).
+
+    ``message`` is the user message the admitting transaction is writing (not
+    yet visible to reads); the context is the committed window fitted to what
+    the message leaves of ``budget``, then the message: what :func:`assemble`
+    gives once the message is stored.
+    """
+    session = None
+    if backend.keeps_sessions and not new_conversation:
+        session = await store.get_provider_session(
+            run.sandbox_id, run.conversation_id, run.provider
+        )
+    user = Message(role="user", content=message)
+    if new_conversation:
+        messages = [Message(role="system", content=request.system)] if request.system else []
+        messages.append(user)
+    else:
+        left = Budget(total=budget.total - estimate_tokens(message) - MESSAGE_OVERHEAD)
+        earlier = await _assemble(store, run, request, left, session)
+        messages = [*earlier.messages, user]
+    attempt = dataclasses.replace(
+        request, messages=messages, provider_session=session.session_id if session else None
+    )
+    events = _generator(backend.stream_turn(attempt, runner))
+    return Opening(session, events, asyncio.ensure_future(anext(events)))
+
+
+def _generator(events: AsyncIterator[BackendEvent]) -> AsyncGenerator[BackendEvent, None]:
+    """``events`` as an async generator (what backends are, save a plugin's iterator)."""
+    if isinstance(events, AsyncGenerator):
+        return events
+
+    async def relay() -> AsyncGenerator[BackendEvent, None]:
+        async for event in events:
+            yield event
+
+    return relay()
+
+
+async def _assemble(
+    store: Store, run: Run, request: TurnRequest, budget: Budget, session: ProviderSession | None
+) -> AssembledContext:
+    return await assemble(
+        store,
+        run.sandbox_id,
+        run.conversation_id,
+        system=request.system,
+        budget=budget,
+        tool_messages=bool(request.tools),
+        after_seq=session.through_seq if session else 0,
+    )
 
 
 async def provider_events(
@@ -31,31 +125,38 @@ async def provider_events(
     runner: ToolRunner,
     budget: Budget,
     progress: Progress,
+    opening: Opening | None = None,
 ) -> AsyncGenerator[BackendEvent, None]:
-    """The backend's events for ``run``, with the context assembled for it."""
-    session = None
-    if backend.keeps_sessions:
+    """The backend's events for ``run``, with the context assembled for it.
+
+    ``opening``: the first attempt, begun early (:func:`open_early`).
+    """
+    session = opening.session if opening is not None else None
+    if opening is None and backend.keeps_sessions:
         session = await store.get_provider_session(
             run.sandbox_id, run.conversation_id, run.provider
         )
     while True:
-        context = await assemble(
-            store,
-            run.sandbox_id,
-            run.conversation_id,
-            system=request.system,
-            budget=budget,
-            tool_messages=bool(request.tools),
-            after_seq=session.through_seq if session else 0,
-        )
-        attempt = dataclasses.replace(
-            request,
-            messages=context.messages,
-            provider_session=session.session_id if session else None,
-        )
+        if opening is not None:
+            events, first = opening.events, opening.first
+            opening = None
+        else:
+            context = await _assemble(store, run, request, budget, session)
+            attempt = dataclasses.replace(
+                request,
+                messages=context.messages,
+                provider_session=session.session_id if session else None,
+            )
+            events, first = _generator(backend.stream_turn(attempt, runner)), None
         produced = False
-        events = backend.stream_turn(attempt, runner)
         try:
+            if first is not None:
+                try:
+                    event = await first
+                except StopAsyncIteration:
+                    return
+                produced = not isinstance(event, SessionBound)
+                yield event
             async for event in events:
                 produced = produced or not isinstance(event, SessionBound)
                 yield event
@@ -70,5 +171,8 @@ async def provider_events(
             session = None
         finally:
             # Close the provider's stream now, not whenever it is collected.
-            if isinstance(events, AsyncGenerator):
-                await events.aclose()
+            if first is not None and not first.done():
+                first.cancel()
+                with contextlib.suppress(BaseException):
+                    await first
+            await events.aclose()

@@ -39,7 +39,7 @@ from interlockd.runs.provider_state import StoreProviderState
 from interlockd.runs.recording import TurnRecorder
 from interlockd.runs.replay import recorded_events
 from interlockd.runs.settle import Progress, settle
-from interlockd.runs.stream import provider_events
+from interlockd.runs.stream import Opening, open_early, provider_events
 from interlockd.store.base import ComputeSessionRecord, Run, Store, WindowEntry
 from interlockd.tools.base import ToolContext
 from interlockd.tools.dispatch import Dispatch
@@ -94,6 +94,9 @@ class Turn:
         self.compute_provider = ""  # where its runtime was placed (self-hosted runtimes)
         self.prefix: list[RunEvent] = []  # an earlier attempt's events, streamed first
         self.outcome: Outcome | None = None  # set by the stream's TurnEnd
+        #: The provider call begun while the run's admission committed, if it was.
+        self.early: Opening | None = None
+        self._early_request: TurnRequest | None = None
         limit = deps.settings.max_run_seconds
         if prepared.request.max_runtime_seconds:
             limit = min(limit, prepared.request.max_runtime_seconds)
@@ -111,8 +114,33 @@ class Turn:
         entries = await self.deps.store.read_run_entries(self.run.sandbox_id, self.run.id)
         self.prefix = recorded_events(entries)
 
+    async def open_early(self, *, new_conversation: bool) -> None:
+        """Begin the provider call while the run's admission commits (runs/stream.py);
+        not for a self-hosted runtime, which needs its session placed first."""
+        if self.prepared.plan is not None:
+            return
+        request = self._early_request = self.request()
+        self.early = await open_early(
+            self.deps.store,
+            self.run,
+            self.prepared.backend,
+            request,
+            self.runner,
+            self.prepared.budget,
+            message=self.prepared.request.message,
+            new_conversation=new_conversation,
+        )
+
+    async def discard_opening(self) -> None:
+        """Stop the call :meth:`open_early` began (the run's admission did not commit)."""
+        early, self.early = self.early, None
+        if early is not None:
+            await early.discard()
+
     async def place(self) -> TurnRequest:
         """The turn's request, with a self-hosted runtime's session acquired for it."""
+        if self._early_request is not None:
+            return self._early_request
         prepared, request = self.prepared, self.request()
         plan, compute, mcp = prepared.plan, self.deps.compute, self.deps.mcp
         if plan is None or compute is None:
@@ -163,6 +191,7 @@ class Turn:
 
     async def stream(self, request: TurnRequest) -> AsyncGenerator[RunEvent, None]:
         """The run's events from the backend's; ends at TurnEnd (``self.outcome``)."""
+        early, self.early = self.early, None
         events = provider_events(
             self.deps.store,
             self.run,
@@ -171,6 +200,7 @@ class Turn:
             self.runner,
             self.prepared.budget,
             self.progress,
+            early,
         )
         async with contextlib.aclosing(events):
             async for event in events:

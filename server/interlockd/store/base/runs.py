@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from datetime import datetime
 
     from interlockd.store.base.conversations import NewEntry, WindowEntry
@@ -95,6 +95,7 @@ class RunStore(abc.ABC):
         create_conversation: bool = False,
         entries: Sequence[NewEntry] = (),
         lease: Lease | None = None,
+        admitted: Callable[[Run], Awaitable[None]] | None = None,
     ) -> Run:
         """Admit and record a new running run, in one write transaction that decides everything.
 
@@ -136,11 +137,18 @@ class RunStore(abc.ABC):
            indexed, ``updated_at``/``entry_count``/``last_provider``/
            ``last_model`` updated.
 
+        5. ``admitted``, if given, is awaited with the run this returns once
+           every check has passed and every row is written, before the
+           commit: the caller may start work that needs the run admitted
+           (the provider call) while the commit's fsync runs. It must not
+           write to the store (the transaction holds the write lock until it
+           commits), and nothing it starts may reach the caller's client
+           before this returns; if it raises, nothing is stored.
+
         All or nothing: if any step raises, nothing at all is stored (no
         conversation, no end user row, no run, no entries). When this returns
-        it is all durable, so the user message is on disk before any provider
-        sees it. Raise ValueError, before writing, if an entry's ``run_id`` is
-        not ``run.id``.
+        it is all durable. Raise ValueError, before writing, if an entry's
+        ``run_id`` is not ``run.id``.
         """
 
     @abc.abstractmethod

@@ -55,7 +55,7 @@ from interlockd.store.sql.window import (
 from interlockd.vocabulary import Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from interlockd.store.sql.core import Tx
     from interlockd.store.sql.rows import Row
@@ -249,6 +249,7 @@ class SqlRuns(SqlLeases, RunStore):
         create_conversation: bool = False,
         entries: Sequence[NewEntry] = (),
         lease: Lease | None = None,
+        admitted: Callable[[Run], Awaitable[None]] | None = None,
     ) -> Run:
         _check_entries_belong(run.id, entries)
         # Unknown sandbox: NotFound before anything is written.
@@ -286,18 +287,21 @@ class SqlRuns(SqlLeases, RunStore):
                     run.model,
                     now,
                 )
-        return Run(
-            id=run.id,
-            sandbox_id=run.sandbox_id,
-            end_user_id=run.end_user_id,
-            conversation_id=run.conversation_id,
-            provider=run.provider,
-            model=run.model,
-            request_id=run.request_id,
-            labels=dict(run.labels),
-            status="running",
-            started_at=to_time(now),
-        )
+            begun = Run(
+                id=run.id,
+                sandbox_id=run.sandbox_id,
+                end_user_id=run.end_user_id,
+                conversation_id=run.conversation_id,
+                provider=run.provider,
+                model=run.model,
+                request_id=run.request_id,
+                labels=dict(run.labels),
+                status="running",
+                started_at=to_time(now),
+            )
+            if admitted is not None:
+                await admitted(begun)
+        return begun
 
     async def finish_run(
         self,

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from interlockd.runs.events import RunEvent
 from interlockd.vocabulary import TextDelta
 
 _DONE = object()
+_CONSUMER, _PRODUCER = 0, 1
 
 
 async def coalesced(
@@ -43,48 +43,63 @@ async def coalesced(
     re-raised here after the events that preceded them.
     """
     loop = asyncio.get_running_loop()
-    buffer: deque[object] = deque()
-    ready = asyncio.Event()  # the buffer has something for the consumer
-    room = asyncio.Event()  # the buffer has room for the producer
-    room.set()
+    # Lists and futures made on demand, not deques and Events: each of those
+    # allocates a block up front, and every open stream holds this state.
+    buffer: list[object] = []
+    #: What the consumer waits on for the buffer to fill, and the producer for room.
+    wakes: list[asyncio.Future[None] | None] = [None, None]
     failure: list[BaseException] = []
+
+    def wake(side: int) -> None:
+        waiter = wakes[side]
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def produce() -> None:
         try:
             async for event in source:
                 if len(buffer) >= limit:
-                    room.clear()
-                    await room.wait()
+                    wakes[_PRODUCER] = room = loop.create_future()
+                    await room
                 buffer.append(event)
-                ready.set()
+                wake(_CONSUMER)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # handed to the consumer, re-raised there
             failure.append(exc)
         finally:
             buffer.append(_DONE)
-            ready.set()
+            wake(_CONSUMER)
+
+    async def filled(within: float | None = None) -> None:
+        """Wait until the buffer has something (at most ``within`` seconds)."""
+        if buffer:
+            return
+        wakes[_CONSUMER] = waiter = loop.create_future()
+        if within is None:
+            await waiter
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await waiter
 
     producer = asyncio.create_task(produce())
     text: list[TextDelta] = []  # held for the window (only when window > 0)
     due = 0.0  # when the held text goes out
     try:
         while True:
-            if text and not ready.is_set():
+            if text and not buffer:
                 remaining = due - loop.time()
                 if remaining > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(remaining):
-                            await ready.wait()
-                if not ready.is_set():  # the window closed with nothing new
+                    await filled(remaining)
+                if not buffer:  # the window closed with nothing new
                     yield _merge(text)
                     text = []
                     continue
-            await ready.wait()
-            ready.clear()
-            batch = list(buffer)
+            await filled()
+            batch = buffer[:]
             buffer.clear()
-            room.set()
+            wake(_PRODUCER)
             for item in batch:
                 if isinstance(item, TextDelta):
                     if not text:

@@ -146,9 +146,10 @@ class Orchestrator:
         if task is not None:
             self._running.add(task)
         try:
+            events = await self._admit(req)
             # aclosing: a caller that stops early closes the turn's generators now
             # (their cancellation bookkeeping runs), not whenever they are collected.
-            async with contextlib.aclosing(self._admit(req)) as events:
+            async with contextlib.aclosing(events):
                 async for event in events:
                     yield event
         finally:
@@ -156,7 +157,8 @@ class Orchestrator:
                 self._running.discard(task)
 
     async def _admit(self, req: RunInput) -> AsyncGenerator[RunEvent, None]:
-        """Replay, resume or admit the turn, then run it."""
+        """Replay, resume or admit the turn; the events of running it (one generator
+        less between the provider and the client than iterating them here)."""
         store = self._deps.store
         previous = None
         if req.request_id:
@@ -175,9 +177,7 @@ class Orchestrator:
             prepared = await self._admission.prepare(req)
             run, turn = await self._begin(prepared, new_conversation=not req.session_id)
             events = self._execute(run, turn)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
+        return events
 
     async def _begin(self, prepared: Prepared, *, new_conversation: bool) -> tuple[Run, Turn]:
         """Admit a new run; its provider call begins while the admission commits."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sqlite3
@@ -20,10 +19,11 @@ from interlockd.store.sql.core import (
 from interlockd.store.sql.locks import KeyedLocks
 from interlockd.store.sql.rows import now_us
 from interlockd.store.sqlite.connection import Connection
+from interlockd.store.sqlite.group_commit import GroupCommitter
 from interlockd.store.sqlite.migrate import DATA_STEPS, load_migrations
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from collections.abc import AsyncIterator, Iterable, Sequence
 
     from interlockd.store.crypto import MasterKeyring
     from interlockd.store.sql.core import Params
@@ -129,10 +129,6 @@ def _rollback_quietly(db: Connection) -> None:
         db.run("ROLLBACK")
 
 
-def _commit(db: sqlite3.Connection) -> None:
-    db.execute("COMMIT")
-
-
 def _create_private_file(path: Path) -> None:
     """Create the database file 0600 if it does not exist (its WAL and SHM inherit the mode)."""
     try:
@@ -166,7 +162,7 @@ class SqliteEngine(SqlCore):
         self._synchronous = synchronous
         self._writer: Connection | None = None
         self._reader: Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._writes: GroupCommitter | None = None
         self._resource_locks = KeyedLocks()
 
     def __repr__(self) -> str:
@@ -197,6 +193,7 @@ class SqliteEngine(SqlCore):
             writer.run("PRAGMA foreign_keys = ON")
             writer.run("PRAGMA secure_delete = ON")
             self._writer = writer
+            self._writes = GroupCommitter(writer)
             await self._migrate()
             reader = self._connect("interlock-db-reader")
             try:
@@ -206,6 +203,7 @@ class SqliteEngine(SqlCore):
                 raise
         except BaseException as exc:
             self._writer = None
+            self._writes = None
             await writer.close()
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot open database {self._path}: {exc}") from exc
@@ -257,12 +255,13 @@ class SqliteEngine(SqlCore):
             await self._checkpoint()
 
     async def close(self) -> None:
-        writer, reader = self._writer, self._reader
-        if writer is None:
+        writer, reader, writes = self._writer, self._reader, self._writes
+        if writer is None or writes is None:
             return
-        # Wait for a write in progress, then stop new ones from starting.
-        async with self._write_lock:
+        # Wait for the writes in progress, then stop new ones from starting.
+        async with writes.exclusive():
             self._writer = self._reader = None
+            self._writes = None
             try:
                 if reader is not None:
                     await reader.close()
@@ -271,6 +270,11 @@ class SqliteEngine(SqlCore):
                     _rollback_quietly(writer)
                 await writer.close()
         self._keys.clear()
+
+    def commit_stats(self) -> tuple[int, int]:
+        """COMMITs run and write transactions they made durable, since the store opened."""
+        writes = self._writes
+        return (writes.commits, writes.committed) if writes is not None else (0, 0)
 
     def _writer_db(self) -> Connection:
         if self._writer is None:
@@ -304,41 +308,18 @@ class SqliteEngine(SqlCore):
 
     @contextlib.asynccontextmanager
     async def _transaction(self, serialize: str = "") -> AsyncIterator[SqliteTx]:
-        """One write transaction: BEGIN IMMEDIATE, the body, COMMIT (ROLLBACK on any error).
+        """One write transaction: the body's statements, then durable (group_commit.py).
 
         Serial with every other writer of the file, whatever ``serialize``.
-        The body's statements run inline; BEGIN waits on the connection's
-        thread only when another process holds the write lock, and COMMIT (the
-        fsync) always runs there.
+        The body's statements run inline; a BEGIN waits on the connection's
+        thread only when another process holds the write lock, and the COMMIT
+        (the fsync) always runs there, shared by the transactions that queued
+        up meanwhile.
         """
-        async with self._write_lock:
-            db = self._writer_db()
-            if db.in_transaction:
-                # A transaction cancelled while its COMMIT ran may have left one open.
-                _rollback_quietly(db)
-            try:
-                if not db.begin_now():
-                    await self._on_writer_thread(db, db.begin_waiting)
-                yield SqliteTx(db)
-                await self._on_writer_thread(db, _commit)
-            except BaseException as exc:
-                if db.in_transaction:
-                    _rollback_quietly(db)
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"database write failed: {exc}") from exc
-                raise
-
-    @staticmethod
-    async def _on_writer_thread(db: Connection, fn: Callable[[sqlite3.Connection], None]) -> None:
-        """``fn`` on the writer's thread, waited for even if the caller is cancelled meanwhile:
-        nothing else may use the connection until it is done."""
-        work = asyncio.ensure_future(db.on_thread(fn))
-        try:
-            await asyncio.shield(work)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(work), None)
-            raise
+        if self._writes is None:
+            raise StoreError("the store is not open; call open() first")
+        async with self._writes.transaction() as db:
+            yield SqliteTx(db)
 
     async def _checkpoint(self) -> None:
         """Copy the WAL into the file and empty it (on the writer's thread: it fsyncs)."""
@@ -354,5 +335,6 @@ class SqliteEngine(SqlCore):
         # Copy the zeroed pages into the database file and empty the WAL, so
         # the old frames holding the wrapped keys do not linger there. Best
         # effort: a concurrent read may keep the WAL until the next checkpoint.
-        async with self._write_lock:
-            await self._checkpoint()
+        if self._writes is not None:
+            async with self._writes.exclusive():
+                await self._checkpoint()

@@ -10,6 +10,7 @@ a handler becomes its status code here, in one place.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -134,20 +135,24 @@ def unary(
 
 def streaming(
     fn: Callable[[Any, Req, Context], AsyncIterator[Resp]],
-) -> Callable[[Any, Req, Context], AsyncIterator[Resp]]:
+) -> Callable[[Any, Req, Context], Awaitable[None]]:
     """Wrap a server-streaming handler: errors before the first message become statuses.
 
     After the first message a handler must report failures in-band; an
     InterlockError escaping then is logged and ends the stream with its status.
+    The wrapper is a coroutine that writes each message (``context.write``)
+    rather than a generator relaying them: one async generator less per open
+    stream, on the per-message path.
     """
 
     @functools.wraps(fn)
-    async def handler(self: Any, request: Req, context: Context) -> AsyncIterator[Resp]:
+    async def handler(self: Any, request: Req, context: Context) -> None:
         if isinstance(request, MalformedRequest):
             await _abort(context, request.error)
         try:
-            async for item in fn(self, request, context):
-                yield item
+            async with contextlib.aclosing(fn(self, request, context)) as items:  # type: ignore[type-var]
+                async for item in items:
+                    await context.write(item)
         except InterlockError as exc:
             await _abort(context, exc)
         except grpc.aio.AbortError:

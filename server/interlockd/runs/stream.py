@@ -1,5 +1,7 @@
 """The provider's side of the stream phase: context assembled, the backend streamed.
 
+:class:`ProviderCall` gives the backend's events one at a time.
+
 For a backend that keeps sessions, the conversation's stored provider session
 is continued with only what it has not seen; if the provider lost it, the turn
 starts over once in a new session with the whole window handed over. Events
@@ -117,62 +119,111 @@ async def _assemble(
     )
 
 
-async def provider_events(
-    store: Store,
-    run: Run,
-    backend: AgentBackend,
-    request: TurnRequest,
-    runner: ToolRunner,
-    budget: Budget,
-    progress: Progress,
-    opening: Opening | None = None,
-) -> AsyncGenerator[BackendEvent, None]:
-    """The backend's events for ``run``, with the context assembled for it.
+class ProviderCall:
+    """The backend's events for ``run``, attempt by attempt, with the context assembled.
 
-    ``opening``: the first attempt, begun early (:func:`open_early`).
+    :meth:`next` gives them one at a time (a coroutine, not a generator: the
+    turn's own loop is the only generator between the backend and the client).
+    ``early``: the first attempt, begun while the admission committed.
     """
-    session = opening.session if opening is not None else None
-    if opening is None and backend.keeps_sessions:
-        session = await store.get_provider_session(
-            run.sandbox_id, run.conversation_id, run.provider
+
+    __slots__ = (
+        "_backend",
+        "_budget",
+        "_events",
+        "_first",
+        "_produced",
+        "_progress",
+        "_request",
+        "_run",
+        "_runner",
+        "_session",
+        "_started",
+        "_store",
+    )
+
+    def __init__(
+        self,
+        store: Store,
+        run: Run,
+        backend: AgentBackend,
+        request: TurnRequest,
+        runner: ToolRunner,
+        budget: Budget,
+        progress: Progress,
+        early: Opening | None = None,
+    ) -> None:
+        self._store, self._run, self._backend = store, run, backend
+        self._request, self._runner, self._budget, self._progress = (
+            request,
+            runner,
+            budget,
+            progress,
         )
-    while True:
-        if opening is not None:
-            events, first = opening.events, opening.first
-            opening = None
-        else:
-            context = await _assemble(store, run, request, budget, session)
-            attempt = dataclasses.replace(
-                request,
-                messages=context.messages,
-                provider_session=session.session_id if session else None,
-            )
-            events, first = _generator(backend.stream_turn(attempt, runner)), None
-        produced = False
-        try:
-            if first is not None:
-                try:
+        self._session = early.session if early is not None else None
+        self._events = early.events if early is not None else None
+        self._first = early.first if early is not None else None
+        self._started = early is not None  # the session was looked up
+        self._produced = False
+
+    async def next(self) -> BackendEvent | None:
+        """The next event, None after the last; a session the provider lost is started
+        over once, in a new session with the whole window handed over."""
+        while True:
+            events = self._events
+            if events is None:
+                events = self._events = await self._attempt()
+            try:
+                first = self._first
+                if first is not None:
+                    self._first = None
                     event = await first
-                except StopAsyncIteration:
-                    return
-                produced = not isinstance(event, SessionBound)
-                yield event
-            async for event in events:
-                produced = produced or not isinstance(event, SessionBound)
-                yield event
-            return
-        except ProviderSessionLost as exc:
-            if session is None or produced or progress.session is not None:
-                raise
-            log.warning(
-                "provider_session_lost", run_id=run.id, provider=run.provider, error=exc.message
-            )
-            await store.clear_provider_session(run.sandbox_id, run.conversation_id, run.provider)
-            session = None
-        finally:
-            # Close the provider's stream now, not whenever it is collected.
-            if first is not None and not first.done():
-                first.cancel()
-                with contextlib.suppress(BaseException):
-                    await first
+                else:
+                    event = await anext(events)
+            except StopAsyncIteration:
+                await self.close()
+                return None
+            except ProviderSessionLost as exc:
+                if self._session is None or self._produced or self._progress.session is not None:
+                    raise
+                run = self._run
+                log.warning(
+                    "provider_session_lost", run_id=run.id, provider=run.provider, error=exc.message
+                )
+                await self.close()
+                await self._store.clear_provider_session(
+                    run.sandbox_id, run.conversation_id, run.provider
+                )
+                self._session = None
+                continue
+            if not self._produced and not isinstance(event, SessionBound):
+                self._produced = True
+            return event
+
+    async def close(self) -> None:
+        """Close the provider's stream now, not whenever it is collected."""
+        first, self._first = self._first, None
+        if first is not None and not first.done():
+            first.cancel()
+            with contextlib.suppress(BaseException):
+                await first
+        events, self._events = self._events, None
+        if events is not None:
             await events.aclose()
+
+    async def _attempt(self) -> AsyncGenerator[BackendEvent, None]:
+        run, request = self._run, self._request
+        if not self._started:
+            self._started = True
+            if self._backend.keeps_sessions:
+                self._session = await self._store.get_provider_session(
+                    run.sandbox_id, run.conversation_id, run.provider
+                )
+        session = self._session
+        context = await _assemble(self._store, run, request, self._budget, session)
+        attempt = dataclasses.replace(
+            request,
+            messages=context.messages,
+            provider_session=session.session_id if session else None,
+        )
+        return _generator(self._backend.stream_turn(attempt, self._runner))

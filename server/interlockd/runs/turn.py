@@ -17,7 +17,6 @@ after admission (runs/admission.py):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import time
@@ -39,7 +38,7 @@ from interlockd.runs.provider_state import StoreProviderState
 from interlockd.runs.recording import TurnRecorder
 from interlockd.runs.replay import recorded_events
 from interlockd.runs.settle import Progress, settle
-from interlockd.runs.stream import Opening, open_early, provider_events
+from interlockd.runs.stream import Opening, ProviderCall, open_early
 from interlockd.store.base import ComputeSessionRecord, Run, Store, WindowEntry
 from interlockd.tools.base import ToolContext
 from interlockd.tools.dispatch import Dispatch
@@ -192,7 +191,7 @@ class Turn:
     async def stream(self, request: TurnRequest) -> AsyncGenerator[RunEvent, None]:
         """The run's events from the backend's; ends at TurnEnd (``self.outcome``)."""
         early, self.early = self.early, None
-        events = provider_events(
+        call = ProviderCall(
             self.deps.store,
             self.run,
             self.prepared.backend,
@@ -202,8 +201,8 @@ class Turn:
             self.progress,
             early,
         )
-        async with contextlib.aclosing(events):
-            async for event in events:
+        try:
+            while (event := await call.next()) is not None:
                 if isinstance(event, SessionBound):
                     self.progress.session = event.session_id
                     continue
@@ -220,6 +219,8 @@ class Turn:
                 else:
                     await self._record(event)
                     yield event
+        finally:
+            await call.close()
         raise ProviderError(self.run.provider, "the turn ended without a final event")
 
     async def _record(self, event: RunEvent) -> None:

@@ -175,8 +175,8 @@ test("a sandbox-wide connection the user declines throws ConnectFailed with the 
   const router = await sandbox("connect-declined");
   const started = await router.integrations.connect({ app: "github", endUserId: "u-1", scope: "sandbox" });
   const waiting = router.integrations.waitConnected(started.flowId, { timeoutMs: 20_000 });
-  assert.equal(await harness.deny(started.authorizeUrl), 400);
-  await assert.rejects(waiting, (err: unknown) => {
+  // Handled before the denial: the daemon may fail the flow before deny() returns.
+  const refused = assert.rejects(waiting, (err: unknown) => {
     assert.ok(err instanceof ConnectFailed);
     assert.deepEqual([err.flowId, err.state, err.code], [started.flowId, "failed", "FAILED_PRECONDITION"]);
     assert.match(err.explanation, /access_denied/);
@@ -184,6 +184,8 @@ test("a sandbox-wide connection the user declines throws ConnectFailed with the 
     assert.match(err.message, new RegExp(`^FAILED_PRECONDITION: connect flow ${started.flowId} failed: `));
     return true;
   });
+  assert.equal(await harness.deny(started.authorizeUrl), 400);
+  await refused;
   assert.deepEqual(await router.integrations.list(), []);
 });
 

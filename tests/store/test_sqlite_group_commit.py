@@ -9,6 +9,7 @@ from interlockd.errors import FailedPrecondition
 from interlockd.ids import new_id
 from interlockd.store.crypto import MasterKeyring
 from interlockd.store.sqlite import SqliteStore
+from interlockd.store.sqlite.group_commit import MAX_MEMBERS
 from tests.store.conformance.helpers import new_run, new_sandbox
 
 if TYPE_CHECKING:
@@ -76,3 +77,18 @@ async def test_a_failed_transaction_in_a_group_does_not_undo_the_others(
         assert conversation is not None
         found = await sqlite_store.get_conversation(sandbox.id, f"u{i}", conversation.id)
         assert found.id == conversation.id
+
+
+async def test_a_group_commits_at_its_size_limit_even_with_more_queued(
+    sqlite_store: SqliteStore,
+) -> None:
+    """Under a steady queue a group still commits: 300 simultaneous writes take at least
+    300 / MAX_MEMBERS commits, so no transaction waits behind an unbounded group."""
+    sandbox = await new_sandbox(sqlite_store)
+    commits_before, committed_before = sqlite_store.commit_stats()
+    await asyncio.gather(
+        *(sqlite_store.create_conversation(sandbox.id, f"u{i}") for i in range(300))
+    )
+    commits, committed = sqlite_store.commit_stats()
+    assert committed - committed_before == 300
+    assert commits - commits_before >= 300 // MAX_MEMBERS

@@ -4,7 +4,8 @@ Under ``synchronous=FULL`` every COMMIT syncs the WAL (milliseconds), and a
 connection commits one transaction at a time: 100 turns starting at once
 would queue behind 100 fsyncs. Here the write transactions that arrive while
 a COMMIT runs wait for it, then run back to back inside one physical
-transaction — each in a SAVEPOINT of its own, so one that fails is rolled
+transaction (up to :data:`MAX_MEMBERS` of them, open at most
+:data:`MAX_OPEN_SECONDS`) — each in a SAVEPOINT of its own, so one that fails is rolled
 back alone — and share the next COMMIT. A transaction is still durable when
 its block has been left without an exception: the caller is released only
 once the COMMIT holding it is done (and gets its error if that fails).
@@ -30,13 +31,21 @@ if TYPE_CHECKING:
     from interlockd.store.sqlite.connection import Connection
 
 
+#: A group commits once this many transactions joined it or it has been open this
+#: long, even with more queued: under steady load queued transactions would
+#: otherwise keep it open, and its first members (and other processes) waiting.
+MAX_MEMBERS = 64
+MAX_OPEN_SECONDS = 0.005
+
+
 class _Group:
     """One physical transaction: its members so far, and when its COMMIT is done."""
 
-    __slots__ = ("done", "members")
+    __slots__ = ("done", "members", "opened")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.members = 0
+        self.opened = loop.time()
         self.done: asyncio.Future[None] = loop.create_future()
         # Every member may have gone (cancelled) by the time it fails.
         self.done.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -90,7 +99,7 @@ class GroupCommitter:
             db.run("RELEASE member")
             group.members += 1
         finally:
-            if self._open is not None and not self._waiting:
+            if self._open is not None and self._full(self._open):
                 self._end_group()
             self._lock.release()
         # Cancelled here, the transaction may still commit; the connection is safe
@@ -109,6 +118,14 @@ class GroupCommitter:
                 self._end_group()
             await self._committed()
             yield self._db
+
+    def _full(self, group: _Group) -> bool:
+        """Whether ``group`` commits now: no one is queued to join, or it is big or old enough."""
+        return (
+            not self._waiting
+            or group.members >= MAX_MEMBERS
+            or asyncio.get_running_loop().time() - group.opened >= MAX_OPEN_SECONDS
+        )
 
     async def _begin(self) -> _Group:
         """Start a physical transaction once the previous one's COMMIT is done."""

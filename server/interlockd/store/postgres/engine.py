@@ -136,6 +136,9 @@ class PostgresTx:
         except _DRIVER_ERRORS as exc:
             raise _translated(exc, "write") from exc
 
+    async def execute_bulk(self, sql: str, params: Params = ()) -> int:
+        return await self.execute(sql, params)  # the server does the work, not this process
+
     async def executemany(self, sql: str, params: Iterable[Params]) -> None:
         batch = [bind(sql, p) for p in params]
         if not batch:

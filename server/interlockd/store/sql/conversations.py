@@ -135,7 +135,7 @@ class SqlConversations(SqlCore, ConversationStore):
         blind = await self._blind_end_user(sandbox_id, end_user_id)
         async with self._transaction() as db:
             # Entries cascade; their search rows go with them (trigger entries_drop_terms).
-            changed = await db.execute(
+            changed = await db.execute_bulk(
                 "DELETE FROM conversations WHERE id = ? AND sandbox_id = ? AND end_user_id = ?",
                 (conversation_id, sandbox_id, blind),
             )
@@ -246,7 +246,7 @@ class SqlConversations(SqlCore, ConversationStore):
         if not terms:
             return []
         match_sql, match_params = self.dialect.search_sql(ENTRY_COLUMNS_OF_E, terms)
-        rows = await self._fetch(
+        rows = await self._fetch_scan(
             f"{match_sql} AND e.sandbox_id = ? AND c.sandbox_id = ? "
             f"AND c.end_user_id = ? AND e.conversation_id <> ? {self.dialect.search_order()} "
             "LIMIT ?",

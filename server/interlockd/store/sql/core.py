@@ -88,6 +88,11 @@ class Tx(Protocol):
     async def executemany(self, sql: str, params: Iterable[Params]) -> None:
         """Run one statement once per parameter set."""
 
+    async def execute_bulk(self, sql: str, params: Params = ()) -> int:
+        """:meth:`execute` for a statement that may touch many rows (a cascade of
+        deletes): an engine that runs statements on the event loop's thread runs
+        this one elsewhere, so it never stalls the streams in flight."""
+
     async def lock_sandbox(self, sandbox_id: str) -> None:
         """From here to the end of the transaction, write in turn with the sandbox's other writers.
 
@@ -169,6 +174,12 @@ class SqlCore(StoreLifecycle):
     @abc.abstractmethod
     async def _fetch(self, sql: str, params: Params = ()) -> list[Row]:
         """Run one read outside any transaction (committed data only)."""
+
+    async def _fetch_scan(self, sql: str, params: Params = ()) -> list[Row]:
+        """:meth:`_fetch` for a read that may scan many rows (sums over the ledger,
+        full-text search): an engine that reads on the event loop's thread runs
+        this one elsewhere, so it never stalls the streams in flight."""
+        return await self._fetch(sql, params)
 
     @abc.abstractmethod
     def _transaction(self, serialize: str = "") -> AbstractAsyncContextManager[Tx]:

@@ -113,7 +113,7 @@ class SqlLedger(SqlCore, LedgerStore):
                 (run_id, sandbox_id),
             )
         else:
-            rows = await self._fetch(
+            rows = await self._fetch_scan(
                 f"SELECT {LEDGER.columns} FROM ledger WHERE sandbox_id = ? ORDER BY id",
                 (sandbox_id,),
             )
@@ -187,7 +187,7 @@ class SqlLedger(SqlCore, LedgerStore):
             _, after = read_page_token(page_token, listing)
             clauses.append(f"{key} > ?")
             params.append(after)
-        rows = await self._fetch(
+        rows = await self._fetch_scan(
             f"SELECT {key} AS group_key, {_USAGE_SUMS} FROM ledger "
             f"WHERE {' AND '.join(clauses)} GROUP BY group_key ORDER BY group_key LIMIT ?",
             (*params, size + 1),
@@ -215,7 +215,7 @@ class SqlLedger(SqlCore, LedgerStore):
         """
         listing = "usage/end_user"
         after = read_page_token(page_token, listing)[1] if page_token else None
-        rows = await self._fetch(
+        rows = await self._fetch_scan(
             f"SELECT end_user_id, {_USAGE_SUMS}, "
             "(SELECT u.id_sealed FROM end_users u WHERE u.sandbox_id = ? "
             "AND u.id = ledger.end_user_id) AS end_user_sealed FROM ledger "
@@ -239,7 +239,7 @@ class SqlLedger(SqlCore, LedgerStore):
     async def usage_total(self, sandbox_id: str, where: LedgerFilter) -> UsageTotals:
         blind = await self._blind_end_user(sandbox_id, where.end_user_id)
         clauses, params = _ledger_where(sandbox_id, where, blind)
-        rows = await self._fetch(
+        rows = await self._fetch_scan(
             f"SELECT {_USAGE_SUMS} FROM ledger WHERE {' AND '.join(clauses)}", params
         )
         return USAGE_TOTALS.load(rows[0], key="")

@@ -127,7 +127,7 @@ class SqlTenancy(SqlCore, TenancyStore):
     async def delete_sandbox(self, sandbox_id: str) -> None:
         async with self._transaction() as db:
             # Cascades to everything of the sandbox, its data keys included.
-            changed = await db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+            changed = await db.execute_bulk("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
             if changed == 0:
                 raise NotFound(f"sandbox {sandbox_id} not found")
             # Pauses name their sandbox without a foreign key (global ones name none).

@@ -119,6 +119,15 @@ class SqliteTx:
         except sqlite3.IntegrityError as exc:
             raise _violation(exc) from exc
 
+    async def execute_bulk(self, sql: str, params: Params = ()) -> int:
+        # On the connection's thread: the transaction holds the connection, so
+        # nothing else uses it meanwhile, and the loop keeps serving streams.
+        try:
+            cursor = await self._db.on_thread(lambda db: db.execute(sql, params))
+        except sqlite3.IntegrityError as exc:
+            raise _violation(exc) from exc
+        return cursor.rowcount
+
     async def lock_sandbox(self, sandbox_id: str) -> None:
         """Nothing to take: every write transaction on the file is already serial."""
 
@@ -294,6 +303,16 @@ class SqliteEngine(SqlCore):
         except sqlite3.Error as exc:
             raise StoreError(f"database read failed: {exc}") from exc
         # Rare in WAL mode (another process recovering the WAL): wait on the thread.
+        try:
+            return await db.on_thread(lambda c: self._read_waiting(c, sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    async def _fetch_scan(self, sql: str, params: Params = ()) -> list[Row]:
+        """A read that may scan many rows, on the reader's thread (the loop keeps serving)."""
+        db = self._reader
+        if db is None:
+            raise StoreError("the store is not open; call open() first")
         try:
             return await db.on_thread(lambda c: self._read_waiting(c, sql, params))
         except sqlite3.Error as exc:

@@ -8,12 +8,16 @@ thread of its own,
 ``migrate.py`` the migration runner's loading and data steps, and
 ``key_samples.py`` reads a file's wrapped keys before it opens.
 
-Connections. One writer and one reader connection. Statements run inline on
-the event loop's thread (microseconds on a local file, where a trip to a
-connection thread costs tens); what may wait, a COMMIT's fsync or a BEGIN
-that finds another process writing, runs on the connection's own thread.
-Write transactions are serialized in-process by an
-:class:`asyncio.Lock` and start with ``BEGIN IMMEDIATE``, which also
+Connections. A writer, a reader and a scanner. Statements run inline on the
+event loop's thread (microseconds on a local file, where a trip to a
+connection thread costs tens); what may wait or run long goes to a
+connection's own thread: a COMMIT's fsync or a BEGIN that finds another
+process writing (the writer's), a statement that may touch many rows
+(``Tx.execute_bulk``: deleting a sandbox or a conversation), and reads that
+may scan many rows or wait (the scanner's, used only on its thread).
+Write transactions are serialized in-process (``group_commit.py``, which
+also lets the ones that queue up share a COMMIT) and start with
+``BEGIN IMMEDIATE``, which also
 serializes them against other processes on the same file (worker processes
 of one host), so every check-then-write (admission above all) is atomic.
 Reads run on the reader in autocommit mode: WAL gives each statement the

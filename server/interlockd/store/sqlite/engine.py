@@ -171,6 +171,8 @@ class SqliteEngine(SqlCore):
         self._synchronous = synchronous
         self._writer: Connection | None = None
         self._reader: Connection | None = None
+        #: Reads that may wait or scan many rows: used only on its own thread.
+        self._scanner: Connection | None = None
         self._writes: GroupCommitter | None = None
         self._resource_locks = KeyedLocks()
 
@@ -205,10 +207,14 @@ class SqliteEngine(SqlCore):
             self._writes = GroupCommitter(writer)
             await self._migrate()
             reader = self._connect("interlock-db-reader")
+            scanner = self._connect("interlock-db-scanner")
             try:
                 reader.run("PRAGMA query_only = ON")
+                scanner.run("PRAGMA query_only = ON")
+                scanner.run(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             except BaseException:
                 await reader.close()
+                await scanner.close()
                 raise
         except BaseException as exc:
             self._writer = None
@@ -217,7 +223,7 @@ class SqliteEngine(SqlCore):
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot open database {self._path}: {exc}") from exc
             raise
-        self._reader = reader
+        self._reader, self._scanner = reader, scanner
 
     def _enter_wal(self, db: sqlite3.Connection) -> list[Row]:
         db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -265,15 +271,18 @@ class SqliteEngine(SqlCore):
 
     async def close(self) -> None:
         writer, reader, writes = self._writer, self._reader, self._writes
+        scanner = self._scanner
         if writer is None or writes is None:
             return
         # Wait for the writes in progress, then stop new ones from starting.
         async with writes.exclusive():
-            self._writer = self._reader = None
+            self._writer = self._reader = self._scanner = None
             self._writes = None
             try:
                 if reader is not None:
                     await reader.close()
+                if scanner is not None:
+                    await scanner.close()
             finally:
                 if writer.in_transaction:
                     _rollback_quietly(writer)
@@ -302,28 +311,19 @@ class SqliteEngine(SqlCore):
                 raise StoreError(f"database read failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"database read failed: {exc}") from exc
-        # Rare in WAL mode (another process recovering the WAL): wait on the thread.
-        try:
-            return await db.on_thread(lambda c: self._read_waiting(c, sql, params))
-        except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+        # Rare in WAL mode (another process recovering the WAL): wait, off the loop.
+        return await self._fetch_scan(sql, params)
 
     async def _fetch_scan(self, sql: str, params: Params = ()) -> list[Row]:
-        """A read that may scan many rows, on the reader's thread (the loop keeps serving)."""
-        db = self._reader
+        """A read that may wait or scan many rows, on the scanner connection's thread
+        (the loop keeps serving streams meanwhile)."""
+        db = self._scanner
         if db is None:
             raise StoreError("the store is not open; call open() first")
         try:
-            return await db.on_thread(lambda c: self._read_waiting(c, sql, params))
+            return await db.on_thread(lambda c: c.execute(sql, params).fetchall())
         except sqlite3.Error as exc:
             raise StoreError(f"database read failed: {exc}") from exc
-
-    def _read_waiting(self, db: sqlite3.Connection, sql: str, params: Params) -> list[Row]:
-        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        try:
-            return db.execute(sql, params).fetchall()
-        finally:
-            db.execute("PRAGMA busy_timeout = 0")
 
     @contextlib.asynccontextmanager
     async def _transaction(self, serialize: str = "") -> AsyncIterator[SqliteTx]:

@@ -19,6 +19,7 @@ statement while the thread runs something for the same connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -91,9 +92,25 @@ class Connection:
     # ---- on the connection's thread ------------------------------------------------
 
     async def on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(connection)`` on the connection's thread (for what may wait)."""
+        """``fn(connection)`` on the connection's thread (for what may wait).
+
+        A caller cancelled meanwhile still waits for ``fn`` to end before the
+        cancellation goes on: until then the connection is in use, and what the
+        caller does next with it (a ROLLBACK) must not run beside ``fn``.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, fn, self._db)
+        work = loop.run_in_executor(self._thread, fn, self._db)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({work})
+            raise
+
+    def rollback_quietly(self) -> None:
+        """ROLLBACK, if a transaction is open (nothing to undo is not an error)."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("ROLLBACK")
 
     def begin_now(self) -> bool:
         """``BEGIN IMMEDIATE`` if the write lock is free; False if another process holds it."""

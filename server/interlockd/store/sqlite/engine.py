@@ -132,12 +132,6 @@ class SqliteTx:
         """Nothing to take: every write transaction on the file is already serial."""
 
 
-def _rollback_quietly(db: Connection) -> None:
-    with contextlib.suppress(sqlite3.OperationalError):
-        # "no transaction is active": the COMMIT went through before a cancellation.
-        db.run("ROLLBACK")
-
-
 def _create_private_file(path: Path) -> None:
     """Create the database file 0600 if it does not exist (its WAL and SHM inherit the mode)."""
     try:
@@ -285,7 +279,7 @@ class SqliteEngine(SqlCore):
                     await scanner.close()
             finally:
                 if writer.in_transaction:
-                    _rollback_quietly(writer)
+                    writer.rollback_quietly()
                 await writer.close()
         self._keys.clear()
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from interlockd.errors import StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable
+    from collections.abc import AsyncIterator
 
     from interlockd.store.sqlite.connection import Connection
 
@@ -53,12 +53,6 @@ class _Group:
 
 def _commit(db: sqlite3.Connection) -> None:
     db.execute("COMMIT")
-
-
-def _rollback_quietly(db: Connection) -> None:
-    with contextlib.suppress(sqlite3.OperationalError):
-        # "no transaction is active": nothing left to undo.
-        db.run("ROLLBACK")
 
 
 class GroupCommitter:
@@ -133,10 +127,10 @@ class GroupCommitter:
         db = self._db
         if db.in_transaction:
             # A COMMIT that failed may have left its transaction open.
-            _rollback_quietly(db)
+            db.rollback_quietly()
         try:
             if not db.begin_now():
-                await _waited(db.on_thread(db.begin_waiting))
+                await db.on_thread(db.begin_waiting)
         except sqlite3.Error as exc:
             raise StoreError(f"database write failed: {exc}") from exc
         self._open = _Group(asyncio.get_running_loop())
@@ -147,7 +141,7 @@ class GroupCommitter:
         group, self._open = self._open, None
         assert group is not None
         if not group.members:
-            _rollback_quietly(self._db)
+            self._db.rollback_quietly()
             group.done.set_result(None)
             return
         self._committing = asyncio.ensure_future(self._commit(group))
@@ -156,7 +150,7 @@ class GroupCommitter:
         try:
             await self._db.on_thread(_commit)
         except BaseException as exc:
-            _rollback_quietly(self._db)
+            self._db.rollback_quietly()
             group.done.set_exception(exc if isinstance(exc, Exception) else StoreError(str(exc)))
         else:
             self.commits += 1
@@ -167,16 +161,5 @@ class GroupCommitter:
         """Wait for the COMMIT in progress, if any (it never raises: its group gets the error)."""
         committing = self._committing
         if committing is not None and not committing.done():
-            await _waited(committing)
-
-
-async def _waited(work: Awaitable[None]) -> None:
-    """Await ``work`` to its end even if the caller is cancelled meanwhile (nothing else
-    may use the connection until it is done), then re-raise the cancellation."""
-    future = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(future)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await asyncio.wait({future})
-        raise
+            # Shielded: a waiter cancelled here must not cancel the COMMIT.
+            await asyncio.shield(committing)

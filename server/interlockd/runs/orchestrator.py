@@ -32,11 +32,11 @@ from typing import Any
 
 import structlog
 
-from interlockd.errors import Unavailable
+from interlockd.errors import NotFound, Unavailable
 from interlockd.pauses import applies
 from interlockd.runs.admission import Admission, Prepared
 from interlockd.runs.events import RunEvent
-from interlockd.runs.outcome import PAUSED, SHUTDOWN, classify
+from interlockd.runs.outcome import PAUSED, SHUTDOWN, Outcome, classify
 from interlockd.runs.replay import check_owner, replay
 from interlockd.runs.request import RunInput
 from interlockd.runs.turn import Turn, TurnDeps
@@ -190,14 +190,30 @@ class Orchestrator:
 
         try:
             run = await self._admission.begin(prepared, admitted)
-        except BaseException:
+        except BaseException as exc:
             if begun:
-                await begun[0].discard_opening()
+                turn = begun[0]
+                await turn.discard_opening()
+                if isinstance(exc, asyncio.CancelledError):
+                    # Cancelled while the admission committed: the run may be in the
+                    # store, running with no turn; it ends the way a cancelled turn
+                    # that streamed nothing does.
+                    await self._shielded(self._settle_if_admitted(turn))
             raise
         turn = begun[0]
         # Lease renewals begun before the commit could not see the run.
         turn.admitted_at = time.monotonic()
         return run, turn
+
+    async def _settle_if_admitted(self, turn: Turn) -> None:
+        run = turn.run
+        try:
+            stored = await self._deps.store.get_run(run.sandbox_id, run.id)
+        except NotFound:
+            return  # the admission did not commit
+        if stored.status == "running":
+            log.info("run_cancelled", run_id=run.id, provider=run.provider)
+            await turn.settle(Outcome("cancelled"), unstarted=True)
 
     async def _execute(
         self, run: Run, turn: Turn, earlier: Sequence[WindowEntry] = ()

@@ -8,8 +8,8 @@ starts over once in a new session with the whole window handed over. Events
 are the backend's own (runs/turn.py turns them into the run's).
 
 A new run's provider call may begin *early*, while the transaction that
-admits the run commits (:func:`open_early`, called by the store once the run
-is admitted): its context is the committed window plus the user message the
+admits the run commits (:meth:`ProviderCall.begin_early`, called by the store
+once the run is admitted): its context is the committed window plus the user message the
 transaction is writing, and its first event is fetched meanwhile. The fsync
 of the commit then overlaps the provider's own latency, and the turn still
 sends nothing to its client before the commit is done (the orchestrator
@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import structlog
 
 from interlockd.backends.base import AgentBackend, TurnRequest
 from interlockd.context.tokens import MESSAGE_OVERHEAD, estimate_tokens
-from interlockd.context.window import AssembledContext, Budget, assemble
+from interlockd.context.window import Budget, assemble
 from interlockd.errors import ProviderSessionLost
 from interlockd.runs.settle import Progress
 from interlockd.store.base import ProviderSession, Run, Store
@@ -37,94 +36,12 @@ from interlockd.vocabulary import BackendEvent, Message, SessionBound, ToolRunne
 log = structlog.get_logger(__name__)
 
 
-@dataclass(slots=True)
-class Opening:
-    """A provider call begun early: its first attempt's stream, its first event on the way."""
-
-    session: ProviderSession | None
-    events: AsyncGenerator[BackendEvent, None]
-    #: The stream's first event (StopAsyncIteration if it had none), fetched meanwhile.
-    first: asyncio.Future[BackendEvent]
-
-    async def discard(self) -> None:
-        """Stop the call (the run was not admitted after all, or its caller went away)."""
-        self.first.cancel()
-        with contextlib.suppress(BaseException):
-            await self.first
-        with contextlib.suppress(Exception):
-            await self.events.aclose()
-
-
-async def open_early(
-    store: Store,
-    run: Run,
-    backend: AgentBackend,
-    request: TurnRequest,
-    runner: ToolRunner,
-    budget: Budget,
-    *,
-    message: str,
-    new_conversation: bool,
-) -> Opening:
-    """Begin ``run``'s provider call while its admission commits (see the module docstring).
-
-    ``message`` is the user message the admitting transaction is writing (not
-    yet visible to reads); the context is the committed window fitted to what
-    the message leaves of ``budget``, then the message: what :func:`assemble`
-    gives once the message is stored.
-    """
-    session = None
-    if backend.keeps_sessions and not new_conversation:
-        session = await store.get_provider_session(
-            run.sandbox_id, run.conversation_id, run.provider
-        )
-    user = Message(role="user", content=message)
-    if new_conversation:
-        messages = [Message(role="system", content=request.system)] if request.system else []
-        messages.append(user)
-    else:
-        left = Budget(total=budget.total - estimate_tokens(message) - MESSAGE_OVERHEAD)
-        earlier = await _assemble(store, run, request, left, session)
-        messages = [*earlier.messages, user]
-    attempt = dataclasses.replace(
-        request, messages=messages, provider_session=session.session_id if session else None
-    )
-    events = _generator(backend.stream_turn(attempt, runner))
-    return Opening(session, events, asyncio.ensure_future(anext(events)))
-
-
-def _generator(events: AsyncIterator[BackendEvent]) -> AsyncGenerator[BackendEvent, None]:
-    """``events`` as an async generator (what backends are, save a plugin's iterator)."""
-    if isinstance(events, AsyncGenerator):
-        return events
-
-    async def relay() -> AsyncGenerator[BackendEvent, None]:
-        async for event in events:
-            yield event
-
-    return relay()
-
-
-async def _assemble(
-    store: Store, run: Run, request: TurnRequest, budget: Budget, session: ProviderSession | None
-) -> AssembledContext:
-    return await assemble(
-        store,
-        run.sandbox_id,
-        run.conversation_id,
-        system=request.system,
-        budget=budget,
-        tool_messages=bool(request.tools),
-        after_seq=session.through_seq if session else 0,
-    )
-
-
 class ProviderCall:
     """The backend's events for ``run``, attempt by attempt, with the context assembled.
 
     :meth:`next` gives them one at a time (a coroutine, not a generator: the
-    turn's own loop is the only generator between the backend and the client).
-    ``early``: the first attempt, begun while the admission committed.
+    turn's own loop is the only generator between the backend and the client);
+    :meth:`close` stops the call wherever it is.
     """
 
     __slots__ = (
@@ -151,20 +68,41 @@ class ProviderCall:
         runner: ToolRunner,
         budget: Budget,
         progress: Progress,
-        early: Opening | None = None,
     ) -> None:
         self._store, self._run, self._backend = store, run, backend
-        self._request, self._runner, self._budget, self._progress = (
-            request,
-            runner,
-            budget,
-            progress,
-        )
-        self._session = early.session if early is not None else None
-        self._events = early.events if early is not None else None
-        self._first = early.first if early is not None else None
-        self._started = early is not None  # the session was looked up
+        self._request, self._runner = request, runner
+        self._budget, self._progress = budget, progress
+        self._session: ProviderSession | None = None
+        self._events: AsyncGenerator[BackendEvent, None] | None = None
+        #: The first event of a call begun early (StopAsyncIteration if it had none).
+        self._first: asyncio.Future[BackendEvent] | None = None
+        self._started = False  # the session was looked up
         self._produced = False
+
+    @property
+    def request(self) -> TurnRequest:
+        return self._request
+
+    async def begin_early(self, *, message: str, new_conversation: bool) -> None:
+        """Begin the call while the run's admission commits (see the module docstring).
+
+        ``message`` is the user message the admitting transaction is writing
+        (not yet visible to reads); the context is the committed window fitted
+        to what the message leaves of the budget, then the message: what
+        :func:`assemble` gives once the message is stored.
+        """
+        user = Message(role="user", content=message)
+        if new_conversation:
+            self._started = True  # a new conversation has no provider session
+            system = self._request.system
+            messages = [Message(role="system", content=system)] if system else []
+            messages.append(user)
+        else:
+            await self._look_up_session()
+            left = Budget(total=self._budget.total - estimate_tokens(message) - MESSAGE_OVERHEAD)
+            messages = [*await self._context(left), user]
+        events = self._events = self._stream(messages)
+        self._first = asyncio.ensure_future(anext(events))
 
     async def next(self) -> BackendEvent | None:
         """The next event, None after the last; a session the provider lost is started
@@ -172,12 +110,15 @@ class ProviderCall:
         while True:
             events = self._events
             if events is None:
-                events = self._events = await self._attempt()
+                await self._look_up_session()
+                events = self._events = self._stream(await self._context(self._budget))
             try:
                 first = self._first
                 if first is not None:
-                    self._first = None
+                    # Kept until it is done: if this await is cancelled, close()
+                    # must wait for the task before closing the generator it runs.
                     event = await first
+                    self._first = None
                 else:
                     event = await anext(events)
             except StopAsyncIteration:
@@ -211,19 +152,48 @@ class ProviderCall:
         if events is not None:
             await events.aclose()
 
-    async def _attempt(self) -> AsyncGenerator[BackendEvent, None]:
-        run, request = self._run, self._request
-        if not self._started:
-            self._started = True
-            if self._backend.keeps_sessions:
-                self._session = await self._store.get_provider_session(
-                    run.sandbox_id, run.conversation_id, run.provider
-                )
+    async def _look_up_session(self) -> None:
+        """The conversation's stored provider session, once (backends that keep sessions)."""
+        if self._started:
+            return
+        self._started = True
+        if self._backend.keeps_sessions:
+            run = self._run
+            self._session = await self._store.get_provider_session(
+                run.sandbox_id, run.conversation_id, run.provider
+            )
+
+    async def _context(self, budget: Budget) -> list[Message]:
+        """The stored window the call's session has not seen, fitted to ``budget``."""
+        run, session = self._run, self._session
+        context = await assemble(
+            self._store,
+            run.sandbox_id,
+            run.conversation_id,
+            system=self._request.system,
+            budget=budget,
+            tool_messages=bool(self._request.tools),
+            after_seq=session.through_seq if session else 0,
+        )
+        return context.messages
+
+    def _stream(self, messages: Sequence[Message]) -> AsyncGenerator[BackendEvent, None]:
         session = self._session
-        context = await _assemble(self._store, run, request, self._budget, session)
         attempt = dataclasses.replace(
-            request,
-            messages=context.messages,
+            self._request,
+            messages=messages,
             provider_session=session.session_id if session else None,
         )
         return _generator(self._backend.stream_turn(attempt, self._runner))
+
+
+def _generator(events: AsyncIterator[BackendEvent]) -> AsyncGenerator[BackendEvent, None]:
+    """``events`` as an async generator (what backends are, save a plugin's iterator)."""
+    if isinstance(events, AsyncGenerator):
+        return events
+
+    async def relay() -> AsyncGenerator[BackendEvent, None]:
+        async for event in events:
+            yield event
+
+    return relay()

@@ -38,7 +38,7 @@ from interlockd.runs.provider_state import StoreProviderState
 from interlockd.runs.recording import TurnRecorder
 from interlockd.runs.replay import recorded_events
 from interlockd.runs.settle import Progress, settle
-from interlockd.runs.stream import Opening, ProviderCall, open_early
+from interlockd.runs.stream import ProviderCall
 from interlockd.store.base import ComputeSessionRecord, Run, Store, WindowEntry
 from interlockd.tools.base import ToolContext
 from interlockd.tools.dispatch import Dispatch
@@ -94,8 +94,7 @@ class Turn:
         self.prefix: list[RunEvent] = []  # an earlier attempt's events, streamed first
         self.outcome: Outcome | None = None  # set by the stream's TurnEnd
         #: The provider call begun while the run's admission committed, if it was.
-        self.early: Opening | None = None
-        self._early_request: TurnRequest | None = None
+        self.early: ProviderCall | None = None
         limit = deps.settings.max_run_seconds
         if prepared.request.max_runtime_seconds:
             limit = min(limit, prepared.request.max_runtime_seconds)
@@ -118,28 +117,21 @@ class Turn:
         not for a self-hosted runtime, which needs its session placed first."""
         if self.prepared.plan is not None:
             return
-        request = self._early_request = self.request()
-        self.early = await open_early(
-            self.deps.store,
-            self.run,
-            self.prepared.backend,
-            request,
-            self.runner,
-            self.prepared.budget,
-            message=self.prepared.request.message,
-            new_conversation=new_conversation,
+        self.early = self._call(self.request())
+        await self.early.begin_early(
+            message=self.prepared.request.message, new_conversation=new_conversation
         )
 
     async def discard_opening(self) -> None:
         """Stop the call :meth:`open_early` began (the run's admission did not commit)."""
         early, self.early = self.early, None
         if early is not None:
-            await early.discard()
+            await early.close()
 
     async def place(self) -> TurnRequest:
         """The turn's request, with a self-hosted runtime's session acquired for it."""
-        if self._early_request is not None:
-            return self._early_request
+        if self.early is not None:
+            return self.early.request
         prepared, request = self.prepared, self.request()
         plan, compute, mcp = prepared.plan, self.deps.compute, self.deps.mcp
         if plan is None or compute is None:
@@ -190,17 +182,7 @@ class Turn:
 
     async def stream(self, request: TurnRequest) -> AsyncGenerator[RunEvent, None]:
         """The run's events from the backend's; ends at TurnEnd (``self.outcome``)."""
-        early, self.early = self.early, None
-        call = ProviderCall(
-            self.deps.store,
-            self.run,
-            self.prepared.backend,
-            request,
-            self.runner,
-            self.prepared.budget,
-            self.progress,
-            early,
-        )
+        call, self.early = self.early or self._call(request), None
         try:
             while (event := await call.next()) is not None:
                 if isinstance(event, SessionBound):
@@ -222,6 +204,17 @@ class Turn:
         finally:
             await call.close()
         raise ProviderError(self.run.provider, "the turn ended without a final event")
+
+    def _call(self, request: TurnRequest) -> ProviderCall:
+        return ProviderCall(
+            self.deps.store,
+            self.run,
+            self.prepared.backend,
+            request,
+            self.runner,
+            self.prepared.budget,
+            self.progress,
+        )
 
     async def _record(self, event: RunEvent) -> None:
         """Buffer text; record what a provider ran itself (the runner records the rest)."""
